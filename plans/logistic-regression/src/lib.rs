@@ -1,0 +1,63 @@
+//! Logistic regression, like scikit-learn's `SGDClassifier(loss="log_loss")`:
+//! parameters start at zero; binary tasks use one logit and binary
+//! cross-entropy, multiclass tasks one logit per class and softmax
+//! cross-entropy. Labels must be integers 0..n_classes-1.
+
+use fedwasm_plan::prelude::*;
+use fedwasm_plan::args::ArgType;
+use fedwasm_plan::optim::optimizer_args;
+
+/// The plan: one linear layer named `linear`.
+pub struct LogisticRegression {
+    model: Sequential,
+    n_classes: usize,
+}
+
+impl TrainingPlan for LogisticRegression {
+    const NAME: &'static str = "logistic-regression";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str =
+        "Logistic regression trained by mini-batch SGD; zero-initialised parameters \
+         `linear.weight` [classes or 1, n_features] and `linear.bias`.";
+    const MODEL_ARGS: &'static [ArgSpec] = &[
+        ArgSpec::required("n_features", ArgType::Count, "number of input features"),
+        ArgSpec::required("n_classes", ArgType::Count, "number of classes (2 for binary)"),
+    ];
+    const OPTIMIZER_ARGS: &'static [ArgSpec] = &optimizer_args("0.1");
+
+    fn init_model(args: &Args) -> PlanResult<Self> {
+        let n_features = args.count_at_least("n_features", 1)?;
+        let n_classes = args.count_at_least("n_classes", 2)?;
+        let outputs = if n_classes == 2 { 1 } else { n_classes };
+        let model = Sequential::new().linear(Linear::zeros("linear", n_features, outputs));
+        Ok(LogisticRegression { model, n_classes })
+    }
+
+    fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
+        let task = if self.n_classes == 2 {
+            Task::BinaryClassification
+        } else {
+            Task::MulticlassClassification(self.n_classes as u32)
+        };
+        Ok(DataSpec {
+            features: FeatureSelection::AllExceptTarget,
+            target: None,
+            task,
+            scaling: Scaling::Standardize,
+        })
+    }
+
+    fn model(&self) -> &Sequential {
+        &self.model
+    }
+
+    fn model_mut(&mut self) -> &mut Sequential {
+        &mut self.model
+    }
+
+    fn loss(&self) -> Loss {
+        if self.n_classes == 2 { Loss::BinaryCrossEntropy } else { Loss::SoftmaxCrossEntropy }
+    }
+}
+
+fedwasm_plan::export_plan!(LogisticRegression);

@@ -1,0 +1,81 @@
+//! A multilayer perceptron classifier: `fc1 … fcN` linear layers with an
+//! activation between them, PyTorch-style seeded initialisation, softmax
+//! cross-entropy (or binary cross-entropy for two classes).
+
+use fedwasm_plan::prelude::*;
+use fedwasm_plan::args::ArgType;
+use fedwasm_plan::error::invalid_argument;
+use fedwasm_plan::optim::optimizer_args;
+
+/// The plan: a stack of linear layers.
+pub struct Mlp {
+    model: Sequential,
+    n_classes: usize,
+}
+
+impl TrainingPlan for Mlp {
+    const NAME: &'static str = "mlp";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str =
+        "Multilayer perceptron classifier; layers fc1..fcN, weights drawn uniformly in ±1/√fan_in.";
+    const MODEL_ARGS: &'static [ArgSpec] = &[
+        ArgSpec::required("n_features", ArgType::Count, "number of input features"),
+        ArgSpec::required("n_classes", ArgType::Count, "number of classes"),
+        ArgSpec::optional("hidden", ArgType::CountList, "[64]", "width of each hidden layer"),
+        ArgSpec::optional("activation", ArgType::Text, "\"relu\"", "relu, sigmoid or tanh"),
+    ];
+    const OPTIMIZER_ARGS: &'static [ArgSpec] = &optimizer_args("0.1");
+
+    fn init_model(args: &Args) -> PlanResult<Self> {
+        let n_features = args.count_at_least("n_features", 1)?;
+        let n_classes = args.count_at_least("n_classes", 2)?;
+        let hidden = args.counts("hidden")?;
+        if hidden.contains(&0) {
+            return Err(invalid_argument("model_args.hidden: every layer needs at least one unit"));
+        }
+        let name = args.text("activation")?;
+        let activation = Activation::from_name(name).ok_or_else(|| {
+            invalid_argument(format!("model_args.activation must be relu, sigmoid or tanh, got \"{name}\""))
+        })?;
+        let outputs = if n_classes == 2 { 1 } else { n_classes };
+        let mut widths = vec![n_features];
+        widths.extend(&hidden);
+        widths.push(outputs);
+        let mut model = Sequential::new();
+        for (i, pair) in widths.windows(2).enumerate() {
+            if i > 0 {
+                model = model.activation(activation);
+            }
+            model = model.linear(Linear::uniform(&format!("fc{}", i + 1), pair[0], pair[1]));
+        }
+        Ok(Mlp { model, n_classes })
+    }
+
+    fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
+        let task = if self.n_classes == 2 {
+            Task::BinaryClassification
+        } else {
+            Task::MulticlassClassification(self.n_classes as u32)
+        };
+        Ok(DataSpec {
+            features: FeatureSelection::AllExceptTarget,
+            target: None,
+            task,
+            scaling: Scaling::Standardize,
+        })
+    }
+
+    fn model(&self) -> &Sequential {
+        &self.model
+    }
+
+    fn model_mut(&mut self) -> &mut Sequential {
+        &mut self.model
+    }
+
+    fn loss(&self) -> Loss {
+        if self.n_classes == 2 { Loss::BinaryCrossEntropy } else { Loss::SoftmaxCrossEntropy }
+    }
+}
+
+fedwasm_plan::export_plan!(Mlp);

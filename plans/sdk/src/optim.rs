@@ -1,0 +1,239 @@
+//! Optimizers: SGD (momentum, weight decay) and Adam, both honouring the
+//! gradient correction Scaffold sends (grad ← grad − correction).
+//!
+//! State (momentum buffers, Adam moments, the step count) lives in the
+//! optimizer and starts fresh in every training task, as in Fed-BioMed.
+
+use crate::args::{ArgSpec, ArgType, Args};
+use crate::error::{PlanResult, invalid_argument};
+
+/// Arguments every SDK optimizer understands, with SGD at learning rate 0.01 by default.
+pub const OPTIMIZER_ARGS: &[ArgSpec] = &optimizer_args("0.01");
+
+/// The optimizer argument list with a plan-specific default learning rate.
+pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 7] {
+    [
+        ArgSpec::optional("optimizer", ArgType::Text, "\"sgd\"", "\"sgd\" or \"adam\""),
+        ArgSpec::optional("lr", ArgType::Number, default_lr, "learning rate"),
+        ArgSpec::optional("momentum", ArgType::Number, "0.0", "SGD momentum (PyTorch convention)"),
+        ArgSpec::optional("weight_decay", ArgType::Number, "0.0", "L2 penalty added to the gradient"),
+        ArgSpec::optional("beta1", ArgType::Number, "0.9", "Adam: decay of the first moment"),
+        ArgSpec::optional("beta2", ArgType::Number, "0.999", "Adam: decay of the second moment"),
+        ArgSpec::optional("eps", ArgType::Number, "1e-8", "Adam: term added to the denominator"),
+    ]
+}
+
+/// Stochastic gradient descent with optional momentum and weight decay.
+#[derive(Debug, Clone)]
+pub struct Sgd {
+    /// Learning rate.
+    pub lr: f32,
+    /// Momentum factor (0 disables it).
+    pub momentum: f32,
+    /// L2 penalty factor.
+    pub weight_decay: f32,
+    velocity: Vec<Vec<f32>>,
+    steps: u64,
+}
+
+/// Adam (Kingma & Ba), bias-corrected, with L2 weight decay added to the gradient.
+#[derive(Debug, Clone)]
+pub struct Adam {
+    /// Learning rate.
+    pub lr: f32,
+    /// Decay of the first moment.
+    pub beta1: f32,
+    /// Decay of the second moment.
+    pub beta2: f32,
+    /// Added to the denominator.
+    pub eps: f32,
+    /// L2 penalty factor.
+    pub weight_decay: f32,
+    m: Vec<Vec<f32>>,
+    v: Vec<Vec<f32>>,
+    beta1_power: f32,
+    beta2_power: f32,
+}
+
+/// The optimizer a plan trains with.
+#[derive(Debug, Clone)]
+pub enum Optimizer {
+    /// See [`Sgd`].
+    Sgd(Sgd),
+    /// See [`Adam`].
+    Adam(Adam),
+}
+
+fn in_range(args: &Args, name: &str, low: f32, high: f32) -> PlanResult<f32> {
+    let v = args.number(name)?;
+    if !(low..high).contains(&v) {
+        return Err(invalid_argument(format!(
+            "optimizer_args.{name} must be in [{low}, {high}), got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+impl Optimizer {
+    /// Build from arguments parsed against [`optimizer_args`].
+    pub fn from_args(args: &Args) -> PlanResult<Self> {
+        let lr = args.number("lr")?;
+        if !(lr > 0.0) {
+            return Err(invalid_argument(format!("optimizer_args.lr must be > 0, got {lr}")));
+        }
+        let weight_decay = in_range(args, "weight_decay", 0.0, f32::INFINITY)?;
+        match args.text("optimizer")?.to_ascii_lowercase().as_str() {
+            "sgd" => Ok(Optimizer::Sgd(Sgd {
+                lr,
+                momentum: in_range(args, "momentum", 0.0, 1.0)?,
+                weight_decay,
+                velocity: Vec::new(),
+                steps: 0,
+            })),
+            "adam" => Ok(Optimizer::Adam(Adam {
+                lr,
+                beta1: in_range(args, "beta1", 0.0, 1.0)?,
+                beta2: in_range(args, "beta2", 0.0, 1.0)?,
+                eps: in_range(args, "eps", 0.0, f32::INFINITY)?,
+                weight_decay,
+                m: Vec::new(),
+                v: Vec::new(),
+                beta1_power: 1.0,
+                beta2_power: 1.0,
+            })),
+            other => Err(invalid_argument(format!(
+                "optimizer_args.optimizer must be \"sgd\" or \"adam\", got \"{other}\""
+            ))),
+        }
+    }
+
+    /// The learning rate, reported with every step.
+    pub fn learning_rate(&self) -> f32 {
+        match self {
+            Optimizer::Sgd(s) => s.lr,
+            Optimizer::Adam(a) => a.lr,
+        }
+    }
+
+    /// One update of every parameter from its gradient, after subtracting the
+    /// matching `correction` tensor when one is set.
+    pub fn step(&mut self, params: Vec<(&mut [f32], &[f32])>, correction: Option<&[Vec<f32>]>) {
+        match self {
+            Optimizer::Sgd(s) => s.step(params, correction),
+            Optimizer::Adam(a) => a.step(params, correction),
+        }
+    }
+}
+
+/// Zeroed state buffers shaped like the parameters, made on the first step.
+fn ensure_buffers(buffers: &mut Vec<Vec<f32>>, params: &[(&mut [f32], &[f32])]) {
+    if buffers.len() != params.len() {
+        *buffers = params.iter().map(|(p, _)| vec![0.0; p.len()]).collect();
+    }
+}
+
+/// The gradient of parameter `i` minus its correction, into `scratch`.
+fn corrected<'a>(grad: &[f32], correction: Option<&[Vec<f32>]>, i: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+    scratch.clear();
+    scratch.extend_from_slice(grad);
+    if let Some(c) = correction.and_then(|c| c.get(i)) {
+        for (g, c) in scratch.iter_mut().zip(c) {
+            *g -= *c;
+        }
+    }
+    scratch
+}
+
+impl Sgd {
+    fn step(&mut self, params: Vec<(&mut [f32], &[f32])>, correction: Option<&[Vec<f32>]>) {
+        ensure_buffers(&mut self.velocity, &params);
+        let first = self.steps == 0;
+        self.steps += 1;
+        let mut scratch = Vec::new();
+        for (i, (p, g)) in params.into_iter().enumerate() {
+            let g = corrected(g, correction, i, &mut scratch);
+            for ((w, gi), v) in p.iter_mut().zip(g).zip(self.velocity[i].iter_mut()) {
+                let mut d = *gi + self.weight_decay * *w;
+                if self.momentum != 0.0 {
+                    // PyTorch's convention: the first step seeds the buffer with d.
+                    *v = if first { d } else { self.momentum * *v + d };
+                    d = *v;
+                }
+                *w -= self.lr * d;
+            }
+        }
+    }
+}
+
+impl Adam {
+    fn step(&mut self, params: Vec<(&mut [f32], &[f32])>, correction: Option<&[Vec<f32>]>) {
+        ensure_buffers(&mut self.m, &params);
+        ensure_buffers(&mut self.v, &params);
+        // Powers by repeated multiplication: exact to reproduce anywhere, unlike powf.
+        self.beta1_power *= self.beta1;
+        self.beta2_power *= self.beta2;
+        let c1 = 1.0 - self.beta1_power;
+        let c2 = 1.0 - self.beta2_power;
+        let mut scratch = Vec::new();
+        for (i, (p, g)) in params.into_iter().enumerate() {
+            let g = corrected(g, correction, i, &mut scratch);
+            for (((w, gi), m), v) in p.iter_mut().zip(g).zip(self.m[i].iter_mut()).zip(self.v[i].iter_mut()) {
+                let d = *gi + self.weight_decay * *w;
+                *m = self.beta1 * *m + (1.0 - self.beta1) * d;
+                *v = self.beta2 * *v + (1.0 - self.beta2) * d * d;
+                *w -= self.lr * (*m / c1) / ((*v / c2).sqrt() + self.eps);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Optimizer {
+        Optimizer::from_args(&Args::parse("optimizer_args", json, OPTIMIZER_ARGS).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn sgd_with_momentum_and_correction() {
+        let mut opt = build(r#"{"lr": 0.5, "momentum": 0.5}"#);
+        let mut w = vec![1.0f32, 2.0];
+        let g = vec![1.0f32, -1.0];
+        let correction = vec![vec![0.5f32, 0.5]];
+        opt.step(vec![(&mut w, &g)], Some(&correction));
+        // corrected gradient (0.5, -1.5); first momentum step uses it as is.
+        assert_eq!(w, vec![0.75, 2.75]);
+        opt.step(vec![(&mut w, &g)], Some(&correction));
+        // velocity = 0.5 * (0.5, -1.5) + (0.5, -1.5) = (0.75, -2.25)
+        assert_eq!(w, vec![0.375, 3.875]);
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        let mut opt = build(r#"{"optimizer": "adam", "lr": 0.1}"#);
+        let mut w = vec![0.0f32, 0.0];
+        let g = vec![3.0f32, -0.01];
+        opt.step(vec![(&mut w, &g)], None);
+        assert!((w[0] + 0.1).abs() < 1e-6 && (w[1] - 0.1).abs() < 1e-5, "{w:?}");
+    }
+
+    #[test]
+    fn weight_decay_pulls_towards_zero() {
+        let mut opt = build(r#"{"lr": 0.1, "weight_decay": 1.0}"#);
+        let mut w = vec![2.0f32];
+        opt.step(vec![(&mut w, &[0.0])], None);
+        assert!((w[0] - 1.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let args = Args::parse("optimizer_args", r#"{"optimizer": "rmsprop"}"#, OPTIMIZER_ARGS).unwrap();
+        let err = Optimizer::from_args(&args).unwrap_err();
+        assert!(err.message.contains("\"sgd\" or \"adam\""), "{err}");
+        let args = Args::parse("optimizer_args", r#"{"lr": -1}"#, OPTIMIZER_ARGS).unwrap();
+        assert!(Optimizer::from_args(&args).unwrap_err().message.contains("lr must be > 0"));
+        let args = Args::parse("optimizer_args", r#"{"momentum": 1.5}"#, OPTIMIZER_ARGS).unwrap();
+        assert!(Optimizer::from_args(&args).unwrap_err().message.contains("momentum"));
+    }
+}

@@ -1,0 +1,44 @@
+//! Command-line parsing and dispatch. The only layer that uses `anyhow`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod plan;
+
+/// Federated learning with WebAssembly training plans.
+#[derive(Parser)]
+#[command(name = "fedwasm", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build, inspect and dry-run training plans.
+    #[command(subcommand)]
+    Plan(plan::PlanCommand),
+    /// Run one training task read from stdin (used by nodes; not for people).
+    #[command(name = "__worker", hide = true)]
+    Worker,
+}
+
+/// Parse the command line and run the command.
+pub fn run() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Plan(cmd) => plan::run(cmd),
+        Command::Worker => {
+            fedwasm::training::worker_main(std::io::stdin().lock(), std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

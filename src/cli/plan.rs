@@ -1,0 +1,227 @@
+//! `fedwasm plan build | inspect | check`: the plan author's tools.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use fedwasm::plan_build::build_plan;
+use fedwasm::sandbox::types::ArgInfo;
+use fedwasm::sandbox::{Interruption, Sandbox, SandboxConfig};
+use fedwasm::training::{Progress, TrainingArgs, TrainingTask, run_in_worker, run_task};
+
+/// Plan author commands.
+#[derive(Subcommand)]
+pub enum PlanCommand {
+    /// Build a plan crate for wasm32-wasip2 and copy the component out.
+    Build {
+        /// Folder of the plan crate.
+        plan_dir: PathBuf,
+        /// Where to write the component (default: ./<package>.wasm).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Show a component's plan-info, imports, exports, SHA-256 and size.
+    Inspect {
+        /// The component.
+        plan: PathBuf,
+    },
+    /// Train a plan on a CSV file exactly as a node would: the plan author's dry run.
+    Check {
+        /// The component.
+        plan: PathBuf,
+        /// The CSV dataset (header line, numeric cells).
+        #[arg(long)]
+        data: PathBuf,
+        /// The target column.
+        #[arg(long)]
+        target: String,
+        /// model_args as a JSON object.
+        #[arg(long, default_value = "{}")]
+        model_args: String,
+        /// training_args as a JSON object, e.g. '{"num_updates": 200, "loader_args": {"batch_size": 32}}'.
+        #[arg(long, default_value = "{}")]
+        training_args: String,
+        /// Node id that seeds the plan's randomness, as a node's id would.
+        #[arg(long, default_value = "local")]
+        node_id: String,
+        /// Round number that seeds the plan's randomness.
+        #[arg(long, default_value_t = 0)]
+        round: u32,
+        /// Write the trained parameters to this safetensors file.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+        /// Stop the task after this many seconds.
+        #[arg(long, default_value_t = 600.0)]
+        deadline: f64,
+        /// Memory cap of the plan, in MiB.
+        #[arg(long, default_value_t = 512)]
+        memory_mib: u64,
+        /// Run in this process with epoch interruption instead of a worker process.
+        #[arg(long)]
+        in_process: bool,
+    },
+}
+
+/// Run a plan command.
+pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        PlanCommand::Build { plan_dir, output } => {
+            let built = build_plan(&plan_dir, output.as_deref(), None)
+                .with_context(|| format!("building the plan in {}", plan_dir.display()))?;
+            println!("built {} → {}", built.name, built.path.display());
+            println!("sha256 {}", built.digest);
+            println!("size   {} bytes", built.size);
+            Ok(ExitCode::SUCCESS)
+        }
+        PlanCommand::Inspect { plan } => inspect(&plan),
+        PlanCommand::Check {
+            plan,
+            data,
+            target,
+            model_args,
+            training_args,
+            node_id,
+            round,
+            output,
+            deadline,
+            memory_mib,
+            in_process,
+        } => {
+            let model_args = serde_json::from_str(&model_args).context("--model-args is not valid JSON")?;
+            let training_args = TrainingArgs::from_json(&training_args).context("--training-args")?;
+            if !(deadline > 0.0) {
+                bail!("--deadline must be a positive number of seconds");
+            }
+            let sandbox = SandboxConfig {
+                memory_mib,
+                call_timeout_secs: deadline,
+                cache_dir: cache_dir(),
+                ..SandboxConfig::default()
+            };
+            let task = TrainingTask {
+                plan,
+                dataset: data,
+                target: Some(target),
+                model_args,
+                training_args,
+                round,
+                node_id,
+                initial_parameters: None,
+                gradient_correction: None,
+                output_parameters: output,
+                sandbox,
+            };
+            check(task, Duration::from_secs_f64(deadline), in_process)
+        }
+    }
+}
+
+/// Where compiled plans are cached between runs: `$FEDWASM_DIR/cache/compiled`
+/// when FEDWASM_DIR is set, else the system cache folder.
+fn cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("FEDWASM_DIR") {
+        return Some(PathBuf::from(dir).join("cache").join("compiled"));
+    }
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .map(|c| c.join("fedwasm").join("compiled"))
+}
+
+fn print_args(title: &str, args: &[ArgInfo]) {
+    println!("{title}");
+    if args.is_empty() {
+        println!("  (none)");
+    }
+    for a in args {
+        let default = match &a.default_value {
+            Some(d) => format!("default {d}"),
+            None => "required".to_string(),
+        };
+        println!("  {:<14} {:<14} {:<18} {}", a.name, a.type_name, default, a.help);
+    }
+}
+
+fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
+    let sandbox = Sandbox::new(SandboxConfig { cache_dir: cache_dir(), ..SandboxConfig::default() })?;
+    let plan = sandbox.load_file(path).with_context(|| format!("loading {}", path.display()))?;
+    let mut instance = sandbox.instantiate(&plan, &fedwasm::sandbox::random::StreamSeed([0; 32]))?;
+    let info = instance.describe()?;
+    println!("name         {}", info.name);
+    println!("version      {}", info.version);
+    println!("description  {}", info.description);
+    println!("sha256       {}", plan.digest());
+    println!("size         {} bytes", plan.size());
+    print_args("model_args", &info.model_args);
+    print_args("optimizer_args", &info.optimizer_args);
+    let (imports, exports) = plan.interface(&sandbox);
+    println!("imports");
+    for i in imports {
+        println!("  {i}");
+    }
+    println!("exports");
+    for e in exports {
+        println!("  {e}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn check(task: TrainingTask, deadline: Duration, in_process: bool) -> anyhow::Result<ExitCode> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} updates {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    // indicatif hides the bar when stderr is not a terminal, and its println
+    // with it; the loss lines must show either way.
+    let say = |line: String| if bar.is_hidden() { println!("{line}") } else { bar.println(line) };
+    let mut on_progress = |p: Progress| match p {
+        Progress::Started { plan_name, total_updates, training_samples, test_samples, warnings } => {
+            for w in warnings {
+                say(format!("warning: {w}"));
+            }
+            say(format!(
+                "plan {plan_name}: {training_samples} training rows, {test_samples} held out, {total_updates} updates"
+            ));
+            bar.set_length(total_updates as u64);
+        }
+        Progress::Loss { update, epoch, samples_seen, loss } => {
+            bar.set_position(update as u64);
+            bar.set_message(format!("loss {loss:.4}"));
+            say(format!("update {update:>6}  epoch {epoch:>3}  samples {samples_seen:>8}  loss {loss:.6}"));
+        }
+    };
+    let outcome = if in_process {
+        let mut config = task.sandbox.clone();
+        config.interruption = Interruption::Epoch;
+        let sandbox = Sandbox::new(config)?;
+        run_task(&sandbox, &task, &mut on_progress)
+    } else {
+        let exe = std::env::current_exe().context("locating the fedwasm binary for the worker")?;
+        run_in_worker(&exe, &task, deadline, &mut on_progress)
+    };
+    bar.finish_and_clear();
+    let outcome = outcome.context("the plan check failed")?;
+    for record in &outcome.plan_logs {
+        println!("plan log [{:?}] {}", record.level, record.message);
+    }
+    println!(
+        "trained {} updates on {} samples in {:.1} ms (task {:.1} ms); final loss {:.6}",
+        outcome.updates, outcome.samples_seen, outcome.training_ms, outcome.total_ms, outcome.final_loss
+    );
+    if let Some(m) = outcome.training_metric {
+        println!("training {m}");
+    }
+    if let Some(m) = outcome.test_metric {
+        println!("held-out {m}");
+    }
+    println!("plan sha256 {}", outcome.plan_digest);
+    if let Some(out) = &task.output_parameters {
+        println!("parameters written to {}", out.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}

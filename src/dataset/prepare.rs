@@ -1,0 +1,274 @@
+//! Apply a plan's `data-spec` to a table: select columns, check targets,
+//! split off validation rows, scale with training statistics only.
+
+use rand_core::RngCore;
+
+use super::{ColumnKind, DatasetError, Table};
+use crate::sandbox::random::StreamSeed;
+use crate::sandbox::types::{Array, Batch, ColumnInfo, ColumnType, DataSpec, DatasetInfo, FeatureSelection, Scaling, Task};
+
+/// Features and targets of a set of samples, features row-major.
+#[derive(Debug, Clone, Default)]
+pub struct Samples {
+    /// [len, n_features], row-major.
+    pub features: Vec<f32>,
+    /// One per row.
+    pub targets: Vec<f32>,
+    /// Width of a row.
+    pub n_features: usize,
+}
+
+impl Samples {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether there is no sample.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// The rows at `indices`, as a plan batch.
+    pub fn batch(&self, indices: &[usize]) -> Batch {
+        let d = self.n_features;
+        let mut data = Vec::with_capacity(indices.len() * d);
+        let mut targets = Vec::with_capacity(indices.len());
+        for &i in indices {
+            data.extend_from_slice(&self.features[i * d..(i + 1) * d]);
+            targets.push(self.targets[i]);
+        }
+        Batch { features: Array { shape: vec![indices.len() as u32, d as u32], data }, targets }
+    }
+
+    /// Rows `start..end` as a feature array (for prediction).
+    pub fn feature_rows(&self, start: usize, end: usize) -> Array {
+        let d = self.n_features;
+        Array { shape: vec![(end - start) as u32, d as u32], data: self.features[start * d..end * d].to_vec() }
+    }
+}
+
+/// How to split off validation rows: a fraction and the seed that picks them.
+#[derive(Debug, Clone, Copy)]
+pub struct Split {
+    /// Fraction of rows held out, in [0, 1).
+    pub test_ratio: f64,
+    /// Seed of the permutation that picks them.
+    pub seed: StreamSeed,
+}
+
+/// A dataset ready for batching.
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    /// Feature columns, in model input order.
+    pub feature_names: Vec<String>,
+    /// The target column.
+    pub target_name: String,
+    /// What the plan learns.
+    pub task: Task,
+    /// Rows to train on.
+    pub train: Samples,
+    /// Rows held out for validation (empty when test_ratio is 0).
+    pub test: Samples,
+}
+
+/// What a plan is told about `table` (never its path).
+pub fn dataset_info(table: &Table, target: Option<&str>) -> DatasetInfo {
+    DatasetInfo {
+        columns: table
+            .names()
+            .iter()
+            .zip(table.kinds())
+            .map(|(name, kind)| ColumnInfo {
+                name: name.clone(),
+                column_type: match kind {
+                    ColumnKind::Integer => ColumnType::Integer,
+                    ColumnKind::Float => ColumnType::Float,
+                },
+            })
+            .collect(),
+        sample_count: table.rows() as u64,
+        shape: vec![table.rows() as u64, table.width() as u64],
+        target: target.map(str::to_string),
+    }
+}
+
+fn check_target(task: &Task, value: f64) -> Option<String> {
+    match *task {
+        Task::BinaryClassification if value != 0.0 && value != 1.0 => {
+            Some("is not 0 or 1, as a binary classification plan needs".into())
+        }
+        Task::MulticlassClassification(n) if value.fract() != 0.0 || value < 0.0 || value >= n as f64 => {
+            Some(format!("is not a class index in 0..{n}; labels must be integers 0..n_classes-1"))
+        }
+        _ => None,
+    }
+}
+
+/// Indices 0..n in a seeded order (Fisher–Yates). Written out rather than taken
+/// from `rand` because a crate's shuffle may change between versions, and a
+/// node's split must stay the same for a given seed.
+pub fn permutation(n: usize, rng: &mut impl RngCore) -> Vec<usize> {
+    let mut items: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        items.swap(i, j);
+    }
+    items
+}
+
+/// Select, check, split and scale `table` as `spec` asks.
+pub fn prepare(
+    table: &Table,
+    spec: &DataSpec,
+    registered_target: Option<&str>,
+    split: &Split,
+) -> Result<PreparedData, DatasetError> {
+    let target_name = spec
+        .target
+        .as_deref()
+        .or(registered_target)
+        .ok_or(DatasetError::NoTarget)?
+        .to_string();
+    let target_col = table.column(&target_name)?;
+    let feature_cols: Vec<usize> = match &spec.features {
+        FeatureSelection::AllExceptTarget => (0..table.width()).filter(|&c| c != target_col).collect(),
+        FeatureSelection::Columns(names) => {
+            let cols = names.iter().map(|n| table.column(n)).collect::<Result<Vec<_>, _>>()?;
+            if cols.contains(&target_col) {
+                return Err(DatasetError::Invalid(format!(
+                    "the plan asks for the target `{target_name}` as a feature too"
+                )));
+            }
+            cols
+        }
+    };
+    if feature_cols.is_empty() {
+        return Err(DatasetError::Invalid("the plan selects no feature column".into()));
+    }
+    for r in 0..table.rows() {
+        let value = table.get(r, target_col);
+        if let Some(reason) = check_target(&spec.task, value) {
+            return Err(DatasetError::BadTarget { row: r + 1, column: target_name, value, reason });
+        }
+    }
+    if !(0.0..1.0).contains(&split.test_ratio) {
+        return Err(DatasetError::Invalid(format!(
+            "test_ratio must be in [0, 1), got {}",
+            split.test_ratio
+        )));
+    }
+    let n = table.rows();
+    let n_test = (n as f64 * split.test_ratio).floor() as usize;
+    let mut order = permutation(n, &mut split.seed.rng());
+    let mut test_rows = order.split_off(n - n_test);
+    let mut train_rows = order;
+    train_rows.sort_unstable();
+    test_rows.sort_unstable();
+    if train_rows.is_empty() {
+        return Err(DatasetError::Invalid("no training rows left after the validation split".into()));
+    }
+
+    let scalers: Vec<(f64, f64)> = feature_cols
+        .iter()
+        .map(|&c| scaler(table, c, &train_rows, spec.scaling))
+        .collect();
+    let gather = |rows: &[usize]| {
+        let mut features = Vec::with_capacity(rows.len() * feature_cols.len());
+        let mut targets = Vec::with_capacity(rows.len());
+        for &r in rows {
+            for (&c, &(shift, scale)) in feature_cols.iter().zip(&scalers) {
+                features.push(((table.get(r, c) - shift) / scale) as f32);
+            }
+            targets.push(table.get(r, target_col) as f32);
+        }
+        Samples { features, targets, n_features: feature_cols.len() }
+    };
+    Ok(PreparedData {
+        feature_names: feature_cols.iter().map(|&c| table.names()[c].clone()).collect(),
+        target_name,
+        task: spec.task,
+        train: gather(&train_rows),
+        test: gather(&test_rows),
+    })
+}
+
+/// (shift, scale) of column `c` over `rows`, so that (x - shift) / scale is the scaled value.
+fn scaler(table: &Table, c: usize, rows: &[usize], scaling: Scaling) -> (f64, f64) {
+    let values = rows.iter().map(|&r| table.get(r, c));
+    let nonzero = |s: f64| if s > 0.0 { s } else { 1.0 };
+    match scaling {
+        Scaling::None => (0.0, 1.0),
+        Scaling::Standardize => {
+            let n = rows.len() as f64;
+            let mean = values.clone().sum::<f64>() / n;
+            let var = values.map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            (mean, nonzero(var.sqrt()))
+        }
+        Scaling::MinMax => {
+            let min = values.clone().fold(f64::INFINITY, f64::min);
+            let max = values.fold(f64::NEG_INFINITY, f64::max);
+            (min, nonzero(max - min))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table() -> Table {
+        // x1, x2 (constant), y
+        let mut values = Vec::new();
+        for i in 0..10 {
+            values.extend([i as f64, 5.0, (i % 2) as f64]);
+        }
+        Table::new(vec!["x1".into(), "x2".into(), "y".into()], values).unwrap()
+    }
+
+    fn spec(task: Task, scaling: Scaling) -> DataSpec {
+        DataSpec { features: FeatureSelection::AllExceptTarget, target: None, task, scaling }
+    }
+
+    fn no_split() -> Split {
+        Split { test_ratio: 0.0, seed: StreamSeed([0; 32]) }
+    }
+
+    #[test]
+    fn standardizes_with_training_statistics() {
+        let p = prepare(&table(), &spec(Task::BinaryClassification, Scaling::Standardize), Some("y"), &no_split()).unwrap();
+        assert_eq!(p.feature_names, ["x1", "x2"]);
+        assert_eq!(p.train.len(), 10);
+        let x1: Vec<f32> = p.train.features.chunks(2).map(|r| r[0]).collect();
+        let mean = x1.iter().sum::<f32>() / 10.0;
+        assert!(mean.abs() < 1e-6);
+        assert!(p.train.features.chunks(2).all(|r| r[1] == 0.0), "constant column becomes 0");
+    }
+
+    #[test]
+    fn split_is_seeded_and_disjoint() {
+        let split = Split { test_ratio: 0.3, seed: StreamSeed([9; 32]) };
+        let s = spec(Task::Regression, Scaling::None);
+        let a = prepare(&table(), &s, Some("y"), &split).unwrap();
+        let b = prepare(&table(), &s, Some("y"), &split).unwrap();
+        assert_eq!((a.train.len(), a.test.len()), (7, 3));
+        assert_eq!(a.test.features, b.test.features);
+        let mut all: Vec<f32> = a.train.features.chunks(2).chain(a.test.features.chunks(2)).map(|r| r[0]).collect();
+        all.sort_by(f32::total_cmp);
+        assert_eq!(all, (0..10).map(|i| i as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn bad_targets_and_columns_are_named() {
+        let err = prepare(&table(), &spec(Task::MulticlassClassification(1), Scaling::None), Some("y"), &no_split())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row 2: target `y` = 1 is not a class index in 0..1"), "{err}");
+        let err = prepare(&table(), &spec(Task::Regression, Scaling::None), None, &no_split()).unwrap_err();
+        assert!(matches!(err, DatasetError::NoTarget));
+        let mut s = spec(Task::Regression, Scaling::None);
+        s.features = FeatureSelection::Columns(vec!["x3".into()]);
+        let err = prepare(&table(), &s, Some("y"), &no_split()).unwrap_err().to_string();
+        assert!(err.contains("no column `x3`"), "{err}");
+    }
+}

@@ -1,0 +1,24 @@
+//! # fedwasm
+//!
+//! Federated learning for biomedical research where training plans are
+//! WebAssembly components: nodes (hospitals) keep their data and run the
+//! researcher's plan in a wasmtime sandbox with no files, no network, no clock,
+//! bounded memory and time, seeded randomness, approved by hash.
+//!
+//! # Layout
+//! - `wit/plan.wit`: the plan ABI (`fedwasm:plan/training-plan`).
+//! - [`sandbox`]: compiles and runs plan components under limits.
+//! - [`dataset`]: loads a node's tabular data and prepares it as the plan asks.
+//! - [`training`]: one training task (arguments, batching, the step loop) and
+//!   the worker process that runs it under a watchdog.
+//! - [`plan_build`]: builds a plan crate into a component for plan authors.
+//! - [`tensors`]: parameters in safetensors files.
+//! - [`digest`]: SHA-256 identities of plans and blobs.
+//! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
+
+pub mod dataset;
+pub mod digest;
+pub mod plan_build;
+pub mod sandbox;
+pub mod tensors;
+pub mod training;

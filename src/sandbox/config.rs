@@ -1,0 +1,65 @@
+//! What a node configures about its sandbox: limits and where compiled plans are cached.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// How a call that runs too long is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Interruption {
+    /// wasmtime's epoch interruption: a check at every loop header, which makes
+    /// SIMD-heavy training loops 1.5–3× slower. Used for short calls in-process
+    /// (describe, predict, `plan inspect`).
+    Epoch,
+    /// No check inside the plan; the caller enforces the deadline from outside,
+    /// by running the task in a worker process it kills at the deadline.
+    External,
+}
+
+/// Limits and caching of the plan sandbox; every field has a sane default.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxConfig {
+    /// Cap on a plan's linear memory, in MiB.
+    pub memory_mib: u64,
+    /// Cap on the wasm stack, in KiB.
+    pub stack_kib: usize,
+    /// Deadline of one plan call under [`Interruption::Epoch`], in seconds.
+    pub call_timeout_secs: f64,
+    /// Bytes of stdout and of stderr kept per task (the rest is dropped).
+    pub output_bytes: usize,
+    /// Log messages kept per task.
+    pub log_messages: usize,
+    /// Where compiled plans are kept between processes; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// How overlong calls are stopped.
+    pub interruption: Interruption,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        SandboxConfig {
+            memory_mib: 512,
+            stack_kib: 1024,
+            call_timeout_secs: 60.0,
+            output_bytes: 64 * 1024,
+            log_messages: 1000,
+            cache_dir: None,
+            interruption: Interruption::Epoch,
+        }
+    }
+}
+
+impl SandboxConfig {
+    /// The memory cap in bytes.
+    pub fn memory_bytes(&self) -> usize {
+        (self.memory_mib as usize).saturating_mul(1 << 20)
+    }
+
+    /// The per-call deadline.
+    pub fn call_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.call_timeout_secs.max(0.001))
+    }
+}

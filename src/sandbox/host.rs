@@ -1,0 +1,147 @@
+//! Per-task host state: the WASI context, the memory limiter, the random
+//! stream and the plan's log, plus the `random` and `log` imports.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::RngCore;
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{log, random, types};
+use super::config::SandboxConfig;
+use super::random::{StreamSeed, unit_f32};
+use super::wasi;
+
+/// Longest log message kept, in bytes; longer ones are cut.
+const MAX_LOG_MESSAGE: usize = 4096;
+
+/// Severity of a plan log record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlanLogLevel {
+    /// Fine detail.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal progress.
+    Info,
+    /// Something the researcher should look at.
+    Warn,
+    /// A failure the plan reports.
+    Error,
+}
+
+/// One message a plan logged.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PlanLogRecord {
+    /// Severity.
+    pub level: PlanLogLevel,
+    /// Text, cut to 4 KiB.
+    pub message: String,
+}
+
+/// Refuses memory growth past the cap and remembers that it did, so a trap that
+/// follows can be reported as what it is.
+pub(crate) struct MemoryCap {
+    limit: usize,
+    pub(crate) hit: bool,
+}
+
+impl ResourceLimiter for MemoryCap {
+    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        if desired > self.limit {
+            self.hit = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        Ok(desired <= 1 << 20)
+    }
+}
+
+/// Everything a plan instance's store holds.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) memory: MemoryCap,
+    random: ChaCha8Rng,
+    max_fill: usize,
+    pub(crate) logs: Vec<PlanLogRecord>,
+    pub(crate) logs_dropped: usize,
+    max_logs: usize,
+    pub(crate) stdout: MemoryOutputPipe,
+    pub(crate) stderr: MemoryOutputPipe,
+}
+
+impl HostState {
+    pub(crate) fn new(config: &SandboxConfig, seed: &StreamSeed) -> Self {
+        let stdout = MemoryOutputPipe::new(config.output_bytes);
+        let stderr = MemoryOutputPipe::new(config.output_bytes);
+        HostState {
+            wasi: wasi::deny_all(seed, stdout.clone(), stderr.clone()),
+            table: ResourceTable::new(),
+            memory: MemoryCap { limit: config.memory_bytes(), hit: false },
+            random: seed.rng(),
+            max_fill: config.memory_bytes() / 4,
+            logs: Vec::new(),
+            logs_dropped: 0,
+            max_logs: config.log_messages,
+            stdout,
+            stderr,
+        }
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl types::Host for HostState {}
+
+impl random::Host for HostState {
+    fn next_u64(&mut self) -> wasmtime::Result<u64> {
+        Ok(self.random.next_u64())
+    }
+
+    fn fill_f32(&mut self, count: u32) -> wasmtime::Result<Vec<f32>> {
+        let count = count as usize;
+        if count > self.max_fill {
+            self.memory.hit = true;
+            wasmtime::bail!("random.fill-f32 asked for {count} floats, more than the memory limit allows");
+        }
+        Ok((0..count).map(|_| unit_f32(self.random.next_u64())).collect())
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        if self.logs.len() >= self.max_logs {
+            self.logs_dropped += 1;
+            return Ok(());
+        }
+        let mut message = message;
+        if message.len() > MAX_LOG_MESSAGE {
+            let mut cut = MAX_LOG_MESSAGE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push('…');
+        }
+        let level = match level {
+            log::Level::Trace => PlanLogLevel::Trace,
+            log::Level::Debug => PlanLogLevel::Debug,
+            log::Level::Info => PlanLogLevel::Info,
+            log::Level::Warn => PlanLogLevel::Warn,
+            log::Level::Error => PlanLogLevel::Error,
+        };
+        tracing::debug!(target: "fedwasm::plan", ?level, "{message}");
+        self.logs.push(PlanLogRecord { level, message });
+        Ok(())
+    }
+}

@@ -1,0 +1,163 @@
+//! [`PlanInstance`]: one plan in one fresh store, with typed calls whose
+//! failures name the function and the cause.
+
+use wasmtime::{Engine, Store, Trap};
+
+use super::bindings::types::{Array, Batch, DataSpec, DatasetInfo, PlanError, PlanInfo, StepReport, Tensor};
+use super::bindings::{TrainingPlan, TrainingPlanPre, error_kind_name};
+use super::config::{Interruption, SandboxConfig};
+use super::error::SandboxError;
+use super::host::{HostState, PlanLogRecord};
+use super::random::StreamSeed;
+
+/// A live plan instance. After any trap the instance is unusable (wasmtime
+/// refuses to re-enter it); a task that fails starts over with a new instance.
+pub struct PlanInstance {
+    store: Store<HostState>,
+    plan: TrainingPlan,
+    deadline_ticks: Option<u64>,
+    config_memory_mib: u64,
+    config_stack_kib: usize,
+    call_timeout_secs: f64,
+}
+
+impl PlanInstance {
+    pub(crate) fn new(
+        engine: &Engine,
+        config: &SandboxConfig,
+        pre: &TrainingPlanPre<HostState>,
+        seed: &StreamSeed,
+    ) -> Result<Self, SandboxError> {
+        let mut store = Store::new(engine, HostState::new(config, seed));
+        store.limiter(|s| &mut s.memory);
+        let deadline_ticks = (config.interruption == Interruption::Epoch).then(|| {
+            let ticks = (config.call_timeout().as_millis() / 10).max(1) as u64;
+            store.epoch_deadline_trap();
+            store.set_epoch_deadline(ticks);
+            ticks
+        });
+        let mut instance = PlanInstance {
+            plan: match pre.instantiate(&mut store) {
+                Ok(plan) => plan,
+                Err(e) => {
+                    return Err(SandboxError::Host { function: "instantiate", reason: format!("{e:#}") });
+                }
+            },
+            store,
+            deadline_ticks,
+            config_memory_mib: config.memory_mib,
+            config_stack_kib: config.stack_kib,
+            call_timeout_secs: config.call_timeout_secs,
+        };
+        instance.reset_deadline();
+        Ok(instance)
+    }
+
+    fn reset_deadline(&mut self) {
+        if let Some(ticks) = self.deadline_ticks {
+            self.store.set_epoch_deadline(ticks);
+        }
+    }
+
+    /// Turn a wasmtime error from a call of `function` into a sandbox error.
+    fn classify(&mut self, function: &'static str, err: wasmtime::Error) -> SandboxError {
+        let state = self.store.data();
+        if state.memory.hit {
+            return SandboxError::MemoryLimit { function, limit_mib: self.config_memory_mib };
+        }
+        match err.downcast_ref::<Trap>() {
+            Some(Trap::StackOverflow) => {
+                SandboxError::StackOverflow { function, stack_kib: self.config_stack_kib }
+            }
+            Some(Trap::Interrupt) => SandboxError::Deadline { function, seconds: self.call_timeout_secs },
+            _ => {
+                let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+                SandboxError::Trap { function, trap: format!("{err:#}"), stderr }
+            }
+        }
+    }
+
+    fn call<T>(
+        &mut self,
+        function: &'static str,
+        f: impl FnOnce(&TrainingPlan, &mut Store<HostState>) -> wasmtime::Result<T>,
+    ) -> Result<T, SandboxError> {
+        self.reset_deadline();
+        let result = f(&self.plan, &mut self.store);
+        result.map_err(|e| self.classify(function, e))
+    }
+
+    fn fallible<T>(
+        &mut self,
+        function: &'static str,
+        f: impl FnOnce(&TrainingPlan, &mut Store<HostState>) -> wasmtime::Result<Result<T, PlanError>>,
+    ) -> Result<T, SandboxError> {
+        self.call(function, f)?.map_err(|e| SandboxError::Plan {
+            function,
+            kind: error_kind_name(e.kind),
+            message: e.message,
+        })
+    }
+
+    /// `describe`
+    pub fn describe(&mut self) -> Result<PlanInfo, SandboxError> {
+        self.call("describe", |p, s| p.fedwasm_plan_plan().call_describe(s))
+    }
+
+    /// `init-model` with model_args as JSON text.
+    pub fn init_model(&mut self, model_args: &str) -> Result<(), SandboxError> {
+        self.fallible("init-model", |p, s| p.fedwasm_plan_plan().call_init_model(s, model_args))
+    }
+
+    /// `init-optimizer` with optimizer_args as JSON text.
+    pub fn init_optimizer(&mut self, optimizer_args: &str) -> Result<(), SandboxError> {
+        self.fallible("init-optimizer", |p, s| p.fedwasm_plan_plan().call_init_optimizer(s, optimizer_args))
+    }
+
+    /// `training-data`
+    pub fn training_data(&mut self, info: &DatasetInfo) -> Result<DataSpec, SandboxError> {
+        self.fallible("training-data", |p, s| p.fedwasm_plan_plan().call_training_data(s, info))
+    }
+
+    /// `training-step`
+    pub fn training_step(&mut self, batch: &Batch) -> Result<StepReport, SandboxError> {
+        self.fallible("training-step", |p, s| p.fedwasm_plan_plan().call_training_step(s, batch))
+    }
+
+    /// `predict`
+    pub fn predict(&mut self, features: &Array) -> Result<Array, SandboxError> {
+        self.fallible("predict", |p, s| p.fedwasm_plan_plan().call_predict(s, features))
+    }
+
+    /// `get-parameters`
+    pub fn get_parameters(&mut self) -> Result<Vec<Tensor>, SandboxError> {
+        self.call("get-parameters", |p, s| p.fedwasm_plan_plan().call_get_parameters(s))
+    }
+
+    /// `set-parameters`
+    pub fn set_parameters(&mut self, parameters: &[Tensor]) -> Result<(), SandboxError> {
+        self.fallible("set-parameters", |p, s| p.fedwasm_plan_plan().call_set_parameters(s, parameters))
+    }
+
+    /// `set-gradient-correction`
+    pub fn set_gradient_correction(&mut self, correction: &[Tensor]) -> Result<(), SandboxError> {
+        self.fallible("set-gradient-correction", |p, s| {
+            p.fedwasm_plan_plan().call_set_gradient_correction(s, correction)
+        })
+    }
+
+    /// Log records the plan wrote so far, and how many were dropped past the cap.
+    pub fn take_logs(&mut self) -> (Vec<PlanLogRecord>, usize) {
+        let state = self.store.data_mut();
+        (std::mem::take(&mut state.logs), std::mem::take(&mut state.logs_dropped))
+    }
+
+    /// What the plan wrote to stdout and stderr (bounded).
+    pub fn output(&self) -> (String, String) {
+        let state = self.store.data();
+        (
+            String::from_utf8_lossy(&state.stdout.contents()).into_owned(),
+            String::from_utf8_lossy(&state.stderr.contents()).into_owned(),
+        )
+    }
+}

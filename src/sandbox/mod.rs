@@ -1,0 +1,41 @@
+//! The plan sandbox: compiles training-plan components and runs them with no
+//! ambient authority.
+//!
+//! A node makes one [`Sandbox`] per process. [`Sandbox::load`] checks that the
+//! bytes are a component of the `fedwasm:plan/training-plan` world, compiles
+//! it once (cached in memory and, with `cache_dir`, on disk by SHA-256) and
+//! pre-links it; [`Sandbox::instantiate`] then gives every task a fresh
+//! [`PlanInstance`] in its own store (~25 µs), so nothing leaks between tasks
+//! and a trap never poisons the next one.
+//!
+//! # What a plan can reach
+//! - `fedwasm:plan/random` (seeded per task, see [`random`]) and `fedwasm:plan/log`.
+//! - WASI 0.2 (`wasi:io`, `wasi:cli`, `wasi:clocks`, `wasi:random`,
+//!   `wasi:filesystem`, `wasi:sockets`), linked because Rust's std imports it,
+//!   but granting nothing: see [`wasi`](self) for the details.
+//!
+//! # Limits
+//! Memory is capped by a resource limiter, the stack by wasmtime, and time
+//! either by epoch interruption ([`Interruption::Epoch`], for short calls) or
+//! from outside by a worker process that is killed at the deadline
+//! ([`Interruption::External`], for training, where epoch checks would cost
+//! 1.5–3× in SIMD loops). Each breach is a [`SandboxError`] naming the limit
+//! and the plan function.
+
+mod bindings;
+mod cache;
+mod config;
+mod engine;
+mod error;
+mod host;
+mod instance;
+pub mod random;
+mod wasi;
+
+pub use bindings::error_kind_name;
+pub use bindings::types;
+pub use config::{Interruption, SandboxConfig};
+pub use engine::{LoadedPlan, Sandbox};
+pub use error::SandboxError;
+pub use host::{PlanLogLevel, PlanLogRecord};
+pub use instance::PlanInstance;

@@ -1,0 +1,76 @@
+//! The plan's random stream, seeded from (random_seed, round, node id).
+//!
+//! Every task gets its own ChaCha8 stream whose 32-byte seed is a SHA-256 of a
+//! domain label and the three inputs, so the same experiment seed gives the same
+//! draws on a node in a given round and different draws on other nodes and in
+//! other rounds. The plan SDK's native build runs the same stream from the same
+//! seed, which is what makes native and wasm runs comparable bit for bit.
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::{RngCore, SeedableRng};
+use sha2::{Digest, Sha256};
+
+/// Seed of one task's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamSeed(pub [u8; 32]);
+
+impl StreamSeed {
+    /// Seed for the plan's `random` import on `node` in `round`.
+    pub fn for_plan(random_seed: u64, round: u32, node: &str) -> Self {
+        Self::derive("fedwasm:plan-random:v1", random_seed, round, node)
+    }
+
+    /// Seed for the host's own draws (shuffling, validation split) for the same task,
+    /// independent of what the plan draws.
+    pub fn for_loader(random_seed: u64, round: u32, node: &str) -> Self {
+        Self::derive("fedwasm:loader:v1", random_seed, round, node)
+    }
+
+    /// Seed of the validation split on `node`: the same in every round, so a
+    /// node validates on the same rows throughout an experiment.
+    pub fn for_split(random_seed: u64, node: &str) -> Self {
+        Self::derive("fedwasm:split:v1", random_seed, 0, node)
+    }
+
+    fn derive(label: &str, random_seed: u64, round: u32, node: &str) -> Self {
+        let mut h = Sha256::new();
+        h.update(label.as_bytes());
+        h.update([0]);
+        h.update(random_seed.to_le_bytes());
+        h.update(round.to_le_bytes());
+        h.update((node.len() as u64).to_le_bytes());
+        h.update(node.as_bytes());
+        StreamSeed(h.finalize().into())
+    }
+
+    /// A generator positioned at the start of the stream.
+    pub fn rng(&self) -> ChaCha8Rng {
+        ChaCha8Rng::from_seed(self.0)
+    }
+}
+
+/// Map 64 random bits to a float uniform in [0, 1): the top 24 bits, scaled.
+/// Must equal `fedwasm_plan::random::unit_f32`.
+pub fn unit_f32(bits: u64) -> f32 {
+    (bits >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
+/// The next draw of `rng` as a unit float.
+pub fn next_unit_f32(rng: &mut ChaCha8Rng) -> f32 {
+    unit_f32(rng.next_u64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_differ_by_every_input_and_label() {
+        let base = StreamSeed::for_plan(1, 0, "node-a");
+        assert_eq!(base, StreamSeed::for_plan(1, 0, "node-a"));
+        assert_ne!(base, StreamSeed::for_plan(2, 0, "node-a"));
+        assert_ne!(base, StreamSeed::for_plan(1, 1, "node-a"));
+        assert_ne!(base, StreamSeed::for_plan(1, 0, "node-b"));
+        assert_ne!(base, StreamSeed::for_loader(1, 0, "node-a"));
+    }
+}

@@ -1,0 +1,134 @@
+//! Parameter tensors in safetensors files: the format parameters travel in,
+//! readable by Python's `safetensors` and PyTorch.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::sandbox::types::Tensor;
+
+/// Why a parameter file could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TensorFileError {
+    /// File system failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not a safetensors file, or one with tensors fedwasm cannot use.
+    #[error("{path}: {reason}")]
+    Format {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Encode `tensors` (f32, little-endian) with string `metadata` as safetensors bytes.
+///
+/// The header is written here rather than by the `safetensors` crate, whose
+/// metadata map has a random iteration order: parameters are content-addressed,
+/// so the same values must always give the same bytes. Header keys are sorted,
+/// data follows in the order given, and the header is padded to 8 bytes as the
+/// format asks. Files are read back (and so validated) by the crate.
+pub fn to_bytes(tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| e.to_string())?);
+    }
+    let mut offset = 0usize;
+    for t in tensors {
+        let expected: usize = t.shape.iter().map(|&d| d as usize).product();
+        if expected != t.data.len() {
+            return Err(format!("tensor `{}` has shape {:?} but {} values", t.name, t.shape, t.data.len()));
+        }
+        if t.name == "__metadata__" || header.contains_key(&t.name) {
+            return Err(format!("tensor name `{}` is reserved or repeated", t.name));
+        }
+        let end = offset + 4 * t.data.len();
+        header.insert(
+            t.name.clone(),
+            serde_json::json!({ "dtype": "F32", "shape": t.shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header).map_err(|e| e.to_string())?;
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for t in tensors {
+        for v in &t.data {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    Ok(out)
+}
+
+/// Decode safetensors bytes into f32 tensors (sorted by name) and metadata.
+pub fn from_bytes(bytes: &[u8]) -> Result<(Vec<Tensor>, BTreeMap<String, String>), String> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let mut tensors = Vec::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(format!("tensor `{name}` is {:?}; fedwasm parameters are F32", view.dtype()));
+        }
+        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let shape = view
+            .shape()
+            .iter()
+            .map(|&d| u32::try_from(d).map_err(|_| format!("tensor `{name}` has a dimension over 2^32")))
+            .collect::<Result<_, _>>()?;
+        tensors.push(Tensor { name, shape, data });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((tensors, metadata))
+}
+
+/// Write `tensors` with `metadata` to `path`.
+pub fn write_file(path: &Path, tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> Result<(), TensorFileError> {
+    let shown = path.display().to_string();
+    let bytes = to_bytes(tensors, metadata).map_err(|reason| TensorFileError::Format { path: shown.clone(), reason })?;
+    std::fs::write(path, bytes).map_err(|source| TensorFileError::Io { path: shown, source })
+}
+
+/// Read the tensors and metadata of `path`.
+pub fn read_file(path: &Path) -> Result<(Vec<Tensor>, BTreeMap<String, String>), TensorFileError> {
+    let shown = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io { path: shown.clone(), source })?;
+    from_bytes(&bytes).map_err(|reason| TensorFileError::Format { path: shown, reason })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_values_and_metadata() {
+        let tensors = vec![
+            Tensor { name: "fc.weight".into(), shape: vec![2, 2], data: vec![1.0, -2.5, 3.0, f32::MIN_POSITIVE] },
+            Tensor { name: "fc.bias".into(), shape: vec![2], data: vec![0.0, 7.0] },
+        ];
+        let meta = BTreeMap::from([
+            ("round".to_string(), "3".to_string()),
+            ("node".to_string(), "a".to_string()),
+            ("plan".to_string(), "p".to_string()),
+        ]);
+        let bytes = to_bytes(&tensors, &meta).unwrap();
+        assert_eq!(bytes, to_bytes(&tensors, &meta).unwrap(), "encoding is deterministic");
+        let (back, back_meta) = from_bytes(&bytes).unwrap();
+        assert_eq!(back_meta, meta);
+        assert_eq!(back[0].name, "fc.bias");
+        assert_eq!(back[1].data, tensors[0].data);
+        assert!(from_bytes(b"garbage").unwrap_err().contains("not a safetensors file"));
+    }
+}

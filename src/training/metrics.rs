@@ -1,0 +1,106 @@
+//! Training and validation metrics computed by the host from the plan's `predict`.
+
+use serde::{Deserialize, Serialize};
+
+use crate::dataset::prepare::Samples;
+use crate::sandbox::types::Task;
+use crate::sandbox::{PlanInstance, SandboxError};
+
+/// Rows per `predict` call: bounds the memory a prediction needs in the plan.
+const PREDICT_ROWS: usize = 512;
+
+/// A named metric value.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Metric {
+    /// "accuracy" for classification, "mse" for regression.
+    pub name: MetricName,
+    /// The value.
+    pub value: f64,
+}
+
+/// Which metric a [`Metric`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricName {
+    /// Fraction of samples whose predicted class is the target.
+    Accuracy,
+    /// Mean squared error.
+    Mse,
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.name {
+            MetricName::Accuracy => write!(f, "accuracy {:.4}", self.value),
+            MetricName::Mse => write!(f, "mse {:.6}", self.value),
+        }
+    }
+}
+
+/// The predicted class (or value) of each row of a `predict` output [rows, width].
+pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
+    match task {
+        Task::BinaryClassification => output.iter().map(|&p| if p >= 0.5 { 1.0 } else { 0.0 }).collect(),
+        Task::MulticlassClassification(_) => output
+            .chunks_exact(width)
+            .map(|row| {
+                let mut best = 0;
+                for (i, v) in row.iter().enumerate() {
+                    if *v > row[best] {
+                        best = i;
+                    }
+                }
+                best as f32
+            })
+            .collect(),
+        Task::Regression => output.to_vec(),
+    }
+}
+
+/// Accuracy or MSE of `instance` on `samples`; `None` when there are no samples.
+pub fn evaluate(instance: &mut PlanInstance, samples: &Samples, task: &Task) -> Result<Option<Metric>, SandboxError> {
+    if samples.is_empty() {
+        return Ok(None);
+    }
+    let mut correct = 0usize;
+    let mut squared = 0.0f64;
+    for start in (0..samples.len()).step_by(PREDICT_ROWS) {
+        let end = (start + PREDICT_ROWS).min(samples.len());
+        let out = instance.predict(&samples.feature_rows(start, end))?;
+        let rows = end - start;
+        let width = match out.shape[..] {
+            [r, w] if r as usize == rows && (r as usize) * (w as usize) == out.data.len() => w as usize,
+            _ => {
+                return Err(SandboxError::Plan {
+                    function: "predict",
+                    kind: "invalid-data",
+                    message: format!("returned shape {:?} for {rows} rows", out.shape),
+                });
+            }
+        };
+        let predicted = decisions(task, width, &out.data);
+        for (p, t) in predicted.iter().zip(&samples.targets[start..end]) {
+            if p == t {
+                correct += 1;
+            }
+            squared += ((p - t) as f64).powi(2);
+        }
+    }
+    let n = samples.len() as f64;
+    Ok(Some(match task {
+        Task::Regression => Metric { name: MetricName::Mse, value: squared / n },
+        _ => Metric { name: MetricName::Accuracy, value: correct as f64 / n },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_per_task() {
+        assert_eq!(decisions(&Task::BinaryClassification, 1, &[0.2, 0.5, 0.9]), [0.0, 1.0, 1.0]);
+        assert_eq!(decisions(&Task::MulticlassClassification(3), 3, &[0.1, 0.7, 0.2, 0.5, 0.2, 0.3]), [1.0, 0.0]);
+        assert_eq!(decisions(&Task::Regression, 1, &[1.5]), [1.5]);
+    }
+}

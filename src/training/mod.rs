@@ -1,0 +1,14 @@
+//! One training task: arguments, the step loop, metrics, and the worker
+//! process that runs it under a deadline.
+
+pub mod args;
+mod error;
+pub mod metrics;
+pub mod task;
+pub mod worker;
+
+pub use args::{LoaderArgs, TrainingArgs};
+pub use error::TrainingError;
+pub use metrics::{Metric, MetricName};
+pub use task::{Progress, TrainingOutcome, TrainingTask, run_task};
+pub use worker::{WORKER_SUBCOMMAND, run_in_worker, worker_main};
