@@ -31,7 +31,7 @@ pub enum PlanCommand {
     },
     /// Train a plan on a CSV file exactly as a node would: the plan author's dry run.
     Check {
-        /// The component.
+        /// The component, or the folder of a plan crate to build first.
         plan: PathBuf,
         /// The CSV dataset (header line, numeric cells).
         #[arg(long)]
@@ -92,6 +92,14 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             in_process,
         } => {
             let model_args = serde_json::from_str(&model_args).context("--model-args is not valid JSON")?;
+            let plan = if plan.is_dir() {
+                let built = build_plan(&plan, None, None)
+                    .with_context(|| format!("building the plan in {}", plan.display()))?;
+                println!("built {} → {} (sha256 {})", built.name, built.path.display(), built.digest);
+                built.path
+            } else {
+                plan
+            };
             let training_args = TrainingArgs::from_json(&training_args).context("--training-args")?;
             if !(deadline > 0.0) {
                 bail!("--deadline must be a positive number of seconds");

@@ -90,6 +90,7 @@ impl Sandbox {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .max_wasm_stack(config.stack_kib * 1024)
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(super::instance::BACKTRACE_FRAMES))
             .epoch_interruption(config.interruption == Interruption::Epoch)
             // Relaxed SIMD may differ between CPUs; plans must be reproducible.
             .relaxed_simd_deterministic(true)

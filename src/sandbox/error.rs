@@ -34,7 +34,7 @@ pub enum SandboxError {
         limit_mib: u64,
     },
     /// The plan recursed past the stack limit.
-    #[error("plan overflowed its stack ({stack_kib} KiB) in `{function}`; deep recursion is not supported")]
+    #[error("plan overflowed its stack in `{function}` (deep recursion); the stack is bounded by the sandbox ({stack_kib} KiB) and by the plan's build")]
     StackOverflow {
         /// The plan function that was running.
         function: &'static str,

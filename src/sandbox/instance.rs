@@ -1,7 +1,7 @@
 //! [`PlanInstance`]: one plan in one fresh store, with typed calls whose
 //! failures name the function and the cause.
 
-use wasmtime::{Engine, Store, Trap};
+use wasmtime::{Engine, Store, Trap, WasmBacktrace};
 
 use super::bindings::types::{Array, Batch, DataSpec, DatasetInfo, PlanError, PlanInfo, StepReport, Tensor};
 use super::bindings::{TrainingPlan, TrainingPlanPre, error_kind_name};
@@ -9,6 +9,22 @@ use super::config::{Interruption, SandboxConfig};
 use super::error::SandboxError;
 use super::host::{HostState, PlanLogRecord};
 use super::random::StreamSeed;
+
+/// Frames of a trap's backtrace that wasmtime keeps (see the engine config).
+pub(crate) const BACKTRACE_FRAMES: usize = 64;
+
+/// Whether a backtrace is a deep recursion: it filled the frame cap, and its
+/// innermost half cycles through at most four functions.
+fn looks_recursive(bt: &WasmBacktrace) -> bool {
+    let frames = bt.frames();
+    if frames.len() < BACKTRACE_FRAMES {
+        return false;
+    }
+    let mut seen: Vec<u32> = frames[..BACKTRACE_FRAMES / 2].iter().map(|f| f.func_index()).collect();
+    seen.sort_unstable();
+    seen.dedup();
+    seen.len() <= 4
+}
 
 /// A live plan instance. After any trap the instance is unusable (wasmtime
 /// refuses to re-enter it); a task that fails starts over with a new instance.
@@ -65,14 +81,23 @@ impl PlanInstance {
         if state.memory.hit {
             return SandboxError::MemoryLimit { function, limit_mib: self.config_memory_mib };
         }
+        let recursing = err.downcast_ref::<WasmBacktrace>().is_some_and(looks_recursive);
         match err.downcast_ref::<Trap>() {
             Some(Trap::StackOverflow) => {
                 SandboxError::StackOverflow { function, stack_kib: self.config_stack_kib }
             }
+            // Rust keeps part of its stack in linear memory (the shadow stack),
+            // which overflows below address 0: an out-of-bounds access at a
+            // depth no plan reaches on purpose.
+            Some(Trap::MemoryOutOfBounds) if recursing => {
+                SandboxError::StackOverflow { function, stack_kib: self.config_stack_kib }
+            }
             Some(Trap::Interrupt) => SandboxError::Deadline { function, seconds: self.call_timeout_secs },
-            _ => {
+            trap => {
                 let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
-                SandboxError::Trap { function, trap: format!("{err:#}"), stderr }
+                // The trap itself, without the wasm backtrace wasmtime attaches as context.
+                let trap = trap.map_or_else(|| format!("{:#}", err.root_cause()), Trap::to_string);
+                SandboxError::Trap { function, trap, stderr }
             }
         }
     }

@@ -69,12 +69,8 @@ impl Default for TrainingArgs {
 impl TrainingArgs {
     /// Parse from a JSON object.
     pub fn from_json(text: &str) -> Result<Self, TrainingError> {
-        serde_json::from_str(text).map_err(|e| {
-            TrainingError::Args(format!(
-                "{e}; training_args accepts optimizer_args, loader_args (batch_size, shuffle, drop_last), \
-                 epochs, num_updates, batch_maxnum, dry_run, random_seed, test_ratio, log_interval"
-            ))
-        })
+        // serde's message names the bad key or type and lists the accepted keys.
+        serde_json::from_str(text).map_err(|e| TrainingError::Args(e.to_string()))
     }
 
     /// How many updates to run; a warning when `num_updates` overrides `epochs`

@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::dataset::prepare::Samples;
 use crate::sandbox::types::Task;
-use crate::sandbox::{PlanInstance, SandboxError};
+use super::driver::PlanDriver;
+use crate::sandbox::SandboxError;
 
 /// Rows per `predict` call: bounds the memory a prediction needs in the plan.
 const PREDICT_ROWS: usize = 512;
@@ -58,7 +59,7 @@ pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
 }
 
 /// Accuracy or MSE of `instance` on `samples`; `None` when there are no samples.
-pub fn evaluate(instance: &mut PlanInstance, samples: &Samples, task: &Task) -> Result<Option<Metric>, SandboxError> {
+pub fn evaluate(instance: &mut dyn PlanDriver, samples: &Samples, task: &Task) -> Result<Option<Metric>, SandboxError> {
     if samples.is_empty() {
         return Ok(None);
     }

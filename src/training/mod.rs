@@ -2,13 +2,15 @@
 //! process that runs it under a deadline.
 
 pub mod args;
+pub mod driver;
 mod error;
 pub mod metrics;
 pub mod task;
 pub mod worker;
 
 pub use args::{LoaderArgs, TrainingArgs};
+pub use driver::PlanDriver;
 pub use error::TrainingError;
 pub use metrics::{Metric, MetricName};
-pub use task::{Progress, TrainingOutcome, TrainingTask, run_task};
+pub use task::{Progress, TrainingOutcome, TrainingTask, run_task, train};
 pub use worker::{WORKER_SUBCOMMAND, run_in_worker, worker_main};

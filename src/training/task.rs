@@ -8,6 +8,7 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::driver::PlanDriver;
 use super::metrics::{Metric, evaluate};
 use super::{TrainingArgs, TrainingError};
 use crate::dataset::prepare::{Split, dataset_info, prepare};
@@ -117,29 +118,46 @@ pub fn run_task(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingOutcome, TrainingError> {
     let started = Instant::now();
+    task.training_args.budget()?;
+    let plan = sandbox.load_file(&task.plan)?;
+    let table = Table::from_csv(&task.dataset)?;
+    let seed = StreamSeed::for_plan(task.training_args.seed(), task.round, &task.node_id);
+    let mut instance = sandbox.instantiate(&plan, &seed)?;
+    let mut outcome = train(&mut instance, plan.digest(), &table, task, on_progress)?;
+    outcome.total_ms = started.elapsed().as_secs_f64() * 1e3;
+    Ok(outcome)
+}
+
+/// The task's training loop on any [`PlanDriver`] whose random stream was
+/// seeded with [`StreamSeed::for_plan`]: initialise, load parameters, prepare
+/// the data, run the updates, write the parameters, evaluate.
+pub fn train(
+    plan: &mut dyn PlanDriver,
+    plan_digest: Sha256Digest,
+    table: &Table,
+    task: &TrainingTask,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TrainingOutcome, TrainingError> {
+    let started = Instant::now();
     let args = &task.training_args;
     let (budget, warning) = args.budget()?;
     if !task.model_args.is_object() {
         return Err(TrainingError::Args("model_args must be a JSON object".into()));
     }
-    let plan = sandbox.load_file(&task.plan)?;
-    let table = Table::from_csv(&task.dataset)?;
     let seed = args.seed();
-    let mut instance = sandbox.instantiate(&plan, &StreamSeed::for_plan(seed, task.round, &task.node_id))?;
-    let info = instance.describe()?;
-    instance.init_model(&task.model_args.to_string())?;
-    instance.init_optimizer(&Value::Object(args.optimizer_args.clone()).to_string())?;
+    let info = plan.describe()?;
+    plan.init_model(&task.model_args.to_string())?;
+    plan.init_optimizer(&Value::Object(args.optimizer_args.clone()).to_string())?;
     if let Some(path) = &task.initial_parameters {
-        instance.set_parameters(&read_tensors(path)?)?;
+        plan.set_parameters(&read_tensors(path)?)?;
     }
     if let Some(path) = &task.gradient_correction {
-        instance.set_gradient_correction(&read_tensors(path)?)?;
+        plan.set_gradient_correction(&read_tensors(path)?)?;
     }
     let target = task.target.as_deref();
-    let spec = instance.training_data(&dataset_info(&table, target))?;
+    let spec = plan.training_data(&dataset_info(table, target))?;
     let split = Split { test_ratio: args.test_ratio, seed: StreamSeed::for_split(seed, &task.node_id) };
-    let data = prepare(&table, &spec, target, &split)?;
-    drop(table);
+    let data = prepare(table, &spec, target, &split)?;
 
     let loader = &args.loader_args;
     let mut schedule = BatchSchedule::new(
@@ -163,7 +181,7 @@ pub fn run_task(
     let log_interval = args.log_interval.max(1);
     let (mut update, mut samples_seen, mut final_loss, mut learning_rate) = (0, 0, f32::NAN, None);
     while let Some(indices) = schedule.next_batch() {
-        let report = instance.training_step(&data.train.batch(&indices))?;
+        let report = plan.training_step(&data.train.batch(&indices))?;
         update += 1;
         samples_seen += report.samples as usize;
         final_loss = report.loss;
@@ -174,7 +192,7 @@ pub fn run_task(
     }
     let training_ms = loop_start.elapsed().as_secs_f64() * 1e3;
 
-    let parameters = instance.get_parameters()?;
+    let parameters = plan.get_parameters()?;
     if let Some(t) = parameters.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
         return Err(TrainingError::Parameters(format!(
             "training made `{}` non-finite; lower the learning rate",
@@ -183,19 +201,18 @@ pub fn run_task(
     }
     if let Some(path) = &task.output_parameters {
         let metadata = BTreeMap::from([
-            ("plan_sha256".to_string(), plan.digest().to_hex()),
+            ("plan_sha256".to_string(), plan_digest.to_hex()),
             ("plan_name".to_string(), info.name.clone()),
             ("round".to_string(), task.round.to_string()),
             ("node_id".to_string(), task.node_id.clone()),
         ]);
         tensors::write_file(path, &parameters, &metadata).map_err(|e| TrainingError::Parameters(e.to_string()))?;
     }
-    let training_metric = evaluate(&mut instance, &data.train, &data.task)?;
-    let test_metric = evaluate(&mut instance, &data.test, &data.task)?;
-    let (plan_logs, _) = instance.take_logs();
+    let training_metric = evaluate(plan, &data.train, &data.task)?;
+    let test_metric = evaluate(plan, &data.test, &data.task)?;
     Ok(TrainingOutcome {
         plan_name: info.name,
-        plan_digest: plan.digest(),
+        plan_digest,
         updates: update,
         samples_seen,
         training_samples: data.train.len(),
@@ -204,7 +221,7 @@ pub fn run_task(
         training_metric,
         test_metric,
         learning_rate,
-        plan_logs,
+        plan_logs: plan.take_logs(),
         training_ms,
         total_ms: started.elapsed().as_secs_f64() * 1e3,
     })

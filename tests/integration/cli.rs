@@ -1,0 +1,81 @@
+//! What the `fedwasm plan` commands print, as snapshots.
+
+use std::process::Command;
+
+use fedwasm::digest::Sha256Digest;
+
+use crate::support::{data, example_plan, fedwasm_bin};
+
+/// Run the binary; return (success, stdout, stderr) with machine-specific
+/// values replaced by placeholders.
+fn fedwasm(args: &[&str], replace: &[(&str, &str)]) -> (bool, String, String) {
+    let out = Command::new(fedwasm_bin()).args(args).env("FEDWASM_DIR", env!("CARGO_TARGET_TMPDIR")).output().unwrap();
+    let clean = |bytes: &[u8]| {
+        let mut text = String::from_utf8_lossy(bytes).into_owned();
+        for (from, to) in replace {
+            text = text.replace(from, to);
+        }
+        text
+    };
+    (out.status.success(), clean(&out.stdout), clean(&out.stderr))
+}
+
+#[test]
+fn plan_inspect_shows_info_arguments_and_interface() {
+    let plan = example_plan("mlp");
+    let digest = Sha256Digest::of_file(&plan).unwrap().to_hex();
+    let size = std::fs::metadata(&plan).unwrap().len().to_string();
+    let (ok, stdout, stderr) =
+        fedwasm(&["plan", "inspect", plan.to_str().unwrap()], &[(&digest, "[sha256]"), (&size, "[size]")]);
+    assert!(ok, "{stderr}");
+    insta::assert_snapshot!(stdout);
+}
+
+#[test]
+fn plan_check_names_a_missing_model_argument() {
+    let plan = example_plan("logistic-regression");
+    let csv = data("breast_cancer.csv");
+    let (ok, stdout, stderr) = fedwasm(
+        &[
+            "plan", "check", plan.to_str().unwrap(), "--data", csv.to_str().unwrap(), "--target", "diagnosis",
+            "--model-args", r#"{"n_features": 30}"#, "--training-args", r#"{"num_updates": 10}"#,
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert_eq!(stdout, "");
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn plan_check_refuses_unknown_training_args() {
+    let plan = example_plan("logistic-regression");
+    let csv = data("breast_cancer.csv");
+    let (ok, _, stderr) = fedwasm(
+        &[
+            "plan", "check", plan.to_str().unwrap(), "--data", csv.to_str().unwrap(), "--target", "diagnosis",
+            "--training-args", r#"{"num_update": 10}"#,
+        ],
+        &[],
+    );
+    assert!(!ok);
+    insta::assert_snapshot!(stderr);
+}
+
+#[test]
+fn plan_check_reports_progress_and_accuracy() {
+    let plan = example_plan("logistic-regression");
+    let csv = data("breast_cancer.csv");
+    let (ok, stdout, stderr) = fedwasm(
+        &[
+            "plan", "check", plan.to_str().unwrap(), "--data", csv.to_str().unwrap(), "--target", "diagnosis",
+            "--model-args", r#"{"n_features": 30, "n_classes": 2}"#,
+            "--training-args", r#"{"num_updates": 100, "log_interval": 25, "test_ratio": 0.2}"#,
+        ],
+        &[],
+    );
+    assert!(ok, "{stderr}");
+    // Timings vary from run to run; everything else is deterministic.
+    let stable: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("trained ") && !l.starts_with("plan sha256")).collect();
+    insta::assert_snapshot!(stable.join("\n"));
+}

@@ -1,0 +1,14 @@
+//! End-to-end tests with real components: plans built from `plans/` and
+//! `tests/plans/` for wasm32-wasip2, run by the real sandbox, in-process and in
+//! worker processes of the real `fedwasm` binary.
+
+mod native;
+mod support;
+
+mod cli;
+mod components;
+mod hostile;
+mod parity;
+mod plan_build;
+mod sdk;
+mod training;

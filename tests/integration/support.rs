@@ -1,0 +1,96 @@
+//! Shared helpers: building plan components once per test run, paths, tasks.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use fedwasm::plan_build::{PLAN_TARGET, build_plan};
+use fedwasm::sandbox::SandboxConfig;
+use fedwasm::training::{TrainingArgs, TrainingTask};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The `fedwasm` binary under test.
+pub fn fedwasm_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_fedwasm"))
+}
+
+/// Cargo target folder for components built by the tests, kept between runs.
+pub fn wasm_target_dir() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("plan-components")
+}
+
+/// One cargo build at a time: builds of the two plan workspaces share nothing,
+/// but two at once only slow each other on a small machine.
+static BUILD: Mutex<()> = Mutex::new(());
+
+/// The component of an example plan in `plans/` (built once per run with
+/// `fedwasm::plan_build`, the code behind `fedwasm plan build`).
+pub fn example_plan(name: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<Vec<(String, PathBuf)>>> = OnceLock::new();
+    let built = BUILT.get_or_init(|| Mutex::new(Vec::new()));
+    if let Some((_, p)) = built.lock().unwrap().iter().find(|(n, _)| n == name) {
+        return p.clone();
+    }
+    let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+    let out_dir = wasm_target_dir().join("out");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let out = out_dir.join(format!("{name}.wasm"));
+    let plan = build_plan(&root().join("plans").join(name), Some(&out), Some(&wasm_target_dir()))
+        .unwrap_or_else(|e| panic!("building plans/{name}: {e}"));
+    built.lock().unwrap().push((name.to_string(), plan.path.clone()));
+    plan.path
+}
+
+/// The component of a hostile plan in `tests/plans/` (the whole workspace is built once).
+pub fn hostile_plan(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let _guard = BUILD.lock().unwrap_or_else(|p| p.into_inner());
+        let status = Command::new(env!("CARGO"))
+            .current_dir(root().join("tests/plans"))
+            .args(["build", "--release", "--target", PLAN_TARGET])
+            .env("CARGO_TARGET_DIR", wasm_target_dir())
+            .status()
+            .expect("cargo runs");
+        assert!(status.success(), "building tests/plans failed");
+    });
+    let file = format!("{}.wasm", name.replace('-', "_"));
+    wasm_target_dir().join(PLAN_TARGET).join("release").join(file)
+}
+
+/// A shipped dataset.
+pub fn data(name: &str) -> PathBuf {
+    root().join("data").join(name)
+}
+
+/// A training task on a shipped dataset with default limits.
+pub fn task(plan: PathBuf, dataset: &str, target: &str, model_args: serde_json::Value, training_args: &str) -> TrainingTask {
+    TrainingTask {
+        plan,
+        dataset: data(dataset),
+        target: Some(target.to_string()),
+        model_args,
+        training_args: TrainingArgs::from_json(training_args).expect("valid training args"),
+        round: 0,
+        node_id: "test-node".to_string(),
+        initial_parameters: None,
+        gradient_correction: None,
+        output_parameters: None,
+        sandbox: SandboxConfig::default(),
+    }
+}
+
+/// The standard breast-cancer logistic-regression task.
+pub fn breast_cancer_task(training_args: &str) -> TrainingTask {
+    task(
+        example_plan("logistic-regression"),
+        "breast_cancer.csv",
+        "diagnosis",
+        serde_json::json!({"n_features": 30, "n_classes": 2}),
+        training_args,
+    )
+}
