@@ -1,1 +1,196 @@
-fn main() {}
+//! Sandbox benchmarks, each reported as a ratio measured in this one run:
+//! - MLP training step in the sandbox vs the same SDK code compiled natively;
+//! - instantiation per task with a warm compile cache, cached and cold compile;
+//! - get/set-parameters of 1M and 10M parameters vs a memcpy of the same bytes.
+//!
+//! `cargo bench --bench sandbox`. Timings are medians of repeated runs.
+
+#[path = "../tests/integration/native.rs"]
+mod native;
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use fedwasm::plan_build::build_plan;
+use fedwasm::sandbox::random::StreamSeed;
+use fedwasm::sandbox::types::{Array, Batch};
+use fedwasm::sandbox::{Interruption, Sandbox, SandboxConfig};
+use fedwasm::training::PlanDriver;
+use rand_core::RngCore;
+
+/// Median of `repeats` timings of `f`, each divided by `per` (operations per call).
+fn median(repeats: usize, per: usize, mut f: impl FnMut()) -> Duration {
+    let mut times: Vec<Duration> = (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed() / per as u32
+        })
+        .collect();
+    times.sort();
+    times[repeats / 2]
+}
+
+fn mlp_component() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plan-components");
+    std::fs::create_dir_all(target.join("out")).unwrap();
+    build_plan(
+        &root.join("plans/mlp"),
+        Some(&target.join("out/mlp.wasm")),
+        Some(&target),
+    )
+    .expect("building plans/mlp")
+    .path
+}
+
+fn batch(rows: usize, features: usize, classes: usize) -> Batch {
+    let mut rng = StreamSeed([5; 32]).rng();
+    let data = (0..rows * features)
+        .map(|_| fedwasm::sandbox::random::next_unit_f32(&mut rng) * 2.0 - 1.0)
+        .collect();
+    let targets = (0..rows)
+        .map(|_| (rng.next_u64() % classes as u64) as f32)
+        .collect();
+    Batch {
+        features: Array {
+            shape: vec![rows as u32, features as u32],
+            data,
+        },
+        targets,
+    }
+}
+
+fn init(plan: &mut dyn PlanDriver, model_args: &str) {
+    plan.init_model(model_args).unwrap();
+    plan.init_optimizer(r#"{"lr": 0.01, "momentum": 0.9}"#)
+        .unwrap();
+}
+
+fn step_time(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> Duration {
+    for _ in 0..5 {
+        plan.training_step(batch).unwrap();
+    }
+    median(7, steps, || {
+        for _ in 0..steps {
+            black_box(plan.training_step(batch).unwrap());
+        }
+    })
+}
+
+fn main() {
+    let component = mlp_component();
+    let seed = StreamSeed([1; 32]);
+    let external = Sandbox::new(SandboxConfig {
+        interruption: Interruption::External,
+        ..Default::default()
+    })
+    .unwrap();
+    let epoch = Sandbox::new(SandboxConfig {
+        interruption: Interruption::Epoch,
+        ..Default::default()
+    })
+    .unwrap();
+    let plan_ext = external.load_file(&component).unwrap();
+    let plan_epoch = epoch.load_file(&component).unwrap();
+
+    println!("MLP training step (SGD with momentum), median per step");
+    println!(
+        "{:<22} {:>11} {:>11} {:>8} {:>13} {:>8}",
+        "shape / batch", "native", "wasm", "ratio", "wasm+epoch", "ratio"
+    );
+    for (n_in, hidden, n_out, rows, steps) in [
+        (8, 8, 2, 1, 2000),
+        (64, 64, 10, 32, 400),
+        (64, 64, 10, 64, 200),
+        (784, 128, 10, 32, 40),
+        (784, 128, 10, 64, 20),
+    ] {
+        let args =
+            format!(r#"{{"n_features": {n_in}, "n_classes": {n_out}, "hidden": [{hidden}]}}"#);
+        let b = batch(rows, n_in, n_out);
+        let mut native = native::NativePlan::<mlp::Mlp>::new(seed.0);
+        init(&mut native, &args);
+        let mut wasm = external.instantiate(&plan_ext, &seed).unwrap();
+        init(&mut wasm, &args);
+        let mut wasm_epoch = epoch.instantiate(&plan_epoch, &seed).unwrap();
+        init(&mut wasm_epoch, &args);
+        let tn = step_time(&mut native, &b, steps);
+        let tw = step_time(&mut wasm, &b, steps);
+        let te = step_time(&mut wasm_epoch, &b, steps);
+        println!(
+            "{:<22} {:>9.1}µs {:>9.1}µs {:>7.2}× {:>11.1}µs {:>7.2}×",
+            format!("{n_in}→{hidden}→{n_out} / {rows}"),
+            tn.as_secs_f64() * 1e6,
+            tw.as_secs_f64() * 1e6,
+            tw.as_secs_f64() / tn.as_secs_f64(),
+            te.as_secs_f64() * 1e6,
+            te.as_secs_f64() / tn.as_secs_f64(),
+        );
+    }
+
+    println!("\nInstantiation and compilation");
+    let t = median(5, 200, || {
+        for _ in 0..200 {
+            black_box(external.instantiate(&plan_ext, &seed).unwrap());
+        }
+    });
+    println!(
+        "instantiate per task (warm, pre-linked)   {:>9.1} µs",
+        t.as_secs_f64() * 1e6
+    );
+    let bytes = std::fs::read(&component).unwrap();
+    let t = median(5, 1, || {
+        let fresh = Sandbox::new(SandboxConfig::default()).unwrap();
+        black_box(fresh.load(&bytes).unwrap());
+    });
+    println!(
+        "cold compile of the {} KB mlp component  {:>9.1} ms",
+        bytes.len() / 1024,
+        t.as_secs_f64() * 1e3
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let cached = SandboxConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..SandboxConfig::default()
+    };
+    Sandbox::new(cached.clone()).unwrap().load(&bytes).unwrap();
+    let t = median(9, 1, || {
+        let fresh = Sandbox::new(cached.clone()).unwrap();
+        black_box(fresh.load(&bytes).unwrap());
+    });
+    println!(
+        "load from the disk cache (new process)    {:>9.2} ms",
+        t.as_secs_f64() * 1e3
+    );
+
+    println!("\nParameter transfer, median per call (memcpy = copy into a fresh Vec)");
+    println!(
+        "{:<12} {:>11} {:>11} {:>7} {:>11} {:>7}",
+        "parameters", "memcpy", "set", "ratio", "get", "ratio"
+    );
+    for (n_in, hidden) in [(1000usize, 1000usize), (1000, 10_000)] {
+        let args = format!(r#"{{"n_features": {n_in}, "n_classes": 10, "hidden": [{hidden}]}}"#);
+        let mut wasm = external.instantiate(&plan_ext, &seed).unwrap();
+        init(&mut wasm, &args);
+        let params = wasm.get_parameters().unwrap();
+        let count: usize = params.iter().map(|t| t.data.len()).sum();
+        let tc = median(7, 1, || {
+            black_box(params.iter().map(|t| t.data.to_vec()).collect::<Vec<_>>());
+        });
+        let ts = median(7, 1, || wasm.set_parameters(black_box(&params)).unwrap());
+        let tg = median(7, 1, || {
+            black_box(wasm.get_parameters().unwrap());
+        });
+        println!(
+            "{:<12} {:>9.2}ms {:>9.2}ms {:>6.2}× {:>9.2}ms {:>6.2}×",
+            format!("{:.1}M", count as f64 / 1e6),
+            tc.as_secs_f64() * 1e3,
+            ts.as_secs_f64() * 1e3,
+            ts.as_secs_f64() / tc.as_secs_f64(),
+            tg.as_secs_f64() * 1e3,
+            tg.as_secs_f64() / tc.as_secs_f64(),
+        );
+    }
+}

@@ -102,9 +102,18 @@ mod tests {
     #[test]
     fn matches_known_vector_and_round_trips() {
         let d = Sha256Digest::of(b"abc");
-        assert_eq!(d.to_hex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(
+            d.to_hex(),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
         assert_eq!(d.to_hex().parse::<Sha256Digest>().unwrap(), d);
         assert_eq!(Sha256Digest::of_reader(&b"abc"[..]).unwrap(), d);
-        assert!("xyz".parse::<Sha256Digest>().unwrap_err().to_string().contains("64 hexadecimal"));
+        assert!(
+            "xyz"
+                .parse::<Sha256Digest>()
+                .unwrap_err()
+                .to_string()
+                .contains("64 hexadecimal")
+        );
     }
 }

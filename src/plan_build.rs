@@ -49,7 +49,9 @@ pub enum PlanBuildError {
         hint: String,
     },
     /// cargo succeeded but produced no component.
-    #[error("cargo built no .wasm component for `{0}`; the plan crate needs `crate-type = [\"cdylib\"]`")]
+    #[error(
+        "cargo built no .wasm component for `{0}`; the plan crate needs `crate-type = [\"cdylib\"]`"
+    )]
     NoArtifact(String),
     /// Copying the component failed.
     #[error("cannot write {path}: {source}")]
@@ -63,14 +65,20 @@ pub enum PlanBuildError {
 
 fn package_name(dir: &Path) -> Result<String, PlanBuildError> {
     let manifest = dir.join("Cargo.toml");
-    let bad = |reason: String| PlanBuildError::NotAPlanCrate { path: manifest.clone(), reason };
-    let text = std::fs::read_to_string(&manifest).map_err(|e| bad(format!("{e}; pass the folder of a plan crate")))?;
+    let bad = |reason: String| PlanBuildError::NotAPlanCrate {
+        path: manifest.clone(),
+        reason,
+    };
+    let text = std::fs::read_to_string(&manifest)
+        .map_err(|e| bad(format!("{e}; pass the folder of a plan crate")))?;
     let doc: toml::Table = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
     doc.get("package")
         .and_then(|p| p.get("name"))
         .and_then(|n| n.as_str())
         .map(str::to_string)
-        .ok_or_else(|| bad("no [package] name; pass the folder of a plan crate, not of a workspace".into()))
+        .ok_or_else(|| {
+            bad("no [package] name; pass the folder of a plan crate, not of a workspace".into())
+        })
 }
 
 fn target_installed() -> bool {
@@ -85,11 +93,21 @@ fn target_installed() -> bool {
 /// Build the plan crate in `dir` and copy its component to `out`
 /// (default: `<package>.wasm` in the current folder). `target_dir` overrides
 /// cargo's target folder.
-pub fn build_plan(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> Result<BuiltPlan, PlanBuildError> {
+pub fn build_plan(
+    dir: &Path,
+    out: Option<&Path>,
+    target_dir: Option<&Path>,
+) -> Result<BuiltPlan, PlanBuildError> {
     let name = package_name(dir)?;
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(dir)
-        .args(["build", "--release", "--target", PLAN_TARGET, "--message-format=json-render-diagnostics"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            PLAN_TARGET,
+            "--message-format=json-render-diagnostics",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(t) = target_dir {
@@ -99,15 +117,26 @@ pub fn build_plan(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> 
     let lib_name = name.replace('-', "_");
     let mut artifact = None;
     if let Some(stdout) = child.stdout.take() {
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let Ok(msg) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
             let is_plan = msg["reason"] == "compiler-artifact"
                 && msg["target"]["name"] == lib_name.as_str()
-                && msg["target"]["kind"].as_array().is_some_and(|k| k.iter().any(|k| k == "cdylib"));
+                && msg["target"]["kind"]
+                    .as_array()
+                    .is_some_and(|k| k.iter().any(|k| k == "cdylib"));
             if is_plan {
                 artifact = msg["filenames"]
                     .as_array()
-                    .and_then(|f| f.iter().filter_map(|f| f.as_str()).find(|f| f.ends_with(".wasm")))
+                    .and_then(|f| {
+                        f.iter()
+                            .filter_map(|f| f.as_str())
+                            .find(|f| f.ends_with(".wasm"))
+                    })
                     .map(PathBuf::from);
             }
         }
@@ -117,14 +146,32 @@ pub fn build_plan(dir: &Path, out: Option<&Path>, target_dir: Option<&Path>) -> 
         let hint = if target_installed() {
             String::new()
         } else {
-            format!("; the {PLAN_TARGET} target seems missing: run `rustup target add {PLAN_TARGET}`")
+            format!(
+                "; the {PLAN_TARGET} target seems missing: run `rustup target add {PLAN_TARGET}`"
+            )
         };
-        return Err(PlanBuildError::CargoFailed { status: status.to_string(), hint });
+        return Err(PlanBuildError::CargoFailed {
+            status: status.to_string(),
+            hint,
+        });
     }
     let artifact = artifact.ok_or_else(|| PlanBuildError::NoArtifact(name.clone()))?;
-    let out = out.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
-    std::fs::copy(&artifact, &out).map_err(|source| PlanBuildError::Copy { path: out.clone(), source })?;
-    let digest = Sha256Digest::of_file(&out).map_err(|source| PlanBuildError::Copy { path: out.clone(), source })?;
+    let out = out
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(format!("{name}.wasm")));
+    std::fs::copy(&artifact, &out).map_err(|source| PlanBuildError::Copy {
+        path: out.clone(),
+        source,
+    })?;
+    let digest = Sha256Digest::of_file(&out).map_err(|source| PlanBuildError::Copy {
+        path: out.clone(),
+        source,
+    })?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    Ok(BuiltPlan { name, path: out, digest, size })
+    Ok(BuiltPlan {
+        name,
+        path: out,
+        digest,
+        size,
+    })
 }

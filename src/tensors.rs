@@ -36,16 +36,27 @@ pub enum TensorFileError {
 /// so the same values must always give the same bytes. Header keys are sorted,
 /// data follows in the order given, and the header is padded to 8 bytes as the
 /// format asks. Files are read back (and so validated) by the crate.
-pub fn to_bytes(tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> Result<Vec<u8>, String> {
+pub fn to_bytes(
+    tensors: &[Tensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<Vec<u8>, String> {
     let mut header = serde_json::Map::new();
     if !metadata.is_empty() {
-        header.insert("__metadata__".into(), serde_json::to_value(metadata).map_err(|e| e.to_string())?);
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).map_err(|e| e.to_string())?,
+        );
     }
     let mut offset = 0usize;
     for t in tensors {
         let expected: usize = t.shape.iter().map(|&d| d as usize).product();
         if expected != t.data.len() {
-            return Err(format!("tensor `{}` has shape {:?} but {} values", t.name, t.shape, t.data.len()));
+            return Err(format!(
+                "tensor `{}` has shape {:?} but {} values",
+                t.name,
+                t.shape,
+                t.data.len()
+            ));
         }
         if t.name == "__metadata__" || header.contains_key(&t.name) {
             return Err(format!("tensor name `{}` is reserved or repeated", t.name));
@@ -76,17 +87,31 @@ pub fn to_bytes(tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> Resu
 pub fn from_bytes(bytes: &[u8]) -> Result<(Vec<Tensor>, BTreeMap<String, String>), String> {
     let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
     let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let metadata = header.metadata().clone().unwrap_or_default().into_iter().collect();
+    let metadata = header
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     let mut tensors = Vec::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(format!("tensor `{name}` is {:?}; fedwasm parameters are F32", view.dtype()));
+            return Err(format!(
+                "tensor `{name}` is {:?}; fedwasm parameters are F32",
+                view.dtype()
+            ));
         }
-        let data = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
         let shape = view
             .shape()
             .iter()
-            .map(|&d| u32::try_from(d).map_err(|_| format!("tensor `{name}` has a dimension over 2^32")))
+            .map(|&d| {
+                u32::try_from(d).map_err(|_| format!("tensor `{name}` has a dimension over 2^32"))
+            })
             .collect::<Result<_, _>>()?;
         tensors.push(Tensor { name, shape, data });
     }
@@ -95,17 +120,33 @@ pub fn from_bytes(bytes: &[u8]) -> Result<(Vec<Tensor>, BTreeMap<String, String>
 }
 
 /// Write `tensors` with `metadata` to `path`.
-pub fn write_file(path: &Path, tensors: &[Tensor], metadata: &BTreeMap<String, String>) -> Result<(), TensorFileError> {
+pub fn write_file(
+    path: &Path,
+    tensors: &[Tensor],
+    metadata: &BTreeMap<String, String>,
+) -> Result<(), TensorFileError> {
     let shown = path.display().to_string();
-    let bytes = to_bytes(tensors, metadata).map_err(|reason| TensorFileError::Format { path: shown.clone(), reason })?;
-    std::fs::write(path, bytes).map_err(|source| TensorFileError::Io { path: shown, source })
+    let bytes = to_bytes(tensors, metadata).map_err(|reason| TensorFileError::Format {
+        path: shown.clone(),
+        reason,
+    })?;
+    std::fs::write(path, bytes).map_err(|source| TensorFileError::Io {
+        path: shown,
+        source,
+    })
 }
 
 /// Read the tensors and metadata of `path`.
 pub fn read_file(path: &Path) -> Result<(Vec<Tensor>, BTreeMap<String, String>), TensorFileError> {
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io { path: shown.clone(), source })?;
-    from_bytes(&bytes).map_err(|reason| TensorFileError::Format { path: shown, reason })
+    let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io {
+        path: shown.clone(),
+        source,
+    })?;
+    from_bytes(&bytes).map_err(|reason| TensorFileError::Format {
+        path: shown,
+        reason,
+    })
 }
 
 #[cfg(test)]
@@ -115,8 +156,16 @@ mod tests {
     #[test]
     fn round_trips_values_and_metadata() {
         let tensors = vec![
-            Tensor { name: "fc.weight".into(), shape: vec![2, 2], data: vec![1.0, -2.5, 3.0, f32::MIN_POSITIVE] },
-            Tensor { name: "fc.bias".into(), shape: vec![2], data: vec![0.0, 7.0] },
+            Tensor {
+                name: "fc.weight".into(),
+                shape: vec![2, 2],
+                data: vec![1.0, -2.5, 3.0, f32::MIN_POSITIVE],
+            },
+            Tensor {
+                name: "fc.bias".into(),
+                shape: vec![2],
+                data: vec![0.0, 7.0],
+            },
         ];
         let meta = BTreeMap::from([
             ("round".to_string(), "3".to_string()),
@@ -124,11 +173,19 @@ mod tests {
             ("plan".to_string(), "p".to_string()),
         ]);
         let bytes = to_bytes(&tensors, &meta).unwrap();
-        assert_eq!(bytes, to_bytes(&tensors, &meta).unwrap(), "encoding is deterministic");
+        assert_eq!(
+            bytes,
+            to_bytes(&tensors, &meta).unwrap(),
+            "encoding is deterministic"
+        );
         let (back, back_meta) = from_bytes(&bytes).unwrap();
         assert_eq!(back_meta, meta);
         assert_eq!(back[0].name, "fc.bias");
         assert_eq!(back[1].data, tensors[0].data);
-        assert!(from_bytes(b"garbage").unwrap_err().contains("not a safetensors file"));
+        assert!(
+            from_bytes(b"garbage")
+                .unwrap_err()
+                .contains("not a safetensors file")
+        );
     }
 }

@@ -91,17 +91,24 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             memory_mib,
             in_process,
         } => {
-            let model_args = serde_json::from_str(&model_args).context("--model-args is not valid JSON")?;
+            let model_args =
+                serde_json::from_str(&model_args).context("--model-args is not valid JSON")?;
             let plan = if plan.is_dir() {
                 let built = build_plan(&plan, None, None)
                     .with_context(|| format!("building the plan in {}", plan.display()))?;
-                println!("built {} → {} (sha256 {})", built.name, built.path.display(), built.digest);
+                println!(
+                    "built {} → {} (sha256 {})",
+                    built.name,
+                    built.path.display(),
+                    built.digest
+                );
                 built.path
             } else {
                 plan
             };
-            let training_args = TrainingArgs::from_json(&training_args).context("--training-args")?;
-            if !(deadline > 0.0) {
+            let training_args =
+                TrainingArgs::from_json(&training_args).context("--training-args")?;
+            if deadline.is_nan() || deadline <= 0.0 {
                 bail!("--deadline must be a positive number of seconds");
             }
             let sandbox = SandboxConfig {
@@ -150,14 +157,23 @@ fn print_args(title: &str, args: &[ArgInfo]) {
             Some(d) => format!("default {d}"),
             None => "required".to_string(),
         };
-        println!("  {:<14} {:<14} {:<18} {}", a.name, a.type_name, default, a.help);
+        println!(
+            "  {:<14} {:<14} {:<18} {}",
+            a.name, a.type_name, default, a.help
+        );
     }
 }
 
 fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
-    let sandbox = Sandbox::new(SandboxConfig { cache_dir: cache_dir(), ..SandboxConfig::default() })?;
-    let plan = sandbox.load_file(path).with_context(|| format!("loading {}", path.display()))?;
-    let mut instance = sandbox.instantiate(&plan, &fedwasm::sandbox::random::StreamSeed([0; 32]))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        cache_dir: cache_dir(),
+        ..SandboxConfig::default()
+    })?;
+    let plan = sandbox
+        .load_file(path)
+        .with_context(|| format!("loading {}", path.display()))?;
+    let mut instance =
+        sandbox.instantiate(&plan, &fedwasm::sandbox::random::StreamSeed([0; 32]))?;
     let info = instance.describe()?;
     println!("name         {}", info.name);
     println!("version      {}", info.version);
@@ -186,9 +202,21 @@ fn check(task: TrainingTask, deadline: Duration, in_process: bool) -> anyhow::Re
     );
     // indicatif hides the bar when stderr is not a terminal, and its println
     // with it; the loss lines must show either way.
-    let say = |line: String| if bar.is_hidden() { println!("{line}") } else { bar.println(line) };
+    let say = |line: String| {
+        if bar.is_hidden() {
+            println!("{line}")
+        } else {
+            bar.println(line)
+        }
+    };
     let mut on_progress = |p: Progress| match p {
-        Progress::Started { plan_name, total_updates, training_samples, test_samples, warnings } => {
+        Progress::Started {
+            plan_name,
+            total_updates,
+            training_samples,
+            test_samples,
+            warnings,
+        } => {
             for w in warnings {
                 say(format!("warning: {w}"));
             }
@@ -197,10 +225,17 @@ fn check(task: TrainingTask, deadline: Duration, in_process: bool) -> anyhow::Re
             ));
             bar.set_length(total_updates as u64);
         }
-        Progress::Loss { update, epoch, samples_seen, loss } => {
+        Progress::Loss {
+            update,
+            epoch,
+            samples_seen,
+            loss,
+        } => {
             bar.set_position(update as u64);
             bar.set_message(format!("loss {loss:.4}"));
-            say(format!("update {update:>6}  epoch {epoch:>3}  samples {samples_seen:>8}  loss {loss:.6}"));
+            say(format!(
+                "update {update:>6}  epoch {epoch:>3}  samples {samples_seen:>8}  loss {loss:.6}"
+            ));
         }
     };
     let outcome = if in_process {
@@ -219,7 +254,11 @@ fn check(task: TrainingTask, deadline: Duration, in_process: bool) -> anyhow::Re
     }
     println!(
         "trained {} updates on {} samples in {:.1} ms (task {:.1} ms); final loss {:.6}",
-        outcome.updates, outcome.samples_seen, outcome.training_ms, outcome.total_ms, outcome.final_loss
+        outcome.updates,
+        outcome.samples_seen,
+        outcome.training_ms,
+        outcome.total_ms,
+        outcome.final_loss
     );
     if let Some(m) = outcome.training_metric {
         println!("training {m}");

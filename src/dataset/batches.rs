@@ -53,9 +53,15 @@ impl BatchSchedule {
         rng: ChaCha8Rng,
     ) -> Result<Self, DatasetError> {
         if batch_size == 0 {
-            return Err(DatasetError::Invalid("loader_args.batch_size must be at least 1".into()));
+            return Err(DatasetError::Invalid(
+                "loader_args.batch_size must be at least 1".into(),
+            ));
         }
-        let batches = if drop_last { n / batch_size } else { n.div_ceil(batch_size) };
+        let batches = if drop_last {
+            n / batch_size
+        } else {
+            n.div_ceil(batch_size)
+        };
         if batches == 0 {
             return Err(DatasetError::Invalid(format!(
                 "{n} training samples make no batch of {batch_size} with drop_last; lower batch_size"
@@ -63,8 +69,13 @@ impl BatchSchedule {
         }
         let (per_epoch, total) = match budget {
             Budget::Updates(u) => (batches, u),
-            Budget::Epochs { epochs, batch_maxnum } => {
-                let per = batch_maxnum.filter(|&m| m > 0).map_or(batches, |m| m.min(batches));
+            Budget::Epochs {
+                epochs,
+                batch_maxnum,
+            } => {
+                let per = batch_maxnum
+                    .filter(|&m| m > 0)
+                    .map_or(batches, |m| m.min(batches));
                 (per, epochs * per)
             }
         };
@@ -100,7 +111,11 @@ impl BatchSchedule {
             return None;
         }
         if self.in_epoch == self.per_epoch {
-            self.order = if self.shuffle { permutation(self.n, &mut self.rng) } else { (0..self.n).collect() };
+            self.order = if self.shuffle {
+                permutation(self.n, &mut self.rng)
+            } else {
+                (0..self.n).collect()
+            };
             self.epoch += 1;
             self.in_epoch = 0;
         }
@@ -128,22 +143,41 @@ mod tests {
 
     #[test]
     fn updates_cross_epochs_and_reshuffle() {
-        let batches = all(BatchSchedule::new(10, 4, true, false, Budget::Updates(5), false, rng()).unwrap());
-        assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [4, 4, 2, 4, 4]);
+        let batches =
+            all(BatchSchedule::new(10, 4, true, false, Budget::Updates(5), false, rng()).unwrap());
+        assert_eq!(
+            batches.iter().map(Vec::len).collect::<Vec<_>>(),
+            [4, 4, 2, 4, 4]
+        );
         let mut first: Vec<usize> = batches[..3].concat();
         first.sort_unstable();
-        assert_eq!(first, (0..10).collect::<Vec<_>>(), "an epoch covers every sample once");
+        assert_eq!(
+            first,
+            (0..10).collect::<Vec<_>>(),
+            "an epoch covers every sample once"
+        );
         assert_ne!(batches[0], batches[3], "the second epoch is shuffled anew");
     }
 
     #[test]
     fn epochs_with_batch_maxnum_drop_last_and_dry_run() {
-        let budget = Budget::Epochs { epochs: 2, batch_maxnum: Some(2) };
+        let budget = Budget::Epochs {
+            epochs: 2,
+            batch_maxnum: Some(2),
+        };
         let s = BatchSchedule::new(10, 3, false, true, budget, false, rng()).unwrap();
         assert_eq!(s.total(), 4);
         assert_eq!(all(s)[2], vec![0, 1, 2]);
-        let budget = Budget::Epochs { epochs: 3, batch_maxnum: None };
-        assert_eq!(BatchSchedule::new(10, 3, false, true, budget, true, rng()).unwrap().total(), 1);
+        let budget = Budget::Epochs {
+            epochs: 3,
+            batch_maxnum: None,
+        };
+        assert_eq!(
+            BatchSchedule::new(10, 3, false, true, budget, true, rng())
+                .unwrap()
+                .total(),
+            1
+        );
         assert!(BatchSchedule::new(2, 3, false, true, budget, false, rng()).is_err());
         assert!(BatchSchedule::new(2, 0, false, false, budget, false, rng()).is_err());
     }

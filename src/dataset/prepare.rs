@@ -5,7 +5,9 @@ use rand_core::RngCore;
 
 use super::{ColumnKind, DatasetError, Table};
 use crate::sandbox::random::StreamSeed;
-use crate::sandbox::types::{Array, Batch, ColumnInfo, ColumnType, DataSpec, DatasetInfo, FeatureSelection, Scaling, Task};
+use crate::sandbox::types::{
+    Array, Batch, ColumnInfo, ColumnType, DataSpec, DatasetInfo, FeatureSelection, Scaling, Task,
+};
 
 /// Features and targets of a set of samples, features row-major.
 #[derive(Debug, Clone, Default)]
@@ -38,13 +40,22 @@ impl Samples {
             data.extend_from_slice(&self.features[i * d..(i + 1) * d]);
             targets.push(self.targets[i]);
         }
-        Batch { features: Array { shape: vec![indices.len() as u32, d as u32], data }, targets }
+        Batch {
+            features: Array {
+                shape: vec![indices.len() as u32, d as u32],
+                data,
+            },
+            targets,
+        }
     }
 
     /// Rows `start..end` as a feature array (for prediction).
     pub fn feature_rows(&self, start: usize, end: usize) -> Array {
         let d = self.n_features;
-        Array { shape: vec![(end - start) as u32, d as u32], data: self.features[start * d..end * d].to_vec() }
+        Array {
+            shape: vec![(end - start) as u32, d as u32],
+            data: self.features[start * d..end * d].to_vec(),
+        }
     }
 }
 
@@ -98,8 +109,12 @@ fn check_target(task: &Task, value: f64) -> Option<String> {
         Task::BinaryClassification if value != 0.0 && value != 1.0 => {
             Some("is not 0 or 1, as a binary classification plan needs".into())
         }
-        Task::MulticlassClassification(n) if value.fract() != 0.0 || value < 0.0 || value >= n as f64 => {
-            Some(format!("is not a class index in 0..{n}; labels must be integers 0..n_classes-1"))
+        Task::MulticlassClassification(n)
+            if value.fract() != 0.0 || value < 0.0 || value >= n as f64 =>
+        {
+            Some(format!(
+                "is not a class index in 0..{n}; labels must be integers 0..n_classes-1"
+            ))
         }
         _ => None,
     }
@@ -132,9 +147,14 @@ pub fn prepare(
         .to_string();
     let target_col = table.column(&target_name)?;
     let feature_cols: Vec<usize> = match &spec.features {
-        FeatureSelection::AllExceptTarget => (0..table.width()).filter(|&c| c != target_col).collect(),
+        FeatureSelection::AllExceptTarget => {
+            (0..table.width()).filter(|&c| c != target_col).collect()
+        }
         FeatureSelection::Columns(names) => {
-            let cols = names.iter().map(|n| table.column(n)).collect::<Result<Vec<_>, _>>()?;
+            let cols = names
+                .iter()
+                .map(|n| table.column(n))
+                .collect::<Result<Vec<_>, _>>()?;
             if cols.contains(&target_col) {
                 return Err(DatasetError::Invalid(format!(
                     "the plan asks for the target `{target_name}` as a feature too"
@@ -144,12 +164,19 @@ pub fn prepare(
         }
     };
     if feature_cols.is_empty() {
-        return Err(DatasetError::Invalid("the plan selects no feature column".into()));
+        return Err(DatasetError::Invalid(
+            "the plan selects no feature column".into(),
+        ));
     }
     for r in 0..table.rows() {
         let value = table.get(r, target_col);
         if let Some(reason) = check_target(&spec.task, value) {
-            return Err(DatasetError::BadTarget { row: r + 1, column: target_name, value, reason });
+            return Err(DatasetError::BadTarget {
+                row: r + 1,
+                column: target_name,
+                value,
+                reason,
+            });
         }
     }
     if !(0.0..1.0).contains(&split.test_ratio) {
@@ -166,7 +193,9 @@ pub fn prepare(
     train_rows.sort_unstable();
     test_rows.sort_unstable();
     if train_rows.is_empty() {
-        return Err(DatasetError::Invalid("no training rows left after the validation split".into()));
+        return Err(DatasetError::Invalid(
+            "no training rows left after the validation split".into(),
+        ));
     }
 
     let scalers: Vec<(f64, f64)> = feature_cols
@@ -182,10 +211,17 @@ pub fn prepare(
             }
             targets.push(table.get(r, target_col) as f32);
         }
-        Samples { features, targets, n_features: feature_cols.len() }
+        Samples {
+            features,
+            targets,
+            n_features: feature_cols.len(),
+        }
     };
     Ok(PreparedData {
-        feature_names: feature_cols.iter().map(|&c| table.names()[c].clone()).collect(),
+        feature_names: feature_cols
+            .iter()
+            .map(|&c| table.names()[c].clone())
+            .collect(),
         target_name,
         task: spec.task,
         train: gather(&train_rows),
@@ -227,48 +263,90 @@ mod tests {
     }
 
     fn spec(task: Task, scaling: Scaling) -> DataSpec {
-        DataSpec { features: FeatureSelection::AllExceptTarget, target: None, task, scaling }
+        DataSpec {
+            features: FeatureSelection::AllExceptTarget,
+            target: None,
+            task,
+            scaling,
+        }
     }
 
     fn no_split() -> Split {
-        Split { test_ratio: 0.0, seed: StreamSeed([0; 32]) }
+        Split {
+            test_ratio: 0.0,
+            seed: StreamSeed([0; 32]),
+        }
     }
 
     #[test]
     fn standardizes_with_training_statistics() {
-        let p = prepare(&table(), &spec(Task::BinaryClassification, Scaling::Standardize), Some("y"), &no_split()).unwrap();
+        let p = prepare(
+            &table(),
+            &spec(Task::BinaryClassification, Scaling::Standardize),
+            Some("y"),
+            &no_split(),
+        )
+        .unwrap();
         assert_eq!(p.feature_names, ["x1", "x2"]);
         assert_eq!(p.train.len(), 10);
         let x1: Vec<f32> = p.train.features.chunks(2).map(|r| r[0]).collect();
         let mean = x1.iter().sum::<f32>() / 10.0;
         assert!(mean.abs() < 1e-6);
-        assert!(p.train.features.chunks(2).all(|r| r[1] == 0.0), "constant column becomes 0");
+        assert!(
+            p.train.features.chunks(2).all(|r| r[1] == 0.0),
+            "constant column becomes 0"
+        );
     }
 
     #[test]
     fn split_is_seeded_and_disjoint() {
-        let split = Split { test_ratio: 0.3, seed: StreamSeed([9; 32]) };
+        let split = Split {
+            test_ratio: 0.3,
+            seed: StreamSeed([9; 32]),
+        };
         let s = spec(Task::Regression, Scaling::None);
         let a = prepare(&table(), &s, Some("y"), &split).unwrap();
         let b = prepare(&table(), &s, Some("y"), &split).unwrap();
         assert_eq!((a.train.len(), a.test.len()), (7, 3));
         assert_eq!(a.test.features, b.test.features);
-        let mut all: Vec<f32> = a.train.features.chunks(2).chain(a.test.features.chunks(2)).map(|r| r[0]).collect();
+        let mut all: Vec<f32> = a
+            .train
+            .features
+            .chunks(2)
+            .chain(a.test.features.chunks(2))
+            .map(|r| r[0])
+            .collect();
         all.sort_by(f32::total_cmp);
         assert_eq!(all, (0..10).map(|i| i as f32).collect::<Vec<_>>());
     }
 
     #[test]
     fn bad_targets_and_columns_are_named() {
-        let err = prepare(&table(), &spec(Task::MulticlassClassification(1), Scaling::None), Some("y"), &no_split())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("row 2: target `y` = 1 is not a class index in 0..1"), "{err}");
-        let err = prepare(&table(), &spec(Task::Regression, Scaling::None), None, &no_split()).unwrap_err();
+        let err = prepare(
+            &table(),
+            &spec(Task::MulticlassClassification(1), Scaling::None),
+            Some("y"),
+            &no_split(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("row 2: target `y` = 1 is not a class index in 0..1"),
+            "{err}"
+        );
+        let err = prepare(
+            &table(),
+            &spec(Task::Regression, Scaling::None),
+            None,
+            &no_split(),
+        )
+        .unwrap_err();
         assert!(matches!(err, DatasetError::NoTarget));
         let mut s = spec(Task::Regression, Scaling::None);
         s.features = FeatureSelection::Columns(vec!["x3".into()]);
-        let err = prepare(&table(), &s, Some("y"), &no_split()).unwrap_err().to_string();
+        let err = prepare(&table(), &s, Some("y"), &no_split())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no column `x3`"), "{err}");
     }
 }

@@ -39,7 +39,7 @@ impl Table {
     /// Build a table from names and row-major values.
     pub fn new(names: Vec<String>, values: Vec<f64>) -> Result<Self, DatasetError> {
         let width = names.len();
-        if width == 0 || values.len() % width != 0 {
+        if width == 0 || !values.len().is_multiple_of(width) {
             return Err(DatasetError::Invalid(format!(
                 "{} values do not fill rows of {width} columns",
                 values.len()
@@ -55,15 +55,29 @@ impl Table {
                 }
             })
             .collect();
-        Ok(Table { names, kinds, rows, values })
+        Ok(Table {
+            names,
+            kinds,
+            rows,
+            values,
+        })
     }
 
     /// Read a CSV file with a header line.
     pub fn from_csv(path: &Path) -> Result<Self, DatasetError> {
-        let unreadable = |reason: String| DatasetError::Unreadable { path: path.to_path_buf(), reason };
-        let malformed = |reason: String| DatasetError::Malformed { path: path.to_path_buf(), reason };
+        let unreadable = |reason: String| DatasetError::Unreadable {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let malformed = |reason: String| DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        };
         let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
-        let header = text.lines().next().ok_or_else(|| malformed("the file is empty".into()))?;
+        let header = text
+            .lines()
+            .next()
+            .ok_or_else(|| malformed("the file is empty".into()))?;
         let mut reader = csv::ReaderBuilder::new()
             .delimiter(detect_delimiter(header))
             .trim(csv::Trim::All)
@@ -74,8 +88,15 @@ impl Table {
             .iter()
             .map(str::to_string)
             .collect();
-        if let Some(dup) = names.iter().enumerate().find(|(i, n)| names[..*i].contains(n)) {
-            return Err(malformed(format!("column `{}` appears twice in the header", dup.1)));
+        if let Some(dup) = names
+            .iter()
+            .enumerate()
+            .find(|(i, n)| names[..*i].contains(n))
+        {
+            return Err(malformed(format!(
+                "column `{}` appears twice in the header",
+                dup.1
+            )));
         }
         if names.iter().any(String::is_empty) {
             return Err(malformed("the header has an empty column name".into()));
@@ -92,14 +113,18 @@ impl Table {
                 )));
             }
             for (c, cell) in record.iter().enumerate() {
-                let v: f64 = cell.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
-                    malformed(format!(
-                        "row {}, column `{}`: `{cell}` is not a finite number; \
+                let v: f64 = cell
+                    .parse()
+                    .ok()
+                    .filter(|v: &f64| v.is_finite())
+                    .ok_or_else(|| {
+                        malformed(format!(
+                            "row {}, column `{}`: `{cell}` is not a finite number; \
                          encode categories as numbers and fill or drop missing values",
-                        r + 1,
-                        names[c]
-                    ))
-                })?;
+                            r + 1,
+                            names[c]
+                        ))
+                    })?;
                 values.push(v);
             }
         }
@@ -136,10 +161,13 @@ impl Table {
 
     /// Index of the column called `name`.
     pub fn column(&self, name: &str) -> Result<usize, DatasetError> {
-        self.names.iter().position(|n| n == name).ok_or_else(|| DatasetError::UnknownColumn {
-            column: name.to_string(),
-            available: self.names.join(", "),
-        })
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .ok_or_else(|| DatasetError::UnknownColumn {
+                column: name.to_string(),
+                available: self.names.join(", "),
+            })
     }
 }
 
@@ -158,24 +186,40 @@ mod tests {
         let f = write("a;b;label\n1.5;2;0\n-3;4;1\n");
         let t = Table::from_csv(f.path()).unwrap();
         assert_eq!(t.names(), ["a", "b", "label"]);
-        assert_eq!(t.kinds(), [ColumnKind::Float, ColumnKind::Integer, ColumnKind::Integer]);
+        assert_eq!(
+            t.kinds(),
+            [ColumnKind::Float, ColumnKind::Integer, ColumnKind::Integer]
+        );
         assert_eq!((t.rows(), t.get(1, 0)), (2, -3.0));
         assert_eq!(t.column("label").unwrap(), 2);
         let err = t.column("target").unwrap_err().to_string();
-        assert!(err.contains("no column `target`") && err.contains("a, b, label"), "{err}");
+        assert!(
+            err.contains("no column `target`") && err.contains("a, b, label"),
+            "{err}"
+        );
     }
 
     #[test]
     fn names_the_bad_cell() {
         let f = write("a,b\n1,2\n3,x\n");
         let err = Table::from_csv(f.path()).unwrap_err().to_string();
-        assert!(err.contains("row 2, column `b`: `x` is not a finite number"), "{err}");
+        assert!(
+            err.contains("row 2, column `b`: `x` is not a finite number"),
+            "{err}"
+        );
         let f = write("a,b\n1,2\n3\n");
         let err = Table::from_csv(f.path()).unwrap_err().to_string();
         assert!(err.contains("row 2"), "{err}");
         let f = write("a,b\n");
-        assert!(Table::from_csv(f.path()).unwrap_err().to_string().contains("no data rows"));
-        let err = Table::from_csv(Path::new("/nonexistent/x.csv")).unwrap_err().to_string();
+        assert!(
+            Table::from_csv(f.path())
+                .unwrap_err()
+                .to_string()
+                .contains("no data rows")
+        );
+        let err = Table::from_csv(Path::new("/nonexistent/x.csv"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("cannot read dataset"), "{err}");
     }
 }

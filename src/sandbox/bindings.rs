@@ -14,11 +14,11 @@ pub(crate) use gen_::{TrainingPlan, TrainingPlanPre};
 
 /// The WIT data types exchanged with a plan.
 pub mod types {
+    pub(crate) use super::gen_::fedwasm::plan::types::Host;
     pub use super::gen_::fedwasm::plan::types::{
         ArgInfo, Array, Batch, ColumnInfo, ColumnType, DataSpec, DatasetInfo, ErrorKind,
         FeatureSelection, PlanError, PlanInfo, Scaling, StepReport, Task, Tensor,
     };
-    pub(crate) use super::gen_::fedwasm::plan::types::Host;
 }
 
 /// Short name of a plan error kind, as written in the WIT.

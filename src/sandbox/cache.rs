@@ -24,7 +24,9 @@ impl DiskCache {
     pub(crate) fn new(root: &Path, engine: &Engine) -> Self {
         let mut hasher = std::hash::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
-        DiskCache { dir: root.join(format!("engine-{:016x}", hasher.finish())) }
+        DiskCache {
+            dir: root.join(format!("engine-{:016x}", hasher.finish())),
+        }
     }
 
     fn path(&self, digest: &Sha256Digest) -> PathBuf {

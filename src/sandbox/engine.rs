@@ -42,8 +42,14 @@ impl LoadedPlan {
     /// Names of the component's imports and exports, for `plan inspect`.
     pub fn interface(&self, sandbox: &Sandbox) -> (Vec<String>, Vec<String>) {
         let ty = self.component.component_type();
-        let imports = ty.imports(&sandbox.engine).map(|(n, _)| n.to_string()).collect();
-        let exports = ty.exports(&sandbox.engine).map(|(n, _)| n.to_string()).collect();
+        let imports = ty
+            .imports(&sandbox.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let exports = ty
+            .exports(&sandbox.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
         (imports, exports)
     }
 }
@@ -75,13 +81,19 @@ fn check_header(bytes: &[u8]) -> Result<(), SandboxError> {
         }),
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
         _ => Err(SandboxError::NotAComponent {
-            reason: format!("unsupported WebAssembly version/layer {:02x?}", &bytes[4..8]),
+            reason: format!(
+                "unsupported WebAssembly version/layer {:02x?}",
+                &bytes[4..8]
+            ),
         }),
     }
 }
 
 fn host_error(function: &'static str, e: impl std::fmt::Display) -> SandboxError {
-    SandboxError::Host { function, reason: format!("{e:#}") }
+    SandboxError::Host {
+        function,
+        reason: format!("{e:#}"),
+    }
 }
 
 impl Sandbox {
@@ -90,7 +102,9 @@ impl Sandbox {
         let mut wasm = Config::new();
         wasm.wasm_component_model(true)
             .max_wasm_stack(config.stack_kib * 1024)
-            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(super::instance::BACKTRACE_FRAMES))
+            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(
+                super::instance::BACKTRACE_FRAMES,
+            ))
             .epoch_interruption(config.interruption == Interruption::Epoch)
             // Relaxed SIMD may differ between CPUs; plans must be reproducible.
             .relaxed_simd_deterministic(true)
@@ -112,10 +126,22 @@ impl Sandbox {
         }
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| host_error("linker", e))?;
-        TrainingPlan::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| host_error("linker", e))?;
-        let disk = config.cache_dir.as_deref().map(|dir| DiskCache::new(dir, &engine));
-        Ok(Sandbox { engine, linker, config, loaded: Mutex::new(HashMap::new()), disk })
+        TrainingPlan::add_to_linker::<_, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| host_error("linker", e))?;
+        let disk = config
+            .cache_dir
+            .as_deref()
+            .map(|dir| DiskCache::new(dir, &engine));
+        Ok(Sandbox {
+            engine,
+            linker,
+            config,
+            loaded: Mutex::new(HashMap::new()),
+            disk,
+        })
     }
 
     /// The configuration this sandbox enforces.
@@ -130,11 +156,18 @@ impl Sandbox {
             return Ok(plan.clone());
         }
         check_header(bytes)?;
-        let component = match self.disk.as_ref().and_then(|d| d.load(&self.engine, &digest)) {
+        let component = match self
+            .disk
+            .as_ref()
+            .and_then(|d| d.load(&self.engine, &digest))
+        {
             Some(component) => component,
             None => {
-                let component = Component::new(&self.engine, bytes)
-                    .map_err(|e| SandboxError::Compile { plan: digest, reason: format!("{e:#}") })?;
+                let component =
+                    Component::new(&self.engine, bytes).map_err(|e| SandboxError::Compile {
+                        plan: digest,
+                        reason: format!("{e:#}"),
+                    })?;
                 if let Some(disk) = &self.disk {
                     disk.store(&digest, &component);
                 }
@@ -146,9 +179,15 @@ impl Sandbox {
                 "{e:#}; a plan may import only fedwasm:plan/random, fedwasm:plan/log and WASI 0.2"
             ),
         })?;
-        let pre = TrainingPlanPre::new(instance_pre)
-            .map_err(|e| SandboxError::WrongWorld { reason: format!("{e:#}") })?;
-        let plan = Arc::new(LoadedPlan { digest, size: bytes.len(), pre, component });
+        let pre = TrainingPlanPre::new(instance_pre).map_err(|e| SandboxError::WrongWorld {
+            reason: format!("{e:#}"),
+        })?;
+        let plan = Arc::new(LoadedPlan {
+            digest,
+            size: bytes.len(),
+            pre,
+            component,
+        });
         self.lock_loaded().insert(digest, plan.clone());
         Ok(plan)
     }
@@ -163,12 +202,18 @@ impl Sandbox {
     }
 
     /// A fresh instance of `plan` in its own store, its `random` import seeded by `seed`.
-    pub fn instantiate(&self, plan: &LoadedPlan, seed: &StreamSeed) -> Result<PlanInstance, SandboxError> {
+    pub fn instantiate(
+        &self,
+        plan: &LoadedPlan,
+        seed: &StreamSeed,
+    ) -> Result<PlanInstance, SandboxError> {
         PlanInstance::new(&self.engine, &self.config, &plan.pre, seed)
     }
 
     fn lock_loaded(&self) -> std::sync::MutexGuard<'_, HashMap<Sha256Digest, Arc<LoadedPlan>>> {
-        self.loaded.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.loaded
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 

@@ -26,7 +26,9 @@ pub enum SandboxError {
         reason: String,
     },
     /// The plan grew its memory past the configured cap.
-    #[error("plan exceeded its memory limit of {limit_mib} MiB in `{function}`; raise the node's sandbox.memory_mib or use a smaller model or batch")]
+    #[error(
+        "plan exceeded its memory limit of {limit_mib} MiB in `{function}`; raise the node's sandbox.memory_mib or use a smaller model or batch"
+    )]
     MemoryLimit {
         /// The plan function that was running.
         function: &'static str,
@@ -34,7 +36,9 @@ pub enum SandboxError {
         limit_mib: u64,
     },
     /// The plan recursed past the stack limit.
-    #[error("plan overflowed its stack in `{function}` (deep recursion); the stack is bounded by the sandbox ({stack_kib} KiB) and by the plan's build")]
+    #[error(
+        "plan overflowed its stack in `{function}` (deep recursion); the stack is bounded by the sandbox ({stack_kib} KiB) and by the plan's build"
+    )]
     StackOverflow {
         /// The plan function that was running.
         function: &'static str,
@@ -81,7 +85,11 @@ pub enum SandboxError {
 
 fn stderr_suffix(stderr: &str) -> String {
     let text = stderr.trim();
-    if text.is_empty() { String::new() } else { format!("; plan stderr: {text}") }
+    if text.is_empty() {
+        String::new()
+    } else {
+        format!("; plan stderr: {text}")
+    }
 }
 
 impl SandboxError {

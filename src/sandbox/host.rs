@@ -49,7 +49,12 @@ pub(crate) struct MemoryCap {
 }
 
 impl ResourceLimiter for MemoryCap {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.limit {
             self.hit = true;
             return Ok(false);
@@ -57,7 +62,12 @@ impl ResourceLimiter for MemoryCap {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= 1 << 20)
     }
 }
@@ -83,7 +93,10 @@ impl HostState {
         HostState {
             wasi: wasi::deny_all(seed, stdout.clone(), stderr.clone()),
             table: ResourceTable::new(),
-            memory: MemoryCap { limit: config.memory_bytes(), hit: false },
+            memory: MemoryCap {
+                limit: config.memory_bytes(),
+                hit: false,
+            },
             random: seed.rng(),
             max_fill: config.memory_bytes() / 4,
             logs: Vec::new(),
@@ -97,7 +110,10 @@ impl HostState {
 
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
@@ -112,9 +128,13 @@ impl random::Host for HostState {
         let count = count as usize;
         if count > self.max_fill {
             self.memory.hit = true;
-            wasmtime::bail!("random.fill-f32 asked for {count} floats, more than the memory limit allows");
+            wasmtime::bail!(
+                "random.fill-f32 asked for {count} floats, more than the memory limit allows"
+            );
         }
-        Ok((0..count).map(|_| unit_f32(self.random.next_u64())).collect())
+        Ok((0..count)
+            .map(|_| unit_f32(self.random.next_u64()))
+            .collect())
     }
 }
 

@@ -3,7 +3,9 @@
 
 use wasmtime::{Engine, Store, Trap, WasmBacktrace};
 
-use super::bindings::types::{Array, Batch, DataSpec, DatasetInfo, PlanError, PlanInfo, StepReport, Tensor};
+use super::bindings::types::{
+    Array, Batch, DataSpec, DatasetInfo, PlanError, PlanInfo, StepReport, Tensor,
+};
 use super::bindings::{TrainingPlan, TrainingPlanPre, error_kind_name};
 use super::config::{Interruption, SandboxConfig};
 use super::error::SandboxError;
@@ -20,7 +22,10 @@ fn looks_recursive(bt: &WasmBacktrace) -> bool {
     if frames.len() < BACKTRACE_FRAMES {
         return false;
     }
-    let mut seen: Vec<u32> = frames[..BACKTRACE_FRAMES / 2].iter().map(|f| f.func_index()).collect();
+    let mut seen: Vec<u32> = frames[..BACKTRACE_FRAMES / 2]
+        .iter()
+        .map(|f| f.func_index())
+        .collect();
     seen.sort_unstable();
     seen.dedup();
     seen.len() <= 4
@@ -56,7 +61,10 @@ impl PlanInstance {
             plan: match pre.instantiate(&mut store) {
                 Ok(plan) => plan,
                 Err(e) => {
-                    return Err(SandboxError::Host { function: "instantiate", reason: format!("{e:#}") });
+                    return Err(SandboxError::Host {
+                        function: "instantiate",
+                        reason: format!("{e:#}"),
+                    });
                 }
             },
             store,
@@ -79,25 +87,39 @@ impl PlanInstance {
     fn classify(&mut self, function: &'static str, err: wasmtime::Error) -> SandboxError {
         let state = self.store.data();
         if state.memory.hit {
-            return SandboxError::MemoryLimit { function, limit_mib: self.config_memory_mib };
+            return SandboxError::MemoryLimit {
+                function,
+                limit_mib: self.config_memory_mib,
+            };
         }
-        let recursing = err.downcast_ref::<WasmBacktrace>().is_some_and(looks_recursive);
+        let recursing = err
+            .downcast_ref::<WasmBacktrace>()
+            .is_some_and(looks_recursive);
         match err.downcast_ref::<Trap>() {
-            Some(Trap::StackOverflow) => {
-                SandboxError::StackOverflow { function, stack_kib: self.config_stack_kib }
-            }
+            Some(Trap::StackOverflow) => SandboxError::StackOverflow {
+                function,
+                stack_kib: self.config_stack_kib,
+            },
             // Rust keeps part of its stack in linear memory (the shadow stack),
             // which overflows below address 0: an out-of-bounds access at a
             // depth no plan reaches on purpose.
-            Some(Trap::MemoryOutOfBounds) if recursing => {
-                SandboxError::StackOverflow { function, stack_kib: self.config_stack_kib }
-            }
-            Some(Trap::Interrupt) => SandboxError::Deadline { function, seconds: self.call_timeout_secs },
+            Some(Trap::MemoryOutOfBounds) if recursing => SandboxError::StackOverflow {
+                function,
+                stack_kib: self.config_stack_kib,
+            },
+            Some(Trap::Interrupt) => SandboxError::Deadline {
+                function,
+                seconds: self.call_timeout_secs,
+            },
             trap => {
                 let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
                 // The trap itself, without the wasm backtrace wasmtime attaches as context.
                 let trap = trap.map_or_else(|| format!("{:#}", err.root_cause()), Trap::to_string);
-                SandboxError::Trap { function, trap, stderr }
+                SandboxError::Trap {
+                    function,
+                    trap,
+                    stderr,
+                }
             }
         }
     }
@@ -131,50 +153,68 @@ impl PlanInstance {
 
     /// `init-model` with model_args as JSON text.
     pub fn init_model(&mut self, model_args: &str) -> Result<(), SandboxError> {
-        self.fallible("init-model", |p, s| p.fedwasm_plan_plan().call_init_model(s, model_args))
+        self.fallible("init-model", |p, s| {
+            p.fedwasm_plan_plan().call_init_model(s, model_args)
+        })
     }
 
     /// `init-optimizer` with optimizer_args as JSON text.
     pub fn init_optimizer(&mut self, optimizer_args: &str) -> Result<(), SandboxError> {
-        self.fallible("init-optimizer", |p, s| p.fedwasm_plan_plan().call_init_optimizer(s, optimizer_args))
+        self.fallible("init-optimizer", |p, s| {
+            p.fedwasm_plan_plan().call_init_optimizer(s, optimizer_args)
+        })
     }
 
     /// `training-data`
     pub fn training_data(&mut self, info: &DatasetInfo) -> Result<DataSpec, SandboxError> {
-        self.fallible("training-data", |p, s| p.fedwasm_plan_plan().call_training_data(s, info))
+        self.fallible("training-data", |p, s| {
+            p.fedwasm_plan_plan().call_training_data(s, info)
+        })
     }
 
     /// `training-step`
     pub fn training_step(&mut self, batch: &Batch) -> Result<StepReport, SandboxError> {
-        self.fallible("training-step", |p, s| p.fedwasm_plan_plan().call_training_step(s, batch))
+        self.fallible("training-step", |p, s| {
+            p.fedwasm_plan_plan().call_training_step(s, batch)
+        })
     }
 
     /// `predict`
     pub fn predict(&mut self, features: &Array) -> Result<Array, SandboxError> {
-        self.fallible("predict", |p, s| p.fedwasm_plan_plan().call_predict(s, features))
+        self.fallible("predict", |p, s| {
+            p.fedwasm_plan_plan().call_predict(s, features)
+        })
     }
 
     /// `get-parameters`
     pub fn get_parameters(&mut self) -> Result<Vec<Tensor>, SandboxError> {
-        self.call("get-parameters", |p, s| p.fedwasm_plan_plan().call_get_parameters(s))
+        self.call("get-parameters", |p, s| {
+            p.fedwasm_plan_plan().call_get_parameters(s)
+        })
     }
 
     /// `set-parameters`
     pub fn set_parameters(&mut self, parameters: &[Tensor]) -> Result<(), SandboxError> {
-        self.fallible("set-parameters", |p, s| p.fedwasm_plan_plan().call_set_parameters(s, parameters))
+        self.fallible("set-parameters", |p, s| {
+            p.fedwasm_plan_plan().call_set_parameters(s, parameters)
+        })
     }
 
     /// `set-gradient-correction`
     pub fn set_gradient_correction(&mut self, correction: &[Tensor]) -> Result<(), SandboxError> {
         self.fallible("set-gradient-correction", |p, s| {
-            p.fedwasm_plan_plan().call_set_gradient_correction(s, correction)
+            p.fedwasm_plan_plan()
+                .call_set_gradient_correction(s, correction)
         })
     }
 
     /// Log records the plan wrote so far, and how many were dropped past the cap.
     pub fn take_logs(&mut self) -> (Vec<PlanLogRecord>, usize) {
         let state = self.store.data_mut();
-        (std::mem::take(&mut state.logs), std::mem::take(&mut state.logs_dropped))
+        (
+            std::mem::take(&mut state.logs),
+            std::mem::take(&mut state.logs_dropped),
+        )
     }
 
     /// What the plan wrote to stdout and stderr (bounded).

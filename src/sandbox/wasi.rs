@@ -44,7 +44,11 @@ impl HostMonotonicClock for FrozenMonotonicClock {
 }
 
 /// A WASI context that grants nothing, with captured, bounded stdout and stderr.
-pub(crate) fn deny_all(seed: &StreamSeed, stdout: MemoryOutputPipe, stderr: MemoryOutputPipe) -> WasiCtx {
+pub(crate) fn deny_all(
+    seed: &StreamSeed,
+    stdout: MemoryOutputPipe,
+    stderr: MemoryOutputPipe,
+) -> WasiCtx {
     let wasi_seed = {
         let mut bytes = seed.0;
         // Distinct from the plan's own stream, so WASI draws never mirror it.

@@ -22,7 +22,11 @@ pub struct LoaderArgs {
 
 impl Default for LoaderArgs {
     fn default() -> Self {
-        LoaderArgs { batch_size: 32, shuffle: true, drop_last: false }
+        LoaderArgs {
+            batch_size: 32,
+            shuffle: true,
+            drop_last: false,
+        }
     }
 }
 
@@ -79,13 +83,23 @@ impl TrainingArgs {
         match (self.num_updates, self.epochs) {
             (Some(u), epochs) => {
                 let warning = match (epochs, self.batch_maxnum) {
-                    (Some(_), _) => Some("both epochs and num_updates are set: num_updates wins".to_string()),
-                    (None, Some(_)) => Some("batch_maxnum is ignored when num_updates is set".to_string()),
+                    (Some(_), _) => {
+                        Some("both epochs and num_updates are set: num_updates wins".to_string())
+                    }
+                    (None, Some(_)) => {
+                        Some("batch_maxnum is ignored when num_updates is set".to_string())
+                    }
                     _ => None,
                 };
                 Ok((Budget::Updates(u), warning))
             }
-            (None, Some(e)) => Ok((Budget::Epochs { epochs: e, batch_maxnum: self.batch_maxnum }, None)),
+            (None, Some(e)) => Ok((
+                Budget::Epochs {
+                    epochs: e,
+                    batch_maxnum: self.batch_maxnum,
+                },
+                None,
+            )),
             (None, None) => Err(TrainingError::Args(
                 "training_args must set num_updates or epochs".to_string(),
             )),
@@ -109,17 +123,27 @@ mod tests {
         let (budget, warning) = args.budget().unwrap();
         assert_eq!(budget, Budget::Updates(5));
         assert!(warning.unwrap().contains("num_updates wins"));
-        let none = TrainingArgs::from_json("{}").unwrap().budget().unwrap_err().to_string();
+        let none = TrainingArgs::from_json("{}")
+            .unwrap()
+            .budget()
+            .unwrap_err()
+            .to_string();
         assert!(none.contains("num_updates or epochs"), "{none}");
     }
 
     #[test]
     fn unknown_and_mistyped_keys_are_refused() {
-        let err = TrainingArgs::from_json(r#"{"num_update": 5}"#).unwrap_err().to_string();
+        let err = TrainingArgs::from_json(r#"{"num_update": 5}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `num_update`"), "{err}");
-        let err = TrainingArgs::from_json(r#"{"num_updates": "5"}"#).unwrap_err().to_string();
+        let err = TrainingArgs::from_json(r#"{"num_updates": "5"}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("invalid type"), "{err}");
-        let err = TrainingArgs::from_json(r#"{"loader_args": {"batchsize": 5}}"#).unwrap_err().to_string();
+        let err = TrainingArgs::from_json(r#"{"loader_args": {"batchsize": 5}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown field `batchsize`"), "{err}");
     }
 }

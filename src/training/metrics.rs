@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::dataset::prepare::Samples;
-use crate::sandbox::types::Task;
 use super::driver::PlanDriver;
+use crate::dataset::prepare::Samples;
 use crate::sandbox::SandboxError;
+use crate::sandbox::types::Task;
 
 /// Rows per `predict` call: bounds the memory a prediction needs in the plan.
 const PREDICT_ROWS: usize = 512;
@@ -41,7 +41,10 @@ impl std::fmt::Display for Metric {
 /// The predicted class (or value) of each row of a `predict` output [rows, width].
 pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
     match task {
-        Task::BinaryClassification => output.iter().map(|&p| if p >= 0.5 { 1.0 } else { 0.0 }).collect(),
+        Task::BinaryClassification => output
+            .iter()
+            .map(|&p| if p >= 0.5 { 1.0 } else { 0.0 })
+            .collect(),
         Task::MulticlassClassification(_) => output
             .chunks_exact(width)
             .map(|row| {
@@ -59,7 +62,11 @@ pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
 }
 
 /// Accuracy or MSE of `instance` on `samples`; `None` when there are no samples.
-pub fn evaluate(instance: &mut dyn PlanDriver, samples: &Samples, task: &Task) -> Result<Option<Metric>, SandboxError> {
+pub fn evaluate(
+    instance: &mut dyn PlanDriver,
+    samples: &Samples,
+    task: &Task,
+) -> Result<Option<Metric>, SandboxError> {
     if samples.is_empty() {
         return Ok(None);
     }
@@ -70,7 +77,9 @@ pub fn evaluate(instance: &mut dyn PlanDriver, samples: &Samples, task: &Task) -
         let out = instance.predict(&samples.feature_rows(start, end))?;
         let rows = end - start;
         let width = match out.shape[..] {
-            [r, w] if r as usize == rows && (r as usize) * (w as usize) == out.data.len() => w as usize,
+            [r, w] if r as usize == rows && (r as usize) * (w as usize) == out.data.len() => {
+                w as usize
+            }
             _ => {
                 return Err(SandboxError::Plan {
                     function: "predict",
@@ -89,8 +98,14 @@ pub fn evaluate(instance: &mut dyn PlanDriver, samples: &Samples, task: &Task) -
     }
     let n = samples.len() as f64;
     Ok(Some(match task {
-        Task::Regression => Metric { name: MetricName::Mse, value: squared / n },
-        _ => Metric { name: MetricName::Accuracy, value: correct as f64 / n },
+        Task::Regression => Metric {
+            name: MetricName::Mse,
+            value: squared / n,
+        },
+        _ => Metric {
+            name: MetricName::Accuracy,
+            value: correct as f64 / n,
+        },
     }))
 }
 
@@ -100,8 +115,18 @@ mod tests {
 
     #[test]
     fn decisions_per_task() {
-        assert_eq!(decisions(&Task::BinaryClassification, 1, &[0.2, 0.5, 0.9]), [0.0, 1.0, 1.0]);
-        assert_eq!(decisions(&Task::MulticlassClassification(3), 3, &[0.1, 0.7, 0.2, 0.5, 0.2, 0.3]), [1.0, 0.0]);
+        assert_eq!(
+            decisions(&Task::BinaryClassification, 1, &[0.2, 0.5, 0.9]),
+            [0.0, 1.0, 1.0]
+        );
+        assert_eq!(
+            decisions(
+                &Task::MulticlassClassification(3),
+                3,
+                &[0.1, 0.7, 0.2, 0.5, 0.2, 0.3]
+            ),
+            [1.0, 0.0]
+        );
         assert_eq!(decisions(&Task::Regression, 1, &[1.5]), [1.5]);
     }
 }

@@ -107,8 +107,12 @@ pub struct TrainingOutcome {
     pub total_ms: f64,
 }
 
-fn read_tensors(path: &std::path::Path) -> Result<Vec<crate::sandbox::types::Tensor>, TrainingError> {
-    tensors::read_file(path).map(|(t, _)| t).map_err(|e| TrainingError::Parameters(e.to_string()))
+fn read_tensors(
+    path: &std::path::Path,
+) -> Result<Vec<crate::sandbox::types::Tensor>, TrainingError> {
+    tensors::read_file(path)
+        .map(|(t, _)| t)
+        .map_err(|e| TrainingError::Parameters(e.to_string()))
 }
 
 /// Run `task` on `sandbox`, calling `on_progress` as it goes.
@@ -142,7 +146,9 @@ pub fn train(
     let args = &task.training_args;
     let (budget, warning) = args.budget()?;
     if !task.model_args.is_object() {
-        return Err(TrainingError::Args("model_args must be a JSON object".into()));
+        return Err(TrainingError::Args(
+            "model_args must be a JSON object".into(),
+        ));
     }
     let seed = args.seed();
     let info = plan.describe()?;
@@ -156,7 +162,10 @@ pub fn train(
     }
     let target = task.target.as_deref();
     let spec = plan.training_data(&dataset_info(table, target))?;
-    let split = Split { test_ratio: args.test_ratio, seed: StreamSeed::for_split(seed, &task.node_id) };
+    let split = Split {
+        test_ratio: args.test_ratio,
+        seed: StreamSeed::for_split(seed, &task.node_id),
+    };
     let data = prepare(table, &spec, target, &split)?;
 
     let loader = &args.loader_args;
@@ -187,13 +196,21 @@ pub fn train(
         final_loss = report.loss;
         learning_rate = report.learning_rate;
         if update % log_interval == 0 || update == schedule.total() {
-            on_progress(Progress::Loss { update, epoch: schedule.epoch(), samples_seen, loss: report.loss });
+            on_progress(Progress::Loss {
+                update,
+                epoch: schedule.epoch(),
+                samples_seen,
+                loss: report.loss,
+            });
         }
     }
     let training_ms = loop_start.elapsed().as_secs_f64() * 1e3;
 
     let parameters = plan.get_parameters()?;
-    if let Some(t) = parameters.iter().find(|t| t.data.iter().any(|v| !v.is_finite())) {
+    if let Some(t) = parameters
+        .iter()
+        .find(|t| t.data.iter().any(|v| !v.is_finite()))
+    {
         return Err(TrainingError::Parameters(format!(
             "training made `{}` non-finite; lower the learning rate",
             t.name
@@ -206,7 +223,8 @@ pub fn train(
             ("round".to_string(), task.round.to_string()),
             ("node_id".to_string(), task.node_id.clone()),
         ]);
-        tensors::write_file(path, &parameters, &metadata).map_err(|e| TrainingError::Parameters(e.to_string()))?;
+        tensors::write_file(path, &parameters, &metadata)
+            .map_err(|e| TrainingError::Parameters(e.to_string()))?;
     }
     let training_metric = evaluate(plan, &data.train, &data.task)?;
     let test_metric = evaluate(plan, &data.test, &data.task)?;

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::task::{Progress, TrainingOutcome, TrainingTask, run_task};
 use super::TrainingError;
+use super::task::{Progress, TrainingOutcome, TrainingTask, run_task};
 use crate::sandbox::{Interruption, Sandbox};
 
 /// Name of the hidden subcommand that runs a worker.
@@ -51,13 +51,22 @@ pub fn run_in_worker(
         .spawn()
         .map_err(|e| TrainingError::Worker(format!("cannot start {}: {e}", exe.display())))?;
     let line = serde_json::to_string(task).map_err(|e| TrainingError::Worker(e.to_string()))?;
-    let mut stdin = child.stdin.take().ok_or_else(|| TrainingError::Worker("no stdin".into()))?;
+    let mut stdin = child
+        .stdin
+        .take()
+        .ok_or_else(|| TrainingError::Worker("no stdin".into()))?;
     // A worker that dies at once closes its stdin; that surfaces below as a missing answer.
     let _ = writeln!(stdin, "{line}");
     drop(stdin);
 
-    let stdout = child.stdout.take().ok_or_else(|| TrainingError::Worker("no stdout".into()))?;
-    let stderr = child.stderr.take().ok_or_else(|| TrainingError::Worker("no stderr".into()))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| TrainingError::Worker("no stdout".into()))?;
+    let stderr = child
+        .stderr
+        .take()
+        .ok_or_else(|| TrainingError::Worker("no stderr".into()))?;
     let (events, received) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines() {
@@ -81,14 +90,21 @@ pub fn run_in_worker(
         match received.recv_timeout(left) {
             Ok(Ok(WorkerEvent::Progress { progress })) => on_progress(progress),
             Ok(Ok(WorkerEvent::Done { outcome })) => break Ok(*outcome),
-            Ok(Ok(WorkerEvent::Failed { code, message })) => break Err(TrainingError::Reported { code, message }),
+            Ok(Ok(WorkerEvent::Failed { code, message })) => {
+                break Err(TrainingError::Reported { code, message });
+            }
             Ok(Err(unreadable)) => break Err(TrainingError::Worker(unreadable)),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
-                break Err(TrainingError::Deadline { seconds: deadline.as_secs_f64() });
+                break Err(TrainingError::Deadline {
+                    seconds: deadline.as_secs_f64(),
+                });
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                let status = child
+                    .wait()
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string());
                 let tail = stderr_tail.join().unwrap_or_default();
                 return Err(TrainingError::Worker(format!(
                     "the worker process ended without an answer ({status}); its last output: {}",
@@ -122,12 +138,19 @@ pub fn worker_main(input: impl Read, mut output: impl Write) -> std::io::Result<
                 }
             });
             match io_error {
-                Some(e) => Err(TrainingError::Worker(format!("cannot report progress: {e}"))),
+                Some(e) => Err(TrainingError::Worker(format!(
+                    "cannot report progress: {e}"
+                ))),
                 None => outcome,
             }
         });
     match result {
-        Ok(outcome) => emit(&WorkerEvent::Done { outcome: Box::new(outcome) }),
-        Err(e) => emit(&WorkerEvent::Failed { code: e.code(), message: e.to_string() }),
+        Ok(outcome) => emit(&WorkerEvent::Done {
+            outcome: Box::new(outcome),
+        }),
+        Err(e) => emit(&WorkerEvent::Failed {
+            code: e.code(),
+            message: e.to_string(),
+        }),
     }
 }

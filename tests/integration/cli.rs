@@ -9,7 +9,11 @@ use crate::support::{data, example_plan, fedwasm_bin};
 /// Run the binary; return (success, stdout, stderr) with machine-specific
 /// values replaced by placeholders.
 fn fedwasm(args: &[&str], replace: &[(&str, &str)]) -> (bool, String, String) {
-    let out = Command::new(fedwasm_bin()).args(args).env("FEDWASM_DIR", env!("CARGO_TARGET_TMPDIR")).output().unwrap();
+    let out = Command::new(fedwasm_bin())
+        .args(args)
+        .env("FEDWASM_DIR", env!("CARGO_TARGET_TMPDIR"))
+        .output()
+        .unwrap();
     let clean = |bytes: &[u8]| {
         let mut text = String::from_utf8_lossy(bytes).into_owned();
         for (from, to) in replace {
@@ -25,8 +29,10 @@ fn plan_inspect_shows_info_arguments_and_interface() {
     let plan = example_plan("mlp");
     let digest = Sha256Digest::of_file(&plan).unwrap().to_hex();
     let size = std::fs::metadata(&plan).unwrap().len().to_string();
-    let (ok, stdout, stderr) =
-        fedwasm(&["plan", "inspect", plan.to_str().unwrap()], &[(&digest, "[sha256]"), (&size, "[size]")]);
+    let (ok, stdout, stderr) = fedwasm(
+        &["plan", "inspect", plan.to_str().unwrap()],
+        &[(&digest, "[sha256]"), (&size, "[size]")],
+    );
     assert!(ok, "{stderr}");
     insta::assert_snapshot!(stdout);
 }
@@ -37,8 +43,17 @@ fn plan_check_names_a_missing_model_argument() {
     let csv = data("breast_cancer.csv");
     let (ok, stdout, stderr) = fedwasm(
         &[
-            "plan", "check", plan.to_str().unwrap(), "--data", csv.to_str().unwrap(), "--target", "diagnosis",
-            "--model-args", r#"{"n_features": 30}"#, "--training-args", r#"{"num_updates": 10}"#,
+            "plan",
+            "check",
+            plan.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--target",
+            "diagnosis",
+            "--model-args",
+            r#"{"n_features": 30}"#,
+            "--training-args",
+            r#"{"num_updates": 10}"#,
         ],
         &[],
     );
@@ -53,8 +68,15 @@ fn plan_check_refuses_unknown_training_args() {
     let csv = data("breast_cancer.csv");
     let (ok, _, stderr) = fedwasm(
         &[
-            "plan", "check", plan.to_str().unwrap(), "--data", csv.to_str().unwrap(), "--target", "diagnosis",
-            "--training-args", r#"{"num_update": 10}"#,
+            "plan",
+            "check",
+            plan.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--target",
+            "diagnosis",
+            "--training-args",
+            r#"{"num_update": 10}"#,
         ],
         &[],
     );
@@ -68,14 +90,25 @@ fn plan_check_reports_progress_and_accuracy() {
     let csv = data("breast_cancer.csv");
     let (ok, stdout, stderr) = fedwasm(
         &[
-            "plan", "check", plan.to_str().unwrap(), "--data", csv.to_str().unwrap(), "--target", "diagnosis",
-            "--model-args", r#"{"n_features": 30, "n_classes": 2}"#,
-            "--training-args", r#"{"num_updates": 100, "log_interval": 25, "test_ratio": 0.2}"#,
+            "plan",
+            "check",
+            plan.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--target",
+            "diagnosis",
+            "--model-args",
+            r#"{"n_features": 30, "n_classes": 2}"#,
+            "--training-args",
+            r#"{"num_updates": 100, "log_interval": 25, "test_ratio": 0.2}"#,
         ],
         &[],
     );
     assert!(ok, "{stderr}");
     // Timings vary from run to run; everything else is deterministic.
-    let stable: Vec<&str> = stdout.lines().filter(|l| !l.starts_with("trained ") && !l.starts_with("plan sha256")).collect();
+    let stable: Vec<&str> = stdout
+        .lines()
+        .filter(|l| !l.starts_with("trained ") && !l.starts_with("plan sha256"))
+        .collect();
     insta::assert_snapshot!(stable.join("\n"));
 }

@@ -22,7 +22,10 @@ fn a_core_module_is_refused_with_the_fix() {
     // The smallest valid core module: magic number and version 1.
     let err = sandbox().load(b"\0asm\x01\0\0\0").err().unwrap();
     let text = err.to_string();
-    assert!(text.contains("core WebAssembly module, not a component"), "{text}");
+    assert!(
+        text.contains("core WebAssembly module, not a component"),
+        "{text}"
+    );
     assert!(text.contains("wasm32-wasip2"), "{text}");
 }
 
@@ -35,7 +38,10 @@ fn a_truncated_component_fails_to_compile() {
 
 #[test]
 fn a_component_of_another_world_is_refused() {
-    let err = sandbox().load_file(&hostile_plan("hostile-other-world")).err().unwrap();
+    let err = sandbox()
+        .load_file(&hostile_plan("hostile-other-world"))
+        .err()
+        .unwrap();
     assert!(matches!(err, SandboxError::WrongWorld { .. }), "{err}");
     assert!(err.to_string().contains("fedwasm:plan/plan@0.1.0"), "{err}");
 }
@@ -44,18 +50,29 @@ fn a_component_of_another_world_is_refused() {
 fn loading_is_cached_by_digest_and_on_disk() {
     let path = example_plan("logistic-regression");
     let dir = tempfile::tempdir().unwrap();
-    let config = SandboxConfig { cache_dir: Some(dir.path().to_path_buf()), ..SandboxConfig::default() };
+    let config = SandboxConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..SandboxConfig::default()
+    };
     let first = Sandbox::new(config.clone()).unwrap();
     let a = first.load_file(&path).unwrap();
     let b = first.load_file(&path).unwrap();
-    assert!(std::sync::Arc::ptr_eq(&a, &b), "second load hits the memory cache");
-    let cached: Vec<_> = walk(dir.path()).into_iter().filter(|p| p.extension().is_some_and(|e| e == "cwasm")).collect();
+    assert!(
+        std::sync::Arc::ptr_eq(&a, &b),
+        "second load hits the memory cache"
+    );
+    let cached: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "cwasm"))
+        .collect();
     assert_eq!(cached.len(), 1, "{cached:?}");
     assert!(cached[0].to_string_lossy().contains(&a.digest().to_hex()));
     // A new sandbox (as in a new process) loads the compiled artifact and runs it.
     let second = Sandbox::new(config).unwrap();
     let plan = second.load_file(&path).unwrap();
-    let mut instance = second.instantiate(&plan, &fedwasm::sandbox::random::StreamSeed([0; 32])).unwrap();
+    let mut instance = second
+        .instantiate(&plan, &fedwasm::sandbox::random::StreamSeed([0; 32]))
+        .unwrap();
     assert_eq!(instance.describe().unwrap().name, "logistic-regression");
 }
 
@@ -63,7 +80,11 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
         let p = entry.path();
-        if p.is_dir() { out.extend(walk(&p)) } else { out.push(p) }
+        if p.is_dir() {
+            out.extend(walk(&p))
+        } else {
+            out.push(p)
+        }
     }
     out
 }

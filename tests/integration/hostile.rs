@@ -17,8 +17,12 @@ fn hostile_task(name: &str) -> TrainingTask {
 }
 
 fn good_plan_still_trains(sandbox: &Sandbox) {
-    let outcome = run_task(sandbox, &breast_cancer_task(r#"{"num_updates": 200}"#), &mut |_| {})
-        .expect("a good plan runs after hostile ones");
+    let outcome = run_task(
+        sandbox,
+        &breast_cancer_task(r#"{"num_updates": 200}"#),
+        &mut |_| {},
+    )
+    .expect("a good plan runs after hostile ones");
     assert!(outcome.training_metric.unwrap().value >= 0.95);
 }
 
@@ -41,27 +45,66 @@ fn in_process_sandbox_stops_each_hostile_plan_and_goes_on() {
     })
     .unwrap();
     let run = |name: &str| run_task(&sandbox, &hostile_task(name), &mut |_| {});
-    expect_error(run("hostile-spin"), "deadline", &["deadline of 2.0 s", "`init-model`"]);
-    expect_error(run("hostile-hog"), "memory-limit", &["memory limit of 64 MiB", "`init-model`"]);
+    expect_error(
+        run("hostile-spin"),
+        "deadline",
+        &["deadline of 2.0 s", "`init-model`"],
+    );
+    expect_error(
+        run("hostile-hog"),
+        "memory-limit",
+        &["memory limit of 64 MiB", "`init-model`"],
+    );
     expect_error(
         run("hostile-panic"),
         "trap",
-        &["trapped in `init-model`", "hostile plan panicked on purpose"],
+        &[
+            "trapped in `init-model`",
+            "hostile plan panicked on purpose",
+        ],
     );
-    expect_error(run("hostile-recursion"), "stack-overflow", &["overflowed its stack", "`init-model`"]);
+    expect_error(
+        run("hostile-recursion"),
+        "stack-overflow",
+        &["overflowed its stack", "`init-model`"],
+    );
     good_plan_still_trains(&sandbox);
 }
 
 #[test]
 fn worker_is_killed_at_the_deadline_and_reports_limits() {
-    let spin = run_in_worker(&fedwasm_bin(), &hostile_task("hostile-spin"), Duration::from_secs(3), &mut |_| {});
-    expect_error(spin, "deadline", &["deadline of 3.0 s", "worker process was stopped"]);
+    let spin = run_in_worker(
+        &fedwasm_bin(),
+        &hostile_task("hostile-spin"),
+        Duration::from_secs(3),
+        &mut |_| {},
+    );
+    expect_error(
+        spin,
+        "deadline",
+        &["deadline of 3.0 s", "worker process was stopped"],
+    );
     let deadline = Duration::from_secs(120);
-    let hog = run_in_worker(&fedwasm_bin(), &hostile_task("hostile-hog"), deadline, &mut |_| {});
+    let hog = run_in_worker(
+        &fedwasm_bin(),
+        &hostile_task("hostile-hog"),
+        deadline,
+        &mut |_| {},
+    );
     expect_error(hog, "memory-limit", &["memory limit of 64 MiB"]);
-    let panic = run_in_worker(&fedwasm_bin(), &hostile_task("hostile-panic"), deadline, &mut |_| {});
+    let panic = run_in_worker(
+        &fedwasm_bin(),
+        &hostile_task("hostile-panic"),
+        deadline,
+        &mut |_| {},
+    );
     expect_error(panic, "trap", &["hostile plan panicked on purpose"]);
-    let outcome = run_in_worker(&fedwasm_bin(), &breast_cancer_task(r#"{"num_updates": 50}"#), deadline, &mut |_| {});
+    let outcome = run_in_worker(
+        &fedwasm_bin(),
+        &breast_cancer_task(r#"{"num_updates": 50}"#),
+        deadline,
+        &mut |_| {},
+    );
     assert!(outcome.is_ok(), "{outcome:?}");
 }
 
@@ -71,11 +114,24 @@ fn a_plan_gets_no_file_no_environment_no_socket_and_no_clock() {
     // The plan fails with "escaped: …" if any attempt succeeds.
     let outcome = run_task(&sandbox, &hostile_task("hostile-escape"), &mut |_| {})
         .unwrap_or_else(|e| panic!("the plan got out: {e}"));
-    let logs: Vec<&str> = outcome.plan_logs.iter().map(|r| r.message.as_str()).collect();
-    assert!(logs.iter().any(|m| m.starts_with("file: refused")), "{logs:?}");
-    assert!(logs.iter().any(|m| m.starts_with("dir: refused")), "{logs:?}");
+    let logs: Vec<&str> = outcome
+        .plan_logs
+        .iter()
+        .map(|r| r.message.as_str())
+        .collect();
+    assert!(
+        logs.iter().any(|m| m.starts_with("file: refused")),
+        "{logs:?}"
+    );
+    assert!(
+        logs.iter().any(|m| m.starts_with("dir: refused")),
+        "{logs:?}"
+    );
     assert!(logs.contains(&"env: empty"), "{logs:?}");
-    assert!(logs.iter().any(|m| m.starts_with("socket: refused")), "{logs:?}");
+    assert!(
+        logs.iter().any(|m| m.starts_with("socket: refused")),
+        "{logs:?}"
+    );
     assert!(logs.contains(&"clock: frozen at the epoch"), "{logs:?}");
     good_plan_still_trains(&sandbox);
 }

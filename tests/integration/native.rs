@@ -5,7 +5,7 @@ use fedwasm::sandbox::types as host;
 use fedwasm::sandbox::{SandboxError, error_kind_name};
 use fedwasm::training::PlanDriver;
 use fedwasm_plan::types as sdk;
-use fedwasm_plan::{TrainingPlan, Trainer};
+use fedwasm_plan::{Trainer, TrainingPlan};
 
 /// A native [`Trainer`] behind the [`PlanDriver`] trait.
 pub struct NativePlan<P: TrainingPlan> {
@@ -16,7 +16,9 @@ impl<P: TrainingPlan> NativePlan<P> {
     /// A fresh plan whose random stream starts at `seed` (as the host would seed it).
     pub fn new(seed: [u8; 32]) -> Self {
         fedwasm_plan::random::seed_native(seed);
-        NativePlan { trainer: Trainer::new() }
+        NativePlan {
+            trainer: Trainer::new(),
+        }
     }
 }
 
@@ -27,15 +29,26 @@ fn plan_error(function: &'static str, e: sdk::PlanError) -> SandboxError {
         sdk::ErrorKind::InvalidState => host::ErrorKind::InvalidState,
         sdk::ErrorKind::Internal => host::ErrorKind::Internal,
     };
-    SandboxError::Plan { function, kind: error_kind_name(kind), message: e.message }
+    SandboxError::Plan {
+        function,
+        kind: error_kind_name(kind),
+        message: e.message,
+    }
 }
 
 fn to_sdk_tensor(t: &host::Tensor) -> sdk::Tensor {
-    sdk::Tensor { name: t.name.clone(), shape: t.shape.clone(), data: t.data.clone() }
+    sdk::Tensor {
+        name: t.name.clone(),
+        shape: t.shape.clone(),
+        data: t.data.clone(),
+    }
 }
 
 fn to_sdk_array(a: &host::Array) -> sdk::Array {
-    sdk::Array { shape: a.shape.clone(), data: a.data.clone() }
+    sdk::Array {
+        shape: a.shape.clone(),
+        data: a.data.clone(),
+    }
 }
 
 fn to_host_args(args: Vec<sdk::ArgInfo>) -> Vec<host::ArgInfo> {
@@ -63,11 +76,15 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
     }
 
     fn init_model(&mut self, model_args: &str) -> Result<(), SandboxError> {
-        self.trainer.init_model(model_args).map_err(|e| plan_error("init-model", e))
+        self.trainer
+            .init_model(model_args)
+            .map_err(|e| plan_error("init-model", e))
     }
 
     fn init_optimizer(&mut self, optimizer_args: &str) -> Result<(), SandboxError> {
-        self.trainer.init_optimizer(optimizer_args).map_err(|e| plan_error("init-optimizer", e))
+        self.trainer
+            .init_optimizer(optimizer_args)
+            .map_err(|e| plan_error("init-optimizer", e))
     }
 
     fn training_data(&mut self, info: &host::DatasetInfo) -> Result<host::DataSpec, SandboxError> {
@@ -87,7 +104,10 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
             shape: info.shape.clone(),
             target: info.target.clone(),
         };
-        let spec = self.trainer.training_data(&info).map_err(|e| plan_error("training-data", e))?;
+        let spec = self
+            .trainer
+            .training_data(&info)
+            .map_err(|e| plan_error("training-data", e))?;
         Ok(host::DataSpec {
             features: match spec.features {
                 sdk::FeatureSelection::AllExceptTarget => host::FeatureSelection::AllExceptTarget,
@@ -108,14 +128,30 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
     }
 
     fn training_step(&mut self, batch: &host::Batch) -> Result<host::StepReport, SandboxError> {
-        let batch = sdk::Batch { features: to_sdk_array(&batch.features), targets: batch.targets.clone() };
-        let r = self.trainer.training_step(batch).map_err(|e| plan_error("training-step", e))?;
-        Ok(host::StepReport { loss: r.loss, samples: r.samples, learning_rate: r.learning_rate })
+        let batch = sdk::Batch {
+            features: to_sdk_array(&batch.features),
+            targets: batch.targets.clone(),
+        };
+        let r = self
+            .trainer
+            .training_step(batch)
+            .map_err(|e| plan_error("training-step", e))?;
+        Ok(host::StepReport {
+            loss: r.loss,
+            samples: r.samples,
+            learning_rate: r.learning_rate,
+        })
     }
 
     fn predict(&mut self, features: &host::Array) -> Result<host::Array, SandboxError> {
-        let out = self.trainer.predict(to_sdk_array(features)).map_err(|e| plan_error("predict", e))?;
-        Ok(host::Array { shape: out.shape, data: out.data })
+        let out = self
+            .trainer
+            .predict(to_sdk_array(features))
+            .map_err(|e| plan_error("predict", e))?;
+        Ok(host::Array {
+            shape: out.shape,
+            data: out.data,
+        })
     }
 
     fn get_parameters(&mut self) -> Result<Vec<host::Tensor>, SandboxError> {
@@ -123,17 +159,25 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
             .trainer
             .get_parameters()
             .into_iter()
-            .map(|t| host::Tensor { name: t.name, shape: t.shape, data: t.data })
+            .map(|t| host::Tensor {
+                name: t.name,
+                shape: t.shape,
+                data: t.data,
+            })
             .collect())
     }
 
     fn set_parameters(&mut self, parameters: &[host::Tensor]) -> Result<(), SandboxError> {
         let p = parameters.iter().map(to_sdk_tensor).collect();
-        self.trainer.set_parameters(p).map_err(|e| plan_error("set-parameters", e))
+        self.trainer
+            .set_parameters(p)
+            .map_err(|e| plan_error("set-parameters", e))
     }
 
     fn set_gradient_correction(&mut self, correction: &[host::Tensor]) -> Result<(), SandboxError> {
         let c = correction.iter().map(to_sdk_tensor).collect();
-        self.trainer.set_gradient_correction(c).map_err(|e| plan_error("set-gradient-correction", e))
+        self.trainer
+            .set_gradient_correction(c)
+            .map_err(|e| plan_error("set-gradient-correction", e))
     }
 }

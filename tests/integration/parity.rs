@@ -20,14 +20,20 @@ fn assert_same_bytes<P: TrainingPlan>(mut t: TrainingTask) {
     let seed = StreamSeed::for_plan(t.training_args.seed(), t.round, &t.node_id);
     let mut native_plan = NativePlan::<P>::new(seed.0);
     let table = Table::from_csv(&t.dataset).unwrap();
-    let wasm_out = t.output_parameters.replace(dir.path().join("native.safetensors")).unwrap();
+    let wasm_out = t
+        .output_parameters
+        .replace(dir.path().join("native.safetensors"))
+        .unwrap();
     let native = train(&mut native_plan, digest, &table, &t, &mut |_| {}).unwrap();
 
     assert_eq!(native.final_loss.to_bits(), wasm.final_loss.to_bits());
     assert_eq!(native.training_metric, wasm.training_metric);
     let native_bytes = std::fs::read(t.output_parameters.unwrap()).unwrap();
     let wasm_bytes = std::fs::read(wasm_out).unwrap();
-    assert!(native_bytes == wasm_bytes, "native and wasm parameters differ");
+    assert!(
+        native_bytes == wasm_bytes,
+        "native and wasm parameters differ"
+    );
 }
 
 #[test]

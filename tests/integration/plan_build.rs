@@ -19,7 +19,11 @@ fn plan_build_prints_the_sha256_of_the_written_component() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let digest = Sha256Digest::of_file(&out).unwrap();
     assert!(stdout.contains(&format!("sha256 {digest}")), "{stdout}");
     let size = std::fs::metadata(&out).unwrap().len();
@@ -33,8 +37,15 @@ fn plan_build_prints_the_sha256_of_the_written_component() {
 #[test]
 fn plan_build_of_a_folder_without_a_crate_says_so() {
     let dir = tempfile::tempdir().unwrap();
-    let output = Command::new(fedwasm_bin()).args(["plan", "build"]).arg(dir.path()).output().unwrap();
+    let output = Command::new(fedwasm_bin())
+        .args(["plan", "build"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("Cargo.toml") && stderr.contains("pass the folder of a plan crate"), "{stderr}");
+    assert!(
+        stderr.contains("Cargo.toml") && stderr.contains("pass the folder of a plan crate"),
+        "{stderr}"
+    );
 }

@@ -16,7 +16,13 @@ fn plan_workspace_tests_pass_natively() {
         .expect("cargo runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "plan workspace tests failed:\n{stdout}\n{stderr}");
+    assert!(
+        output.status.success(),
+        "plan workspace tests failed:\n{stdout}\n{stderr}"
+    );
     assert!(stdout.contains("test result: ok"), "{stdout}");
-    assert!(stdout.contains("gradients_match_finite_differences"), "gradient checks ran: {stdout}");
+    assert!(
+        stdout.contains("gradients_match_finite_differences"),
+        "gradient checks ran: {stdout}"
+    );
 }

@@ -39,9 +39,16 @@ pub fn example_plan(name: &str) -> PathBuf {
     let out_dir = wasm_target_dir().join("out");
     std::fs::create_dir_all(&out_dir).unwrap();
     let out = out_dir.join(format!("{name}.wasm"));
-    let plan = build_plan(&root().join("plans").join(name), Some(&out), Some(&wasm_target_dir()))
-        .unwrap_or_else(|e| panic!("building plans/{name}: {e}"));
-    built.lock().unwrap().push((name.to_string(), plan.path.clone()));
+    let plan = build_plan(
+        &root().join("plans").join(name),
+        Some(&out),
+        Some(&wasm_target_dir()),
+    )
+    .unwrap_or_else(|e| panic!("building plans/{name}: {e}"));
+    built
+        .lock()
+        .unwrap()
+        .push((name.to_string(), plan.path.clone()));
     plan.path
 }
 
@@ -59,7 +66,10 @@ pub fn hostile_plan(name: &str) -> PathBuf {
         assert!(status.success(), "building tests/plans failed");
     });
     let file = format!("{}.wasm", name.replace('-', "_"));
-    wasm_target_dir().join(PLAN_TARGET).join("release").join(file)
+    wasm_target_dir()
+        .join(PLAN_TARGET)
+        .join("release")
+        .join(file)
 }
 
 /// A shipped dataset.
@@ -68,7 +78,13 @@ pub fn data(name: &str) -> PathBuf {
 }
 
 /// A training task on a shipped dataset with default limits.
-pub fn task(plan: PathBuf, dataset: &str, target: &str, model_args: serde_json::Value, training_args: &str) -> TrainingTask {
+pub fn task(
+    plan: PathBuf,
+    dataset: &str,
+    target: &str,
+    model_args: serde_json::Value,
+    training_args: &str,
+) -> TrainingTask {
     TrainingTask {
         plan,
         dataset: data(dataset),

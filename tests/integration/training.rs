@@ -17,7 +17,9 @@ fn run(task: &TrainingTask) -> (TrainingOutcome, Vec<Progress>) {
 
 #[test]
 fn logistic_regression_reaches_95_percent_on_breast_cancer_within_500_updates() {
-    let (outcome, events) = run(&breast_cancer_task(r#"{"num_updates": 500, "log_interval": 50}"#));
+    let (outcome, events) = run(&breast_cancer_task(
+        r#"{"num_updates": 500, "log_interval": 50}"#,
+    ));
     let metric = outcome.training_metric.unwrap();
     assert_eq!(metric.name, MetricName::Accuracy);
     assert!(metric.value >= 0.95, "training accuracy {}", metric.value);
@@ -31,7 +33,13 @@ fn logistic_regression_reaches_95_percent_on_breast_cancer_within_500_updates() 
         })
         .collect();
     assert_eq!(losses, (1..=10).map(|i| i * 50).collect::<Vec<_>>());
-    assert!(matches!(&events[0], Progress::Started { total_updates: 500, .. }));
+    assert!(matches!(
+        &events[0],
+        Progress::Started {
+            total_updates: 500,
+            ..
+        }
+    ));
 }
 
 #[test]
@@ -106,12 +114,20 @@ fn bad_model_args_and_data_are_named() {
     t.model_args = serde_json::json!({"n_features": 30});
     let err = run_in_worker(&fedwasm_bin(), &t, DEADLINE, &mut |_| {}).unwrap_err();
     assert_eq!(err.code(), "plan-error");
-    assert!(err.to_string().contains("missing required model_args.n_classes"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("missing required model_args.n_classes"),
+        "{err}"
+    );
 
     let mut t = breast_cancer_task(r#"{"num_updates": 5}"#);
     t.model_args = serde_json::json!({"n_features": 12, "n_classes": 2});
     let err = run_in_worker(&fedwasm_bin(), &t, DEADLINE, &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("takes 12 features per sample but the batch has 30"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("takes 12 features per sample but the batch has 30"),
+        "{err}"
+    );
 
     let mut t = breast_cancer_task(r#"{"num_updates": 5}"#);
     t.target = Some("mean_radius".into());
@@ -122,5 +138,8 @@ fn bad_model_args_and_data_are_named() {
     let mut t = breast_cancer_task(r#"{"num_updates": 5}"#);
     t.target = Some("no_such_column".into());
     let err = run_in_worker(&fedwasm_bin(), &t, DEADLINE, &mut |_| {}).unwrap_err();
-    assert!(err.to_string().contains("no column `no_such_column`"), "{err}");
+    assert!(
+        err.to_string().contains("no column `no_such_column`"),
+        "{err}"
+    );
 }

@@ -3,9 +3,9 @@
 //! cross-entropy, multiclass tasks one logit per class and softmax
 //! cross-entropy. Labels must be integers 0..n_classes-1.
 
-use fedwasm_plan::prelude::*;
 use fedwasm_plan::args::ArgType;
 use fedwasm_plan::optim::optimizer_args;
+use fedwasm_plan::prelude::*;
 
 /// The plan: one linear layer named `linear`.
 pub struct LogisticRegression {
@@ -16,12 +16,15 @@ pub struct LogisticRegression {
 impl TrainingPlan for LogisticRegression {
     const NAME: &'static str = "logistic-regression";
     const VERSION: &'static str = "0.1.0";
-    const DESCRIPTION: &'static str =
-        "Logistic regression trained by mini-batch SGD; zero-initialised parameters \
+    const DESCRIPTION: &'static str = "Logistic regression trained by mini-batch SGD; zero-initialised parameters \
          `linear.weight` [classes or 1, n_features] and `linear.bias`.";
     const MODEL_ARGS: &'static [ArgSpec] = &[
         ArgSpec::required("n_features", ArgType::Count, "number of input features"),
-        ArgSpec::required("n_classes", ArgType::Count, "number of classes (2 for binary)"),
+        ArgSpec::required(
+            "n_classes",
+            ArgType::Count,
+            "number of classes (2 for binary)",
+        ),
     ];
     const OPTIMIZER_ARGS: &'static [ArgSpec] = &optimizer_args("0.1");
 
@@ -56,7 +59,11 @@ impl TrainingPlan for LogisticRegression {
     }
 
     fn loss(&self) -> Loss {
-        if self.n_classes == 2 { Loss::BinaryCrossEntropy } else { Loss::SoftmaxCrossEntropy }
+        if self.n_classes == 2 {
+            Loss::BinaryCrossEntropy
+        } else {
+            Loss::SoftmaxCrossEntropy
+        }
     }
 }
 

@@ -2,10 +2,10 @@
 //! activation between them, PyTorch-style seeded initialisation, softmax
 //! cross-entropy (or binary cross-entropy for two classes).
 
-use fedwasm_plan::prelude::*;
 use fedwasm_plan::args::ArgType;
 use fedwasm_plan::error::invalid_argument;
 use fedwasm_plan::optim::optimizer_args;
+use fedwasm_plan::prelude::*;
 
 /// The plan: a stack of linear layers.
 pub struct Mlp {
@@ -21,8 +21,18 @@ impl TrainingPlan for Mlp {
     const MODEL_ARGS: &'static [ArgSpec] = &[
         ArgSpec::required("n_features", ArgType::Count, "number of input features"),
         ArgSpec::required("n_classes", ArgType::Count, "number of classes"),
-        ArgSpec::optional("hidden", ArgType::CountList, "[64]", "width of each hidden layer"),
-        ArgSpec::optional("activation", ArgType::Text, "\"relu\"", "relu, sigmoid or tanh"),
+        ArgSpec::optional(
+            "hidden",
+            ArgType::CountList,
+            "[64]",
+            "width of each hidden layer",
+        ),
+        ArgSpec::optional(
+            "activation",
+            ArgType::Text,
+            "\"relu\"",
+            "relu, sigmoid or tanh",
+        ),
     ];
     const OPTIMIZER_ARGS: &'static [ArgSpec] = &optimizer_args("0.1");
 
@@ -31,11 +41,15 @@ impl TrainingPlan for Mlp {
         let n_classes = args.count_at_least("n_classes", 2)?;
         let hidden = args.counts("hidden")?;
         if hidden.contains(&0) {
-            return Err(invalid_argument("model_args.hidden: every layer needs at least one unit"));
+            return Err(invalid_argument(
+                "model_args.hidden: every layer needs at least one unit",
+            ));
         }
         let name = args.text("activation")?;
         let activation = Activation::from_name(name).ok_or_else(|| {
-            invalid_argument(format!("model_args.activation must be relu, sigmoid or tanh, got \"{name}\""))
+            invalid_argument(format!(
+                "model_args.activation must be relu, sigmoid or tanh, got \"{name}\""
+            ))
         })?;
         let outputs = if n_classes == 2 { 1 } else { n_classes };
         let mut widths = vec![n_features];
@@ -74,7 +88,11 @@ impl TrainingPlan for Mlp {
     }
 
     fn loss(&self) -> Loss {
-        if self.n_classes == 2 { Loss::BinaryCrossEntropy } else { Loss::SoftmaxCrossEntropy }
+        if self.n_classes == 2 {
+            Loss::BinaryCrossEntropy
+        } else {
+            Loss::SoftmaxCrossEntropy
+        }
     }
 }
 

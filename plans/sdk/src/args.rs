@@ -66,7 +66,12 @@ pub struct ArgSpec {
 impl ArgSpec {
     /// A required argument.
     pub const fn required(name: &'static str, ty: ArgType, help: &'static str) -> Self {
-        ArgSpec { name, ty, default: None, help }
+        ArgSpec {
+            name,
+            ty,
+            default: None,
+            help,
+        }
     }
 
     /// An optional argument with a default given as JSON text.
@@ -76,7 +81,12 @@ impl ArgSpec {
         default: &'static str,
         help: &'static str,
     ) -> Self {
-        ArgSpec { name, ty, default: Some(default), help }
+        ArgSpec {
+            name,
+            ty,
+            default: Some(default),
+            help,
+        }
     }
 
     /// The WIT description of this argument.
@@ -242,14 +252,26 @@ mod tests {
     #[test]
     fn names_missing_unknown_and_mistyped_keys() {
         let missing = Args::parse("model_args", "{}", SPECS).unwrap_err();
-        assert!(missing.message.contains("missing required model_args.n_features"), "{missing}");
-        let unknown = Args::parse("model_args", r#"{"n_features":1,"nfeat":2}"#, SPECS).unwrap_err();
+        assert!(
+            missing
+                .message
+                .contains("missing required model_args.n_features"),
+            "{missing}"
+        );
+        let unknown =
+            Args::parse("model_args", r#"{"n_features":1,"nfeat":2}"#, SPECS).unwrap_err();
         assert!(unknown.message.contains("unknown key `nfeat`"), "{unknown}");
-        assert!(unknown.message.contains("n_features, lr, hidden"), "{unknown}");
+        assert!(
+            unknown.message.contains("n_features, lr, hidden"),
+            "{unknown}"
+        );
         let typed = Args::parse("model_args", r#"{"n_features":"30"}"#, SPECS).unwrap_err();
         assert!(typed.message.contains("must be of type integer"), "{typed}");
         let not_object = Args::parse("model_args", "[1]", SPECS).unwrap_err();
-        assert!(not_object.message.contains("must be a JSON object"), "{not_object}");
+        assert!(
+            not_object.message.contains("must be a JSON object"),
+            "{not_object}"
+        );
         let negative = Args::parse("model_args", r#"{"n_features":-1}"#, SPECS).unwrap_err();
         assert!(negative.message.contains("integer"), "{negative}");
     }

@@ -17,13 +17,17 @@ pub fn with_trainer<P: TrainingPlan, R>(f: impl FnOnce(&mut Trainer<P>) -> R) ->
     TRAINER.with(|cell| {
         let mut slot = cell.borrow_mut();
         let boxed = slot.get_or_insert_with(|| Box::new(Trainer::<P>::new()));
-        let trainer = boxed.downcast_mut::<Trainer<P>>().expect("one plan type per component");
+        let trainer = boxed
+            .downcast_mut::<Trainer<P>>()
+            .expect("one plan type per component");
         f(trainer)
     })
 }
 
 /// Like [`with_trainer`] for fallible calls.
-pub fn try_with_trainer<P: TrainingPlan, R>(f: impl FnOnce(&mut Trainer<P>) -> PlanResult<R>) -> PlanResult<R> {
+pub fn try_with_trainer<P: TrainingPlan, R>(
+    f: impl FnOnce(&mut Trainer<P>) -> PlanResult<R>,
+) -> PlanResult<R> {
     with_trainer::<P, _>(f)
 }
 

@@ -73,7 +73,10 @@ pub fn linear_backward(
     }
     if let Some(grad_input) = grad_input {
         grad_input.fill(0.0);
-        for (gx, g) in grad_input.chunks_exact_mut(n_in).zip(grad_out.chunks_exact(n_out)) {
+        for (gx, g) in grad_input
+            .chunks_exact_mut(n_in)
+            .zip(grad_out.chunks_exact(n_out))
+        {
             for (o, &go) in g.iter().enumerate() {
                 if go != 0.0 {
                     axpy(go, &weight[o * n_in..(o + 1) * n_in], gx);

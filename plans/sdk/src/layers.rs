@@ -71,7 +71,11 @@ impl Linear {
         out
     }
 
-    fn backward(&mut self, grad_out: &Array2<f32>, want_input_grad: bool) -> PlanResult<Option<Array2<f32>>> {
+    fn backward(
+        &mut self,
+        grad_out: &Array2<f32>,
+        want_input_grad: bool,
+    ) -> PlanResult<Option<Array2<f32>>> {
         let input = self
             .input
             .take()
@@ -84,7 +88,9 @@ impl Linear {
             self.n_in(),
             self.grad_weight.as_slice_mut().expect("standard layout"),
             self.grad_bias.as_slice_mut().expect("contiguous"),
-            grad_input.as_mut().map(|g| g.as_slice_mut().expect("fresh array")),
+            grad_input
+                .as_mut()
+                .map(|g| g.as_slice_mut().expect("fresh array")),
         );
         Ok(grad_input)
     }
@@ -149,8 +155,11 @@ pub fn sigmoid(x: f32) -> f32 {
 
 #[derive(Debug, Clone)]
 enum Layer {
-    Linear(Linear),
-    Activation { kind: Activation, output: Option<Array2<f32>> },
+    Linear(Box<Linear>),
+    Activation {
+        kind: Activation,
+        output: Option<Array2<f32>>,
+    },
 }
 
 /// Layers applied in order; owns the parameters and their gradients.
@@ -167,7 +176,7 @@ impl Sequential {
 
     /// Append a linear layer.
     pub fn linear(mut self, layer: Linear) -> Self {
-        self.layers.push(Layer::Linear(layer));
+        self.layers.push(Layer::Linear(Box::new(layer)));
         self
     }
 
@@ -179,7 +188,7 @@ impl Sequential {
 
     fn linears(&self) -> impl Iterator<Item = &Linear> {
         self.layers.iter().filter_map(|l| match l {
-            Layer::Linear(lin) => Some(lin),
+            Layer::Linear(lin) => Some(&**lin),
             Layer::Activation { .. } => None,
         })
     }
@@ -248,7 +257,10 @@ impl Sequential {
     /// Backward pass from the gradient of the loss with respect to the output;
     /// adds into the parameter gradients (call [`Sequential::zero_grad`] first).
     pub fn backward(&mut self, grad_output: Array2<f32>) -> PlanResult<()> {
-        let first_linear = self.layers.iter().position(|l| matches!(l, Layer::Linear(_)));
+        let first_linear = self
+            .layers
+            .iter()
+            .position(|l| matches!(l, Layer::Linear(_)));
         let mut g = grad_output;
         for (i, layer) in self.layers.iter_mut().enumerate().rev() {
             match layer {
@@ -317,9 +329,29 @@ impl Sequential {
         out
     }
 
+    /// Take `values` as the new parameters, in the order of [`Sequential::parameters`],
+    /// without copying them. Lengths must already be checked
+    /// (see [`crate::params::match_tensors`]).
+    pub fn replace_parameters(&mut self, values: Vec<Vec<f32>>) {
+        let mut values = values.into_iter();
+        for layer in &mut self.layers {
+            if let Layer::Linear(lin) = layer {
+                let (Some(w), Some(b)) = (values.next(), values.next()) else {
+                    return;
+                };
+                lin.weight =
+                    Array2::from_shape_vec(lin.weight.raw_dim(), w).expect("weight length checked");
+                lin.bias = Array1::from(b);
+            }
+        }
+    }
+
     /// Mutable parameter values, in the order of [`Sequential::parameters`].
     pub fn parameters_mut(&mut self) -> Vec<&mut [f32]> {
-        self.parameters_and_gradients().into_iter().map(|(p, _)| p).collect()
+        self.parameters_and_gradients()
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect()
     }
 }
 
@@ -330,18 +362,29 @@ mod tests {
     /// Σ output·probe: a scalar whose gradient with respect to the output is `probe`.
     fn probe_loss(model: &Sequential, x: &Array2<f32>, probe: &Array2<f32>) -> f64 {
         let out = model.infer(x.clone()).unwrap();
-        out.iter().zip(probe).map(|(a, b)| *a as f64 * *b as f64).sum()
+        out.iter()
+            .zip(probe)
+            .map(|(a, b)| *a as f64 * *b as f64)
+            .sum()
     }
 
     fn check_gradients(mut model: Sequential) {
         random::seed_native([3; 32]);
-        let x = Array2::from_shape_vec((4, model.n_inputs()), random::normal(4 * model.n_inputs())).unwrap();
-        let probe = Array2::from_shape_vec((4, model.n_outputs()), random::normal(4 * model.n_outputs())).unwrap();
+        let x = Array2::from_shape_vec((4, model.n_inputs()), random::normal(4 * model.n_inputs()))
+            .unwrap();
+        let probe = Array2::from_shape_vec(
+            (4, model.n_outputs()),
+            random::normal(4 * model.n_outputs()),
+        )
+        .unwrap();
         model.zero_grad();
         model.forward(x.clone()).unwrap();
         model.backward(probe.clone()).unwrap();
-        let analytic: Vec<Vec<f32>> =
-            model.parameters_and_gradients().into_iter().map(|(_, g)| g.to_vec()).collect();
+        let analytic: Vec<Vec<f32>> = model
+            .parameters_and_gradients()
+            .into_iter()
+            .map(|(_, g)| g.to_vec())
+            .collect();
         let eps = 1e-2f32;
         for (p, grads) in analytic.iter().enumerate() {
             for (i, &g) in grads.iter().enumerate() {
@@ -391,6 +434,9 @@ mod tests {
     fn wrong_input_width_names_both_widths() {
         let model = Sequential::new().linear(Linear::zeros("fc", 3, 1));
         let err = model.infer(Array2::zeros((2, 5))).unwrap_err();
-        assert!(err.message.contains("takes 3 features") && err.message.contains("has 5"), "{err}");
+        assert!(
+            err.message.contains("takes 3 features") && err.message.contains("has 5"),
+            "{err}"
+        );
     }
 }

@@ -78,7 +78,5 @@ pub mod prelude {
     pub use crate::loss::Loss;
     pub use crate::optim::Optimizer;
     pub use crate::plan::TrainingPlan;
-    pub use crate::types::{
-        DataSpec, DatasetInfo, FeatureSelection, PlanInfo, Scaling, Task,
-    };
+    pub use crate::types::{DataSpec, DatasetInfo, FeatureSelection, PlanInfo, Scaling, Task};
 }

@@ -32,7 +32,11 @@ fn class_index(target: f32, n_classes: usize, row: usize) -> PlanResult<usize> {
 
 impl Loss {
     /// Mean loss over the batch and its gradient with respect to `output`.
-    pub fn forward_backward(self, output: &Array2<f32>, targets: &[f32]) -> PlanResult<(f32, Array2<f32>)> {
+    pub fn forward_backward(
+        self,
+        output: &Array2<f32>,
+        targets: &[f32],
+    ) -> PlanResult<(f32, Array2<f32>)> {
         let rows = output.nrows();
         if targets.len() != rows {
             return Err(invalid_data(format!(
@@ -152,7 +156,13 @@ mod tests {
 
     #[test]
     fn gradients_match_finite_differences() {
-        let logits = Array2::from_shape_vec((3, 4), vec![0.1, -1.2, 2.0, 0.3, 1.5, 0.0, -0.5, 0.7, -2.0, 0.4, 0.9, 1.1]).unwrap();
+        let logits = Array2::from_shape_vec(
+            (3, 4),
+            vec![
+                0.1, -1.2, 2.0, 0.3, 1.5, 0.0, -0.5, 0.7, -2.0, 0.4, 0.9, 1.1,
+            ],
+        )
+        .unwrap();
         check(Loss::SoftmaxCrossEntropy, logits, &[2.0, 0.0, 3.0]);
         let single = Array2::from_shape_vec((3, 1), vec![0.3, -1.7, 2.4]).unwrap();
         check(Loss::BinaryCrossEntropy, single.clone(), &[1.0, 0.0, 0.0]);
@@ -162,28 +172,41 @@ mod tests {
     #[test]
     fn known_values() {
         let zeros = Array2::zeros((2, 4));
-        let (ce, _) = Loss::SoftmaxCrossEntropy.forward_backward(&zeros, &[0.0, 3.0]).unwrap();
+        let (ce, _) = Loss::SoftmaxCrossEntropy
+            .forward_backward(&zeros, &[0.0, 3.0])
+            .unwrap();
         assert!((ce - 4f32.ln()).abs() < 1e-6);
-        let (bce, _) = Loss::BinaryCrossEntropy.forward_backward(&Array2::zeros((1, 1)), &[1.0]).unwrap();
+        let (bce, _) = Loss::BinaryCrossEntropy
+            .forward_backward(&Array2::zeros((1, 1)), &[1.0])
+            .unwrap();
         assert!((bce - 2f32.ln()).abs() < 1e-6);
         let out = Array2::from_shape_vec((2, 1), vec![1.0, 3.0]).unwrap();
-        let (mse, _) = Loss::MeanSquaredError.forward_backward(&out, &[0.0, 1.0]).unwrap();
+        let (mse, _) = Loss::MeanSquaredError
+            .forward_backward(&out, &[0.0, 1.0])
+            .unwrap();
         assert_eq!(mse, 2.5);
     }
 
     #[test]
     fn bad_targets_are_named() {
-        let err = Loss::SoftmaxCrossEntropy.forward_backward(&Array2::zeros((1, 3)), &[3.0]).unwrap_err();
+        let err = Loss::SoftmaxCrossEntropy
+            .forward_backward(&Array2::zeros((1, 3)), &[3.0])
+            .unwrap_err();
         assert!(err.message.contains("not a class index in 0..3"), "{err}");
-        let err = Loss::BinaryCrossEntropy.forward_backward(&Array2::zeros((1, 1)), &[0.5]).unwrap_err();
+        let err = Loss::BinaryCrossEntropy
+            .forward_backward(&Array2::zeros((1, 1)), &[0.5])
+            .unwrap_err();
         assert!(err.message.contains("0..2"), "{err}");
-        let err = Loss::MeanSquaredError.forward_backward(&Array2::zeros((2, 1)), &[0.5]).unwrap_err();
+        let err = Loss::MeanSquaredError
+            .forward_backward(&Array2::zeros((2, 1)), &[0.5])
+            .unwrap_err();
         assert!(err.message.contains("2 rows but 1 targets"), "{err}");
     }
 
     #[test]
     fn softmax_output_rows_sum_to_one() {
-        let out = Loss::SoftmaxCrossEntropy.output_transform(Array2::from_shape_vec((1, 3), vec![1.0, 2.0, 3.0]).unwrap());
+        let out = Loss::SoftmaxCrossEntropy
+            .output_transform(Array2::from_shape_vec((1, 3), vec![1.0, 2.0, 3.0]).unwrap());
         assert!((out.sum() - 1.0).abs() < 1e-6);
     }
 }

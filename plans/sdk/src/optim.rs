@@ -15,11 +15,36 @@ pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 7] {
     [
         ArgSpec::optional("optimizer", ArgType::Text, "\"sgd\"", "\"sgd\" or \"adam\""),
         ArgSpec::optional("lr", ArgType::Number, default_lr, "learning rate"),
-        ArgSpec::optional("momentum", ArgType::Number, "0.0", "SGD momentum (PyTorch convention)"),
-        ArgSpec::optional("weight_decay", ArgType::Number, "0.0", "L2 penalty added to the gradient"),
-        ArgSpec::optional("beta1", ArgType::Number, "0.9", "Adam: decay of the first moment"),
-        ArgSpec::optional("beta2", ArgType::Number, "0.999", "Adam: decay of the second moment"),
-        ArgSpec::optional("eps", ArgType::Number, "1e-8", "Adam: term added to the denominator"),
+        ArgSpec::optional(
+            "momentum",
+            ArgType::Number,
+            "0.0",
+            "SGD momentum (PyTorch convention)",
+        ),
+        ArgSpec::optional(
+            "weight_decay",
+            ArgType::Number,
+            "0.0",
+            "L2 penalty added to the gradient",
+        ),
+        ArgSpec::optional(
+            "beta1",
+            ArgType::Number,
+            "0.9",
+            "Adam: decay of the first moment",
+        ),
+        ArgSpec::optional(
+            "beta2",
+            ArgType::Number,
+            "0.999",
+            "Adam: decay of the second moment",
+        ),
+        ArgSpec::optional(
+            "eps",
+            ArgType::Number,
+            "1e-8",
+            "Adam: term added to the denominator",
+        ),
     ]
 }
 
@@ -78,8 +103,10 @@ impl Optimizer {
     /// Build from arguments parsed against [`optimizer_args`].
     pub fn from_args(args: &Args) -> PlanResult<Self> {
         let lr = args.number("lr")?;
-        if !(lr > 0.0) {
-            return Err(invalid_argument(format!("optimizer_args.lr must be > 0, got {lr}")));
+        if lr.is_nan() || lr <= 0.0 {
+            return Err(invalid_argument(format!(
+                "optimizer_args.lr must be > 0, got {lr}"
+            )));
         }
         let weight_decay = in_range(args, "weight_decay", 0.0, f32::INFINITY)?;
         match args.text("optimizer")?.to_ascii_lowercase().as_str() {
@@ -133,7 +160,12 @@ fn ensure_buffers(buffers: &mut Vec<Vec<f32>>, params: &[(&mut [f32], &[f32])]) 
 }
 
 /// The gradient of parameter `i` minus its correction, into `scratch`.
-fn corrected<'a>(grad: &[f32], correction: Option<&[Vec<f32>]>, i: usize, scratch: &'a mut Vec<f32>) -> &'a [f32] {
+fn corrected<'a>(
+    grad: &[f32],
+    correction: Option<&[Vec<f32>]>,
+    i: usize,
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
     scratch.clear();
     scratch.extend_from_slice(grad);
     if let Some(c) = correction.and_then(|c| c.get(i)) {
@@ -177,7 +209,12 @@ impl Adam {
         let mut scratch = Vec::new();
         for (i, (p, g)) in params.into_iter().enumerate() {
             let g = corrected(g, correction, i, &mut scratch);
-            for (((w, gi), m), v) in p.iter_mut().zip(g).zip(self.m[i].iter_mut()).zip(self.v[i].iter_mut()) {
+            for (((w, gi), m), v) in p
+                .iter_mut()
+                .zip(g)
+                .zip(self.m[i].iter_mut())
+                .zip(self.v[i].iter_mut())
+            {
                 let d = *gi + self.weight_decay * *w;
                 *m = self.beta1 * *m + (1.0 - self.beta1) * d;
                 *v = self.beta2 * *v + (1.0 - self.beta2) * d * d;
@@ -215,7 +252,10 @@ mod tests {
         let mut w = vec![0.0f32, 0.0];
         let g = vec![3.0f32, -0.01];
         opt.step(vec![(&mut w, &g)], None);
-        assert!((w[0] + 0.1).abs() < 1e-6 && (w[1] - 0.1).abs() < 1e-5, "{w:?}");
+        assert!(
+            (w[0] + 0.1).abs() < 1e-6 && (w[1] - 0.1).abs() < 1e-5,
+            "{w:?}"
+        );
     }
 
     #[test]
@@ -228,12 +268,27 @@ mod tests {
 
     #[test]
     fn bad_values_are_named() {
-        let args = Args::parse("optimizer_args", r#"{"optimizer": "rmsprop"}"#, OPTIMIZER_ARGS).unwrap();
+        let args = Args::parse(
+            "optimizer_args",
+            r#"{"optimizer": "rmsprop"}"#,
+            OPTIMIZER_ARGS,
+        )
+        .unwrap();
         let err = Optimizer::from_args(&args).unwrap_err();
         assert!(err.message.contains("\"sgd\" or \"adam\""), "{err}");
         let args = Args::parse("optimizer_args", r#"{"lr": -1}"#, OPTIMIZER_ARGS).unwrap();
-        assert!(Optimizer::from_args(&args).unwrap_err().message.contains("lr must be > 0"));
+        assert!(
+            Optimizer::from_args(&args)
+                .unwrap_err()
+                .message
+                .contains("lr must be > 0")
+        );
         let args = Args::parse("optimizer_args", r#"{"momentum": 1.5}"#, OPTIMIZER_ARGS).unwrap();
-        assert!(Optimizer::from_args(&args).unwrap_err().message.contains("momentum"));
+        assert!(
+            Optimizer::from_args(&args)
+                .unwrap_err()
+                .message
+                .contains("momentum")
+        );
     }
 }

@@ -22,7 +22,11 @@ pub fn to_tensors(model: &Sequential) -> Vec<Tensor> {
 /// Check that `tensors` name each parameter of `model` exactly once with the
 /// right shape and finite values, and return their data in model order.
 /// `what` names the list in messages ("parameters", "gradient correction").
-pub fn match_tensors(model: &Sequential, tensors: Vec<Tensor>, what: &str) -> PlanResult<Vec<Vec<f32>>> {
+pub fn match_tensors(
+    model: &Sequential,
+    tensors: Vec<Tensor>,
+    what: &str,
+) -> PlanResult<Vec<Vec<f32>>> {
     let mut by_name: BTreeMap<String, Tensor> = BTreeMap::new();
     for t in tensors {
         let expected: usize = t.shape.iter().map(|&d| d as usize).product();
@@ -42,14 +46,18 @@ pub fn match_tensors(model: &Sequential, tensors: Vec<Tensor>, what: &str) -> Pl
         }
         let name = t.name.clone();
         if by_name.insert(name.clone(), t).is_some() {
-            return Err(invalid_data(format!("{what}: tensor `{name}` appears twice")));
+            return Err(invalid_data(format!(
+                "{what}: tensor `{name}` appears twice"
+            )));
         }
     }
     let params = model.parameters();
     let mut out = Vec::with_capacity(params.len());
     for (name, shape, _) in &params {
         let t = by_name.remove(name).ok_or_else(|| {
-            invalid_data(format!("{what}: missing tensor `{name}` of shape {shape:?}"))
+            invalid_data(format!(
+                "{what}: missing tensor `{name}` of shape {shape:?}"
+            ))
         })?;
         let got: Vec<usize> = t.shape.iter().map(|&d| d as usize).collect();
         if &got != shape {
@@ -72,9 +80,7 @@ pub fn match_tensors(model: &Sequential, tensors: Vec<Tensor>, what: &str) -> Pl
 /// Replace every parameter of `model` by the matching tensor.
 pub fn load_tensors(model: &mut Sequential, tensors: Vec<Tensor>) -> PlanResult<()> {
     let values = match_tensors(model, tensors, "parameters")?;
-    for (dst, src) in model.parameters_mut().into_iter().zip(values) {
-        dst.copy_from_slice(&src);
-    }
+    model.replace_parameters(values);
     Ok(())
 }
 
@@ -107,15 +113,37 @@ mod tests {
         let mut t = to_tensors(&m);
         t[0].shape = vec![2, 1];
         let err = load_tensors(&mut m, t).unwrap_err();
-        assert!(err.message.contains("`fc.weight` has shape [2, 1]"), "{err}");
+        assert!(
+            err.message.contains("`fc.weight` has shape [2, 1]"),
+            "{err}"
+        );
         let mut t = to_tensors(&m);
         t.pop();
-        assert!(load_tensors(&mut m, t).unwrap_err().message.contains("missing tensor `fc.bias`"));
+        assert!(
+            load_tensors(&mut m, t)
+                .unwrap_err()
+                .message
+                .contains("missing tensor `fc.bias`")
+        );
         let mut t = to_tensors(&m);
-        t.push(Tensor { name: "fc2.bias".into(), shape: vec![1], data: vec![0.0] });
-        assert!(load_tensors(&mut m, t).unwrap_err().message.contains("unknown tensor `fc2.bias`"));
+        t.push(Tensor {
+            name: "fc2.bias".into(),
+            shape: vec![1],
+            data: vec![0.0],
+        });
+        assert!(
+            load_tensors(&mut m, t)
+                .unwrap_err()
+                .message
+                .contains("unknown tensor `fc2.bias`")
+        );
         let mut t = to_tensors(&m);
         t[1].data[0] = f32::NAN;
-        assert!(load_tensors(&mut m, t).unwrap_err().message.contains("non-finite"));
+        assert!(
+            load_tensors(&mut m, t)
+                .unwrap_err()
+                .message
+                .contains("non-finite")
+        );
     }
 }

@@ -67,7 +67,10 @@ pub fn uniform(count: usize) -> Vec<f32> {
 
 /// `count` floats uniform in [low, high).
 pub fn uniform_range(count: usize, low: f32, high: f32) -> Vec<f32> {
-    uniform(count).into_iter().map(|u| low + (high - low) * u).collect()
+    uniform(count)
+        .into_iter()
+        .map(|u| low + (high - low) * u)
+        .collect()
 }
 
 /// `count` standard normal floats (Box–Muller on the uniform stream, with

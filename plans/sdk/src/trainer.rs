@@ -18,16 +18,26 @@ pub struct Trainer<P> {
 
 impl<P: TrainingPlan> Default for Trainer<P> {
     fn default() -> Self {
-        Trainer { plan: None, optimizer: None, correction: None }
+        Trainer {
+            plan: None,
+            optimizer: None,
+            correction: None,
+        }
     }
 }
 
 fn to_matrix(a: Array, what: &str) -> PlanResult<Array2<f32>> {
     let [rows, cols] = a.shape[..] else {
-        return Err(invalid_data(format!("{what} must be 2-D [samples, features], got shape {:?}", a.shape)));
+        return Err(invalid_data(format!(
+            "{what} must be 2-D [samples, features], got shape {:?}",
+            a.shape
+        )));
     };
-    Array2::from_shape_vec((rows as usize, cols as usize), a.data)
-        .map_err(|_| invalid_data(format!("{what}: shape [{rows}, {cols}] does not match its data length")))
+    Array2::from_shape_vec((rows as usize, cols as usize), a.data).map_err(|_| {
+        invalid_data(format!(
+            "{what}: shape [{rows}, {cols}] does not match its data length"
+        ))
+    })
 }
 
 impl<P: TrainingPlan> Trainer<P> {
@@ -48,11 +58,15 @@ impl<P: TrainingPlan> Trainer<P> {
     }
 
     fn plan(&self) -> PlanResult<&P> {
-        self.plan.as_ref().ok_or_else(|| invalid_state("call init-model first"))
+        self.plan
+            .as_ref()
+            .ok_or_else(|| invalid_state("call init-model first"))
     }
 
     fn plan_mut(&mut self) -> PlanResult<&mut P> {
-        self.plan.as_mut().ok_or_else(|| invalid_state("call init-model first"))
+        self.plan
+            .as_mut()
+            .ok_or_else(|| invalid_state("call init-model first"))
     }
 
     /// `init-model`: parse model_args and build the model.
@@ -80,9 +94,17 @@ impl<P: TrainingPlan> Trainer<P> {
     pub fn training_step(&mut self, batch: Batch) -> PlanResult<StepReport> {
         let x = to_matrix(batch.features, "batch features")?;
         let samples = x.nrows() as u32;
-        let Self { plan, optimizer, correction } = self;
-        let plan = plan.as_mut().ok_or_else(|| invalid_state("call init-model first"))?;
-        let optimizer = optimizer.as_mut().ok_or_else(|| invalid_state("call init-optimizer first"))?;
+        let Self {
+            plan,
+            optimizer,
+            correction,
+        } = self;
+        let plan = plan
+            .as_mut()
+            .ok_or_else(|| invalid_state("call init-model first"))?;
+        let optimizer = optimizer
+            .as_mut()
+            .ok_or_else(|| invalid_state("call init-optimizer first"))?;
         let loss_fn = plan.loss();
         let model = plan.model_mut();
         model.zero_grad();
@@ -90,7 +112,11 @@ impl<P: TrainingPlan> Trainer<P> {
         let (loss, grad) = loss_fn.forward_backward(&output, &batch.targets)?;
         model.backward(grad)?;
         optimizer.step(model.parameters_and_gradients(), correction.as_deref());
-        Ok(StepReport { loss, samples, learning_rate: Some(optimizer.learning_rate()) })
+        Ok(StepReport {
+            loss,
+            samples,
+            learning_rate: Some(optimizer.learning_rate()),
+        })
     }
 
     /// `predict`: probabilities or predictions for a batch of features.
@@ -99,12 +125,18 @@ impl<P: TrainingPlan> Trainer<P> {
         let x = to_matrix(features, "features")?;
         let out = plan.loss().output_transform(plan.model().infer(x)?);
         let shape = vec![out.nrows() as u32, out.ncols() as u32];
-        Ok(Array { shape, data: out.into_raw_vec_and_offset().0 })
+        Ok(Array {
+            shape,
+            data: out.into_raw_vec_and_offset().0,
+        })
     }
 
     /// `get-parameters`: every parameter by name (empty before `init-model`).
     pub fn get_parameters(&self) -> Vec<Tensor> {
-        self.plan.as_ref().map(|p| params::to_tensors(p.model())).unwrap_or_default()
+        self.plan
+            .as_ref()
+            .map(|p| params::to_tensors(p.model()))
+            .unwrap_or_default()
     }
 
     /// `set-parameters`: replace every parameter by name.

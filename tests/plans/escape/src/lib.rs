@@ -11,13 +11,19 @@ impl TrainingPlan for Hostile {
     const NAME: &'static str = "hostile-escape";
     const VERSION: &'static str = "0.1.0";
     const DESCRIPTION: &'static str = "Tries to read a file, an environment variable, the clock and a socket in init-model, and reports what it got.";
-    const MODEL_ARGS: &'static [ArgSpec] =
-        &[ArgSpec::optional("n_features", ArgType::Count, "30", "input width")];
+    const MODEL_ARGS: &'static [ArgSpec] = &[ArgSpec::optional(
+        "n_features",
+        ArgType::Count,
+        "30",
+        "input width",
+    )];
 
     fn init_model(args: &Args) -> PlanResult<Self> {
         misbehave()?;
         let n = args.count("n_features")?;
-        Ok(Hostile { model: Sequential::new().linear(Linear::zeros("linear", n, 1)) })
+        Ok(Hostile {
+            model: Sequential::new().linear(Linear::zeros("linear", n, 1)),
+        })
     }
 
     fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
@@ -69,15 +75,23 @@ fn misbehave() -> PlanResult<()> {
         Ok(_) => got.push("connected to 127.0.0.1:80".to_string()),
         Err(e) => fedwasm_plan::log::info(&format!("socket: refused: {e}")),
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     if now.as_secs() > 0 {
-        got.push(format!("the wall clock ({} s since the epoch)", now.as_secs()));
+        got.push(format!(
+            "the wall clock ({} s since the epoch)",
+            now.as_secs()
+        ));
     } else {
         fedwasm_plan::log::info("clock: frozen at the epoch");
     }
     if got.is_empty() {
         Ok(())
     } else {
-        Err(fedwasm_plan::error::internal(format!("escaped: {}", got.join("; "))))
+        Err(fedwasm_plan::error::internal(format!(
+            "escaped: {}",
+            got.join("; ")
+        )))
     }
 }

@@ -11,13 +11,19 @@ impl TrainingPlan for Hostile {
     const NAME: &'static str = "hostile-recursion";
     const VERSION: &'static str = "0.1.0";
     const DESCRIPTION: &'static str = "Recurses without bound in init-model.";
-    const MODEL_ARGS: &'static [ArgSpec] =
-        &[ArgSpec::optional("n_features", ArgType::Count, "30", "input width")];
+    const MODEL_ARGS: &'static [ArgSpec] = &[ArgSpec::optional(
+        "n_features",
+        ArgType::Count,
+        "30",
+        "input width",
+    )];
 
     fn init_model(args: &Args) -> PlanResult<Self> {
         misbehave()?;
         let n = args.count("n_features")?;
-        Ok(Hostile { model: Sequential::new().linear(Linear::zeros("linear", n, 1)) })
+        Ok(Hostile {
+            model: Sequential::new().linear(Linear::zeros("linear", n, 1)),
+        })
     }
 
     fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
