@@ -37,26 +37,30 @@ fn plan_inspect_shows_info_arguments_and_interface() {
     insta::assert_snapshot!(stdout);
 }
 
-#[test]
-fn plan_check_names_a_missing_model_argument() {
+/// `fedwasm plan check` of the logistic-regression plan on breast_cancer.csv with `extra` arguments.
+fn check_breast_cancer(extra: &[&str]) -> (bool, String, String) {
     let plan = example_plan("logistic-regression");
     let csv = data("breast_cancer.csv");
-    let (ok, stdout, stderr) = fedwasm(
-        &[
-            "plan",
-            "check",
-            plan.to_str().unwrap(),
-            "--data",
-            csv.to_str().unwrap(),
-            "--target",
-            "diagnosis",
-            "--model-args",
-            r#"{"n_features": 30}"#,
-            "--training-args",
-            r#"{"num_updates": 10}"#,
-        ],
-        &[],
-    );
+    let mut args = vec![
+        "plan",
+        "check",
+        plan.to_str().unwrap(),
+        "--data",
+        csv.to_str().unwrap(),
+    ];
+    args.extend(["--target", "diagnosis"]);
+    args.extend(extra);
+    fedwasm(&args, &[])
+}
+
+#[test]
+fn plan_check_names_a_missing_model_argument() {
+    let (ok, stdout, stderr) = check_breast_cancer(&[
+        "--model-args",
+        r#"{"n_features": 30}"#,
+        "--training-args",
+        r#"{"num_updates": 10}"#,
+    ]);
     assert!(!ok);
     assert_eq!(stdout, "");
     insta::assert_snapshot!(stderr);
@@ -64,46 +68,19 @@ fn plan_check_names_a_missing_model_argument() {
 
 #[test]
 fn plan_check_refuses_unknown_training_args() {
-    let plan = example_plan("logistic-regression");
-    let csv = data("breast_cancer.csv");
-    let (ok, _, stderr) = fedwasm(
-        &[
-            "plan",
-            "check",
-            plan.to_str().unwrap(),
-            "--data",
-            csv.to_str().unwrap(),
-            "--target",
-            "diagnosis",
-            "--training-args",
-            r#"{"num_update": 10}"#,
-        ],
-        &[],
-    );
+    let (ok, _, stderr) = check_breast_cancer(&["--training-args", r#"{"num_update": 10}"#]);
     assert!(!ok);
     insta::assert_snapshot!(stderr);
 }
 
 #[test]
 fn plan_check_reports_progress_and_accuracy() {
-    let plan = example_plan("logistic-regression");
-    let csv = data("breast_cancer.csv");
-    let (ok, stdout, stderr) = fedwasm(
-        &[
-            "plan",
-            "check",
-            plan.to_str().unwrap(),
-            "--data",
-            csv.to_str().unwrap(),
-            "--target",
-            "diagnosis",
-            "--model-args",
-            r#"{"n_features": 30, "n_classes": 2}"#,
-            "--training-args",
-            r#"{"num_updates": 100, "log_interval": 25, "test_ratio": 0.2}"#,
-        ],
-        &[],
-    );
+    let (ok, stdout, stderr) = check_breast_cancer(&[
+        "--model-args",
+        r#"{"n_features": 30, "n_classes": 2}"#,
+        "--training-args",
+        r#"{"num_updates": 100, "log_interval": 25, "test_ratio": 0.2}"#,
+    ]);
     assert!(ok, "{stderr}");
     // Timings vary from run to run; everything else is deterministic.
     let stable: Vec<&str> = stdout

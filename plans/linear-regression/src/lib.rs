@@ -28,12 +28,7 @@ impl TrainingPlan for LinearRegression {
     }
 
     fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
-        Ok(DataSpec {
-            features: FeatureSelection::AllExceptTarget,
-            target: None,
-            task: Task::Regression,
-            scaling: Scaling::Standardize,
-        })
+        Ok(standardized_tabular(Task::Regression))
     }
 
     fn model(&self) -> &Sequential {

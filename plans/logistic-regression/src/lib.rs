@@ -10,7 +10,7 @@ use fedwasm_plan::prelude::*;
 /// The plan: one linear layer named `linear`.
 pub struct LogisticRegression {
     model: Sequential,
-    n_classes: usize,
+    classifier: Classifier,
 }
 
 impl TrainingPlan for LogisticRegression {
@@ -31,23 +31,14 @@ impl TrainingPlan for LogisticRegression {
     fn init_model(args: &Args) -> PlanResult<Self> {
         let n_features = args.count_at_least("n_features", 1)?;
         let n_classes = args.count_at_least("n_classes", 2)?;
-        let outputs = if n_classes == 2 { 1 } else { n_classes };
-        let model = Sequential::new().linear(Linear::zeros("linear", n_features, outputs));
-        Ok(LogisticRegression { model, n_classes })
+        let classifier = Classifier::new(n_classes);
+        let model =
+            Sequential::new().linear(Linear::zeros("linear", n_features, classifier.outputs));
+        Ok(LogisticRegression { model, classifier })
     }
 
     fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
-        let task = if self.n_classes == 2 {
-            Task::BinaryClassification
-        } else {
-            Task::MulticlassClassification(self.n_classes as u32)
-        };
-        Ok(DataSpec {
-            features: FeatureSelection::AllExceptTarget,
-            target: None,
-            task,
-            scaling: Scaling::Standardize,
-        })
+        Ok(standardized_tabular(self.classifier.task))
     }
 
     fn model(&self) -> &Sequential {
@@ -59,11 +50,7 @@ impl TrainingPlan for LogisticRegression {
     }
 
     fn loss(&self) -> Loss {
-        if self.n_classes == 2 {
-            Loss::BinaryCrossEntropy
-        } else {
-            Loss::SoftmaxCrossEntropy
-        }
+        self.classifier.loss
     }
 }
 

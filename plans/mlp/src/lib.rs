@@ -10,7 +10,7 @@ use fedwasm_plan::prelude::*;
 /// The plan: a stack of linear layers.
 pub struct Mlp {
     model: Sequential,
-    n_classes: usize,
+    classifier: Classifier,
 }
 
 impl TrainingPlan for Mlp {
@@ -51,10 +51,10 @@ impl TrainingPlan for Mlp {
                 "model_args.activation must be relu, sigmoid or tanh, got \"{name}\""
             ))
         })?;
-        let outputs = if n_classes == 2 { 1 } else { n_classes };
+        let classifier = Classifier::new(n_classes);
         let mut widths = vec![n_features];
         widths.extend(&hidden);
-        widths.push(outputs);
+        widths.push(classifier.outputs);
         let mut model = Sequential::new();
         for (i, pair) in widths.windows(2).enumerate() {
             if i > 0 {
@@ -62,21 +62,11 @@ impl TrainingPlan for Mlp {
             }
             model = model.linear(Linear::uniform(&format!("fc{}", i + 1), pair[0], pair[1]));
         }
-        Ok(Mlp { model, n_classes })
+        Ok(Mlp { model, classifier })
     }
 
     fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
-        let task = if self.n_classes == 2 {
-            Task::BinaryClassification
-        } else {
-            Task::MulticlassClassification(self.n_classes as u32)
-        };
-        Ok(DataSpec {
-            features: FeatureSelection::AllExceptTarget,
-            target: None,
-            task,
-            scaling: Scaling::Standardize,
-        })
+        Ok(standardized_tabular(self.classifier.task))
     }
 
     fn model(&self) -> &Sequential {
@@ -88,11 +78,7 @@ impl TrainingPlan for Mlp {
     }
 
     fn loss(&self) -> Loss {
-        if self.n_classes == 2 {
-            Loss::BinaryCrossEntropy
-        } else {
-            Loss::SoftmaxCrossEntropy
-        }
+        self.classifier.loss
     }
 }
 

@@ -67,7 +67,7 @@ pub use error::{PlanError, PlanResult};
 pub use layers::{Activation, Linear, Sequential};
 pub use loss::Loss;
 pub use optim::Optimizer;
-pub use plan::TrainingPlan;
+pub use plan::{Classifier, TrainingPlan, standardized_tabular};
 pub use trainer::Trainer;
 
 /// Everything a plan usually needs, in one `use`.
@@ -77,6 +77,6 @@ pub mod prelude {
     pub use crate::layers::{Activation, Linear, Sequential};
     pub use crate::loss::Loss;
     pub use crate::optim::Optimizer;
-    pub use crate::plan::TrainingPlan;
+    pub use crate::plan::{Classifier, TrainingPlan, standardized_tabular};
     pub use crate::types::{DataSpec, DatasetInfo, FeatureSelection, PlanInfo, Scaling, Task};
 }

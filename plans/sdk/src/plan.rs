@@ -47,3 +47,46 @@ pub trait TrainingPlan: Sized + 'static {
     /// The training objective.
     fn loss(&self) -> Loss;
 }
+
+/// What a classifier over `n_classes` needs: its task, its loss and how many
+/// outputs its last layer has (one logit for two classes, one per class otherwise).
+#[derive(Debug, Clone, Copy)]
+pub struct Classifier {
+    /// Binary or multiclass classification.
+    pub task: crate::types::Task,
+    /// Binary or softmax cross-entropy.
+    pub loss: Loss,
+    /// Width of the model's output.
+    pub outputs: usize,
+}
+
+impl Classifier {
+    /// The classifier for `n_classes` ≥ 2.
+    pub fn new(n_classes: usize) -> Self {
+        use crate::types::Task;
+        if n_classes == 2 {
+            Classifier {
+                task: Task::BinaryClassification,
+                loss: Loss::BinaryCrossEntropy,
+                outputs: 1,
+            }
+        } else {
+            Classifier {
+                task: Task::MulticlassClassification(n_classes as u32),
+                loss: Loss::SoftmaxCrossEntropy,
+                outputs: n_classes,
+            }
+        }
+    }
+}
+
+/// The usual answer to `training-data` for tabular data: every column but the
+/// target as features, standardized with the node's training statistics.
+pub fn standardized_tabular(task: crate::types::Task) -> DataSpec {
+    DataSpec {
+        features: crate::types::FeatureSelection::AllExceptTarget,
+        target: None,
+        task,
+        scaling: crate::types::Scaling::Standardize,
+    }
+}

@@ -1,0 +1,57 @@
+//! A valid training plan around one misbehaving function: each hostile test
+//! plan is `hostile_plan!(name, description, misbehave)`, and `misbehave` runs
+//! at the start of `init-model`.
+
+pub use fedwasm_plan;
+
+/// Define and export the plan `Hostile` that calls `$misbehave()` in `init-model`.
+#[macro_export]
+macro_rules! hostile_plan {
+    ($name:literal, $description:literal, $misbehave:path) => {
+        use $crate::fedwasm_plan::args::ArgType;
+        use $crate::fedwasm_plan::prelude::*;
+
+        /// The plan; a one-layer binary classifier once `misbehave` returns.
+        pub struct Hostile {
+            model: Sequential,
+        }
+
+        impl TrainingPlan for Hostile {
+            const NAME: &'static str = $name;
+            const VERSION: &'static str = "0.1.0";
+            const DESCRIPTION: &'static str = $description;
+            const MODEL_ARGS: &'static [ArgSpec] = &[ArgSpec::optional(
+                "n_features",
+                ArgType::Count,
+                "30",
+                "input width",
+            )];
+
+            fn init_model(args: &Args) -> PlanResult<Self> {
+                $misbehave()?;
+                let n = args.count("n_features")?;
+                Ok(Hostile {
+                    model: Sequential::new().linear(Linear::zeros("linear", n, 1)),
+                })
+            }
+
+            fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
+                Ok(standardized_tabular(Task::BinaryClassification))
+            }
+
+            fn model(&self) -> &Sequential {
+                &self.model
+            }
+
+            fn model_mut(&mut self) -> &mut Sequential {
+                &mut self.model
+            }
+
+            fn loss(&self) -> Loss {
+                Loss::BinaryCrossEntropy
+            }
+        }
+
+        $crate::fedwasm_plan::export_plan!(Hostile);
+    };
+}
