@@ -1,7 +1,9 @@
 //! Sandbox benchmarks, each reported as a ratio measured in this one run:
 //! - MLP training step in the sandbox vs the same SDK code compiled natively;
 //! - instantiation per task with a warm compile cache, cached and cold compile;
-//! - get/set-parameters of 1M and 10M parameters vs a memcpy of the same bytes.
+//! - get/set-parameters of 1M and 10M parameters vs a memcpy of the same bytes;
+//! - what a time limit costs a whole training task: none, epoch interruption,
+//!   or a worker process under a watchdog (what nodes use).
 //!
 //! `cargo bench --bench sandbox`. Timings are medians of repeated runs.
 
@@ -16,7 +18,7 @@ use fedwasm::plan_build::build_plan;
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::types::{Array, Batch};
 use fedwasm::sandbox::{Interruption, Sandbox, SandboxConfig};
-use fedwasm::training::PlanDriver;
+use fedwasm::training::{PlanDriver, TrainingArgs, TrainingTask, run_in_worker, run_task};
 use rand_core::RngCore;
 
 /// Median of `repeats` timings of `f`, each divided by `per` (operations per call).
@@ -80,7 +82,7 @@ fn step_time(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> Duration
 }
 
 fn main() {
-    let component = mlp_component();
+    let component = component("mlp");
     let seed = StreamSeed([1; 32]);
     let external = Sandbox::new(SandboxConfig {
         interruption: Interruption::External,
@@ -193,4 +195,5 @@ fn main() {
             tg.as_secs_f64() / tc.as_secs_f64(),
         );
     }
+    time_limit_cost();
 }

@@ -13,6 +13,7 @@
 //!   the worker process that runs it under a watchdog.
 //! - [`plan_build`]: builds a plan crate into a component for plan authors.
 //! - [`tensors`]: parameters in safetensors files.
+//! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
 //! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
 
@@ -22,3 +23,4 @@ pub mod plan_build;
 pub mod sandbox;
 pub mod tensors;
 pub mod training;
+pub mod wire;

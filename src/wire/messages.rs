@@ -1,0 +1,488 @@
+//! The messages, one variant each.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::digest::Sha256Digest;
+
+/// A file in the repository: where to fetch it and the digest it must have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlobRef {
+    /// Download URL.
+    pub url: String,
+    /// SHA-256 the downloaded bytes must have.
+    pub sha256: Sha256Digest,
+}
+
+/// What a node tells researchers about one of its datasets. Never its path.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSummary {
+    /// Stable id on the node, used in train requests.
+    pub dataset_id: String,
+    /// Short name.
+    pub name: String,
+    /// Tags a search matches.
+    pub tags: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// "csv" or "npy".
+    pub data_type: String,
+    /// Samples first.
+    pub shape: Vec<u64>,
+    /// Column names (CSV) — empty for arrays.
+    pub columns: Vec<String>,
+    /// Column types ("integer" / "float"), parallel to `columns`.
+    pub dtypes: Vec<String>,
+    /// The target column, when the operator registered one.
+    pub target: Option<String>,
+}
+
+/// Approval state of a plan on a node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanStatus {
+    /// The operator approved this hash.
+    Approved,
+    /// The operator refused it.
+    Rejected,
+    /// Seen (requested) but not yet decided.
+    Pending,
+    /// Never seen.
+    Unknown,
+}
+
+/// Stable error codes of [`Message::Error`]; the message text says the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The payload was not JSON or not a message.
+    MalformedMessage,
+    /// A command this node does not know.
+    UnknownCommand,
+    /// The sender speaks another major protocol version.
+    ProtocolVersion,
+    /// No dataset with that id.
+    UnknownDataset,
+    /// The plan's hash is not approved here.
+    PlanNotApproved,
+    /// A downloaded file did not have the announced SHA-256.
+    HashMismatch,
+    /// The repository could not be reached or refused.
+    Repository,
+    /// Training arguments that cannot be used.
+    BadTrainingArgs,
+    /// The dataset could not be loaded or does not fit the plan.
+    Dataset,
+    /// The plan returned an error, trapped or hit a limit.
+    Plan,
+    /// The task ran past its deadline.
+    Deadline,
+    /// Anything else on the node.
+    Internal,
+}
+
+/// Which request an error answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRef {
+    /// The command of the request.
+    pub command: String,
+    /// Its request id, when it had one that could be read.
+    pub request_id: Option<String>,
+}
+
+/// Node-side wall times of a training task.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainTimings {
+    /// Time in the training loop, ms.
+    pub training_ms: f64,
+    /// From request received to reply sent (downloads, training, upload), ms.
+    pub total_ms: f64,
+}
+
+/// Every message of the protocol, tagged by `command`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Message {
+    /// Researcher → nodes: which datasets carry all these tags?
+    SearchRequest {
+        /// Who asks; replies go to the researcher topic with this id.
+        researcher_id: String,
+        /// Correlates replies.
+        request_id: String,
+        /// A dataset matches when it carries every one of these.
+        tags: Vec<String>,
+    },
+    /// Node → researcher: the matching datasets (possibly none).
+    SearchReply {
+        /// Who asked.
+        researcher_id: String,
+        /// The request answered.
+        request_id: String,
+        /// The answering node.
+        node_id: String,
+        /// Matches.
+        datasets: Vec<DatasetSummary>,
+    },
+    /// Researcher → nodes: list every dataset.
+    ListRequest {
+        /// Who asks.
+        researcher_id: String,
+        /// Correlates replies.
+        request_id: String,
+    },
+    /// Node → researcher: all datasets of the node.
+    ListReply {
+        /// Who asked.
+        researcher_id: String,
+        /// The request answered.
+        request_id: String,
+        /// The answering node.
+        node_id: String,
+        /// Everything registered.
+        datasets: Vec<DatasetSummary>,
+    },
+    /// Researcher → nodes: are you there?
+    Ping {
+        /// Who asks.
+        researcher_id: String,
+        /// Echoed in the pong.
+        sequence: u64,
+    },
+    /// Node → researcher: yes.
+    Pong {
+        /// Who asked.
+        researcher_id: String,
+        /// The ping's sequence.
+        sequence: u64,
+        /// The answering node.
+        node_id: String,
+        /// Whether a training task is running now.
+        busy: bool,
+    },
+    /// Researcher → one node: train this plan on this dataset for one round.
+    TrainRequest {
+        /// Who asks.
+        researcher_id: String,
+        /// The experiment.
+        experiment_id: String,
+        /// Correlates the reply.
+        request_id: String,
+        /// Round number, 1-based.
+        round: u32,
+        /// The node's dataset.
+        dataset_id: String,
+        /// The plan component.
+        plan: BlobRef,
+        /// Global parameters to start from (safetensors).
+        params: BlobRef,
+        /// Scaffold's gradient correction (safetensors), if any.
+        gradient_correction: Option<BlobRef>,
+        /// Passed to `init-model`.
+        model_args: Value,
+        /// Local training arguments; checked by the node.
+        training_args: Value,
+        /// Aggregator-specific arguments.
+        aggregator_args: Value,
+        /// The seed of this round's randomness on the node.
+        seed: u64,
+    },
+    /// Node → researcher: training succeeded; the new parameters are uploaded.
+    TrainReply {
+        /// Who asked.
+        researcher_id: String,
+        /// The experiment.
+        experiment_id: String,
+        /// The request answered.
+        request_id: String,
+        /// The round trained.
+        round: u32,
+        /// The answering node.
+        node_id: String,
+        /// The dataset trained on.
+        dataset_id: String,
+        /// The trained parameters (safetensors).
+        params: BlobRef,
+        /// Rows in the training split: the node's weight in FedAvg.
+        training_samples: u64,
+        /// Optimizer updates run.
+        updates: u64,
+        /// Loss of the last update.
+        final_loss: f32,
+        /// Learning rate the plan reported, if single.
+        learning_rate: Option<f32>,
+        /// Node-side times.
+        timings: TrainTimings,
+    },
+    /// Node → researcher: a request failed.
+    Error {
+        /// Who sent the failed request, when known.
+        researcher_id: Option<String>,
+        /// The node that failed.
+        node_id: String,
+        /// Stable code.
+        code: ErrorCode,
+        /// What went wrong and what to do about it.
+        message: String,
+        /// The request it answers.
+        request: Option<RequestRef>,
+    },
+    /// Node → researcher: a log record.
+    Log {
+        /// The node.
+        node_id: String,
+        /// "info", "warn", "error".
+        level: String,
+        /// The text.
+        message: String,
+    },
+    /// Node → researcher: training progress for monitoring.
+    Scalar {
+        /// Who asked for the training.
+        researcher_id: String,
+        /// The experiment.
+        experiment_id: String,
+        /// The node.
+        node_id: String,
+        /// The round.
+        round: u32,
+        /// 1-based update number in this round.
+        iteration: u64,
+        /// 1-based epoch.
+        epoch: u64,
+        /// Samples processed in this round so far.
+        samples_seen: u64,
+        /// Updates this round will run.
+        total_updates: u64,
+        /// Named values, e.g. `{"loss": 0.12}`.
+        values: BTreeMap<String, f64>,
+    },
+    /// Researcher → nodes: please consider approving this plan.
+    PlanApprovalRequest {
+        /// Who asks.
+        researcher_id: String,
+        /// Correlates replies.
+        request_id: String,
+        /// The plan component.
+        plan: BlobRef,
+        /// Why, for the node operator.
+        description: String,
+    },
+    /// Researcher → nodes: what is the status of this plan?
+    PlanStatusRequest {
+        /// Who asks.
+        researcher_id: String,
+        /// Correlates replies.
+        request_id: String,
+        /// The plan's hash.
+        plan_sha256: Sha256Digest,
+    },
+    /// Node → researcher: the plan's status here.
+    PlanStatusReply {
+        /// Who asked.
+        researcher_id: String,
+        /// The request answered.
+        request_id: String,
+        /// The node.
+        node_id: String,
+        /// The plan's hash.
+        plan_sha256: Sha256Digest,
+        /// Its status.
+        status: PlanStatus,
+        /// Whether this node requires approval at all.
+        approval_required: bool,
+    },
+    /// Node → researcher: the node came online (retained) or went away (last will).
+    NodeStatus {
+        /// The node.
+        node_id: String,
+        /// true when online.
+        online: bool,
+    },
+}
+
+impl Message {
+    /// The `command` tag of this message.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Message::SearchRequest { .. } => "search_request",
+            Message::SearchReply { .. } => "search_reply",
+            Message::ListRequest { .. } => "list_request",
+            Message::ListReply { .. } => "list_reply",
+            Message::Ping { .. } => "ping",
+            Message::Pong { .. } => "pong",
+            Message::TrainRequest { .. } => "train_request",
+            Message::TrainReply { .. } => "train_reply",
+            Message::Error { .. } => "error",
+            Message::Log { .. } => "log",
+            Message::Scalar { .. } => "scalar",
+            Message::PlanApprovalRequest { .. } => "plan_approval_request",
+            Message::PlanStatusRequest { .. } => "plan_status_request",
+            Message::PlanStatusReply { .. } => "plan_status_reply",
+            Message::NodeStatus { .. } => "node_status",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{decode, encode};
+
+    fn blob(name: &str) -> BlobRef {
+        BlobRef {
+            url: format!("http://127.0.0.1:8844/blobs/{name}"),
+            sha256: Sha256Digest::of(name.as_bytes()),
+        }
+    }
+
+    fn dataset() -> DatasetSummary {
+        DatasetSummary {
+            dataset_id: "ds-1".into(),
+            name: "breast cancer shard".into(),
+            tags: vec!["#breast-cancer".into()],
+            description: "site A".into(),
+            data_type: "csv".into(),
+            shape: vec![151, 31],
+            columns: vec!["mean_radius".into(), "diagnosis".into()],
+            dtypes: vec!["float".into(), "integer".into()],
+            target: Some("diagnosis".into()),
+        }
+    }
+
+    /// One of every message, with representative values.
+    fn every_message() -> Vec<Message> {
+        let r = || "researcher-1".to_string();
+        let q = || "req-7".to_string();
+        let n = || "node-a".to_string();
+        vec![
+            Message::SearchRequest {
+                researcher_id: r(),
+                request_id: q(),
+                tags: vec!["#breast-cancer".into()],
+            },
+            Message::SearchReply {
+                researcher_id: r(),
+                request_id: q(),
+                node_id: n(),
+                datasets: vec![dataset()],
+            },
+            Message::ListRequest {
+                researcher_id: r(),
+                request_id: q(),
+            },
+            Message::ListReply {
+                researcher_id: r(),
+                request_id: q(),
+                node_id: n(),
+                datasets: vec![],
+            },
+            Message::Ping {
+                researcher_id: r(),
+                sequence: 1,
+            },
+            Message::Pong {
+                researcher_id: r(),
+                sequence: 1,
+                node_id: n(),
+                busy: false,
+            },
+            Message::TrainRequest {
+                researcher_id: r(),
+                experiment_id: "Experiment_0001".into(),
+                request_id: q(),
+                round: 3,
+                dataset_id: "ds-1".into(),
+                plan: blob("plan"),
+                params: blob("params"),
+                gradient_correction: None,
+                model_args: serde_json::json!({"n_features": 30, "n_classes": 2}),
+                training_args: serde_json::json!({"num_updates": 50, "loader_args": {"batch_size": 32}}),
+                aggregator_args: serde_json::json!({}),
+                seed: 42,
+            },
+            Message::TrainReply {
+                researcher_id: r(),
+                experiment_id: "Experiment_0001".into(),
+                request_id: q(),
+                round: 3,
+                node_id: n(),
+                dataset_id: "ds-1".into(),
+                params: blob("trained"),
+                training_samples: 151,
+                updates: 50,
+                final_loss: 0.125,
+                learning_rate: Some(0.1),
+                timings: TrainTimings {
+                    training_ms: 12.5,
+                    total_ms: 40.0,
+                },
+            },
+            Message::Error {
+                researcher_id: Some(r()),
+                node_id: n(),
+                code: ErrorCode::PlanNotApproved,
+                message: "plan 1234… is not approved on this node".into(),
+                request: Some(RequestRef {
+                    command: "train_request".into(),
+                    request_id: Some(q()),
+                }),
+            },
+            Message::Log {
+                node_id: n(),
+                level: "info".into(),
+                message: "training round 3".into(),
+            },
+            Message::Scalar {
+                researcher_id: r(),
+                experiment_id: "Experiment_0001".into(),
+                node_id: n(),
+                round: 3,
+                iteration: 10,
+                epoch: 1,
+                samples_seen: 320,
+                total_updates: 50,
+                values: BTreeMap::from([("loss".to_string(), 0.25)]),
+            },
+            Message::PlanApprovalRequest {
+                researcher_id: r(),
+                request_id: q(),
+                plan: blob("plan"),
+                description: "logistic regression for the breast cancer study".into(),
+            },
+            Message::PlanStatusRequest {
+                researcher_id: r(),
+                request_id: q(),
+                plan_sha256: Sha256Digest::of(b"plan"),
+            },
+            Message::PlanStatusReply {
+                researcher_id: r(),
+                request_id: q(),
+                node_id: n(),
+                plan_sha256: Sha256Digest::of(b"plan"),
+                status: PlanStatus::Pending,
+                approval_required: true,
+            },
+            Message::NodeStatus {
+                node_id: n(),
+                online: false,
+            },
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips_and_matches_its_snapshot() {
+        for message in every_message() {
+            let bytes = encode(&message);
+            assert_eq!(decode(&bytes).unwrap(), message);
+            let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(json["command"], message.command());
+            insta::assert_json_snapshot!(message.command(), json);
+        }
+    }
+}
