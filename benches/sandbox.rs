@@ -34,17 +34,78 @@ fn median(repeats: usize, per: usize, mut f: impl FnMut()) -> Duration {
     times[repeats / 2]
 }
 
-fn mlp_component() -> PathBuf {
+fn component(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plan-components");
     std::fs::create_dir_all(target.join("out")).unwrap();
-    build_plan(
-        &root.join("plans/mlp"),
-        Some(&target.join("out/mlp.wasm")),
-        Some(&target),
-    )
-    .expect("building plans/mlp")
-    .path
+    let out = target.join(format!("out/{name}.wasm"));
+    build_plan(&root.join("plans").join(name), Some(&out), Some(&target))
+        .unwrap_or_else(|e| panic!("building plans/{name}: {e}"))
+        .path
+}
+
+/// A whole training task with no limit, with epoch interruption, and in a worker.
+fn time_limit_cost() {
+    let cache = tempfile::tempdir().unwrap();
+    let sandbox = SandboxConfig {
+        cache_dir: Some(cache.path().to_path_buf()),
+        ..SandboxConfig::default()
+    };
+    let task = TrainingTask {
+        plan: component("logistic-regression"),
+        dataset: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv"),
+        target: Some("diagnosis".into()),
+        model_args: serde_json::json!({"n_features": 30, "n_classes": 2}),
+        training_args: TrainingArgs::from_json(r#"{"num_updates": 500}"#).unwrap(),
+        round: 0,
+        node_id: "bench".into(),
+        initial_parameters: None,
+        gradient_correction: None,
+        output_parameters: None,
+        sandbox: sandbox.clone(),
+    };
+    println!(
+        "\nTime limit cost: breast cancer, logistic regression, 500 updates (median of 9 tasks)"
+    );
+    println!(
+        "{:<34} {:>10} {:>13}",
+        "how the deadline is enforced", "task", "update loop"
+    );
+    for mode in [Interruption::External, Interruption::Epoch] {
+        let s = Sandbox::new(SandboxConfig {
+            interruption: mode,
+            ..sandbox.clone()
+        })
+        .unwrap();
+        let mut loop_ms = Vec::new();
+        let t = median(9, 1, || {
+            loop_ms.push(run_task(&s, &task, &mut |_| {}).unwrap().training_ms)
+        });
+        loop_ms.sort_by(f64::total_cmp);
+        let label = match mode {
+            Interruption::External => "not at all (in-process)",
+            Interruption::Epoch => "epoch interruption (in-process)",
+        };
+        println!(
+            "{:<34} {:>8.2}ms {:>11.2}ms",
+            label,
+            t.as_secs_f64() * 1e3,
+            loop_ms[4]
+        );
+    }
+    let exe = PathBuf::from(env!("CARGO_BIN_EXE_fedwasm"));
+    let mut loop_ms = Vec::new();
+    let t = median(9, 1, || {
+        let outcome = run_in_worker(&exe, &task, Duration::from_secs(60), &mut |_| {}).unwrap();
+        loop_ms.push(outcome.training_ms);
+    });
+    loop_ms.sort_by(f64::total_cmp);
+    println!(
+        "{:<34} {:>8.2}ms {:>11.2}ms",
+        "worker process + watchdog",
+        t.as_secs_f64() * 1e3,
+        loop_ms[4]
+    );
 }
 
 fn batch(rows: usize, features: usize, classes: usize) -> Batch {
