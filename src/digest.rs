@@ -21,7 +21,7 @@ impl Sha256Digest {
 
     /// Digest of everything `reader` yields, read in chunks.
     pub fn of_reader(mut reader: impl Read) -> std::io::Result<Self> {
-        let mut hasher = Sha256::new();
+        let mut hasher = Sha256Hasher::default();
         let mut buf = vec![0u8; 1 << 16];
         loop {
             let n = reader.read(&mut buf)?;
@@ -30,7 +30,7 @@ impl Sha256Digest {
             }
             hasher.update(&buf[..n]);
         }
-        Ok(Sha256Digest(hasher.finalize().into()))
+        Ok(hasher.finish())
     }
 
     /// Digest of a file's contents.
@@ -51,6 +51,22 @@ impl Sha256Digest {
     /// The first 12 hex digits, for tables and log lines.
     pub fn short(&self) -> String {
         self.to_hex()[..12].to_string()
+    }
+}
+
+/// A digest computed piece by piece, for streamed uploads and downloads.
+#[derive(Default, Clone)]
+pub struct Sha256Hasher(Sha256);
+
+impl Sha256Hasher {
+    /// Add the next bytes.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> Sha256Digest {
+        Sha256Digest(self.0.finalize().into())
     }
 }
 

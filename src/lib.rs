@@ -13,6 +13,7 @@
 //!   the worker process that runs it under a watchdog.
 //! - [`plan_build`]: builds a plan crate into a component for plan authors.
 //! - [`tensors`]: parameters in safetensors files.
+//! - [`repository`]: the content-addressed file repository (server and client).
 //! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
 //! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
@@ -20,6 +21,7 @@
 pub mod dataset;
 pub mod digest;
 pub mod plan_build;
+pub mod repository;
 pub mod sandbox;
 pub mod tensors;
 pub mod training;

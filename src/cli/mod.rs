@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod plan;
+mod repository;
 
 /// Federated learning with WebAssembly training plans.
 #[derive(Parser)]
@@ -19,6 +20,8 @@ enum Command {
     /// Build, inspect and dry-run training plans.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
+    /// Run the content-addressed file repository on its own.
+    Repository(repository::RepositoryArgs),
     /// Run one training task read from stdin (used by nodes; not for people).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -36,6 +39,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .init();
     match cli.command {
         Command::Plan(cmd) => plan::run(cmd),
+        Command::Repository(args) => repository::run(args),
         Command::Worker => {
             fedwasm::training::worker_main(std::io::stdin().lock(), std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)

@@ -10,5 +10,6 @@ mod components;
 mod hostile;
 mod parity;
 mod plan_build;
+mod repository;
 mod sdk;
 mod training;

@@ -1,0 +1,56 @@
+//! `fedwasm repository`: run the file repository on its own.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use fedwasm::repository::{RepositoryConfig, serve};
+
+/// Options of `fedwasm repository`.
+#[derive(Args)]
+pub struct RepositoryArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8844")]
+    bind: String,
+    /// Folder that holds the blobs.
+    #[arg(long, default_value = "fedwasm-repository")]
+    dir: PathBuf,
+    /// Bearer token clients must send (default: the FEDWASM_REPOSITORY_TOKEN variable, else none).
+    #[arg(long, env = "FEDWASM_REPOSITORY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Largest blob accepted, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    max_blob_mib: u64,
+}
+
+/// Serve until Ctrl-C.
+pub fn run(args: RepositoryArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.bind)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {}; pick another --bind address",
+                    args.bind
+                )
+            })?;
+        let config = RepositoryConfig {
+            token: args.token,
+            max_blob_bytes: args.max_blob_mib.saturating_mul(1 << 20),
+            ..RepositoryConfig::new(&args.dir)
+        };
+        println!(
+            "repository serving {} on http://{}",
+            args.dir.display(),
+            listener.local_addr()?
+        );
+        serve(listener, config, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+        Ok(ExitCode::SUCCESS)
+    })
+}

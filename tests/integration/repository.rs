@@ -1,0 +1,211 @@
+//! The file repository served in-process on loopback, driven by its client.
+
+use std::path::Path;
+
+use fedwasm::digest::Sha256Digest;
+use fedwasm::repository::{RepositoryClient, RepositoryConfig, RepositoryError, serve};
+use fedwasm::wire::BlobRef;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+/// A running server: its base URL, its folder, and the trigger that stops it.
+struct Server {
+    url: String,
+    dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), RepositoryError>>,
+}
+
+async fn start(token: Option<&str>, max_blob_bytes: u64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let config = RepositoryConfig {
+        token: token.map(str::to_string),
+        max_blob_bytes,
+        ..RepositoryConfig::new(dir.path())
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(serve(listener, config, async {
+        let _ = stopped.await;
+    }));
+    Server {
+        url,
+        dir,
+        stop: Some(stop),
+        task,
+    }
+}
+
+impl Server {
+    async fn shutdown(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.await.unwrap().unwrap();
+    }
+
+    fn stored(&self, digest: &Sha256Digest) -> std::path::PathBuf {
+        self.dir.path().join("blobs").join(digest.to_hex())
+    }
+}
+
+fn bytes(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+#[tokio::test]
+async fn upload_then_download_verifies_and_is_content_addressed() {
+    let server = start(None, 1 << 30).await;
+    let client = RepositoryClient::new(&server.url, None);
+    let data = bytes(3 << 20);
+    let blob = client.upload_bytes(data.clone()).await.unwrap();
+    assert_eq!(blob.sha256, Sha256Digest::of(&data));
+    assert_eq!(blob.url, format!("{}/blobs/{}", server.url, blob.sha256));
+    // Uploading the same bytes again is harmless.
+    assert_eq!(client.upload_bytes(data.clone()).await.unwrap(), blob);
+
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("copy");
+    assert_eq!(
+        client.download(&blob, &dest, u64::MAX).await.unwrap(),
+        data.len() as u64
+    );
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+
+    let file = out.path().join("source.bin");
+    std::fs::write(&file, bytes(1000)).unwrap();
+    let from_file = client.upload_file(&file).await.unwrap();
+    assert_eq!(from_file.sha256, Sha256Digest::of_file(&file).unwrap());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_tampered_blob_is_detected_and_not_kept() {
+    let server = start(None, 1 << 30).await;
+    let client = RepositoryClient::new(&server.url, None);
+    let blob = client.upload_bytes(bytes(5000)).await.unwrap();
+    std::fs::write(server.stored(&blob.sha256), b"tampered parameters").unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("params.safetensors");
+    let err = client.download(&blob, &dest, u64::MAX).await.unwrap_err();
+    assert!(
+        matches!(err, RepositoryError::HashMismatch { expected, .. } if expected == blob.sha256),
+        "{err}"
+    );
+    assert!(!dest.exists());
+    assert!(!Path::new(&format!("{}.partial", dest.display())).exists());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_upload_under_the_wrong_digest_is_refused() {
+    let server = start(None, 1 << 30).await;
+    let wrong = Sha256Digest::of(b"something else");
+    let response = reqwest::Client::new()
+        .put(format!("{}/blobs/{wrong}", server.url))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("the URL says"));
+    assert!(!server.stored(&wrong).exists());
+    let bad = reqwest::Client::new()
+        .get(format!("{}/blobs/../../etc/passwd", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert!(bad.status().is_client_error());
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_partial_download_resumes_with_a_range_request() {
+    let server = start(None, 1 << 30).await;
+    let client = RepositoryClient::new(&server.url, None);
+    let data = bytes(200_000);
+    let blob = client.upload_bytes(data.clone()).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let dest = out.path().join("blob");
+    // An earlier download stopped after 70 000 bytes.
+    std::fs::write(format!("{}.partial", dest.display()), &data[..70_000]).unwrap();
+    client.download(&blob, &dest, u64::MAX).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    // Proof that only the rest was fetched: a corrupted prefix stays corrupted
+    // and the digest check catches it (a restart from zero would not).
+    let mut corrupted = data[..70_000].to_vec();
+    corrupted[0] ^= 0xff;
+    std::fs::write(format!("{}.partial", dest.display()), &corrupted).unwrap();
+    let err = client
+        .download(&blob, &out.path().join("blob"), u64::MAX)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepositoryError::HashMismatch { .. }), "{err}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn token_and_size_limits_are_enforced() {
+    let server = start(Some("s3cret"), 10_000).await;
+    let anonymous = RepositoryClient::new(&server.url, None);
+    let err = anonymous.upload_bytes(bytes(10)).await.unwrap_err();
+    assert!(matches!(err, RepositoryError::Unauthorized { .. }), "{err}");
+    let wrong = RepositoryClient::new(&server.url, Some("guess".into()));
+    assert!(matches!(
+        wrong.upload_bytes(bytes(10)).await.unwrap_err(),
+        RepositoryError::Unauthorized { .. }
+    ));
+
+    let client = RepositoryClient::new(&server.url, Some("s3cret".into()));
+    let err = client.upload_bytes(bytes(20_000)).await.unwrap_err();
+    assert!(
+        matches!(err, RepositoryError::Http { status: 413, .. }),
+        "{err}"
+    );
+    let small = client.upload_bytes(bytes(5_000)).await.unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let err = client
+        .download(&small, &out.path().join("x"), 1_000)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RepositoryError::TooLarge { limit: 1_000 }),
+        "{err}"
+    );
+    let missing = BlobRef {
+        url: client.url_for(&Sha256Digest::of(b"nope")),
+        sha256: Sha256Digest::of(b"nope"),
+    };
+    let err = client
+        .download(&missing, &out.path().join("y"), u64::MAX)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RepositoryError::NotFound { .. }), "{err}");
+    server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_repository_command_serves_blobs() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::support::fedwasm_bin())
+        .args(["repository", "--bind", "127.0.0.1:0", "--token", "t0k"])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let client = RepositoryClient::new(&url, Some("t0k".into()));
+    let blob = client.upload_bytes(bytes(1234)).await.unwrap();
+    let dest = dir.path().join("back");
+    client.download(&blob, &dest, u64::MAX).await.unwrap();
+    assert_eq!(std::fs::read(&dest).unwrap(), bytes(1234));
+    assert!(dir.path().join("blobs").join(blob.sha256.to_hex()).exists());
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
