@@ -13,6 +13,7 @@
 //!   the worker process that runs it under a watchdog.
 //! - [`plan_build`]: builds a plan crate into a component for plan authors.
 //! - [`tensors`]: parameters in safetensors files.
+//! - [`node`]: the node's persistent state (datasets, plan approvals).
 //! - [`repository`]: the content-addressed file repository (server and client).
 //! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
@@ -20,6 +21,7 @@
 
 pub mod dataset;
 pub mod digest;
+pub mod node;
 pub mod plan_build;
 pub mod repository;
 pub mod sandbox;

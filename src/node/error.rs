@@ -1,0 +1,35 @@
+//! Errors of the node's state.
+
+use crate::dataset::DatasetError;
+
+/// Why a node operation failed; each message says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The SQLite database failed.
+    #[error("node database: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The dataset file is unusable.
+    #[error(transparent)]
+    Dataset(#[from] DatasetError),
+    /// A new dataset's tags would make searches ambiguous.
+    #[error(
+        "tags {new:?} conflict with dataset `{existing}` tagged {existing_tags:?}: one tag set contains the other, so a search could match both; choose tags that tell them apart"
+    )]
+    TagConflict {
+        /// The new dataset's tags.
+        new: Vec<String>,
+        /// The conflicting dataset's id.
+        existing: String,
+        /// Its tags.
+        existing_tags: Vec<String>,
+    },
+    /// A dataset needs at least one tag.
+    #[error("a dataset needs at least one non-empty tag")]
+    NoTags,
+    /// No dataset with this id.
+    #[error("no dataset `{0}` on this node; `fedwasm node dataset list` shows the ids")]
+    UnknownDataset(String),
+    /// A stored value could not be read back.
+    #[error("node database holds an unreadable value: {0}")]
+    Corrupt(String),
+}

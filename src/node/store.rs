@@ -1,0 +1,436 @@
+//! [`NodeStore`]: the node's datasets and plan approvals in SQLite.
+//!
+//! Everything a node must remember across restarts lives here, written in
+//! transactions, so a node killed mid-training comes back with its datasets
+//! and approvals intact.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::NodeError;
+use crate::dataset::{ColumnKind, Table};
+use crate::digest::Sha256Digest;
+use crate::wire::{DatasetSummary, PlanStatus};
+
+/// A dataset to register.
+#[derive(Debug, Clone)]
+pub struct NewDataset {
+    /// Short name.
+    pub name: String,
+    /// Tags a search matches (all of a search's tags must be present).
+    pub tags: Vec<String>,
+    /// Free text.
+    pub description: String,
+    /// The CSV file.
+    pub path: PathBuf,
+    /// The target column, checked against the file.
+    pub target: Option<String>,
+}
+
+/// A registered dataset, path included (it never leaves the node).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetRecord {
+    /// What researchers see.
+    pub summary: DatasetSummary,
+    /// Where the file is.
+    pub path: PathBuf,
+}
+
+/// A plan the node has seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanRecord {
+    /// Its SHA-256.
+    pub sha256: Sha256Digest,
+    /// Approved, rejected or pending.
+    pub status: PlanStatus,
+    /// Name from `describe()`, when known.
+    pub name: Option<String>,
+}
+
+/// The node's database.
+pub struct NodeStore {
+    db: Connection,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS datasets (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    description TEXT NOT NULL,
+    data_type TEXT NOT NULL,
+    path TEXT NOT NULL,
+    target TEXT,
+    shape TEXT NOT NULL,
+    columns TEXT NOT NULL,
+    dtypes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plans (
+    sha256 TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    name TEXT
+);
+";
+
+fn status_text(status: PlanStatus) -> &'static str {
+    match status {
+        PlanStatus::Approved => "approved",
+        PlanStatus::Rejected => "rejected",
+        PlanStatus::Pending => "pending",
+        PlanStatus::Unknown => "unknown",
+    }
+}
+
+fn json<T: serde::de::DeserializeOwned>(text: String) -> Result<T, NodeError> {
+    serde_json::from_str(&text).map_err(|e| NodeError::Corrupt(e.to_string()))
+}
+
+impl NodeStore {
+    /// Open (or create) the database at `path`.
+    pub fn open(path: &Path) -> Result<Self, NodeError> {
+        let db = Connection::open(path)?;
+        db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+        db.execute_batch(SCHEMA)?;
+        Ok(NodeStore { db })
+    }
+
+    /// Register a CSV dataset after checking the file, the target and the tags.
+    pub fn add_dataset(&mut self, new: NewDataset) -> Result<DatasetRecord, NodeError> {
+        let mut tags: Vec<String> = new
+            .tags
+            .iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        if tags.is_empty() {
+            return Err(NodeError::NoTags);
+        }
+        for existing in self.datasets()? {
+            let other = &existing.summary.tags;
+            let subset = tags.iter().all(|t| other.contains(t));
+            let superset = other.iter().all(|t| tags.contains(t));
+            if subset || superset {
+                return Err(NodeError::TagConflict {
+                    new: tags,
+                    existing: existing.summary.dataset_id,
+                    existing_tags: other.clone(),
+                });
+            }
+        }
+        let table = Table::from_csv(&new.path)?;
+        if let Some(target) = &new.target {
+            table.column(target)?;
+        }
+        let path = std::fs::canonicalize(&new.path).unwrap_or(new.path.clone());
+        let id = format!(
+            "dataset-{}",
+            &Sha256Digest::of(format!("{}\0{}", path.display(), tags.join("\0")).as_bytes())
+                .short()
+        );
+        let summary = DatasetSummary {
+            dataset_id: id,
+            name: new.name,
+            tags,
+            description: new.description,
+            data_type: "csv".into(),
+            shape: vec![table.rows() as u64, table.width() as u64],
+            columns: table.names().to_vec(),
+            dtypes: table
+                .kinds()
+                .iter()
+                .map(|k| match k {
+                    ColumnKind::Integer => "integer".to_string(),
+                    ColumnKind::Float => "float".to_string(),
+                })
+                .collect(),
+            target: new.target,
+        };
+        let s = &summary;
+        self.db.execute(
+            "INSERT INTO datasets (id, name, tags, description, data_type, path, target, shape, columns, dtypes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![
+                s.dataset_id,
+                s.name,
+                serde_json::to_string(&s.tags).expect("strings serialise"),
+                s.description,
+                s.data_type,
+                path.to_string_lossy(),
+                s.target,
+                serde_json::to_string(&s.shape).expect("numbers serialise"),
+                serde_json::to_string(&s.columns).expect("strings serialise"),
+                serde_json::to_string(&s.dtypes).expect("strings serialise"),
+            ],
+        )?;
+        Ok(DatasetRecord { summary, path })
+    }
+
+    /// Every dataset, in id order.
+    pub fn datasets(&self) -> Result<Vec<DatasetRecord>, NodeError> {
+        let mut stmt = self.db.prepare(
+            "SELECT id, name, tags, description, data_type, path, target, shape, columns, dtypes FROM datasets ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, String>(7)?,
+                r.get::<_, String>(8)?,
+                r.get::<_, String>(9)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (
+                dataset_id,
+                name,
+                tags,
+                description,
+                data_type,
+                path,
+                target,
+                shape,
+                columns,
+                dtypes,
+            ) = row?;
+            out.push(DatasetRecord {
+                summary: DatasetSummary {
+                    dataset_id,
+                    name,
+                    tags: json(tags)?,
+                    description,
+                    data_type,
+                    shape: json(shape)?,
+                    columns: json(columns)?,
+                    dtypes: json(dtypes)?,
+                    target,
+                },
+                path: PathBuf::from(path),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Datasets carrying every one of `tags`.
+    pub fn search(&self, tags: &[String]) -> Result<Vec<DatasetRecord>, NodeError> {
+        Ok(self
+            .datasets()?
+            .into_iter()
+            .filter(|d| tags.iter().all(|t| d.summary.tags.contains(t)))
+            .collect())
+    }
+
+    /// The dataset with `id`.
+    pub fn dataset(&self, id: &str) -> Result<DatasetRecord, NodeError> {
+        self.datasets()?
+            .into_iter()
+            .find(|d| d.summary.dataset_id == id)
+            .ok_or_else(|| NodeError::UnknownDataset(id.to_string()))
+    }
+
+    /// Forget the dataset with `id` (the file is left alone).
+    pub fn remove_dataset(&mut self, id: &str) -> Result<(), NodeError> {
+        match self
+            .db
+            .execute("DELETE FROM datasets WHERE id = ?1", [id])?
+        {
+            0 => Err(NodeError::UnknownDataset(id.to_string())),
+            _ => Ok(()),
+        }
+    }
+
+    /// Set a plan's status (approve, reject), creating its record if needed.
+    pub fn set_plan_status(
+        &mut self,
+        sha256: &Sha256Digest,
+        status: PlanStatus,
+        name: Option<&str>,
+    ) -> Result<(), NodeError> {
+        self.db.execute(
+            "INSERT INTO plans (sha256, status, name) VALUES (?1, ?2, ?3)
+             ON CONFLICT(sha256) DO UPDATE SET status = excluded.status, name = COALESCE(excluded.name, plans.name)",
+            params![sha256.to_hex(), status_text(status), name],
+        )?;
+        Ok(())
+    }
+
+    /// Record a requested plan as pending unless the operator already decided.
+    pub fn note_requested_plan(
+        &mut self,
+        sha256: &Sha256Digest,
+        name: Option<&str>,
+    ) -> Result<PlanStatus, NodeError> {
+        self.db.execute(
+            "INSERT INTO plans (sha256, status, name) VALUES (?1, 'pending', ?2) ON CONFLICT(sha256) DO NOTHING",
+            params![sha256.to_hex(), name],
+        )?;
+        self.plan_status(sha256)
+    }
+
+    /// A plan's status; [`PlanStatus::Unknown`] when never seen.
+    pub fn plan_status(&self, sha256: &Sha256Digest) -> Result<PlanStatus, NodeError> {
+        let status: Option<String> = self
+            .db
+            .query_row(
+                "SELECT status FROM plans WHERE sha256 = ?1",
+                [sha256.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(match status.as_deref() {
+            None => PlanStatus::Unknown,
+            Some("approved") => PlanStatus::Approved,
+            Some("rejected") => PlanStatus::Rejected,
+            Some("pending") => PlanStatus::Pending,
+            Some(other) => return Err(NodeError::Corrupt(format!("plan status `{other}`"))),
+        })
+    }
+
+    /// Every plan seen, by hash.
+    pub fn plans(&self) -> Result<Vec<PlanRecord>, NodeError> {
+        let mut stmt = self
+            .db
+            .prepare("SELECT sha256, name FROM plans ORDER BY sha256")?;
+        let rows: Vec<(String, Option<String>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter()
+            .map(|(hex, name)| {
+                let sha256: Sha256Digest = hex
+                    .parse()
+                    .map_err(|e: crate::digest::BadDigest| NodeError::Corrupt(e.to_string()))?;
+                Ok(PlanRecord {
+                    sha256,
+                    status: self.plan_status(&sha256)?,
+                    name,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn csv(dir: &Path, name: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, "a,b,label\n1,2.5,0\n3,4,1\n").unwrap();
+        path
+    }
+
+    fn new(dir: &Path, tags: &[&str]) -> NewDataset {
+        NewDataset {
+            name: "d".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            description: String::new(),
+            path: csv(dir, &format!("{}.csv", tags.join("_"))),
+            target: Some("label".into()),
+        }
+    }
+
+    #[test]
+    fn datasets_survive_reopening_and_search_needs_every_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let id = {
+            let mut store = NodeStore::open(&db).unwrap();
+            let rec = store
+                .add_dataset(new(dir.path(), &["#cancer", "#site-a"]))
+                .unwrap();
+            assert_eq!(rec.summary.shape, vec![2, 3]);
+            assert_eq!(rec.summary.dtypes, vec!["integer", "float", "integer"]);
+            store.add_dataset(new(dir.path(), &["#digits"])).unwrap();
+            rec.summary.dataset_id
+        };
+        let store = NodeStore::open(&db).unwrap();
+        assert_eq!(store.datasets().unwrap().len(), 2);
+        let found = store.search(&["#cancer".into(), "#site-a".into()]).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].summary.dataset_id, id);
+        assert!(
+            store
+                .search(&["#cancer".into(), "#other".into()])
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn conflicting_tags_bad_targets_and_unknown_ids_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = NodeStore::open(&dir.path().join("node.db")).unwrap();
+        store.add_dataset(new(dir.path(), &["#a", "#b"])).unwrap();
+        for tags in [&["#a"][..], &["#a", "#b", "#c"], &["#b", "#a"]] {
+            let err = store.add_dataset(new(dir.path(), tags)).unwrap_err();
+            assert!(
+                matches!(err, NodeError::TagConflict { .. }),
+                "{tags:?}: {err}"
+            );
+        }
+        store.add_dataset(new(dir.path(), &["#a", "#c"])).unwrap();
+        let mut bad_target = new(dir.path(), &["#z"]);
+        bad_target.target = Some("outcome".into());
+        let err = store.add_dataset(bad_target).unwrap_err().to_string();
+        assert!(err.contains("no column `outcome`"), "{err}");
+        let mut missing = new(dir.path(), &["#y"]);
+        missing.path = dir.path().join("absent.csv");
+        assert!(
+            store
+                .add_dataset(missing)
+                .unwrap_err()
+                .to_string()
+                .contains("cannot read dataset")
+        );
+        assert!(matches!(
+            store.add_dataset(new(dir.path(), &[" "])).unwrap_err(),
+            NodeError::NoTags
+        ));
+        assert!(matches!(
+            store.remove_dataset("dataset-x").unwrap_err(),
+            NodeError::UnknownDataset(_)
+        ));
+    }
+
+    #[test]
+    fn plan_approvals_persist_and_requests_do_not_override_decisions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let (a, b) = (Sha256Digest::of(b"plan a"), Sha256Digest::of(b"plan b"));
+        {
+            let mut store = NodeStore::open(&db).unwrap();
+            assert_eq!(store.plan_status(&a).unwrap(), PlanStatus::Unknown);
+            assert_eq!(
+                store.note_requested_plan(&a, Some("mlp")).unwrap(),
+                PlanStatus::Pending
+            );
+            store
+                .set_plan_status(&a, PlanStatus::Approved, None)
+                .unwrap();
+            store
+                .set_plan_status(&b, PlanStatus::Rejected, None)
+                .unwrap();
+            assert_eq!(
+                store.note_requested_plan(&b, None).unwrap(),
+                PlanStatus::Rejected
+            );
+        }
+        let store = NodeStore::open(&db).unwrap();
+        assert_eq!(store.plan_status(&a).unwrap(), PlanStatus::Approved);
+        let plans = store.plans().unwrap();
+        assert_eq!(plans.len(), 2);
+        assert!(
+            plans
+                .iter()
+                .any(|p| p.sha256 == a && p.name.as_deref() == Some("mlp"))
+        );
+    }
+}
