@@ -29,6 +29,9 @@ pub enum NodeError {
     /// No dataset with this id.
     #[error("no dataset `{0}` on this node; `fedwasm node dataset list` shows the ids")]
     UnknownDataset(String),
+    /// node.toml is missing, unreadable or invalid.
+    #[error("node configuration: {0}")]
+    Config(String),
     /// A stored value could not be read back.
     #[error("node database holds an unreadable value: {0}")]
     Corrupt(String),

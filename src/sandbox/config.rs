@@ -19,7 +19,7 @@ pub enum Interruption {
 }
 
 /// Limits and caching of the plan sandbox; every field has a sane default.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SandboxConfig {
     /// Cap on a plan's linear memory, in MiB.

@@ -1,0 +1,148 @@
+//! `node.toml`: who the node is and where it connects.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::NodeError;
+use crate::digest::Sha256Digest;
+use crate::sandbox::SandboxConfig;
+use crate::wire::topics::valid_id;
+
+/// A node's configuration, kept in `<dir>/node.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Unique id on the broker; part of topic names.
+    pub id: String,
+    /// Human-readable name.
+    pub name: String,
+    /// MQTT broker URL.
+    pub broker: String,
+    /// File repository URL.
+    pub repository: String,
+    /// Train only plans whose SHA-256 the operator approved.
+    #[serde(default = "default_true")]
+    pub require_approval: bool,
+    /// Limits of the plan sandbox.
+    #[serde(default)]
+    pub sandbox: SandboxConfig,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl NodeConfig {
+    /// Path of the configuration file in a node folder.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("node.toml")
+    }
+
+    /// Path of the node's database in a node folder.
+    pub fn store_path(dir: &Path) -> PathBuf {
+        dir.join("node.db")
+    }
+
+    /// Create `<dir>/node.toml`; refuses to overwrite an existing node.
+    pub fn init(
+        dir: &Path,
+        id: Option<String>,
+        name: Option<String>,
+        broker: String,
+        repository: String,
+    ) -> Result<Self, NodeError> {
+        let path = Self::path(dir);
+        if path.exists() {
+            return Err(NodeError::Config(format!(
+                "{} already exists: this folder is a node already",
+                path.display()
+            )));
+        }
+        let id = match id {
+            Some(id) => id,
+            None => {
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                format!(
+                    "node-{}",
+                    &Sha256Digest::of(format!("{}{nanos}", dir.display()).as_bytes()).to_hex()[..8]
+                )
+            }
+        };
+        if !valid_id(&id) {
+            return Err(NodeError::Config(format!(
+                "node id `{id}` must be 1–64 characters of letters, digits, `-`, `_` or `.`"
+            )));
+        }
+        let config = NodeConfig {
+            name: name.unwrap_or_else(|| id.clone()),
+            id,
+            broker,
+            repository,
+            require_approval: true,
+            sandbox: SandboxConfig {
+                cache_dir: Some(dir.join("cache")),
+                ..SandboxConfig::default()
+            },
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|e| NodeError::Config(format!("cannot create {}: {e}", dir.display())))?;
+        let text = toml::to_string(&config).map_err(|e| NodeError::Config(e.to_string()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", path.display())))?;
+        Ok(config)
+    }
+
+    /// Read `<dir>/node.toml`.
+    pub fn load(dir: &Path) -> Result<Self, NodeError> {
+        let path = Self::path(dir);
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            NodeError::Config(format!(
+                "cannot read {}: {e}; create the node with `fedwasm node init --dir {}`",
+                path.display(),
+                dir.display()
+            ))
+        })?;
+        toml::from_str(&text).map_err(|e| NodeError::Config(format!("{}: {e}", path.display())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn init_writes_a_config_that_loads_and_refuses_a_second_init() {
+        let dir = tempfile::tempdir().unwrap();
+        let made = NodeConfig::init(
+            dir.path(),
+            Some("hospital-a".into()),
+            None,
+            "mqtt://b:1883".into(),
+            "http://r".into(),
+        )
+        .unwrap();
+        assert_eq!(NodeConfig::load(dir.path()).unwrap(), made);
+        assert!(made.require_approval);
+        let again =
+            NodeConfig::init(dir.path(), None, None, String::new(), String::new()).unwrap_err();
+        assert!(again.to_string().contains("already exists"), "{again}");
+        let other = tempfile::tempdir().unwrap();
+        let bad = NodeConfig::init(
+            other.path(),
+            Some("a/b".into()),
+            None,
+            String::new(),
+            String::new(),
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("must be 1–64 characters"), "{bad}");
+        let missing = NodeConfig::load(other.path()).unwrap_err();
+        assert!(
+            missing.to_string().contains("fedwasm node init"),
+            "{missing}"
+        );
+    }
+}
