@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod node;
 mod plan;
 mod repository;
 
@@ -17,6 +18,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Set up a node: its folder, datasets and plan approvals.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Build, inspect and dry-run training plans.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
@@ -38,6 +42,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         .with_writer(std::io::stderr)
         .init();
     match cli.command {
+        Command::Node(cmd) => node::run(cmd),
         Command::Plan(cmd) => plan::run(cmd),
         Command::Repository(args) => repository::run(args),
         Command::Worker => {

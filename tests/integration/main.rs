@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod components;
 mod hostile;
+mod node_cli;
 mod parity;
 mod plan_build;
 mod repository;

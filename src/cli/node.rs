@@ -1,0 +1,225 @@
+//! `fedwasm node init | dataset | plan`: the node operator's commands.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Subcommand;
+
+use fedwasm::digest::Sha256Digest;
+use fedwasm::node::{NewDataset, NodeConfig, NodeStore};
+use fedwasm::sandbox::random::StreamSeed;
+use fedwasm::sandbox::{Sandbox, SandboxConfig};
+use fedwasm::wire::PlanStatus;
+
+/// Node operator commands.
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// Create a node folder with its node.toml.
+    Init {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Unique id on the broker (default: generated).
+        #[arg(long)]
+        id: Option<String>,
+        /// Human-readable name (default: the id).
+        #[arg(long)]
+        name: Option<String>,
+        /// MQTT broker URL.
+        #[arg(long, default_value = "mqtt://127.0.0.1:1883")]
+        broker: String,
+        /// File repository URL.
+        #[arg(long, default_value = "http://127.0.0.1:8844")]
+        repository: String,
+    },
+    /// Register, list and remove datasets.
+    #[command(subcommand)]
+    Dataset(DatasetCommand),
+    /// List, approve and reject training plans by SHA-256.
+    #[command(subcommand)]
+    Plan(PlanCommand),
+}
+
+/// Dataset commands.
+#[derive(Subcommand)]
+pub enum DatasetCommand {
+    /// Register a CSV file under tags.
+    Add {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The CSV file (header line, numeric cells).
+        #[arg(long)]
+        path: PathBuf,
+        /// Tags, comma-separated; a search matches datasets carrying all its tags.
+        #[arg(long, value_delimiter = ',', required = true)]
+        tags: Vec<String>,
+        /// Short name.
+        #[arg(long)]
+        name: String,
+        /// Free text.
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The target column.
+        #[arg(long)]
+        target: Option<String>,
+    },
+    /// List registered datasets.
+    List {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Forget a dataset (the file stays).
+    Remove {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The dataset id.
+        id: String,
+    },
+}
+
+/// Plan approval commands.
+#[derive(Subcommand)]
+pub enum PlanCommand {
+    /// List the plans this node has seen.
+    List {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Approve a plan: a component file or its SHA-256.
+    Approve {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Component file or SHA-256.
+        plan: String,
+    },
+    /// Reject a plan: a component file or its SHA-256.
+    Reject {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Component file or SHA-256.
+        plan: String,
+    },
+}
+
+fn open(dir: &Path) -> anyhow::Result<(NodeConfig, NodeStore)> {
+    let config = NodeConfig::load(dir)?;
+    let store = NodeStore::open(&NodeConfig::store_path(dir))?;
+    Ok((config, store))
+}
+
+/// The digest and (for a file that is a valid plan) the name of `plan`.
+fn identify(plan: &str) -> anyhow::Result<(Sha256Digest, Option<String>)> {
+    let path = Path::new(plan);
+    if path.is_file() {
+        let sandbox = Sandbox::new(SandboxConfig::default())?;
+        let loaded = sandbox
+            .load_file(path)
+            .with_context(|| format!("{plan} is not a usable plan"))?;
+        let name = sandbox
+            .instantiate(&loaded, &StreamSeed([0; 32]))?
+            .describe()?
+            .name;
+        return Ok((loaded.digest(), Some(name)));
+    }
+    let digest = plan
+        .parse()
+        .with_context(|| format!("`{plan}` is neither a component file nor a SHA-256"))?;
+    Ok((digest, None))
+}
+
+/// Run a node command.
+pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodeCommand::Init {
+            dir,
+            id,
+            name,
+            broker,
+            repository,
+        } => {
+            let config = NodeConfig::init(&dir, id, name, broker, repository)?;
+            NodeStore::open(&NodeConfig::store_path(&dir))?;
+            println!("node {} created in {}", config.id, dir.display());
+        }
+        NodeCommand::Dataset(DatasetCommand::Add {
+            dir,
+            path,
+            tags,
+            name,
+            description,
+            target,
+        }) => {
+            let (_, mut store) = open(&dir)?;
+            let rec = store.add_dataset(NewDataset {
+                name,
+                tags,
+                description,
+                path,
+                target,
+            })?;
+            println!(
+                "added {} ({} rows × {} columns)",
+                rec.summary.dataset_id, rec.summary.shape[0], rec.summary.shape[1]
+            );
+        }
+        NodeCommand::Dataset(DatasetCommand::List { dir }) => {
+            let (_, store) = open(&dir)?;
+            let datasets = store.datasets()?;
+            if datasets.is_empty() {
+                println!("no datasets; add one with `fedwasm node dataset add`");
+            }
+            for d in datasets {
+                let s = d.summary;
+                let target = s.target.unwrap_or_else(|| "-".into());
+                println!(
+                    "{}  {}  tags {}  shape {:?}  target {}  {}",
+                    s.dataset_id,
+                    s.name,
+                    s.tags.join(","),
+                    s.shape,
+                    target,
+                    d.path.display()
+                );
+            }
+        }
+        NodeCommand::Dataset(DatasetCommand::Remove { dir, id }) => {
+            let (_, mut store) = open(&dir)?;
+            store.remove_dataset(&id)?;
+            println!("removed {id}");
+        }
+        NodeCommand::Plan(PlanCommand::List { dir }) => {
+            let (config, store) = open(&dir)?;
+            println!("approval required: {}", config.require_approval);
+            for p in store.plans()? {
+                println!(
+                    "{}  {:?}  {}",
+                    p.sha256,
+                    p.status,
+                    p.name.unwrap_or_default()
+                );
+            }
+        }
+        NodeCommand::Plan(PlanCommand::Approve { dir, plan }) => {
+            decide(&dir, &plan, PlanStatus::Approved)?
+        }
+        NodeCommand::Plan(PlanCommand::Reject { dir, plan }) => {
+            decide(&dir, &plan, PlanStatus::Rejected)?
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decide(dir: &Path, plan: &str, status: PlanStatus) -> anyhow::Result<()> {
+    let (_, mut store) = open(dir)?;
+    let (digest, name) = identify(plan)?;
+    store.set_plan_status(&digest, status, name.as_deref())?;
+    println!("{digest}  {status:?}  {}", name.unwrap_or_default());
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! `fedwasm node init | dataset | plan` as an operator runs them.
+
+use std::path::Path;
+use std::process::Command;
+
+use fedwasm::digest::Sha256Digest;
+
+use crate::support::{data, example_plan, fedwasm_bin};
+
+fn node(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(fedwasm_bin());
+    cmd.arg("node");
+    for a in args {
+        cmd.arg(a.replace("{dir}", dir.to_str().unwrap()));
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn operator_registers_datasets_and_approves_plans_and_state_persists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hospital-a");
+    let (ok, out, err) = node(&dir, &["init", "--dir", "{dir}", "--id", "hospital-a"]);
+    assert!(ok && out.contains("node hospital-a created"), "{out}{err}");
+    let (ok, _, err) = node(&dir, &["init", "--dir", "{dir}"]);
+    assert!(!ok && err.contains("already exists"), "{err}");
+
+    let csv = data("breast_cancer.csv");
+    let csv = csv.to_str().unwrap();
+    let add = |tags: &str, target: &str| {
+        node(
+            &dir,
+            &[
+                "dataset", "add", "--dir", "{dir}", "--path", csv, "--tags", tags, "--name", "bc",
+                "--target", target,
+            ],
+        )
+    };
+    let (ok, out, err) = add("#breast-cancer,#site-a", "diagnosis");
+    assert!(ok && out.contains("569 rows × 31 columns"), "{out}{err}");
+    let (ok, _, err) = add("#breast-cancer", "diagnosis");
+    assert!(!ok && err.contains("conflict"), "{err}");
+    let (ok, _, err) = add("#other", "outcome");
+    assert!(!ok && err.contains("no column `outcome`"), "{err}");
+
+    let plan = example_plan("logistic-regression");
+    let digest = Sha256Digest::of_file(&plan).unwrap();
+    let (ok, out, err) = node(
+        &dir,
+        &["plan", "approve", "--dir", "{dir}", plan.to_str().unwrap()],
+    );
+    assert!(
+        ok && out.contains(&digest.to_hex()) && out.contains("logistic-regression"),
+        "{out}{err}"
+    );
+    let other = Sha256Digest::of(b"another plan").to_hex();
+    assert!(node(&dir, &["plan", "reject", "--dir", "{dir}", &other]).0);
+    let (ok, _, err) = node(&dir, &["plan", "approve", "--dir", "{dir}", "not-a-hash"]);
+    assert!(
+        !ok && err.contains("neither a component file nor a SHA-256"),
+        "{err}"
+    );
+
+    // Every command is a new process: what it lists was persisted.
+    let (ok, out, _) = node(&dir, &["dataset", "list", "--dir", "{dir}"]);
+    assert!(
+        ok && out.contains("#breast-cancer,#site-a") && out.contains("target diagnosis"),
+        "{out}"
+    );
+    let (ok, out, _) = node(&dir, &["plan", "list", "--dir", "{dir}"]);
+    assert!(ok && out.contains("approval required: true"), "{out}");
+    assert!(
+        out.contains(&format!("{digest}  Approved  logistic-regression")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("{other}  Rejected")), "{out}");
+    let (_, list, _) = node(&dir, &["dataset", "list", "--dir", "{dir}"]);
+    let dataset_id = list.split_whitespace().next().unwrap().to_string();
+    assert!(node(&dir, &["dataset", "remove", "--dir", "{dir}", &dataset_id]).0);
+    let (ok, _, err) = node(&dir, &["dataset", "remove", "--dir", "{dir}", &dataset_id]);
+    assert!(!ok && err.contains("no dataset"), "{err}");
+}
