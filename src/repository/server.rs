@@ -52,6 +52,15 @@ fn text(status: StatusCode, message: impl Into<String>) -> Response {
     (status, message.into()).into_response()
 }
 
+/// The answer to a blob URL that is not a digest (which also keeps paths
+/// like `../x` out of the blob folder).
+fn bad_digest() -> Response {
+    text(
+        StatusCode::BAD_REQUEST,
+        "blobs are addressed by 64 hexadecimal digits",
+    )
+}
+
 fn blob_path(config: &RepositoryConfig, digest: &Sha256Digest) -> PathBuf {
     config.dir.join("blobs").join(digest.to_hex())
 }
@@ -76,10 +85,7 @@ async fn get_blob(
     request: Request,
 ) -> Response {
     let Ok(digest) = digest.parse::<Sha256Digest>() else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "blobs are addressed by 64 hexadecimal digits",
-        );
+        return bad_digest();
     };
     let path = blob_path(&shared.config, &digest);
     if !path.exists() {
@@ -98,10 +104,7 @@ async fn put_blob(
     body: Body,
 ) -> Response {
     let Ok(expected) = digest.parse::<Sha256Digest>() else {
-        return text(
-            StatusCode::BAD_REQUEST,
-            "blobs are addressed by 64 hexadecimal digits",
-        );
+        return bad_digest();
     };
     let config = &shared.config;
     let tmp_dir = config.dir.join("tmp");

@@ -4,7 +4,6 @@
 use std::any::Any;
 use std::cell::RefCell;
 
-use crate::error::PlanResult;
 use crate::plan::TrainingPlan;
 use crate::trainer::Trainer;
 
@@ -24,13 +23,6 @@ pub fn with_trainer<P: TrainingPlan, R>(f: impl FnOnce(&mut Trainer<P>) -> R) ->
     })
 }
 
-/// Like [`with_trainer`] for fallible calls.
-pub fn try_with_trainer<P: TrainingPlan, R>(
-    f: impl FnOnce(&mut Trainer<P>) -> PlanResult<R>,
-) -> PlanResult<R> {
-    with_trainer::<P, _>(f)
-}
-
 /// Export a [`TrainingPlan`] type as the `fedwasm:plan/training-plan` world.
 ///
 /// Expands to nothing when compiled natively, so a plan crate can also be used
@@ -45,7 +37,7 @@ macro_rules! export_plan {
         #[cfg(target_arch = "wasm32")]
         const _: () = {
             use $crate::__bindings::exports::fedwasm::plan::plan::Guest;
-            use $crate::export::{try_with_trainer, with_trainer};
+            use $crate::export::with_trainer;
             use $crate::types::*;
 
             impl Guest for __FedwasmPlanExport {
@@ -53,28 +45,28 @@ macro_rules! export_plan {
                     $crate::Trainer::<$plan>::describe()
                 }
                 fn init_model(model_args: String) -> Result<(), PlanError> {
-                    try_with_trainer::<$plan, _>(|t| t.init_model(&model_args))
+                    with_trainer::<$plan, _>(|t| t.init_model(&model_args))
                 }
                 fn init_optimizer(optimizer_args: String) -> Result<(), PlanError> {
-                    try_with_trainer::<$plan, _>(|t| t.init_optimizer(&optimizer_args))
+                    with_trainer::<$plan, _>(|t| t.init_optimizer(&optimizer_args))
                 }
                 fn training_data(info: DatasetInfo) -> Result<DataSpec, PlanError> {
-                    try_with_trainer::<$plan, _>(|t| t.training_data(&info))
+                    with_trainer::<$plan, _>(|t| t.training_data(&info))
                 }
                 fn training_step(batch: Batch) -> Result<StepReport, PlanError> {
-                    try_with_trainer::<$plan, _>(|t| t.training_step(batch))
+                    with_trainer::<$plan, _>(|t| t.training_step(batch))
                 }
                 fn predict(features: Array) -> Result<Array, PlanError> {
-                    try_with_trainer::<$plan, _>(|t| t.predict(features))
+                    with_trainer::<$plan, _>(|t| t.predict(features))
                 }
                 fn get_parameters() -> Vec<Tensor> {
                     with_trainer::<$plan, _>(|t| t.get_parameters())
                 }
                 fn set_parameters(parameters: Vec<Tensor>) -> Result<(), PlanError> {
-                    try_with_trainer::<$plan, _>(|t| t.set_parameters(parameters))
+                    with_trainer::<$plan, _>(|t| t.set_parameters(parameters))
                 }
                 fn set_gradient_correction(correction: Vec<Tensor>) -> Result<(), PlanError> {
-                    try_with_trainer::<$plan, _>(|t| t.set_gradient_correction(correction))
+                    with_trainer::<$plan, _>(|t| t.set_gradient_correction(correction))
                 }
             }
 

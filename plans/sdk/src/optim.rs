@@ -159,20 +159,19 @@ fn ensure_buffers(buffers: &mut Vec<Vec<f32>>, params: &[(&mut [f32], &[f32])]) 
     }
 }
 
-/// The gradient of parameter `i` minus its correction, into `scratch`.
+/// The gradient of parameter `i` minus its correction (written into
+/// `scratch`), or the gradient itself when there is no correction.
 fn corrected<'a>(
-    grad: &[f32],
+    grad: &'a [f32],
     correction: Option<&[Vec<f32>]>,
     i: usize,
     scratch: &'a mut Vec<f32>,
 ) -> &'a [f32] {
+    let Some(c) = correction.and_then(|c| c.get(i)) else {
+        return grad;
+    };
     scratch.clear();
-    scratch.extend_from_slice(grad);
-    if let Some(c) = correction.and_then(|c| c.get(i)) {
-        for (g, c) in scratch.iter_mut().zip(c) {
-            *g -= *c;
-        }
-    }
+    scratch.extend(grad.iter().zip(c).map(|(g, c)| g - c));
     scratch
 }
 
