@@ -13,7 +13,10 @@
 //!   the worker process that runs it under a watchdog.
 //! - [`plan_build`]: builds a plan crate into a component for plan authors.
 //! - [`tensors`]: parameters in safetensors files.
-//! - [`node`]: the node's persistent state (datasets, plan approvals).
+//! - [`node`]: the node: its persistent state (datasets, plan approvals) and
+//!   the daemon that answers researchers and trains.
+//! - [`transport`]: MQTT (reconnecting client, embedded broker).
+//! - [`researcher`]: the researcher's side of the protocol.
 //! - [`repository`]: the content-addressed file repository (server and client).
 //! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
@@ -24,7 +27,9 @@ pub mod digest;
 pub mod node;
 pub mod plan_build;
 pub mod repository;
+pub mod researcher;
 pub mod sandbox;
 pub mod tensors;
 pub mod training;
+pub mod transport;
 pub mod wire;

@@ -4,9 +4,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod broker;
+mod network;
 mod node;
 mod plan;
 mod repository;
+mod signals;
 
 /// Federated learning with WebAssembly training plans.
 #[derive(Parser)]
@@ -18,9 +21,15 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Set up a node: its folder, datasets and plan approvals.
+    /// Set up and run a node: its folder, datasets, plan approvals, the daemon.
     #[command(subcommand)]
     Node(node::NodeCommand),
+    /// Ping the nodes and show which answer.
+    Ping(network::PingArgs),
+    /// List the nodes' datasets, or search them by tags.
+    Datasets(network::DatasetsArgs),
+    /// Run the embedded MQTT broker on its own.
+    Broker(broker::BrokerArgs),
     /// Build, inspect and dry-run training plans.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
@@ -34,10 +43,17 @@ enum Command {
 /// Parse the command line and run the command.
 pub fn run() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    // Long-running services report what they do; one-shot commands stay quiet.
+    let default_filter = match &cli.command {
+        Command::Node(node::NodeCommand::Start { .. }) | Command::Broker(_) => {
+            "warn,fedwasm=info,rumqttd=off"
+        }
+        _ => "warn,rumqttd=off",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -45,6 +61,9 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Node(cmd) => node::run(cmd),
         Command::Plan(cmd) => plan::run(cmd),
         Command::Repository(args) => repository::run(args),
+        Command::Ping(args) => network::ping(args),
+        Command::Datasets(args) => network::datasets(args),
+        Command::Broker(args) => broker::run(args),
         Command::Worker => {
             fedwasm::training::worker_main(std::io::stdin().lock(), std::io::stdout().lock())?;
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Subcommand;
 
 use fedwasm::digest::Sha256Digest;
-use fedwasm::node::{NewDataset, NodeConfig, NodeStore};
+use fedwasm::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::wire::PlanStatus;
@@ -33,6 +33,12 @@ pub enum NodeCommand {
         #[arg(long, default_value = "http://127.0.0.1:8844")]
         repository: String,
     },
+    /// Run the node: answer researchers and train approved plans until Ctrl-C or SIGTERM.
+    Start {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+    },
     /// Register, list and remove datasets.
     #[command(subcommand)]
     Dataset(DatasetCommand),
@@ -44,12 +50,12 @@ pub enum NodeCommand {
 /// Dataset commands.
 #[derive(Subcommand)]
 pub enum DatasetCommand {
-    /// Register a CSV file under tags.
+    /// Register a CSV or NumPy (.npy) file under tags.
     Add {
         /// The node folder.
         #[arg(long)]
         dir: PathBuf,
-        /// The CSV file (header line, numeric cells).
+        /// The CSV file (header line, numeric cells) or .npy array (columns x0, x1, …).
         #[arg(long)]
         path: PathBuf,
         /// Tags, comma-separated; a search matches datasets carrying all its tags.
@@ -147,6 +153,19 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             let config = NodeConfig::init(&dir, id, name, broker, repository)?;
             NodeStore::open(&NodeConfig::store_path(&dir))?;
             println!("node {} created in {}", config.id, dir.display());
+        }
+        NodeCommand::Start { dir } => {
+            let worker_exe = std::env::current_exe().context("locating the fedwasm executable")?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime
+                .block_on(fedwasm::node::run(
+                    NodeRuntime {
+                        dir: dir.clone(),
+                        worker_exe,
+                    },
+                    super::signals::shutdown_signal(),
+                ))
+                .with_context(|| format!("running the node in {}", dir.display()))?;
         }
         NodeCommand::Dataset(DatasetCommand::Add {
             dir,

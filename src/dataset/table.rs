@@ -63,6 +63,93 @@ impl Table {
         })
     }
 
+    /// Read a dataset file: `.npy` as a NumPy array, anything else as CSV.
+    pub fn open(path: &Path) -> Result<Self, DatasetError> {
+        if Self::is_npy(path) {
+            Self::from_npy(path)
+        } else {
+            Self::from_csv(path)
+        }
+    }
+
+    /// Whether `path` names a NumPy `.npy` file.
+    pub fn is_npy(path: &Path) -> bool {
+        path.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("npy"))
+    }
+
+    /// Read a `.npy` array of any numeric dtype: rows are the first axis,
+    /// every other axis is flattened into columns named `x0`, `x1`, …
+    /// (a 1-D array is one column `x0`).
+    pub fn from_npy(path: &Path) -> Result<Self, DatasetError> {
+        use ndarray::ArrayD;
+        use ndarray_npy::{ReadNpyError, ReadNpyExt};
+
+        let malformed = |reason: String| DatasetError::Malformed {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| DatasetError::Unreadable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        type Read = Result<Option<(Vec<usize>, Vec<f64>)>, ReadNpyError>;
+        /// The array if its dtype is `T`; `None` when the dtype is another.
+        fn attempt<T: ndarray_npy::ReadableElement + Copy>(
+            bytes: &[u8],
+            widen: fn(T) -> f64,
+        ) -> Read {
+            match ArrayD::<T>::read_npy(bytes) {
+                Ok(a) => Ok(Some((
+                    a.shape().to_vec(),
+                    a.iter().map(|&v| widen(v)).collect(),
+                ))),
+                Err(ReadNpyError::WrongDescriptor(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        }
+        let dtypes: [fn(&[u8]) -> Read; 9] = [
+            |b| attempt::<f64>(b, |v| v),
+            |b| attempt::<f32>(b, f64::from),
+            |b| attempt::<i64>(b, |v| v as f64),
+            |b| attempt::<i32>(b, f64::from),
+            |b| attempt::<i16>(b, f64::from),
+            |b| attempt::<i8>(b, f64::from),
+            |b| attempt::<u32>(b, f64::from),
+            |b| attempt::<u16>(b, f64::from),
+            |b| attempt::<u8>(b, f64::from),
+        ];
+        let mut found = None;
+        for read in dtypes {
+            found =
+                read(&bytes).map_err(|e| malformed(format!("not a readable .npy array: {e}")))?;
+            if found.is_some() {
+                break;
+            }
+        }
+        let (shape, values) = found.ok_or_else(|| {
+            malformed(
+                "unsupported dtype: use float64, float32 or an integer type, little-endian, C order"
+                    .into(),
+            )
+        })?;
+        let rows = *shape
+            .first()
+            .ok_or_else(|| malformed("a 0-dimensional array has no rows".into()))?;
+        if rows == 0 || values.is_empty() {
+            return Err(malformed("the array has no rows".into()));
+        }
+        let width = values.len() / rows;
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            return Err(malformed(format!(
+                "row {}, column `x{}` is not a finite number; fill or drop missing values",
+                i / width + 1,
+                i % width
+            )));
+        }
+        Table::new((0..width).map(|c| format!("x{c}")).collect(), values)
+    }
+
     /// Read a CSV file with a header line.
     pub fn from_csv(path: &Path) -> Result<Self, DatasetError> {
         let unreadable = |reason: String| DatasetError::Unreadable {
@@ -174,6 +261,40 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn npy_arrays_of_any_numeric_dtype_load_as_tables() {
+        use ndarray_npy::WriteNpyExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f32s = dir.path().join("x.npy");
+        let array = ndarray::arr2(&[[1.5f32, 2.0, 0.0], [3.0, 4.25, 1.0]]);
+        array
+            .write_npy(std::fs::File::create(&f32s).unwrap())
+            .unwrap();
+        let t = Table::open(&f32s).unwrap();
+        assert_eq!(t.names(), ["x0", "x1", "x2"]);
+        assert_eq!((t.rows(), t.get(1, 1)), (2, 4.25));
+        assert_eq!(t.kinds()[2], ColumnKind::Integer);
+
+        let ints = dir.path().join("labels.NPY");
+        ndarray::arr1(&[0i64, 1, 1])
+            .write_npy(std::fs::File::create(&ints).unwrap())
+            .unwrap();
+        let t = Table::open(&ints).unwrap();
+        assert_eq!((t.rows(), t.width(), t.get(2, 0)), (3, 1, 1.0));
+
+        let nan = dir.path().join("nan.npy");
+        ndarray::arr2(&[[1.0f64, f64::NAN]])
+            .write_npy(std::fs::File::create(&nan).unwrap())
+            .unwrap();
+        let err = Table::open(&nan).unwrap_err().to_string();
+        assert!(err.contains("row 1, column `x1`"), "{err}");
+
+        let junk = dir.path().join("junk.npy");
+        std::fs::write(&junk, b"not numpy").unwrap();
+        let err = Table::open(&junk).unwrap_err().to_string();
+        assert!(err.contains("not a readable .npy array"), "{err}");
+    }
 
     fn write(text: &str) -> tempfile::NamedTempFile {
         let f = tempfile::NamedTempFile::new().unwrap();

@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::NodeError;
 use crate::digest::Sha256Digest;
+use crate::repository::RepositoryLink;
 use crate::sandbox::SandboxConfig;
+use crate::transport::BrokerConfig;
 use crate::wire::topics::valid_id;
 
 /// A node's configuration, kept in `<dir>/node.toml`.
@@ -17,13 +19,20 @@ pub struct NodeConfig {
     pub id: String,
     /// Human-readable name.
     pub name: String,
-    /// MQTT broker URL.
-    pub broker: String,
-    /// File repository URL.
-    pub repository: String,
     /// Train only plans whose SHA-256 the operator approved.
     #[serde(default = "default_true")]
     pub require_approval: bool,
+    /// Wall-clock limit of one training task, in seconds; the worker process is
+    /// killed past it and the researcher gets a `deadline` error.
+    #[serde(default = "default_deadline")]
+    pub training_deadline_secs: u64,
+    /// Largest plan or parameter file the node downloads, in bytes.
+    #[serde(default = "default_max_download")]
+    pub max_download_bytes: u64,
+    /// The MQTT broker.
+    pub broker: BrokerConfig,
+    /// The file repository.
+    pub repository: RepositoryLink,
     /// Limits of the plan sandbox.
     #[serde(default)]
     pub sandbox: SandboxConfig,
@@ -31,6 +40,14 @@ pub struct NodeConfig {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_deadline() -> u64 {
+    3600
+}
+
+fn default_max_download() -> u64 {
+    1 << 30
 }
 
 impl NodeConfig {
@@ -52,6 +69,9 @@ impl NodeConfig {
         broker: String,
         repository: String,
     ) -> Result<Self, NodeError> {
+        // Absolute, so the node can be started from any working directory.
+        let dir = &std::path::absolute(dir)
+            .map_err(|e| NodeError::Config(format!("folder {}: {e}", dir.display())))?;
         let path = Self::path(dir);
         if path.exists() {
             return Err(NodeError::Config(format!(
@@ -71,6 +91,9 @@ impl NodeConfig {
                 )
             }
         };
+        BrokerConfig::new(broker.clone())
+            .endpoint()
+            .map_err(|e| NodeError::Config(e.to_string()))?;
         if !valid_id(&id) {
             return Err(NodeError::Config(format!(
                 "node id `{id}` must be 1–64 characters of letters, digits, `-`, `_` or `.`"
@@ -79,9 +102,14 @@ impl NodeConfig {
         let config = NodeConfig {
             name: name.unwrap_or_else(|| id.clone()),
             id,
-            broker,
-            repository,
+            broker: BrokerConfig::new(broker),
+            repository: RepositoryLink {
+                url: repository,
+                token: None,
+            },
             require_approval: true,
+            training_deadline_secs: default_deadline(),
+            max_download_bytes: default_max_download(),
             sandbox: SandboxConfig {
                 cache_dir: Some(dir.join("cache")),
                 ..SandboxConfig::default()
@@ -127,14 +155,14 @@ mod tests {
         assert_eq!(NodeConfig::load(dir.path()).unwrap(), made);
         assert!(made.require_approval);
         let again =
-            NodeConfig::init(dir.path(), None, None, String::new(), String::new()).unwrap_err();
+            NodeConfig::init(dir.path(), None, None, "mqtt://b".into(), String::new()).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
         let other = tempfile::tempdir().unwrap();
         let bad = NodeConfig::init(
             other.path(),
             Some("a/b".into()),
             None,
-            String::new(),
+            "mqtt://b".into(),
             String::new(),
         )
         .unwrap_err();

@@ -32,6 +32,9 @@ pub enum NodeError {
     /// node.toml is missing, unreadable or invalid.
     #[error("node configuration: {0}")]
     Config(String),
+    /// The broker connection could not be set up.
+    #[error(transparent)]
+    Transport(#[from] crate::transport::TransportError),
     /// A stored value could not be read back.
     #[error("node database holds an unreadable value: {0}")]
     Corrupt(String),

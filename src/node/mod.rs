@@ -1,11 +1,18 @@
-//! The node: its persistent state (datasets and plan approvals).
+//! The node: its persistent state (datasets and plan approvals) and the
+//! daemon that answers researchers.
 //!
 //! - [`config`]: [`NodeConfig`], the node's `node.toml`.
 //! - [`store`]: [`NodeStore`], the SQLite database that survives restarts.
+//! - [`daemon`]: [`run`], the long-running node (`fedwasm node start`).
+//! - `trainer`: the one-at-a-time training queue behind the daemon.
 
 pub mod config;
+pub mod daemon;
 mod error;
 pub mod store;
+mod trainer;
+
+pub use daemon::{NodeRuntime, run};
 
 pub use config::NodeConfig;
 pub use error::NodeError;

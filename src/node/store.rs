@@ -120,7 +120,7 @@ impl NodeStore {
                 });
             }
         }
-        let table = Table::from_csv(&new.path)?;
+        let table = Table::open(&new.path)?;
         if let Some(target) = &new.target {
             table.column(target)?;
         }
@@ -135,7 +135,12 @@ impl NodeStore {
             name: new.name,
             tags,
             description: new.description,
-            data_type: "csv".into(),
+            data_type: if Table::is_npy(&new.path) {
+                "npy"
+            } else {
+                "csv"
+            }
+            .into(),
             shape: vec![table.rows() as u64, table.width() as u64],
             columns: table.names().to_vec(),
             dtypes: table

@@ -12,6 +12,25 @@ use super::RepositoryError;
 use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::wire::BlobRef;
 
+/// Where a repository is and the token it wants: what a node or a researcher
+/// configures to reach one.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositoryLink {
+    /// Base URL, e.g. `http://127.0.0.1:8844`.
+    pub url: String,
+    /// Bearer token, when the repository requires one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+}
+
+impl RepositoryLink {
+    /// A client of the linked repository.
+    pub fn client(&self) -> RepositoryClient {
+        RepositoryClient::new(&self.url, self.token.clone())
+    }
+}
+
 /// A client of one repository.
 #[derive(Debug, Clone)]
 pub struct RepositoryClient {

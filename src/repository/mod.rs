@@ -15,6 +15,6 @@ pub mod client;
 mod error;
 pub mod server;
 
-pub use client::RepositoryClient;
+pub use client::{RepositoryClient, RepositoryLink};
 pub use error::RepositoryError;
 pub use server::{RepositoryConfig, serve};

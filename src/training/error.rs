@@ -24,6 +24,9 @@ pub enum TrainingError {
         /// The deadline.
         seconds: f64,
     },
+    /// The task was stopped from outside (the node is shutting down).
+    #[error("training was stopped because the node is shutting down; send the request again later")]
+    Cancelled,
     /// The worker process could not be started or died without an answer.
     #[error("training worker failed: {0}")]
     Worker(String),
@@ -47,6 +50,7 @@ impl TrainingError {
             TrainingError::Parameters(_) => "parameters".into(),
             TrainingError::Deadline { .. } => "deadline".into(),
             TrainingError::Worker(_) => "worker".into(),
+            TrainingError::Cancelled => "cancelled".into(),
             TrainingError::Reported { code, .. } => code.clone(),
         }
     }

@@ -13,4 +13,4 @@ pub use driver::PlanDriver;
 pub use error::TrainingError;
 pub use metrics::{Metric, MetricName};
 pub use task::{Progress, TrainingOutcome, TrainingTask, run_task, train};
-pub use worker::{WORKER_SUBCOMMAND, run_in_worker, worker_main};
+pub use worker::{WORKER_SUBCOMMAND, run_in_worker, run_in_worker_until, worker_main};

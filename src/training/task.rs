@@ -124,7 +124,7 @@ pub fn run_task(
     let started = Instant::now();
     task.training_args.budget()?;
     let plan = sandbox.load_file(&task.plan)?;
-    let table = Table::from_csv(&task.dataset)?;
+    let table = Table::open(&task.dataset)?;
     let seed = StreamSeed::for_plan(task.training_args.seed(), task.round, &task.node_id);
     let mut instance = sandbox.instantiate(&plan, &seed)?;
     let mut outcome = train(&mut instance, plan.digest(), &table, task, on_progress)?;

@@ -11,6 +11,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -35,11 +36,26 @@ enum WorkerEvent {
     Failed { code: String, message: String },
 }
 
+/// How often a waiting parent looks at the cancel flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(100);
+
 /// Run `task` in a child process of `exe`, killing it after `deadline`.
 pub fn run_in_worker(
     exe: &Path,
     task: &TrainingTask,
     deadline: Duration,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TrainingOutcome, TrainingError> {
+    run_in_worker_until(exe, task, deadline, &AtomicBool::new(false), on_progress)
+}
+
+/// [`run_in_worker`] that also kills the worker soon after `cancel` is set
+/// (a node shutting down), answering [`TrainingError::Cancelled`].
+pub fn run_in_worker_until(
+    exe: &Path,
+    task: &TrainingTask,
+    deadline: Duration,
+    cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingOutcome, TrainingError> {
     let started = Instant::now();
@@ -87,19 +103,24 @@ pub fn run_in_worker(
 
     let result = loop {
         let left = deadline.saturating_sub(started.elapsed());
-        match received.recv_timeout(left) {
+        match received.recv_timeout(left.min(CANCEL_CHECK)) {
             Ok(Ok(WorkerEvent::Progress { progress })) => on_progress(progress),
             Ok(Ok(WorkerEvent::Done { outcome })) => break Ok(*outcome),
             Ok(Ok(WorkerEvent::Failed { code, message })) => {
                 break Err(TrainingError::Reported { code, message });
             }
             Ok(Err(unreadable)) => break Err(TrainingError::Worker(unreadable)),
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(mpsc::RecvTimeoutError::Timeout) if cancel.load(Ordering::Relaxed) => {
+                let _ = child.kill();
+                break Err(TrainingError::Cancelled);
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() >= deadline => {
                 let _ = child.kill();
                 break Err(TrainingError::Deadline {
                     seconds: deadline.as_secs_f64(),
                 });
             }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child
                     .wait()
@@ -131,18 +152,13 @@ pub fn worker_main(input: impl Read, mut output: impl Write) -> std::io::Result<
         .and_then(|mut task| {
             task.sandbox.interruption = Interruption::External;
             let sandbox = Sandbox::new(task.sandbox.clone())?;
-            let mut io_error = None;
-            let outcome = run_task(&sandbox, &task, &mut |progress| {
-                if let Err(e) = emit(&WorkerEvent::Progress { progress }) {
-                    io_error.get_or_insert(e);
+            run_task(&sandbox, &task, &mut |progress| {
+                if emit(&WorkerEvent::Progress { progress }).is_err() {
+                    // The parent is gone (killed, or it gave up on us): nobody
+                    // will read the result, so stop using the CPU now.
+                    std::process::exit(3);
                 }
-            });
-            match io_error {
-                Some(e) => Err(TrainingError::Worker(format!(
-                    "cannot report progress: {e}"
-                ))),
-                None => outcome,
-            }
+            })
         });
     match result {
         Ok(outcome) => emit(&WorkerEvent::Done {

@@ -81,6 +81,10 @@ pub enum ErrorCode {
     Plan,
     /// The task ran past its deadline.
     Deadline,
+    /// The parameters sent could not be read or do not fit the plan.
+    BadParameters,
+    /// The node is shutting down; the request was not run.
+    ShuttingDown,
     /// Anything else on the node.
     Internal,
 }

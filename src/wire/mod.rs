@@ -13,7 +13,7 @@ mod decode;
 mod messages;
 pub mod topics;
 
-pub use decode::{WireError, decode, encode};
+pub use decode::{MAX_MESSAGE_BYTES, WireError, decode, encode};
 pub use messages::*;
 
 /// The protocol version this build speaks. Peers must share the major version.

@@ -7,7 +7,9 @@ mod support;
 
 mod cli;
 mod components;
+mod federation;
 mod hostile;
+mod mosquitto;
 mod node_cli;
 mod parity;
 mod plan_build;

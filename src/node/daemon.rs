@@ -1,0 +1,346 @@
+//! `fedwasm node start`: the long-running node.
+//!
+//! One task reads requests from the broker and answers search, list, ping and
+//! plan-status requests at once from the SQLite store; train requests go to a
+//! queue that a second task works through one at a time (see
+//! [`super::trainer`]), so a node stays responsive while it trains. Any bad
+//! message gets an error reply on the researcher topic and the node goes on.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::mpsc;
+
+use super::trainer::{TrainJob, Trainer};
+use super::{NodeConfig, NodeError, NodeStore};
+use crate::transport::{Delivery, MqttClient, Publisher, Session};
+use crate::wire::{ErrorCode, Message, PlanStatus, RequestRef, WireError, decode, topics};
+
+/// What a running node needs besides its folder.
+#[derive(Debug, Clone)]
+pub struct NodeRuntime {
+    /// The node folder (`node.toml`, `node.db`, plan cache, work files).
+    pub dir: PathBuf,
+    /// The `fedwasm` executable that runs training workers (`fedwasm __worker`).
+    pub worker_exe: PathBuf,
+}
+
+/// State shared by the request loop and the trainer.
+pub(super) struct Shared {
+    pub(super) dir: PathBuf,
+    pub(super) config: NodeConfig,
+    pub(super) store: Mutex<NodeStore>,
+    pub(super) busy: AtomicBool,
+    pub(super) stopping: AtomicBool,
+    pub(super) publisher: Publisher,
+}
+
+impl Shared {
+    /// Run `f` on the store. A poisoned lock (a panic elsewhere) still holds a
+    /// consistent SQLite connection, so it is used rather than propagated.
+    pub(super) fn store<T>(&self, f: impl FnOnce(&mut NodeStore) -> T) -> T {
+        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
+    /// Send `message` to the researchers' reply topic, logging a failure.
+    pub(super) async fn reply(&self, message: Message) {
+        if let Err(e) = self.publisher.publish(&topics::replies(), &message).await {
+            tracing::warn!("cannot send {}: {e}", message.command());
+        }
+    }
+
+    /// Send an error reply.
+    pub(super) async fn error(
+        &self,
+        researcher_id: Option<String>,
+        code: ErrorCode,
+        message: String,
+        request: Option<RequestRef>,
+    ) {
+        tracing::warn!("answering {code:?}: {message}");
+        self.reply(Message::Error {
+            researcher_id,
+            node_id: self.config.id.clone(),
+            code,
+            message,
+            request,
+        })
+        .await;
+    }
+}
+
+/// Run the node in `runtime.dir` until `shutdown` completes. Returns an error
+/// only when the node cannot start (bad configuration, broker unreachable or
+/// refusing us); once running, every failure is answered, not returned.
+pub async fn run(
+    runtime: NodeRuntime,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let config = NodeConfig::load(&runtime.dir)?;
+    let store = NodeStore::open(&NodeConfig::store_path(&runtime.dir))?;
+    let status = |online| Message::NodeStatus {
+        node_id: config.id.clone(),
+        online,
+    };
+    let session = Session {
+        client_id: config.id.clone(),
+        subscriptions: vec![topics::all_nodes(), topics::node(&config.id)],
+        last_will: Some((topics::node_status(&config.id), status(false))),
+        announce: Some((topics::node_status(&config.id), status(true))),
+    };
+    let (client, mut inbox) = MqttClient::connect(&config.broker, session).await?;
+    tracing::info!(
+        "node {} online on {} with {} dataset(s)",
+        config.id,
+        config.broker.url,
+        store.datasets()?.len()
+    );
+    let shared = Arc::new(Shared {
+        dir: runtime.dir.clone(),
+        config: config.clone(),
+        store: Mutex::new(store),
+        busy: AtomicBool::new(false),
+        stopping: AtomicBool::new(false),
+        publisher: client.publisher(),
+    });
+    let (jobs, queue) = mpsc::unbounded_channel();
+    let trainer = tokio::spawn(
+        Trainer {
+            shared: shared.clone(),
+            worker_exe: runtime.worker_exe.clone(),
+        }
+        .run(queue),
+    );
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            delivery = inbox.recv() => match delivery {
+                Some(delivery) => handle(&shared, &jobs, delivery).await,
+                None => {
+                    tracing::error!("the broker connection ended");
+                    break;
+                }
+            },
+        }
+    }
+
+    tracing::info!("node {} stopping", config.id);
+    shared.stopping.store(true, Ordering::Relaxed);
+    drop(jobs);
+    if let Err(e) = trainer.await {
+        tracing::error!("trainer task failed: {e}");
+    }
+    // A clean disconnect suppresses the last will, so say goodbye ourselves.
+    if let Err(e) = shared
+        .publisher
+        .publish_retained(&topics::node_status(&config.id), &status(false))
+        .await
+    {
+        tracing::warn!("cannot publish offline status: {e}");
+    }
+    client.disconnect().await;
+    Ok(())
+}
+
+fn dataset_summaries(
+    records: Result<Vec<super::DatasetRecord>, NodeError>,
+) -> Result<Vec<crate::wire::DatasetSummary>, NodeError> {
+    Ok(records?.into_iter().map(|d| d.summary).collect())
+}
+
+/// Answer one delivery.
+async fn handle(shared: &Shared, jobs: &mpsc::UnboundedSender<TrainJob>, delivery: Delivery) {
+    let node_id = shared.config.id.clone();
+    let message = match decode(&delivery.payload) {
+        Ok(message) => message,
+        Err(e) => {
+            let code = match &e {
+                WireError::Malformed { .. } | WireError::TooLarge(_) => ErrorCode::MalformedMessage,
+                WireError::Version { .. } => ErrorCode::ProtocolVersion,
+                WireError::UnknownCommand { .. } => ErrorCode::UnknownCommand,
+                WireError::BadFields { .. } => ErrorCode::MalformedMessage,
+            };
+            let researcher = WireError::researcher_id(&delivery.payload);
+            shared
+                .error(researcher, code, e.to_string(), e.request().cloned())
+                .await;
+            return;
+        }
+    };
+    let request_ref = |command: &str, id: &str| {
+        Some(RequestRef {
+            command: command.into(),
+            request_id: Some(id.into()),
+        })
+    };
+    match message {
+        Message::Ping {
+            researcher_id,
+            sequence,
+        } => {
+            shared
+                .reply(Message::Pong {
+                    researcher_id,
+                    sequence,
+                    node_id,
+                    busy: shared.busy.load(Ordering::Relaxed),
+                })
+                .await
+        }
+        Message::SearchRequest {
+            researcher_id,
+            request_id,
+            tags,
+        } => match dataset_summaries(shared.store(|s| s.search(&tags))) {
+            Ok(datasets) => {
+                shared
+                    .reply(Message::SearchReply {
+                        researcher_id,
+                        request_id,
+                        node_id,
+                        datasets,
+                    })
+                    .await
+            }
+            Err(e) => {
+                shared
+                    .error(
+                        Some(researcher_id),
+                        ErrorCode::Internal,
+                        e.to_string(),
+                        request_ref("search_request", &request_id),
+                    )
+                    .await
+            }
+        },
+        Message::ListRequest {
+            researcher_id,
+            request_id,
+        } => match dataset_summaries(shared.store(|s| s.datasets())) {
+            Ok(datasets) => {
+                shared
+                    .reply(Message::ListReply {
+                        researcher_id,
+                        request_id,
+                        node_id,
+                        datasets,
+                    })
+                    .await
+            }
+            Err(e) => {
+                shared
+                    .error(
+                        Some(researcher_id),
+                        ErrorCode::Internal,
+                        e.to_string(),
+                        request_ref("list_request", &request_id),
+                    )
+                    .await
+            }
+        },
+        Message::PlanStatusRequest {
+            researcher_id,
+            request_id,
+            plan_sha256,
+        } => {
+            plan_status(shared, researcher_id, request_id, plan_sha256, false).await;
+        }
+        Message::PlanApprovalRequest {
+            researcher_id,
+            request_id,
+            plan,
+            description,
+        } => {
+            tracing::info!(
+                "approval requested for plan {} by {researcher_id}: {description}",
+                plan.sha256
+            );
+            plan_status(shared, researcher_id, request_id, plan.sha256, true).await;
+        }
+        Message::TrainRequest { .. } => {
+            if jobs.send(TrainJob::new(message)).is_err() {
+                tracing::error!("the trainer is gone; dropping a train request");
+            }
+        }
+        other => {
+            let command = other.command();
+            shared
+                .error(
+                    None,
+                    ErrorCode::UnknownCommand,
+                    format!(
+                        "`{command}` is not a request; a node answers ping, search_request, list_request, plan_status_request, plan_approval_request and train_request"
+                    ),
+                    Some(RequestRef {
+                        command: command.into(),
+                        request_id: None,
+                    }),
+                )
+                .await
+        }
+    }
+}
+
+/// Answer a plan status request; with `note`, record the plan as pending
+/// (an approval request) unless the operator already decided.
+async fn plan_status(
+    shared: &Shared,
+    researcher_id: String,
+    request_id: String,
+    plan_sha256: crate::digest::Sha256Digest,
+    note: bool,
+) {
+    let status = shared.store(|s| {
+        if note {
+            s.note_requested_plan(&plan_sha256, None)
+        } else {
+            s.plan_status(&plan_sha256)
+        }
+    });
+    let command = if note {
+        "plan_approval_request"
+    } else {
+        "plan_status_request"
+    };
+    match status {
+        Ok(status) => {
+            shared
+                .reply(Message::PlanStatusReply {
+                    researcher_id,
+                    request_id,
+                    node_id: shared.config.id.clone(),
+                    plan_sha256,
+                    status: if shared.config.require_approval {
+                        status
+                    } else {
+                        PlanStatus::Approved
+                    },
+                    approval_required: shared.config.require_approval,
+                })
+                .await
+        }
+        Err(e) => {
+            shared
+                .error(
+                    Some(researcher_id),
+                    ErrorCode::Internal,
+                    e.to_string(),
+                    Some(RequestRef {
+                        command: command.into(),
+                        request_id: Some(request_id),
+                    }),
+                )
+                .await
+        }
+    }
+}
+
+/// Where downloaded plans are cached, by hash.
+pub(super) fn plan_cache(dir: &Path) -> PathBuf {
+    dir.join("plans")
+}

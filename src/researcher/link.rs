@@ -1,0 +1,324 @@
+//! [`NodeLink`]: talk to nodes through the broker.
+//!
+//! Replies from every node arrive on one topic; a link keeps those addressed
+//! to its researcher id and hands them out by request. Replies to other
+//! requests, scalars, logs and node-status changes are kept in arrival order
+//! for whoever asks next, so nothing is lost between two calls.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+
+use super::ResearcherError;
+use crate::transport::{BrokerConfig, Delivery, MqttClient, Publisher, Session};
+use crate::wire::{DatasetSummary, Message, decode, topics};
+
+/// A node's answer to a request: its reply, or the error it sent instead.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Reply {
+    /// The expected reply message.
+    Answer(Message),
+    /// A [`Message::Error`] naming this request.
+    Error(Message),
+}
+
+impl Reply {
+    /// The message, whichever it is.
+    pub fn message(&self) -> &Message {
+        match self {
+            Reply::Answer(m) | Reply::Error(m) => m,
+        }
+    }
+}
+
+/// A researcher's connection to the nodes.
+pub struct NodeLink {
+    researcher_id: String,
+    client: MqttClient,
+    publisher: Publisher,
+    inbox: mpsc::UnboundedReceiver<Delivery>,
+    /// Messages received but not yet asked for.
+    backlog: VecDeque<Message>,
+    /// Last status heard from each node (retained messages included).
+    online: BTreeMap<String, bool>,
+    next_request: u64,
+}
+
+fn node_of(message: &Message) -> Option<&str> {
+    match message {
+        Message::SearchReply { node_id, .. }
+        | Message::ListReply { node_id, .. }
+        | Message::Pong { node_id, .. }
+        | Message::TrainReply { node_id, .. }
+        | Message::Error { node_id, .. }
+        | Message::PlanStatusReply { node_id, .. }
+        | Message::Scalar { node_id, .. }
+        | Message::Log { node_id, .. }
+        | Message::NodeStatus { node_id, .. } => Some(node_id),
+        _ => None,
+    }
+}
+
+/// Whether `message` answers request `request_id` (for pings: sequence).
+fn answers(message: &Message, request_id: &str) -> Option<Reply> {
+    let matches = match message {
+        Message::SearchReply { request_id: r, .. }
+        | Message::ListReply { request_id: r, .. }
+        | Message::TrainReply { request_id: r, .. }
+        | Message::PlanStatusReply { request_id: r, .. } => r == request_id,
+        Message::Pong { sequence, .. } => sequence.to_string() == request_id,
+        Message::Error { request, .. } => request
+            .as_ref()
+            .and_then(|r| r.request_id.as_deref())
+            .is_some_and(|r| r == request_id),
+        _ => false,
+    };
+    match (matches, message) {
+        (false, _) => None,
+        (true, Message::Error { .. }) => Some(Reply::Error(message.clone())),
+        (true, _) => Some(Reply::Answer(message.clone())),
+    }
+}
+
+impl NodeLink {
+    /// Connect as `researcher_id` and listen to replies, monitoring, logs and node status.
+    pub async fn connect(
+        broker: &BrokerConfig,
+        researcher_id: &str,
+    ) -> Result<NodeLink, ResearcherError> {
+        if !topics::valid_id(researcher_id) {
+            return Err(ResearcherError::BadId(researcher_id.into()));
+        }
+        let session = Session {
+            client_id: researcher_id.into(),
+            subscriptions: vec![
+                topics::replies(),
+                topics::monitoring(),
+                topics::logs(),
+                topics::all_node_status(),
+            ],
+            last_will: None,
+            announce: None,
+        };
+        let (client, inbox) = MqttClient::connect(broker, session).await?;
+        Ok(NodeLink {
+            researcher_id: researcher_id.into(),
+            publisher: client.publisher(),
+            client,
+            inbox,
+            backlog: VecDeque::new(),
+            online: BTreeMap::new(),
+            next_request: 0,
+        })
+    }
+
+    /// Our researcher id.
+    pub fn researcher_id(&self) -> &str {
+        &self.researcher_id
+    }
+
+    /// A fresh request id, unique for this link.
+    pub fn request_id(&mut self) -> String {
+        self.next_request += 1;
+        format!("{}-{}", self.researcher_id, self.next_request)
+    }
+
+    /// Publish `message` to one node, or to every node with `None`.
+    pub async fn send(&self, node: Option<&str>, message: &Message) -> Result<(), ResearcherError> {
+        let topic = node.map_or_else(topics::all_nodes, topics::node);
+        Ok(self.publisher.publish(&topic, message).await?)
+    }
+
+    /// Publish raw bytes to a node's topic (for tests of bad input).
+    pub async fn send_bytes(&self, node: &str, payload: Vec<u8>) -> Result<(), ResearcherError> {
+        Ok(self
+            .publisher
+            .publish_bytes(&topics::node(node), payload)
+            .await?)
+    }
+
+    /// Nodes whose last status said online.
+    pub fn online_nodes(&self) -> BTreeSet<String> {
+        self.online
+            .iter()
+            .filter(|(_, up)| **up)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+
+    /// The last status heard from `node`: online, offline, or nothing yet.
+    pub fn status_of(&self, node: &str) -> Option<bool> {
+        self.online.get(node).copied()
+    }
+
+    /// Next message for us, waiting until `until`: from the backlog first.
+    /// Messages for other researchers are skipped; node status is recorded.
+    pub async fn next_message(&mut self, until: Instant) -> Option<Message> {
+        if let Some(m) = self.backlog.pop_front() {
+            return Some(m);
+        }
+        self.receive(until).await
+    }
+
+    async fn receive(&mut self, until: Instant) -> Option<Message> {
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let delivery = tokio::time::timeout(left, self.inbox.recv()).await.ok()??;
+            let message = match decode(&delivery.payload) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!("ignoring an unreadable message on {}: {e}", delivery.topic);
+                    continue;
+                }
+            };
+            if let Message::NodeStatus { node_id, online } = &message {
+                self.online.insert(node_id.clone(), *online);
+            }
+            if self.is_for_us(&message) {
+                return Some(message);
+            }
+        }
+    }
+
+    fn is_for_us(&self, message: &Message) -> bool {
+        let addressed = match message {
+            Message::SearchReply { researcher_id, .. }
+            | Message::ListReply { researcher_id, .. }
+            | Message::Pong { researcher_id, .. }
+            | Message::TrainReply { researcher_id, .. }
+            | Message::PlanStatusReply { researcher_id, .. }
+            | Message::Scalar { researcher_id, .. } => Some(researcher_id.as_str()),
+            Message::Error { researcher_id, .. } => researcher_id.as_deref(),
+            _ => None,
+        };
+        addressed.is_none_or(|r| r == self.researcher_id)
+    }
+
+    /// Gather replies to `request_id` until every node of `expected` has
+    /// answered or `window` has passed (with `expected = None`, the whole
+    /// window: whoever answers). Other messages stay in the backlog.
+    pub async fn gather(
+        &mut self,
+        request_id: &str,
+        expected: Option<&BTreeSet<String>>,
+        window: Duration,
+    ) -> BTreeMap<String, Reply> {
+        let until = Instant::now() + window;
+        let mut replies = BTreeMap::new();
+        let done = |replies: &BTreeMap<String, Reply>| {
+            expected.is_some_and(|e| e.iter().all(|n| replies.contains_key(n)))
+        };
+        let mut kept = VecDeque::new();
+        while let Some(m) = self.backlog.pop_front() {
+            match (answers(&m, request_id), node_of(&m)) {
+                (Some(reply), Some(node)) => {
+                    replies.insert(node.to_string(), reply);
+                }
+                _ => kept.push_back(m),
+            }
+        }
+        self.backlog = kept;
+        while !done(&replies) {
+            let Some(m) = self.receive(until).await else {
+                break;
+            };
+            match (answers(&m, request_id), node_of(&m)) {
+                (Some(reply), Some(node)) => {
+                    if expected.is_none_or(|e| e.contains(node)) {
+                        replies.insert(node.to_string(), reply);
+                    }
+                }
+                _ => self.backlog.push_back(m),
+            }
+        }
+        replies
+    }
+
+    /// Ping nodes (all, or `nodes`) and gather pongs.
+    pub async fn ping(
+        &mut self,
+        nodes: Option<&BTreeSet<String>>,
+        window: Duration,
+    ) -> Result<BTreeMap<String, Reply>, ResearcherError> {
+        self.next_request += 1;
+        let sequence = self.next_request;
+        let ping = Message::Ping {
+            researcher_id: self.researcher_id.clone(),
+            sequence,
+        };
+        self.broadcast(nodes, &ping).await?;
+        Ok(self.gather(&sequence.to_string(), nodes, window).await)
+    }
+
+    /// Every dataset of the nodes that answer.
+    pub async fn list(
+        &mut self,
+        nodes: Option<&BTreeSet<String>>,
+        window: Duration,
+    ) -> Result<BTreeMap<String, Result<Vec<DatasetSummary>, Message>>, ResearcherError> {
+        let request_id = self.request_id();
+        let request = Message::ListRequest {
+            researcher_id: self.researcher_id.clone(),
+            request_id: request_id.clone(),
+        };
+        self.broadcast(nodes, &request).await?;
+        Ok(datasets_of(self.gather(&request_id, nodes, window).await))
+    }
+
+    /// The datasets carrying every one of `tags`, per node that answers.
+    pub async fn search(
+        &mut self,
+        tags: &[String],
+        nodes: Option<&BTreeSet<String>>,
+        window: Duration,
+    ) -> Result<BTreeMap<String, Result<Vec<DatasetSummary>, Message>>, ResearcherError> {
+        let request_id = self.request_id();
+        let request = Message::SearchRequest {
+            researcher_id: self.researcher_id.clone(),
+            request_id: request_id.clone(),
+            tags: tags.to_vec(),
+        };
+        self.broadcast(nodes, &request).await?;
+        Ok(datasets_of(self.gather(&request_id, nodes, window).await))
+    }
+
+    /// Send to each node of `nodes`, or to every node.
+    async fn broadcast(
+        &self,
+        nodes: Option<&BTreeSet<String>>,
+        message: &Message,
+    ) -> Result<(), ResearcherError> {
+        match nodes {
+            None => self.send(None, message).await,
+            Some(nodes) => {
+                for node in nodes {
+                    self.send(Some(node), message).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Disconnect cleanly.
+    pub async fn disconnect(self) {
+        self.client.disconnect().await;
+    }
+}
+
+fn datasets_of(
+    replies: BTreeMap<String, Reply>,
+) -> BTreeMap<String, Result<Vec<DatasetSummary>, Message>> {
+    replies
+        .into_iter()
+        .map(|(node, reply)| {
+            let datasets = match reply {
+                Reply::Answer(
+                    Message::SearchReply { datasets, .. } | Message::ListReply { datasets, .. },
+                ) => Ok(datasets),
+                Reply::Answer(other) | Reply::Error(other) => Err(other),
+            };
+            (node, datasets)
+        })
+        .collect()
+}

@@ -1,0 +1,20 @@
+//! MQTT transport: how researcher and nodes exchange [`crate::wire`] messages.
+//!
+//! - [`config`]: [`BrokerConfig`], the broker URL, credentials, TLS and limits.
+//! - [`client`]: [`MqttClient`], a connection that retries with backoff,
+//!   re-subscribes after every reconnect and hands incoming messages to a channel.
+//! - [`broker`]: [`EmbeddedBroker`], an in-process rumqttd for zero-setup runs.
+//!
+//! Every node only connects outwards (to the broker), which is what hospital
+//! firewalls allow. Messages are QoS 1 (at least once); requests carry ids so
+//! a duplicate is harmless.
+
+pub mod broker;
+pub mod client;
+pub mod config;
+mod error;
+
+pub use broker::EmbeddedBroker;
+pub use client::{Delivery, MqttClient, Publisher, Session};
+pub use config::BrokerConfig;
+pub use error::TransportError;

@@ -1,0 +1,612 @@
+//! Nodes as real `fedwasm node start` processes, a real broker and the real
+//! file repository, driven from the researcher side by a [`NodeLink`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fedwasm::digest::Sha256Digest;
+use fedwasm::node::NodeConfig;
+use fedwasm::repository::{RepositoryClient, RepositoryConfig, serve};
+use fedwasm::researcher::{NodeLink, Reply};
+use fedwasm::sandbox::random::StreamSeed;
+use fedwasm::sandbox::{Sandbox, SandboxConfig};
+use fedwasm::transport::{BrokerConfig, EmbeddedBroker};
+use fedwasm::wire::{BlobRef, ErrorCode, Message};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+use crate::support::{data, example_plan, fedwasm_bin};
+
+/// Safety net for anything that waits on the network; never reached when things work.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+/// A `fedwasm node start` child process, killed when dropped.
+pub struct NodeProcess {
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// Start (or restart) the daemon; its output goes to `<dir>/node.log`.
+    pub fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("node.log"))
+            .unwrap();
+        let child = Command::new(fedwasm_bin())
+            .args(["node", "start", "--dir"])
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no goodbye, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        child.wait().unwrap()
+    }
+
+    /// Wait for the process to end by itself, returning its status and log.
+    pub fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status, self.log());
+            }
+            assert!(started.elapsed() < PATIENCE, "node did not exit");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What the node printed.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
+    }
+
+    /// Run an operator command (`fedwasm node …`) on this node's folder.
+    pub fn operator(&self, args: &[&str]) -> String {
+        let out = Command::new(fedwasm_bin())
+            .arg("node")
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Broker, repository and node folders of one test.
+pub struct Federation {
+    pub tmp: tempfile::TempDir,
+    /// How the researcher reaches the broker.
+    pub broker: BrokerConfig,
+    pub repository: RepositoryClient,
+    repository_url: String,
+    _stop_repository: oneshot::Sender<()>,
+}
+
+impl Federation {
+    /// Start the repository in this runtime; `broker` is where nodes and researcher connect.
+    pub async fn start(broker: BrokerConfig) -> Federation {
+        let tmp = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let repository_url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(serve(
+            listener,
+            RepositoryConfig::new(tmp.path().join("repository")),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Federation {
+            repository: RepositoryClient::new(&repository_url, None),
+            repository_url,
+            broker,
+            tmp,
+            _stop_repository: stop,
+        }
+    }
+
+    /// With a fresh in-process broker.
+    pub async fn embedded() -> Federation {
+        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        Federation::start(BrokerConfig::new(broker.url())).await
+    }
+
+    /// A node folder with `csv` registered under `tags` (target `diagnosis`);
+    /// `configure` may change its node.toml (credentials, limits).
+    pub fn node(
+        &self,
+        id: &str,
+        csv: &Path,
+        tags: &str,
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> NodeProcess {
+        let dir = self.tmp.path().join(id);
+        let out = Command::new(fedwasm_bin())
+            .args(["node", "init", "--id", id, "--dir"])
+            .arg(&dir)
+            .args([
+                "--broker",
+                &self.broker.url,
+                "--repository",
+                &self.repository_url,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut config = NodeConfig::load(&dir).unwrap();
+        configure(&mut config);
+        std::fs::write(NodeConfig::path(&dir), toml::to_string(&config).unwrap()).unwrap();
+        let node = NodeProcess { dir, child: None };
+        node.operator(&[
+            "dataset",
+            "add",
+            "--path",
+            csv.to_str().unwrap(),
+            "--tags",
+            tags,
+            "--name",
+            id,
+            "--target",
+            "diagnosis",
+        ]);
+        node
+    }
+
+    /// Rows `rows` of the breast-cancer data as a CSV of its own.
+    pub fn shard(&self, name: &str, rows: std::ops::Range<usize>) -> PathBuf {
+        let text = std::fs::read_to_string(data("breast_cancer.csv")).unwrap();
+        let mut lines = text.lines();
+        let mut out = format!("{}\n", lines.next().unwrap());
+        for line in lines.skip(rows.start).take(rows.len()) {
+            out.push_str(line);
+            out.push('\n');
+        }
+        let path = self.tmp.path().join(name);
+        std::fs::write(&path, out).unwrap();
+        path
+    }
+
+    /// Connect a researcher.
+    pub async fn researcher(&self, id: &str) -> NodeLink {
+        NodeLink::connect(&self.broker, id).await.unwrap()
+    }
+
+    /// Upload a plan component and the initial parameters for `model_args`.
+    pub async fn upload_plan(&self, plan: &Path, model_args: &Value) -> (BlobRef, BlobRef) {
+        let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+        let loaded = sandbox.load_file(plan).unwrap();
+        let mut instance = sandbox.instantiate(&loaded, &StreamSeed([0; 32])).unwrap();
+        instance.init_model(&model_args.to_string()).unwrap();
+        let parameters = instance.get_parameters().unwrap();
+        let bytes = fedwasm::tensors::to_bytes(&parameters, &BTreeMap::new()).unwrap();
+        let plan_blob = self.repository.upload_file(plan).await.unwrap();
+        let params_blob = self.repository.upload_bytes(bytes).await.unwrap();
+        (plan_blob, params_blob)
+    }
+}
+
+/// Ping until every node of `ids` answers (a node that is still connecting
+/// misses a ping, so ask again).
+pub async fn wait_for_nodes(link: &mut NodeLink, ids: &[&str]) {
+    let expected: BTreeSet<String> = ids.iter().map(|s| s.to_string()).collect();
+    let started = Instant::now();
+    loop {
+        let replies = link
+            .ping(Some(&expected), Duration::from_millis(500))
+            .await
+            .unwrap();
+        if replies.len() == expected.len() {
+            return;
+        }
+        assert!(
+            started.elapsed() < PATIENCE,
+            "nodes {expected:?} did not answer; answered: {:?}",
+            replies.keys()
+        );
+    }
+}
+
+/// The LR model arguments for the breast-cancer data.
+pub fn lr_args() -> Value {
+    json!({"n_features": 30, "n_classes": 2})
+}
+
+/// Send a train request to `node` and wait for its answer.
+pub async fn train(
+    link: &mut NodeLink,
+    node: &str,
+    dataset_id: &str,
+    plan: &BlobRef,
+    params: &BlobRef,
+    training_args: Value,
+) -> Reply {
+    let request_id = link.request_id();
+    let request = Message::TrainRequest {
+        researcher_id: link.researcher_id().into(),
+        experiment_id: "Experiment_0001".into(),
+        request_id: request_id.clone(),
+        round: 1,
+        dataset_id: dataset_id.into(),
+        plan: plan.clone(),
+        params: params.clone(),
+        gradient_correction: None,
+        model_args: lr_args(),
+        training_args,
+        aggregator_args: json!({}),
+        seed: 7,
+    };
+    link.send(Some(node), &request).await.unwrap();
+    let expected = BTreeSet::from([node.to_string()]);
+    let mut replies = link.gather(&request_id, Some(&expected), PATIENCE).await;
+    replies
+        .remove(node)
+        .unwrap_or_else(|| panic!("no answer from {node} to {request_id}"))
+}
+
+/// The code and text of an error reply; panics on anything else.
+pub fn error_of(reply: &Reply) -> (ErrorCode, String) {
+    match reply {
+        Reply::Error(Message::Error { code, message, .. }) => (*code, message.clone()),
+        other => panic!("expected an error, got {other:?}"),
+    }
+}
+
+/// The id of the only dataset `node` lists.
+pub async fn only_dataset(link: &mut NodeLink, node: &str) -> String {
+    let nodes = BTreeSet::from([node.to_string()]);
+    let listed = link.list(Some(&nodes), PATIENCE).await.unwrap();
+    let datasets = listed[node].as_ref().unwrap();
+    assert_eq!(datasets.len(), 1);
+    datasets[0].dataset_id.clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_answer_ping_list_search_and_train_over_the_embedded_broker() {
+    let fed = Federation::embedded().await;
+    let plan = example_plan("logistic-regression");
+    let plan_hash = Sha256Digest::of_file(&plan).unwrap().to_hex();
+    let mut a = fed.node("node-a", &fed.shard("a.csv", 0..300), "#bc,#site-a", |_| {});
+    let mut b = fed.node(
+        "node-b",
+        &fed.shard("b.csv", 300..569),
+        "#bc,#site-b",
+        |_| {},
+    );
+    for node in [&a, &b] {
+        node.operator(&["plan", "approve", &plan_hash]);
+    }
+    a.start();
+    b.start();
+    let mut link = fed.researcher("researcher-1").await;
+    wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
+
+    let all = link.list(None, Duration::from_millis(500)).await.unwrap();
+    assert_eq!(all.keys().collect::<Vec<_>>(), ["node-a", "node-b"]);
+    let a_set = all["node-a"].as_ref().unwrap();
+    assert_eq!(
+        (a_set.len(), a_set[0].shape.as_slice()),
+        (1, [300, 31].as_slice())
+    );
+
+    let both = BTreeSet::from(["node-a".to_string(), "node-b".to_string()]);
+    let found = link
+        .search(&["#bc".into()], Some(&both), PATIENCE)
+        .await
+        .unwrap();
+    assert!(found.values().all(|d| d.as_ref().unwrap().len() == 1));
+    let found = link
+        .search(&["#bc".into(), "#site-b".into()], Some(&both), PATIENCE)
+        .await
+        .unwrap();
+    assert!(found["node-a"].as_ref().unwrap().is_empty());
+    assert_eq!(
+        found["node-b"].as_ref().unwrap()[0].tags,
+        ["#bc", "#site-b"]
+    );
+    assert!(
+        found["node-b"].as_ref().unwrap()[0].target.as_deref() == Some("diagnosis"),
+        "the summary says the target, never the path"
+    );
+
+    let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
+    let args = json!({"num_updates": 40, "log_interval": 10, "optimizer_args": {"lr": 0.1}});
+    for (node, rows) in [("node-a", 300), ("node-b", 269)] {
+        let dataset = only_dataset(&mut link, node).await;
+        let reply = train(&mut link, node, &dataset, &plan_blob, &params, args.clone()).await;
+        let Reply::Answer(Message::TrainReply {
+            params: trained,
+            training_samples,
+            updates,
+            node_id,
+            ..
+        }) = reply
+        else {
+            panic!("{node}: {reply:?}");
+        };
+        assert_eq!(
+            (node_id.as_str(), training_samples, updates),
+            (node, rows, 40)
+        );
+        assert_ne!(
+            trained.sha256, params.sha256,
+            "training changed the parameters"
+        );
+        let local = fed.tmp.path().join(format!("{node}.safetensors"));
+        fed.repository
+            .download(&trained, &local, 1 << 30)
+            .await
+            .unwrap();
+        let (tensors, metadata) = fedwasm::tensors::read_file(&local).unwrap();
+        assert_eq!(Sha256Digest::of_file(&local).unwrap(), trained.sha256);
+        assert_eq!(metadata["node_id"], node);
+        assert_eq!(metadata["plan_sha256"], plan_hash);
+        assert!(tensors.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
+    }
+    // Monitoring: loss scalars every log_interval, for each node.
+    let mut scalars = BTreeMap::<String, Vec<u64>>::new();
+    let until = Instant::now() + PATIENCE;
+    while scalars.values().map(Vec::len).sum::<usize>() < 8 {
+        match link.next_message(until).await {
+            Some(Message::Scalar {
+                node_id,
+                iteration,
+                values,
+                ..
+            }) => {
+                assert!(values["loss"].is_finite());
+                scalars.entry(node_id).or_default().push(iteration);
+            }
+            Some(_) => {}
+            None => panic!("missing scalars; got {scalars:?}"),
+        }
+    }
+    assert_eq!(scalars["node-a"], [10, 20, 30, 40]);
+    assert_eq!(scalars["node-b"], [10, 20, 30, 40]);
+
+    // SIGTERM: the node says goodbye and exits cleanly.
+    assert!(b.terminate().success(), "{}", b.log());
+    let until = Instant::now() + PATIENCE;
+    while !link
+        .online_nodes()
+        .eq(&BTreeSet::from(["node-a".to_string()]))
+    {
+        assert!(
+            link.next_message(until).await.is_some(),
+            "no offline status"
+        );
+    }
+    link.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
+    let fed = Federation::embedded().await;
+    let plan = example_plan("logistic-regression");
+    let mut node = fed.node("node-a", &data("breast_cancer.csv"), "#bc", |_| {});
+    node.operator(&["plan", "approve", plan.to_str().unwrap()]);
+    node.start();
+    let mut link = fed.researcher("researcher-1").await;
+    wait_for_nodes(&mut link, &["node-a"]).await;
+    let dataset = only_dataset(&mut link, "node-a").await;
+    let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
+    let good_args = json!({"num_updates": 2});
+
+    // Messages no well-behaved researcher sends: answered by request id when it can be read.
+    let raw = [
+        (
+            r##"{"command": "search_request", "request_id": "r1", "tags": ["#bc"]"##.to_string(),
+            ErrorCode::MalformedMessage,
+            "malformed message",
+        ),
+        (
+            r#"{"command": "dance", "protocol_version": "1.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
+                .to_string(),
+            ErrorCode::UnknownCommand,
+            "unknown command `dance`",
+        ),
+        (
+            r#"{"command": "ping", "protocol_version": "2.0", "researcher_id": "researcher-1", "sequence": 1, "request_id": "r3"}"#
+                .to_string(),
+            ErrorCode::ProtocolVersion,
+            "protocol version",
+        ),
+        (
+            r#"{"command": "list_request", "protocol_version": "1.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
+                .to_string(),
+            ErrorCode::MalformedMessage,
+            "unknown field `colour`",
+        ),
+    ];
+    for (payload, code, text) in raw {
+        link.send_bytes("node-a", payload.into_bytes())
+            .await
+            .unwrap();
+        let until = Instant::now() + PATIENCE;
+        let error = loop {
+            match link.next_message(until).await {
+                Some(Message::Error { code, message, .. }) => break (code, message),
+                Some(_) => {}
+                None => panic!("no error reply for {text}"),
+            }
+        };
+        assert_eq!(error.0, code, "{}", error.1);
+        assert!(error.1.contains(text), "{}", error.1);
+        wait_for_nodes(&mut link, &["node-a"]).await;
+    }
+
+    // Train requests that cannot run.
+    let other_plan = example_plan("linear-regression");
+    let other_hash = Sha256Digest::of_file(&other_plan).unwrap();
+    let other_blob = fed.repository.upload_file(&other_plan).await.unwrap();
+    let tampered = BlobRef {
+        url: params.url.clone(),
+        sha256: Sha256Digest::of(b"something else"),
+    };
+    let cases: [(&str, &BlobRef, &BlobRef, Value, ErrorCode, String); 4] = [
+        (
+            "dataset-nope",
+            &plan_blob,
+            &params,
+            good_args.clone(),
+            ErrorCode::UnknownDataset,
+            "no dataset `dataset-nope`".into(),
+        ),
+        (
+            &dataset,
+            &other_blob,
+            &params,
+            good_args.clone(),
+            ErrorCode::PlanNotApproved,
+            format!("fedwasm node plan approve --dir <node folder> {other_hash}"),
+        ),
+        (
+            &dataset,
+            &plan_blob,
+            &tampered,
+            good_args.clone(),
+            ErrorCode::HashMismatch,
+            "was announced: it was altered or corrupted".into(),
+        ),
+        (
+            &dataset,
+            &plan_blob,
+            &params,
+            json!({"num_updates": "many"}),
+            ErrorCode::BadTrainingArgs,
+            "invalid type: string \"many\"".into(),
+        ),
+    ];
+    for (dataset, plan, params, args, code, text) in cases {
+        let reply = train(&mut link, "node-a", dataset, plan, params, args).await;
+        let (got, message) = error_of(&reply);
+        assert_eq!(got, code, "{message}");
+        assert!(message.contains(&text), "{message}");
+        wait_for_nodes(&mut link, &["node-a"]).await;
+    }
+    // The unapproved plan is waiting for the operator.
+    let plans = node.operator(&["plan", "list"]);
+    assert!(plans.contains(&format!("{other_hash}  Pending")), "{plans}");
+    // And after all that, a good request still trains.
+    let reply = train(
+        &mut link, "node-a", &dataset, &plan_blob, &params, good_args,
+    )
+    .await;
+    assert!(
+        matches!(reply, Reply::Answer(Message::TrainReply { .. })),
+        "{reply:?}"
+    );
+    link.disconnect().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_during_training_restarts_with_its_datasets_and_approvals() {
+    let fed = Federation::embedded().await;
+    let plan = example_plan("logistic-regression");
+    let mut node = fed.node("node-a", &data("breast_cancer.csv"), "#bc", |_| {});
+    node.operator(&["plan", "approve", plan.to_str().unwrap()]);
+    node.start();
+    let mut link = fed.researcher("researcher-1").await;
+    wait_for_nodes(&mut link, &["node-a"]).await;
+    let dataset = only_dataset(&mut link, "node-a").await;
+    let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
+
+    // A long task: the node reports progress, then dies mid-way.
+    let request = Message::TrainRequest {
+        researcher_id: link.researcher_id().into(),
+        experiment_id: "Experiment_0001".into(),
+        request_id: "long".into(),
+        round: 1,
+        dataset_id: dataset.clone(),
+        plan: plan_blob.clone(),
+        params: params.clone(),
+        gradient_correction: None,
+        model_args: lr_args(),
+        training_args: json!({"num_updates": 100_000_000, "log_interval": 100}),
+        aggregator_args: json!({}),
+        seed: 1,
+    };
+    link.send(Some("node-a"), &request).await.unwrap();
+    let until = Instant::now() + PATIENCE;
+    loop {
+        match link.next_message(until).await {
+            Some(Message::Scalar { .. }) => break,
+            Some(_) => {}
+            None => panic!("no progress from the long task: {}", node.log()),
+        }
+    }
+    let busy = link
+        .ping(Some(&BTreeSet::from(["node-a".to_string()])), PATIENCE)
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            busy["node-a"],
+            Reply::Answer(Message::Pong { busy: true, .. })
+        ),
+        "ping is answered during training and says so: {busy:?}"
+    );
+    node.kill();
+    // The broker publishes the last will.
+    let until = Instant::now() + PATIENCE;
+    while link.status_of("node-a") != Some(false) {
+        assert!(link.next_message(until).await.is_some(), "no last will");
+    }
+
+    node.start();
+    wait_for_nodes(&mut link, &["node-a"]).await;
+    assert_eq!(only_dataset(&mut link, "node-a").await, dataset);
+    let reply = train(
+        &mut link,
+        "node-a",
+        &dataset,
+        &plan_blob,
+        &params,
+        json!({"num_updates": 3}),
+    )
+    .await;
+    assert!(
+        matches!(reply, Reply::Answer(Message::TrainReply { updates: 3, .. })),
+        "the approval survived: {reply:?}"
+    );
+    link.disconnect().await;
+}

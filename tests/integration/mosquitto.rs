@@ -1,0 +1,233 @@
+//! The same federation over Debian's mosquitto (installed by `.ci/run`), with
+//! a password file and an ACL that confines each node to its own topics.
+
+use std::collections::BTreeSet;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fedwasm::transport::{BrokerConfig, MqttClient, Session};
+use fedwasm::wire::{Message, topics};
+use serde_json::json;
+
+use crate::federation::{Federation, PATIENCE, lr_args, only_dataset, train, wait_for_nodes};
+use crate::support::example_plan;
+
+/// A mosquitto process, killed when dropped.
+struct Mosquitto {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn program(name: &str) -> PathBuf {
+    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("`{name}` is not installed; install it with `apt-get install -y mosquitto` (as .ci/run does)")
+        })
+}
+
+/// The ACL: the researcher may do anything under our root; a node reads the
+/// broadcast topic and its own, and writes only the researcher topics.
+fn acl(nodes: &[&str]) -> String {
+    let mut acl = format!("user researcher\ntopic readwrite fedwasm/v1/#\n");
+    for node in nodes {
+        acl += &format!(
+            "\nuser {node}\ntopic read {}\ntopic read {}\ntopic write fedwasm/v1/researcher/#\n",
+            topics::all_nodes(),
+            topics::node(node)
+        );
+    }
+    acl
+}
+
+fn start_mosquitto(dir: &Path, users: &[(&str, &str)]) -> Mosquitto {
+    let passwd = dir.join("passwd");
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut cmd = Command::new(program("mosquitto_passwd"));
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd.arg(&passwd).args([user, password]).status().unwrap();
+        assert!(status.success(), "mosquitto_passwd failed");
+    }
+    let nodes: Vec<&str> = users
+        .iter()
+        .map(|(u, _)| *u)
+        .filter(|u| *u != "researcher")
+        .collect();
+    std::fs::write(dir.join("acl"), acl(&nodes)).unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nlog_dest stderr\n",
+            passwd.display(),
+            dir.join("acl").display()
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(dir.join("mosquitto.log")).unwrap();
+    let child = Command::new(program("mosquitto"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < PATIENCE,
+            "mosquitto did not start: {}",
+            std::fs::read_to_string(dir.join("mosquitto.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mosquitto {
+        child,
+        url: format!("mqtt://127.0.0.1:{port}"),
+    }
+}
+
+fn credentials(url: &str, user: &str, password: &str) -> BrokerConfig {
+    BrokerConfig {
+        username: Some(user.into()),
+        password: Some(password.into()),
+        connect_attempts: 3,
+        ..BrokerConfig::new(url)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_work_through_mosquitto_with_passwords_and_an_acl() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = [
+        ("researcher", "r-secret"),
+        ("node-a", "a-secret"),
+        ("node-b", "b-secret"),
+    ];
+    let broker = start_mosquitto(dir.path(), &users);
+    let fed = Federation::start(credentials(&broker.url, "researcher", "r-secret")).await;
+    let with_password = |password: &'static str| {
+        move |c: &mut fedwasm::node::NodeConfig| {
+            c.broker.username = Some(c.id.clone());
+            c.broker.password = Some(password.into());
+            c.broker.connect_attempts = 3;
+        }
+    };
+    let plan = example_plan("logistic-regression");
+    let mut a = fed.node(
+        "node-a",
+        &fed.shard("a.csv", 0..300),
+        "#bc,#a",
+        with_password("a-secret"),
+    );
+    let mut b = fed.node(
+        "node-b",
+        &fed.shard("b.csv", 300..569),
+        "#bc,#b",
+        with_password("b-secret"),
+    );
+    a.operator(&["plan", "approve", plan.to_str().unwrap()]);
+    a.start();
+    b.start();
+    let mut link = fed.researcher("researcher").await;
+    wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
+
+    let both = BTreeSet::from(["node-a".to_string(), "node-b".to_string()]);
+    let found = link
+        .search(&["#bc".into()], Some(&both), PATIENCE)
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2);
+    let dataset = only_dataset(&mut link, "node-a").await;
+    let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
+    let reply = train(
+        &mut link,
+        "node-a",
+        &dataset,
+        &plan_blob,
+        &params,
+        json!({"num_updates": 5}),
+    )
+    .await;
+    assert!(
+        matches!(reply.message(), Message::TrainReply { updates: 5, .. }),
+        "{reply:?}"
+    );
+
+    // The ACL confines a node to its own topic: with node-a's credentials,
+    // a subscription to node-b's topic is accepted but never delivers.
+    let (snoop, mut heard) = MqttClient::connect(
+        &credentials(&broker.url, "node-a", "a-secret"),
+        Session {
+            client_id: "node-a-snoop".into(),
+            subscriptions: vec![topics::node("node-b"), topics::all_nodes()],
+            last_will: None,
+            announce: None,
+        },
+    )
+    .await
+    .unwrap();
+    let only_b = BTreeSet::from(["node-b".to_string()]);
+    let pong = link.ping(Some(&only_b), PATIENCE).await.unwrap();
+    assert_eq!(pong.len(), 1, "node-b got the ping on its topic");
+    // A marker on the broadcast topic, which node-a may read: the broker
+    // delivers in order, so anything from node-b's topic would come first.
+    let marker = Message::Log {
+        node_id: "marker".into(),
+        level: "info".into(),
+        message: "end of test".into(),
+    };
+    link.send(None, &marker).await.unwrap();
+    loop {
+        let delivery = tokio::time::timeout(PATIENCE, heard.recv())
+            .await
+            .expect("the marker arrives")
+            .expect("connection open");
+        assert_ne!(
+            delivery.topic,
+            topics::node("node-b"),
+            "node-a read node-b's topic"
+        );
+        if fedwasm::wire::decode(&delivery.payload).ok() == Some(marker.clone()) {
+            break;
+        }
+    }
+    snoop.disconnect().await;
+
+    // Wrong credentials: the node is refused, says so, and exits with an error.
+    let mut intruder = fed.node(
+        "node-c",
+        &fed.shard("c.csv", 0..10),
+        "#bc,#c",
+        with_password("guess"),
+    );
+    intruder.start();
+    let (status, log) = intruder.wait_exit();
+    assert!(!status.success());
+    assert!(
+        log.contains("refused client `node-c`: not authorised (a wrong username or password"),
+        "{log}"
+    );
+    // The others did not notice.
+    wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
+    link.disconnect().await;
+}
