@@ -57,6 +57,7 @@ fn time_limit_cost() {
         target: Some("diagnosis".into()),
         model_args: serde_json::json!({"n_features": 30, "n_classes": 2}),
         training_args: TrainingArgs::from_json(r#"{"num_updates": 500}"#).unwrap(),
+        experiment_id: None,
         round: 0,
         node_id: "bench".into(),
         initial_parameters: None,

@@ -123,6 +123,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                 target: Some(target),
                 model_args,
                 training_args,
+                experiment_id: None,
                 round,
                 node_id,
                 initial_parameters: None,

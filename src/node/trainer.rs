@@ -276,6 +276,7 @@ impl Trainer {
             target: dataset.summary.target.clone(),
             model_args: r.model_args.clone(),
             training_args,
+            experiment_id: Some(r.experiment_id.clone()),
             round: r.round,
             node_id: shared.config.id.clone(),
             initial_parameters: Some(params),

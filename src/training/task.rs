@@ -32,6 +32,9 @@ pub struct TrainingTask {
     pub model_args: Value,
     /// Local training arguments.
     pub training_args: TrainingArgs,
+    /// The experiment this task belongs to, recorded in the parameter file.
+    #[serde(default)]
+    pub experiment_id: Option<String>,
     /// Round number (0 for a dry run), part of the random seed.
     pub round: u32,
     /// Node id, part of the random seed.
@@ -217,12 +220,15 @@ pub fn train(
         )));
     }
     if let Some(path) = &task.output_parameters {
-        let metadata = BTreeMap::from([
+        let mut metadata = BTreeMap::from([
             ("plan_sha256".to_string(), plan_digest.to_hex()),
             ("plan_name".to_string(), info.name.clone()),
             ("round".to_string(), task.round.to_string()),
             ("node_id".to_string(), task.node_id.clone()),
         ]);
+        if let Some(experiment) = &task.experiment_id {
+            metadata.insert("experiment_id".to_string(), experiment.clone());
+        }
         tensors::write_file(path, &parameters, &metadata)
             .map_err(|e| TrainingError::Parameters(e.to_string()))?;
     }

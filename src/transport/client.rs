@@ -277,6 +277,14 @@ impl Driver {
                     return;
                 }
                 Err(ConnectionError::RequestsDone) => return,
+                // A certificate that does not verify will not verify on retry either.
+                Err(ConnectionError::Tls(e)) if self.ready.is_some() => {
+                    let error = TransportError::Tls(format!(
+                        "{e}; check the broker's certificate and the `ca_file` setting"
+                    ));
+                    self.fail(error);
+                    return;
+                }
                 Err(e) => {
                     failures += 1;
                     if self.ready.is_some() && failures >= self.attempts {

@@ -13,7 +13,7 @@ use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::transport::{BrokerConfig, EmbeddedBroker};
-use fedwasm::wire::{BlobRef, ErrorCode, Message};
+use fedwasm::wire::{BlobRef, ErrorCode, Message, PlanStatus};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -379,6 +379,8 @@ async fn two_nodes_answer_ping_list_search_and_train_over_the_embedded_broker() 
         let (tensors, metadata) = fedwasm::tensors::read_file(&local).unwrap();
         assert_eq!(Sha256Digest::of_file(&local).unwrap(), trained.sha256);
         assert_eq!(metadata["node_id"], node);
+        assert_eq!(metadata["experiment_id"], "Experiment_0001");
+        assert_eq!(metadata["round"], "1");
         assert_eq!(metadata["plan_sha256"], plan_hash);
         assert!(tensors.iter().all(|t| t.data.iter().all(|v| v.is_finite())));
     }
@@ -526,6 +528,43 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
     // The unapproved plan is waiting for the operator.
     let plans = node.operator(&["plan", "list"]);
     assert!(plans.contains(&format!("{other_hash}  Pending")), "{plans}");
+    // The researcher can ask about a plan, and ask for its approval.
+    for (request, expected) in [
+        (
+            Message::PlanStatusRequest {
+                researcher_id: "researcher-1".into(),
+                request_id: "status-1".into(),
+                plan_sha256: other_hash,
+            },
+            PlanStatus::Pending,
+        ),
+        (
+            Message::PlanApprovalRequest {
+                researcher_id: "researcher-1".into(),
+                request_id: "approval-1".into(),
+                plan: plan_blob.clone(),
+                description: "the approved one".into(),
+            },
+            PlanStatus::Approved,
+        ),
+    ] {
+        link.send(Some("node-a"), &request).await.unwrap();
+        let id = match &request {
+            Message::PlanStatusRequest { request_id, .. }
+            | Message::PlanApprovalRequest { request_id, .. } => request_id.clone(),
+            _ => unreachable!(),
+        };
+        let only = BTreeSet::from(["node-a".to_string()]);
+        let reply = link.gather(&id, Some(&only), PATIENCE).await;
+        assert!(
+            matches!(
+                reply["node-a"].message(),
+                Message::PlanStatusReply { status, approval_required: true, .. } if *status == expected
+            ),
+            "{reply:?}"
+        );
+    }
+
     // And after all that, a good request still trains.
     let reply = train(
         &mut link, "node-a", &dataset, &plan_blob, &params, good_args,
@@ -609,4 +648,97 @@ async fn a_node_killed_during_training_restarts_with_its_datasets_and_approvals(
         "the approval survived: {reply:?}"
     );
     link.disconnect().await;
+}
+
+/// `fedwasm broker` as a process, killed when dropped.
+struct BrokerProcess(Child);
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Run the `fedwasm` binary; (success, stdout, stderr).
+fn fedwasm(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(fedwasm_bin()).args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_runs_a_broker_and_shows_nodes_and_datasets() {
+    use std::io::BufRead;
+    let mut child = Command::new(fedwasm_bin())
+        .args(["broker", "--bind", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    let _broker = BrokerProcess(child);
+    let url = first
+        .trim()
+        .strip_prefix("MQTT broker listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"))
+        .to_string();
+
+    let fed = Federation::start(BrokerConfig::new(&url)).await;
+    let mut node = fed.node("node-a", &fed.shard("a.csv", 0..120), "#bc,#site-a", |_| {});
+    node.start();
+    let mut link = fed.researcher("researcher-1").await;
+    wait_for_nodes(&mut link, &["node-a"]).await;
+    let dataset = only_dataset(&mut link, "node-a").await;
+    link.disconnect().await;
+
+    let (ok, out, err) = fedwasm(&[
+        "datasets", "--broker", &url, "--tags", "#bc", "--nodes", "node-a",
+    ]);
+    assert!(ok, "{err}");
+    insta::assert_snapshot!(
+        "datasets_table",
+        out.replace(&dataset, "dataset-xxxxxxxxxxxx")
+    );
+
+    let (ok, out, err) = fedwasm(&[
+        "ping",
+        "--broker",
+        &url,
+        "--nodes",
+        "node-a,node-z",
+        "--wait",
+        "1",
+    ]);
+    assert!(!ok, "a missing node is a failure");
+    assert!(out.starts_with("NODE    STATE\nnode-a  idle\n"), "{out}");
+    assert!(
+        err.contains("no answer from: node-z; are those nodes started"),
+        "{err}"
+    );
+
+    // A node whose broker is not there gives up with a message that says so.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let mut lost = fed.node("node-lost", &fed.shard("l.csv", 0..10), "#lost", |c| {
+        c.broker.url = format!("mqtt://{closed}");
+        c.broker.connect_attempts = 2;
+    });
+    lost.start();
+    let (status, log) = lost.wait_exit();
+    assert!(!status.success());
+    assert!(
+        log.contains(&format!(
+            "cannot reach the broker at mqtt://{closed} after 2 attempts"
+        )),
+        "{log}"
+    );
 }

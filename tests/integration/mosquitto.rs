@@ -40,7 +40,7 @@ fn program(name: &str) -> PathBuf {
 /// The ACL: the researcher may do anything under our root; a node reads the
 /// broadcast topic and its own, and writes only the researcher topics.
 fn acl(nodes: &[&str]) -> String {
-    let mut acl = format!("user researcher\ntopic readwrite fedwasm/v1/#\n");
+    let mut acl = "user researcher\ntopic readwrite fedwasm/v1/#\n".to_string();
     for node in nodes {
         acl += &format!(
             "\nuser {node}\ntopic read {}\ntopic read {}\ntopic write fedwasm/v1/researcher/#\n",
@@ -51,7 +51,9 @@ fn acl(nodes: &[&str]) -> String {
     acl
 }
 
-fn start_mosquitto(dir: &Path, users: &[(&str, &str)]) -> Mosquitto {
+/// Start mosquitto on a free port with `users` (password file and ACL), plus
+/// `extra` configuration lines for the listener.
+fn start_mosquitto(dir: &Path, users: &[(&str, &str)], extra: &str) -> Mosquitto {
     let passwd = dir.join("passwd");
     for (i, (user, password)) in users.iter().enumerate() {
         let mut cmd = Command::new(program("mosquitto_passwd"));
@@ -77,7 +79,7 @@ fn start_mosquitto(dir: &Path, users: &[(&str, &str)]) -> Mosquitto {
     std::fs::write(
         &conf,
         format!(
-            "listener {port} 127.0.0.1\nallow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nlog_dest stderr\n",
+            "listener {port} 127.0.0.1\n{extra}allow_anonymous false\npassword_file {}\nacl_file {}\npersistence false\nuser root\nlog_dest stderr\n",
             passwd.display(),
             dir.join("acl").display()
         ),
@@ -100,9 +102,14 @@ fn start_mosquitto(dir: &Path, users: &[(&str, &str)]) -> Mosquitto {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+    let scheme = if extra.contains("certfile") {
+        "mqtts"
+    } else {
+        "mqtt"
+    };
     Mosquitto {
         child,
-        url: format!("mqtt://127.0.0.1:{port}"),
+        url: format!("{scheme}://127.0.0.1:{port}"),
     }
 }
 
@@ -123,7 +130,7 @@ async fn nodes_work_through_mosquitto_with_passwords_and_an_acl() {
         ("node-a", "a-secret"),
         ("node-b", "b-secret"),
     ];
-    let broker = start_mosquitto(dir.path(), &users);
+    let broker = start_mosquitto(dir.path(), &users, "");
     let fed = Federation::start(credentials(&broker.url, "researcher", "r-secret")).await;
     let with_password = |password: &'static str| {
         move |c: &mut fedwasm::node::NodeConfig| {
@@ -230,4 +237,105 @@ async fn nodes_work_through_mosquitto_with_passwords_and_an_acl() {
     // The others did not notice.
     wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
     link.disconnect().await;
+}
+
+/// A throwaway certificate authority and a server certificate for 127.0.0.1.
+fn certificates(dir: &Path) {
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=fedwasm test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "san.ext",
+    ]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_brokers_are_reached_with_the_configured_ca_and_refused_without_it() {
+    let dir = tempfile::tempdir().unwrap();
+    certificates(dir.path());
+    let d = dir.path().display();
+    let broker = start_mosquitto(
+        dir.path(),
+        &[("researcher", "r-secret"), ("node-a", "a-secret")],
+        &format!("cafile {d}/ca.crt\ncertfile {d}/server.crt\nkeyfile {d}/server.key\n"),
+    );
+    assert!(broker.url.starts_with("mqtts://"));
+    let mut researcher = credentials(&broker.url, "researcher", "r-secret");
+    researcher.ca_file = Some(dir.path().join("ca.crt"));
+    let fed = Federation::start(researcher).await;
+    let ca = dir.path().join("ca.crt");
+    let mut node = fed.node("node-a", &fed.shard("a.csv", 0..50), "#bc", |c| {
+        c.broker.username = Some("node-a".into());
+        c.broker.password = Some("a-secret".into());
+        c.broker.ca_file = Some(ca.clone());
+    });
+    node.start();
+    let mut link = fed.researcher("researcher").await;
+    wait_for_nodes(&mut link, &["node-a"]).await;
+    link.disconnect().await;
+
+    // Without our CA the broker's certificate does not verify: a TLS error, at once.
+    let untrusted = MqttClient::connect(
+        &credentials(&broker.url, "researcher", "r-secret"),
+        Session {
+            client_id: "no-ca".into(),
+            subscriptions: vec![],
+            last_will: None,
+            announce: None,
+        },
+    )
+    .await;
+    let err = untrusted.expect_err("an unknown CA is refused").to_string();
+    assert!(err.starts_with("TLS: ") && err.contains("ca_file"), "{err}");
 }

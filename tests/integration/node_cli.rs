@@ -48,6 +48,37 @@ fn operator_registers_datasets_and_approves_plans_and_state_persists() {
     let (ok, _, err) = add("#other", "outcome");
     assert!(!ok && err.contains("no column `outcome`"), "{err}");
 
+    // NumPy arrays register too; their columns are x0, x1, …
+    let npy = tmp.path().join("scores.npy");
+    ndarray_npy::WriteNpyExt::write_npy(
+        &ndarray::arr2(&[[0.5f32, 1.0, 0.0], [1.5, 2.0, 1.0]]),
+        std::fs::File::create(&npy).unwrap(),
+    )
+    .unwrap();
+    let (ok, out, err) = node(
+        &dir,
+        &[
+            "dataset",
+            "add",
+            "--dir",
+            "{dir}",
+            "--path",
+            npy.to_str().unwrap(),
+            "--tags",
+            "#scores",
+            "--name",
+            "scores",
+            "--target",
+            "x2",
+        ],
+    );
+    assert!(ok && out.contains("2 rows × 3 columns"), "{out}{err}");
+    let (ok, out, _) = node(&dir, &["dataset", "list", "--dir", "{dir}"]);
+    assert!(
+        ok && out.contains("#scores") && out.contains("target x2"),
+        "{out}"
+    );
+
     let plan = example_plan("logistic-regression");
     let digest = Sha256Digest::of_file(&plan).unwrap();
     let (ok, out, err) = node(
@@ -80,7 +111,12 @@ fn operator_registers_datasets_and_approves_plans_and_state_persists() {
     );
     assert!(out.contains(&format!("{other}  Rejected")), "{out}");
     let (_, list, _) = node(&dir, &["dataset", "list", "--dir", "{dir}"]);
-    let dataset_id = list.split_whitespace().next().unwrap().to_string();
+    let dataset_id = list
+        .lines()
+        .find(|l| l.contains("#breast-cancer"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
     assert!(node(&dir, &["dataset", "remove", "--dir", "{dir}", &dataset_id]).0);
     let (ok, _, err) = node(&dir, &["dataset", "remove", "--dir", "{dir}", &dataset_id]);
     assert!(!ok && err.contains("no dataset"), "{err}");

@@ -91,6 +91,7 @@ pub fn task(
         target: Some(target.to_string()),
         model_args,
         training_args: TrainingArgs::from_json(training_args).expect("valid training args"),
+        experiment_id: None,
         round: 0,
         node_id: "test-node".to_string(),
         initial_parameters: None,
