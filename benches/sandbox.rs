@@ -10,39 +10,18 @@
 #[path = "../tests/integration/native.rs"]
 mod native;
 
+mod common;
+use common::{component, median};
+
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use fedwasm::plan_build::build_plan;
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::types::{Array, Batch};
 use fedwasm::sandbox::{Interruption, Sandbox, SandboxConfig};
 use fedwasm::training::{PlanDriver, TrainingArgs, TrainingTask, run_in_worker, run_task};
 use rand_core::RngCore;
-
-/// Median of `repeats` timings of `f`, each divided by `per` (operations per call).
-fn median(repeats: usize, per: usize, mut f: impl FnMut()) -> Duration {
-    let mut times: Vec<Duration> = (0..repeats)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed() / per as u32
-        })
-        .collect();
-    times.sort();
-    times[repeats / 2]
-}
-
-fn component(name: &str) -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plan-components");
-    std::fs::create_dir_all(target.join("out")).unwrap();
-    let out = target.join(format!("out/{name}.wasm"));
-    build_plan(&root.join("plans").join(name), Some(&out), Some(&target))
-        .unwrap_or_else(|e| panic!("building plans/{name}: {e}"))
-        .path
-}
 
 /// A whole training task with no limit, with epoch interruption, and in a worker.
 fn time_limit_cost() {

@@ -112,7 +112,7 @@ impl RepositoryClient {
         let file = tokio::fs::File::open(path)
             .await
             .map_err(io(format!("opening {shown}")))?;
-        let body = reqwest::Body::wrap_stream(ReaderStream::new(file));
+        let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(file, 1 << 20));
         self.put(digest, body, size).await
     }
 
@@ -186,20 +186,28 @@ impl RepositoryClient {
                 hasher = Sha256Hasher::default();
                 have = 0;
             }
+            // Large buffer: each write of a tokio file is a trip to a blocking thread.
+            let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, &mut file);
             let mut stream = response.bytes_stream();
             while let Some(chunk) = stream.next().await {
                 let chunk = chunk.map_err(Self::unreachable(&blob.url))?;
                 have += chunk.len() as u64;
                 if have > limit {
+                    drop(writer);
                     drop(file);
                     let _ = tokio::fs::remove_file(&partial).await;
                     return Err(RepositoryError::TooLarge { limit });
                 }
                 hasher.update(&chunk);
-                file.write_all(&chunk)
+                writer
+                    .write_all(&chunk)
                     .await
                     .map_err(io(format!("writing {shown}")))?;
             }
+            writer
+                .flush()
+                .await
+                .map_err(io(format!("writing {shown}")))?;
         }
         file.flush().await.map_err(io(format!("writing {shown}")))?;
         drop(file);

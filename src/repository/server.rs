@@ -111,7 +111,9 @@ async fn put_blob(
     let n = shared.uploads.fetch_add(1, Ordering::Relaxed);
     let tmp = tmp_dir.join(format!("{}-{n}", expected.short()));
     let result = async {
-        let mut file = tokio::fs::File::create(&tmp).await?;
+        // Large buffer: each write of a tokio file is a trip to a blocking thread.
+        let mut file =
+            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
         let mut hasher = Sha256Hasher::default();
         let mut size = 0u64;
         let mut stream = body.into_data_stream();

@@ -163,7 +163,12 @@ impl MqttClient {
         session: Session,
     ) -> Result<(MqttClient, mpsc::UnboundedReceiver<Delivery>), TransportError> {
         let options = options(config, &session)?;
-        let (client, eventloop) = AsyncClient::new(options, 64);
+        let (client, mut eventloop) = AsyncClient::new(options, 64);
+        // Messages are small and latency matters: without TCP_NODELAY, Nagle's
+        // algorithm meets delayed ACKs and every exchange waits ~40 ms.
+        let mut network = eventloop.network_options();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         let (deliveries, inbox) = mpsc::unbounded_channel();
         let (ready, connected) = oneshot::channel();
         let driver = Driver {
