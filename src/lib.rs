@@ -23,6 +23,7 @@
 //! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
 
 pub mod dataset;
+pub mod demo;
 pub mod digest;
 pub mod node;
 pub mod plan_build;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod broker;
+mod demo;
 mod network;
 mod node;
 mod plan;
@@ -21,6 +22,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a whole federation on this machine: broker, repository, nodes, FedAvg.
+    Demo(demo::DemoArgs),
     /// Set up and run a node: its folder, datasets, plan approvals, the daemon.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -61,6 +64,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Node(cmd) => node::run(cmd),
         Command::Plan(cmd) => plan::run(cmd),
         Command::Repository(args) => repository::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Ping(args) => network::ping(args),
         Command::Datasets(args) => network::datasets(args),
         Command::Broker(args) => broker::run(args),

@@ -247,7 +247,7 @@ impl Trainer {
                     format!("bad training arguments: {e}"),
                 )
             })?;
-        training_args.budget()?;
+        training_args.check()?;
         if !r.model_args.is_object() {
             return Err(Failure::new(
                 ErrorCode::BadTrainingArgs,

@@ -251,6 +251,29 @@ impl NodeLink {
         Ok(self.gather(&sequence.to_string(), nodes, window).await)
     }
 
+    /// Ping until every node of `nodes` has answered, asking again every
+    /// half second (a node still connecting misses a ping); `false` when
+    /// `patience` runs out first.
+    pub async fn wait_for_nodes(
+        &mut self,
+        nodes: &BTreeSet<String>,
+        patience: Duration,
+    ) -> Result<bool, ResearcherError> {
+        let started = Instant::now();
+        let mut answered = BTreeSet::new();
+        while started.elapsed() < patience {
+            let missing: BTreeSet<String> = nodes.difference(&answered).cloned().collect();
+            let replies = self
+                .ping(Some(&missing), Duration::from_millis(500))
+                .await?;
+            answered.extend(replies.into_keys());
+            if answered.is_superset(nodes) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Every dataset of the nodes that answer.
     pub async fn list(
         &mut self,

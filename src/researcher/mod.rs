@@ -1,10 +1,32 @@
 //! The researcher's side.
 //!
-//! - [`link`]: [`NodeLink`], the researcher's connection to the nodes: send
-//!   requests, gather the replies, watch node status and monitoring.
+//! - [`link`]: [`NodeLink`], the connection to the nodes: send requests,
+//!   gather the replies, watch node status and monitoring.
+//! - [`experiment`]: [`Experiment`], federated training round by round.
+//! - [`settings`]: [`ExperimentSettings`], every argument with its default.
+//! - [`federated_dataset`]: [`FederatedDataset`], node → dataset.
+//! - [`aggregators`]: the [`Aggregator`] trait and [`FedAvg`].
+//! - [`strategy`]: the [`Strategy`] trait and [`DefaultStrategy`].
+//! - [`history`]: what each round did.
+//! - [`folder`]: experimentation folder naming.
+//! - [`monitor`]: console progress.
 
+pub mod aggregators;
 mod error;
+pub mod experiment;
+pub mod federated_dataset;
+pub mod folder;
+pub mod history;
 pub mod link;
+pub mod monitor;
+pub mod settings;
+pub mod strategy;
 
-pub use error::ResearcherError;
+pub use aggregators::{Aggregator, FedAvg};
+pub use error::{ExperimentError, ResearcherError};
+pub use experiment::Experiment;
+pub use federated_dataset::FederatedDataset;
+pub use history::History;
 pub use link::{NodeLink, Reply};
+pub use settings::{ExperimentSettings, RepositorySetting, Tags};
+pub use strategy::{DefaultStrategy, Strategy};

@@ -52,6 +52,22 @@ pub struct TrainingArgs {
     pub test_ratio: f64,
     /// Report the loss every this many updates.
     pub log_interval: usize,
+    /// Derive each round's randomness (shuffling, plan randomness) from
+    /// `random_seed` and the round, rather than repeating the same stream
+    /// every round as Fed-BioMed does.
+    pub seed_per_round: bool,
+    /// Validate the model after local training (reserved: refused until nodes implement it).
+    pub test_on_local_updates: bool,
+    /// Validate the received global model before training (reserved: refused until nodes implement it).
+    pub test_on_global_updates: bool,
+    /// Validation metric name (reserved).
+    pub test_metric: Option<String>,
+    /// Arguments of the validation metric (reserved).
+    pub test_metric_args: Map<String, Value>,
+    /// Differential privacy settings (reserved: refused until nodes implement it).
+    pub dp_args: Option<Value>,
+    /// FedProx proximal term weight (reserved: refused until nodes implement it).
+    pub fedprox_mu: Option<f64>,
 }
 
 impl Default for TrainingArgs {
@@ -66,6 +82,13 @@ impl Default for TrainingArgs {
             random_seed: None,
             test_ratio: 0.0,
             log_interval: 10,
+            seed_per_round: false,
+            test_on_local_updates: false,
+            test_on_global_updates: false,
+            test_metric: None,
+            test_metric_args: Map::new(),
+            dp_args: None,
+            fedprox_mu: None,
         }
     }
 }
@@ -75,6 +98,42 @@ impl TrainingArgs {
     pub fn from_json(text: &str) -> Result<Self, TrainingError> {
         // serde's message names the bad key or type and lists the accepted keys.
         serde_json::from_str(text).map_err(|e| TrainingError::Args(e.to_string()))
+    }
+
+    /// Refuse settings this version accepts in the scheme but cannot run yet,
+    /// and values out of range, naming the key.
+    pub fn check(&self) -> Result<(), TrainingError> {
+        let reserved = [
+            ("test_on_local_updates", self.test_on_local_updates),
+            ("test_on_global_updates", self.test_on_global_updates),
+            ("test_metric", self.test_metric.is_some()),
+            ("test_metric_args", !self.test_metric_args.is_empty()),
+            ("dp_args", self.dp_args.is_some()),
+            ("fedprox_mu", self.fedprox_mu.is_some()),
+        ];
+        if let Some((key, _)) = reserved.iter().find(|(_, set)| *set) {
+            return Err(TrainingError::Args(format!(
+                "`{key}` is not supported by this version of fedwasm yet; remove it from training_args"
+            )));
+        }
+        if !(0.0..1.0).contains(&self.test_ratio) {
+            return Err(TrainingError::Args(format!(
+                "test_ratio must be in [0, 1), not {}",
+                self.test_ratio
+            )));
+        }
+        if self.loader_args.batch_size == 0 {
+            return Err(TrainingError::Args(
+                "loader_args.batch_size must be at least 1".into(),
+            ));
+        }
+        self.budget().map(|_| ())
+    }
+
+    /// The round number that seeds randomness: the round itself with
+    /// `seed_per_round`, else 0 so every round repeats the same stream.
+    pub fn seed_round(&self, round: u32) -> u32 {
+        if self.seed_per_round { round } else { 0 }
     }
 
     /// How many updates to run; a warning when `num_updates` overrides `epochs`

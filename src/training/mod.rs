@@ -4,6 +4,7 @@
 pub mod args;
 pub mod driver;
 mod error;
+pub mod holdout;
 pub mod metrics;
 pub mod task;
 pub mod worker;
@@ -11,6 +12,7 @@ pub mod worker;
 pub use args::{LoaderArgs, TrainingArgs};
 pub use driver::PlanDriver;
 pub use error::TrainingError;
+pub use holdout::evaluate_parameters;
 pub use metrics::{Metric, MetricName};
 pub use task::{Progress, TrainingOutcome, TrainingTask, run_task, train};
 pub use worker::{WORKER_SUBCOMMAND, run_in_worker, run_in_worker_until, worker_main};

@@ -125,10 +125,11 @@ pub fn run_task(
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingOutcome, TrainingError> {
     let started = Instant::now();
-    task.training_args.budget()?;
+    task.training_args.check()?;
     let plan = sandbox.load_file(&task.plan)?;
     let table = Table::open(&task.dataset)?;
-    let seed = StreamSeed::for_plan(task.training_args.seed(), task.round, &task.node_id);
+    let args = &task.training_args;
+    let seed = StreamSeed::for_plan(args.seed(), args.seed_round(task.round), &task.node_id);
     let mut instance = sandbox.instantiate(&plan, &seed)?;
     let mut outcome = train(&mut instance, plan.digest(), &table, task, on_progress)?;
     outcome.total_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -147,6 +148,7 @@ pub fn train(
 ) -> Result<TrainingOutcome, TrainingError> {
     let started = Instant::now();
     let args = &task.training_args;
+    args.check()?;
     let (budget, warning) = args.budget()?;
     if !task.model_args.is_object() {
         return Err(TrainingError::Args(
@@ -179,7 +181,7 @@ pub fn train(
         loader.drop_last,
         budget,
         args.dry_run,
-        StreamSeed::for_loader(seed, task.round, &task.node_id).rng(),
+        StreamSeed::for_loader(seed, args.seed_round(task.round), &task.node_id).rng(),
     )?;
     on_progress(Progress::Started {
         plan_name: info.name.clone(),

@@ -7,6 +7,8 @@ mod support;
 
 mod cli;
 mod components;
+mod demo;
+mod experiment;
 mod federation;
 mod hostile;
 mod mosquitto;

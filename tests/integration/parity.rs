@@ -17,7 +17,11 @@ fn assert_same_bytes<P: TrainingPlan>(mut t: TrainingTask) {
     let wasm = run_in_worker(&fedwasm_bin(), &t, Duration::from_secs(300), &mut |_| {}).unwrap();
 
     let digest = Sha256Digest::of_file(&t.plan).unwrap();
-    let seed = StreamSeed::for_plan(t.training_args.seed(), t.round, &t.node_id);
+    let seed = StreamSeed::for_plan(
+        t.training_args.seed(),
+        t.training_args.seed_round(t.round),
+        &t.node_id,
+    );
     let mut native_plan = NativePlan::<P>::new(seed.0);
     let table = Table::from_csv(&t.dataset).unwrap();
     let wasm_out = t

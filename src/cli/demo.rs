@@ -1,0 +1,107 @@
+//! `fedwasm demo`: a whole federation on this machine, in one command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+
+use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
+
+/// Plans the demo can train.
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanChoice {
+    /// Logistic regression on breast cancer (data/breast_cancer.csv).
+    LogisticRegression,
+    /// A multi-layer perceptron on handwritten digits (data/digits.csv).
+    Mlp,
+}
+
+/// How shards are drawn.
+#[derive(Clone, Copy, ValueEnum)]
+enum SplitChoice {
+    /// Uniformly at random.
+    Iid,
+    /// Label-skewed, Dirichlet(alpha) per label.
+    Dirichlet,
+}
+
+/// Options of `fedwasm demo`.
+#[derive(Args)]
+pub struct DemoArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// FedAvg rounds.
+    #[arg(long, default_value_t = 10)]
+    rounds: u32,
+    /// The plan (and its dataset).
+    #[arg(long, value_enum, default_value = "logistic-regression")]
+    plan: PlanChoice,
+    /// Seed of the shards and of training.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How rows are dealt to nodes.
+    #[arg(long, value_enum, default_value = "iid")]
+    split: SplitChoice,
+    /// Dirichlet concentration for --split dirichlet (smaller = more skewed).
+    #[arg(long, default_value_t = 0.5)]
+    alpha: f64,
+    /// Experiments directory (default: $FEDWASM_DIR/var/experiments).
+    #[arg(long)]
+    experiments_dir: Option<PathBuf>,
+    /// Cargo target folder for building the plan (default: plans/target in the checkout).
+    #[arg(long, env = "FEDWASM_PLAN_TARGET_DIR")]
+    plan_target_dir: Option<PathBuf>,
+}
+
+/// The folder holding `plans/` and `data/`: the current directory when it is
+/// a checkout, else the checkout this binary was built from.
+fn source_dir() -> anyhow::Result<PathBuf> {
+    let here = std::env::current_dir().context("reading the current directory")?;
+    let built_from = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    [here, built_from]
+        .into_iter()
+        .find(|d| is_checkout(d))
+        .context("cannot find the fedwasm checkout (plans/ and data/); run the demo from it")
+}
+
+fn is_checkout(dir: &Path) -> bool {
+    dir.join("plans/logistic-regression").is_dir() && dir.join("data/breast_cancer.csv").is_file()
+}
+
+/// Run the demo and print its result.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let work = tempfile::tempdir().context("creating a temporary folder")?;
+    let source = source_dir()?;
+    let options = DemoOptions {
+        nodes: args.nodes,
+        rounds: args.rounds,
+        plan: match args.plan {
+            PlanChoice::LogisticRegression => DemoPlan::LogisticRegression,
+            PlanChoice::Mlp => DemoPlan::Mlp,
+        },
+        seed: args.seed,
+        split: match args.split {
+            SplitChoice::Iid => ShardSplit::Iid,
+            SplitChoice::Dirichlet => ShardSplit::Dirichlet { alpha: args.alpha },
+        },
+        plan_target_dir: match args.plan_target_dir {
+            Some(dir) => dir,
+            None => source.join("plans").join("target"),
+        },
+        source_dir: source,
+        work_dir: work.path().to_path_buf(),
+        experiments_dir: args.experiments_dir,
+        worker_exe: std::env::current_exe().context("locating the fedwasm executable")?,
+        console: true,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let report = runtime.block_on(run_demo(options))?;
+    println!(
+        "held-out {} on {} rows no node saw",
+        report.holdout, report.holdout_rows
+    );
+    println!("experiment folder: {}", report.experiment_path.display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,426 @@
+//! `fedwasm demo`: a whole federation on one machine — embedded broker and
+//! repository, nodes holding disjoint seeded shards of a shipped dataset, the
+//! plan built and approved, FedAvg rounds, and the global model scored on rows
+//! no node saw.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rand_chacha::ChaCha8Rng;
+use rand_core::SeedableRng;
+use rand_distr::{Distribution, Gamma};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::dataset::Table;
+use crate::digest::Sha256Digest;
+use crate::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
+use crate::repository::{RepositoryConfig, RepositoryLink, serve};
+use crate::researcher::{Experiment, ExperimentSettings, History, RepositorySetting, Tags};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::training::{Metric, TrainingArgs};
+use crate::transport::{BrokerConfig, EmbeddedBroker};
+use crate::wire::PlanStatus;
+
+/// Which example plan (and dataset) the demo trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoPlan {
+    /// `plans/logistic-regression` on `data/breast_cancer.csv`.
+    LogisticRegression,
+    /// `plans/mlp` on `data/digits.csv`.
+    Mlp,
+}
+
+/// How rows are dealt to nodes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ShardSplit {
+    /// Uniformly at random: every node sees every label in proportion.
+    Iid,
+    /// Label-skewed: each label's rows are split by proportions drawn from a
+    /// symmetric Dirichlet(alpha); small alpha gives very unequal shards.
+    Dirichlet {
+        /// Concentration; must be positive.
+        alpha: f64,
+    },
+}
+
+/// Everything the demo can vary.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Number of nodes.
+    pub nodes: usize,
+    /// FedAvg rounds.
+    pub rounds: u32,
+    /// Plan and dataset.
+    pub plan: DemoPlan,
+    /// Seed of the shards and of training.
+    pub seed: u64,
+    /// How shards are drawn.
+    pub split: ShardSplit,
+    /// The repository checkout (holds `plans/` and `data/`).
+    pub source_dir: PathBuf,
+    /// Cargo target folder for building the plan.
+    pub plan_target_dir: PathBuf,
+    /// Scratch folder for node folders, shards and the repository.
+    pub work_dir: PathBuf,
+    /// Experiments directory (default: `$FEDWASM_DIR/var/experiments`).
+    pub experiments_dir: Option<PathBuf>,
+    /// The `fedwasm` executable the nodes start training workers with.
+    pub worker_exe: PathBuf,
+    /// Print progress.
+    pub console: bool,
+}
+
+/// What the demo produced.
+#[derive(Debug)]
+pub struct DemoReport {
+    /// Held-out metric of the final global model.
+    pub holdout: Metric,
+    /// Rows held out.
+    pub holdout_rows: usize,
+    /// The experiment's folder.
+    pub experiment_path: PathBuf,
+    /// Every round.
+    pub history: History,
+}
+
+/// Why the demo failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+    /// A step of setting up the federation failed.
+    #[error("{what}: {reason}")]
+    Setup {
+        /// The step.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+    /// The experiment failed.
+    #[error(transparent)]
+    Experiment(#[from] crate::researcher::ExperimentError),
+}
+
+fn setup<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> DemoError + '_ {
+    move |e| DemoError::Setup {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// Rows of each node and the held-out rows, as indices into `labels`.
+/// 20% of the rows are held out (stratified by nothing: a seeded shuffle),
+/// the rest dealt to `nodes` shards; every shard gets at least `min_rows`.
+pub fn deal_rows(
+    labels: &[f64],
+    nodes: usize,
+    split: ShardSplit,
+    seed: u64,
+    min_rows: usize,
+) -> Result<(Vec<Vec<usize>>, Vec<usize>), DemoError> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let order = crate::dataset::prepare::permutation(labels.len(), &mut rng);
+    let holdout_len = labels.len() / 5;
+    let holdout: Vec<usize> = order[..holdout_len].to_vec();
+    let rest = &order[holdout_len..];
+    if nodes == 0 || rest.len() < nodes * min_rows {
+        return Err(DemoError::Options(format!(
+            "{} rows cannot give {nodes} nodes {min_rows} rows each",
+            rest.len()
+        )));
+    }
+    let mut shards = vec![Vec::new(); nodes];
+    match split {
+        ShardSplit::Iid => {
+            for (i, &row) in rest.iter().enumerate() {
+                shards[i % nodes].push(row);
+            }
+        }
+        ShardSplit::Dirichlet { alpha } => {
+            let gamma = Gamma::new(alpha, 1.0).map_err(|_| {
+                DemoError::Options(format!("--alpha must be a positive number, not {alpha}"))
+            })?;
+            let mut by_label: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+            for &row in rest {
+                by_label.entry(labels[row] as i64).or_default().push(row);
+            }
+            for rows in by_label.values() {
+                let draws: Vec<f64> = (0..nodes).map(|_| gamma.sample(&mut rng)).collect();
+                let total: f64 = draws.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+                let mut start = 0;
+                let mut cumulative = 0.0;
+                for (node, draw) in draws.iter().enumerate() {
+                    cumulative += draw / total;
+                    let end = if node + 1 == nodes {
+                        rows.len()
+                    } else {
+                        ((cumulative * rows.len() as f64).round() as usize).min(rows.len())
+                    };
+                    shards[node].extend_from_slice(&rows[start..end.max(start)]);
+                    start = end.max(start);
+                }
+            }
+            // Top up small shards from the largest, so every node can train.
+            for node in 0..nodes {
+                while shards[node].len() < min_rows {
+                    let largest = (0..nodes).max_by_key(|&n| shards[n].len()).unwrap_or(node);
+                    let row = shards[largest].pop().ok_or_else(|| {
+                        DemoError::Options("not enough rows for every node".into())
+                    })?;
+                    shards[node].push(row);
+                }
+            }
+        }
+    }
+    Ok((shards, holdout))
+}
+
+/// Write rows `rows` of `table` as a CSV file.
+fn write_csv(table: &Table, rows: &[usize], path: &Path) -> Result<(), DemoError> {
+    let mut out = table.names().join(",");
+    out.push('\n');
+    for &r in rows {
+        let cells: Vec<String> = (0..table.width())
+            .map(|c| table.get(r, c).to_string())
+            .collect();
+        out.push_str(&cells.join(","));
+        out.push('\n');
+    }
+    std::fs::write(path, out).map_err(setup(&format!("writing {}", path.display())))
+}
+
+/// Run the demo.
+pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
+    let (plan_dir, data_file, target, model_args, training_args) = match options.plan {
+        DemoPlan::LogisticRegression => (
+            "logistic-regression",
+            "breast_cancer.csv",
+            "diagnosis",
+            json!({"n_features": 30, "n_classes": 2}),
+            json!({"num_updates": 50, "loader_args": {"batch_size": 32},
+                   "optimizer_args": {"lr": 0.1}, "log_interval": 10,
+                   "random_seed": options.seed, "seed_per_round": true}),
+        ),
+        DemoPlan::Mlp => (
+            "mlp",
+            "digits.csv",
+            "digit",
+            json!({"n_features": 64, "n_classes": 10, "hidden": [64]}),
+            json!({"num_updates": 50, "loader_args": {"batch_size": 32},
+                   "optimizer_args": {"lr": 0.1, "momentum": 0.9}, "log_interval": 10,
+                   "random_seed": options.seed, "seed_per_round": true}),
+        ),
+    };
+    let tag = match options.plan {
+        DemoPlan::LogisticRegression => "#breast-cancer",
+        DemoPlan::Mlp => "#digits",
+    };
+    let say = |line: String| {
+        if options.console {
+            println!("{line}");
+        }
+    };
+
+    // Data: shards for the nodes and a held-out part for the researcher.
+    let table = Table::open(&options.source_dir.join("data").join(data_file))
+        .map_err(setup("reading the demo data"))?;
+    let target_col = table
+        .column(target)
+        .map_err(setup("reading the demo data"))?;
+    let labels: Vec<f64> = (0..table.rows())
+        .map(|r| table.get(r, target_col))
+        .collect();
+    let (shards, holdout) = deal_rows(&labels, options.nodes, options.split, options.seed, 20)?;
+    std::fs::create_dir_all(&options.work_dir).map_err(setup("creating the work folder"))?;
+    let holdout_path = options.work_dir.join("holdout.csv");
+    write_csv(&table, &holdout, &holdout_path)?;
+
+    // The plan, built and hashed.
+    say(format!("building plans/{plan_dir} for wasm32-wasip2 …"));
+    let built = crate::plan_build::build_plan(
+        &options.source_dir.join("plans").join(plan_dir),
+        Some(&options.work_dir.join(format!("{plan_dir}.wasm"))),
+        Some(&options.plan_target_dir),
+    )
+    .map_err(setup("building the plan"))?;
+    let digest = Sha256Digest::of_file(&built.path).map_err(setup("hashing the plan"))?;
+
+    // Broker and repository.
+    let broker = EmbeddedBroker::start(
+        "127.0.0.1:0".parse().map_err(setup("broker address"))?,
+        None,
+    )
+    .map_err(setup("starting the broker"))?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(setup("starting the repository"))?;
+    let repo_url = format!(
+        "http://{}",
+        listener
+            .local_addr()
+            .map_err(setup("starting the repository"))?
+    );
+    let (stop, stopped) = watch::channel(false);
+    let mut repo_stop = stopped.clone();
+    tokio::spawn(serve(
+        listener,
+        RepositoryConfig::new(options.work_dir.join("repository")),
+        async move {
+            let _ = repo_stop.wait_for(|s| *s).await;
+        },
+    ));
+
+    // Nodes: folder, dataset, approval, daemon.
+    let mut node_ids = BTreeSet::new();
+    let mut node_tasks = Vec::new();
+    for (i, rows) in shards.iter().enumerate() {
+        let id = format!("node-{}", i + 1);
+        let dir = options.work_dir.join(&id);
+        let _ = std::fs::remove_dir_all(&dir);
+        NodeConfig::init(&dir, Some(id.clone()), None, broker.url(), repo_url.clone())
+            .map_err(setup("creating a node"))?;
+        let shard = dir.join("shard.csv");
+        write_csv(&table, rows, &shard)?;
+        let mut store =
+            NodeStore::open(&NodeConfig::store_path(&dir)).map_err(setup("opening a node"))?;
+        store
+            .add_dataset(NewDataset {
+                name: format!("{data_file} shard {}", i + 1),
+                tags: vec![tag.into()],
+                description: format!("{} rows of {data_file}", rows.len()),
+                path: shard,
+                target: Some(target.into()),
+            })
+            .map_err(setup("registering a shard"))?;
+        store
+            .set_plan_status(&digest, PlanStatus::Approved, Some(plan_dir))
+            .map_err(setup("approving the plan"))?;
+        let mut node_stop = stopped.clone();
+        node_tasks.push(tokio::spawn(crate::node::run(
+            NodeRuntime {
+                dir,
+                worker_exe: options.worker_exe.clone(),
+            },
+            async move {
+                let _ = node_stop.wait_for(|s| *s).await;
+            },
+        )));
+        say(format!("{id}: {} rows tagged {tag}", rows.len()));
+        node_ids.insert(id);
+    }
+
+    let mut settings = ExperimentSettings {
+        tags: Some(Tags::One(tag.into())),
+        nodes: Some(node_ids.iter().cloned().collect()),
+        training_plan: Some(built.path.clone()),
+        model_args: model_args.as_object().cloned().unwrap_or_default(),
+        training_args: serde_json::from_value::<TrainingArgs>(training_args)
+            .map_err(setup("demo training arguments"))?,
+        round_limit: Some(options.rounds),
+        experiments_dir: options.experiments_dir.clone(),
+        broker: BrokerConfig::new(broker.url()),
+        repository: RepositorySetting::Remote(RepositoryLink {
+            url: repo_url.clone(),
+            token: None,
+        }),
+        researcher_id: Some("demo-researcher".into()),
+        console: options.console,
+        ..ExperimentSettings::default()
+    };
+    settings.search_wait_secs = 30.0;
+    // Nodes connect in the background; search once all of them answer.
+    {
+        let mut probe = crate::researcher::NodeLink::connect(&settings.broker, "demo-probe")
+            .await
+            .map_err(setup("connecting to the broker"))?;
+        let ready = probe
+            .wait_for_nodes(&node_ids, Duration::from_secs(60))
+            .await
+            .map_err(setup("waiting for the nodes"))?;
+        probe.disconnect().await;
+        if !ready {
+            return Err(DemoError::Setup {
+                what: "waiting for the nodes".into(),
+                reason: "not every node connected within 60 s".into(),
+            });
+        }
+    }
+    let mut experiment = Experiment::new(settings).await?;
+    say(format!(
+        "experiment {} with {} nodes, plan {} ({digest})",
+        experiment.id(),
+        experiment.training_data().map_or(0, |d| d.node_ids().len()),
+        experiment.training_plan_name().unwrap_or_default(),
+    ));
+    let run = experiment.run(None, false).await;
+
+    let _ = stop.send(true);
+    for task in node_tasks {
+        let _ = task.await;
+    }
+    run?;
+
+    // Score the global model on the held-out rows, in the same sandbox.
+    let global = experiment
+        .global_parameters()
+        .map(<[_]>::to_vec)
+        .ok_or_else(|| DemoError::Options("no round ran".into()))?;
+    let sandbox = Sandbox::new(SandboxConfig::default()).map_err(setup("starting the sandbox"))?;
+    let loaded = sandbox
+        .load_file(&built.path)
+        .map_err(setup("loading the plan"))?;
+    let holdout_table = Table::open(&holdout_path).map_err(setup("reading the held-out rows"))?;
+    let metric = crate::training::evaluate_parameters(
+        &sandbox,
+        &loaded,
+        &model_args,
+        &global,
+        &holdout_table,
+        Some(target),
+    )
+    .map_err(setup("evaluating the global model"))?
+    .ok_or_else(|| DemoError::Options("no held-out rows".into()))?;
+    let report = DemoReport {
+        holdout: metric,
+        holdout_rows: holdout.len(),
+        experiment_path: experiment.experimentation_path().to_path_buf(),
+        history: experiment.history().clone(),
+    };
+    experiment.close().await;
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_disjoint_seeded_and_cover_the_rows() {
+        let labels: Vec<f64> = (0..200).map(|i| (i % 4) as f64).collect();
+        for split in [ShardSplit::Iid, ShardSplit::Dirichlet { alpha: 0.3 }] {
+            let (shards, holdout) = deal_rows(&labels, 5, split, 7, 5).unwrap();
+            let mut all: Vec<usize> = shards.iter().flatten().chain(&holdout).copied().collect();
+            all.sort();
+            assert_eq!(all, (0..200).collect::<Vec<_>>(), "{split:?}");
+            assert_eq!(holdout.len(), 40);
+            assert!(shards.iter().all(|s| s.len() >= 5));
+            assert_eq!(deal_rows(&labels, 5, split, 7, 5).unwrap().0, shards);
+            assert_ne!(deal_rows(&labels, 5, split, 8, 5).unwrap().0, shards);
+        }
+        let (skewed, _) =
+            deal_rows(&labels, 5, ShardSplit::Dirichlet { alpha: 0.1 }, 1, 5).unwrap();
+        let label_sets: Vec<BTreeSet<i64>> = skewed
+            .iter()
+            .map(|s| s.iter().map(|&r| labels[r] as i64).collect())
+            .collect();
+        assert!(
+            label_sets.iter().any(|s| s.len() < 4),
+            "alpha 0.1 skews labels"
+        );
+        assert!(deal_rows(&labels, 5, ShardSplit::Dirichlet { alpha: 0.0 }, 1, 5).is_err());
+        assert!(deal_rows(&labels, 100, ShardSplit::Iid, 1, 5).is_err());
+    }
+}

@@ -1,0 +1,907 @@
+//! [`Experiment`]: the researcher's federated training, round by round.
+//!
+//! Semantics follow Fed-BioMed's `Experiment` (see `README.md`): creation with
+//! tags searches the nodes; `round_current` counts completed rounds;
+//! `run(rounds, increase)` and `run_once(increase)` respect `round_limit`
+//! with the same warnings. Unlike Fed-BioMed, a round never waits forever (a
+//! deadline fails it, naming the silent nodes) and a failed round leaves the
+//! experiment exactly as it was.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+use super::aggregators::{Aggregator, FedAvg, OrderedFolder, align_parameters};
+use super::folder::{default_experiments_dir, next_folder_name, sanitize_folder_name};
+use super::history::{History, NodeRound, RoundRecord};
+use super::monitor::Monitor;
+use super::settings::{ExperimentSettings, RepositorySetting};
+use super::strategy::{DefaultStrategy, Strategy};
+use super::{ExperimentError, FederatedDataset, NodeLink};
+use crate::digest::Sha256Digest;
+use crate::repository::{RepositoryClient, RepositoryConfig, RepositoryLink, serve};
+use crate::sandbox::random::StreamSeed;
+use crate::sandbox::types::Tensor;
+use crate::sandbox::{LoadedPlan, Sandbox, SandboxConfig};
+use crate::training::TrainingArgs;
+use crate::wire::{BlobRef, Message};
+
+/// The plan as the researcher knows it.
+struct Plan {
+    path: PathBuf,
+    loaded: std::sync::Arc<LoadedPlan>,
+    name: String,
+    uploaded: Option<BlobRef>,
+}
+
+/// A federated training experiment.
+pub struct Experiment {
+    id: String,
+    tags: Option<Vec<String>>,
+    nodes: Option<Vec<String>>,
+    training_data: Option<FederatedDataset>,
+    plan: Option<Plan>,
+    model_args: Map<String, Value>,
+    training_args: TrainingArgs,
+    aggregator: Box<dyn Aggregator>,
+    strategy: Box<dyn Strategy>,
+    round_limit: Option<u32>,
+    round_current: u32,
+    tensorboard: bool,
+    save_breakpoints: bool,
+    folder: PathBuf,
+    round_deadline: Duration,
+    search_wait: Duration,
+    global: Option<Vec<Tensor>>,
+    history: History,
+    warnings: Vec<String>,
+    sandbox: Sandbox,
+    link: NodeLink,
+    repository: RepositoryClient,
+    monitor: Monitor,
+    _repository_server: Option<oneshot::Sender<()>>,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExperimentError {
+    let what = what.into();
+    move |source| ExperimentError::Io { what, source }
+}
+
+fn seconds(value: f64, name: &str) -> Result<Duration, ExperimentError> {
+    Duration::try_from_secs_f64(value)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| {
+            ExperimentError::Argument(format!(
+                "{name} must be a positive number of seconds, not {value}"
+            ))
+        })
+}
+
+/// The aggregator named in settings.
+pub fn aggregator_named(name: &str) -> Result<Box<dyn Aggregator>, ExperimentError> {
+    match name {
+        "fedavg" => Ok(Box::new(FedAvg::new())),
+        other => Err(ExperimentError::Argument(format!(
+            "unknown aggregator `{other}`; available: fedavg"
+        ))),
+    }
+}
+
+/// The node selection strategy named in settings.
+pub fn strategy_named(name: &str) -> Result<Box<dyn Strategy>, ExperimentError> {
+    match name {
+        "default" => Ok(Box::new(DefaultStrategy)),
+        other => Err(ExperimentError::Argument(format!(
+            "unknown node_selection_strategy `{other}`; available: default"
+        ))),
+    }
+}
+
+impl Experiment {
+    /// Create an experiment: connect to the broker, start or reach the
+    /// repository, load (or build) the plan, create the experimentation
+    /// folder and, with tags and no explicit training data, search the nodes.
+    pub async fn new(settings: ExperimentSettings) -> Result<Experiment, ExperimentError> {
+        settings
+            .training_args
+            .check()
+            .map_err(|e| ExperimentError::Argument(e.to_string()))?;
+        let round_deadline = seconds(settings.round_deadline_secs, "round_deadline_secs")?;
+        let search_wait = seconds(settings.search_wait_secs, "search_wait_secs")?;
+        let aggregator = aggregator_named(&settings.aggregator)?;
+        let strategy = strategy_named(&settings.node_selection_strategy)?;
+        let experiments_dir = settings
+            .experiments_dir
+            .clone()
+            .unwrap_or_else(default_experiments_dir);
+        let mut warnings = Vec::new();
+        let name = match &settings.experimentation_folder {
+            Some(given) => {
+                let (name, changed) = sanitize_folder_name(given)?;
+                if changed {
+                    warnings.push(format!(
+                        "experimentation folder `{given}` was renamed `{name}` to be a safe folder name"
+                    ));
+                }
+                name
+            }
+            None => next_folder_name(&experiments_dir)?,
+        };
+        let folder = experiments_dir.join(&name);
+        std::fs::create_dir_all(&folder).map_err(io(format!("creating {}", folder.display())))?;
+
+        let (repository, server) = match &settings.repository {
+            RepositorySetting::Remote(link) => (link.client(), None),
+            RepositorySetting::Embedded {
+                bind,
+                advertised_url,
+            } => {
+                let listener = tokio::net::TcpListener::bind(bind)
+                    .await
+                    .map_err(io(format!("listening on {bind} for the repository")))?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(io("reading the repository address"))?;
+                let url = advertised_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}"));
+                let (stop, stopped) = oneshot::channel::<()>();
+                tokio::spawn(serve(
+                    listener,
+                    RepositoryConfig::new(folder.join("repository")),
+                    async {
+                        let _ = stopped.await;
+                    },
+                ));
+                (RepositoryLink { url, token: None }.client(), Some(stop))
+            }
+        };
+        let researcher_id = settings
+            .researcher_id
+            .clone()
+            .unwrap_or_else(|| format!("researcher-{}", std::process::id()));
+        let link = NodeLink::connect(&settings.broker, &researcher_id).await?;
+        let sandbox = Sandbox::new(SandboxConfig::default())?;
+
+        let mut experiment = Experiment {
+            id: name,
+            tags: settings.tags.as_ref().map(|t| t.to_vec()),
+            nodes: settings.nodes.clone(),
+            training_data: None,
+            plan: None,
+            model_args: settings.model_args.clone(),
+            training_args: settings.training_args.clone(),
+            aggregator,
+            strategy,
+            round_limit: settings.round_limit,
+            round_current: 0,
+            tensorboard: settings.tensorboard,
+            save_breakpoints: settings.save_breakpoints,
+            folder,
+            round_deadline,
+            search_wait,
+            global: None,
+            history: History::default(),
+            warnings,
+            sandbox,
+            link,
+            repository,
+            monitor: Monitor::new(settings.console),
+            _repository_server: server,
+        };
+        if let Some(plan) = &settings.training_plan {
+            experiment.set_training_plan(plan, settings.training_plan_name.as_deref())?;
+        }
+        match &settings.training_data {
+            Some(explicit) => {
+                let fds = experiment.resolve_training_data(explicit).await?;
+                experiment.training_data = Some(fds);
+            }
+            None if experiment.tags.is_some() => {
+                experiment.set_training_data(None, true).await?;
+            }
+            None => {}
+        }
+        for warning in &experiment.warnings {
+            tracing::warn!("{warning}");
+        }
+        Ok(experiment)
+    }
+
+    // --- Getters -------------------------------------------------------
+
+    /// The experiment's id: its folder name.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Tags the search uses.
+    pub fn tags(&self) -> Option<&[String]> {
+        self.tags.as_deref()
+    }
+
+    /// Nodes the search is restricted to.
+    pub fn nodes(&self) -> Option<&[String]> {
+        self.nodes.as_deref()
+    }
+
+    /// Node → dataset the experiment trains on.
+    pub fn training_data(&self) -> Option<&FederatedDataset> {
+        self.training_data.as_ref()
+    }
+
+    /// The plan component's path.
+    pub fn training_plan_path(&self) -> Option<&Path> {
+        self.plan.as_ref().map(|p| p.path.as_path())
+    }
+
+    /// The plan's `describe().name`.
+    pub fn training_plan_name(&self) -> Option<&str> {
+        self.plan.as_ref().map(|p| p.name.as_str())
+    }
+
+    /// The plan's SHA-256: what node operators approve.
+    pub fn training_plan_digest(&self) -> Option<Sha256Digest> {
+        self.plan.as_ref().map(|p| p.loaded.digest())
+    }
+
+    /// Arguments of `init-model`.
+    pub fn model_args(&self) -> &Map<String, Value> {
+        &self.model_args
+    }
+
+    /// Local training arguments.
+    pub fn training_args(&self) -> &TrainingArgs {
+        &self.training_args
+    }
+
+    /// The aggregator.
+    pub fn aggregator(&self) -> &dyn Aggregator {
+        self.aggregator.as_ref()
+    }
+
+    /// The node selection strategy.
+    pub fn strategy(&self) -> &dyn Strategy {
+        self.strategy.as_ref()
+    }
+
+    /// Most rounds the experiment runs.
+    pub fn round_limit(&self) -> Option<u32> {
+        self.round_limit
+    }
+
+    /// Rounds completed (also the 0-based index of the next round).
+    pub fn round_current(&self) -> u32 {
+        self.round_current
+    }
+
+    /// Whether TensorBoard files are written.
+    pub fn tensorboard(&self) -> bool {
+        self.tensorboard
+    }
+
+    /// Whether a breakpoint is saved after every round.
+    pub fn save_breakpoints(&self) -> bool {
+        self.save_breakpoints
+    }
+
+    /// Folder name of the experiment.
+    pub fn experimentation_folder(&self) -> &str {
+        &self.id
+    }
+
+    /// Full path of the experiment's folder.
+    pub fn experimentation_path(&self) -> &Path {
+        &self.folder
+    }
+
+    /// The global parameters after the last completed round (or the
+    /// initial ones once a round has started).
+    pub fn global_parameters(&self) -> Option<&[Tensor]> {
+        self.global.as_deref()
+    }
+
+    /// Completed rounds.
+    pub fn history(&self) -> &History {
+        &self.history
+    }
+
+    /// Aggregated parameter files per round, as (round, path).
+    pub fn aggregated_params(&self) -> BTreeMap<u32, PathBuf> {
+        self.history
+            .rounds
+            .iter()
+            .map(|r| (r.round, self.folder.join(&r.global_path)))
+            .collect()
+    }
+
+    /// Warnings given since the last call (also logged as they happen).
+    pub fn take_warnings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.warnings)
+    }
+
+    /// The link to the nodes, e.g. to ping them.
+    pub fn link(&mut self) -> &mut NodeLink {
+        &mut self.link
+    }
+
+    // --- Setters -------------------------------------------------------
+
+    /// Change the tags. The training data stays until
+    /// `set_training_data(None, true)` searches again.
+    pub fn set_tags(&mut self, tags: Option<Vec<String>>) {
+        self.tags = tags;
+    }
+
+    /// Change the nodes filter. The training data stays until
+    /// `set_training_data(None, true)` searches again.
+    pub fn set_nodes(&mut self, nodes: Option<Vec<String>>) {
+        self.nodes = nodes;
+    }
+
+    /// Set the training data, or with `None` and `from_tags`, search the
+    /// nodes (restricted to `nodes`) for datasets carrying every tag.
+    pub async fn set_training_data(
+        &mut self,
+        training_data: Option<FederatedDataset>,
+        from_tags: bool,
+    ) -> Result<(), ExperimentError> {
+        self.training_data = match (training_data, from_tags) {
+            (Some(fds), _) => Some(fds),
+            (None, false) => None,
+            (None, true) => match self.tags.clone() {
+                None => None,
+                Some(tags) => Some(self.search(&tags).await?),
+            },
+        };
+        Ok(())
+    }
+
+    async fn search(&mut self, tags: &[String]) -> Result<FederatedDataset, ExperimentError> {
+        let expected: Option<BTreeSet<String>> =
+            self.nodes.as_ref().map(|n| n.iter().cloned().collect());
+        let found = self
+            .link
+            .search(tags, expected.as_ref(), self.search_wait)
+            .await?;
+        let mut datasets = BTreeMap::new();
+        for (node, reply) in found {
+            match reply {
+                Ok(list) => {
+                    datasets.insert(node, list);
+                }
+                Err(message) => self.warn(format!("node {node} could not search: {message:?}")),
+            }
+        }
+        let fds = FederatedDataset::from_search(datasets)?;
+        if fds.is_empty() {
+            self.warn(format!(
+                "no node has a dataset carrying all of the tags {tags:?}"
+            ));
+        }
+        Ok(fds)
+    }
+
+    async fn resolve_training_data(
+        &mut self,
+        explicit: &BTreeMap<String, String>,
+    ) -> Result<FederatedDataset, ExperimentError> {
+        let nodes: BTreeSet<String> = explicit.keys().cloned().collect();
+        let listed = self.link.list(Some(&nodes), self.search_wait).await?;
+        let mut datasets = BTreeMap::new();
+        for (node, dataset_id) in explicit {
+            let summary = listed
+                .get(node)
+                .and_then(|r| r.as_ref().ok())
+                .and_then(|list| list.iter().find(|d| &d.dataset_id == dataset_id))
+                .ok_or_else(|| {
+                    ExperimentError::Argument(format!(
+                        "training_data: node `{node}` did not list a dataset `{dataset_id}`; `fedwasm datasets --nodes {node}` shows what it has"
+                    ))
+                })?;
+            datasets.insert(node.clone(), summary.clone());
+        }
+        Ok(FederatedDataset::new(datasets))
+    }
+
+    /// Use the plan at `path`: a component file, or a plan crate folder that
+    /// is built first. With `name`, the plan's `describe().name` must match.
+    pub fn set_training_plan(
+        &mut self,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<(), ExperimentError> {
+        let component = if path.is_dir() {
+            let out = self.folder.join("training_plan.wasm");
+            crate::plan_build::build_plan(path, Some(&out), None)
+                .map_err(|e| {
+                    ExperimentError::Argument(format!("building {}: {e}", path.display()))
+                })?
+                .path
+        } else {
+            path.to_path_buf()
+        };
+        let loaded = self.sandbox.load_file(&component)?;
+        let mut instance = self
+            .sandbox
+            .instantiate(&loaded, &StreamSeed::for_plan(0, 0, "researcher"))?;
+        let info = instance.describe()?;
+        if let Some(expected) = name
+            && expected != info.name
+        {
+            return Err(ExperimentError::Argument(format!(
+                "the plan at {} is `{}`, not `{expected}`",
+                component.display(),
+                info.name
+            )));
+        }
+        self.plan = Some(Plan {
+            path: component,
+            loaded,
+            name: info.name,
+            uploaded: None,
+        });
+        self.global = None;
+        Ok(())
+    }
+
+    /// Change the model arguments (new initial parameters if no round ran yet).
+    pub fn set_model_args(&mut self, model_args: Map<String, Value>) {
+        self.model_args = model_args;
+        if self.round_current == 0 {
+            self.global = None;
+        }
+    }
+
+    /// Change the training arguments; they apply from the next round.
+    pub fn set_training_args(
+        &mut self,
+        training_args: TrainingArgs,
+    ) -> Result<(), ExperimentError> {
+        training_args
+            .check()
+            .map_err(|e| ExperimentError::Argument(e.to_string()))?;
+        self.training_args = training_args;
+        Ok(())
+    }
+
+    /// Replace the aggregator (e.g. a custom one).
+    pub fn set_aggregator(&mut self, aggregator: Box<dyn Aggregator>) {
+        self.aggregator = aggregator;
+    }
+
+    /// Replace the node selection strategy.
+    pub fn set_strategy(&mut self, strategy: Box<dyn Strategy>) {
+        self.strategy = strategy;
+    }
+
+    /// Change the round limit; it cannot be below the rounds already run.
+    pub fn set_round_limit(&mut self, round_limit: Option<u32>) -> Result<(), ExperimentError> {
+        if let Some(limit) = round_limit
+            && limit < self.round_current
+        {
+            return Err(ExperimentError::Argument(format!(
+                "round_limit {limit} is below the {} rounds already run",
+                self.round_current
+            )));
+        }
+        self.round_limit = round_limit;
+        Ok(())
+    }
+
+    /// Switch TensorBoard files on or off.
+    pub fn set_tensorboard(&mut self, on: bool) {
+        self.tensorboard = on;
+    }
+
+    /// Switch breakpoints on or off; on, one is saved after each later round.
+    pub fn set_save_breakpoints(&mut self, on: bool) {
+        self.save_breakpoints = on;
+    }
+
+    /// Change the round deadline.
+    pub fn set_round_deadline(&mut self, deadline: Duration) {
+        self.round_deadline = deadline;
+    }
+
+    fn warn(&mut self, warning: String) {
+        tracing::warn!("{warning}");
+        self.monitor.note(&format!("warning: {warning}"));
+        self.warnings.push(warning);
+    }
+
+    // --- Running -------------------------------------------------------
+
+    /// Run `rounds` rounds, or with `None` every round up to the limit. With
+    /// `increase`, a limit too low for `rounds` is raised; otherwise the
+    /// rounds are clipped to it, with a warning. Returns the rounds run.
+    pub async fn run(
+        &mut self,
+        rounds: Option<u32>,
+        increase: bool,
+    ) -> Result<u32, ExperimentError> {
+        let count = match (rounds, self.round_limit) {
+            (Some(0), _) => {
+                return Err(ExperimentError::Argument(
+                    "rounds must be at least 1".into(),
+                ));
+            }
+            (None, None) => {
+                self.warn("cannot run: give a number of rounds or set a round limit".into());
+                return Ok(0);
+            }
+            (None, Some(limit)) => {
+                let left = limit.saturating_sub(self.round_current);
+                if left == 0 {
+                    self.warn(format!(
+                        "round limit of {limit} was reached; nothing to run"
+                    ));
+                    return Ok(0);
+                }
+                left
+            }
+            (Some(k), None) => k,
+            (Some(k), Some(limit)) => {
+                if self.round_current + k <= limit {
+                    k
+                } else if increase {
+                    self.round_limit = Some(self.round_current + k);
+                    self.warn(format!(
+                        "round limit raised from {limit} to {} to run {k} rounds",
+                        self.round_current + k
+                    ));
+                    k
+                } else {
+                    let left = limit.saturating_sub(self.round_current);
+                    if left == 0 {
+                        self.warn(format!(
+                            "round limit of {limit} was reached; nothing to run"
+                        ));
+                        return Ok(0);
+                    }
+                    self.warn(format!(
+                        "{k} rounds would pass the round limit of {limit}: running {left}"
+                    ));
+                    left
+                }
+            }
+        };
+        for _ in 0..count {
+            self.run_round().await?;
+        }
+        Ok(count)
+    }
+
+    /// Run one round. At the limit, with `increase` the limit is raised by
+    /// one; otherwise nothing runs and 0 is returned, with a warning.
+    pub async fn run_once(&mut self, increase: bool) -> Result<u32, ExperimentError> {
+        if let Some(limit) = self.round_limit
+            && self.round_current >= limit
+        {
+            if !increase {
+                self.warn(format!(
+                    "round limit of {limit} was reached; nothing to run"
+                ));
+                return Ok(0);
+            }
+            self.round_limit = Some(self.round_current + 1);
+            self.warn(format!(
+                "round limit raised from {limit} to {}",
+                self.round_current + 1
+            ));
+        }
+        self.run_round().await?;
+        Ok(1)
+    }
+
+    /// The initial global parameters: the plan's own, from `init-model`.
+    fn initial_parameters(&self) -> Result<Vec<Tensor>, ExperimentError> {
+        let plan = self.plan.as_ref().ok_or_else(|| {
+            ExperimentError::NotDefined("no training plan; set training_plan".into())
+        })?;
+        let seed = StreamSeed::for_plan(self.training_args.seed(), 0, "researcher");
+        let mut instance = self.sandbox.instantiate(&plan.loaded, &seed)?;
+        instance.init_model(&Value::Object(self.model_args.clone()).to_string())?;
+        Ok(instance.get_parameters()?)
+    }
+
+    fn relative_round_path(round: u32) -> String {
+        format!("rounds/global_{round:04}.safetensors")
+    }
+
+    async fn run_round(&mut self) -> Result<(), ExperimentError> {
+        let round = self.round_current + 1;
+        let fds = self.training_data.clone().ok_or_else(|| {
+            ExperimentError::NotDefined(
+                "no training data; set tags (and search) or training_data".into(),
+            )
+        })?;
+        if self.plan.is_none() {
+            return Err(ExperimentError::NotDefined(
+                "no training plan; set training_plan".into(),
+            ));
+        }
+        let global = match &self.global {
+            Some(g) => g.clone(),
+            None => self.initial_parameters()?,
+        };
+        let started = Instant::now();
+        let nodes = self.strategy.sample_nodes(&fds, round)?;
+        let outcome = self
+            .train_round(round, &fds, &nodes, &global, started)
+            .await;
+        let (record, new_global) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                self.monitor.finish_round();
+                return Err(e);
+            }
+        };
+        self.global = Some(new_global);
+        self.round_current = round;
+        self.monitor.round_done(&record, self.round_limit);
+        self.history.rounds.push(record);
+        self.write_history()?;
+        Ok(())
+    }
+
+    fn write_history(&self) -> Result<(), ExperimentError> {
+        let path = self.folder.join("history.json");
+        let text =
+            serde_json::to_string_pretty(&self.history).map_err(|e| ExperimentError::Io {
+                what: "encoding history".into(),
+                source: std::io::Error::other(e),
+            })?;
+        std::fs::write(&path, text).map_err(io(format!("writing {}", path.display())))
+    }
+
+    fn write_parameters(
+        &self,
+        relative: &str,
+        tensors: &[Tensor],
+        round: u32,
+    ) -> Result<(PathBuf, Vec<u8>), ExperimentError> {
+        let path = self.folder.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(io(format!("creating {}", parent.display())))?;
+        }
+        let metadata = BTreeMap::from([
+            ("experiment_id".to_string(), self.id.clone()),
+            ("round".to_string(), round.to_string()),
+            (
+                "plan_sha256".to_string(),
+                self.training_plan_digest()
+                    .map(|d| d.to_hex())
+                    .unwrap_or_default(),
+            ),
+        ]);
+        let bytes =
+            crate::tensors::to_bytes(tensors, &metadata).map_err(|e| ExperimentError::Io {
+                what: "encoding parameters".into(),
+                source: std::io::Error::other(e),
+            })?;
+        std::fs::write(&path, &bytes).map_err(io(format!("writing {}", path.display())))?;
+        Ok((path, bytes))
+    }
+
+    /// One round's exchange; touches nothing of the experiment's state
+    /// except the plan's upload cache, so a failure leaves it as it was.
+    async fn train_round(
+        &mut self,
+        round: u32,
+        fds: &FederatedDataset,
+        nodes: &[String],
+        global: &[Tensor],
+        started: Instant,
+    ) -> Result<(RoundRecord, Vec<Tensor>), ExperimentError> {
+        let failed = |reason: String| ExperimentError::Round { round, reason };
+        let plan_blob = match self.plan.as_ref().and_then(|p| p.uploaded.clone()) {
+            Some(blob) => blob,
+            None => {
+                let path = self
+                    .plan
+                    .as_ref()
+                    .map(|p| p.path.clone())
+                    .unwrap_or_default();
+                let blob = self.repository.upload_file(&path).await?;
+                if let Some(plan) = self.plan.as_mut() {
+                    plan.uploaded = Some(blob.clone());
+                }
+                blob
+            }
+        };
+        let bytes = crate::tensors::to_bytes(
+            global,
+            &BTreeMap::from([
+                ("experiment_id".to_string(), self.id.clone()),
+                ("round".to_string(), (round - 1).to_string()),
+            ]),
+        )
+        .map_err(|e| failed(format!("encoding the global parameters: {e}")))?;
+        let params_blob = self.repository.upload_bytes(bytes).await?;
+        let training_args = serde_json::to_value(&self.training_args)
+            .map_err(|e| failed(format!("encoding training_args: {e}")))?;
+        let seed = self.training_args.seed();
+
+        let mut requests: BTreeMap<String, (String, Instant)> = BTreeMap::new();
+        for node in nodes {
+            let dataset = fds.dataset(node).ok_or_else(|| {
+                failed(format!("node {node} has no dataset in the training data"))
+            })?;
+            let request_id = self.link.request_id();
+            let request = Message::TrainRequest {
+                researcher_id: self.link.researcher_id().to_string(),
+                experiment_id: self.id.clone(),
+                request_id: request_id.clone(),
+                round,
+                dataset_id: dataset.dataset_id.clone(),
+                plan: plan_blob.clone(),
+                params: params_blob.clone(),
+                gradient_correction: None,
+                model_args: Value::Object(self.model_args.clone()),
+                training_args: training_args.clone(),
+                aggregator_args: Value::Object(Map::new()),
+                seed,
+            };
+            self.link.send(Some(node), &request).await?;
+            requests.insert(request_id, (node.clone(), Instant::now()));
+        }
+        self.monitor.start_round(round, self.round_limit, nodes);
+
+        let work = tempfile::tempdir_in(&self.folder).map_err(io(format!(
+            "creating a work folder in {}",
+            self.folder.display()
+        )))?;
+        self.aggregator.start_round(global)?;
+        let mut folder = OrderedFolder::new(nodes.to_vec());
+        let mut records: BTreeMap<String, NodeRound> = BTreeMap::new();
+        let deadline = started + self.round_deadline;
+        while records.len() < nodes.len() {
+            let Some(message) = self.link.next_message(deadline).await else {
+                let silent: Vec<&str> = nodes
+                    .iter()
+                    .filter(|n| !records.contains_key(*n))
+                    .map(String::as_str)
+                    .collect();
+                return Err(failed(format!(
+                    "no answer from {} within the round deadline of {:.0} s",
+                    silent.join(", "),
+                    self.round_deadline.as_secs_f64()
+                )));
+            };
+            let request_of = |id: &str| requests.get(id).cloned();
+            match message {
+                Message::Scalar {
+                    experiment_id,
+                    node_id,
+                    round: r,
+                    iteration,
+                    total_updates,
+                    values,
+                    ..
+                } if experiment_id == self.id && r == round => {
+                    self.monitor.progress(
+                        &node_id,
+                        iteration,
+                        total_updates,
+                        values.get("loss").copied(),
+                    );
+                }
+                Message::Error {
+                    node_id,
+                    code,
+                    message,
+                    request: Some(request),
+                    ..
+                } if request.request_id.as_deref().and_then(request_of).is_some() => {
+                    return Err(failed(format!(
+                        "node {node_id} answered with an error ({code:?}): {message}"
+                    )));
+                }
+                Message::TrainReply {
+                    request_id,
+                    node_id,
+                    dataset_id,
+                    params,
+                    training_samples,
+                    updates,
+                    final_loss,
+                    learning_rate,
+                    timings,
+                    ..
+                } => {
+                    let Some((expected_node, sent)) = request_of(&request_id) else {
+                        continue;
+                    };
+                    if node_id != expected_node {
+                        return Err(failed(format!(
+                            "a reply to {expected_node}'s request came from {node_id}"
+                        )));
+                    }
+                    let expected_dataset = fds
+                        .dataset(&node_id)
+                        .map(|d| d.dataset_id.clone())
+                        .unwrap_or_default();
+                    if dataset_id != expected_dataset {
+                        return Err(failed(format!(
+                            "node {node_id} trained on dataset {dataset_id}, not {expected_dataset}"
+                        )));
+                    }
+                    if training_samples == 0 {
+                        return Err(failed(format!(
+                            "node {node_id} reported 0 training samples"
+                        )));
+                    }
+                    let file = work.path().join(format!("{node_id}.safetensors"));
+                    self.repository
+                        .download(&params, &file, u64::MAX)
+                        .await
+                        .map_err(|e| failed(format!("parameters of node {node_id}: {e}")))?;
+                    let (tensors, _) = crate::tensors::read_file(&file)
+                        .map_err(|e| failed(format!("parameters of node {node_id}: {e}")))?;
+                    drop(
+                        align_parameters(&node_id, global, tensors)
+                            .map_err(|e| failed(e.to_string()))?,
+                    );
+                    folder.offer(
+                        self.aggregator.as_mut(),
+                        global,
+                        &node_id,
+                        training_samples,
+                        file,
+                    )?;
+                    self.monitor.node_done(&node_id, final_loss);
+                    records.insert(
+                        node_id.clone(),
+                        NodeRound {
+                            node_id,
+                            dataset_id,
+                            training_samples,
+                            updates,
+                            final_loss,
+                            learning_rate,
+                            training_ms: timings.training_ms,
+                            node_total_ms: timings.total_ms,
+                            round_trip_ms: sent.elapsed().as_secs_f64() * 1e3,
+                            params_sha256: params.sha256,
+                        },
+                    );
+                }
+                Message::Log {
+                    node_id, message, ..
+                } => {
+                    tracing::info!("{node_id}: {message}");
+                }
+                _ => {}
+            }
+        }
+        debug_assert!(folder.complete());
+        let new_global = self.aggregator.finish()?;
+        let relative = Self::relative_round_path(round);
+        let (_, bytes) = self.write_parameters(&relative, &new_global, round)?;
+        let latest = self.folder.join("global.safetensors");
+        std::fs::write(&latest, &bytes).map_err(io(format!("writing {}", latest.display())))?;
+        Ok((
+            RoundRecord {
+                round,
+                seed,
+                nodes: records.into_values().collect(),
+                global_sha256: Sha256Digest::of(&bytes),
+                global_path: relative,
+                duration_ms: started.elapsed().as_secs_f64() * 1e3,
+            },
+            new_global,
+        ))
+    }
+
+    /// Disconnect from the broker and stop the embedded repository.
+    pub async fn close(self) {
+        self.monitor.finish_round();
+        self.link.disconnect().await;
+    }
+}

@@ -1,0 +1,112 @@
+//! [`Monitor`]: what the researcher sees while rounds run — a bar for the
+//! round and one per node (on a terminal), and one line per finished round.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use super::history::RoundRecord;
+
+/// Console progress of an experiment. Silent unless enabled.
+pub struct Monitor {
+    enabled: bool,
+    bars: Option<MultiProgress>,
+    nodes: BTreeMap<String, ProgressBar>,
+}
+
+impl Monitor {
+    /// A monitor that prints when `enabled`; bars only on a terminal.
+    pub fn new(enabled: bool) -> Self {
+        Monitor {
+            enabled,
+            bars: None,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Print a line above the bars (or plainly without them).
+    pub fn note(&self, line: &str) {
+        if !self.enabled {
+            return;
+        }
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.println(line);
+            }
+            None => println!("{line}"),
+        }
+    }
+
+    /// A round started with `nodes`.
+    pub fn start_round(&mut self, round: u32, limit: Option<u32>, nodes: &[String]) {
+        if !self.enabled || !std::io::stderr().is_terminal() {
+            return;
+        }
+        self.finish_round();
+        let bars = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let style = ProgressStyle::with_template("{prefix:>12} {bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar());
+        let of = limit.map(|l| format!("/{l}")).unwrap_or_default();
+        for node in nodes {
+            let bar = bars.add(ProgressBar::new(1).with_style(style.clone()));
+            bar.set_prefix(node.clone());
+            bar.set_message(format!("round {round}{of}"));
+            self.nodes.insert(node.clone(), bar);
+        }
+        self.bars = Some(bars);
+    }
+
+    /// A node reported `iteration` of `total` updates.
+    pub fn progress(&mut self, node: &str, iteration: u64, total: u64, loss: Option<f64>) {
+        if let Some(bar) = self.nodes.get(node) {
+            bar.set_length(total.max(1));
+            bar.set_position(iteration);
+            if let Some(loss) = loss {
+                bar.set_message(format!("loss {loss:.4}"));
+            }
+        }
+    }
+
+    /// A node's reply arrived.
+    pub fn node_done(&mut self, node: &str, loss: f32) {
+        if let Some(bar) = self.nodes.get(node) {
+            bar.set_position(bar.length().unwrap_or(1));
+            bar.finish_with_message(format!("done, loss {loss:.4}"));
+        }
+    }
+
+    /// Clear the bars.
+    pub fn finish_round(&self) {
+        if let Some(bars) = &self.bars {
+            let _ = bars.clear();
+        }
+    }
+
+    /// A round completed: one line with each node's loss and timing.
+    pub fn round_done(&mut self, record: &RoundRecord, limit: Option<u32>) {
+        self.finish_round();
+        self.bars = None;
+        self.nodes.clear();
+        if !self.enabled {
+            return;
+        }
+        let of = limit.map(|l| format!("/{l}")).unwrap_or_default();
+        let nodes: Vec<String> = record
+            .nodes
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} loss {:.4} ({} samples, {:.0} ms)",
+                    n.node_id, n.final_loss, n.training_samples, n.round_trip_ms
+                )
+            })
+            .collect();
+        println!(
+            "round {}{of} in {:.0} ms: {}",
+            record.round,
+            record.duration_ms,
+            nodes.join("; ")
+        );
+    }
+}

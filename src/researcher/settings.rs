@@ -1,0 +1,131 @@
+//! [`ExperimentSettings`]: every argument of an experiment, with defaults —
+//! what `Experiment::new` takes and what an experiment TOML file holds.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::repository::RepositoryLink;
+use crate::training::TrainingArgs;
+use crate::transport::BrokerConfig;
+
+/// One tag or several (`tags = "#x"` or `tags = ["#x", "#y"]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Tags {
+    /// A single tag.
+    One(String),
+    /// Several tags; a dataset must carry all of them.
+    Many(Vec<String>),
+}
+
+impl Tags {
+    /// As a list.
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            Tags::One(t) => vec![t.clone()],
+            Tags::Many(ts) => ts.clone(),
+        }
+    }
+}
+
+/// Where the researcher's parameter files go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum RepositorySetting {
+    /// Run a repository inside the researcher process, listening on `bind`.
+    /// Nodes reach it at `advertised_url`, or at `http://<bound address>`.
+    Embedded {
+        /// Listen address; port 0 picks a free one.
+        bind: String,
+        /// URL nodes use, when the bound address is not reachable from them.
+        #[serde(default)]
+        advertised_url: Option<String>,
+    },
+    /// Use a repository running elsewhere (`fedwasm repository`).
+    Remote(RepositoryLink),
+}
+
+impl Default for RepositorySetting {
+    fn default() -> Self {
+        RepositorySetting::Embedded {
+            bind: "127.0.0.1:0".into(),
+            advertised_url: None,
+        }
+    }
+}
+
+/// Every argument of an experiment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExperimentSettings {
+    /// Search the nodes for datasets carrying all these tags.
+    pub tags: Option<Tags>,
+    /// Only search (and train on) these nodes.
+    pub nodes: Option<Vec<String>>,
+    /// Node → dataset id, instead of a search.
+    pub training_data: Option<BTreeMap<String, String>>,
+    /// The plan: a component file, or a plan crate folder that is built.
+    pub training_plan: Option<PathBuf>,
+    /// Expected `describe().name` of the plan.
+    pub training_plan_name: Option<String>,
+    /// Passed to the plan's `init-model`.
+    pub model_args: Map<String, Value>,
+    /// Local training arguments.
+    pub training_args: TrainingArgs,
+    /// `"fedavg"`.
+    pub aggregator: String,
+    /// `"default"`: every node of the training data, every round.
+    pub node_selection_strategy: String,
+    /// Most rounds the experiment runs; `None` means no limit.
+    pub round_limit: Option<u32>,
+    /// Write TensorBoard event files under `<folder>/runs`.
+    pub tensorboard: bool,
+    /// Save a breakpoint after every round.
+    pub save_breakpoints: bool,
+    /// Folder name inside the experiments directory (default: the next `Experiment_NNNN`).
+    pub experimentation_folder: Option<String>,
+    /// Experiments directory (default: `$FEDWASM_DIR/var/experiments`).
+    pub experiments_dir: Option<PathBuf>,
+    /// A node that has not answered this many seconds after a round started fails the round.
+    pub round_deadline_secs: f64,
+    /// How long a search waits for nodes to answer, in seconds.
+    pub search_wait_secs: f64,
+    /// Our id on the broker (default: generated).
+    pub researcher_id: Option<String>,
+    /// The broker.
+    pub broker: BrokerConfig,
+    /// The file repository.
+    pub repository: RepositorySetting,
+    /// Print progress bars and a line per round.
+    pub console: bool,
+}
+
+impl Default for ExperimentSettings {
+    fn default() -> Self {
+        ExperimentSettings {
+            tags: None,
+            nodes: None,
+            training_data: None,
+            training_plan: None,
+            training_plan_name: None,
+            model_args: Map::new(),
+            training_args: TrainingArgs::default(),
+            aggregator: "fedavg".into(),
+            node_selection_strategy: "default".into(),
+            round_limit: None,
+            tensorboard: false,
+            save_breakpoints: false,
+            experimentation_folder: None,
+            experiments_dir: None,
+            round_deadline_secs: 600.0,
+            search_wait_secs: 2.0,
+            researcher_id: None,
+            broker: BrokerConfig::default(),
+            repository: RepositorySetting::default(),
+            console: false,
+        }
+    }
+}

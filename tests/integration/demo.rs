@@ -1,0 +1,52 @@
+//! `fedwasm demo`, as a newcomer runs it.
+
+use std::process::Command;
+
+use crate::support::{fedwasm_bin, wasm_target_dir};
+
+/// Run the demo with `args`; returns its held-out accuracy and stdout.
+fn demo(args: &[&str]) -> (f64, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(fedwasm_bin())
+        .arg("demo")
+        .args(args)
+        .arg("--experiments-dir")
+        .arg(dir.path())
+        // Not the outer cargo's target folder, which `cargo test` keeps locked.
+        .env("FEDWASM_PLAN_TARGET_DIR", wasm_target_dir())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let accuracy = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("held-out accuracy "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no accuracy in {stdout}"));
+    assert!(
+        dir.path()
+            .join("Experiment_0001/global.safetensors")
+            .is_file()
+    );
+    assert!(dir.path().join("Experiment_0001/history.json").is_file());
+    (accuracy, stdout)
+}
+
+#[test]
+fn demo_trains_breast_cancer_to_95_percent_held_out() {
+    let (accuracy, out) = demo(&[]);
+    assert!(accuracy >= 0.95, "{out}");
+    assert!(out.contains("round 10/10"), "{out}");
+}
+
+#[test]
+fn demo_trains_the_mlp_on_digits_to_90_percent_held_out() {
+    let (accuracy, out) = demo(&["--plan", "mlp", "--nodes", "4", "--rounds", "8"]);
+    assert!(accuracy >= 0.90, "{out}");
+    assert!(out.contains("round 8/8"), "{out}");
+}

@@ -1,0 +1,258 @@
+//! The `Experiment` against real nodes: the guide's semantics for rounds,
+//! limits, searches and folders, and failing rounds that change nothing.
+
+use std::time::Duration;
+
+use fedwasm::researcher::{
+    Experiment, ExperimentError, ExperimentSettings, RepositorySetting, Tags,
+};
+use fedwasm::training::TrainingArgs;
+use serde_json::json;
+
+use crate::federation::{Federation, NodeProcess, lr_args};
+use crate::support::example_plan;
+
+/// Settings for an LR experiment on `#bc` in `dir`.
+fn settings(fed: &Federation, dir: &std::path::Path) -> ExperimentSettings {
+    ExperimentSettings {
+        tags: Some(Tags::One("#bc".into())),
+        training_plan: Some(example_plan("logistic-regression")),
+        model_args: lr_args().as_object().cloned().unwrap(),
+        training_args: serde_json::from_value(json!({"num_updates": 5})).unwrap(),
+        experiments_dir: Some(dir.to_path_buf()),
+        broker: fed.broker.clone(),
+        repository: RepositorySetting::Embedded {
+            bind: "127.0.0.1:0".into(),
+            advertised_url: None,
+        },
+        search_wait_secs: 1.0,
+        ..ExperimentSettings::default()
+    }
+}
+
+/// Two started nodes with breast-cancer shards tagged `#bc`, the LR plan approved.
+async fn two_nodes(fed: &Federation) -> (NodeProcess, NodeProcess) {
+    let plan = example_plan("logistic-regression");
+    let mut a = fed.node("node-a", &fed.shard("a.csv", 0..250), "#bc,#a", |_| {});
+    let mut b = fed.node("node-b", &fed.shard("b.csv", 250..569), "#bc,#b", |_| {});
+    for n in [&a, &b] {
+        n.operator(&["plan", "approve", plan.to_str().unwrap()]);
+    }
+    a.start();
+    b.start();
+    let mut link = fed.researcher("waiter").await;
+    crate::federation::wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
+    link.disconnect().await;
+    (a, b)
+}
+
+fn warned(exp: &mut Experiment, text: &str) {
+    let warnings = exp.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains(text)),
+        "no warning containing {text:?} in {warnings:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rounds_limits_searches_and_folders_follow_the_guide() {
+    let fed = Federation::embedded().await;
+    let _nodes = two_nodes(&fed).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = Experiment::new(ExperimentSettings {
+        round_limit: Some(2),
+        ..settings(&fed, dir.path())
+    })
+    .await
+    .unwrap();
+    assert_eq!(exp.experimentation_folder(), "Experiment_0001");
+    assert_eq!(
+        exp.training_data().unwrap().node_ids(),
+        ["node-a", "node-b"]
+    );
+    assert_eq!(exp.round_current(), 0);
+
+    assert_eq!(exp.run_once(false).await.unwrap(), 1);
+    assert_eq!(exp.round_current(), 1);
+    assert_eq!(exp.run(Some(3), false).await.unwrap(), 1);
+    warned(
+        &mut exp,
+        "3 rounds would pass the round limit of 2: running 1",
+    );
+    assert_eq!(exp.run(None, false).await.unwrap(), 0);
+    warned(&mut exp, "round limit of 2 was reached");
+    assert_eq!(exp.run_once(false).await.unwrap(), 0);
+    warned(&mut exp, "round limit of 2 was reached");
+    assert_eq!(exp.run_once(true).await.unwrap(), 1);
+    warned(&mut exp, "round limit raised from 2 to 3");
+    assert_eq!(exp.run(Some(2), true).await.unwrap(), 2);
+    assert_eq!((exp.round_current(), exp.round_limit()), (5, Some(5)));
+    assert!(exp.set_round_limit(Some(4)).is_err());
+    assert!(matches!(
+        exp.run(Some(0), false).await,
+        Err(ExperimentError::Argument(_))
+    ));
+
+    let history = exp.history().rounds.clone();
+    assert_eq!(history.len(), 5);
+    for (i, record) in history.iter().enumerate() {
+        assert_eq!(record.round, i as u32 + 1);
+        let samples: Vec<u64> = record.nodes.iter().map(|n| n.training_samples).collect();
+        assert_eq!(samples, [250, 319]);
+    }
+    assert_eq!(exp.aggregated_params().len(), 5);
+    assert!(exp.aggregated_params().values().all(|p| p.is_file()));
+    let written: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(exp.experimentation_path().join("history.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(written["rounds"].as_array().unwrap().len(), 5);
+
+    // Changing the nodes filter does not search again until asked to.
+    exp.set_nodes(Some(vec!["node-b".into()]));
+    assert_eq!(exp.training_data().unwrap().node_ids().len(), 2);
+    exp.set_training_data(None, true).await.unwrap();
+    assert_eq!(exp.training_data().unwrap().node_ids(), ["node-b"]);
+    exp.close().await;
+
+    // The next folder is numbered after the highest; names are sanitized; paths refused.
+    let next = Experiment::new(settings(&fed, dir.path())).await.unwrap();
+    assert_eq!(next.experimentation_folder(), "Experiment_0002");
+    next.close().await;
+    let mut named = Experiment::new(ExperimentSettings {
+        experimentation_folder: Some("my study".into()),
+        ..settings(&fed, dir.path())
+    })
+    .await
+    .unwrap();
+    assert_eq!(named.experimentation_folder(), "my_study");
+    warned(&mut named, "renamed `my_study`");
+    named.close().await;
+    let refused = Experiment::new(ExperimentSettings {
+        experimentation_folder: Some("../elsewhere".into()),
+        ..settings(&fed, dir.path())
+    })
+    .await;
+    assert!(
+        matches!(&refused, Err(ExperimentError::Argument(m)) if m.contains("not a path")),
+        "{:?}",
+        refused.err()
+    );
+
+    // Training arguments: unknown keys and wrong types are named.
+    let unknown = serde_json::from_value::<TrainingArgs>(json!({"num_update": 5}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        unknown.contains("unknown field `num_update`") && unknown.contains("`num_updates`"),
+        "{unknown}"
+    );
+    let wrong = serde_json::from_value::<TrainingArgs>(json!({"dry_run": "yes"}))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wrong.contains("invalid type: string \"yes\", expected a boolean"),
+        "{wrong}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_two_matching_datasets_makes_creation_fail_naming_it() {
+    let fed = Federation::embedded().await;
+    let mut node = fed.node("node-a", &fed.shard("a.csv", 0..100), "#bc,#x", |_| {});
+    node.operator(&[
+        "dataset",
+        "add",
+        "--path",
+        fed.shard("a2.csv", 100..200).to_str().unwrap(),
+        "--tags",
+        "#bc,#y",
+        "--name",
+        "second",
+        "--target",
+        "diagnosis",
+    ]);
+    node.start();
+    let mut link = fed.researcher("waiter").await;
+    crate::federation::wait_for_nodes(&mut link, &["node-a"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = Experiment::new(settings(&fed, dir.path()))
+        .await
+        .err()
+        .expect("ambiguous")
+        .to_string();
+    assert!(
+        err.contains("node `node-a` has 2 datasets matching the tags"),
+        "{err}"
+    );
+    // More specific tags select one.
+    let exp = Experiment::new(ExperimentSettings {
+        tags: Some(Tags::Many(vec!["#bc".into(), "#y".into()])),
+        ..settings(&fed, dir.path())
+    })
+    .await
+    .unwrap();
+    assert_eq!(exp.training_data().unwrap().node_ids(), ["node-a"]);
+    exp.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_rounds_name_the_node_and_change_nothing() {
+    let fed = Federation::embedded().await;
+    let plan = example_plan("logistic-regression");
+    let mut a = fed.node("node-a", &fed.shard("a.csv", 0..250), "#bc,#a", |_| {});
+    let mut b = fed.node("node-b", &fed.shard("b.csv", 250..569), "#bc,#b", |_| {});
+    a.operator(&["plan", "approve", plan.to_str().unwrap()]);
+    a.start();
+    b.start();
+    let mut link = fed.researcher("waiter").await;
+    crate::federation::wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = Experiment::new(settings(&fed, dir.path())).await.unwrap();
+
+    // node-b has not approved the plan: its error fails the round.
+    let err = exp.run_once(false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("round 1 failed: node node-b answered with an error (PlanNotApproved)"),
+        "{err}"
+    );
+    assert_eq!(exp.round_current(), 0);
+    assert!(exp.history().rounds.is_empty());
+    assert!(
+        !exp.experimentation_path()
+            .join("global.safetensors")
+            .exists()
+    );
+
+    // Approved, the same experiment runs the round.
+    b.operator(&["plan", "approve", plan.to_str().unwrap()]);
+    assert_eq!(exp.run_once(false).await.unwrap(), 1);
+    let data = |exp: &Experiment| -> Vec<Vec<f32>> {
+        exp.global_parameters()
+            .unwrap()
+            .iter()
+            .map(|t| t.data.clone())
+            .collect()
+    };
+    let after_one = data(&exp);
+
+    // A node that dies never answers: the deadline fails the round, naming it.
+    b.kill();
+    exp.set_round_deadline(Duration::from_secs(3));
+    let err = exp.run_once(false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("round 2 failed: no answer from node-b within the round deadline"),
+        "{err}"
+    );
+    assert_eq!(exp.round_current(), 1);
+    assert_eq!(data(&exp), after_one);
+    assert_eq!(exp.history().rounds.len(), 1);
+
+    // Back up, the round runs; the late work of the failed round is ignored.
+    b.start();
+    crate::federation::wait_for_nodes(&mut link, &["node-b"]).await;
+    exp.set_round_deadline(Duration::from_secs(120));
+    assert_eq!(exp.run_once(false).await.unwrap(), 1);
+    assert_eq!(exp.round_current(), 2);
+    exp.close().await;
+}
