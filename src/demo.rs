@@ -81,6 +81,8 @@ pub struct DemoReport {
     pub holdout_rows: usize,
     /// The experiment's folder.
     pub experiment_path: PathBuf,
+    /// Its TensorBoard event files.
+    pub tensorboard_path: PathBuf,
     /// Every round.
     pub history: History,
 }
@@ -320,6 +322,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         training_args: serde_json::from_value::<TrainingArgs>(training_args)
             .map_err(setup("demo training arguments"))?,
         round_limit: Some(options.rounds),
+        tensorboard: true,
         experiments_dir: options.experiments_dir.clone(),
         broker: BrokerConfig::new(broker.url()),
         repository: RepositorySetting::Remote(RepositoryLink {
@@ -387,6 +390,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         holdout: metric,
         holdout_rows: holdout.len(),
         experiment_path: experiment.experimentation_path().to_path_buf(),
+        tensorboard_path: experiment.tensorboard_path(),
         history: experiment.history().clone(),
     };
     experiment.close().await;

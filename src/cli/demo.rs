@@ -103,5 +103,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         report.holdout, report.holdout_rows
     );
     println!("experiment folder: {}", report.experiment_path.display());
+    println!(
+        "training curves: tensorboard --logdir {}",
+        report.tensorboard_path.display()
+    );
     Ok(ExitCode::SUCCESS)
 }

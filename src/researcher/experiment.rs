@@ -20,6 +20,7 @@ use super::history::{History, NodeRound, RoundRecord};
 use super::monitor::Monitor;
 use super::settings::{ExperimentSettings, RepositorySetting};
 use super::strategy::{DefaultStrategy, Strategy};
+use super::tensorboard::TensorboardLog;
 use super::{ExperimentError, FederatedDataset, NodeLink};
 use crate::digest::Sha256Digest;
 use crate::repository::{RepositoryClient, RepositoryConfig, RepositoryLink, serve};
@@ -57,6 +58,10 @@ pub struct Experiment {
     search_wait: Duration,
     global: Option<Vec<Tensor>>,
     history: History,
+    /// Event files, once TensorBoard is on.
+    tensorboard_log: Option<TensorboardLog>,
+    /// Per node, the iterations of completed rounds: TensorBoard steps are cumulative.
+    iterations_done: BTreeMap<String, u64>,
     warnings: Vec<String>,
     sandbox: Sandbox,
     link: NodeLink,
@@ -186,6 +191,8 @@ impl Experiment {
             search_wait,
             global: None,
             history: History::default(),
+            tensorboard_log: None,
+            iterations_done: BTreeMap::new(),
             warnings,
             sandbox,
             link,
@@ -643,6 +650,12 @@ impl Experiment {
         };
         self.global = Some(new_global);
         self.round_current = round;
+        for node in &record.nodes {
+            *self
+                .iterations_done
+                .entry(node.node_id.clone())
+                .or_default() += node.updates;
+        }
         self.monitor.round_done(&record, self.round_limit);
         self.history.rounds.push(record);
         self.write_history()?;
@@ -785,12 +798,12 @@ impl Experiment {
                     values,
                     ..
                 } if experiment_id == self.id && r == round => {
-                    self.monitor.progress(
-                        &node_id,
-                        iteration,
-                        total_updates,
-                        values.get("loss").copied(),
-                    );
+                    let loss = values.get("loss").copied();
+                    self.monitor
+                        .progress(&node_id, iteration, total_updates, loss);
+                    if let Some(loss) = loss {
+                        self.log_scalar(&node_id, "TRAINING/Loss", iteration, loss);
+                    }
                 }
                 Message::Error {
                     node_id,
@@ -897,6 +910,29 @@ impl Experiment {
             },
             new_global,
         ))
+    }
+
+    /// Where TensorBoard event files go: `<experiment folder>/runs`.
+    pub fn tensorboard_path(&self) -> PathBuf {
+        self.folder.join("runs")
+    }
+
+    /// Write a scalar for `node` at its cumulative step, if TensorBoard is on.
+    fn log_scalar(&mut self, node: &str, tag: &str, iteration: u64, value: f64) {
+        if !self.tensorboard {
+            return;
+        }
+        let runs = self.tensorboard_path();
+        let log = self
+            .tensorboard_log
+            .get_or_insert_with(|| TensorboardLog::new(runs));
+        let step = self.iterations_done.get(node).copied().unwrap_or(0) + iteration;
+        if let Err(e) = log.scalar(node, tag, step, value as f32) {
+            let warning = format!("cannot write TensorBoard events for {node}: {e}");
+            if !self.warnings.contains(&warning) {
+                self.warn(warning);
+            }
+        }
     }
 
     /// Disconnect from the broker and stop the embedded repository.

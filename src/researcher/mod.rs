@@ -10,6 +10,7 @@
 //! - [`history`]: what each round did.
 //! - [`folder`]: experimentation folder naming.
 //! - [`monitor`]: console progress.
+//! - [`tensorboard`]: TensorBoard event files.
 
 pub mod aggregators;
 mod error;
@@ -21,6 +22,7 @@ pub mod link;
 pub mod monitor;
 pub mod settings;
 pub mod strategy;
+pub mod tensorboard;
 
 pub use aggregators::{Aggregator, FedAvg};
 pub use error::{ExperimentError, ResearcherError};

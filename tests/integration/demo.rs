@@ -34,6 +34,8 @@ fn demo(args: &[&str]) -> (f64, String) {
             .is_file()
     );
     assert!(dir.path().join("Experiment_0001/history.json").is_file());
+    assert!(dir.path().join("Experiment_0001/runs").is_dir());
+    assert!(stdout.contains("tensorboard --logdir "), "{stdout}");
     (accuracy, stdout)
 }
 

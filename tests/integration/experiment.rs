@@ -74,6 +74,8 @@ async fn rounds_limits_searches_and_folders_follow_the_guide() {
 
     assert_eq!(exp.run_once(false).await.unwrap(), 1);
     assert_eq!(exp.round_current(), 1);
+    // TensorBoard switched on after creation logs the rounds that follow.
+    exp.set_tensorboard(true);
     assert_eq!(exp.run(Some(3), false).await.unwrap(), 1);
     warned(
         &mut exp,
@@ -107,6 +109,24 @@ async fn rounds_limits_searches_and_folders_follow_the_guide() {
     )
     .unwrap();
     assert_eq!(written["rounds"].as_array().unwrap().len(), 5);
+    // One loss per round (5 updates, log_interval 10: the last update), stepped
+    // by cumulative iteration across rounds, in a real event file per node.
+    for node in ["node-a", "node-b"] {
+        let dir = exp.tensorboard_path().join(node);
+        let files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let scalars = fedwasm::researcher::tensorboard::read_scalars(&files[0]).unwrap();
+        let steps: Vec<i64> = scalars.iter().map(|s| s.step).collect();
+        assert_eq!(steps, [10, 15, 20, 25], "{node}");
+        assert!(
+            scalars
+                .iter()
+                .all(|s| s.tag == "TRAINING/Loss" && s.value.is_finite())
+        );
+    }
 
     // Changing the nodes filter does not search again until asked to.
     exp.set_nodes(Some(vec!["node-b".into()]));

@@ -58,3 +58,98 @@ impl OrderedFolder {
         self.next == self.order.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use rand_chacha::ChaCha8Rng;
+    use rand_core::{RngCore, SeedableRng};
+
+    use super::*;
+    use crate::researcher::aggregators::FedAvg;
+
+    fn tensors(rng: &mut ChaCha8Rng, sizes: &[usize]) -> Vec<Tensor> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| Tensor {
+                name: format!("t{i}"),
+                shape: vec![n as u32],
+                // Values of very different magnitudes, where summation order shows.
+                data: (0..n)
+                    .map(|_| {
+                        let scale = [1e-6f32, 1.0, 1e4][(rng.next_u32() % 3) as usize];
+                        (rng.next_u32() as f32 / u32::MAX as f32 - 0.5) * scale
+                    })
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// FedAvg bytes of the same replies, offered in `order`, on `threads` threads.
+    fn aggregate(
+        dir: &std::path::Path,
+        global: &[Tensor],
+        replies: &[(String, u64)],
+        order: &[usize],
+        threads: usize,
+    ) -> Vec<u8> {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let mut agg = FedAvg::new();
+            agg.start_round(global).unwrap();
+            let mut folder = OrderedFolder::new(replies.iter().map(|(n, _)| n.clone()).collect());
+            for &i in order {
+                let (node, samples) = &replies[i];
+                folder
+                    .offer(
+                        &mut agg,
+                        global,
+                        node,
+                        *samples,
+                        dir.join(format!("{node}.safetensors")),
+                    )
+                    .unwrap();
+            }
+            assert!(folder.complete());
+            crate::tensors::to_bytes(&agg.finish().unwrap(), &BTreeMap::new()).unwrap()
+        })
+    }
+
+    #[test]
+    fn same_replies_give_the_same_bytes_in_any_order_on_any_thread_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let sizes = [200_000, 3, 70_001];
+        let global = tensors(&mut rng, &sizes);
+        let mut replies = Vec::new();
+        for i in 0..6 {
+            let node = format!("node-{i}");
+            let mut params = tensors(&mut rng, &sizes);
+            // Files list tensors in their own order; the folder aligns them.
+            params.reverse();
+            std::fs::write(
+                dir.path().join(format!("{node}.safetensors")),
+                crate::tensors::to_bytes(&params, &BTreeMap::new()).unwrap(),
+            )
+            .unwrap();
+            replies.push((node, 10 + rng.next_u32() as u64 % 1000));
+        }
+        let reference = aggregate(dir.path(), &global, &replies, &[0, 1, 2, 3, 4, 5], 1);
+        for (order, threads) in [
+            (vec![5, 4, 3, 2, 1, 0], 1),
+            (vec![2, 5, 0, 3, 1, 4], 4),
+            (vec![0, 1, 2, 3, 4, 5], 4),
+            (vec![3, 0, 4, 1, 5, 2], 2),
+        ] {
+            assert!(
+                aggregate(dir.path(), &global, &replies, &order, threads) == reference,
+                "order {order:?} on {threads} threads"
+            );
+        }
+    }
+}
