@@ -10,6 +10,7 @@ mod network;
 mod node;
 mod plan;
 mod repository;
+mod run;
 mod signals;
 
 /// Federated learning with WebAssembly training plans.
@@ -24,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run a whole federation on this machine: broker, repository, nodes, FedAvg.
     Demo(demo::DemoArgs),
+    /// Run the experiment described by a TOML file.
+    Run(run::RunArgs),
+    /// Continue an experiment from a breakpoint.
+    Resume(run::ResumeArgs),
     /// Set up and run a node: its folder, datasets, plan approvals, the daemon.
     #[command(subcommand)]
     Node(node::NodeCommand),
@@ -65,6 +70,8 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Plan(cmd) => plan::run(cmd),
         Command::Repository(args) => repository::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Run(args) => run::run(args),
+        Command::Resume(args) => run::resume(args),
         Command::Ping(args) => network::ping(args),
         Command::Datasets(args) => network::datasets(args),
         Command::Broker(args) => broker::run(args),

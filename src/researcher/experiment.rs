@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 use tokio::sync::oneshot;
 
+mod breakpoint;
+
+pub use breakpoint::ResumeOptions;
+
 use super::aggregators::{Aggregator, FedAvg, OrderedFolder, align_parameters};
 use super::folder::{default_experiments_dir, next_folder_name, sanitize_folder_name};
 use super::history::{History, NodeRound, RoundRecord};
@@ -63,6 +67,8 @@ pub struct Experiment {
     /// Per node, the iterations of completed rounds: TensorBoard steps are cumulative.
     iterations_done: BTreeMap<String, u64>,
     warnings: Vec<String>,
+    /// The settings it was created with: connections for breakpoints.
+    origin: ExperimentSettings,
     sandbox: Sandbox,
     link: NodeLink,
     repository: RepositoryClient,
@@ -194,6 +200,7 @@ impl Experiment {
             tensorboard_log: None,
             iterations_done: BTreeMap::new(),
             warnings,
+            origin: settings.clone(),
             sandbox,
             link,
             repository,
@@ -659,6 +666,9 @@ impl Experiment {
         self.monitor.round_done(&record, self.round_limit);
         self.history.rounds.push(record);
         self.write_history()?;
+        if self.save_breakpoints {
+            self.save_breakpoint()?;
+        }
         Ok(())
     }
 

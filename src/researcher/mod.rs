@@ -26,7 +26,7 @@ pub mod tensorboard;
 
 pub use aggregators::{Aggregator, FedAvg};
 pub use error::{ExperimentError, ResearcherError};
-pub use experiment::Experiment;
+pub use experiment::{Experiment, ResumeOptions};
 pub use federated_dataset::FederatedDataset;
 pub use history::History;
 pub use link::{NodeLink, Reply};

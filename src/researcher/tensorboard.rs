@@ -226,8 +226,11 @@ fn read_varint(data: &[u8], at: &mut usize) -> Result<u64, String> {
     Err("varint too long".into())
 }
 
-/// (field, wire type, payload) triples of a protobuf message.
-fn fields(data: &[u8]) -> Result<Vec<(u64, u8, &[u8])>, String> {
+/// One protobuf field: number, wire type, payload.
+type Field<'a> = (u64, u8, &'a [u8]);
+
+/// The fields of a protobuf message.
+fn fields(data: &[u8]) -> Result<Vec<Field<'_>>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < data.len() {

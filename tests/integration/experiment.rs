@@ -1,6 +1,7 @@
 //! The `Experiment` against real nodes: the guide's semantics for rounds,
 //! limits, searches and folders, and failing rounds that change nothing.
 
+use std::process::Command;
 use std::time::Duration;
 
 use fedwasm::researcher::{
@@ -275,4 +276,45 @@ async fn failed_rounds_name_the_node_and_change_nothing() {
     assert_eq!(exp.run_once(false).await.unwrap(), 1);
     assert_eq!(exp.round_current(), 2);
     exp.close().await;
+}
+
+/// Python's TensorBoard reads our event files, when it is installed
+/// (`pip install tensorboard`); without it this checks our own reader only.
+#[test]
+fn tensorboard_reads_our_event_files_when_installed() {
+    let dir = tempfile::tempdir().unwrap();
+    let runs = dir.path().join("runs");
+    let mut log = fedwasm::researcher::tensorboard::TensorboardLog::new(runs.clone());
+    for step in 1..=5u64 {
+        log.scalar("node-a", "TRAINING/Loss", step * 10, 1.0 / step as f32)
+            .unwrap();
+    }
+    let has_tensorboard = Command::new("python3")
+        .args(["-c", "import tensorboard"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_tensorboard {
+        eprintln!("python3 has no tensorboard module: checked with fedwasm's reader only");
+        return;
+    }
+    let script = r#"
+import sys
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+acc = EventAccumulator(sys.argv[1]); acc.Reload()
+for e in acc.Scalars("TRAINING/Loss"): print(e.step, round(e.value, 6))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(runs.join("node-a"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "10 1.0\n20 0.5\n30 0.333333\n40 0.25\n50 0.2\n"
+    );
 }

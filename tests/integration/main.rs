@@ -16,5 +16,6 @@ mod node_cli;
 mod parity;
 mod plan_build;
 mod repository;
+mod resume;
 mod sdk;
 mod training;
