@@ -182,7 +182,15 @@ pub async fn serve(
     config: RepositoryConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RepositoryError> {
+    use axum::serve::ListenerExt;
     let app = router(config)?;
+    // Responses are written as headers then body: without TCP_NODELAY the body
+    // waits for the client's delayed ACK, ~40 ms per download on a kept-alive connection.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!("cannot set TCP_NODELAY: {e}");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

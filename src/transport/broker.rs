@@ -67,6 +67,7 @@ impl EmbeddedBroker {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+        set_listener_nodelay(addr);
         Ok(EmbeddedBroker { addr })
     }
 
@@ -116,3 +117,56 @@ fn config(addr: SocketAddr, users: Option<HashMap<String, String>>) -> Config {
         ..Config::default()
     }
 }
+
+/// Turn on TCP_NODELAY for the connections rumqttd accepts on `addr`.
+///
+/// rumqttd does not set it, and without it Nagle's algorithm meets delayed
+/// ACKs: a broker that writes a PUBACK and then forwards a reply on the same
+/// connection holds the reply ~40 ms (measured: ping round trip 44 ms, 0.3 ms
+/// with this). Accepted sockets inherit TCP_NODELAY from their listener on
+/// Linux, and rumqttd's listener is private to its thread, so we find it among
+/// this process's file descriptors by its local address and set it there.
+#[cfg(target_os = "linux")]
+fn set_listener_nodelay(addr: SocketAddr) {
+    use std::os::fd::BorrowedFd;
+
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: the descriptor is only borrowed for three socket option
+        // calls, during which it stays open: the listener we look for lives as
+        // long as the process, and on any other descriptor (even one closed
+        // and reused meanwhile) these calls fail or change nothing we rely on.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let listening = socket.is_listener().unwrap_or(false);
+        let ours = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a == addr);
+        if listening && ours {
+            if let Err(e) = socket.set_tcp_nodelay(true) {
+                tracing::warn!("cannot set TCP_NODELAY on the broker's listener: {e}");
+            }
+            return;
+        }
+    }
+}
+
+/// Elsewhere rumqttd's connections keep Nagle's algorithm.
+#[cfg(not(target_os = "linux"))]
+fn set_listener_nodelay(_addr: SocketAddr) {}
