@@ -136,17 +136,91 @@ pub fn write_file(
     })
 }
 
-/// Read the tensors and metadata of `path`.
+/// Largest header accepted: names and shapes, never data.
+const MAX_HEADER: u64 = 100 << 20;
+
+/// Read the tensors (sorted by name) and metadata of `path`, streaming: the
+/// header is parsed and validated by the `safetensors` crate, then each
+/// tensor is decoded straight from the file, so reading a model needs the
+/// model's memory, not twice it.
 pub fn read_file(path: &Path) -> Result<(Vec<Tensor>, BTreeMap<String, String>), TensorFileError> {
+    use std::io::Read;
+
     let shown = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| TensorFileError::Io {
+    let io = |source| TensorFileError::Io {
         path: shown.clone(),
         source,
-    })?;
-    from_bytes(&bytes).map_err(|reason| TensorFileError::Format {
-        path: shown,
+    };
+    let format = |reason: String| TensorFileError::Format {
+        path: shown.clone(),
         reason,
-    })
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+    let mut n = [0u8; 8];
+    reader
+        .read_exact(&mut n)
+        .map_err(|_| format("not a safetensors file: shorter than its header length".into()))?;
+    let n = u64::from_le_bytes(n);
+    if n > MAX_HEADER || 8 + n > size {
+        return Err(format(format!(
+            "not a safetensors file: header length {n} does not fit a {size}-byte file"
+        )));
+    }
+    let mut header = vec![0u8; n as usize];
+    reader.read_exact(&mut header).map_err(io)?;
+    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header)
+        .map_err(|e| format(format!("not a safetensors file: {e}")))?;
+    if 8 + n + meta.data_len() as u64 != size {
+        return Err(format(format!(
+            "the header describes {} data bytes but the file holds {}",
+            meta.data_len(),
+            size - 8 - n
+        )));
+    }
+    let mut tensors = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    for name in meta.offset_keys() {
+        let info = meta
+            .info(&name)
+            .ok_or_else(|| format(format!("tensor `{name}` vanished from the header")))?;
+        if info.dtype != Dtype::F32 {
+            return Err(format(format!(
+                "tensor `{name}` is {:?}; fedwasm parameters are F32",
+                info.dtype
+            )));
+        }
+        let shape = info
+            .shape
+            .iter()
+            .map(|&d| {
+                u32::try_from(d)
+                    .map_err(|_| format(format!("tensor `{name}` has a dimension over 2^32")))
+            })
+            .collect::<Result<Vec<u32>, _>>()?;
+        let mut left = info.data_offsets.1 - info.data_offsets.0;
+        let mut data = Vec::with_capacity(left / 4);
+        while left > 0 {
+            let take = left.min(chunk.len());
+            reader.read_exact(&mut chunk[..take]).map_err(io)?;
+            data.extend(
+                chunk[..take]
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
+            );
+            left -= take;
+        }
+        tensors.push(Tensor { name, shape, data });
+    }
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    let metadata = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    Ok((tensors, metadata))
 }
 
 #[cfg(test)]
@@ -187,5 +261,46 @@ mod tests {
                 .unwrap_err()
                 .contains("not a safetensors file")
         );
+    }
+
+    #[test]
+    fn files_stream_back_and_damage_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = Tensor {
+            name: "w".into(),
+            shape: vec![100_003],
+            data: (0..100_003).map(|i| i as f32 * 0.5).collect(),
+        };
+        let small = Tensor {
+            name: "b".into(),
+            shape: vec![1],
+            data: vec![-1.0],
+        };
+        let meta = BTreeMap::from([("round".to_string(), "1".to_string())]);
+        let path = dir.path().join("p.safetensors");
+        write_file(&path, &[big.clone(), small.clone()], &meta).unwrap();
+        let (back, back_meta) = read_file(&path).unwrap();
+        assert_eq!(back_meta, meta);
+        assert_eq!(
+            (back[0].data.clone(), back[1].data.clone()),
+            (small.data, big.data)
+        );
+
+        let bytes = std::fs::read(&path).unwrap();
+        let damaged = |name: &str, content: &[u8]| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, content).unwrap();
+            read_file(&p).unwrap_err().to_string()
+        };
+        assert!(
+            damaged("short", &bytes[..bytes.len() - 4]).contains("data bytes but the file holds")
+        );
+        assert!(damaged("tiny", b"abc").contains("shorter than its header length"));
+        let mut huge = bytes.clone();
+        huge[..8].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert!(damaged("huge", &huge).contains("does not fit"));
+        let mut not_json = bytes.clone();
+        not_json[8] = b'x';
+        assert!(damaged("json", &not_json).contains("not a safetensors file"));
     }
 }

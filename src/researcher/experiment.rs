@@ -639,12 +639,14 @@ impl Experiment {
                 "no training plan; set training_plan".into(),
             ));
         }
-        let global = match &self.global {
-            Some(g) => g.clone(),
+        let nodes = self.strategy.sample_nodes(&fds, round)?;
+        // Taken, not cloned: a model can be large. Put back if the round fails.
+        let had_global = self.global.is_some();
+        let global = match self.global.take() {
+            Some(g) => g,
             None => self.initial_parameters()?,
         };
         let started = Instant::now();
-        let nodes = self.strategy.sample_nodes(&fds, round)?;
         let outcome = self
             .train_round(round, &fds, &nodes, &global, started)
             .await;
@@ -652,6 +654,9 @@ impl Experiment {
             Ok(done) => done,
             Err(e) => {
                 self.monitor.finish_round();
+                if had_global {
+                    self.global = Some(global);
+                }
                 return Err(e);
             }
         };

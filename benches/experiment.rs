@@ -1,0 +1,278 @@
+//! Researcher-side benchmarks, measured in one run:
+//! - FedAvg of 10 replies × 10M f32 parameters: throughput vs a memcpy of the
+//!   same bytes, and the process's peak RSS while streaming the replies from
+//!   files, relative to the model size;
+//! - orchestration overhead per round with 2, 10 and 50 in-process nodes on
+//!   real MQTT (embedded broker) and a one-update plan;
+//! - the demo workload (3 nodes, batch 32, 50 updates, 10 rounds), launch to
+//!   last round done.
+//!
+//! `cargo bench --bench experiment`.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{component, median};
+use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
+use fedwasm::digest::Sha256Digest;
+use fedwasm::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
+use fedwasm::repository::{RepositoryConfig, RepositoryLink, serve};
+use fedwasm::researcher::aggregators::{Aggregator, FedAvg, OrderedFolder};
+use fedwasm::researcher::{Experiment, ExperimentSettings, RepositorySetting, Tags};
+use fedwasm::sandbox::types::Tensor;
+use fedwasm::transport::{BrokerConfig, EmbeddedBroker};
+use fedwasm::wire::PlanStatus;
+use serde_json::json;
+
+/// Peak resident set of this process so far, in bytes (Linux).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb: u64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024)
+}
+
+/// Reset the peak RSS counter (Linux ≥ 4.0), so the next peak is the aggregation's.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn model(n: usize, seed: u32) -> Vec<Tensor> {
+    vec![Tensor {
+        name: "w".into(),
+        shape: vec![n as u32],
+        data: (0..n)
+            .map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 * 1e-9)
+            .collect(),
+    }]
+}
+
+fn fedavg_benchmark(dir: &Path) {
+    const PARAMS: usize = 10_000_000;
+    const NODES: usize = 10;
+    let model_bytes = (PARAMS * 4) as f64;
+    let global = model(PARAMS, 0);
+
+    // Compute only: fold one in-memory reply ten times vs copy it ten times.
+    let reply = model(PARAMS, 1);
+    let mut copy = vec![0f32; PARAMS];
+    let memcpy = median(5, 1, || {
+        for _ in 0..NODES {
+            copy.copy_from_slice(black_box(&reply[0].data));
+            black_box(&copy);
+        }
+    });
+    let mut agg = FedAvg::new();
+    let fold = median(5, 1, || {
+        agg.start_round(&global).unwrap();
+        for i in 0..NODES {
+            agg.fold(&format!("n{i}"), 100, black_box(&reply)).unwrap();
+        }
+        black_box(agg.finish().unwrap());
+    });
+    let gbs = |d: Duration| model_bytes * NODES as f64 / d.as_secs_f64() / 1e9;
+    println!(
+        "FedAvg, {NODES} replies × {PARAMS} f32 ({:.0} MB each)",
+        model_bytes / 1e6
+    );
+    println!(
+        "  memcpy {:.1} ms ({:.1} GB/s)   fold+finish {:.1} ms ({:.1} GB/s)   ratio {:.2} of memcpy speed",
+        memcpy.as_secs_f64() * 1e3,
+        gbs(memcpy),
+        fold.as_secs_f64() * 1e3,
+        gbs(fold),
+        memcpy.as_secs_f64() / fold.as_secs_f64()
+    );
+    drop(copy);
+
+    // Streaming from files, as a round does: peak RSS relative to the model.
+    let files: Vec<_> = (0..NODES)
+        .map(|i| {
+            let path = dir.join(format!("n{i}.safetensors"));
+            std::fs::write(
+                &path,
+                fedwasm::tensors::to_bytes(&model(PARAMS, i as u32 + 2), &BTreeMap::new()).unwrap(),
+            )
+            .unwrap();
+            path
+        })
+        .collect();
+    drop(reply);
+    let mut agg = FedAvg::new();
+    reset_peak_rss();
+    let before = peak_rss();
+    let t = Instant::now();
+    agg.start_round(&global).unwrap();
+    let mut folder = OrderedFolder::new((0..NODES).map(|i| format!("n{i}")).collect());
+    for (i, file) in files.iter().enumerate().rev() {
+        folder
+            .offer(&mut agg, &global, &format!("n{i}"), 100, file.clone())
+            .unwrap();
+    }
+    let out = agg.finish().unwrap();
+    let elapsed = t.elapsed();
+    black_box(out);
+    if let (Some(before), Some(peak)) = (before, peak_rss()) {
+        println!(
+            "  streamed from files in reverse order: {:.0} ms; peak RSS {:.0} MB = {:.1}× the model (global model and process baseline {:.0} MB included)",
+            elapsed.as_secs_f64() * 1e3,
+            peak as f64 / 1e6,
+            peak as f64 / model_bytes,
+            before as f64 / 1e6
+        );
+    }
+}
+
+/// Per-round time with `n` in-process nodes and a one-update task.
+async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &Path) {
+    let plan = component("logistic-regression");
+    let digest = Sha256Digest::of_file(&plan).unwrap();
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv");
+    let tag = format!("#bench-{n}");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let id = format!("b{n}-node-{i}");
+        let node_dir = dir.join(&id);
+        NodeConfig::init(
+            &node_dir,
+            Some(id.clone()),
+            None,
+            broker.url(),
+            repo_url.into(),
+        )
+        .unwrap();
+        let mut store = NodeStore::open(&NodeConfig::store_path(&node_dir)).unwrap();
+        store
+            .add_dataset(NewDataset {
+                name: id.clone(),
+                tags: vec![tag.clone()],
+                description: String::new(),
+                path: data.clone(),
+                target: Some("diagnosis".into()),
+            })
+            .unwrap();
+        store
+            .set_plan_status(&digest, PlanStatus::Approved, None)
+            .unwrap();
+        let mut s = stopped.clone();
+        tokio::spawn(fedwasm::node::run(
+            NodeRuntime {
+                dir: node_dir,
+                worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
+            },
+            async move {
+                let _ = s.wait_for(|v| *v).await;
+            },
+        ));
+        ids.push(id);
+    }
+    let mut probe = fedwasm::researcher::NodeLink::connect(
+        &BrokerConfig::new(broker.url()),
+        &format!("probe-{n}"),
+    )
+    .await
+    .unwrap();
+    assert!(
+        probe
+            .wait_for_nodes(&ids.iter().cloned().collect(), Duration::from_secs(120))
+            .await
+            .unwrap()
+    );
+    probe.disconnect().await;
+    let mut exp = Experiment::new(ExperimentSettings {
+        tags: Some(Tags::One(tag)),
+        training_plan: Some(plan),
+        model_args: json!({"n_features": 30, "n_classes": 2})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        training_args: serde_json::from_value(json!({"num_updates": 1})).unwrap(),
+        experiments_dir: Some(dir.join("experiments")),
+        broker: BrokerConfig::new(broker.url()),
+        repository: RepositorySetting::Remote(RepositoryLink {
+            url: repo_url.into(),
+            token: None,
+        }),
+        search_wait_secs: 5.0,
+        researcher_id: Some(format!("bench-{n}")),
+        ..ExperimentSettings::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(exp.training_data().unwrap().node_ids().len(), n);
+    exp.run(Some(3), false).await.unwrap(); // warm: plan downloads and compiles
+    exp.run(Some(10), false).await.unwrap();
+    let rounds = &exp.history().rounds[3..];
+    let mut durations: Vec<f64> = rounds.iter().map(|r| r.duration_ms).collect();
+    durations.sort_by(f64::total_cmp);
+    let mut node_times: Vec<f64> = rounds
+        .iter()
+        .flat_map(|r| r.nodes.iter().map(|x| x.node_total_ms))
+        .collect();
+    node_times.sort_by(f64::total_cmp);
+    println!(
+        "  {n:>2} nodes: round {:.1} ms (median of 10); a node's own task {:.1} ms (median; worker start, downloads, upload)",
+        durations[durations.len() / 2],
+        node_times[node_times.len() / 2]
+    );
+    exp.close().await;
+    let _ = stop.send(true);
+}
+
+fn main() {
+    let tmp = tempfile::tempdir().unwrap();
+    fedavg_benchmark(tmp.path());
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let repo_url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(serve(
+            listener,
+            RepositoryConfig::new(tmp.path().join("repo")),
+            std::future::pending(),
+        ));
+        println!("\nOrchestration, one-update LR task, in-process nodes, embedded broker");
+        for n in [2, 10, 50] {
+            orchestration(n, &broker, &repo_url, tmp.path()).await;
+        }
+
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let started = Instant::now();
+        let report = run_demo(DemoOptions {
+            nodes: 3,
+            rounds: 10,
+            plan: DemoPlan::LogisticRegression,
+            seed: 0,
+            split: ShardSplit::Iid,
+            plan_target_dir: Path::new(env!("CARGO_TARGET_TMPDIR")).join("plan-components"),
+            source_dir: root,
+            work_dir: tmp.path().join("demo"),
+            experiments_dir: Some(tmp.path().join("demo-experiments")),
+            worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
+            console: false,
+        })
+        .await
+        .unwrap();
+        let total = started.elapsed();
+        let rounds: f64 = report.history.rounds.iter().map(|r| r.duration_ms).sum();
+        println!(
+            "\nDemo workload (3 nodes, batch 32, 50 updates, 10 rounds): launch to last round {:.0} ms (rounds {:.0} ms, first {:.0} ms with plan download and compile); held-out {}",
+            total.as_secs_f64() * 1e3,
+            rounds,
+            report.history.rounds[0].duration_ms,
+            report.holdout
+        );
+    });
+}
