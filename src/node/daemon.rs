@@ -110,7 +110,9 @@ pub async fn run(
     let trainer = tokio::spawn(
         Trainer {
             shared: shared.clone(),
-            worker_exe: runtime.worker_exe.clone(),
+            worker: Arc::new(std::sync::Mutex::new(crate::training::Worker::new(
+                &runtime.worker_exe,
+            ))),
         }
         .run(queue),
     );

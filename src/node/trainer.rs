@@ -12,7 +12,7 @@ use super::daemon::{Shared, plan_cache};
 use crate::digest::Sha256Digest;
 use crate::repository::RepositoryError;
 use crate::training::task::{Progress, TrainingTask};
-use crate::training::{TrainingArgs, TrainingError, run_in_worker_until};
+use crate::training::{TrainingArgs, TrainingError, Worker};
 use crate::wire::{BlobRef, ErrorCode, Message, PlanStatus, RequestRef, TrainTimings, topics};
 
 /// A train request waiting in the queue, with the time it arrived.
@@ -90,7 +90,8 @@ struct Request {
 /// Works through the train queue.
 pub(super) struct Trainer {
     pub(super) shared: Arc<Shared>,
-    pub(super) worker_exe: PathBuf,
+    /// Kept between requests: the process start and plan compilation are paid once.
+    pub(super) worker: Arc<std::sync::Mutex<Worker>>,
 }
 
 impl Trainer {
@@ -287,7 +288,7 @@ impl Trainer {
 
         let outcome = {
             let shared = self.shared.clone();
-            let exe = self.worker_exe.clone();
+            let worker = self.worker.clone();
             let deadline = Duration::from_secs(shared.config.training_deadline_secs.max(1));
             let runtime = tokio::runtime::Handle::current();
             let scalar = ScalarSource {
@@ -297,7 +298,8 @@ impl Trainer {
             };
             tokio::task::spawn_blocking(move || {
                 let mut total_updates = 0;
-                run_in_worker_until(&exe, &task, deadline, &shared.stopping, &mut |progress| {
+                let mut worker = worker.lock().unwrap_or_else(|p| p.into_inner());
+                worker.run(&task, deadline, &shared.stopping, &mut |progress| {
                     let message = match progress {
                         Progress::Started {
                             total_updates: total,

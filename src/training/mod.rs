@@ -15,4 +15,4 @@ pub use error::TrainingError;
 pub use holdout::evaluate_parameters;
 pub use metrics::{Metric, MetricName};
 pub use task::{Progress, TrainingOutcome, TrainingTask, run_task, train};
-pub use worker::{WORKER_SUBCOMMAND, run_in_worker, run_in_worker_until, worker_main};
+pub use worker::{WORKER_SUBCOMMAND, Worker, run_in_worker, run_in_worker_until, worker_main};

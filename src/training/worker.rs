@@ -2,17 +2,18 @@
 //!
 //! Epoch interruption inside wasm costs 1.5–3× in SIMD training loops, so a
 //! training task runs without any in-loop check, in a child process of the
-//! `fedwasm` binary (`fedwasm __worker`). The parent sends the task as one JSON
-//! line on the child's stdin and reads events, one JSON line each, from its
-//! stdout; at the deadline it kills the child. A crash of the child (even one
+//! `fedwasm` binary (`fedwasm __worker`). The parent sends each task as one
+//! JSON line on the child's stdin and reads events, one JSON line each, from
+//! its stdout; at the deadline it kills the child. A [`Worker`] keeps its
+//! process between tasks. A crash of the child (even one
 //! that takes the whole process down) is reported as an error, never shared
 //! with the parent. The child is a second wall around the sandbox.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -58,115 +59,217 @@ pub fn run_in_worker_until(
     cancel: &AtomicBool,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingOutcome, TrainingError> {
-    let started = Instant::now();
-    let mut child = Command::new(exe)
-        .arg(WORKER_SUBCOMMAND)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| TrainingError::Worker(format!("cannot start {}: {e}", exe.display())))?;
-    let line = serde_json::to_string(task).map_err(|e| TrainingError::Worker(e.to_string()))?;
-    let mut stdin = child
-        .stdin
-        .take()
-        .ok_or_else(|| TrainingError::Worker("no stdin".into()))?;
-    // A worker that dies at once closes its stdin; that surfaces below as a missing answer.
-    let _ = writeln!(stdin, "{line}");
-    drop(stdin);
-
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| TrainingError::Worker("no stdout".into()))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| TrainingError::Worker("no stderr".into()))?;
-    let (events, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            let event = serde_json::from_str::<WorkerEvent>(&line)
-                .map_err(|e| format!("unreadable worker output `{line}`: {e}"));
-            if events.send(event).is_err() {
-                break;
-            }
-        }
-    });
-    let stderr_tail = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let _ = stderr.take(1 << 20).read_to_end(&mut buf);
-        let start = buf.len().saturating_sub(STDERR_TAIL);
-        String::from_utf8_lossy(&buf[start..]).into_owned()
-    });
-
-    let result = loop {
-        let left = deadline.saturating_sub(started.elapsed());
-        match received.recv_timeout(left.min(CANCEL_CHECK)) {
-            Ok(Ok(WorkerEvent::Progress { progress })) => on_progress(progress),
-            Ok(Ok(WorkerEvent::Done { outcome })) => break Ok(*outcome),
-            Ok(Ok(WorkerEvent::Failed { code, message })) => {
-                break Err(TrainingError::Reported { code, message });
-            }
-            Ok(Err(unreadable)) => break Err(TrainingError::Worker(unreadable)),
-            Err(mpsc::RecvTimeoutError::Timeout) if cancel.load(Ordering::Relaxed) => {
-                let _ = child.kill();
-                break Err(TrainingError::Cancelled);
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() >= deadline => {
-                let _ = child.kill();
-                break Err(TrainingError::Deadline {
-                    seconds: deadline.as_secs_f64(),
-                });
-            }
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = child
-                    .wait()
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|e| e.to_string());
-                let tail = stderr_tail.join().unwrap_or_default();
-                return Err(TrainingError::Worker(format!(
-                    "the worker process ended without an answer ({status}); its last output: {}",
-                    tail.trim()
-                )));
-            }
-        }
-    };
-    let _ = child.wait();
-    result
+    Worker::new(exe).run(task, deadline, cancel, on_progress)
 }
 
-/// The worker's side: read one task from `input`, run it, write events to `output`.
+/// A running worker process.
+struct Running {
+    child: Child,
+    stdin: ChildStdin,
+    events: mpsc::Receiver<Result<WorkerEvent, String>>,
+    stderr_tail: Arc<Mutex<Vec<u8>>>,
+    stderr_reader: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn(exe: &Path) -> Result<Running, TrainingError> {
+        let mut child = Command::new(exe)
+            .arg(WORKER_SUBCOMMAND)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| TrainingError::Worker(format!("cannot start {}: {e}", exe.display())))?;
+        let missing = |what: &str| TrainingError::Worker(format!("worker has no {what}"));
+        let stdin = child.stdin.take().ok_or_else(|| missing("stdin"))?;
+        let stdout = child.stdout.take().ok_or_else(|| missing("stdout"))?;
+        let mut stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
+        let (sender, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let event = serde_json::from_str::<WorkerEvent>(&line)
+                    .map_err(|e| format!("unreadable worker output `{line}`: {e}"));
+                if sender.send(event).is_err() {
+                    break;
+                }
+            }
+        });
+        let stderr_tail = Arc::new(Mutex::new(Vec::new()));
+        let tail = stderr_tail.clone();
+        let stderr_reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let mut tail = tail.lock().unwrap_or_else(|p| p.into_inner());
+                tail.extend_from_slice(&buf[..n]);
+                let excess = tail.len().saturating_sub(STDERR_TAIL);
+                tail.drain(..excess);
+            }
+        });
+        Ok(Running {
+            child,
+            stdin,
+            events,
+            stderr_tail,
+            stderr_reader,
+        })
+    }
+
+    /// Its exit status and the end of its stderr, once it has died.
+    fn obituary(self) -> String {
+        let Running {
+            mut child,
+            stdin,
+            stderr_tail,
+            stderr_reader,
+            ..
+        } = self;
+        drop(stdin);
+        let status = child
+            .wait()
+            .map(|s| s.to_string())
+            .unwrap_or_else(|e| e.to_string());
+        // The process has ended, so its stderr reaches end of file: wait for all of it.
+        let _ = stderr_reader.join();
+        let tail = stderr_tail.lock().unwrap_or_else(|p| p.into_inner());
+        format!(
+            "the worker process ended without an answer ({status}); its last output: {}",
+            String::from_utf8_lossy(&tail).trim()
+        )
+    }
+
+    fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A worker process that is kept between tasks, so a node pays the process
+/// start, the engine set-up and the plan's compilation once, not per round.
+/// Tasks run one at a time; a task that overruns its deadline, is cancelled
+/// or crashes the process takes the process with it, and the next task
+/// starts a fresh one. Each task still gets a fresh wasm instance.
+pub struct Worker {
+    exe: PathBuf,
+    running: Option<Running>,
+}
+
+impl Worker {
+    /// A worker that starts `exe` (`fedwasm`) when its first task comes.
+    pub fn new(exe: &Path) -> Self {
+        Worker {
+            exe: exe.to_path_buf(),
+            running: None,
+        }
+    }
+
+    /// Run `task`, killing the process after `deadline` or soon after `cancel` is set.
+    pub fn run(
+        &mut self,
+        task: &TrainingTask,
+        deadline: Duration,
+        cancel: &AtomicBool,
+        on_progress: &mut dyn FnMut(Progress),
+    ) -> Result<TrainingOutcome, TrainingError> {
+        let started = Instant::now();
+        let line = serde_json::to_string(task).map_err(|e| TrainingError::Worker(e.to_string()))?;
+        let mut running = match self.running.take() {
+            Some(running) => running,
+            None => Running::spawn(&self.exe)?,
+        };
+        if writeln!(running.stdin, "{line}")
+            .and_then(|()| running.stdin.flush())
+            .is_err()
+        {
+            // It died while idle: say how, and leave the next task a fresh one.
+            return Err(TrainingError::Worker(running.obituary()));
+        }
+        loop {
+            let left = deadline.saturating_sub(started.elapsed());
+            match running.events.recv_timeout(left.min(CANCEL_CHECK)) {
+                Ok(Ok(WorkerEvent::Progress { progress })) => on_progress(progress),
+                Ok(Ok(WorkerEvent::Done { outcome })) => {
+                    self.running = Some(running);
+                    return Ok(*outcome);
+                }
+                Ok(Ok(WorkerEvent::Failed { code, message })) => {
+                    self.running = Some(running);
+                    return Err(TrainingError::Reported { code, message });
+                }
+                Ok(Err(unreadable)) => {
+                    running.kill();
+                    return Err(TrainingError::Worker(unreadable));
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if cancel.load(Ordering::Relaxed) => {
+                    running.kill();
+                    return Err(TrainingError::Cancelled);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) if started.elapsed() >= deadline => {
+                    running.kill();
+                    return Err(TrainingError::Deadline {
+                        seconds: deadline.as_secs_f64(),
+                    });
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    return Err(TrainingError::Worker(running.obituary()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.kill();
+        }
+    }
+}
+
+/// The worker's side: read tasks from `input`, one JSON line each, run them
+/// in turn and write their events to `output`, until `input` ends. The
+/// sandbox (engine and compiled plans) is kept between tasks with the same limits.
 pub fn worker_main(input: impl Read, mut output: impl Write) -> std::io::Result<()> {
-    let mut line = String::new();
-    BufReader::new(input).read_line(&mut line)?;
     let mut emit = |event: &WorkerEvent| -> std::io::Result<()> {
         serde_json::to_writer(&mut output, event)?;
         output.write_all(b"\n")?;
         output.flush()
     };
-    let result = serde_json::from_str::<TrainingTask>(&line)
-        .map_err(|e| TrainingError::Worker(format!("unreadable task: {e}")))
-        .and_then(|mut task| {
-            task.sandbox.interruption = Interruption::External;
-            let sandbox = Sandbox::new(task.sandbox.clone())?;
-            run_task(&sandbox, &task, &mut |progress| {
-                if emit(&WorkerEvent::Progress { progress }).is_err() {
-                    // The parent is gone (killed, or it gave up on us): nobody
-                    // will read the result, so stop using the CPU now.
-                    std::process::exit(3);
-                }
-            })
-        });
-    match result {
-        Ok(outcome) => emit(&WorkerEvent::Done {
-            outcome: Box::new(outcome),
-        }),
-        Err(e) => emit(&WorkerEvent::Failed {
-            code: e.code(),
-            message: e.to_string(),
-        }),
+    let mut sandboxes: Vec<(crate::sandbox::SandboxConfig, Sandbox)> = Vec::new();
+    for line in BufReader::new(input).lines() {
+        let line = line?;
+        let result = serde_json::from_str::<TrainingTask>(&line)
+            .map_err(|e| TrainingError::Worker(format!("unreadable task: {e}")))
+            .and_then(|mut task| {
+                task.sandbox.interruption = Interruption::External;
+                let index = match sandboxes.iter().position(|(c, _)| *c == task.sandbox) {
+                    Some(i) => i,
+                    None => {
+                        sandboxes.push((task.sandbox.clone(), Sandbox::new(task.sandbox.clone())?));
+                        sandboxes.len() - 1
+                    }
+                };
+                run_task(&sandboxes[index].1, &task, &mut |progress| {
+                    if emit(&WorkerEvent::Progress { progress }).is_err() {
+                        // The parent is gone (killed, or it gave up on us): nobody
+                        // will read the result, so stop using the CPU now.
+                        std::process::exit(3);
+                    }
+                })
+            });
+        match result {
+            Ok(outcome) => emit(&WorkerEvent::Done {
+                outcome: Box::new(outcome),
+            })?,
+            Err(e) => emit(&WorkerEvent::Failed {
+                code: e.code(),
+                message: e.to_string(),
+            })?,
+        }
     }
+    Ok(())
 }

@@ -135,3 +135,49 @@ fn a_plan_gets_no_file_no_environment_no_socket_and_no_clock() {
     assert!(logs.contains(&"clock: frozen at the epoch"), "{logs:?}");
     good_plan_still_trains(&sandbox);
 }
+
+/// A kept worker survives plans that fail cleanly, is replaced after one
+/// that overruns, and gives the same parameters as a fresh worker.
+#[test]
+fn a_kept_worker_survives_failures_and_is_replaced_after_a_deadline() {
+    use std::sync::atomic::AtomicBool;
+    let never = AtomicBool::new(false);
+    let mut worker = fedwasm::training::Worker::new(&fedwasm_bin());
+    let dir = tempfile::tempdir().unwrap();
+    let mut good = |name: &str, worker: &mut fedwasm::training::Worker| {
+        let mut task = breast_cancer_task(r#"{"num_updates": 20}"#);
+        let out = dir.path().join(name);
+        task.output_parameters = Some(out.clone());
+        worker
+            .run(&task, Duration::from_secs(120), &never, &mut |_| {})
+            .unwrap();
+        std::fs::read(out).unwrap()
+    };
+    let first = good("first", &mut worker);
+    let panic = worker.run(
+        &hostile_task("hostile-panic"),
+        Duration::from_secs(120),
+        &never,
+        &mut |_| {},
+    );
+    expect_error(panic, "trap", &["hostile plan panicked on purpose"]);
+    assert_eq!(good("after-panic", &mut worker), first);
+    let spin = worker.run(
+        &hostile_task("hostile-spin"),
+        Duration::from_secs(2),
+        &never,
+        &mut |_| {},
+    );
+    expect_error(spin, "deadline", &["worker process was stopped"]);
+    assert_eq!(good("after-deadline", &mut worker), first);
+    let cancelled = worker.run(
+        &hostile_task("hostile-spin"),
+        Duration::from_secs(120),
+        &AtomicBool::new(true),
+        &mut |_| {},
+    );
+    assert!(
+        matches!(cancelled, Err(TrainingError::Cancelled)),
+        "{cancelled:?}"
+    );
+}
