@@ -144,7 +144,7 @@ fn a_kept_worker_survives_failures_and_is_replaced_after_a_deadline() {
     let never = AtomicBool::new(false);
     let mut worker = fedwasm::training::Worker::new(&fedwasm_bin());
     let dir = tempfile::tempdir().unwrap();
-    let mut good = |name: &str, worker: &mut fedwasm::training::Worker| {
+    let good = |name: &str, worker: &mut fedwasm::training::Worker| {
         let mut task = breast_cancer_task(r#"{"num_updates": 20}"#);
         let out = dir.path().join(name);
         task.output_parameters = Some(out.clone());
