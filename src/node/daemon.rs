@@ -149,10 +149,51 @@ pub async fn run(
     Ok(())
 }
 
-fn dataset_summaries(
-    records: Result<Vec<super::DatasetRecord>, NodeError>,
-) -> Result<Vec<crate::wire::DatasetSummary>, NodeError> {
-    Ok(records?.into_iter().map(|d| d.summary).collect())
+/// Reply to a search or list request with `datasets` (summaries only: paths
+/// never leave the node), or with an error if the store failed.
+async fn answer_datasets(
+    shared: &Shared,
+    command: &str,
+    researcher_id: String,
+    request_id: String,
+    datasets: Result<Vec<super::DatasetRecord>, NodeError>,
+) {
+    let node_id = shared.config.id.clone();
+    match datasets {
+        Ok(records) => {
+            let datasets = records.into_iter().map(|d| d.summary).collect();
+            let reply = if command == "search_request" {
+                Message::SearchReply {
+                    researcher_id,
+                    request_id,
+                    node_id,
+                    datasets,
+                }
+            } else {
+                Message::ListReply {
+                    researcher_id,
+                    request_id,
+                    node_id,
+                    datasets,
+                }
+            };
+            shared.reply(reply).await
+        }
+        Err(e) => {
+            let request = Some(RequestRef {
+                command: command.into(),
+                request_id: Some(request_id),
+            });
+            shared
+                .error(
+                    Some(researcher_id),
+                    ErrorCode::Internal,
+                    e.to_string(),
+                    request,
+                )
+                .await
+        }
+    }
 }
 
 /// Answer one delivery.
@@ -174,12 +215,6 @@ async fn handle(shared: &Shared, jobs: &mpsc::UnboundedSender<TrainJob>, deliver
             return;
         }
     };
-    let request_ref = |command: &str, id: &str| {
-        Some(RequestRef {
-            command: command.into(),
-            request_id: Some(id.into()),
-        })
-    };
     match message {
         Message::Ping {
             researcher_id,
@@ -198,53 +233,17 @@ async fn handle(shared: &Shared, jobs: &mpsc::UnboundedSender<TrainJob>, deliver
             researcher_id,
             request_id,
             tags,
-        } => match dataset_summaries(shared.store(|s| s.search(&tags))) {
-            Ok(datasets) => {
-                shared
-                    .reply(Message::SearchReply {
-                        researcher_id,
-                        request_id,
-                        node_id,
-                        datasets,
-                    })
-                    .await
-            }
-            Err(e) => {
-                shared
-                    .error(
-                        Some(researcher_id),
-                        ErrorCode::Internal,
-                        e.to_string(),
-                        request_ref("search_request", &request_id),
-                    )
-                    .await
-            }
-        },
+        } => {
+            let found = shared.store(|s| s.search(&tags));
+            answer_datasets(shared, "search_request", researcher_id, request_id, found).await
+        }
         Message::ListRequest {
             researcher_id,
             request_id,
-        } => match dataset_summaries(shared.store(|s| s.datasets())) {
-            Ok(datasets) => {
-                shared
-                    .reply(Message::ListReply {
-                        researcher_id,
-                        request_id,
-                        node_id,
-                        datasets,
-                    })
-                    .await
-            }
-            Err(e) => {
-                shared
-                    .error(
-                        Some(researcher_id),
-                        ErrorCode::Internal,
-                        e.to_string(),
-                        request_ref("list_request", &request_id),
-                    )
-                    .await
-            }
-        },
+        } => {
+            let all = shared.store(|s| s.datasets());
+            answer_datasets(shared, "list_request", researcher_id, request_id, all).await
+        }
         Message::PlanStatusRequest {
             researcher_id,
             request_id,

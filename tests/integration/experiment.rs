@@ -10,7 +10,7 @@ use fedwasm::researcher::{
 use fedwasm::training::TrainingArgs;
 use serde_json::json;
 
-use crate::federation::{Federation, NodeProcess, lr_args};
+use crate::federation::{Federation, lr_args};
 use crate::support::example_plan;
 
 /// Settings for an LR experiment on `#bc` in `dir`.
@@ -31,22 +31,6 @@ fn settings(fed: &Federation, dir: &std::path::Path) -> ExperimentSettings {
     }
 }
 
-/// Two started nodes with breast-cancer shards tagged `#bc`, the LR plan approved.
-async fn two_nodes(fed: &Federation) -> (NodeProcess, NodeProcess) {
-    let plan = example_plan("logistic-regression");
-    let mut a = fed.node("node-a", &fed.shard("a.csv", 0..250), "#bc,#a", |_| {});
-    let mut b = fed.node("node-b", &fed.shard("b.csv", 250..569), "#bc,#b", |_| {});
-    for n in [&a, &b] {
-        n.operator(&["plan", "approve", plan.to_str().unwrap()]);
-    }
-    a.start();
-    b.start();
-    let mut link = fed.researcher("waiter").await;
-    crate::federation::wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
-    link.disconnect().await;
-    (a, b)
-}
-
 fn warned(exp: &mut Experiment, text: &str) {
     let warnings = exp.take_warnings();
     assert!(
@@ -58,7 +42,7 @@ fn warned(exp: &mut Experiment, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rounds_limits_searches_and_folders_follow_the_guide() {
     let fed = Federation::embedded().await;
-    let _nodes = two_nodes(&fed).await;
+    let _nodes = fed.two_nodes().await;
     let dir = tempfile::tempdir().unwrap();
     let mut exp = Experiment::new(ExperimentSettings {
         round_limit: Some(2),

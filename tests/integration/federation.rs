@@ -192,6 +192,23 @@ impl Federation {
         node
     }
 
+    /// Two started nodes, `node-a` and `node-b`, with breast-cancer shards of
+    /// 250 and 319 rows tagged `#bc`, the LR plan approved, both answering.
+    pub async fn two_nodes(&self) -> (NodeProcess, NodeProcess) {
+        let plan = example_plan("logistic-regression");
+        let mut a = self.node("node-a", &self.shard("a.csv", 0..250), "#bc,#a", |_| {});
+        let mut b = self.node("node-b", &self.shard("b.csv", 250..569), "#bc,#b", |_| {});
+        for n in [&a, &b] {
+            n.operator(&["plan", "approve", plan.to_str().unwrap()]);
+        }
+        a.start();
+        b.start();
+        let mut link = self.researcher("waiter").await;
+        wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
+        link.disconnect().await;
+        (a, b)
+    }
+
     /// Rows `rows` of the breast-cancer data as a CSV of its own.
     pub fn shard(&self, name: &str, rows: std::ops::Range<usize>) -> PathBuf {
         let text = std::fs::read_to_string(data("breast_cancer.csv")).unwrap();

@@ -6,7 +6,7 @@ use std::process::Command;
 
 use fedwasm::researcher::ExperimentSettings;
 
-use crate::federation::{Federation, wait_for_nodes};
+use crate::federation::Federation;
 use crate::support::{example_plan, fedwasm_bin, root};
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -57,16 +57,7 @@ fn the_example_file_parses_and_unknown_keys_are_named() {
 async fn resuming_from_breakpoint_3_in_a_fresh_process_gives_the_same_bytes() {
     let fed = Federation::embedded().await;
     let plan = example_plan("logistic-regression");
-    let mut a = fed.node("node-a", &fed.shard("a.csv", 0..250), "#bc,#a", |_| {});
-    let mut b = fed.node("node-b", &fed.shard("b.csv", 250..569), "#bc,#b", |_| {});
-    for n in [&a, &b] {
-        n.operator(&["plan", "approve", plan.to_str().unwrap()]);
-    }
-    a.start();
-    b.start();
-    let mut link = fed.researcher("waiter").await;
-    wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
-    link.disconnect().await;
+    let _nodes = fed.two_nodes().await;
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("experiment.toml");
