@@ -12,6 +12,7 @@ use super::history::RoundRecord;
 pub struct Monitor {
     enabled: bool,
     bars: Option<MultiProgress>,
+    round_bar: Option<ProgressBar>,
     nodes: BTreeMap<String, ProgressBar>,
 }
 
@@ -21,6 +22,7 @@ impl Monitor {
         Monitor {
             enabled,
             bars: None,
+            round_bar: None,
             nodes: BTreeMap::new(),
         }
     }
@@ -48,6 +50,14 @@ impl Monitor {
         let style = ProgressStyle::with_template("{prefix:>12} {bar:30} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar());
         let of = limit.map(|l| format!("/{l}")).unwrap_or_default();
+        let rounds = bars.add(ProgressBar::new(u64::from(
+            limit.unwrap_or(round).max(round),
+        )));
+        rounds.set_style(style.clone());
+        rounds.set_prefix("rounds");
+        rounds.set_position(u64::from(round - 1));
+        rounds.set_message(format!("round {round}{of} running"));
+        self.round_bar = Some(rounds);
         for node in nodes {
             let bar = bars.add(ProgressBar::new(1).with_style(style.clone()));
             bar.set_prefix(node.clone());
@@ -87,6 +97,7 @@ impl Monitor {
     pub fn round_done(&mut self, record: &RoundRecord, limit: Option<u32>) {
         self.finish_round();
         self.bars = None;
+        self.round_bar = None;
         self.nodes.clear();
         if !self.enabled {
             return;
