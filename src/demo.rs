@@ -68,6 +68,8 @@ pub struct DemoOptions {
     pub experiments_dir: Option<PathBuf>,
     /// The `fedwasm` executable the nodes start training workers with.
     pub worker_exe: PathBuf,
+    /// Optimizer of the global model (none: plain FedAvg).
+    pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
     /// Print progress.
     pub console: bool,
 }
@@ -323,6 +325,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
             .map_err(setup("demo training arguments"))?,
         round_limit: Some(options.rounds),
         tensorboard: true,
+        agg_optimizer: options.agg_optimizer.clone(),
         experiments_dir: options.experiments_dir.clone(),
         broker: BrokerConfig::new(broker.url()),
         repository: RepositorySetting::Remote(RepositoryLink {

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
+use fedwasm::researcher::ServerOptimizer;
 
 /// Plans the demo can train.
 #[derive(Clone, Copy, ValueEnum)]
@@ -24,6 +25,21 @@ enum SplitChoice {
     Iid,
     /// Label-skewed, Dirichlet(alpha) per label.
     Dirichlet,
+}
+
+/// Optimizers of the global model.
+#[derive(Clone, Copy, ValueEnum)]
+enum ServerOptimizerChoice {
+    /// Server SGD (lr 1 is plain FedAvg).
+    Sgd,
+    /// Server momentum.
+    Fedavgm,
+    /// FedAdagrad.
+    Fedadagrad,
+    /// FedAdam.
+    Fedadam,
+    /// FedYogi.
+    Fedyogi,
 }
 
 /// Options of `fedwasm demo`.
@@ -50,6 +66,12 @@ pub struct DemoArgs {
     /// Experiments directory (default: $FEDWASM_DIR/var/experiments).
     #[arg(long)]
     experiments_dir: Option<PathBuf>,
+    /// Optimize the global model with this server optimizer (default: none, plain FedAvg).
+    #[arg(long, value_enum)]
+    agg_optimizer: Option<ServerOptimizerChoice>,
+    /// Server learning rate of --agg-optimizer (default: the optimizer's).
+    #[arg(long)]
+    server_lr: Option<f32>,
     /// Cargo target folder for building the plan (default: plans/target in the checkout).
     #[arg(long, env = "FEDWASM_PLAN_TARGET_DIR")]
     plan_target_dir: Option<PathBuf>,
@@ -68,6 +90,28 @@ fn source_dir() -> anyhow::Result<PathBuf> {
 
 fn is_checkout(dir: &Path) -> bool {
     dir.join("plans/logistic-regression").is_dir() && dir.join("data/breast_cancer.csv").is_file()
+}
+
+/// The optimizer chosen on the command line, with the paper's defaults.
+fn server_optimizer(
+    choice: ServerOptimizerChoice,
+    lr: Option<f32>,
+) -> anyhow::Result<ServerOptimizer> {
+    let name = match choice {
+        ServerOptimizerChoice::Sgd => "sgd",
+        ServerOptimizerChoice::Fedavgm => "fedavgm",
+        ServerOptimizerChoice::Fedadagrad => "fedadagrad",
+        ServerOptimizerChoice::Fedadam => "fedadam",
+        ServerOptimizerChoice::Fedyogi => "fedyogi",
+    };
+    let mut value = serde_json::json!({ "name": name });
+    if let Some(lr) = lr {
+        value["lr"] = serde_json::json!(lr);
+    }
+    let optimizer: ServerOptimizer =
+        serde_json::from_value(value).context("server optimizer settings")?;
+    optimizer.check().map_err(anyhow::Error::msg)?;
+    Ok(optimizer)
 }
 
 /// Run the demo and print its result.
@@ -94,6 +138,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         work_dir: work.path().to_path_buf(),
         experiments_dir: args.experiments_dir,
         worker_exe: std::env::current_exe().context("locating the fedwasm executable")?,
+        agg_optimizer: args
+            .agg_optimizer
+            .map(|choice| server_optimizer(choice, args.server_lr))
+            .transpose()?,
         console: true,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

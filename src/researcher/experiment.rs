@@ -22,6 +22,7 @@ use super::aggregators::{Aggregator, FedAvg, OrderedFolder, align_parameters};
 use super::folder::{default_experiments_dir, next_folder_name, sanitize_folder_name};
 use super::history::{History, NodeRound, RoundRecord};
 use super::monitor::Monitor;
+use super::optimizers::{OptimizerState, ServerOptimizer};
 use super::settings::{ExperimentSettings, RepositorySetting};
 use super::strategy::{DefaultStrategy, Strategy};
 use super::tensorboard::TensorboardLog;
@@ -52,6 +53,8 @@ pub struct Experiment {
     model_args: Map<String, Value>,
     training_args: TrainingArgs,
     aggregator: Box<dyn Aggregator>,
+    agg_optimizer: Option<ServerOptimizer>,
+    optimizer_state: OptimizerState,
     strategy: Box<dyn Strategy>,
     round_limit: Option<u32>,
     round_current: u32,
@@ -124,6 +127,9 @@ impl Experiment {
         let round_deadline = seconds(settings.round_deadline_secs, "round_deadline_secs")?;
         let search_wait = seconds(settings.search_wait_secs, "search_wait_secs")?;
         let aggregator = aggregator_named(&settings.aggregator)?;
+        if let Some(opt) = &settings.agg_optimizer {
+            opt.check().map_err(ExperimentError::Argument)?;
+        }
         let strategy = strategy_named(&settings.node_selection_strategy)?;
         let experiments_dir = settings
             .experiments_dir
@@ -187,6 +193,8 @@ impl Experiment {
             model_args: settings.model_args.clone(),
             training_args: settings.training_args.clone(),
             aggregator,
+            agg_optimizer: settings.agg_optimizer.clone(),
+            optimizer_state: OptimizerState::default(),
             strategy,
             round_limit: settings.round_limit,
             round_current: 0,
@@ -276,6 +284,11 @@ impl Experiment {
     /// The aggregator.
     pub fn aggregator(&self) -> &dyn Aggregator {
         self.aggregator.as_ref()
+    }
+
+    /// The optimizer of the global model, if any.
+    pub fn agg_optimizer(&self) -> Option<&ServerOptimizer> {
+        self.agg_optimizer.as_ref()
     }
 
     /// The node selection strategy.
@@ -488,6 +501,19 @@ impl Experiment {
         self.aggregator = aggregator;
     }
 
+    /// Set (or remove) the optimizer of the global model; its moments restart.
+    pub fn set_agg_optimizer(
+        &mut self,
+        optimizer: Option<ServerOptimizer>,
+    ) -> Result<(), ExperimentError> {
+        if let Some(opt) = &optimizer {
+            opt.check().map_err(ExperimentError::Argument)?;
+        }
+        self.agg_optimizer = optimizer;
+        self.optimizer_state = OptimizerState::default();
+        Ok(())
+    }
+
     /// Replace the node selection strategy.
     pub fn set_strategy(&mut self, strategy: Box<dyn Strategy>) {
         self.strategy = strategy;
@@ -650,7 +676,7 @@ impl Experiment {
         let outcome = self
             .train_round(round, &fds, &nodes, &global, started)
             .await;
-        let (record, new_global) = match outcome {
+        let (record, new_global, new_state) = match outcome {
             Ok(done) => done,
             Err(e) => {
                 self.monitor.finish_round();
@@ -661,6 +687,9 @@ impl Experiment {
             }
         };
         self.global = Some(new_global);
+        if let Some(state) = new_state {
+            self.optimizer_state = state;
+        }
         self.round_current = round;
         for node in &record.nodes {
             *self
@@ -726,7 +755,7 @@ impl Experiment {
         nodes: &[String],
         global: &[Tensor],
         started: Instant,
-    ) -> Result<(RoundRecord, Vec<Tensor>), ExperimentError> {
+    ) -> Result<(RoundRecord, Vec<Tensor>, Option<OptimizerState>), ExperimentError> {
         let failed = |reason: String| ExperimentError::Round { round, reason };
         let plan_blob = match self.plan.as_ref().and_then(|p| p.uploaded.clone()) {
             Some(blob) => blob,
@@ -909,7 +938,14 @@ impl Experiment {
             }
         }
         debug_assert!(folder.complete());
-        let new_global = self.aggregator.finish()?;
+        let aggregated = self.aggregator.finish()?;
+        let (new_global, new_state) = match &self.agg_optimizer {
+            Some(opt) => {
+                let (params, state) = opt.step(&self.optimizer_state, global, aggregated);
+                (params, Some(state))
+            }
+            None => (aggregated, None),
+        };
         let relative = Self::relative_round_path(round);
         let (_, bytes) = self.write_parameters(&relative, &new_global, round)?;
         let latest = self.folder.join("global.safetensors");
@@ -924,6 +960,7 @@ impl Experiment {
                 duration_ms: started.elapsed().as_secs_f64() * 1e3,
             },
             new_global,
+            new_state,
         ))
     }
 

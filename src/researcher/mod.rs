@@ -6,6 +6,7 @@
 //! - [`settings`]: [`ExperimentSettings`], every argument with its default.
 //! - [`federated_dataset`]: [`FederatedDataset`], node → dataset.
 //! - [`aggregators`]: the [`Aggregator`] trait and [`FedAvg`].
+//! - [`optimizers`]: [`ServerOptimizer`], optimizing the global model (FedOpt).
 //! - [`strategy`]: the [`Strategy`] trait and [`DefaultStrategy`].
 //! - [`history`]: what each round did.
 //! - [`folder`]: experimentation folder naming.
@@ -20,6 +21,7 @@ pub mod folder;
 pub mod history;
 pub mod link;
 pub mod monitor;
+pub mod optimizers;
 pub mod settings;
 pub mod strategy;
 pub mod tensorboard;
@@ -30,5 +32,6 @@ pub use experiment::{Experiment, ResumeOptions};
 pub use federated_dataset::FederatedDataset;
 pub use history::History;
 pub use link::{NodeLink, Reply};
+pub use optimizers::ServerOptimizer;
 pub use settings::{ExperimentSettings, RepositorySetting, Tags};
 pub use strategy::{DefaultStrategy, Strategy};

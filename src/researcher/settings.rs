@@ -77,6 +77,8 @@ pub struct ExperimentSettings {
     pub training_args: TrainingArgs,
     /// `"fedavg"`.
     pub aggregator: String,
+    /// Optimizer of the global model (FedOpt); none means the aggregate is the new model.
+    pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
     /// `"default"`: every node of the training data, every round.
     pub node_selection_strategy: String,
     /// Most rounds the experiment runs; `None` means no limit.
@@ -114,6 +116,7 @@ impl Default for ExperimentSettings {
             model_args: Map::new(),
             training_args: TrainingArgs::default(),
             aggregator: "fedavg".into(),
+            agg_optimizer: None,
             node_selection_strategy: "default".into(),
             round_limit: None,
             tensorboard: false,

@@ -55,6 +55,17 @@ fn the_example_file_parses_and_unknown_keys_are_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resuming_from_breakpoint_3_in_a_fresh_process_gives_the_same_bytes() {
+    resume_is_byte_identical("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_with_fedadam_on_the_server_gives_the_same_bytes() {
+    resume_is_byte_identical(r#"agg_optimizer = { name = "fedadam", lr = 0.05 }"#).await;
+}
+
+/// Run 6 rounds with `extra` top-level settings, resume a moved copy from
+/// breakpoint 3 in a fresh process, and compare the final global models.
+async fn resume_is_byte_identical(extra: &str) {
     let fed = Federation::embedded().await;
     let plan = example_plan("logistic-regression");
     let _nodes = fed.two_nodes().await;
@@ -65,6 +76,7 @@ async fn resuming_from_breakpoint_3_in_a_fresh_process_gives_the_same_bytes() {
         &file,
         format!(
             r##"tags = "#bc"
+{extra}
 training_plan = "{}"
 round_limit = 6
 save_breakpoints = true
@@ -104,6 +116,13 @@ url = "{}"
         );
     }
 
+    assert_eq!(
+        first
+            .join("breakpoint_0003/optimizer.safetensors")
+            .is_file(),
+        extra.contains("agg_optimizer"),
+        "server optimizer moments are saved with the breakpoint"
+    );
     // Move a copy elsewhere and forget everything after round 3.
     let second = dir.path().join("second/Experiment_0001");
     copy_dir(&first, &second);

@@ -45,6 +45,9 @@ struct State {
     training_args: TrainingArgs,
     aggregator: String,
     aggregator_state: Value,
+    agg_optimizer: Option<crate::researcher::ServerOptimizer>,
+    /// The optimizer's moments, relative to the breakpoint folder.
+    optimizer_state: Option<String>,
     strategy: String,
     strategy_state: Value,
     tensorboard: bool,
@@ -143,6 +146,14 @@ impl Experiment {
                     .map_err(io(format!("writing {}", global_file.display())))?;
             }
         }
+        let optimizer_state = if self.optimizer_state == Default::default() {
+            None
+        } else {
+            let file = dir.join("optimizer.safetensors");
+            crate::tensors::write_file(&file, &self.optimizer_state.to_tensors(), &BTreeMap::new())
+                .map_err(|e| ExperimentError::Breakpoint(e.to_string()))?;
+            Some("optimizer.safetensors".to_string())
+        };
         let state = State {
             breakpoint_version: VERSION,
             experiment_id: self.id.clone(),
@@ -158,6 +169,8 @@ impl Experiment {
             training_args: self.training_args.clone(),
             aggregator: self.aggregator.name(),
             aggregator_state: self.aggregator.state(),
+            agg_optimizer: self.agg_optimizer.clone(),
+            optimizer_state,
             strategy: self.strategy.name(),
             strategy_state: self.strategy.state(),
             tensorboard: self.tensorboard,
@@ -245,6 +258,7 @@ impl Experiment {
             model_args: state.model_args.clone(),
             training_args: state.training_args.clone(),
             aggregator: state.aggregator.clone(),
+            agg_optimizer: state.agg_optimizer.clone(),
             node_selection_strategy: state.strategy.clone(),
             round_limit: state.round_limit,
             tensorboard: state.tensorboard,
@@ -284,6 +298,12 @@ impl Experiment {
         experiment.round_current = state.round_current;
         experiment.global = Some(global);
         experiment.aggregator.load_state(&state.aggregator_state)?;
+        if let Some(file) = &state.optimizer_state {
+            let (tensors, _) = crate::tensors::read_file(&dir.join(file))
+                .map_err(|e| ExperimentError::Breakpoint(e.to_string()))?;
+            experiment.optimizer_state =
+                crate::researcher::optimizers::OptimizerState::from_tensors(tensors)?;
+        }
         experiment.strategy.load_state(&state.strategy_state)?;
         experiment.history = state.history;
         experiment.iterations_done = state.iterations_done;
