@@ -20,11 +20,11 @@ pub use breakpoint::ResumeOptions;
 
 use super::aggregators::{Aggregator, FedAvg, OrderedFolder, align_parameters};
 use super::folder::{default_experiments_dir, next_folder_name, sanitize_folder_name};
-use super::history::{History, NodeRound, RoundRecord};
+use super::history::{DroppedNode, History, NodeRound, RoundRecord};
 use super::monitor::Monitor;
 use super::optimizers::{OptimizerState, ServerOptimizer};
 use super::settings::{ExperimentSettings, RepositorySetting};
-use super::strategy::{DefaultStrategy, Strategy};
+use super::strategy::{DefaultStrategy, FailurePolicy, SamplingStrategy, Strategy};
 use super::tensorboard::TensorboardLog;
 use super::{ExperimentError, FederatedDataset, NodeLink};
 use crate::digest::Sha256Digest;
@@ -105,12 +105,30 @@ pub fn aggregator_named(name: &str) -> Result<Box<dyn Aggregator>, ExperimentErr
     }
 }
 
-/// The node selection strategy named in settings.
-pub fn strategy_named(name: &str) -> Result<Box<dyn Strategy>, ExperimentError> {
-    match name {
-        "default" => Ok(Box::new(DefaultStrategy)),
+/// The node selection strategy the settings describe.
+pub fn strategy_from(settings: &ExperimentSettings) -> Result<Box<dyn Strategy>, ExperimentError> {
+    if settings.min_nodes == 0 {
+        return Err(ExperimentError::Argument(
+            "min_nodes must be at least 1".into(),
+        ));
+    }
+    match settings.node_selection_strategy.as_str() {
+        "default" => Ok(Box::new(DefaultStrategy {
+            failure_policy: settings.failure_policy,
+            min_nodes: settings.min_nodes,
+        })),
+        "sampling" => {
+            let strategy = SamplingStrategy {
+                fraction: settings.sampling_fraction,
+                min_nodes: settings.min_nodes,
+                seed: settings.training_args.seed(),
+                failure_policy: settings.failure_policy,
+            };
+            strategy.check()?;
+            Ok(Box::new(strategy))
+        }
         other => Err(ExperimentError::Argument(format!(
-            "unknown node_selection_strategy `{other}`; available: default"
+            "unknown node_selection_strategy `{other}`; available: default, sampling"
         ))),
     }
 }
@@ -130,7 +148,7 @@ impl Experiment {
         if let Some(opt) = &settings.agg_optimizer {
             opt.check().map_err(ExperimentError::Argument)?;
         }
-        let strategy = strategy_named(&settings.node_selection_strategy)?;
+        let strategy = strategy_from(&settings)?;
         let experiments_dir = settings
             .experiments_dir
             .clone()
@@ -817,22 +835,35 @@ impl Experiment {
         self.aggregator.start_round(global)?;
         let mut folder = OrderedFolder::new(nodes.to_vec());
         let mut records: BTreeMap<String, NodeRound> = BTreeMap::new();
+        let mut dropped: BTreeMap<String, String> = BTreeMap::new();
+        let policy = self.strategy.failure_policy();
         let deadline = started + self.round_deadline;
-        while records.len() < nodes.len() {
+        while records.len() + dropped.len() < nodes.len() {
             let Some(message) = self.link.next_message(deadline).await else {
-                let silent: Vec<&str> = nodes
+                let silent: Vec<String> = nodes
                     .iter()
-                    .filter(|n| !records.contains_key(*n))
-                    .map(String::as_str)
+                    .filter(|n| !records.contains_key(*n) && !dropped.contains_key(*n))
+                    .cloned()
                     .collect();
-                return Err(failed(format!(
-                    "no answer from {} within the round deadline of {:.0} s",
-                    silent.join(", "),
+                let reason = format!(
+                    "no answer within the round deadline of {:.0} s",
                     self.round_deadline.as_secs_f64()
-                )));
+                );
+                if policy == FailurePolicy::Stop {
+                    return Err(failed(format!(
+                        "no answer from {} within the round deadline of {:.0} s",
+                        silent.join(", "),
+                        self.round_deadline.as_secs_f64()
+                    )));
+                }
+                for node in silent {
+                    folder.skip(self.aggregator.as_mut(), global, &node)?;
+                    dropped.insert(node, reason.clone());
+                }
+                break;
             };
             let request_of = |id: &str| requests.get(id).cloned();
-            match message {
+            let (node, outcome) = match message {
                 Message::Scalar {
                     experiment_id,
                     node_id,
@@ -848,6 +879,7 @@ impl Experiment {
                     if let Some(loss) = loss {
                         self.log_scalar(&node_id, "TRAINING/Loss", iteration, loss);
                     }
+                    continue;
                 }
                 Message::Error {
                     node_id,
@@ -855,11 +887,15 @@ impl Experiment {
                     message,
                     request: Some(request),
                     ..
-                } if request.request_id.as_deref().and_then(request_of).is_some() => {
-                    return Err(failed(format!(
-                        "node {node_id} answered with an error ({code:?}): {message}"
-                    )));
-                }
+                } => match request.request_id.as_deref().and_then(request_of) {
+                    Some((expected, _)) => (
+                        expected,
+                        Err(format!(
+                            "node {node_id} answered with an error ({code:?}): {message}"
+                        )),
+                    ),
+                    None => continue,
+                },
                 Message::TrainReply {
                     request_id,
                     node_id,
@@ -875,67 +911,70 @@ impl Experiment {
                     let Some((expected_node, sent)) = request_of(&request_id) else {
                         continue;
                     };
-                    if node_id != expected_node {
-                        return Err(failed(format!(
-                            "a reply to {expected_node}'s request came from {node_id}"
-                        )));
+                    if records.contains_key(&expected_node) || dropped.contains_key(&expected_node)
+                    {
+                        continue;
                     }
-                    let expected_dataset = fds
-                        .dataset(&node_id)
-                        .map(|d| d.dataset_id.clone())
-                        .unwrap_or_default();
-                    if dataset_id != expected_dataset {
-                        return Err(failed(format!(
-                            "node {node_id} trained on dataset {dataset_id}, not {expected_dataset}"
-                        )));
-                    }
-                    if training_samples == 0 {
-                        return Err(failed(format!(
-                            "node {node_id} reported 0 training samples"
-                        )));
-                    }
-                    let file = work.path().join(format!("{node_id}.safetensors"));
-                    self.repository
-                        .download(&params, &file, u64::MAX)
-                        .await
-                        .map_err(|e| failed(format!("parameters of node {node_id}: {e}")))?;
-                    let (tensors, _) = crate::tensors::read_file(&file)
-                        .map_err(|e| failed(format!("parameters of node {node_id}: {e}")))?;
-                    drop(
-                        align_parameters(&node_id, global, tensors)
-                            .map_err(|e| failed(e.to_string()))?,
-                    );
-                    folder.offer(
-                        self.aggregator.as_mut(),
-                        global,
-                        &node_id,
+                    let record = NodeRound {
+                        node_id,
+                        dataset_id,
                         training_samples,
-                        file,
-                    )?;
-                    self.monitor.node_done(&node_id, final_loss);
-                    records.insert(
-                        node_id.clone(),
-                        NodeRound {
-                            node_id,
-                            dataset_id,
-                            training_samples,
-                            updates,
-                            final_loss,
-                            learning_rate,
-                            training_ms: timings.training_ms,
-                            node_total_ms: timings.total_ms,
+                        updates,
+                        final_loss,
+                        learning_rate,
+                        training_ms: timings.training_ms,
+                        node_total_ms: timings.total_ms,
+                        round_trip_ms: 0.0,
+                        params_sha256: params.sha256,
+                    };
+                    let file = work.path().join(format!("{expected_node}.safetensors"));
+                    let checked = self
+                        .check_reply(&expected_node, fds, global, &params, &record, &file)
+                        .await
+                        .map(|()| NodeRound {
                             round_trip_ms: sent.elapsed().as_secs_f64() * 1e3,
-                            params_sha256: params.sha256,
-                        },
-                    );
+                            ..record
+                        })
+                        .map(|record| (record, file));
+                    (expected_node, checked)
                 }
                 Message::Log {
                     node_id, message, ..
                 } => {
                     tracing::info!("{node_id}: {message}");
+                    continue;
                 }
-                _ => {}
+                _ => continue,
+            };
+            match outcome {
+                Ok((record, file)) => {
+                    folder.offer(
+                        self.aggregator.as_mut(),
+                        global,
+                        &node,
+                        record.training_samples,
+                        file,
+                    )?;
+                    self.monitor.node_done(&node, record.final_loss);
+                    records.insert(node, record);
+                }
+                Err(reason) if policy == FailurePolicy::Stop => return Err(failed(reason)),
+                Err(reason) => {
+                    self.warn(format!("round {round}: dropping {node}: {reason}"));
+                    folder.skip(self.aggregator.as_mut(), global, &node)?;
+                    dropped.insert(node, reason);
+                }
             }
+        }
+        let min = self.strategy.min_nodes().max(1);
+        if records.len() < min {
+            let reasons: Vec<String> = dropped.iter().map(|(n, r)| format!("{n}: {r}")).collect();
+            return Err(failed(format!(
+                "only {} of {} nodes succeeded, fewer than min_nodes = {min}; {}",
+                records.len(),
+                nodes.len(),
+                reasons.join("; ")
+            )));
         }
         debug_assert!(folder.complete());
         let aggregated = self.aggregator.finish()?;
@@ -954,7 +993,12 @@ impl Experiment {
             RoundRecord {
                 round,
                 seed,
+                sampled: nodes.to_vec(),
                 nodes: records.into_values().collect(),
+                dropped: dropped
+                    .into_iter()
+                    .map(|(node_id, reason)| DroppedNode { node_id, reason })
+                    .collect(),
                 global_sha256: Sha256Digest::of(&bytes),
                 global_path: relative,
                 duration_ms: started.elapsed().as_secs_f64() * 1e3,
@@ -962,6 +1006,48 @@ impl Experiment {
             new_global,
             new_state,
         ))
+    }
+
+    /// Check a train reply and download its parameters to `file`: the node,
+    /// dataset and sample count it reports, the file's hash, tensor names,
+    /// shapes and finite values. The error says what is wrong.
+    async fn check_reply(
+        &self,
+        node: &str,
+        fds: &FederatedDataset,
+        global: &[Tensor],
+        params: &BlobRef,
+        record: &NodeRound,
+        file: &Path,
+    ) -> Result<(), String> {
+        if record.node_id != node {
+            return Err(format!(
+                "a reply to {node}'s request came from {}",
+                record.node_id
+            ));
+        }
+        let expected = fds
+            .dataset(node)
+            .map(|d| d.dataset_id.clone())
+            .unwrap_or_default();
+        if record.dataset_id != expected {
+            return Err(format!(
+                "node {node} trained on dataset {}, not {expected}",
+                record.dataset_id
+            ));
+        }
+        if record.training_samples == 0 {
+            return Err(format!("node {node} reported 0 training samples"));
+        }
+        self.repository
+            .download(params, file, u64::MAX)
+            .await
+            .map_err(|e| format!("parameters of node {node}: {e}"))?;
+        let (tensors, _) = crate::tensors::read_file(file)
+            .map_err(|e| format!("parameters of node {node}: {e}"))?;
+        align_parameters(node, global, tensors)
+            .map(drop)
+            .map_err(|e| e.to_string())
     }
 
     /// Where TensorBoard event files go: `<experiment folder>/runs`.

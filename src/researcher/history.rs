@@ -30,6 +30,15 @@ pub struct NodeRound {
     pub params_sha256: Sha256Digest,
 }
 
+/// A node dropped from a round under the `discard` failure policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DroppedNode {
+    /// The node.
+    pub node_id: String,
+    /// Why: its error, a bad reply, or no answer by the deadline.
+    pub reason: String,
+}
+
 /// One completed round.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundRecord {
@@ -37,8 +46,12 @@ pub struct RoundRecord {
     pub round: u32,
     /// The seed sent to the nodes.
     pub seed: u64,
-    /// Each node's reply, in node order.
+    /// The nodes the strategy picked for the round.
+    pub sampled: Vec<String>,
+    /// Each aggregated node's reply, in node order.
     pub nodes: Vec<NodeRound>,
+    /// Nodes dropped under the `discard` policy, and why.
+    pub dropped: Vec<DroppedNode>,
     /// SHA-256 of the aggregated parameters.
     pub global_sha256: Sha256Digest,
     /// Aggregated parameters of this round, relative to the experiment folder.

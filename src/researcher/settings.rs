@@ -79,8 +79,16 @@ pub struct ExperimentSettings {
     pub aggregator: String,
     /// Optimizer of the global model (FedOpt); none means the aggregate is the new model.
     pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
-    /// `"default"`: every node of the training data, every round.
+    /// `"default"`: every node of the training data, every round;
+    /// `"sampling"`: a seeded `sampling_fraction` of them, at least `min_nodes`.
     pub node_selection_strategy: String,
+    /// Fraction of the nodes per round with `"sampling"`.
+    pub sampling_fraction: f64,
+    /// Fewest nodes a round samples and (with `discard`) aggregates.
+    pub min_nodes: usize,
+    /// `"stop"`: a failed or silent node fails the round; `"discard"`: it is
+    /// dropped and the others are aggregated if at least `min_nodes` succeeded.
+    pub failure_policy: crate::researcher::strategy::FailurePolicy,
     /// Most rounds the experiment runs; `None` means no limit.
     pub round_limit: Option<u32>,
     /// Write TensorBoard event files under `<folder>/runs`.
@@ -118,6 +126,9 @@ impl Default for ExperimentSettings {
             aggregator: "fedavg".into(),
             agg_optimizer: None,
             node_selection_strategy: "default".into(),
+            sampling_fraction: 1.0,
+            min_nodes: 1,
+            failure_policy: Default::default(),
             round_limit: None,
             tensorboard: false,
             save_breakpoints: false,

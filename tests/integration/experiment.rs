@@ -302,3 +302,111 @@ for e in acc.Scalars("TRAINING/Loss"): print(e.step, round(e.value, 6))
         "10 1.0\n20 0.5\n30 0.333333\n40 0.25\n50 0.2\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_drops_a_failing_node_and_stop_names_it_and_sampling_is_recorded() {
+    use fedwasm::researcher::strategy::FailurePolicy;
+    let fed = Federation::embedded().await;
+    let plan = example_plan("logistic-regression");
+    let mut nodes = Vec::new();
+    for (id, rows) in [
+        ("node-a", 0..190),
+        ("node-b", 190..380),
+        ("node-c", 380..569),
+    ] {
+        let mut node = fed.node(
+            id,
+            &fed.shard(&format!("{id}.csv"), rows),
+            &format!("#bc,#{id}"),
+            |_| {},
+        );
+        if id != "node-c" {
+            node.operator(&["plan", "approve", plan.to_str().unwrap()]);
+        }
+        node.start();
+        nodes.push(node);
+    }
+    let mut link = fed.researcher("waiter").await;
+    crate::federation::wait_for_nodes(&mut link, &["node-a", "node-b", "node-c"]).await;
+    link.disconnect().await;
+    let dir = tempfile::tempdir().unwrap();
+
+    // stop (the default): node-c's refusal fails the round, naming it.
+    let mut stop = Experiment::new(settings(&fed, dir.path())).await.unwrap();
+    let err = stop.run_once(false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node node-c answered with an error (PlanNotApproved)"),
+        "{err}"
+    );
+    stop.close().await;
+
+    // discard: the round aggregates node-a and node-b and records why node-c is missing.
+    let mut discard = Experiment::new(ExperimentSettings {
+        failure_policy: FailurePolicy::Discard,
+        min_nodes: 2,
+        ..settings(&fed, dir.path())
+    })
+    .await
+    .unwrap();
+    assert_eq!(discard.run_once(false).await.unwrap(), 1);
+    let record = &discard.history().rounds[0];
+    assert_eq!(record.sampled, ["node-a", "node-b", "node-c"]);
+    let trained: Vec<&str> = record.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(trained, ["node-a", "node-b"]);
+    assert_eq!(record.dropped.len(), 1);
+    assert_eq!(record.dropped[0].node_id, "node-c");
+    assert!(
+        record.dropped[0].reason.contains("PlanNotApproved"),
+        "{record:?}"
+    );
+    discard.close().await;
+
+    // ...but not below min_nodes.
+    let mut strict = Experiment::new(ExperimentSettings {
+        failure_policy: FailurePolicy::Discard,
+        min_nodes: 3,
+        ..settings(&fed, dir.path())
+    })
+    .await
+    .unwrap();
+    let err = strict.run_once(false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("only 2 of 3 nodes succeeded, fewer than min_nodes = 3"),
+        "{err}"
+    );
+    assert_eq!(strict.round_current(), 0);
+    strict.close().await;
+
+    // sampling: half of the nodes (at least 2) each round, seeded and recorded.
+    nodes[2].operator(&["plan", "approve", plan.to_str().unwrap()]);
+    let sampled_settings = || ExperimentSettings {
+        node_selection_strategy: "sampling".into(),
+        sampling_fraction: 0.5,
+        min_nodes: 2,
+        failure_policy: FailurePolicy::Discard,
+        ..settings(&fed, dir.path())
+    };
+    let mut sampling = Experiment::new(sampled_settings()).await.unwrap();
+    assert_eq!(sampling.run(Some(4), false).await.unwrap(), 4);
+    let samples: Vec<Vec<String>> = sampling
+        .history()
+        .rounds
+        .iter()
+        .map(|r| r.sampled.clone())
+        .collect();
+    assert!(samples.iter().all(|s| s.len() == 2), "{samples:?}");
+    sampling.close().await;
+    let mut again = Experiment::new(sampled_settings()).await.unwrap();
+    again
+        .run(Some(4), false)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let again_samples: Vec<Vec<String>> = again
+        .history()
+        .rounds
+        .iter()
+        .map(|r| r.sampled.clone())
+        .collect();
+    assert_eq!(again_samples, samples, "same seed, same samples");
+    again.close().await;
+}

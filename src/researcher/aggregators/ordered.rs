@@ -13,7 +13,7 @@ use crate::sandbox::types::Tensor;
 pub struct OrderedFolder {
     order: Vec<String>,
     next: usize,
-    waiting: BTreeMap<String, (u64, PathBuf)>,
+    waiting: BTreeMap<String, Option<(u64, PathBuf)>>,
 }
 
 impl OrderedFolder {
@@ -39,15 +39,37 @@ impl OrderedFolder {
         samples: u64,
         params: PathBuf,
     ) -> Result<(), AggregationError> {
-        self.waiting.insert(node.to_string(), (samples, params));
+        self.waiting
+            .insert(node.to_string(), Some((samples, params)));
+        self.advance(aggregator, global)
+    }
+
+    /// `node` was dropped from the round: fold the others without it.
+    pub fn skip(
+        &mut self,
+        aggregator: &mut dyn Aggregator,
+        global: &[Tensor],
+        node: &str,
+    ) -> Result<(), AggregationError> {
+        self.waiting.insert(node.to_string(), None);
+        self.advance(aggregator, global)
+    }
+
+    fn advance(
+        &mut self,
+        aggregator: &mut dyn Aggregator,
+        global: &[Tensor],
+    ) -> Result<(), AggregationError> {
         while let Some(node) = self.order.get(self.next) {
-            let Some((samples, path)) = self.waiting.remove(node) else {
+            let Some(entry) = self.waiting.remove(node) else {
                 break;
             };
-            let (tensors, _) = crate::tensors::read_file(&path)
-                .map_err(|e| AggregationError::File(e.to_string()))?;
-            let tensors = align_parameters(node, global, tensors)?;
-            aggregator.fold(node, samples, &tensors)?;
+            if let Some((samples, path)) = entry {
+                let (tensors, _) = crate::tensors::read_file(&path)
+                    .map_err(|e| AggregationError::File(e.to_string()))?;
+                let tensors = align_parameters(node, global, tensors)?;
+                aggregator.fold(node, samples, &tensors)?;
+            }
             self.next += 1;
         }
         Ok(())

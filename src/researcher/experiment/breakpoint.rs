@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Experiment, aggregator_named, strategy_named};
+use super::{Experiment, aggregator_named};
 use crate::researcher::folder::{default_experiments_dir, latest_folder};
 use crate::researcher::history::History;
 use crate::researcher::settings::{ExperimentSettings, RepositorySetting};
@@ -271,17 +271,13 @@ impl Experiment {
             broker: options.broker.unwrap_or(state.broker.clone()),
             repository: options.repository.unwrap_or(state.repository.clone()),
             console: options.console,
+            // The strategy's own settings come back with its state below.
+            ..ExperimentSettings::default()
         };
         aggregator_named(&state.aggregator).map_err(|_| {
             ExperimentError::Breakpoint(format!(
                 "the breakpoint used aggregator `{}`, which this build cannot rebuild",
                 state.aggregator
-            ))
-        })?;
-        strategy_named(&state.strategy).map_err(|_| {
-            ExperimentError::Breakpoint(format!(
-                "the breakpoint used strategy `{}`, which this build cannot rebuild",
-                state.strategy
             ))
         })?;
         let mut experiment = Experiment::new(settings).await?;
