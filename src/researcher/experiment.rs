@@ -898,6 +898,8 @@ impl Experiment {
                 },
                 Message::TrainReply {
                     request_id,
+                    experiment_id,
+                    round: reply_round,
                     node_id,
                     dataset_id,
                     params,
@@ -911,6 +913,9 @@ impl Experiment {
                     let Some((expected_node, sent)) = request_of(&request_id) else {
                         continue;
                     };
+                    if experiment_id != self.id || reply_round != round {
+                        continue;
+                    }
                     if records.contains_key(&expected_node) || dropped.contains_key(&expected_node)
                     {
                         continue;

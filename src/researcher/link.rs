@@ -42,6 +42,9 @@ pub struct NodeLink {
     backlog: VecDeque<Message>,
     /// Last status heard from each node (retained messages included).
     online: BTreeMap<String, bool>,
+    /// Makes this link's request ids unlike those of any earlier link with
+    /// the same researcher id, whose late replies may still arrive.
+    nonce: String,
     next_request: u64,
 }
 
@@ -81,6 +84,21 @@ fn answers(message: &Message, request_id: &str) -> Option<Reply> {
     }
 }
 
+/// Eight hex digits from the clock, the process and a counter.
+fn link_nonce() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LINKS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let seed = format!(
+        "{nanos}-{}-{}",
+        std::process::id(),
+        LINKS.fetch_add(1, Ordering::Relaxed)
+    );
+    crate::digest::Sha256Digest::of(seed.as_bytes()).to_hex()[..8].to_string()
+}
+
 impl NodeLink {
     /// Connect as `researcher_id` and listen to replies, monitoring, logs and node status.
     pub async fn connect(
@@ -109,6 +127,7 @@ impl NodeLink {
             inbox,
             backlog: VecDeque::new(),
             online: BTreeMap::new(),
+            nonce: link_nonce(),
             next_request: 0,
         })
     }
@@ -118,10 +137,13 @@ impl NodeLink {
         &self.researcher_id
     }
 
-    /// A fresh request id, unique for this link.
+    /// A fresh request id, unique for this link and unlike any other link's.
     pub fn request_id(&mut self) -> String {
         self.next_request += 1;
-        format!("{}-{}", self.researcher_id, self.next_request)
+        format!(
+            "{}-{}-{}",
+            self.researcher_id, self.nonce, self.next_request
+        )
     }
 
     /// Publish `message` to one node, or to every node with `None`.
