@@ -63,6 +63,16 @@ async fn resuming_with_fedadam_on_the_server_gives_the_same_bytes() {
     resume_is_byte_identical(r#"agg_optimizer = { name = "fedadam", lr = 0.05 }"#).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resuming_with_fedadam_and_sampling_gives_the_same_bytes() {
+    resume_is_byte_identical(
+        r#"agg_optimizer = { name = "fedadam", lr = 0.05 }
+node_selection_strategy = "sampling"
+sampling_fraction = 0.5"#,
+    )
+    .await;
+}
+
 /// Run 6 rounds with `extra` top-level settings, resume a moved copy from
 /// breakpoint 3 in a fresh process, and compare the final global models.
 async fn resume_is_byte_identical(extra: &str) {
@@ -141,7 +151,16 @@ url = "{}"
     );
     let history: serde_json::Value =
         serde_json::from_slice(&bytes(&second.join("history.json"))).unwrap();
-    assert_eq!(history["rounds"].as_array().unwrap().len(), 6);
+    let rounds = history["rounds"].as_array().unwrap();
+    assert_eq!(rounds.len(), 6);
+    if extra.contains("sampling") {
+        assert!(
+            rounds
+                .iter()
+                .all(|r| r["sampled"].as_array().unwrap().len() == 1),
+            "half of two nodes per round: {rounds:?}"
+        );
+    }
     // Nothing left to run: the latest experiment of a directory is found by itself.
     let out = fedwasm(&[
         "resume",
