@@ -35,6 +35,8 @@ pub(super) struct Shared {
     pub(super) busy: AtomicBool,
     pub(super) stopping: AtomicBool,
     pub(super) publisher: Publisher,
+    /// One HTTP client for every download and upload: its connections are reused.
+    pub(super) repository: crate::repository::RepositoryClient,
 }
 
 impl Shared {
@@ -105,6 +107,7 @@ pub async fn run(
         busy: AtomicBool::new(false),
         stopping: AtomicBool::new(false),
         publisher: client.publisher(),
+        repository: config.repository.client(),
     });
     let (jobs, queue) = mpsc::unbounded_channel();
     let trainer = tokio::spawn(

@@ -185,9 +185,7 @@ impl Trainer {
             )
         })?;
         self.shared
-            .config
             .repository
-            .client()
             .download(plan, &path, self.shared.config.max_download_bytes)
             .await?;
         Ok(path)
@@ -195,9 +193,7 @@ impl Trainer {
 
     async fn download(&self, blob: &BlobRef, dest: &Path) -> Result<PathBuf, Failure> {
         self.shared
-            .config
             .repository
-            .client()
             .download(blob, dest, self.shared.config.max_download_bytes)
             .await?;
         Ok(dest.to_path_buf())
@@ -353,12 +349,7 @@ impl Trainer {
             let level = format!("{:?}", record.level).to_lowercase();
             log(shared, &level, format!("plan: {}", record.message)).await;
         }
-        let uploaded = shared
-            .config
-            .repository
-            .client()
-            .upload_file(&output)
-            .await?;
+        let uploaded = shared.repository.upload_file(&output).await?;
         tracing::info!(
             "round {} of {}: {} updates, final loss {:.4}",
             r.round,
