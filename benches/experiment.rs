@@ -261,6 +261,7 @@ fn main() {
             work_dir: tmp.path().join("demo"),
             experiments_dir: Some(tmp.path().join("demo-experiments")),
             worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
+            aggregator: "fedavg".into(),
             agg_optimizer: None,
             console: false,
         })

@@ -68,6 +68,8 @@ pub struct DemoOptions {
     pub experiments_dir: Option<PathBuf>,
     /// The `fedwasm` executable the nodes start training workers with.
     pub worker_exe: PathBuf,
+    /// `"fedavg"` or `"scaffold"`.
+    pub aggregator: String,
     /// Optimizer of the global model (none: plain FedAvg).
     pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
     /// Print progress.
@@ -218,6 +220,12 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
                    "random_seed": options.seed, "seed_per_round": true}),
         ),
     };
+    // Scaffold's control variates assume plain SGD on the nodes: momentum
+    // would inflate each node's estimate of its gradient.
+    let mut training_args = training_args;
+    if options.aggregator == "scaffold" {
+        training_args["optimizer_args"] = json!({"lr": 0.1});
+    }
     let tag = match options.plan {
         DemoPlan::LogisticRegression => "#breast-cancer",
         DemoPlan::Mlp => "#digits",
@@ -326,6 +334,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         round_limit: Some(options.rounds),
         tensorboard: true,
         agg_optimizer: options.agg_optimizer.clone(),
+        aggregator: options.aggregator.clone(),
         experiments_dir: options.experiments_dir.clone(),
         broker: BrokerConfig::new(broker.url()),
         repository: RepositorySetting::Remote(RepositoryLink {

@@ -27,6 +27,15 @@ enum SplitChoice {
     Dirichlet,
 }
 
+/// Aggregators.
+#[derive(Clone, Copy, ValueEnum)]
+enum AggregatorChoice {
+    /// Sample-weighted averaging.
+    Fedavg,
+    /// Scaffold (control variates; server_lr 1).
+    Scaffold,
+}
+
 /// Optimizers of the global model.
 #[derive(Clone, Copy, ValueEnum)]
 enum ServerOptimizerChoice {
@@ -66,6 +75,9 @@ pub struct DemoArgs {
     /// Experiments directory (default: $FEDWASM_DIR/var/experiments).
     #[arg(long)]
     experiments_dir: Option<PathBuf>,
+    /// The aggregator.
+    #[arg(long, value_enum, default_value = "fedavg")]
+    aggregator: AggregatorChoice,
     /// Optimize the global model with this server optimizer (default: none, plain FedAvg).
     #[arg(long, value_enum)]
     agg_optimizer: Option<ServerOptimizerChoice>,
@@ -138,6 +150,10 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         work_dir: work.path().to_path_buf(),
         experiments_dir: args.experiments_dir,
         worker_exe: std::env::current_exe().context("locating the fedwasm executable")?,
+        aggregator: match args.aggregator {
+            AggregatorChoice::Fedavg => "fedavg".into(),
+            AggregatorChoice::Scaffold => "scaffold".into(),
+        },
         agg_optimizer: args
             .agg_optimizer
             .map(|choice| server_optimizer(choice, args.server_lr))

@@ -18,7 +18,7 @@ mod breakpoint;
 
 pub use breakpoint::ResumeOptions;
 
-use super::aggregators::{Aggregator, FedAvg, OrderedFolder, align_parameters};
+use super::aggregators::{Aggregator, FedAvg, OrderedFolder, Scaffold, align_parameters};
 use super::folder::{default_experiments_dir, next_folder_name, sanitize_folder_name};
 use super::history::{DroppedNode, History, NodeRound, RoundRecord};
 use super::monitor::Monitor;
@@ -95,14 +95,29 @@ fn seconds(value: f64, name: &str) -> Result<Duration, ExperimentError> {
         })
 }
 
-/// The aggregator named in settings.
-pub fn aggregator_named(name: &str) -> Result<Box<dyn Aggregator>, ExperimentError> {
+/// The aggregator the settings name.
+pub fn aggregator_named(
+    name: &str,
+    server_lr: f32,
+) -> Result<Box<dyn Aggregator>, ExperimentError> {
     match name {
         "fedavg" => Ok(Box::new(FedAvg::new())),
+        "scaffold" => Ok(Box::new(Scaffold::new(server_lr)?)),
         other => Err(ExperimentError::Argument(format!(
-            "unknown aggregator `{other}`; available: fedavg"
+            "unknown aggregator `{other}`; available: fedavg, scaffold"
         ))),
     }
+}
+
+/// Scaffold counts local work in updates: it needs `num_updates`.
+fn check_updates(aggregator: &dyn Aggregator, args: &TrainingArgs) -> Result<(), ExperimentError> {
+    if aggregator.requires_num_updates() && args.num_updates.is_none() {
+        return Err(ExperimentError::Argument(format!(
+            "the {} aggregator needs training_args.num_updates (epochs cannot be used with it)",
+            aggregator.name()
+        )));
+    }
+    Ok(())
 }
 
 /// The node selection strategy the settings describe.
@@ -144,7 +159,8 @@ impl Experiment {
             .map_err(|e| ExperimentError::Argument(e.to_string()))?;
         let round_deadline = seconds(settings.round_deadline_secs, "round_deadline_secs")?;
         let search_wait = seconds(settings.search_wait_secs, "search_wait_secs")?;
-        let aggregator = aggregator_named(&settings.aggregator)?;
+        let aggregator = aggregator_named(&settings.aggregator, settings.server_lr)?;
+        check_updates(aggregator.as_ref(), &settings.training_args)?;
         if let Some(opt) = &settings.agg_optimizer {
             opt.check().map_err(ExperimentError::Argument)?;
         }
@@ -202,6 +218,19 @@ impl Experiment {
         let link = NodeLink::connect(&settings.broker, &researcher_id).await?;
         let sandbox = Sandbox::new(SandboxConfig::default())?;
 
+        if settings.aggregator == "scaffold" {
+            let args = &settings.training_args.optimizer_args;
+            let momentum = args.get("momentum").and_then(Value::as_f64).unwrap_or(0.0);
+            let optimizer = args
+                .get("optimizer")
+                .and_then(Value::as_str)
+                .unwrap_or("sgd");
+            if momentum != 0.0 || optimizer != "sgd" {
+                warnings.push(format!(
+                    "Scaffold assumes plain SGD on the nodes (optimizer `{optimizer}`, momentum {momentum} given): its control variates may overshoot"
+                ));
+            }
+        }
         let mut experiment = Experiment {
             id: name,
             tags: settings.tags.as_ref().map(|t| t.to_vec()),
@@ -510,13 +539,19 @@ impl Experiment {
         training_args
             .check()
             .map_err(|e| ExperimentError::Argument(e.to_string()))?;
+        check_updates(self.aggregator.as_ref(), &training_args)?;
         self.training_args = training_args;
         Ok(())
     }
 
     /// Replace the aggregator (e.g. a custom one).
-    pub fn set_aggregator(&mut self, aggregator: Box<dyn Aggregator>) {
+    pub fn set_aggregator(
+        &mut self,
+        aggregator: Box<dyn Aggregator>,
+    ) -> Result<(), ExperimentError> {
+        check_updates(aggregator.as_ref(), &self.training_args)?;
         self.aggregator = aggregator;
+        Ok(())
     }
 
     /// Set (or remove) the optimizer of the global model; its moments restart.
@@ -808,6 +843,14 @@ impl Experiment {
             let dataset = fds.dataset(node).ok_or_else(|| {
                 failed(format!("node {node} has no dataset in the training data"))
             })?;
+            let gradient_correction = match self.aggregator.correction(node, global) {
+                Some(correction) => {
+                    let bytes = crate::tensors::to_bytes(&correction, &BTreeMap::new())
+                        .map_err(|e| failed(format!("encoding the correction of {node}: {e}")))?;
+                    Some(self.repository.upload_bytes(bytes).await?)
+                }
+                None => None,
+            };
             let request_id = self.link.request_id();
             let request = Message::TrainRequest {
                 researcher_id: self.link.researcher_id().to_string(),
@@ -817,7 +860,7 @@ impl Experiment {
                 dataset_id: dataset.dataset_id.clone(),
                 plan: plan_blob.clone(),
                 params: params_blob.clone(),
-                gradient_correction: None,
+                gradient_correction,
                 model_args: Value::Object(self.model_args.clone()),
                 training_args: training_args.clone(),
                 aggregator_args: Value::Object(Map::new()),
@@ -953,6 +996,8 @@ impl Experiment {
             };
             match outcome {
                 Ok((record, file)) => {
+                    self.aggregator
+                        .note_reply(&node, record.learning_rate, record.updates);
                     folder.offer(
                         self.aggregator.as_mut(),
                         global,

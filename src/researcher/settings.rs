@@ -75,8 +75,10 @@ pub struct ExperimentSettings {
     pub model_args: Map<String, Value>,
     /// Local training arguments.
     pub training_args: TrainingArgs,
-    /// `"fedavg"`.
+    /// `"fedavg"` or `"scaffold"`.
     pub aggregator: String,
+    /// Scaffold's server learning rate.
+    pub server_lr: f32,
     /// Optimizer of the global model (FedOpt); none means the aggregate is the new model.
     pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
     /// `"default"`: every node of the training data, every round;
@@ -124,6 +126,7 @@ impl Default for ExperimentSettings {
             model_args: Map::new(),
             training_args: TrainingArgs::default(),
             aggregator: "fedavg".into(),
+            server_lr: 1.0,
             agg_optimizer: None,
             node_selection_strategy: "default".into(),
             sampling_fraction: 1.0,

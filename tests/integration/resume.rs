@@ -64,9 +64,11 @@ async fn resuming_with_fedadam_on_the_server_gives_the_same_bytes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resuming_with_fedadam_and_sampling_gives_the_same_bytes() {
+async fn resuming_with_scaffold_fedadam_and_sampling_gives_the_same_bytes() {
     resume_is_byte_identical(
-        r#"agg_optimizer = { name = "fedadam", lr = 0.05 }
+        r#"aggregator = "scaffold"
+server_lr = 0.8
+agg_optimizer = { name = "fedadam", lr = 0.05 }
 node_selection_strategy = "sampling"
 sampling_fraction = 0.5"#,
     )
@@ -170,5 +172,23 @@ url = "{}"
     assert!(
         out.contains("after round 6") && out.contains("0 round(s) run"),
         "{out}"
+    );
+}
+
+#[tokio::test]
+async fn scaffold_without_num_updates_is_refused_before_anything_starts() {
+    let settings = ExperimentSettings {
+        aggregator: "scaffold".into(),
+        training_args: serde_json::from_value(serde_json::json!({"epochs": 2})).unwrap(),
+        ..ExperimentSettings::default()
+    };
+    let err = fedwasm::researcher::Experiment::new(settings)
+        .await
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("the scaffold aggregator needs training_args.num_updates"),
+        "{err}"
     );
 }

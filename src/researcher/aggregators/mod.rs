@@ -8,9 +8,11 @@
 
 mod fedavg;
 mod ordered;
+mod scaffold;
 
 pub use fedavg::FedAvg;
 pub use ordered::OrderedFolder;
+pub use scaffold::Scaffold;
 
 use serde_json::Value;
 
@@ -44,6 +46,21 @@ pub enum AggregationError {
 pub trait Aggregator: Send {
     /// Name in history and breakpoints, e.g. `"fedavg"`.
     fn name(&self) -> String;
+
+    /// Whether training must be counted in `num_updates` (not epochs).
+    fn requires_num_updates(&self) -> bool {
+        false
+    }
+
+    /// What `node` must subtract from its gradients this round (Scaffold's
+    /// correction), sent to it with the train request; none by default.
+    fn correction(&self, _node: &str, _global: &[Tensor]) -> Option<Vec<Tensor>> {
+        None
+    }
+
+    /// A node's reply was accepted: the learning rate its plan reported and
+    /// the updates it ran. Called before its parameters are folded.
+    fn note_reply(&mut self, _node: &str, _learning_rate: Option<f32>, _updates: u64) {}
 
     /// Begin a round on top of `global`; forgets any unfinished round.
     fn start_round(&mut self, global: &[Tensor]) -> Result<(), AggregationError>;

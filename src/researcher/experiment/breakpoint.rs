@@ -274,7 +274,7 @@ impl Experiment {
             // The strategy's own settings come back with its state below.
             ..ExperimentSettings::default()
         };
-        aggregator_named(&state.aggregator).map_err(|_| {
+        aggregator_named(&state.aggregator, 1.0).map_err(|_| {
             ExperimentError::Breakpoint(format!(
                 "the breakpoint used aggregator `{}`, which this build cannot rebuild",
                 state.aggregator
