@@ -262,6 +262,7 @@ fn main() {
             experiments_dir: Some(tmp.path().join("demo-experiments")),
             worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
             aggregator: "fedavg".into(),
+            optimizer_args: None,
             agg_optimizer: None,
             console: false,
         })

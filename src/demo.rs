@@ -70,6 +70,8 @@ pub struct DemoOptions {
     pub worker_exe: PathBuf,
     /// `"fedavg"` or `"scaffold"`.
     pub aggregator: String,
+    /// Replaces the plan's default optimizer arguments (e.g. `{"lr": 0.1}`).
+    pub optimizer_args: Option<serde_json::Value>,
     /// Optimizer of the global model (none: plain FedAvg).
     pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
     /// Print progress.
@@ -81,6 +83,8 @@ pub struct DemoOptions {
 pub struct DemoReport {
     /// Held-out metric of the final global model.
     pub holdout: Metric,
+    /// The same metric for the global model after each round.
+    pub holdout_by_round: Vec<f64>,
     /// Rows held out.
     pub holdout_rows: usize,
     /// The experiment's folder.
@@ -223,7 +227,9 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     // Scaffold's control variates assume plain SGD on the nodes: momentum
     // would inflate each node's estimate of its gradient.
     let mut training_args = training_args;
-    if options.aggregator == "scaffold" {
+    if let Some(args) = &options.optimizer_args {
+        training_args["optimizer_args"] = args.clone();
+    } else if options.aggregator == "scaffold" {
         training_args["optimizer_args"] = json!({"lr": 0.1});
     }
     let tag = match options.plan {
@@ -398,8 +404,28 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     )
     .map_err(setup("evaluating the global model"))?
     .ok_or_else(|| DemoError::Options("no held-out rows".into()))?;
+    // Every round's global model too, for learning curves.
+    let mut by_round = Vec::new();
+    for (_, path) in experiment.aggregated_params() {
+        let (params, _) =
+            crate::tensors::read_file(&path).map_err(setup("reading a round's model"))?;
+        let params = crate::researcher::aggregators::align_parameters("round", &global, params)
+            .map_err(setup("reading a round's model"))?;
+        let value = crate::training::evaluate_parameters(
+            &sandbox,
+            &loaded,
+            &model_args,
+            &params,
+            &holdout_table,
+            Some(target),
+        )
+        .map_err(setup("evaluating a round's model"))?
+        .map_or(f64::NAN, |m| m.value);
+        by_round.push(value);
+    }
     let report = DemoReport {
         holdout: metric,
+        holdout_by_round: by_round,
         holdout_rows: holdout.len(),
         experiment_path: experiment.experimentation_path().to_path_buf(),
         tensorboard_path: experiment.tensorboard_path(),

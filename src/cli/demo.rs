@@ -78,6 +78,10 @@ pub struct DemoArgs {
     /// The aggregator.
     #[arg(long, value_enum, default_value = "fedavg")]
     aggregator: AggregatorChoice,
+    /// Optimizer arguments for the nodes, as JSON (default: the plan's demo settings;
+    /// plain SGD lr 0.1 with Scaffold).
+    #[arg(long)]
+    optimizer_args: Option<String>,
     /// Optimize the global model with this server optimizer (default: none, plain FedAvg).
     #[arg(long, value_enum)]
     agg_optimizer: Option<ServerOptimizerChoice>,
@@ -150,6 +154,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         work_dir: work.path().to_path_buf(),
         experiments_dir: args.experiments_dir,
         worker_exe: std::env::current_exe().context("locating the fedwasm executable")?,
+        optimizer_args: args
+            .optimizer_args
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("--optimizer-args must be a JSON object")?,
         aggregator: match args.aggregator {
             AggregatorChoice::Fedavg => "fedavg".into(),
             AggregatorChoice::Scaffold => "scaffold".into(),
@@ -162,6 +172,12 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let report = runtime.block_on(run_demo(options))?;
+    let curve: Vec<String> = report
+        .holdout_by_round
+        .iter()
+        .map(|v| format!("{v:.3}"))
+        .collect();
+    println!("held-out by round: {}", curve.join(" "));
     println!(
         "held-out {} on {} rows no node saw",
         report.holdout, report.holdout_rows

@@ -44,6 +44,11 @@ fn demo_trains_breast_cancer_to_95_percent_held_out() {
     let (accuracy, out) = demo(&[]);
     assert!(accuracy >= 0.95, "{out}");
     assert!(out.contains("round 10/10"), "{out}");
+    let curve = out
+        .lines()
+        .find_map(|l| l.strip_prefix("held-out by round: "))
+        .unwrap_or_else(|| panic!("no learning curve in {out}"));
+    assert_eq!(curve.split_whitespace().count(), 10, "{curve}");
 }
 
 #[test]
