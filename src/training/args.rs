@@ -66,7 +66,8 @@ pub struct TrainingArgs {
     pub test_metric_args: Map<String, Value>,
     /// Differential privacy settings (reserved: refused until nodes implement it).
     pub dp_args: Option<Value>,
-    /// FedProx proximal term weight (reserved: refused until nodes implement it).
+    /// FedProx: adds (μ/2)·‖w − w_global‖² to the local objective; passed to
+    /// the plan's optimizer as `optimizer_args.fedprox_mu`.
     pub fedprox_mu: Option<f64>,
 }
 
@@ -109,11 +110,17 @@ impl TrainingArgs {
             ("test_metric", self.test_metric.is_some()),
             ("test_metric_args", !self.test_metric_args.is_empty()),
             ("dp_args", self.dp_args.is_some()),
-            ("fedprox_mu", self.fedprox_mu.is_some()),
         ];
         if let Some((key, _)) = reserved.iter().find(|(_, set)| *set) {
             return Err(TrainingError::Args(format!(
                 "`{key}` is not supported by this version of fedwasm yet; remove it from training_args"
+            )));
+        }
+        if let Some(mu) = self.fedprox_mu
+            && !(mu.is_finite() && mu >= 0.0)
+        {
+            return Err(TrainingError::Args(format!(
+                "fedprox_mu must be a number ≥ 0, not {mu}"
             )));
         }
         if !(0.0..1.0).contains(&self.test_ratio) {
@@ -128,6 +135,16 @@ impl TrainingArgs {
             ));
         }
         self.budget().map(|_| ())
+    }
+
+    /// The arguments of the plan's `init-optimizer`: `optimizer_args`, plus
+    /// `fedprox_mu` when set.
+    pub fn plan_optimizer_args(&self) -> Map<String, Value> {
+        let mut args = self.optimizer_args.clone();
+        if let Some(mu) = self.fedprox_mu {
+            args.insert("fedprox_mu".into(), Value::from(mu));
+        }
+        args
     }
 
     /// The round number that seeds randomness: the round itself with

@@ -158,7 +158,7 @@ pub fn train(
     let seed = args.seed();
     let info = plan.describe()?;
     plan.init_model(&task.model_args.to_string())?;
-    plan.init_optimizer(&Value::Object(args.optimizer_args.clone()).to_string())?;
+    plan.init_optimizer(&Value::Object(args.plan_optimizer_args()).to_string())?;
     if let Some(path) = &task.initial_parameters {
         plan.set_parameters(&read_tensors(path)?)?;
     }

@@ -143,3 +143,46 @@ fn bad_model_args_and_data_are_named() {
         "{err}"
     );
 }
+
+/// FedProx keeps local training near the parameters it started from.
+#[test]
+fn fedprox_mu_pulls_local_training_towards_the_global_model() {
+    let dir = tempfile::tempdir().unwrap();
+    // A "global model": 20 plain updates from the plan's zero start.
+    let start = dir.path().join("global.safetensors");
+    let mut first = breast_cancer_task(r#"{"num_updates": 20, "optimizer_args": {"lr": 0.5}}"#);
+    first.output_parameters = Some(start.clone());
+    run(&first);
+    let (global, _) = fedwasm::tensors::read_file(&start).unwrap();
+    let distance = |mu: &str| {
+        let out = dir.path().join(format!("mu-{mu}.safetensors"));
+        let mut t = breast_cancer_task(&format!(
+            r#"{{"num_updates": 200, "random_seed": 3, "optimizer_args": {{"lr": 0.5}}{mu}}}"#
+        ));
+        t.initial_parameters = Some(start.clone());
+        t.output_parameters = Some(out.clone());
+        run(&t);
+        let (local, _) = fedwasm::tensors::read_file(&out).unwrap();
+        local
+            .iter()
+            .zip(&global)
+            .flat_map(|(l, g)| l.data.iter().zip(&g.data).map(|(a, b)| (a - b) * (a - b)))
+            .sum::<f32>()
+            .sqrt()
+    };
+    let free = distance("");
+    let held = distance(r#", "fedprox_mu": 1.0"#);
+    assert!(
+        held < free * 0.5,
+        "‖w − w_global‖ with mu 1: {held}, without: {free}"
+    );
+    let bad = TrainingTask {
+        training_args: serde_json::from_str(r#"{"num_updates": 1, "fedprox_mu": -1.0}"#).unwrap(),
+        ..breast_cancer_task(r#"{"num_updates": 1}"#)
+    };
+    let err = run_in_worker(&fedwasm_bin(), &bad, DEADLINE, &mut |_| {}).unwrap_err();
+    assert!(
+        err.to_string().contains("fedprox_mu must be a number ≥ 0"),
+        "{err}"
+    );
+}

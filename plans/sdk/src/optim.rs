@@ -1,5 +1,8 @@
 //! Optimizers: SGD (momentum, weight decay) and Adam, both honouring the
-//! gradient correction Scaffold sends (grad ← grad − correction).
+//! gradient correction Scaffold sends (grad ← grad − correction) and
+//! FedProx's proximal term: with `fedprox_mu` = μ the objective gains
+//! (μ/2)·‖w − w₀‖², w₀ the parameters at the first step (the global model
+//! the node received), so μ·(w − w₀) is added to every gradient.
 //!
 //! State (momentum buffers, Adam moments, the step count) lives in the
 //! optimizer and starts fresh in every training task, as in Fed-BioMed.
@@ -11,7 +14,7 @@ use crate::error::{PlanResult, invalid_argument};
 pub const OPTIMIZER_ARGS: &[ArgSpec] = &optimizer_args("0.01");
 
 /// The optimizer argument list with a plan-specific default learning rate.
-pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 7] {
+pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 8] {
     [
         ArgSpec::optional("optimizer", ArgType::Text, "\"sgd\"", "\"sgd\" or \"adam\""),
         ArgSpec::optional("lr", ArgType::Number, default_lr, "learning rate"),
@@ -45,6 +48,12 @@ pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 7] {
             "1e-8",
             "Adam: term added to the denominator",
         ),
+        ArgSpec::optional(
+            "fedprox_mu",
+            ArgType::Number,
+            "0.0",
+            "FedProx: weight of (mu/2)·‖w − w_global‖²",
+        ),
     ]
 }
 
@@ -57,6 +66,7 @@ pub struct Sgd {
     pub momentum: f32,
     /// L2 penalty factor.
     pub weight_decay: f32,
+    prox: Prox,
     velocity: Vec<Vec<f32>>,
     steps: u64,
 }
@@ -74,6 +84,7 @@ pub struct Adam {
     pub eps: f32,
     /// L2 penalty factor.
     pub weight_decay: f32,
+    prox: Prox,
     m: Vec<Vec<f32>>,
     v: Vec<Vec<f32>>,
     beta1_power: f32,
@@ -109,11 +120,16 @@ impl Optimizer {
             )));
         }
         let weight_decay = in_range(args, "weight_decay", 0.0, f32::INFINITY)?;
+        let prox = Prox {
+            mu: in_range(args, "fedprox_mu", 0.0, f32::INFINITY)?,
+            anchor: Vec::new(),
+        };
         match args.text("optimizer")?.to_ascii_lowercase().as_str() {
             "sgd" => Ok(Optimizer::Sgd(Sgd {
                 lr,
                 momentum: in_range(args, "momentum", 0.0, 1.0)?,
                 weight_decay,
+                prox,
                 velocity: Vec::new(),
                 steps: 0,
             })),
@@ -123,6 +139,7 @@ impl Optimizer {
                 beta2: in_range(args, "beta2", 0.0, 1.0)?,
                 eps: in_range(args, "eps", 0.0, f32::INFINITY)?,
                 weight_decay,
+                prox,
                 m: Vec::new(),
                 v: Vec::new(),
                 beta1_power: 1.0,
@@ -152,6 +169,31 @@ impl Optimizer {
     }
 }
 
+/// FedProx's proximal term.
+#[derive(Debug, Clone)]
+struct Prox {
+    mu: f32,
+    /// The parameters at the first step.
+    anchor: Vec<Vec<f32>>,
+}
+
+impl Prox {
+    /// Remember the parameters on the first step (when μ > 0).
+    fn anchor(&mut self, params: &[(&mut [f32], &[f32])]) {
+        if self.mu != 0.0 && self.anchor.len() != params.len() {
+            self.anchor = params.iter().map(|(p, _)| p.to_vec()).collect();
+        }
+    }
+
+    /// μ·(w − w₀) for element `k` of parameter `i`.
+    fn term(&self, i: usize, k: usize, w: f32) -> f32 {
+        if self.mu == 0.0 {
+            return 0.0;
+        }
+        self.mu * (w - self.anchor[i][k])
+    }
+}
+
 /// Zeroed state buffers shaped like the parameters, made on the first step.
 fn ensure_buffers(buffers: &mut Vec<Vec<f32>>, params: &[(&mut [f32], &[f32])]) {
     if buffers.len() != params.len() {
@@ -178,13 +220,19 @@ fn corrected<'a>(
 impl Sgd {
     fn step(&mut self, params: Vec<(&mut [f32], &[f32])>, correction: Option<&[Vec<f32>]>) {
         ensure_buffers(&mut self.velocity, &params);
+        self.prox.anchor(&params);
         let first = self.steps == 0;
         self.steps += 1;
         let mut scratch = Vec::new();
         for (i, (p, g)) in params.into_iter().enumerate() {
             let g = corrected(g, correction, i, &mut scratch);
-            for ((w, gi), v) in p.iter_mut().zip(g).zip(self.velocity[i].iter_mut()) {
-                let mut d = *gi + self.weight_decay * *w;
+            for (k, ((w, gi), v)) in p
+                .iter_mut()
+                .zip(g)
+                .zip(self.velocity[i].iter_mut())
+                .enumerate()
+            {
+                let mut d = *gi + self.weight_decay * *w + self.prox.term(i, k, *w);
                 if self.momentum != 0.0 {
                     // PyTorch's convention: the first step seeds the buffer with d.
                     *v = if first { d } else { self.momentum * *v + d };
@@ -200,6 +248,7 @@ impl Adam {
     fn step(&mut self, params: Vec<(&mut [f32], &[f32])>, correction: Option<&[Vec<f32>]>) {
         ensure_buffers(&mut self.m, &params);
         ensure_buffers(&mut self.v, &params);
+        self.prox.anchor(&params);
         // Powers by repeated multiplication: exact to reproduce anywhere, unlike powf.
         self.beta1_power *= self.beta1;
         self.beta2_power *= self.beta2;
@@ -208,13 +257,14 @@ impl Adam {
         let mut scratch = Vec::new();
         for (i, (p, g)) in params.into_iter().enumerate() {
             let g = corrected(g, correction, i, &mut scratch);
-            for (((w, gi), m), v) in p
+            for (k, (((w, gi), m), v)) in p
                 .iter_mut()
                 .zip(g)
                 .zip(self.m[i].iter_mut())
                 .zip(self.v[i].iter_mut())
+                .enumerate()
             {
-                let d = *gi + self.weight_decay * *w;
+                let d = *gi + self.weight_decay * *w + self.prox.term(i, k, *w);
                 *m = self.beta1 * *m + (1.0 - self.beta1) * d;
                 *v = self.beta2 * *v + (1.0 - self.beta2) * d * d;
                 *w -= self.lr * (*m / c1) / ((*v / c2).sqrt() + self.eps);
@@ -243,6 +293,24 @@ mod tests {
         opt.step(vec![(&mut w, &g)], Some(&correction));
         // velocity = 0.5 * (0.5, -1.5) + (0.5, -1.5) = (0.75, -2.25)
         assert_eq!(w, vec![0.375, 3.875]);
+    }
+
+    #[test]
+    fn fedprox_pulls_back_towards_the_first_parameters() {
+        let mut opt = build(r#"{"lr": 0.5, "fedprox_mu": 2.0}"#);
+        let mut w = vec![1.0f32, 2.0];
+        // First step: w0 = (1, 2) is the anchor, the proximal term is 0.
+        opt.step(vec![(&mut w, &[1.0, 1.0])], None);
+        assert_eq!(w, vec![0.5, 1.5]);
+        // Zero gradient: d = μ·(w − w0) = 2·(−0.5, −0.5) = (−1, −1); w += 0.5.
+        opt.step(vec![(&mut w, &[0.0, 0.0])], None);
+        assert_eq!(w, vec![1.0, 2.0]);
+        // Without μ nothing pulls.
+        let mut plain = build(r#"{"lr": 0.5}"#);
+        let mut w = vec![1.0f32];
+        plain.step(vec![(&mut w, &[1.0])], None);
+        plain.step(vec![(&mut w, &[0.0])], None);
+        assert_eq!(w, vec![0.5]);
     }
 
     #[test]
