@@ -6,6 +6,7 @@ pub mod driver;
 mod error;
 pub mod holdout;
 pub mod metrics;
+pub mod scores;
 pub mod task;
 pub mod worker;
 
