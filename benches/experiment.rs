@@ -19,13 +19,12 @@ use std::time::{Duration, Instant};
 use common::{component, median};
 use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
 use fedwasm::digest::Sha256Digest;
-use fedwasm::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
+use fedwasm::node::{NewDataset, NodeRuntime};
 use fedwasm::repository::{RepositoryConfig, RepositoryLink, serve};
 use fedwasm::researcher::aggregators::{Aggregator, FedAvg, OrderedFolder};
 use fedwasm::researcher::{Experiment, ExperimentSettings, RepositorySetting, Tags};
 use fedwasm::sandbox::types::Tensor;
 use fedwasm::transport::{BrokerConfig, EmbeddedBroker};
-use fedwasm::wire::PlanStatus;
 use serde_json::json;
 
 /// Peak resident set of this process so far, in bytes (Linux).
@@ -115,7 +114,7 @@ fn fedavg_benchmark(dir: &Path) {
     let mut folder = OrderedFolder::new((0..NODES).map(|i| format!("n{i}")).collect());
     for (i, file) in files.iter().enumerate().rev() {
         folder
-            .offer(&mut agg, &global, &format!("n{i}"), 100, file.clone())
+            .offer(&mut agg, &global, &format!("n{i}"), 100, file.clone(), None)
             .unwrap();
     }
     let out = agg.finish().unwrap();
@@ -143,27 +142,21 @@ async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &
     for i in 0..n {
         let id = format!("b{n}-node-{i}");
         let node_dir = dir.join(&id);
-        NodeConfig::init(
+        fedwasm::node::provision(
             &node_dir,
-            Some(id.clone()),
-            None,
+            &id,
             broker.url(),
             repo_url.into(),
-        )
-        .unwrap();
-        let mut store = NodeStore::open(&NodeConfig::store_path(&node_dir)).unwrap();
-        store
-            .add_dataset(NewDataset {
+            NewDataset {
                 name: id.clone(),
                 tags: vec![tag.clone()],
                 description: String::new(),
                 path: data.clone(),
                 target: Some("diagnosis".into()),
-            })
-            .unwrap();
-        store
-            .set_plan_status(&digest, PlanStatus::Approved, None)
-            .unwrap();
+            },
+            (&digest, None),
+        )
+        .unwrap();
         let mut s = stopped.clone();
         tokio::spawn(fedwasm::node::run(
             NodeRuntime {

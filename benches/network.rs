@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use common::{component, median};
 use fedwasm::digest::Sha256Digest;
-use fedwasm::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
+use fedwasm::node::{NewDataset, NodeRuntime};
 use fedwasm::repository::{RepositoryClient, RepositoryConfig, serve};
 use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::transport::EmbeddedBroker;
-use fedwasm::wire::{Message, PlanStatus};
+use fedwasm::wire::Message;
 use serde_json::json;
 
 fn ms(d: Duration) -> f64 {
@@ -84,31 +84,24 @@ fn main() {
 
         let plan = component("logistic-regression");
         let node_dir = tmp.path().join("node");
-        NodeConfig::init(
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dataset = fedwasm::node::provision(
             &node_dir,
-            Some("node-a".into()),
-            None,
+            "node-a",
             broker.url(),
             repo_url.clone(),
-        )
-        .unwrap();
-        let mut store = NodeStore::open(&NodeConfig::store_path(&node_dir)).unwrap();
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dataset = store
-            .add_dataset(NewDataset {
+            NewDataset {
                 name: "bc".into(),
                 tags: vec!["#bc".into()],
                 description: String::new(),
                 path: root.join("data/breast_cancer.csv"),
                 target: Some("diagnosis".into()),
-            })
-            .unwrap()
-            .summary
-            .dataset_id;
-        store
-            .set_plan_status(&Sha256Digest::of_file(&plan).unwrap(), PlanStatus::Approved, None)
-            .unwrap();
-        drop(store);
+            },
+            (&Sha256Digest::of_file(&plan).unwrap(), None),
+        )
+        .unwrap()
+        .summary
+        .dataset_id;
         tokio::spawn(fedwasm::node::run(
             NodeRuntime {
                 dir: node_dir,

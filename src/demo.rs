@@ -15,13 +15,12 @@ use tokio::sync::watch;
 
 use crate::dataset::Table;
 use crate::digest::Sha256Digest;
-use crate::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
+use crate::node::{NewDataset, NodeRuntime};
 use crate::repository::{RepositoryConfig, RepositoryLink, serve};
 use crate::researcher::{Experiment, ExperimentSettings, History, RepositorySetting, Tags};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::training::{Metric, TrainingArgs};
 use crate::transport::{BrokerConfig, EmbeddedBroker};
-use crate::wire::PlanStatus;
 
 /// Which example plan (and dataset) the demo trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,24 +297,24 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         let id = format!("node-{}", i + 1);
         let dir = options.work_dir.join(&id);
         let _ = std::fs::remove_dir_all(&dir);
-        NodeConfig::init(&dir, Some(id.clone()), None, broker.url(), repo_url.clone())
-            .map_err(setup("creating a node"))?;
         let shard = dir.join("shard.csv");
+        std::fs::create_dir_all(&dir).map_err(setup("creating a node"))?;
         write_csv(&table, rows, &shard)?;
-        let mut store =
-            NodeStore::open(&NodeConfig::store_path(&dir)).map_err(setup("opening a node"))?;
-        store
-            .add_dataset(NewDataset {
+        crate::node::provision(
+            &dir,
+            &id,
+            broker.url(),
+            repo_url.clone(),
+            NewDataset {
                 name: format!("{data_file} shard {}", i + 1),
                 tags: vec![tag.into()],
                 description: format!("{} rows of {data_file}", rows.len()),
                 path: shard,
                 target: Some(target.into()),
-            })
-            .map_err(setup("registering a shard"))?;
-        store
-            .set_plan_status(&digest, PlanStatus::Approved, Some(plan_dir))
-            .map_err(setup("approving the plan"))?;
+            },
+            (&digest, Some(plan_dir)),
+        )
+        .map_err(setup("creating a node"))?;
         let mut node_stop = stopped.clone();
         node_tasks.push(tokio::spawn(crate::node::run(
             NodeRuntime {

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::{Dtype, SafeTensors};
+use safetensors::Dtype;
 
 use crate::sandbox::types::Tensor;
 
@@ -83,42 +83,6 @@ pub fn to_bytes(
     Ok(out)
 }
 
-/// Decode safetensors bytes into f32 tensors (sorted by name) and metadata.
-pub fn from_bytes(bytes: &[u8]) -> Result<(Vec<Tensor>, BTreeMap<String, String>), String> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| format!("not a safetensors file: {e}"))?;
-    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
-    let metadata = header
-        .metadata()
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
-    let mut tensors = Vec::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(format!(
-                "tensor `{name}` is {:?}; fedwasm parameters are F32",
-                view.dtype()
-            ));
-        }
-        let data = view
-            .data()
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        let shape = view
-            .shape()
-            .iter()
-            .map(|&d| {
-                u32::try_from(d).map_err(|_| format!("tensor `{name}` has a dimension over 2^32"))
-            })
-            .collect::<Result<_, _>>()?;
-        tensors.push(Tensor { name, shape, data });
-    }
-    tensors.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok((tensors, metadata))
-}
-
 /// Write `tensors` with `metadata` to `path`.
 pub fn write_file(
     path: &Path,
@@ -139,71 +103,61 @@ pub fn write_file(
 /// Largest header accepted: names and shapes, never data.
 const MAX_HEADER: u64 = 100 << 20;
 
-/// Read the tensors (sorted by name) and metadata of `path`, streaming: the
-/// header is parsed and validated by the `safetensors` crate, then each
-/// tensor is decoded straight from the file, so reading a model needs the
-/// model's memory, not twice it.
-pub fn read_file(path: &Path) -> Result<(Vec<Tensor>, BTreeMap<String, String>), TensorFileError> {
-    use std::io::Read;
+/// Tensors (sorted by name) and metadata.
+type Decoded = (Vec<Tensor>, BTreeMap<String, String>);
 
-    let shown = path.display().to_string();
-    let io = |source| TensorFileError::Io {
-        path: shown.clone(),
-        source,
-    };
-    let format = |reason: String| TensorFileError::Format {
-        path: shown.clone(),
-        reason,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    let mut reader = std::io::BufReader::with_capacity(1 << 16, file);
+/// Decode safetensors from `reader`, `size` bytes long, streaming: the header
+/// is parsed and validated by the `safetensors` crate, then each tensor is
+/// decoded straight from the reader, so a model needs its own memory, not
+/// twice it. Errors are the reason, without the file's name.
+fn decode(mut reader: impl std::io::Read, size: u64) -> Result<Decoded, String> {
     let mut n = [0u8; 8];
     reader
         .read_exact(&mut n)
-        .map_err(|_| format("not a safetensors file: shorter than its header length".into()))?;
+        .map_err(|_| "not a safetensors file: shorter than its header length".to_string())?;
     let n = u64::from_le_bytes(n);
     if n > MAX_HEADER || 8 + n > size {
-        return Err(format(format!(
+        return Err(format!(
             "not a safetensors file: header length {n} does not fit a {size}-byte file"
-        )));
+        ));
     }
     let mut header = vec![0u8; n as usize];
-    reader.read_exact(&mut header).map_err(io)?;
-    let meta: safetensors::tensor::Metadata = serde_json::from_slice(&header)
-        .map_err(|e| format(format!("not a safetensors file: {e}")))?;
+    reader.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let meta: safetensors::tensor::Metadata =
+        serde_json::from_slice(&header).map_err(|e| format!("not a safetensors file: {e}"))?;
     if 8 + n + meta.data_len() as u64 != size {
-        return Err(format(format!(
+        return Err(format!(
             "the header describes {} data bytes but the file holds {}",
             meta.data_len(),
             size - 8 - n
-        )));
+        ));
     }
     let mut tensors = Vec::new();
     let mut chunk = vec![0u8; 1 << 16];
     for name in meta.offset_keys() {
         let info = meta
             .info(&name)
-            .ok_or_else(|| format(format!("tensor `{name}` vanished from the header")))?;
+            .ok_or_else(|| format!("tensor `{name}` vanished from the header"))?;
         if info.dtype != Dtype::F32 {
-            return Err(format(format!(
+            return Err(format!(
                 "tensor `{name}` is {:?}; fedwasm parameters are F32",
                 info.dtype
-            )));
+            ));
         }
         let shape = info
             .shape
             .iter()
             .map(|&d| {
-                u32::try_from(d)
-                    .map_err(|_| format(format!("tensor `{name}` has a dimension over 2^32")))
+                u32::try_from(d).map_err(|_| format!("tensor `{name}` has a dimension over 2^32"))
             })
             .collect::<Result<Vec<u32>, _>>()?;
         let mut left = info.data_offsets.1 - info.data_offsets.0;
         let mut data = Vec::with_capacity(left / 4);
         while left > 0 {
             let take = left.min(chunk.len());
-            reader.read_exact(&mut chunk[..take]).map_err(io)?;
+            reader
+                .read_exact(&mut chunk[..take])
+                .map_err(|e| e.to_string())?;
             data.extend(
                 chunk[..take]
                     .chunks_exact(4)
@@ -221,6 +175,28 @@ pub fn read_file(path: &Path) -> Result<(Vec<Tensor>, BTreeMap<String, String>),
         .into_iter()
         .collect();
     Ok((tensors, metadata))
+}
+
+/// Decode safetensors bytes into f32 tensors (sorted by name) and metadata.
+pub fn from_bytes(bytes: &[u8]) -> Result<Decoded, String> {
+    decode(bytes, bytes.len() as u64)
+}
+
+/// Read the tensors (sorted by name) and metadata of `path`, streaming.
+pub fn read_file(path: &Path) -> Result<Decoded, TensorFileError> {
+    let shown = path.display().to_string();
+    let io = |source| TensorFileError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    decode(std::io::BufReader::with_capacity(1 << 16, file), size).map_err(|reason| {
+        TensorFileError::Format {
+            path: shown.clone(),
+            reason,
+        }
+    })
 }
 
 #[cfg(test)]

@@ -4,15 +4,18 @@
 //! - [`config`]: [`NodeConfig`], the node's `node.toml`.
 //! - [`store`]: [`NodeStore`], the SQLite database that survives restarts.
 //! - [`daemon`]: [`run`], the long-running node (`fedwasm node start`).
+//! - [`provision`]: a ready node folder in one call.
 //! - `trainer`: the one-at-a-time training queue behind the daemon.
 
 pub mod config;
 pub mod daemon;
 mod error;
+mod provision;
 pub mod store;
 mod trainer;
 
 pub use daemon::{NodeRuntime, run};
+pub use provision::provision;
 
 pub use config::NodeConfig;
 pub use error::NodeError;

@@ -109,15 +109,14 @@ pub fn aggregator_named(
     }
 }
 
-/// Scaffold counts local work in updates: it needs `num_updates`.
-fn check_updates(aggregator: &dyn Aggregator, args: &TrainingArgs) -> Result<(), ExperimentError> {
-    if aggregator.requires_num_updates() && args.num_updates.is_none() {
-        return Err(ExperimentError::Argument(format!(
-            "the {} aggregator needs training_args.num_updates (epochs cannot be used with it)",
-            aggregator.name()
-        )));
-    }
-    Ok(())
+/// What `aggregator` says of `args`: an error, or warnings to give.
+fn check_aggregator(
+    aggregator: &dyn Aggregator,
+    args: &TrainingArgs,
+) -> Result<Vec<String>, ExperimentError> {
+    aggregator
+        .check_training_args(args)
+        .map_err(ExperimentError::Argument)
 }
 
 /// The node selection strategy the settings describe.
@@ -160,7 +159,7 @@ impl Experiment {
         let round_deadline = seconds(settings.round_deadline_secs, "round_deadline_secs")?;
         let search_wait = seconds(settings.search_wait_secs, "search_wait_secs")?;
         let aggregator = aggregator_named(&settings.aggregator, settings.server_lr)?;
-        check_updates(aggregator.as_ref(), &settings.training_args)?;
+        let aggregator_warnings = check_aggregator(aggregator.as_ref(), &settings.training_args)?;
         if let Some(opt) = &settings.agg_optimizer {
             opt.check().map_err(ExperimentError::Argument)?;
         }
@@ -218,19 +217,7 @@ impl Experiment {
         let link = NodeLink::connect(&settings.broker, &researcher_id).await?;
         let sandbox = Sandbox::new(SandboxConfig::default())?;
 
-        if settings.aggregator == "scaffold" {
-            let args = &settings.training_args.optimizer_args;
-            let momentum = args.get("momentum").and_then(Value::as_f64).unwrap_or(0.0);
-            let optimizer = args
-                .get("optimizer")
-                .and_then(Value::as_str)
-                .unwrap_or("sgd");
-            if momentum != 0.0 || optimizer != "sgd" {
-                warnings.push(format!(
-                    "Scaffold assumes plain SGD on the nodes (optimizer `{optimizer}`, momentum {momentum} given): its control variates may overshoot"
-                ));
-            }
-        }
+        warnings.extend(aggregator_warnings);
         let mut experiment = Experiment {
             id: name,
             tags: settings.tags.as_ref().map(|t| t.to_vec()),
@@ -539,7 +526,9 @@ impl Experiment {
         training_args
             .check()
             .map_err(|e| ExperimentError::Argument(e.to_string()))?;
-        check_updates(self.aggregator.as_ref(), &training_args)?;
+        for warning in check_aggregator(self.aggregator.as_ref(), &training_args)? {
+            self.warn(warning);
+        }
         self.training_args = training_args;
         Ok(())
     }
@@ -549,7 +538,9 @@ impl Experiment {
         &mut self,
         aggregator: Box<dyn Aggregator>,
     ) -> Result<(), ExperimentError> {
-        check_updates(aggregator.as_ref(), &self.training_args)?;
+        for warning in check_aggregator(aggregator.as_ref(), &self.training_args)? {
+            self.warn(warning);
+        }
         self.aggregator = aggregator;
         Ok(())
     }
@@ -979,11 +970,13 @@ impl Experiment {
                     let checked = self
                         .check_reply(&expected_node, fds, global, &params, &record, &file)
                         .await
-                        .map(|()| NodeRound {
-                            round_trip_ms: sent.elapsed().as_secs_f64() * 1e3,
-                            ..record
-                        })
-                        .map(|record| (record, file));
+                        .map(|tensors| {
+                            let record = NodeRound {
+                                round_trip_ms: sent.elapsed().as_secs_f64() * 1e3,
+                                ..record
+                            };
+                            (record, file, tensors)
+                        });
                     (expected_node, checked)
                 }
                 Message::Log {
@@ -995,7 +988,7 @@ impl Experiment {
                 _ => continue,
             };
             match outcome {
-                Ok((record, file)) => {
+                Ok((record, file, tensors)) => {
                     self.aggregator
                         .note_reply(&node, record.learning_rate, record.updates);
                     folder.offer(
@@ -1004,6 +997,7 @@ impl Experiment {
                         &node,
                         record.training_samples,
                         file,
+                        Some(tensors),
                     )?;
                     self.monitor.node_done(&node, record.final_loss);
                     records.insert(node, record);
@@ -1060,7 +1054,8 @@ impl Experiment {
 
     /// Check a train reply and download its parameters to `file`: the node,
     /// dataset and sample count it reports, the file's hash, tensor names,
-    /// shapes and finite values. The error says what is wrong.
+    /// shapes and finite values; returns them aligned to `global`. The error
+    /// says what is wrong.
     async fn check_reply(
         &self,
         node: &str,
@@ -1069,7 +1064,7 @@ impl Experiment {
         params: &BlobRef,
         record: &NodeRound,
         file: &Path,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<Tensor>, String> {
         if record.node_id != node {
             return Err(format!(
                 "a reply to {node}'s request came from {}",
@@ -1095,9 +1090,7 @@ impl Experiment {
             .map_err(|e| format!("parameters of node {node}: {e}"))?;
         let (tensors, _) = crate::tensors::read_file(file)
             .map_err(|e| format!("parameters of node {node}: {e}"))?;
-        align_parameters(node, global, tensors)
-            .map(drop)
-            .map_err(|e| e.to_string())
+        align_parameters(node, global, tensors).map_err(|e| e.to_string())
     }
 
     /// Where TensorBoard event files go: `<experiment folder>/runs`.

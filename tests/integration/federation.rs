@@ -277,6 +277,23 @@ pub async fn train(
     params: &BlobRef,
     training_args: Value,
 ) -> Reply {
+    let request_id = send_train(link, node, dataset_id, plan, params, training_args).await;
+    let expected = BTreeSet::from([node.to_string()]);
+    let mut replies = link.gather(&request_id, Some(&expected), PATIENCE).await;
+    replies
+        .remove(node)
+        .unwrap_or_else(|| panic!("no answer from {node} to {request_id}"))
+}
+
+/// Send a train request for the LR plan to `node`; returns its request id.
+pub async fn send_train(
+    link: &mut NodeLink,
+    node: &str,
+    dataset_id: &str,
+    plan: &BlobRef,
+    params: &BlobRef,
+    training_args: Value,
+) -> String {
     let request_id = link.request_id();
     let request = Message::TrainRequest {
         researcher_id: link.researcher_id().into(),
@@ -293,11 +310,7 @@ pub async fn train(
         seed: 7,
     };
     link.send(Some(node), &request).await.unwrap();
-    let expected = BTreeSet::from([node.to_string()]);
-    let mut replies = link.gather(&request_id, Some(&expected), PATIENCE).await;
-    replies
-        .remove(node)
-        .unwrap_or_else(|| panic!("no answer from {node} to {request_id}"))
+    request_id
 }
 
 /// The code and text of an error reply; panics on anything else.
@@ -607,21 +620,15 @@ async fn a_node_killed_during_training_restarts_with_its_datasets_and_approvals(
     let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
 
     // A long task: the node reports progress, then dies mid-way.
-    let request = Message::TrainRequest {
-        researcher_id: link.researcher_id().into(),
-        experiment_id: "Experiment_0001".into(),
-        request_id: "long".into(),
-        round: 1,
-        dataset_id: dataset.clone(),
-        plan: plan_blob.clone(),
-        params: params.clone(),
-        gradient_correction: None,
-        model_args: lr_args(),
-        training_args: json!({"num_updates": 100_000_000, "log_interval": 100}),
-        aggregator_args: json!({}),
-        seed: 1,
-    };
-    link.send(Some("node-a"), &request).await.unwrap();
+    send_train(
+        &mut link,
+        "node-a",
+        &dataset,
+        &plan_blob,
+        &params,
+        json!({"num_updates": 100_000_000, "log_interval": 100}),
+    )
+    .await;
     let until = Instant::now() + PATIENCE;
     loop {
         match link.next_message(until).await {

@@ -17,6 +17,7 @@ pub use scaffold::Scaffold;
 use serde_json::Value;
 
 use crate::sandbox::types::Tensor;
+use crate::training::TrainingArgs;
 
 /// Why an aggregation step failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +48,10 @@ pub trait Aggregator: Send {
     /// Name in history and breakpoints, e.g. `"fedavg"`.
     fn name(&self) -> String;
 
-    /// Whether training must be counted in `num_updates` (not epochs).
-    fn requires_num_updates(&self) -> bool {
-        false
+    /// Check the training arguments the nodes will get: an error for what
+    /// this aggregator cannot work with, warnings for what it works poorly with.
+    fn check_training_args(&self, _args: &TrainingArgs) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
     }
 
     /// What `node` must subtract from its gradients this round (Scaffold's

@@ -30,7 +30,9 @@ impl OrderedFolder {
 
     /// Offer `node`'s parameter file (already verified) trained on `samples`
     /// rows; folds every reply that is now next in order, its tensors
-    /// aligned to `global`'s.
+    /// aligned to `global`'s. `loaded`, the file's tensors already aligned,
+    /// spares reading it again when this reply is next; a reply that must
+    /// wait keeps only its file.
     pub fn offer(
         &mut self,
         aggregator: &mut dyn Aggregator,
@@ -38,9 +40,18 @@ impl OrderedFolder {
         node: &str,
         samples: u64,
         params: PathBuf,
+        loaded: Option<Vec<Tensor>>,
     ) -> Result<(), AggregationError> {
-        self.waiting
-            .insert(node.to_string(), Some((samples, params)));
+        match loaded {
+            Some(tensors) if self.order.get(self.next).is_some_and(|n| n == node) => {
+                aggregator.fold(node, samples, &tensors)?;
+                self.next += 1;
+            }
+            _ => {
+                self.waiting
+                    .insert(node.to_string(), Some((samples, params)));
+            }
+        }
         self.advance(aggregator, global)
     }
 
@@ -127,14 +138,12 @@ mod tests {
             let mut folder = OrderedFolder::new(replies.iter().map(|(n, _)| n.clone()).collect());
             for &i in order {
                 let (node, samples) = &replies[i];
+                // As a round does: the reply is read and checked on arrival.
+                let path = dir.join(format!("{node}.safetensors"));
+                let (tensors, _) = crate::tensors::read_file(&path).unwrap();
+                let loaded = align_parameters(node, global, tensors).unwrap();
                 folder
-                    .offer(
-                        &mut agg,
-                        global,
-                        node,
-                        *samples,
-                        dir.join(format!("{node}.safetensors")),
-                    )
+                    .offer(&mut agg, global, node, *samples, path, Some(loaded))
                     .unwrap();
             }
             assert!(folder.complete());

@@ -20,6 +20,7 @@ use serde_json::Value;
 
 use super::{AggregationError, Aggregator};
 use crate::sandbox::types::Tensor;
+use crate::training::TrainingArgs;
 
 /// Tensor name → values.
 type Variates = BTreeMap<String, Vec<f32>>;
@@ -72,8 +73,30 @@ impl Aggregator for Scaffold {
         "scaffold".into()
     }
 
-    fn requires_num_updates(&self) -> bool {
-        true
+    fn check_training_args(&self, args: &TrainingArgs) -> Result<Vec<String>, String> {
+        if args.num_updates.is_none() {
+            return Err(
+                "the scaffold aggregator needs training_args.num_updates (epochs cannot be used with it)"
+                    .into(),
+            );
+        }
+        let momentum = args
+            .optimizer_args
+            .get("momentum")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0);
+        let optimizer = args
+            .optimizer_args
+            .get("optimizer")
+            .and_then(Value::as_str)
+            .unwrap_or("sgd");
+        Ok(if momentum != 0.0 || optimizer != "sgd" {
+            vec![format!(
+                "Scaffold assumes plain SGD on the nodes (optimizer `{optimizer}`, momentum {momentum} given): its control variates may overshoot"
+            )]
+        } else {
+            Vec::new()
+        })
     }
 
     fn correction(&self, node: &str, global: &[Tensor]) -> Option<Vec<Tensor>> {
