@@ -450,9 +450,10 @@ async fn two_nodes_answer_ping_list_search_and_train_over_the_embedded_broker() 
     link.disconnect().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
-    let fed = Federation::embedded().await;
+/// `node-a` with the whole breast-cancer data and the LR plan approved,
+/// started and answering; a researcher link, the dataset id, and the
+/// uploaded plan and initial parameters.
+async fn one_node(fed: &Federation) -> (NodeProcess, NodeLink, String, BlobRef, BlobRef) {
     let plan = example_plan("logistic-regression");
     let mut node = fed.node("node-a", &data("breast_cancer.csv"), "#bc", |_| {});
     node.operator(&["plan", "approve", plan.to_str().unwrap()]);
@@ -461,6 +462,13 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
     wait_for_nodes(&mut link, &["node-a"]).await;
     let dataset = only_dataset(&mut link, "node-a").await;
     let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
+    (node, link, dataset, plan_blob, params)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
+    let fed = Federation::embedded().await;
+    let (node, mut link, dataset, plan_blob, params) = one_node(&fed).await;
     let good_args = json!({"num_updates": 2});
 
     // Messages no well-behaved researcher sends: answered by request id when it can be read.
@@ -610,14 +618,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_killed_during_training_restarts_with_its_datasets_and_approvals() {
     let fed = Federation::embedded().await;
-    let plan = example_plan("logistic-regression");
-    let mut node = fed.node("node-a", &data("breast_cancer.csv"), "#bc", |_| {});
-    node.operator(&["plan", "approve", plan.to_str().unwrap()]);
-    node.start();
-    let mut link = fed.researcher("researcher-1").await;
-    wait_for_nodes(&mut link, &["node-a"]).await;
-    let dataset = only_dataset(&mut link, "node-a").await;
-    let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
+    let (mut node, mut link, dataset, plan_blob, params) = one_node(&fed).await;
 
     // A long task: the node reports progress, then dies mid-way.
     send_train(
