@@ -154,6 +154,7 @@ fn main() {
                     training_args: json!({"num_updates": 1}),
                     aggregator_args: json!({}),
                     seed: 1,
+                    training: true,
                 },
             )
             .await

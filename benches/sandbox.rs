@@ -43,6 +43,9 @@ fn time_limit_cost() {
         gradient_correction: None,
         output_parameters: None,
         sandbox: sandbox.clone(),
+        training: true,
+        report_split_metrics: false,
+        noise_key: None,
     };
     println!(
         "\nTime limit cost: breast cancer, logistic regression, 500 updates (median of 9 tasks)"

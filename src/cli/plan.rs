@@ -130,6 +130,9 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                 gradient_correction: None,
                 output_parameters: output,
                 sandbox,
+                training: true,
+                report_split_metrics: true,
+                noise_key: None,
             };
             check(task, Duration::from_secs_f64(deadline), in_process)
         }
@@ -266,6 +269,23 @@ fn check(task: TrainingTask, deadline: Duration, in_process: bool) -> anyhow::Re
     }
     if let Some(m) = outcome.test_metric {
         println!("held-out {m}");
+    }
+    for (kind, score) in [
+        ("global", &outcome.validation_global),
+        ("local", &outcome.validation_local),
+    ] {
+        if let Some(v) = score {
+            println!(
+                "validation on {kind} updates: {} {:.4} on {} held-out rows",
+                v.metric, v.value, v.samples
+            );
+        }
+    }
+    if let Some(p) = &outcome.privacy {
+        println!(
+            "differential privacy ({}): noise multiplier {}, sampling rate {:.4}, {} step(s)",
+            p.mode, p.noise_multiplier, p.sampling_rate, p.steps
+        );
     }
     println!("plan sha256 {}", outcome.plan_digest);
     if let Some(out) = &task.output_parameters {

@@ -5,11 +5,13 @@
 //! - [`store`]: [`NodeStore`], the SQLite database that survives restarts.
 //! - [`daemon`]: [`run`], the long-running node (`fedwasm node start`).
 //! - [`provision`]: a ready node folder in one call.
+//! - [`noise_key`]: the private key that seeds differential-privacy noise.
 //! - `trainer`: the one-at-a-time training queue behind the daemon.
 
 pub mod config;
 pub mod daemon;
 mod error;
+pub mod noise_key;
 mod provision;
 pub mod store;
 mod trainer;

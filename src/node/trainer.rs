@@ -85,6 +85,7 @@ struct Request {
     model_args: serde_json::Value,
     training_args: serde_json::Value,
     seed: u64,
+    training: bool,
 }
 
 /// Works through the train queue.
@@ -111,6 +112,7 @@ impl Trainer {
                 training_args,
                 aggregator_args: _,
                 seed,
+                training,
             } = job.message
             else {
                 continue;
@@ -127,6 +129,7 @@ impl Trainer {
                 model_args,
                 training_args,
                 seed,
+                training,
             };
             let outcome = if self.shared.stopping.load(Ordering::Relaxed) {
                 Err(Failure::new(
@@ -265,6 +268,13 @@ impl Trainer {
             None => None,
         };
         let output = work.path().join("local.safetensors");
+        let noise_key = match training_args.dp_args {
+            Some(_) => Some(
+                super::noise_key::noise_key(&shared.dir)
+                    .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?,
+            ),
+            None => None,
+        };
         let mut training_args = training_args;
         training_args.random_seed = Some(r.seed);
         let task = TrainingTask {
@@ -278,8 +288,11 @@ impl Trainer {
             node_id: shared.config.id.clone(),
             initial_parameters: Some(params),
             gradient_correction: correction,
-            output_parameters: Some(output.clone()),
+            output_parameters: r.training.then(|| output.clone()),
             sandbox: shared.config.sandbox.clone(),
+            training: r.training,
+            report_split_metrics: false,
+            noise_key,
         };
 
         let outcome = {
@@ -349,6 +362,32 @@ impl Trainer {
             let level = format!("{:?}", record.level).to_lowercase();
             log(shared, &level, format!("plan: {}", record.message)).await;
         }
+        let timings = TrainTimings {
+            training_ms: outcome.training_ms,
+            total_ms: received.elapsed().as_secs_f64() * 1e3,
+        };
+        if !r.training {
+            let validation = outcome.validation_global.ok_or_else(|| {
+                Failure::new(ErrorCode::Internal, "the validation task returned no score")
+            })?;
+            tracing::info!(
+                "round {} of {}: validation {} {:.4}",
+                r.round,
+                r.experiment_id,
+                validation.metric,
+                validation.value
+            );
+            return Ok(Message::ValidationReply {
+                researcher_id: r.researcher_id.clone(),
+                experiment_id: r.experiment_id.clone(),
+                request_id: r.request_id.clone(),
+                round: r.round,
+                node_id: shared.config.id.clone(),
+                dataset_id: r.dataset_id.clone(),
+                validation,
+                timings,
+            });
+        }
         let uploaded = shared.repository.upload_file(&output).await?;
         tracing::info!(
             "round {} of {}: {} updates, final loss {:.4}",
@@ -369,9 +408,12 @@ impl Trainer {
             updates: outcome.updates as u64,
             final_loss: outcome.final_loss,
             learning_rate: outcome.learning_rate,
+            validation_global: outcome.validation_global,
+            validation_local: outcome.validation_local,
+            privacy: outcome.privacy,
             timings: TrainTimings {
-                training_ms: outcome.training_ms,
                 total_ms: received.elapsed().as_secs_f64() * 1e3,
+                ..timings
             },
         })
     }

@@ -18,9 +18,12 @@ mod breakpoint;
 
 pub use breakpoint::ResumeOptions;
 
+use super::accountant::Accountant;
 use super::aggregators::{Aggregator, FedAvg, OrderedFolder, Scaffold, align_parameters};
 use super::folder::{default_experiments_dir, next_folder_name, sanitize_folder_name};
-use super::history::{DroppedNode, History, NodeRound, RoundRecord};
+use super::history::{
+    DroppedNode, FinalValidation, History, NodeEpsilon, NodeRound, NodeValidation, RoundRecord,
+};
 use super::monitor::Monitor;
 use super::optimizers::{OptimizerState, ServerOptimizer};
 use super::settings::{ExperimentSettings, RepositorySetting};
@@ -657,6 +660,10 @@ impl Experiment {
         for _ in 0..count {
             self.run_round().await?;
         }
+        if self.training_args.test_on_global_updates && self.round_limit == Some(self.round_current)
+        {
+            self.final_validation().await?;
+        }
         Ok(count)
     }
 
@@ -735,6 +742,8 @@ impl Experiment {
             self.optimizer_state = state;
         }
         self.round_current = round;
+        let mut record = record;
+        record.privacy = self.privacy_spent(&record);
         for node in &record.nodes {
             *self
                 .iterations_done
@@ -790,6 +799,41 @@ impl Experiment {
         Ok((path, bytes))
     }
 
+    /// The plan in the repository, uploaded on first use.
+    async fn plan_blob(&mut self) -> Result<BlobRef, ExperimentError> {
+        if let Some(blob) = self.plan.as_ref().and_then(|p| p.uploaded.clone()) {
+            return Ok(blob);
+        }
+        let path = self.plan.as_ref().map(|p| p.path.clone()).ok_or_else(|| {
+            ExperimentError::NotDefined("no training plan; set training_plan".into())
+        })?;
+        let blob = self.repository.upload_file(&path).await?;
+        if let Some(plan) = self.plan.as_mut() {
+            plan.uploaded = Some(blob.clone());
+        }
+        Ok(blob)
+    }
+
+    /// Upload `global`, the parameters after round `round`, for the nodes.
+    async fn upload_global(
+        &self,
+        round: u32,
+        global: &[Tensor],
+    ) -> Result<BlobRef, ExperimentError> {
+        let bytes = crate::tensors::to_bytes(
+            global,
+            &BTreeMap::from([
+                ("experiment_id".to_string(), self.id.clone()),
+                ("round".to_string(), round.to_string()),
+            ]),
+        )
+        .map_err(|e| ExperimentError::Io {
+            what: "encoding the global parameters".into(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(self.repository.upload_bytes(bytes).await?)
+    }
+
     /// One round's exchange; touches nothing of the experiment's state
     /// except the plan's upload cache, so a failure leaves it as it was.
     async fn train_round(
@@ -801,30 +845,8 @@ impl Experiment {
         started: Instant,
     ) -> Result<(RoundRecord, Vec<Tensor>, Option<OptimizerState>), ExperimentError> {
         let failed = |reason: String| ExperimentError::Round { round, reason };
-        let plan_blob = match self.plan.as_ref().and_then(|p| p.uploaded.clone()) {
-            Some(blob) => blob,
-            None => {
-                let path = self
-                    .plan
-                    .as_ref()
-                    .map(|p| p.path.clone())
-                    .unwrap_or_default();
-                let blob = self.repository.upload_file(&path).await?;
-                if let Some(plan) = self.plan.as_mut() {
-                    plan.uploaded = Some(blob.clone());
-                }
-                blob
-            }
-        };
-        let bytes = crate::tensors::to_bytes(
-            global,
-            &BTreeMap::from([
-                ("experiment_id".to_string(), self.id.clone()),
-                ("round".to_string(), (round - 1).to_string()),
-            ]),
-        )
-        .map_err(|e| failed(format!("encoding the global parameters: {e}")))?;
-        let params_blob = self.repository.upload_bytes(bytes).await?;
+        let plan_blob = self.plan_blob().await?;
+        let params_blob = self.upload_global(round - 1, global).await?;
         let training_args = serde_json::to_value(&self.training_args)
             .map_err(|e| failed(format!("encoding training_args: {e}")))?;
         let seed = self.training_args.seed();
@@ -856,6 +878,7 @@ impl Experiment {
                 training_args: training_args.clone(),
                 aggregator_args: Value::Object(Map::new()),
                 seed,
+                training: true,
             };
             self.link.send(Some(node), &request).await?;
             requests.insert(request_id, (node.clone(), Instant::now()));
@@ -941,6 +964,9 @@ impl Experiment {
                     updates,
                     final_loss,
                     learning_rate,
+                    validation_global,
+                    validation_local,
+                    privacy,
                     timings,
                     ..
                 } => {
@@ -965,6 +991,9 @@ impl Experiment {
                         node_total_ms: timings.total_ms,
                         round_trip_ms: 0.0,
                         params_sha256: params.sha256,
+                        validation_global,
+                        validation_local,
+                        privacy,
                     };
                     let file = work.path().join(format!("{expected_node}.safetensors"));
                     let checked = self
@@ -1000,6 +1029,7 @@ impl Experiment {
                         Some(tensors),
                     )?;
                     self.monitor.node_done(&node, record.final_loss);
+                    self.log_validation(&node, &record);
                     records.insert(node, record);
                 }
                 Err(reason) if policy == FailurePolicy::Stop => return Err(failed(reason)),
@@ -1046,6 +1076,7 @@ impl Experiment {
                 global_sha256: Sha256Digest::of(&bytes),
                 global_path: relative,
                 duration_ms: started.elapsed().as_secs_f64() * 1e3,
+                privacy: Vec::new(),
             },
             new_global,
             new_state,
@@ -1091,6 +1122,161 @@ impl Experiment {
         let (tensors, _) = crate::tensors::read_file(file)
             .map_err(|e| format!("parameters of node {node}: {e}"))?;
         align_parameters(node, global, tensors).map_err(|e| e.to_string())
+    }
+
+    /// Each node's ε after `record`, composing every round of the history
+    /// with it; empty when the experiment does not ask for DP.
+    fn privacy_spent(&self, record: &RoundRecord) -> Vec<NodeEpsilon> {
+        let Some(delta) = self.training_args.dp_args.as_ref().map(|d| d.delta) else {
+            return Vec::new();
+        };
+        let mut accountants: BTreeMap<&str, Accountant> = BTreeMap::new();
+        for node in self
+            .history
+            .rounds
+            .iter()
+            .chain([record])
+            .flat_map(|r| &r.nodes)
+        {
+            if let Some(spent) = &node.privacy {
+                accountants.entry(&node.node_id).or_default().add(spent);
+            }
+        }
+        accountants
+            .into_iter()
+            .map(|(node_id, accountant)| NodeEpsilon {
+                node_id: node_id.to_string(),
+                epsilon: accountant.epsilon(delta),
+                delta,
+            })
+            .collect()
+    }
+
+    /// Log a node's validation scores to TensorBoard: the global one at the
+    /// step the round started from, the local one where its training ended.
+    fn log_validation(&mut self, node: &str, record: &NodeRound) {
+        if let Some(v) = &record.validation_global {
+            let tag = format!("VALIDATION ON GLOBAL UPDATES/{}", v.metric);
+            self.log_scalar(node, &tag, 0, v.value);
+        }
+        if let Some(v) = &record.validation_local {
+            let tag = format!("VALIDATION ON LOCAL UPDATES/{}", v.metric);
+            self.log_scalar(node, &tag, record.updates, v.value);
+        }
+    }
+
+    /// The validation-only round after the last one: every node of the
+    /// training data scores the final global parameters. A node that fails
+    /// is recorded with its reason; the trained model stands either way.
+    async fn final_validation(&mut self) -> Result<(), ExperimentError> {
+        let round = self.round_current;
+        let fds = self.training_data.clone().ok_or_else(|| {
+            ExperimentError::NotDefined("no training data for the final validation".into())
+        })?;
+        let Some(global) = self.global.take() else {
+            return Ok(());
+        };
+        let uploaded = self.upload_global(round, &global).await;
+        self.global = Some(global);
+        let params = uploaded?;
+        let plan = self.plan_blob().await?;
+        let training_args = serde_json::to_value(&self.training_args)
+            .map_err(|e| ExperimentError::Argument(format!("encoding training_args: {e}")))?;
+        let mut requests: BTreeMap<String, String> = BTreeMap::new();
+        for (node, dataset) in fds.data() {
+            let request_id = self.link.request_id();
+            let request = Message::TrainRequest {
+                researcher_id: self.link.researcher_id().to_string(),
+                experiment_id: self.id.clone(),
+                request_id: request_id.clone(),
+                round,
+                dataset_id: dataset.dataset_id.clone(),
+                plan: plan.clone(),
+                params: params.clone(),
+                gradient_correction: None,
+                model_args: Value::Object(self.model_args.clone()),
+                training_args: training_args.clone(),
+                aggregator_args: Value::Object(Map::new()),
+                seed: self.training_args.seed(),
+                training: false,
+            };
+            self.link.send(Some(node), &request).await?;
+            requests.insert(request_id, node.clone());
+        }
+        let deadline = Instant::now() + self.round_deadline;
+        let mut scores: BTreeMap<String, NodeValidation> = BTreeMap::new();
+        let mut failed: BTreeMap<String, String> = BTreeMap::new();
+        while scores.len() + failed.len() < requests.len() {
+            let Some(message) = self.link.next_message(deadline).await else {
+                for node in requests.values() {
+                    if !scores.contains_key(node) && !failed.contains_key(node) {
+                        failed.insert(node.clone(), "no answer within the round deadline".into());
+                    }
+                }
+                break;
+            };
+            match message {
+                Message::ValidationReply {
+                    request_id,
+                    experiment_id,
+                    node_id,
+                    dataset_id,
+                    validation,
+                    ..
+                } if experiment_id == self.id => {
+                    let Some(node) = requests.get(&request_id).cloned() else {
+                        continue;
+                    };
+                    if node_id != node
+                        || fds.dataset(&node).map(|d| &d.dataset_id) != Some(&dataset_id)
+                    {
+                        failed.insert(node, format!("a validation reply from {node_id} on {dataset_id} does not match the request"));
+                        continue;
+                    }
+                    scores.insert(
+                        node.clone(),
+                        NodeValidation {
+                            node_id,
+                            dataset_id,
+                            validation,
+                        },
+                    );
+                }
+                Message::Error {
+                    code,
+                    message,
+                    request: Some(request),
+                    ..
+                } => {
+                    if let Some(node) = request
+                        .request_id
+                        .as_deref()
+                        .and_then(|id| requests.get(id))
+                    {
+                        failed.insert(node.clone(), format!("error ({code:?}): {message}"));
+                    }
+                }
+                _ => continue,
+            }
+        }
+        for (node, reason) in &failed {
+            self.warn(format!("final validation: {node} failed: {reason}"));
+        }
+        for (node, v) in &scores {
+            let tag = format!("VALIDATION ON GLOBAL UPDATES/{}", v.validation.metric);
+            self.log_scalar(node, &tag, 0, v.validation.value);
+        }
+        let record = FinalValidation {
+            round,
+            nodes: scores.into_values().collect(),
+            failed: failed
+                .into_iter()
+                .map(|(node_id, reason)| DroppedNode { node_id, reason })
+                .collect(),
+        };
+        self.monitor.final_validation(&record);
+        self.history.final_validation = Some(record);
+        self.write_history()
     }
 
     /// Where TensorBoard event files go: `<experiment folder>/runs`.

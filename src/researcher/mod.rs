@@ -9,10 +9,12 @@
 //! - [`optimizers`]: [`ServerOptimizer`], optimizing the global model (FedOpt).
 //! - [`strategy`]: the [`Strategy`] trait and [`DefaultStrategy`].
 //! - [`history`]: what each round did.
+//! - [`accountant`]: the RDP accountant behind the ε each node has spent.
 //! - [`folder`]: experimentation folder naming.
 //! - [`monitor`]: console progress.
 //! - [`tensorboard`]: TensorBoard event files.
 
+pub mod accountant;
 pub mod aggregators;
 mod error;
 pub mod experiment;

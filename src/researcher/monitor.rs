@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use super::history::RoundRecord;
+use super::history::{FinalValidation, RoundRecord, weighted_mean};
 
 /// Console progress of an experiment. Silent unless enabled.
 pub struct Monitor {
@@ -119,5 +119,75 @@ impl Monitor {
             record.duration_ms,
             nodes.join("; ")
         );
+        let kinds = [
+            (
+                "global",
+                record
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.validation_global.as_ref())
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "local",
+                record
+                    .nodes
+                    .iter()
+                    .filter_map(|n| n.validation_local.as_ref())
+                    .collect(),
+            ),
+        ];
+        for (kind, scores) in kinds {
+            if let (Some(first), Some(mean)) =
+                (scores.first(), weighted_mean(scores.iter().copied()))
+            {
+                println!(
+                    "  validation on {kind} updates: {} {mean:.4} (mean over {} held-out rows of {} nodes)",
+                    first.metric,
+                    scores.iter().map(|s| s.samples).sum::<u64>(),
+                    scores.len()
+                );
+            }
+        }
+        if let Some(worst) = record
+            .privacy
+            .iter()
+            .max_by(|a, b| a.epsilon.total_cmp(&b.epsilon))
+        {
+            println!(
+                "  privacy spent: ε = {:.3} for δ = {:e} (largest, {})",
+                worst.epsilon, worst.delta, worst.node_id
+            );
+        }
+    }
+
+    /// The final validation round finished: the mean score and each node's.
+    pub fn final_validation(&self, record: &FinalValidation) {
+        if !self.enabled {
+            return;
+        }
+        let scores: Vec<_> = record.nodes.iter().map(|n| &n.validation).collect();
+        let per_node: Vec<String> = record
+            .nodes
+            .iter()
+            .map(|n| format!("{} {:.4}", n.node_id, n.validation.value))
+            .collect();
+        match (scores.first(), weighted_mean(scores.iter().copied())) {
+            (Some(first), Some(mean)) => println!(
+                "final validation of round {}: {} {mean:.4} ({}){}",
+                record.round,
+                first.metric,
+                per_node.join(", "),
+                if record.failed.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {} node(s) failed", record.failed.len())
+                }
+            ),
+            _ => println!(
+                "final validation of round {}: no node answered",
+                record.round
+            ),
+        }
     }
 }

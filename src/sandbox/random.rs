@@ -32,10 +32,49 @@ impl StreamSeed {
         Self::derive("fedwasm:split:v1", random_seed, 0, node)
     }
 
+    /// Seed for the plan's `random` import when the node adds differential
+    /// privacy: mixes in the node's private noise key, so the researcher, who
+    /// knows `random_seed`, cannot replay the noise. `round` must be the real
+    /// round, so the noise is fresh every round.
+    pub fn for_private_plan(key: &[u8; 32], random_seed: u64, round: u32, node: &str) -> Self {
+        Self::derive_keyed(
+            "fedwasm:private-plan-random:v1",
+            Some(key),
+            random_seed,
+            round,
+            node,
+        )
+    }
+
+    /// Seed of the noise a node adds to its update (central DP); keyed like
+    /// [`StreamSeed::for_private_plan`].
+    pub fn for_update_noise(key: &[u8; 32], random_seed: u64, round: u32, node: &str) -> Self {
+        Self::derive_keyed(
+            "fedwasm:update-noise:v1",
+            Some(key),
+            random_seed,
+            round,
+            node,
+        )
+    }
+
     fn derive(label: &str, random_seed: u64, round: u32, node: &str) -> Self {
+        Self::derive_keyed(label, None, random_seed, round, node)
+    }
+
+    fn derive_keyed(
+        label: &str,
+        key: Option<&[u8; 32]>,
+        random_seed: u64,
+        round: u32,
+        node: &str,
+    ) -> Self {
         let mut h = Sha256::new();
         h.update(label.as_bytes());
         h.update([0]);
+        if let Some(key) = key {
+            h.update(key);
+        }
         h.update(random_seed.to_le_bytes());
         h.update(round.to_le_bytes());
         h.update((node.len() as u64).to_le_bytes());
@@ -72,5 +111,14 @@ mod tests {
         assert_ne!(base, StreamSeed::for_plan(1, 1, "node-a"));
         assert_ne!(base, StreamSeed::for_plan(1, 0, "node-b"));
         assert_ne!(base, StreamSeed::for_loader(1, 0, "node-a"));
+        let private = StreamSeed::for_private_plan(&[1; 32], 1, 0, "node-a");
+        assert_ne!(
+            private,
+            StreamSeed::for_private_plan(&[2; 32], 1, 0, "node-a")
+        );
+        assert_ne!(
+            private,
+            StreamSeed::for_update_noise(&[1; 32], 1, 0, "node-a")
+        );
     }
 }

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::TrainingError;
+use super::privacy::{DpArgs, DpKind};
+use super::scores::{Average, TestMetric};
 use crate::dataset::batches::Budget;
 
 /// Arguments of the data loader.
@@ -56,16 +58,20 @@ pub struct TrainingArgs {
     /// `random_seed` and the round, rather than repeating the same stream
     /// every round as Fed-BioMed does.
     pub seed_per_round: bool,
-    /// Validate the model after local training (reserved: refused until nodes implement it).
+    /// Score the trained parameters on the node's held-out rows.
     pub test_on_local_updates: bool,
-    /// Validate the received global model before training (reserved: refused until nodes implement it).
+    /// Score the received global parameters on the node's held-out rows
+    /// before training; also asks `run` for a final validation-only round.
     pub test_on_global_updates: bool,
-    /// Validation metric name (reserved).
+    /// Validation metric name (case-insensitive): ACCURACY (the default for
+    /// classification), F1_SCORE, PRECISION, RECALL, MEAN_SQUARE_ERROR (the
+    /// default for regression), MEAN_ABSOLUTE_ERROR, EXPLAINED_VARIANCE.
     pub test_metric: Option<String>,
-    /// Arguments of the validation metric (reserved).
+    /// Arguments of the validation metric: `average` (binary, macro,
+    /// weighted, micro) for F1_SCORE, PRECISION and RECALL.
     pub test_metric_args: Map<String, Value>,
-    /// Differential privacy settings (reserved: refused until nodes implement it).
-    pub dp_args: Option<Value>,
+    /// Differential privacy on the nodes (see [`super::privacy`]).
+    pub dp_args: Option<DpArgs>,
     /// FedProx: adds (μ/2)·‖w − w_global‖² to the local objective; passed to
     /// the plan's optimizer as `optimizer_args.fedprox_mu`.
     pub fedprox_mu: Option<f64>,
@@ -101,20 +107,16 @@ impl TrainingArgs {
         serde_json::from_str(text).map_err(|e| TrainingError::Args(e.to_string()))
     }
 
-    /// Refuse settings this version accepts in the scheme but cannot run yet,
-    /// and values out of range, naming the key.
+    /// Refuse values out of range and combinations that cannot work, naming the key.
     pub fn check(&self) -> Result<(), TrainingError> {
-        let reserved = [
-            ("test_on_local_updates", self.test_on_local_updates),
-            ("test_on_global_updates", self.test_on_global_updates),
-            ("test_metric", self.test_metric.is_some()),
-            ("test_metric_args", !self.test_metric_args.is_empty()),
-            ("dp_args", self.dp_args.is_some()),
-        ];
-        if let Some((key, _)) = reserved.iter().find(|(_, set)| *set) {
-            return Err(TrainingError::Args(format!(
-                "`{key}` is not supported by this version of fedwasm yet; remove it from training_args"
-            )));
+        if (self.test_on_local_updates || self.test_on_global_updates) && self.test_ratio == 0.0 {
+            return Err(TrainingError::Args(
+                "test_on_local_updates and test_on_global_updates score held-out rows: set test_ratio above 0 (e.g. 0.2)".into(),
+            ));
+        }
+        self.validation()?;
+        if let Some(dp) = &self.dp_args {
+            dp.check()?;
         }
         if let Some(mu) = self.fedprox_mu
             && !(mu.is_finite() && mu >= 0.0)
@@ -137,25 +139,80 @@ impl TrainingArgs {
         self.budget().map(|_| ())
     }
 
+    /// The validation metric and its averaging, parsed from `test_metric`
+    /// and `test_metric_args`; `None` metric means the task's default.
+    pub fn validation(&self) -> Result<(Option<TestMetric>, Option<Average>), TrainingError> {
+        let metric = self
+            .test_metric
+            .as_deref()
+            .map(TestMetric::parse)
+            .transpose()
+            .map_err(TrainingError::Args)?;
+        let mut average = None;
+        for (key, value) in &self.test_metric_args {
+            match key.as_str() {
+                "average" => {
+                    average = Some(serde_json::from_value::<Average>(value.clone()).map_err(
+                        |_| {
+                            TrainingError::Args(format!(
+                                "test_metric_args.average must be \"binary\", \"macro\", \"weighted\" or \"micro\", not {value}"
+                            ))
+                        },
+                    )?);
+                }
+                other => {
+                    return Err(TrainingError::Args(format!(
+                        "unknown test_metric_args key `{other}`; accepted: average"
+                    )));
+                }
+            }
+        }
+        if average.is_some()
+            && !matches!(
+                metric,
+                Some(TestMetric::F1Score | TestMetric::Precision | TestMetric::Recall)
+            )
+        {
+            return Err(TrainingError::Args(
+                "test_metric_args.average applies to F1_SCORE, PRECISION and RECALL only".into(),
+            ));
+        }
+        Ok((metric, average))
+    }
+
     /// The arguments of the plan's `init-optimizer`: `optimizer_args`, plus
-    /// `fedprox_mu` when set.
+    /// `fedprox_mu` when set and `dp_clip` / `dp_sigma` for local DP.
     pub fn plan_optimizer_args(&self) -> Map<String, Value> {
         let mut args = self.optimizer_args.clone();
         if let Some(mu) = self.fedprox_mu {
             args.insert("fedprox_mu".into(), Value::from(mu));
         }
+        if let Some(dp) = self.dp_args.as_ref().filter(|d| d.kind == DpKind::Local) {
+            args.insert("dp_clip".into(), Value::from(dp.clip));
+            args.insert("dp_sigma".into(), Value::from(dp.sigma));
+        }
         args
     }
 
     /// The round number that seeds randomness: the round itself with
-    /// `seed_per_round`, else 0 so every round repeats the same stream.
+    /// `seed_per_round` or `dp_args` (noise must be fresh every round), else
+    /// 0 so every round repeats the same stream, as in Fed-BioMed.
     pub fn seed_round(&self, round: u32) -> u32 {
-        if self.seed_per_round { round } else { 0 }
+        if self.seed_per_round || self.dp_args.is_some() {
+            round
+        } else {
+            0
+        }
     }
 
     /// How many updates to run; a warning when `num_updates` overrides `epochs`
     /// or makes `batch_maxnum` irrelevant.
     pub fn budget(&self) -> Result<(Budget, Option<String>), TrainingError> {
+        if self.num_updates == Some(0) || (self.num_updates.is_none() && self.epochs == Some(0)) {
+            return Err(TrainingError::Args(
+                "num_updates and epochs must be at least 1".to_string(),
+            ));
+        }
         match (self.num_updates, self.epochs) {
             (Some(u), epochs) => {
                 let warning = match (epochs, self.batch_maxnum) {
@@ -205,6 +262,73 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(none.contains("num_updates or epochs"), "{none}");
+        let zero = TrainingArgs::from_json(r#"{"num_updates": 0}"#)
+            .unwrap()
+            .check()
+            .unwrap_err()
+            .to_string();
+        assert!(zero.contains("at least 1"), "{zero}");
+    }
+
+    #[test]
+    fn validation_settings_are_checked() {
+        let args = TrainingArgs::from_json(
+            r#"{"num_updates": 1, "test_ratio": 0.2, "test_on_local_updates": true,
+                "test_metric": "f1_score", "test_metric_args": {"average": "macro"}}"#,
+        )
+        .unwrap();
+        args.check().unwrap();
+        assert_eq!(
+            args.validation().unwrap(),
+            (Some(TestMetric::F1Score), Some(Average::Macro))
+        );
+        let refused = |json: &str| {
+            TrainingArgs::from_json(json)
+                .unwrap()
+                .check()
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refused(r#"{"num_updates": 1, "test_on_global_updates": true}"#);
+        assert!(err.contains("set test_ratio above 0"), "{err}");
+        let err = refused(r#"{"num_updates": 1, "test_metric": "AUC"}"#);
+        assert!(err.contains("unknown test_metric `AUC`"), "{err}");
+        let err = refused(
+            r#"{"num_updates": 1, "test_metric": "RECALL", "test_metric_args": {"average": "samples"}}"#,
+        );
+        assert!(err.contains("must be \"binary\""), "{err}");
+        let err = refused(r#"{"num_updates": 1, "test_metric_args": {"normalize": true}}"#);
+        assert!(
+            err.contains("unknown test_metric_args key `normalize`"),
+            "{err}"
+        );
+        let err = refused(
+            r#"{"num_updates": 1, "test_metric": "ACCURACY", "test_metric_args": {"average": "macro"}}"#,
+        );
+        assert!(err.contains("F1_SCORE, PRECISION and RECALL only"), "{err}");
+    }
+
+    #[test]
+    fn dp_args_reach_the_plan_and_refresh_the_seed() {
+        let args = TrainingArgs::from_json(
+            r#"{"num_updates": 1, "dp_args": {"type": "local", "sigma": 1.0, "clip": 0.5}}"#,
+        )
+        .unwrap();
+        args.check().unwrap();
+        let opt = args.plan_optimizer_args();
+        assert_eq!(opt["dp_clip"], 0.5);
+        assert_eq!(opt["dp_sigma"], 1.0);
+        assert_eq!(args.seed_round(3), 3);
+        let central = TrainingArgs::from_json(
+            r#"{"num_updates": 1, "dp_args": {"sigma": 1.0, "clip": 0.5}}"#,
+        )
+        .unwrap();
+        assert!(!central.plan_optimizer_args().contains_key("dp_clip"));
+        let err =
+            TrainingArgs::from_json(r#"{"dp_args": {"type": "both", "sigma": 1.0, "clip": 1.0}}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("unknown variant `both`"), "{err}");
     }
 
     #[test]

@@ -61,17 +61,14 @@ pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
     }
 }
 
-/// Accuracy or MSE of `instance` on `samples`; `None` when there are no samples.
-pub fn evaluate(
+/// The plan's decision for every row of `samples` (class index or value),
+/// asking `predict` for at most [`PREDICT_ROWS`] rows at a time.
+pub fn predictions(
     instance: &mut dyn PlanDriver,
     samples: &Samples,
     task: &Task,
-) -> Result<Option<Metric>, SandboxError> {
-    if samples.is_empty() {
-        return Ok(None);
-    }
-    let mut correct = 0usize;
-    let mut squared = 0.0f64;
+) -> Result<Vec<f32>, SandboxError> {
+    let mut predicted = Vec::with_capacity(samples.len());
     for start in (0..samples.len()).step_by(PREDICT_ROWS) {
         let end = (start + PREDICT_ROWS).min(samples.len());
         let out = instance.predict(&samples.feature_rows(start, end))?;
@@ -88,23 +85,31 @@ pub fn evaluate(
                 });
             }
         };
-        let predicted = decisions(task, width, &out.data);
-        for (p, t) in predicted.iter().zip(&samples.targets[start..end]) {
-            if p == t {
-                correct += 1;
-            }
-            squared += ((p - t) as f64).powi(2);
-        }
+        predicted.extend(decisions(task, width, &out.data));
     }
+    Ok(predicted)
+}
+
+/// Accuracy or MSE of `instance` on `samples`; `None` when there are no samples.
+pub fn evaluate(
+    instance: &mut dyn PlanDriver,
+    samples: &Samples,
+    task: &Task,
+) -> Result<Option<Metric>, SandboxError> {
+    if samples.is_empty() {
+        return Ok(None);
+    }
+    let predicted = predictions(instance, samples, task)?;
     let n = samples.len() as f64;
+    let pairs = predicted.iter().zip(&samples.targets);
     Ok(Some(match task {
         Task::Regression => Metric {
             name: MetricName::Mse,
-            value: squared / n,
+            value: pairs.map(|(p, t)| f64::from(p - t).powi(2)).sum::<f64>() / n,
         },
         _ => Metric {
             name: MetricName::Accuracy,
-            value: correct as f64 / n,
+            value: pairs.filter(|(p, t)| p == t).count() as f64 / n,
         },
     }))
 }

@@ -6,8 +6,10 @@ pub mod driver;
 mod error;
 pub mod holdout;
 pub mod metrics;
+pub mod privacy;
 pub mod scores;
 pub mod task;
+pub mod validation;
 pub mod worker;
 
 pub use args::{LoaderArgs, TrainingArgs};
@@ -15,5 +17,6 @@ pub use driver::PlanDriver;
 pub use error::TrainingError;
 pub use holdout::evaluate_parameters;
 pub use metrics::{Metric, MetricName};
+pub use privacy::{DpArgs, DpKind};
 pub use task::{Progress, TrainingOutcome, TrainingTask, run_task, train};
 pub use worker::{WORKER_SUBCOMMAND, Worker, run_in_worker, run_in_worker_until, worker_main};

@@ -10,6 +10,8 @@ use serde_json::Value;
 
 use super::driver::PlanDriver;
 use super::metrics::{Metric, evaluate};
+use super::privacy::{DpKind, privatize_update};
+use super::validation::validate;
 use super::{TrainingArgs, TrainingError};
 use crate::dataset::prepare::{Split, dataset_info, prepare};
 use crate::dataset::{BatchSchedule, Table};
@@ -17,6 +19,7 @@ use crate::digest::Sha256Digest;
 use crate::sandbox::random::StreamSeed;
 use crate::sandbox::{PlanLogRecord, Sandbox, SandboxConfig};
 use crate::tensors;
+use crate::wire::{PrivacySpent, ValidationScore};
 
 /// Everything a training task needs, as plain data so it can cross into a worker process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -47,6 +50,52 @@ pub struct TrainingTask {
     pub output_parameters: Option<PathBuf>,
     /// Limits of the sandbox that runs the plan.
     pub sandbox: SandboxConfig,
+    /// `false`: only score `initial_parameters` on the held-out rows (the
+    /// final validation round); nothing is trained or written.
+    #[serde(default = "yes")]
+    pub training: bool,
+    /// Also score the training split, and the held-out rows by the task's
+    /// default metric, after training (for `fedwasm plan check`).
+    #[serde(default)]
+    pub report_split_metrics: bool,
+    /// The node's private noise key, which seeds differential-privacy noise
+    /// so the researcher cannot replay it; a fresh random key when absent.
+    #[serde(default)]
+    pub noise_key: Option<[u8; 32]>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TrainingTask {
+    /// The seed of the plan's random stream: public (from `random_seed`,
+    /// round and node) unless `dp_args` is set, in which case it is keyed
+    /// with the node's noise key (see [`super::privacy`]).
+    pub fn plan_seed(&self) -> Result<StreamSeed, TrainingError> {
+        let args = &self.training_args;
+        let round = args.seed_round(self.round);
+        Ok(if args.dp_args.is_some() {
+            StreamSeed::for_private_plan(&self.noise_key()?, args.seed(), round, &self.node_id)
+        } else {
+            StreamSeed::for_plan(args.seed(), round, &self.node_id)
+        })
+    }
+
+    fn noise_key(&self) -> Result<[u8; 32], TrainingError> {
+        match self.noise_key {
+            Some(key) => Ok(key),
+            None => {
+                let mut key = [0; 32];
+                getrandom::fill(&mut key).map_err(|e| {
+                    TrainingError::Worker(format!(
+                        "no operating-system randomness for a noise key: {e}"
+                    ))
+                })?;
+                Ok(key)
+            }
+        }
+    }
 }
 
 /// Progress of a running task.
@@ -96,10 +145,16 @@ pub struct TrainingOutcome {
     pub test_samples: usize,
     /// Loss of the last update.
     pub final_loss: f32,
-    /// Accuracy or MSE on the training split after training.
+    /// Accuracy or MSE on the training split after training, with `report_split_metrics`.
     pub training_metric: Option<Metric>,
     /// The same on the held-out rows.
     pub test_metric: Option<Metric>,
+    /// Score of the received parameters before training (`test_on_global_updates`).
+    pub validation_global: Option<ValidationScore>,
+    /// Score of the trained parameters (`test_on_local_updates`).
+    pub validation_local: Option<ValidationScore>,
+    /// The differential privacy applied, as accountant inputs.
+    pub privacy: Option<PrivacySpent>,
     /// Learning rate the plan reported with its last update.
     pub learning_rate: Option<f32>,
     /// Messages the plan logged.
@@ -128,8 +183,7 @@ pub fn run_task(
     task.training_args.check()?;
     let plan = sandbox.load_file(&task.plan)?;
     let table = Table::open(&task.dataset)?;
-    let args = &task.training_args;
-    let seed = StreamSeed::for_plan(args.seed(), args.seed_round(task.round), &task.node_id);
+    let seed = task.plan_seed()?;
     let mut instance = sandbox.instantiate(&plan, &seed)?;
     let mut outcome = train(&mut instance, plan.digest(), &table, task, on_progress)?;
     outcome.total_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -137,8 +191,9 @@ pub fn run_task(
 }
 
 /// The task's training loop on any [`PlanDriver`] whose random stream was
-/// seeded with [`StreamSeed::for_plan`]: initialise, load parameters, prepare
-/// the data, run the updates, write the parameters, evaluate.
+/// seeded with [`TrainingTask::plan_seed`]: initialise, load parameters,
+/// prepare the data, validate the received parameters, run the updates, add
+/// central DP noise, write the parameters, validate them.
 pub fn train(
     plan: &mut dyn PlanDriver,
     plan_digest: Sha256Digest,
@@ -157,11 +212,28 @@ pub fn train(
     }
     let seed = args.seed();
     let info = plan.describe()?;
+    let dp = args.dp_args.as_ref();
+    if dp.is_some_and(|d| d.kind == DpKind::Local)
+        && !["dp_clip", "dp_sigma"]
+            .iter()
+            .all(|k| info.optimizer_args.iter().any(|a| a.name == *k))
+    {
+        return Err(TrainingError::Args(format!(
+            "plan {} does not implement local differential privacy (its optimizer arguments have no dp_clip and dp_sigma); rebuild it with the fedwasm plan SDK or use dp_args.type = \"central\"",
+            info.name
+        )));
+    }
+    let (metric, average) = args.validation()?;
     plan.init_model(&task.model_args.to_string())?;
     plan.init_optimizer(&Value::Object(args.plan_optimizer_args()).to_string())?;
-    if let Some(path) = &task.initial_parameters {
-        plan.set_parameters(&read_tensors(path)?)?;
-    }
+    let received = match &task.initial_parameters {
+        Some(path) => {
+            let tensors = read_tensors(path)?;
+            plan.set_parameters(&tensors)?;
+            Some(tensors)
+        }
+        None => None,
+    };
     if let Some(path) = &task.gradient_correction {
         plan.set_gradient_correction(&read_tensors(path)?)?;
     }
@@ -172,6 +244,37 @@ pub fn train(
         seed: StreamSeed::for_split(seed, &task.node_id),
     };
     let data = prepare(table, &spec, target, &split)?;
+    let validation_global = if args.test_on_global_updates || !task.training {
+        Some(validate(plan, &data.test, &data.task, metric, average)?)
+    } else {
+        None
+    };
+    if !task.training {
+        return Ok(TrainingOutcome {
+            plan_name: info.name,
+            plan_digest,
+            updates: 0,
+            samples_seen: 0,
+            training_samples: data.train.len(),
+            test_samples: data.test.len(),
+            final_loss: 0.0,
+            training_metric: None,
+            test_metric: None,
+            validation_global,
+            validation_local: None,
+            privacy: None,
+            learning_rate: None,
+            plan_logs: plan.take_logs(),
+            training_ms: 0.0,
+            total_ms: started.elapsed().as_secs_f64() * 1e3,
+        });
+    }
+    // Central DP measures the update from the parameters training starts at.
+    let start = match (dp, received) {
+        (Some(d), Some(tensors)) if d.kind == DpKind::Central => Some(tensors),
+        (Some(d), None) if d.kind == DpKind::Central => Some(plan.get_parameters()?),
+        _ => None,
+    };
 
     let loader = &args.loader_args;
     let mut schedule = BatchSchedule::new(
@@ -211,7 +314,12 @@ pub fn train(
     }
     let training_ms = loop_start.elapsed().as_secs_f64() * 1e3;
 
-    let parameters = plan.get_parameters()?;
+    let mut parameters = plan.get_parameters()?;
+    if let (Some(dp), Some(start)) = (dp, &start) {
+        let key = task.noise_key()?;
+        let mut rng = StreamSeed::for_update_noise(&key, seed, task.round, &task.node_id).rng();
+        privatize_update(start, &mut parameters, dp, &mut rng)?;
+    }
     if let Some(t) = parameters
         .iter()
         .find(|t| t.data.iter().any(|v| !v.is_finite()))
@@ -234,8 +342,25 @@ pub fn train(
         tensors::write_file(path, &parameters, &metadata)
             .map_err(|e| TrainingError::Parameters(e.to_string()))?;
     }
-    let training_metric = evaluate(plan, &data.train, &data.task)?;
-    let test_metric = evaluate(plan, &data.test, &data.task)?;
+    let (training_metric, test_metric) = if task.report_split_metrics {
+        (
+            evaluate(plan, &data.train, &data.task)?,
+            evaluate(plan, &data.test, &data.task)?,
+        )
+    } else {
+        (None, None)
+    };
+    let validation_local = if args.test_on_local_updates {
+        // Central noise was added to the copy that leaves the node: score
+        // what the researcher receives.
+        if start.is_some() {
+            plan.set_parameters(&parameters)?;
+        }
+        Some(validate(plan, &data.test, &data.task, metric, average)?)
+    } else {
+        None
+    };
+    let privacy = dp.map(|d| d.spent(update, loader.batch_size, data.train.len()));
     Ok(TrainingOutcome {
         plan_name: info.name,
         plan_digest,
@@ -246,6 +371,9 @@ pub fn train(
         final_loss,
         training_metric,
         test_metric,
+        validation_global,
+        validation_local,
+        privacy,
         learning_rate,
         plan_logs: plan.take_logs(),
         training_ms,

@@ -109,6 +109,34 @@ pub struct TrainTimings {
     pub total_ms: f64,
 }
 
+/// A validation score a node computed on its held-out rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationScore {
+    /// Metric name as in `training_args.test_metric`, upper case, e.g. `F1_SCORE`.
+    pub metric: String,
+    /// Its value.
+    pub value: f64,
+    /// Held-out rows it was computed on: the node's weight in a federated mean.
+    pub samples: u64,
+}
+
+/// The differential privacy a node applied in one round, as the inputs of
+/// an RDP accountant: `steps` Gaussian mechanisms, each with this noise
+/// multiplier (noise std / sensitivity), on samples drawn at `sampling_rate`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySpent {
+    /// `local` (DP-SGD in the plan) or `central` (noise on the node's update).
+    pub mode: String,
+    /// Noise standard deviation divided by the mechanism's sensitivity.
+    pub noise_multiplier: f64,
+    /// Probability that a given row takes part in one step.
+    pub sampling_rate: f64,
+    /// Noisy releases this round.
+    pub steps: u64,
+}
+
 /// Every message of the protocol, tagged by `command`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
@@ -195,6 +223,9 @@ pub enum Message {
         aggregator_args: Value,
         /// The seed of this round's randomness on the node.
         seed: u64,
+        /// `false` asks for validation of `params` only (the final validation
+        /// round): no training, answered by a [`Message::ValidationReply`].
+        training: bool,
     },
     /// Node → researcher: training succeeded; the new parameters are uploaded.
     TrainReply {
@@ -220,6 +251,32 @@ pub enum Message {
         final_loss: f32,
         /// Learning rate the plan reported, if single.
         learning_rate: Option<f32>,
+        /// Score of the received global parameters before training, with
+        /// `test_on_global_updates`.
+        validation_global: Option<ValidationScore>,
+        /// Score of the trained parameters, with `test_on_local_updates`.
+        validation_local: Option<ValidationScore>,
+        /// Differential privacy the node applied, when `dp_args` asked for it.
+        privacy: Option<PrivacySpent>,
+        /// Node-side times.
+        timings: TrainTimings,
+    },
+    /// Node → researcher: the answer to a validation-only train request.
+    ValidationReply {
+        /// Who asked.
+        researcher_id: String,
+        /// The experiment.
+        experiment_id: String,
+        /// The request answered.
+        request_id: String,
+        /// The round whose global parameters were scored.
+        round: u32,
+        /// The answering node.
+        node_id: String,
+        /// The dataset scored on.
+        dataset_id: String,
+        /// The score.
+        validation: ValidationScore,
         /// Node-side times.
         timings: TrainTimings,
     },
@@ -322,6 +379,7 @@ impl Message {
             Message::Pong { .. } => "pong",
             Message::TrainRequest { .. } => "train_request",
             Message::TrainReply { .. } => "train_reply",
+            Message::ValidationReply { .. } => "validation_reply",
             Message::Error { .. } => "error",
             Message::Log { .. } => "log",
             Message::Scalar { .. } => "scalar",
@@ -409,6 +467,7 @@ mod tests {
                 training_args: serde_json::json!({"num_updates": 50, "loader_args": {"batch_size": 32}}),
                 aggregator_args: serde_json::json!({}),
                 seed: 42,
+                training: true,
             },
             Message::TrainReply {
                 researcher_id: r(),
@@ -422,9 +481,42 @@ mod tests {
                 updates: 50,
                 final_loss: 0.125,
                 learning_rate: Some(0.1),
+                validation_global: Some(ValidationScore {
+                    metric: "ACCURACY".into(),
+                    value: 0.875,
+                    samples: 16,
+                }),
+                validation_local: Some(ValidationScore {
+                    metric: "ACCURACY".into(),
+                    value: 0.9375,
+                    samples: 16,
+                }),
+                privacy: Some(PrivacySpent {
+                    mode: "local".into(),
+                    noise_multiplier: 1.1,
+                    sampling_rate: 0.25,
+                    steps: 50,
+                }),
                 timings: TrainTimings {
                     training_ms: 12.5,
                     total_ms: 40.0,
+                },
+            },
+            Message::ValidationReply {
+                researcher_id: r(),
+                experiment_id: "Experiment_0001".into(),
+                request_id: q(),
+                round: 3,
+                node_id: n(),
+                dataset_id: "ds-1".into(),
+                validation: ValidationScore {
+                    metric: "F1_SCORE".into(),
+                    value: 0.75,
+                    samples: 16,
+                },
+                timings: TrainTimings {
+                    training_ms: 0.0,
+                    total_ms: 3.5,
                 },
             },
             Message::Error {

@@ -13,8 +13,8 @@ use serde_json::json;
 use crate::federation::{Federation, lr_args};
 use crate::support::example_plan;
 
-/// Settings for an LR experiment on `#bc` in `dir`.
-fn settings(fed: &Federation, dir: &std::path::Path) -> ExperimentSettings {
+/// Settings for an LR experiment on `#bc` in `dir` (5 updates a round).
+pub fn settings(fed: &Federation, dir: &std::path::Path) -> ExperimentSettings {
     ExperimentSettings {
         tags: Some(Tags::One("#bc".into())),
         training_plan: Some(example_plan("logistic-regression")),

@@ -308,6 +308,7 @@ pub async fn send_train(
         training_args,
         aggregator_args: json!({}),
         seed: 7,
+        training: true,
     };
     link.send(Some(node), &request).await.unwrap();
     request_id

@@ -15,6 +15,7 @@ mod mosquitto;
 mod node_cli;
 mod parity;
 mod plan_build;
+mod privacy_and_validation;
 mod repository;
 mod resume;
 mod sdk;

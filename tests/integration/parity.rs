@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use fedwasm::dataset::Table;
 use fedwasm::digest::Sha256Digest;
-use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::training::{TrainingTask, run_in_worker, train};
 use fedwasm_plan::TrainingPlan;
 
@@ -17,12 +16,7 @@ fn assert_same_bytes<P: TrainingPlan>(mut t: TrainingTask) {
     let wasm = run_in_worker(&fedwasm_bin(), &t, Duration::from_secs(300), &mut |_| {}).unwrap();
 
     let digest = Sha256Digest::of_file(&t.plan).unwrap();
-    let seed = StreamSeed::for_plan(
-        t.training_args.seed(),
-        t.training_args.seed_round(t.round),
-        &t.node_id,
-    );
-    let mut native_plan = NativePlan::<P>::new(seed.0);
+    let mut native_plan = NativePlan::<P>::new(t.plan_seed().unwrap().0);
     let table = Table::from_csv(&t.dataset).unwrap();
     let wasm_out = t
         .output_parameters

@@ -98,6 +98,9 @@ pub fn task(
         gradient_correction: None,
         output_parameters: None,
         sandbox: SandboxConfig::default(),
+        training: true,
+        report_split_metrics: true,
+        noise_key: Some([7; 32]),
     }
 }
 

@@ -329,6 +329,30 @@ impl Sequential {
         out
     }
 
+    /// Every parameter's gradient, in the order of [`Sequential::parameters`].
+    pub fn gradients(&self) -> Vec<&[f32]> {
+        self.linears()
+            .flat_map(|lin| {
+                [
+                    lin.grad_weight.as_slice().expect("standard layout"),
+                    lin.grad_bias.as_slice().expect("contiguous"),
+                ]
+            })
+            .collect()
+    }
+
+    /// Every parameter's gradient, mutably (DP-SGD replaces them).
+    pub fn gradients_mut(&mut self) -> Vec<&mut [f32]> {
+        let mut out = Vec::new();
+        for layer in &mut self.layers {
+            if let Layer::Linear(lin) = layer {
+                out.push(lin.grad_weight.as_slice_mut().expect("standard layout"));
+                out.push(lin.grad_bias.as_slice_mut().expect("contiguous"));
+            }
+        }
+        out
+    }
+
     /// Take `values` as the new parameters, in the order of [`Sequential::parameters`],
     /// without copying them. Lengths must already be checked
     /// (see [`crate::params::match_tensors`]).

@@ -26,6 +26,7 @@
 //! - [`trainer`]: [`Trainer`], which runs a plan the way the WIT functions ask.
 //! - [`args`]: JSON model/optimizer arguments checked against the plan's declaration.
 //! - [`kernels`], [`layers`], [`loss`], [`optim`]: the numerical building blocks.
+//! - [`privacy`]: DP-SGD, per-sample clipping and noise (local differential privacy).
 //! - [`params`]: named parameter tensors in and out of the model.
 //! - [`random`]: the host-seeded random stream.
 //! - [`log`]: messages into the node's log.
@@ -39,6 +40,7 @@ pub mod loss;
 pub mod optim;
 pub mod params;
 pub mod plan;
+pub mod privacy;
 pub mod random;
 pub mod trainer;
 

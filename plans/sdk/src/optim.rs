@@ -14,7 +14,7 @@ use crate::error::{PlanResult, invalid_argument};
 pub const OPTIMIZER_ARGS: &[ArgSpec] = &optimizer_args("0.01");
 
 /// The optimizer argument list with a plan-specific default learning rate.
-pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 8] {
+pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 10] {
     [
         ArgSpec::optional("optimizer", ArgType::Text, "\"sgd\"", "\"sgd\" or \"adam\""),
         ArgSpec::optional("lr", ArgType::Number, default_lr, "learning rate"),
@@ -53,6 +53,18 @@ pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 8] {
             ArgType::Number,
             "0.0",
             "FedProx: weight of (mu/2)·‖w − w_global‖²",
+        ),
+        ArgSpec::optional(
+            "dp_clip",
+            ArgType::Number,
+            "0.0",
+            "DP-SGD: bound on each sample's gradient norm (0 = off); set by the node from dp_args",
+        ),
+        ArgSpec::optional(
+            "dp_sigma",
+            ArgType::Number,
+            "0.0",
+            "DP-SGD: noise standard deviation in units of dp_clip; set by the node from dp_args",
         ),
     ]
 }

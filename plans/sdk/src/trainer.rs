@@ -7,6 +7,7 @@ use crate::error::{PlanResult, invalid_data, invalid_state};
 use crate::optim::Optimizer;
 use crate::params;
 use crate::plan::TrainingPlan;
+use crate::privacy::DpSgd;
 use crate::types::{Array, Batch, DataSpec, DatasetInfo, PlanInfo, StepReport, Tensor};
 
 /// A plan with its optimizer and gradient correction: the state of one task.
@@ -14,6 +15,7 @@ pub struct Trainer<P> {
     plan: Option<P>,
     optimizer: Option<Optimizer>,
     correction: Option<Vec<Vec<f32>>>,
+    privacy: Option<DpSgd>,
 }
 
 impl<P: TrainingPlan> Default for Trainer<P> {
@@ -22,6 +24,7 @@ impl<P: TrainingPlan> Default for Trainer<P> {
             plan: None,
             optimizer: None,
             correction: None,
+            privacy: None,
         }
     }
 }
@@ -78,10 +81,12 @@ impl<P: TrainingPlan> Trainer<P> {
         Ok(())
     }
 
-    /// `init-optimizer`: parse optimizer_args and build the optimizer.
+    /// `init-optimizer`: parse optimizer_args and build the optimizer (and
+    /// DP-SGD when `dp_clip` is set).
     pub fn init_optimizer(&mut self, optimizer_args: &str) -> PlanResult<()> {
         let args = Args::parse("optimizer_args", optimizer_args, P::OPTIMIZER_ARGS)?;
         self.optimizer = Some(self.plan()?.init_optimizer(&args)?);
+        self.privacy = DpSgd::from_args(&args)?;
         Ok(())
     }
 
@@ -98,6 +103,7 @@ impl<P: TrainingPlan> Trainer<P> {
             plan,
             optimizer,
             correction,
+            privacy,
         } = self;
         let plan = plan
             .as_mut()
@@ -107,10 +113,16 @@ impl<P: TrainingPlan> Trainer<P> {
             .ok_or_else(|| invalid_state("call init-optimizer first"))?;
         let loss_fn = plan.loss();
         let model = plan.model_mut();
-        model.zero_grad();
-        let output = model.forward(x)?;
-        let (loss, grad) = loss_fn.forward_backward(&output, &batch.targets)?;
-        model.backward(grad)?;
+        let loss = match privacy {
+            Some(dp) => dp.private_gradient(model, loss_fn, &x, &batch.targets)?,
+            None => {
+                model.zero_grad();
+                let output = model.forward(x)?;
+                let (loss, grad) = loss_fn.forward_backward(&output, &batch.targets)?;
+                model.backward(grad)?;
+                loss
+            }
+        };
         optimizer.step(model.parameters_and_gradients(), correction.as_deref());
         Ok(StepReport {
             loss,
