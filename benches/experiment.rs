@@ -257,6 +257,9 @@ fn main() {
             aggregator: "fedavg".into(),
             optimizer_args: None,
             agg_optimizer: None,
+            test_ratio: 0.0,
+            fraction: None,
+            dp: None,
             console: false,
         })
         .await

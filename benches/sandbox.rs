@@ -3,7 +3,9 @@
 //! - instantiation per task with a warm compile cache, cached and cold compile;
 //! - get/set-parameters of 1M and 10M parameters vs a memcpy of the same bytes;
 //! - what a time limit costs a whole training task: none, epoch interruption,
-//!   or a worker process under a watchdog (what nodes use).
+//!   or a worker process under a watchdog (what nodes use);
+//! - a DP-SGD step (per-sample clipping and noise) vs a plain SGD step;
+//! - what validation on the node (before and after training) adds to a round.
 //!
 //! `cargo bench --bench sandbox`. Timings are medians of repeated runs.
 
@@ -240,4 +242,91 @@ fn main() {
         );
     }
     time_limit_cost();
+    privacy_cost(&external, &plan_ext, &seed);
+    validation_cost();
+}
+
+/// A DP-SGD step (`dp_clip`/`dp_sigma`: per-sample gradients, clipping,
+/// noise from the host) against a plain SGD step, both in the sandbox.
+fn privacy_cost(sandbox: &Sandbox, plan: &fedwasm::sandbox::LoadedPlan, seed: &StreamSeed) {
+    println!("\nDP-SGD step vs plain SGD step in the sandbox (MLP, median per step)");
+    println!(
+        "{:<22} {:>11} {:>11} {:>8}",
+        "shape / batch", "SGD", "DP-SGD", "ratio"
+    );
+    for (n_in, hidden, n_out, rows, steps) in [
+        (30, 8, 2, 32, 400),
+        (64, 64, 10, 32, 100),
+        (784, 128, 10, 32, 10),
+    ] {
+        let args =
+            format!(r#"{{"n_features": {n_in}, "n_classes": {n_out}, "hidden": [{hidden}]}}"#);
+        let b = batch(rows, n_in, n_out);
+        let mut plain = sandbox.instantiate(plan, seed).unwrap();
+        plain.init_model(&args).unwrap();
+        plain.init_optimizer(r#"{"lr": 0.01}"#).unwrap();
+        let mut private = sandbox.instantiate(plan, seed).unwrap();
+        private.init_model(&args).unwrap();
+        private
+            .init_optimizer(r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 1.0}"#)
+            .unwrap();
+        let tp = step_time(&mut plain, &b, steps);
+        let td = step_time(&mut private, &b, steps);
+        println!(
+            "{:<22} {:>9.1}µs {:>9.1}µs {:>7.2}×",
+            format!("{n_in}→{hidden}→{n_out} / {rows}"),
+            tp.as_secs_f64() * 1e6,
+            td.as_secs_f64() * 1e6,
+            td.as_secs_f64() / tp.as_secs_f64(),
+        );
+    }
+}
+
+/// One node round (MLP on digits, 50 updates, 20 % held out) with and
+/// without scoring the global model before and the local one after training.
+fn validation_cost() {
+    let sandbox = Sandbox::new(SandboxConfig {
+        interruption: Interruption::External,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let task = |validate: bool| TrainingTask {
+        plan: component("mlp"),
+        dataset: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv"),
+        target: Some("digit".into()),
+        model_args: serde_json::json!({"n_features": 64, "n_classes": 10, "hidden": [64]}),
+        training_args: serde_json::from_value(serde_json::json!({
+            "num_updates": 50, "test_ratio": 0.2,
+            "test_on_local_updates": validate, "test_on_global_updates": validate,
+        }))
+        .unwrap(),
+        experiment_id: None,
+        round: 1,
+        node_id: "bench".into(),
+        initial_parameters: None,
+        gradient_correction: None,
+        output_parameters: None,
+        sandbox: SandboxConfig::default(),
+        training: true,
+        report_split_metrics: false,
+        noise_key: None,
+    };
+    let (plain, validated) = (task(false), task(true));
+    run_task(&sandbox, &plain, &mut |_| {}).unwrap();
+    let tp = median(9, 1, || {
+        black_box(run_task(&sandbox, &plain, &mut |_| {}).unwrap());
+    });
+    let tv = median(9, 1, || {
+        black_box(run_task(&sandbox, &validated, &mut |_| {}).unwrap());
+    });
+    println!(
+        "\nValidation on the node: MLP 64→64→10 on digits, 50 updates of 32, 359 held-out rows scored twice"
+    );
+    println!(
+        "round task without {:>8.2} ms, with {:>8.2} ms: +{:.2} ms ({:.1} % of the task)",
+        tp.as_secs_f64() * 1e3,
+        tv.as_secs_f64() * 1e3,
+        (tv.as_secs_f64() - tp.as_secs_f64()) * 1e3,
+        (tv.as_secs_f64() / tp.as_secs_f64() - 1.0) * 100.0
+    );
 }

@@ -73,6 +73,14 @@ pub struct DemoOptions {
     pub optimizer_args: Option<serde_json::Value>,
     /// Optimizer of the global model (none: plain FedAvg).
     pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
+    /// Fraction of each node's rows held out for validation on the node; above
+    /// 0 the nodes score the global model before training and their own
+    /// after it, and a final validation round follows the last.
+    pub test_ratio: f64,
+    /// Train a random fraction of the nodes each round (sampling strategy).
+    pub fraction: Option<f64>,
+    /// Differential privacy on the nodes.
+    pub dp: Option<crate::training::DpArgs>,
     /// Print progress.
     pub console: bool,
 }
@@ -231,6 +239,15 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     } else if options.aggregator == "scaffold" {
         training_args["optimizer_args"] = json!({"lr": 0.1});
     }
+    if options.test_ratio > 0.0 {
+        training_args["test_ratio"] = json!(options.test_ratio);
+        training_args["test_on_local_updates"] = json!(true);
+        training_args["test_on_global_updates"] = json!(true);
+    }
+    if let Some(dp) = &options.dp {
+        training_args["dp_args"] = serde_json::to_value(dp)
+            .map_err(|e| DemoError::Options(format!("dp arguments: {e}")))?;
+    }
     let tag = match options.plan {
         DemoPlan::LogisticRegression => "#breast-cancer",
         DemoPlan::Mlp => "#digits",
@@ -350,6 +367,11 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         console: options.console,
         ..ExperimentSettings::default()
     };
+    if let Some(fraction) = options.fraction {
+        settings.node_selection_strategy = "sampling".into();
+        settings.sampling_fraction = fraction;
+        settings.min_nodes = 1;
+    }
     settings.search_wait_secs = 30.0;
     // Nodes connect in the background; search once all of them answer.
     {

@@ -8,6 +8,7 @@ use clap::{Args, ValueEnum};
 
 use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
 use fedwasm::researcher::ServerOptimizer;
+use fedwasm::training::{DpArgs, DpKind};
 
 /// Plans the demo can train.
 #[derive(Clone, Copy, ValueEnum)]
@@ -51,6 +52,15 @@ enum ServerOptimizerChoice {
     Fedyogi,
 }
 
+/// Differential privacy mechanisms.
+#[derive(Clone, Copy, ValueEnum)]
+enum DpChoice {
+    /// DP-SGD in the plan: per-sample clipping and noise at every step.
+    Local,
+    /// The node clips its update and adds noise once per round.
+    Central,
+}
+
 /// Options of `fedwasm demo`.
 #[derive(Args)]
 pub struct DemoArgs {
@@ -88,6 +98,26 @@ pub struct DemoArgs {
     /// Server learning rate of --agg-optimizer (default: the optimizer's).
     #[arg(long)]
     server_lr: Option<f32>,
+    /// Hold out this fraction of each node's rows: nodes then validate the
+    /// global model before training and their own after it, and a final
+    /// validation round scores the last global model.
+    #[arg(long, default_value_t = 0.0)]
+    test_ratio: f64,
+    /// Train a random fraction of the nodes each round (at least one).
+    #[arg(long)]
+    fraction: Option<f64>,
+    /// Differential privacy on the nodes.
+    #[arg(long, value_enum)]
+    dp: Option<DpChoice>,
+    /// Noise multiplier of --dp (noise std in units of --clip).
+    #[arg(long, default_value_t = 1.0, requires = "dp")]
+    sigma: f64,
+    /// Clipping bound of --dp: per-sample gradient norm (local) or update norm (central).
+    #[arg(long, default_value_t = 1.0, requires = "dp")]
+    clip: f64,
+    /// δ for which --dp reports ε.
+    #[arg(long, default_value_t = 1e-5, requires = "dp")]
+    delta: f64,
     /// Cargo target folder for building the plan (default: plans/target in the checkout).
     #[arg(long, env = "FEDWASM_PLAN_TARGET_DIR")]
     plan_target_dir: Option<PathBuf>,
@@ -168,6 +198,24 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .agg_optimizer
             .map(|choice| server_optimizer(choice, args.server_lr))
             .transpose()?,
+        test_ratio: args.test_ratio,
+        fraction: args.fraction,
+        dp: match args.dp {
+            Some(choice) => {
+                let dp = DpArgs {
+                    kind: match choice {
+                        DpChoice::Local => DpKind::Local,
+                        DpChoice::Central => DpKind::Central,
+                    },
+                    sigma: args.sigma,
+                    clip: args.clip,
+                    delta: args.delta,
+                };
+                dp.check().context("--dp")?;
+                Some(dp)
+            }
+            None => None,
+        },
         console: true,
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -182,6 +230,25 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "held-out {} on {} rows no node saw",
         report.holdout, report.holdout_rows
     );
+    if let Some(v) = &report.history.final_validation {
+        let scores: Vec<String> = v
+            .nodes
+            .iter()
+            .map(|n| format!("{} {:.4}", n.node_id, n.validation.value))
+            .collect();
+        println!(
+            "validation on the nodes' held-out rows: {}",
+            scores.join(", ")
+        );
+    }
+    if let Some(last) = report.history.rounds.last() {
+        for spent in &last.privacy {
+            println!(
+                "privacy spent by {}: ε = {:.3} for δ = {:e}",
+                spent.node_id, spent.epsilon, spent.delta
+            );
+        }
+    }
     println!("experiment folder: {}", report.experiment_path.display());
     println!(
         "training curves: tensorboard --logdir {}",

@@ -209,6 +209,7 @@ impl NodeLink {
             | Message::ListReply { researcher_id, .. }
             | Message::Pong { researcher_id, .. }
             | Message::TrainReply { researcher_id, .. }
+            | Message::ValidationReply { researcher_id, .. }
             | Message::PlanStatusReply { researcher_id, .. }
             | Message::Scalar { researcher_id, .. } => Some(researcher_id.as_str()),
             Message::Error { researcher_id, .. } => researcher_id.as_deref(),
@@ -218,8 +219,10 @@ impl NodeLink {
     }
 
     /// Gather replies to `request_id` until every node of `expected` has
-    /// answered or `window` has passed (with `expected = None`, the whole
-    /// window: whoever answers). Other messages stay in the backlog.
+    /// answered or `window` has passed. With `expected = None`, whoever
+    /// answers, until every node known to be online has (node status is
+    /// retained by the broker and reaches us before any reply) or the window
+    /// passes. Other messages stay in the backlog.
     pub async fn gather(
         &mut self,
         request_id: &str,
@@ -228,8 +231,12 @@ impl NodeLink {
     ) -> BTreeMap<String, Reply> {
         let until = Instant::now() + window;
         let mut replies = BTreeMap::new();
-        let done = |replies: &BTreeMap<String, Reply>| {
-            expected.is_some_and(|e| e.iter().all(|n| replies.contains_key(n)))
+        let done = |link: &Self, replies: &BTreeMap<String, Reply>| match expected {
+            Some(e) => e.iter().all(|n| replies.contains_key(n)),
+            None => {
+                let online = link.online_nodes();
+                !online.is_empty() && online.iter().all(|n| replies.contains_key(n))
+            }
         };
         let mut kept = VecDeque::new();
         while let Some(m) = self.backlog.pop_front() {
@@ -241,7 +248,7 @@ impl NodeLink {
             }
         }
         self.backlog = kept;
-        while !done(&replies) {
+        while !done(self, &replies) {
             let Some(m) = self.receive(until).await else {
                 break;
             };

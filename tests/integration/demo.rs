@@ -57,3 +57,48 @@ fn demo_trains_the_mlp_on_digits_to_90_percent_held_out() {
     assert!(accuracy >= 0.90, "{out}");
     assert!(out.contains("round 8/8"), "{out}");
 }
+
+#[test]
+fn demo_flags_for_validation_sampling_and_privacy() {
+    let (accuracy, out) = demo(&[
+        "--rounds",
+        "4",
+        "--test-ratio",
+        "0.2",
+        "--fraction",
+        "0.6",
+        "--dp",
+        "local",
+        "--sigma",
+        "0.8",
+        "--clip",
+        "2.0",
+    ]);
+    // DP-SGD costs accuracy, but logistic regression on breast cancer stays useful.
+    assert!(accuracy >= 0.85, "{out}");
+    assert!(
+        out.contains("validation on global updates: ACCURACY"),
+        "{out}"
+    );
+    assert!(
+        out.contains("validation on local updates: ACCURACY"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("final validation of round 4: ACCURACY").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        out.contains("validation on the nodes' held-out rows: node-1 "),
+        "{out}"
+    );
+    // Two of three nodes per round.
+    assert_eq!(out.matches(" samples, ").count(), 4 * 2, "{out}");
+    let privacy: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("privacy spent by node-"))
+        .collect();
+    assert!(privacy.len() >= 2, "{out}");
+    assert!(privacy.iter().all(|l| l.contains("for δ = 1e-5")), "{out}");
+}

@@ -26,7 +26,7 @@ pub fn settings(fed: &Federation, dir: &std::path::Path) -> ExperimentSettings {
             bind: "127.0.0.1:0".into(),
             advertised_url: None,
         },
-        search_wait_secs: 1.0,
+        search_wait_secs: 20.0,
         ..ExperimentSettings::default()
     }
 }

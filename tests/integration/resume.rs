@@ -94,7 +94,7 @@ round_limit = 6
 save_breakpoints = true
 tensorboard = true
 experiments_dir = "first"
-search_wait_secs = 1.0
+search_wait_secs = 20.0
 
 [model_args]
 n_features = 30
