@@ -256,6 +256,8 @@ fn main() {
             worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
             aggregator: "fedavg".into(),
             optimizer_args: None,
+            model_args: None,
+            num_updates: None,
             agg_optimizer: None,
             test_ratio: 0.0,
             fraction: None,

@@ -71,6 +71,10 @@ pub struct DemoOptions {
     pub aggregator: String,
     /// Replaces the plan's default optimizer arguments (e.g. `{"lr": 0.1}`).
     pub optimizer_args: Option<serde_json::Value>,
+    /// Keys merged over the plan's demo model arguments (e.g. `{"hidden": [32]}`).
+    pub model_args: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Local updates per round (default 50).
+    pub num_updates: Option<usize>,
     /// Optimizer of the global model (none: plain FedAvg).
     pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
     /// Fraction of each node's rows held out for validation on the node; above
@@ -234,6 +238,13 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     // Scaffold's control variates assume plain SGD on the nodes: momentum
     // would inflate each node's estimate of its gradient.
     let mut training_args = training_args;
+    let mut model_args = model_args;
+    for (key, value) in options.model_args.iter().flatten() {
+        model_args[key] = value.clone();
+    }
+    if let Some(updates) = options.num_updates {
+        training_args["num_updates"] = json!(updates);
+    }
     if let Some(args) = &options.optimizer_args {
         training_args["optimizer_args"] = args.clone();
     } else if options.aggregator == "scaffold" {

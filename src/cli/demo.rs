@@ -92,6 +92,13 @@ pub struct DemoArgs {
     /// plain SGD lr 0.1 with Scaffold).
     #[arg(long)]
     optimizer_args: Option<String>,
+    /// Model arguments merged over the plan's demo defaults, as JSON
+    /// (e.g. '{"hidden": [32], "scaling": "min-max"}').
+    #[arg(long)]
+    model_args: Option<String>,
+    /// Local updates per round.
+    #[arg(long)]
+    num_updates: Option<usize>,
     /// Optimize the global model with this server optimizer (default: none, plain FedAvg).
     #[arg(long, value_enum)]
     agg_optimizer: Option<ServerOptimizerChoice>,
@@ -190,6 +197,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .map(serde_json::from_str)
             .transpose()
             .context("--optimizer-args must be a JSON object")?,
+        model_args: args
+            .model_args
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .context("--model-args must be a JSON object")?,
+        num_updates: args.num_updates,
         aggregator: match args.aggregator {
             AggregatorChoice::Fedavg => "fedavg".into(),
             AggregatorChoice::Scaffold => "scaffold".into(),

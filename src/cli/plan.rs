@@ -156,13 +156,21 @@ fn print_args(title: &str, args: &[ArgInfo]) {
     if args.is_empty() {
         println!("  (none)");
     }
-    for a in args {
-        let default = match &a.default_value {
+    let defaults: Vec<String> = args
+        .iter()
+        .map(|a| match &a.default_value {
             Some(d) => format!("default {d}"),
             None => "required".to_string(),
-        };
+        })
+        .collect();
+    let width =
+        |f: &dyn Fn(usize) -> usize, min: usize| (0..args.len()).map(f).max().unwrap_or(0).max(min);
+    let name_w = width(&|i| args[i].name.chars().count(), 14);
+    let type_w = width(&|i| args[i].type_name.chars().count(), 14);
+    let default_w = width(&|i| defaults[i].chars().count(), 18);
+    for (a, default) in args.iter().zip(&defaults) {
         println!(
-            "  {:<14} {:<14} {:<18} {}",
+            "  {:<name_w$} {:<type_w$} {:<default_w$} {}",
             a.name, a.type_name, default, a.help
         );
     }

@@ -186,3 +186,93 @@ fn fedprox_mu_pulls_local_training_towards_the_global_model() {
         "{err}"
     );
 }
+
+/// A plan with its own optimizer arguments (`lr` only), hence no DP-SGD.
+struct WithoutDpSgd {
+    model: fedwasm_plan::Sequential,
+}
+
+impl fedwasm_plan::TrainingPlan for WithoutDpSgd {
+    const NAME: &'static str = "without-dp-sgd";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str = "declares only lr as optimizer argument";
+    const MODEL_ARGS: &'static [fedwasm_plan::ArgSpec] = &[];
+    const OPTIMIZER_ARGS: &'static [fedwasm_plan::ArgSpec] = &[fedwasm_plan::ArgSpec::optional(
+        "lr",
+        fedwasm_plan::args::ArgType::Number,
+        "0.1",
+        "learning rate",
+    )];
+
+    fn init_model(_: &fedwasm_plan::Args) -> fedwasm_plan::PlanResult<Self> {
+        Ok(WithoutDpSgd {
+            model: fedwasm_plan::Sequential::new().linear(fedwasm_plan::Linear::zeros("fc", 30, 1)),
+        })
+    }
+
+    fn init_optimizer(
+        &self,
+        args: &fedwasm_plan::Args,
+    ) -> fedwasm_plan::PlanResult<fedwasm_plan::Optimizer> {
+        let lr = args.number("lr")?;
+        let sgd = fedwasm_plan::Args::parse(
+            "optimizer_args",
+            &format!(r#"{{"lr": {lr}}}"#),
+            fedwasm_plan::optim::OPTIMIZER_ARGS,
+        )?;
+        fedwasm_plan::Optimizer::from_args(&sgd)
+    }
+
+    fn training_data(
+        &self,
+        _: &fedwasm_plan::types::DatasetInfo,
+    ) -> fedwasm_plan::PlanResult<fedwasm_plan::types::DataSpec> {
+        Ok(fedwasm_plan::standardized_tabular(
+            fedwasm_plan::types::Task::BinaryClassification,
+        ))
+    }
+
+    fn model(&self) -> &fedwasm_plan::Sequential {
+        &self.model
+    }
+
+    fn model_mut(&mut self) -> &mut fedwasm_plan::Sequential {
+        &mut self.model
+    }
+
+    fn loss(&self) -> fedwasm_plan::Loss {
+        fedwasm_plan::Loss::BinaryCrossEntropy
+    }
+}
+
+#[test]
+fn local_privacy_needs_a_plan_that_implements_dp_sgd() {
+    let t = breast_cancer_task(
+        r#"{"num_updates": 5, "dp_args": {"type": "local", "sigma": 1.0, "clip": 1.0}}"#,
+    );
+    let mut plan = crate::native::NativePlan::<WithoutDpSgd>::new(t.plan_seed().unwrap().0);
+    let table = fedwasm::dataset::Table::from_csv(&t.dataset).unwrap();
+    let digest = fedwasm::digest::Sha256Digest::of(b"native");
+    let err = fedwasm::training::train(&mut plan, digest, &table, &t, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("plan without-dp-sgd does not implement local differential privacy")
+            && err.contains("dp_args.type = \"central\""),
+        "{err}"
+    );
+    // Central privacy needs nothing from the plan: the node clips and noises.
+    let central = TrainingTask {
+        training_args: serde_json::from_str(
+            r#"{"num_updates": 5, "dp_args": {"type": "central", "sigma": 1.0, "clip": 1.0}}"#,
+        )
+        .unwrap(),
+        model_args: serde_json::json!({}),
+        ..t
+    };
+    let mut plan = crate::native::NativePlan::<WithoutDpSgd>::new(central.plan_seed().unwrap().0);
+    let outcome = fedwasm::training::train(&mut plan, digest, &table, &central, &mut |_| {})
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spent = outcome.privacy.unwrap();
+    assert_eq!((spent.mode.as_str(), spent.steps), ("central", 1));
+}

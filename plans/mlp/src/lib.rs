@@ -11,6 +11,7 @@ use fedwasm_plan::prelude::*;
 pub struct Mlp {
     model: Sequential,
     classifier: Classifier,
+    scaling: Scaling,
 }
 
 impl TrainingPlan for Mlp {
@@ -33,6 +34,12 @@ impl TrainingPlan for Mlp {
             "\"relu\"",
             "relu, sigmoid or tanh",
         ),
+        ArgSpec::optional(
+            "scaling",
+            ArgType::Text,
+            "\"standardize\"",
+            "feature scaling by the node with its own training statistics: standardize, min-max or none",
+        ),
     ];
     const OPTIMIZER_ARGS: &'static [ArgSpec] = &optimizer_args("0.1");
 
@@ -51,6 +58,16 @@ impl TrainingPlan for Mlp {
                 "model_args.activation must be relu, sigmoid or tanh, got \"{name}\""
             ))
         })?;
+        let scaling = match args.text("scaling")? {
+            "standardize" => Scaling::Standardize,
+            "min-max" => Scaling::MinMax,
+            "none" => Scaling::None,
+            other => {
+                return Err(invalid_argument(format!(
+                    "model_args.scaling must be standardize, min-max or none, got \"{other}\""
+                )));
+            }
+        };
         let classifier = Classifier::new(n_classes);
         let mut widths = vec![n_features];
         widths.extend(&hidden);
@@ -62,11 +79,18 @@ impl TrainingPlan for Mlp {
             }
             model = model.linear(Linear::uniform(&format!("fc{}", i + 1), pair[0], pair[1]));
         }
-        Ok(Mlp { model, classifier })
+        Ok(Mlp {
+            model,
+            classifier,
+            scaling,
+        })
     }
 
     fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
-        Ok(standardized_tabular(self.classifier.task))
+        Ok(DataSpec {
+            scaling: self.scaling,
+            ..standardized_tabular(self.classifier.task)
+        })
     }
 
     fn model(&self) -> &Sequential {

@@ -283,6 +283,56 @@ impl Sequential {
         Ok(())
     }
 
+    /// The L2 norm of each row's own parameter gradient, for the output
+    /// gradient `grad_output` of the last [`Sequential::forward`], without
+    /// computing per-row gradients or touching the caches ("ghost norms"):
+    /// a linear layer's gradient for one row is the outer product of the
+    /// row's output gradient g and input a, whose squared norm is
+    /// ‖g‖²·‖a‖², plus ‖g‖² for the bias.
+    pub fn per_sample_gradient_norms(&self, grad_output: &Array2<f32>) -> PlanResult<Vec<f32>> {
+        let rows = grad_output.nrows();
+        let mut squares = vec![0.0f32; rows];
+        let mut g = grad_output.clone();
+        let first_linear = self
+            .layers
+            .iter()
+            .position(|l| matches!(l, Layer::Linear(_)));
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            match layer {
+                Layer::Linear(lin) => {
+                    let a = lin.input.as_ref().ok_or_else(|| {
+                        invalid_state(format!("{}: gradient norms without forward", lin.name))
+                    })?;
+                    for (r, square) in squares.iter_mut().enumerate() {
+                        let g2: f32 = g.row(r).iter().map(|v| v * v).sum();
+                        let a2: f32 = a.row(r).iter().map(|v| v * v).sum();
+                        *square += g2 * (a2 + 1.0);
+                    }
+                    if Some(i) == first_linear {
+                        break;
+                    }
+                    let mut input_grad = Array2::<f32>::zeros(a.raw_dim());
+                    for (gr, mut out) in g.rows().into_iter().zip(input_grad.rows_mut()) {
+                        for (go, w) in gr.iter().zip(lin.weight.rows()) {
+                            for (o, wv) in out.iter_mut().zip(w) {
+                                *o += go * wv;
+                            }
+                        }
+                    }
+                    g = input_grad;
+                }
+                Layer::Activation { kind, output } => {
+                    let y = output.as_ref().ok_or_else(|| {
+                        invalid_state("activation: gradient norms without forward")
+                    })?;
+                    let k = *kind;
+                    g.zip_mut_with(y, |gi, &yi| *gi *= k.derivative_from_output(yi));
+                }
+            }
+        }
+        Ok(squares.into_iter().map(libm::sqrtf).collect())
+    }
+
     /// Reset every parameter gradient to zero.
     pub fn zero_grad(&mut self) {
         for layer in &mut self.layers {

@@ -2,8 +2,8 @@
 //! `optimizer_args` turn on, and what the node passes for
 //! `dp_args = {type = "local", …}`.
 //!
-//! For each batch of B rows: every row's gradient is computed on its own and
-//! scaled down to L2 norm at most `clip`, the clipped gradients are summed,
+//! For each batch of B rows: every row's gradient is scaled down to L2 norm
+//! at most `clip`, the clipped gradients are summed,
 //! Gaussian noise of standard deviation `sigma·clip` is added to every
 //! coordinate of the sum (drawn from the host's random stream, which the
 //! node keys with its private noise key), and the sum is divided by B. The
@@ -11,7 +11,7 @@
 //! FedProx's term, which depend on no row. This is Abadi et al.'s algorithm
 //! as Opacus implements it.
 
-use ndarray::{Array2, s};
+use ndarray::Array2;
 
 use crate::args::Args;
 use crate::error::{PlanResult, invalid_argument};
@@ -46,66 +46,44 @@ impl DpSgd {
         Ok(Some(DpSgd { clip, sigma }))
     }
 
-    /// Call `visit` with every row's clipped gradient, in row order; returns
-    /// the mean loss of the rows. Leaves the model's gradients of the last row.
-    pub fn for_each_clipped(
-        &self,
-        model: &mut Sequential,
-        loss: Loss,
-        x: &Array2<f32>,
-        targets: &[f32],
-        mut visit: impl FnMut(&[Vec<f32>]),
-    ) -> PlanResult<f32> {
-        let mut total = 0.0f64;
-        let mut grads: Vec<Vec<f32>> = Vec::new();
-        for row in 0..x.nrows() {
-            model.zero_grad();
-            let output = model.forward(x.slice(s![row..row + 1, ..]).to_owned())?;
-            let (value, grad) = loss.forward_backward(&output, &targets[row..row + 1])?;
-            model.backward(grad)?;
-            total += f64::from(value);
-            grads.clear();
-            grads.extend(model.gradients().into_iter().map(<[f32]>::to_vec));
-            let norm = libm::sqrtf(grads.iter().flatten().map(|g| g * g).sum::<f32>());
-            if norm > self.clip {
-                let scale = self.clip / norm;
-                grads.iter_mut().flatten().for_each(|g| *g *= scale);
-            }
-            visit(&grads);
-        }
-        Ok((total / x.nrows().max(1) as f64) as f32)
-    }
-
     /// Leave the private gradient of the batch in the model's gradients:
-    /// the sum of clipped per-row gradients plus noise, divided by the rows.
-    /// Returns the mean loss.
+    /// the sum of every row's gradient clipped to `clip`, plus noise, divided
+    /// by the rows. Returns the mean loss.
+    ///
+    /// Clipping costs one extra pass over the layers, not one backward pass
+    /// per row: the rows' gradient norms come from
+    /// [`Sequential::per_sample_gradient_norms`], each row of the loss
+    /// gradient is scaled by its clipping factor, and one ordinary backward
+    /// pass then sums the clipped gradients (backward is linear in the loss
+    /// gradient).
     pub fn private_gradient(
         &self,
         model: &mut Sequential,
         loss: Loss,
-        x: &Array2<f32>,
+        x: Array2<f32>,
         targets: &[f32],
     ) -> PlanResult<f32> {
-        let mut sum: Vec<Vec<f32>> = model
-            .gradients()
-            .iter()
-            .map(|g| vec![0.0; g.len()])
-            .collect();
-        let mean_loss = self.for_each_clipped(model, loss, x, targets, |grads| {
-            for (acc, g) in sum.iter_mut().zip(grads) {
-                acc.iter_mut().zip(g).for_each(|(a, v)| *a += v);
-            }
-        })?;
-        let std = self.sigma * self.clip;
         let rows = x.nrows().max(1) as f32;
-        for (acc, grad) in sum.iter().zip(model.gradients_mut()) {
-            let noise = if std > 0.0 {
-                random::normal(acc.len())
-            } else {
-                vec![0.0; acc.len()]
-            };
-            for ((g, a), n) in grad.iter_mut().zip(acc).zip(noise) {
-                *g = (a + std * n) / rows;
+        model.zero_grad();
+        let output = model.forward(x)?;
+        // The gradient of the mean loss: row r is ∂ℓ_r/∂output_r / rows.
+        let (mean_loss, mut grad) = loss.forward_backward(&output, targets)?;
+        let norms = model.per_sample_gradient_norms(&grad)?;
+        for (mut row, norm) in grad.rows_mut().into_iter().zip(norms) {
+            let own = norm * rows;
+            if own > self.clip {
+                let factor = self.clip / own;
+                row.iter_mut().for_each(|g| *g *= factor);
+            }
+        }
+        model.backward(grad)?;
+        let std = self.sigma * self.clip;
+        if std > 0.0 {
+            for grad in model.gradients_mut() {
+                let noise = random::normal(grad.len());
+                for (g, n) in grad.iter_mut().zip(noise) {
+                    *g += std * n / rows;
+                }
             }
         }
         Ok(mean_loss)
@@ -114,6 +92,8 @@ impl DpSgd {
 
 #[cfg(test)]
 mod tests {
+    use ndarray::s;
+
     use super::*;
     use crate::layers::{Activation, Linear};
 
@@ -137,25 +117,76 @@ mod tests {
         (x, vec![0.0, 2.0, 1.0, 2.0])
     }
 
-    #[test]
-    fn every_clipped_gradient_is_within_the_bound() {
+    /// Each row's own gradient, by one backward pass per row (the slow way).
+    fn row_gradients(x: &Array2<f32>, t: &[f32]) -> Vec<Vec<f32>> {
         let mut m = model();
+        (0..x.nrows())
+            .map(|r| {
+                m.zero_grad();
+                let out = m.forward(x.slice(s![r..r + 1, ..]).to_owned()).unwrap();
+                let (_, g) = Loss::SoftmaxCrossEntropy
+                    .forward_backward(&out, &t[r..r + 1])
+                    .unwrap();
+                m.backward(g).unwrap();
+                m.gradients().into_iter().flatten().copied().collect()
+            })
+            .collect()
+    }
+
+    fn norm(v: &[f32]) -> f32 {
+        libm::sqrtf(v.iter().map(|x| x * x).sum())
+    }
+
+    #[test]
+    fn ghost_norms_equal_each_rows_gradient_norm() {
         let (x, t) = batch();
-        let dp = DpSgd {
-            clip: 0.05,
-            sigma: 0.0,
-        };
-        let mut norms = Vec::new();
-        dp.for_each_clipped(&mut m, Loss::SoftmaxCrossEntropy, &x, &t, |g| {
-            norms.push(libm::sqrtf(g.iter().flatten().map(|v| v * v).sum::<f32>()));
-        })
-        .unwrap();
-        assert_eq!(norms.len(), 4);
-        assert!(norms.iter().all(|n| *n <= 0.05 * (1.0 + 1e-5)), "{norms:?}");
+        let mut m = model();
+        let out = m.forward(x.clone()).unwrap();
+        let (_, g) = Loss::SoftmaxCrossEntropy
+            .forward_backward(&out, &t)
+            .unwrap();
+        let ghost = m.per_sample_gradient_norms(&g).unwrap();
+        for (r, row) in row_gradients(&x, &t).iter().enumerate() {
+            // The batch gradient is the mean: each row's share is 1/4 of its own.
+            let expected = norm(row);
+            assert!(
+                (ghost[r] * 4.0 - expected).abs() <= 1e-4 * expected.max(1.0),
+                "row {r}: {} vs {expected}",
+                ghost[r] * 4.0
+            );
+        }
+    }
+
+    #[test]
+    fn every_sample_is_clipped_to_the_bound() {
+        let (x, t) = batch();
+        let clip = 0.05;
+        let rows = row_gradients(&x, &t);
+        let norms: Vec<f32> = rows.iter().map(|r| norm(r)).collect();
         assert!(
-            norms.iter().any(|n| *n > 0.049),
-            "some row must hit the bound: {norms:?}"
+            norms.iter().filter(|n| **n > clip).count() >= 3,
+            "{norms:?}"
         );
+        // The reference: clip each row's gradient, then average.
+        let clipped: Vec<Vec<f32>> = rows
+            .iter()
+            .map(|r| {
+                let f = (clip / norm(r)).min(1.0);
+                r.iter().map(|v| v * f).collect()
+            })
+            .collect();
+        assert!(clipped.iter().all(|r| norm(r) <= clip * (1.0 + 1e-5)));
+        let mean: Vec<f32> = (0..clipped[0].len())
+            .map(|k| clipped.iter().map(|r| r[k]).sum::<f32>() / 4.0)
+            .collect();
+        let mut m = model();
+        let dp = DpSgd { clip, sigma: 0.0 };
+        dp.private_gradient(&mut m, Loss::SoftmaxCrossEntropy, x, &t)
+            .unwrap();
+        let got: Vec<f32> = m.gradients().into_iter().flatten().copied().collect();
+        for (a, b) in got.iter().zip(&mean) {
+            assert!((a - b).abs() < 1e-6, "{a} vs {b}");
+        }
     }
 
     #[test]
@@ -174,7 +205,7 @@ mod tests {
             sigma: 0.0,
         };
         let mean = dp
-            .private_gradient(&mut private, Loss::SoftmaxCrossEntropy, &x, &t)
+            .private_gradient(&mut private, Loss::SoftmaxCrossEntropy, x, &t)
             .unwrap();
         assert!(
             (mean - loss).abs() < 1e-4 * loss.abs().max(1.0),
@@ -197,7 +228,7 @@ mod tests {
             clip: 0.5,
             sigma: 8.0,
         };
-        dp.private_gradient(&mut m, Loss::MeanSquaredError, &x, &[0.0, 0.0])
+        dp.private_gradient(&mut m, Loss::MeanSquaredError, x, &[0.0, 0.0])
             .unwrap();
         let values: Vec<f32> = m.gradients().into_iter().flatten().copied().collect();
         let n = values.len() as f32;

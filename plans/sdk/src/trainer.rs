@@ -114,7 +114,7 @@ impl<P: TrainingPlan> Trainer<P> {
         let loss_fn = plan.loss();
         let model = plan.model_mut();
         let loss = match privacy {
-            Some(dp) => dp.private_gradient(model, loss_fn, &x, &batch.targets)?,
+            Some(dp) => dp.private_gradient(model, loss_fn, x, &batch.targets)?,
             None => {
                 model.zero_grad();
                 let output = model.forward(x)?;
