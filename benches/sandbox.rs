@@ -251,8 +251,8 @@ fn main() {
 fn privacy_cost(sandbox: &Sandbox, plan: &fedwasm::sandbox::LoadedPlan, seed: &StreamSeed) {
     println!("\nDP-SGD step vs plain SGD step in the sandbox (MLP, median per step)");
     println!(
-        "{:<22} {:>11} {:>11} {:>8}",
-        "shape / batch", "SGD", "DP-SGD", "ratio"
+        "{:<22} {:>11} {:>13} {:>8} {:>13} {:>8}",
+        "shape / batch", "SGD", "clip only", "ratio", "clip+noise", "ratio"
     );
     for (n_in, hidden, n_out, rows, steps) in [
         (30, 8, 2, 32, 400),
@@ -262,20 +262,21 @@ fn privacy_cost(sandbox: &Sandbox, plan: &fedwasm::sandbox::LoadedPlan, seed: &S
         let args =
             format!(r#"{{"n_features": {n_in}, "n_classes": {n_out}, "hidden": [{hidden}]}}"#);
         let b = batch(rows, n_in, n_out);
-        let mut plain = sandbox.instantiate(plan, seed).unwrap();
-        plain.init_model(&args).unwrap();
-        plain.init_optimizer(r#"{"lr": 0.01}"#).unwrap();
-        let mut private = sandbox.instantiate(plan, seed).unwrap();
-        private.init_model(&args).unwrap();
-        private
-            .init_optimizer(r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 1.0}"#)
-            .unwrap();
-        let tp = step_time(&mut plain, &b, steps);
-        let td = step_time(&mut private, &b, steps);
+        let time = |optimizer_args: &str| {
+            let mut instance = sandbox.instantiate(plan, seed).unwrap();
+            instance.init_model(&args).unwrap();
+            instance.init_optimizer(optimizer_args).unwrap();
+            step_time(&mut instance, &b, steps)
+        };
+        let tp = time(r#"{"lr": 0.01}"#);
+        let tc = time(r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 0.0}"#);
+        let td = time(r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 1.0}"#);
         println!(
-            "{:<22} {:>9.1}µs {:>9.1}µs {:>7.2}×",
+            "{:<22} {:>9.1}µs {:>11.1}µs {:>7.2}× {:>11.1}µs {:>7.2}×",
             format!("{n_in}→{hidden}→{n_out} / {rows}"),
             tp.as_secs_f64() * 1e6,
+            tc.as_secs_f64() * 1e6,
+            tc.as_secs_f64() / tp.as_secs_f64(),
             td.as_secs_f64() * 1e6,
             td.as_secs_f64() / tp.as_secs_f64(),
         );
@@ -313,12 +314,21 @@ fn validation_cost() {
     };
     let (plain, validated) = (task(false), task(true));
     run_task(&sandbox, &plain, &mut |_| {}).unwrap();
-    let tp = median(9, 1, || {
-        black_box(run_task(&sandbox, &plain, &mut |_| {}).unwrap());
-    });
-    let tv = median(9, 1, || {
-        black_box(run_task(&sandbox, &validated, &mut |_| {}).unwrap());
-    });
+    // Alternate the two tasks so that drift in machine speed hits both alike.
+    let (mut times_plain, mut times_validated) = (Vec::new(), Vec::new());
+    for _ in 0..41 {
+        for (t, times) in [
+            (&plain, &mut times_plain),
+            (&validated, &mut times_validated),
+        ] {
+            let started = std::time::Instant::now();
+            black_box(run_task(&sandbox, t, &mut |_| {}).unwrap());
+            times.push(started.elapsed());
+        }
+    }
+    times_plain.sort();
+    times_validated.sort();
+    let (tp, tv) = (times_plain[20], times_validated[20]);
     println!(
         "\nValidation on the node: MLP 64→64→10 on digits, 50 updates of 32, 359 held-out rows scored twice"
     );

@@ -536,6 +536,46 @@ impl Experiment {
         Ok(())
     }
 
+    /// Change one part of the training arguments, as the guide's
+    /// `set_test_*` methods do: checked as a whole, unchanged on error.
+    fn update_training_args(
+        &mut self,
+        change: impl FnOnce(&mut TrainingArgs),
+    ) -> Result<(), ExperimentError> {
+        let mut args = self.training_args.clone();
+        change(&mut args);
+        self.set_training_args(args)
+    }
+
+    /// Fraction of each node's rows held out for validation, in [0, 1).
+    pub fn set_test_ratio(&mut self, ratio: f64) -> Result<(), ExperimentError> {
+        self.update_training_args(|a| a.test_ratio = ratio)
+    }
+
+    /// The validation metric by name (`None`: the task's default) and its
+    /// arguments (`average` for F1_SCORE, PRECISION, RECALL).
+    pub fn set_test_metric(
+        &mut self,
+        metric: Option<&str>,
+        metric_args: Map<String, Value>,
+    ) -> Result<(), ExperimentError> {
+        self.update_training_args(|a| {
+            a.test_metric = metric.map(str::to_string);
+            a.test_metric_args = metric_args;
+        })
+    }
+
+    /// Score each node's own model after its training.
+    pub fn set_test_on_local_updates(&mut self, on: bool) -> Result<(), ExperimentError> {
+        self.update_training_args(|a| a.test_on_local_updates = on)
+    }
+
+    /// Score the global model on each node before training, and once more
+    /// after the last round.
+    pub fn set_test_on_global_updates(&mut self, on: bool) -> Result<(), ExperimentError> {
+        self.update_training_args(|a| a.test_on_global_updates = on)
+    }
+
     /// Replace the aggregator (e.g. a custom one).
     pub fn set_aggregator(
         &mut self,

@@ -344,11 +344,27 @@ async fn discard_drops_a_failing_node_and_stop_names_it_and_sampling_is_recorded
     let mut discard = Experiment::new(ExperimentSettings {
         failure_policy: FailurePolicy::Discard,
         min_nodes: 2,
+        round_limit: Some(1),
+        training_args: serde_json::from_value(json!({
+            "num_updates": 5, "test_ratio": 0.2, "test_on_global_updates": true,
+        }))
+        .unwrap(),
         ..settings(&fed, dir.path())
     })
     .await
     .unwrap();
-    assert_eq!(discard.run_once(false).await.unwrap(), 1);
+    assert_eq!(discard.run(None, false).await.unwrap(), 1);
+    // The final validation scores the model on the nodes that can, and
+    // records why node-c cannot.
+    let last = discard.history().final_validation.clone().unwrap();
+    let scored: Vec<&str> = last.nodes.iter().map(|n| n.node_id.as_str()).collect();
+    assert_eq!(scored, ["node-a", "node-b"]);
+    assert_eq!(last.failed.len(), 1);
+    assert_eq!(last.failed[0].node_id, "node-c");
+    assert!(
+        last.failed[0].reason.contains("PlanNotApproved"),
+        "{last:?}"
+    );
     let record = &discard.history().rounds[0];
     assert_eq!(record.sampled, ["node-a", "node-b", "node-c"]);
     let trained: Vec<&str> = record.nodes.iter().map(|n| n.node_id.as_str()).collect();

@@ -126,6 +126,31 @@ async fn validation_scores_reach_history_and_tensorboard_and_the_final_round_run
     .expect("refused")
     .to_string();
     assert!(err.contains("set test_ratio above 0"), "{err}");
+
+    // The guide's setters: checked as a whole, nothing changes on error.
+    let mut exp = Experiment::new(settings(&fed, dir.path())).await.unwrap();
+    let err = exp.set_test_on_local_updates(true).unwrap_err().to_string();
+    assert!(err.contains("set test_ratio above 0"), "{err}");
+    assert!(!exp.training_args().test_on_local_updates);
+    exp.set_test_ratio(0.25).unwrap();
+    exp.set_test_on_local_updates(true).unwrap();
+    exp.set_test_on_global_updates(true).unwrap();
+    let err = exp
+        .set_test_metric(Some("auc"), serde_json::Map::new())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown test_metric `auc`"), "{err}");
+    let average = json!({"average": "micro"}).as_object().cloned().unwrap();
+    exp.set_test_metric(Some("recall"), average).unwrap();
+    let args = exp.training_args();
+    assert_eq!(
+        (args.test_ratio, args.test_metric.as_deref()),
+        (0.25, Some("recall"))
+    );
+    assert_eq!(exp.run_once(false).await.unwrap(), 1);
+    let node = &exp.history().rounds[0].nodes[0];
+    assert_eq!(node.validation_local.as_ref().unwrap().metric, "RECALL");
+    exp.close().await;
 }
 
 /// The L2 distance between two rounds' global parameters.
