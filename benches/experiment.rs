@@ -7,7 +7,7 @@
 //! - the demo workload (3 nodes, batch 32, 50 updates, 10 rounds), launch to
 //!   last round done.
 //!
-//! `cargo bench --bench experiment`.
+//! `cargo bench --bench experiment [-- fedavg orchestration demo]` (no name: all).
 
 mod common;
 
@@ -222,9 +222,21 @@ async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &
     let _ = stop.send(true);
 }
 
+/// Whether the section `name` was asked for: `cargo bench --bench experiment
+/// -- orchestration demo` runs only those; no name runs every section.
+fn wanted(name: &str) -> bool {
+    let asked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    asked.is_empty() || asked.iter().any(|a| a == name)
+}
+
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
-    fedavg_benchmark(tmp.path());
+    if wanted("fedavg") {
+        fedavg_benchmark(tmp.path());
+    }
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
@@ -236,9 +248,14 @@ fn main() {
             RepositoryConfig::new(tmp.path().join("repo")),
             std::future::pending(),
         ));
-        println!("\nOrchestration, one-update LR task, in-process nodes, embedded broker");
-        for n in [2, 10, 50] {
-            orchestration(n, &broker, &repo_url, tmp.path()).await;
+        if wanted("orchestration") {
+            println!("\nOrchestration, one-update LR task, in-process nodes, embedded broker");
+            for n in [2, 10, 50] {
+                orchestration(n, &broker, &repo_url, tmp.path()).await;
+            }
+        }
+        if !wanted("demo") {
+            return;
         }
 
         let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
