@@ -4,6 +4,7 @@
 pub mod args;
 pub mod driver;
 mod error;
+pub mod file_cache;
 pub mod holdout;
 pub mod metrics;
 pub mod privacy;
@@ -18,5 +19,7 @@ pub use error::TrainingError;
 pub use holdout::evaluate_parameters;
 pub use metrics::{Metric, MetricName};
 pub use privacy::{DpArgs, DpKind};
-pub use task::{Progress, TrainingOutcome, TrainingTask, run_task, train};
+pub use task::{
+    Progress, TaskCache, TrainingOutcome, TrainingTask, run_task, run_task_cached, train,
+};
 pub use worker::{WORKER_SUBCOMMAND, Worker, run_in_worker, run_in_worker_until, worker_main};

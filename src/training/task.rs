@@ -3,12 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::driver::PlanDriver;
+use super::file_cache::FileCache;
 use super::metrics::{Metric, evaluate};
 use super::privacy::{DpKind, privatize_update};
 use super::validation::validate;
@@ -17,7 +19,7 @@ use crate::dataset::prepare::{Split, dataset_info, prepare};
 use crate::dataset::{BatchSchedule, Table};
 use crate::digest::Sha256Digest;
 use crate::sandbox::random::StreamSeed;
-use crate::sandbox::{PlanLogRecord, Sandbox, SandboxConfig};
+use crate::sandbox::{LoadedPlan, PlanLogRecord, Sandbox, SandboxConfig};
 use crate::tensors;
 use crate::wire::{PrivacySpent, ValidationScore};
 
@@ -179,10 +181,38 @@ pub fn run_task(
     task: &TrainingTask,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingOutcome, TrainingError> {
+    run_task_cached(sandbox, &mut TaskCache::default(), task, on_progress)
+}
+
+/// What a process running task after task on one sandbox keeps between them:
+/// the last parsed dataset and the last few loaded plans (see [`FileCache`]).
+pub struct TaskCache {
+    tables: FileCache<Table>,
+    plans: FileCache<Arc<LoadedPlan>>,
+}
+
+impl Default for TaskCache {
+    fn default() -> Self {
+        TaskCache {
+            tables: FileCache::new(1),
+            plans: FileCache::new(4),
+        }
+    }
+}
+
+/// [`run_task`] reusing what `cache` holds from earlier tasks on `sandbox`.
+pub fn run_task_cached(
+    sandbox: &Sandbox,
+    cache: &mut TaskCache,
+    task: &TrainingTask,
+    on_progress: &mut dyn FnMut(Progress),
+) -> Result<TrainingOutcome, TrainingError> {
     let started = Instant::now();
     task.training_args.check()?;
-    let plan = sandbox.load_file(&task.plan)?;
-    let table = Table::open(&task.dataset)?;
+    let plan = cache
+        .plans
+        .get_or_load(&task.plan, |p| sandbox.load_file(p))?;
+    let table = cache.tables.get_or_load(&task.dataset, Table::open)?;
     let seed = task.plan_seed()?;
     let mut instance = sandbox.instantiate(&plan, &seed)?;
     let mut outcome = train(&mut instance, plan.digest(), &table, task, on_progress)?;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::TrainingError;
-use super::task::{Progress, TrainingOutcome, TrainingTask, run_task};
+use super::task::{Progress, TaskCache, TrainingOutcome, TrainingTask, run_task_cached};
 use crate::sandbox::{Interruption, Sandbox};
 
 /// Name of the hidden subcommand that runs a worker.
@@ -232,28 +232,34 @@ impl Drop for Worker {
 
 /// The worker's side: read tasks from `input`, one JSON line each, run them
 /// in turn and write their events to `output`, until `input` ends. The
-/// sandbox (engine and compiled plans) is kept between tasks with the same limits.
+/// sandbox (engine and compiled plans), the parsed dataset and the loaded
+/// plans are kept between tasks with the same limits.
 pub fn worker_main(input: impl Read, mut output: impl Write) -> std::io::Result<()> {
     let mut emit = |event: &WorkerEvent| -> std::io::Result<()> {
         serde_json::to_writer(&mut output, event)?;
         output.write_all(b"\n")?;
         output.flush()
     };
-    let mut sandboxes: Vec<(crate::sandbox::SandboxConfig, Sandbox)> = Vec::new();
+    let mut sandboxes: Vec<(crate::sandbox::SandboxConfig, Sandbox, TaskCache)> = Vec::new();
     for line in BufReader::new(input).lines() {
         let line = line?;
         let result = serde_json::from_str::<TrainingTask>(&line)
             .map_err(|e| TrainingError::Worker(format!("unreadable task: {e}")))
             .and_then(|mut task| {
                 task.sandbox.interruption = Interruption::External;
-                let index = match sandboxes.iter().position(|(c, _)| *c == task.sandbox) {
+                let index = match sandboxes.iter().position(|(c, _, _)| *c == task.sandbox) {
                     Some(i) => i,
                     None => {
-                        sandboxes.push((task.sandbox.clone(), Sandbox::new(task.sandbox.clone())?));
+                        sandboxes.push((
+                            task.sandbox.clone(),
+                            Sandbox::new(task.sandbox.clone())?,
+                            TaskCache::default(),
+                        ));
                         sandboxes.len() - 1
                     }
                 };
-                run_task(&sandboxes[index].1, &task, &mut |progress| {
+                let (_, sandbox, cache) = &mut sandboxes[index];
+                run_task_cached(sandbox, cache, &task, &mut |progress| {
                     if emit(&WorkerEvent::Progress { progress }).is_err() {
                         // The parent is gone (killed, or it gave up on us): nobody
                         // will read the result, so stop using the CPU now.
