@@ -117,10 +117,16 @@ impl NodeConfig {
         };
         std::fs::create_dir_all(dir)
             .map_err(|e| NodeError::Config(format!("cannot create {}: {e}", dir.display())))?;
-        let text = toml::to_string(&config).map_err(|e| NodeError::Config(e.to_string()))?;
-        std::fs::write(&path, text)
-            .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", path.display())))?;
+        config.save(dir)?;
         Ok(config)
+    }
+
+    /// Write this configuration to `dir/node.toml`.
+    pub fn save(&self, dir: &Path) -> Result<(), NodeError> {
+        let path = Self::path(dir);
+        let text = toml::to_string(self).map_err(|e| NodeError::Config(e.to_string()))?;
+        std::fs::write(&path, text)
+            .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", path.display())))
     }
 
     /// Read `<dir>/node.toml`.

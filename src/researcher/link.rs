@@ -280,27 +280,50 @@ impl NodeLink {
         Ok(self.gather(&sequence.to_string(), nodes, window).await)
     }
 
-    /// Ping until every node of `nodes` has answered, asking again every
-    /// half second (a node still connecting misses a ping); `false` when
-    /// `patience` runs out first.
+    /// Ping until every node of `nodes` has answered; `false` when
+    /// `patience` runs out first. A node still connecting misses a ping, so
+    /// the missing ones are asked again every 50 ms, and a pong to any of
+    /// these pings counts, however late it comes.
     pub async fn wait_for_nodes(
         &mut self,
         nodes: &BTreeSet<String>,
         patience: Duration,
     ) -> Result<bool, ResearcherError> {
-        let started = Instant::now();
+        const PING_EVERY: Duration = Duration::from_millis(50);
+        let deadline = Instant::now() + patience;
         let mut answered = BTreeSet::new();
-        while started.elapsed() < patience {
-            let missing: BTreeSet<String> = nodes.difference(&answered).cloned().collect();
-            let replies = self
-                .ping(Some(&missing), Duration::from_millis(500))
-                .await?;
-            answered.extend(replies.into_keys());
+        let mut sent = BTreeSet::new();
+        let mut next_ping = Instant::now();
+        loop {
             if answered.is_superset(nodes) {
                 return Ok(true);
             }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            if now >= next_ping {
+                let missing: BTreeSet<String> = nodes.difference(&answered).cloned().collect();
+                self.next_request += 1;
+                let sequence = self.next_request;
+                sent.insert(sequence);
+                let ping = Message::Ping {
+                    researcher_id: self.researcher_id.clone(),
+                    sequence,
+                };
+                self.broadcast(Some(&missing), &ping).await?;
+                next_ping = now + PING_EVERY;
+            }
+            match self.receive(next_ping.min(deadline)).await {
+                Some(Message::Pong {
+                    sequence, node_id, ..
+                }) if sent.contains(&sequence) => {
+                    answered.insert(node_id);
+                }
+                Some(other) => self.backlog.push_back(other),
+                None => {}
+            }
         }
-        Ok(false)
     }
 
     /// Every dataset of the nodes that answer.
