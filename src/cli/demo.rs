@@ -244,25 +244,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         "held-out {} on {} rows no node saw",
         report.holdout, report.holdout_rows
     );
-    if let Some(v) = &report.history.final_validation {
-        let scores: Vec<String> = v
-            .nodes
-            .iter()
-            .map(|n| format!("{} {:.4}", n.node_id, n.validation.value))
-            .collect();
-        println!(
-            "validation on the nodes' held-out rows: {}",
-            scores.join(", ")
-        );
-    }
-    if let Some(last) = report.history.rounds.last() {
-        for spent in &last.privacy {
-            println!(
-                "privacy spent by {}: ε = {:.3} for δ = {:e}",
-                spent.node_id, spent.epsilon, spent.delta
-            );
-        }
-    }
+    super::summary::print_summary(&report.history);
     println!("experiment folder: {}", report.experiment_path.display());
     println!(
         "training curves: tensorboard --logdir {}",

@@ -12,6 +12,7 @@ mod plan;
 mod repository;
 mod run;
 mod signals;
+mod summary;
 
 /// Federated learning with WebAssembly training plans.
 #[derive(Parser)]

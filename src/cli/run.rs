@@ -79,6 +79,7 @@ async fn run_and_report(
             .round_limit()
             .map_or("no limit".to_string(), |l| l.to_string())
     );
+    super::summary::print_summary(experiment.history());
     println!(
         "experiment folder: {}",
         experiment.experimentation_path().display()

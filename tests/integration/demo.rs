@@ -90,7 +90,9 @@ fn demo_flags_for_validation_sampling_and_privacy() {
         "{out}"
     );
     assert!(
-        out.contains("validation on the nodes' held-out rows: node-1 "),
+        out.contains(
+            "validation of round 4's model on the nodes' held-out rows (ACCURACY): node-1 "
+        ),
         "{out}"
     );
     // Two of three nodes per round.
