@@ -10,7 +10,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{log, random, types};
 use super::config::SandboxConfig;
-use super::random::{StreamSeed, unit_f32};
+use super::random::{StreamSeed, fill_normal, unit_f32};
 use super::wasi;
 
 /// Longest log message kept, in bytes; longer ones are cut.
@@ -135,6 +135,17 @@ impl random::Host for HostState {
         Ok((0..count)
             .map(|_| unit_f32(self.random.next_u64()))
             .collect())
+    }
+
+    fn fill_normal(&mut self, count: u32) -> wasmtime::Result<Vec<f32>> {
+        let count = count as usize;
+        if count > self.max_fill {
+            self.memory.hit = true;
+            wasmtime::bail!(
+                "random.fill-normal asked for {count} floats, more than the memory limit allows"
+            );
+        }
+        Ok(fill_normal(&mut self.random, count))
     }
 }
 

@@ -99,6 +99,23 @@ pub fn next_unit_f32(rng: &mut ChaCha8Rng) -> f32 {
     unit_f32(rng.next_u64())
 }
 
+/// `count` standard normal floats from `rng`, as the `random.fill-normal`
+/// import promises. Must equal `fedwasm_plan::random::normal` of a native
+/// plan build on the same stream (a parity test checks it).
+pub fn fill_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(count + 1);
+    while out.len() < count {
+        let (u, v) = (next_unit_f32(rng), next_unit_f32(rng));
+        // 1 − u lies in (0, 1], so the logarithm is finite.
+        let radius = libm::sqrtf(-2.0 * libm::logf(1.0 - u));
+        let (sin, cos) = libm::sincosf(2.0 * std::f32::consts::PI * v);
+        out.push(radius * cos);
+        out.push(radius * sin);
+    }
+    out.truncate(count);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use fedwasm::dataset::Table;
 use fedwasm::digest::Sha256Digest;
+use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::training::{TrainingTask, run_in_worker, train};
 use fedwasm_plan::TrainingPlan;
 
@@ -50,4 +51,28 @@ fn logistic_regression_native_and_wasm_give_identical_parameters() {
     assert_same_bytes::<logistic_regression::LogisticRegression>(breast_cancer_task(
         r#"{"num_updates": 200, "optimizer_args": {"momentum": 0.9, "weight_decay": 0.001}}"#,
     ));
+}
+
+/// DP-SGD draws its noise from the host's `fill-normal` in wasm and from the
+/// SDK's own Box–Muller natively: the same bits either way.
+#[test]
+fn mlp_with_local_privacy_native_and_wasm_give_identical_parameters() {
+    assert_same_bytes::<mlp::Mlp>(task(
+        example_plan("mlp"),
+        "digits.csv",
+        "digit",
+        serde_json::json!({"n_features": 64, "n_classes": 10, "hidden": [16]}),
+        r#"{"num_updates": 30, "random_seed": 5,
+            "dp_args": {"type": "local", "sigma": 0.7, "clip": 1.5}}"#,
+    ));
+}
+
+#[test]
+fn host_normals_equal_the_sdks() {
+    let seed = [11; 32];
+    fedwasm_plan::random::seed_native(seed);
+    let sdk = fedwasm_plan::random::normal(1001);
+    let host = fedwasm::sandbox::random::fill_normal(&mut StreamSeed(seed).rng(), 1001);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&sdk), bits(&host));
 }

@@ -16,6 +16,10 @@ mod source {
     pub fn fill_f32(count: usize) -> Vec<f32> {
         random::fill_f32(count as u32)
     }
+
+    pub fn fill_normal(count: usize) -> Vec<f32> {
+        random::fill_normal(count as u32)
+    }
 }
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -39,6 +43,10 @@ mod source {
 
     pub fn fill_f32(count: usize) -> Vec<f32> {
         (0..count).map(|_| super::unit_f32(next_u64())).collect()
+    }
+
+    pub fn fill_normal(count: usize) -> Vec<f32> {
+        super::box_muller(&fill_f32(count.div_ceil(2) * 2), count)
     }
 }
 
@@ -74,12 +82,19 @@ pub fn uniform_range(count: usize, low: f32, high: f32) -> Vec<f32> {
 }
 
 /// `count` standard normal floats (Box–Muller on the uniform stream, with
-/// `libm` so that native and wasm builds agree bit for bit).
+/// `libm`). In a component the host computes them (`random.fill-normal`,
+/// natively and so faster); a native build runs the same code here, so both
+/// builds draw the same bits.
 pub fn normal(count: usize) -> Vec<f32> {
-    let pairs = count.div_ceil(2);
-    let u = uniform(pairs * 2);
-    let mut out = Vec::with_capacity(pairs * 2);
-    for pair in u.chunks_exact(2) {
+    source::fill_normal(count)
+}
+
+/// Box–Muller on pairs of uniforms (u, v): √(−2·ln(1−u))·(cos 2πv, sin 2πv),
+/// the first `count` values. The host's `fill-normal` is the same code.
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+fn box_muller(uniforms: &[f32], count: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(uniforms.len());
+    for pair in uniforms.chunks_exact(2) {
         // 1 - u lies in (0, 1], so the logarithm is finite.
         let radius = libm::sqrtf(-2.0 * libm::logf(1.0 - pair[0]));
         // sincosf gives the same bits as sinf and cosf, in one reduction.
