@@ -16,7 +16,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{component, median};
+use common::{component, median, wanted};
 use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
 use fedwasm::digest::Sha256Digest;
 use fedwasm::node::{NewDataset, NodeRuntime};
@@ -220,16 +220,6 @@ async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &
     );
     exp.close().await;
     let _ = stop.send(true);
-}
-
-/// Whether the section `name` was asked for: `cargo bench --bench experiment
-/// -- orchestration demo` runs only those; no name runs every section.
-fn wanted(name: &str) -> bool {
-    let asked: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    asked.is_empty() || asked.iter().any(|a| a == name)
 }
 
 fn main() {

@@ -7,13 +7,14 @@
 //! - a DP-SGD step (per-sample clipping and noise) vs a plain SGD step;
 //! - what validation on the node (before and after training) adds to a round.
 //!
-//! `cargo bench --bench sandbox`. Timings are medians of repeated runs.
+//! `cargo bench --bench sandbox [-- steps instantiation transfer deadline
+//! privacy validation]` (no name: all). Timings are medians of repeated runs.
 
 #[path = "../tests/integration/native.rs"]
 mod native;
 
 mod common;
-use common::{component, median};
+use common::{component, median, wanted};
 
 use std::hint::black_box;
 use std::path::PathBuf;
@@ -143,107 +144,118 @@ fn main() {
     let plan_ext = external.load_file(&component).unwrap();
     let plan_epoch = epoch.load_file(&component).unwrap();
 
-    println!("MLP training step (SGD with momentum), median per step");
-    println!(
-        "{:<22} {:>11} {:>11} {:>8} {:>13} {:>8}",
-        "shape / batch", "native", "wasm", "ratio", "wasm+epoch", "ratio"
-    );
-    for (n_in, hidden, n_out, rows, steps) in [
-        (8, 8, 2, 1, 2000),
-        (64, 64, 10, 32, 400),
-        (64, 64, 10, 64, 200),
-        (784, 128, 10, 32, 40),
-        (784, 128, 10, 64, 20),
-    ] {
-        let args =
-            format!(r#"{{"n_features": {n_in}, "n_classes": {n_out}, "hidden": [{hidden}]}}"#);
-        let b = batch(rows, n_in, n_out);
-        let mut native = native::NativePlan::<mlp::Mlp>::new(seed.0);
-        init(&mut native, &args);
-        let mut wasm = external.instantiate(&plan_ext, &seed).unwrap();
-        init(&mut wasm, &args);
-        let mut wasm_epoch = epoch.instantiate(&plan_epoch, &seed).unwrap();
-        init(&mut wasm_epoch, &args);
-        let tn = step_time(&mut native, &b, steps);
-        let tw = step_time(&mut wasm, &b, steps);
-        let te = step_time(&mut wasm_epoch, &b, steps);
+    if wanted("steps") {
+        println!("MLP training step (SGD with momentum), median per step");
         println!(
-            "{:<22} {:>9.1}µs {:>9.1}µs {:>7.2}× {:>11.1}µs {:>7.2}×",
-            format!("{n_in}→{hidden}→{n_out} / {rows}"),
-            tn.as_secs_f64() * 1e6,
-            tw.as_secs_f64() * 1e6,
-            tw.as_secs_f64() / tn.as_secs_f64(),
-            te.as_secs_f64() * 1e6,
-            te.as_secs_f64() / tn.as_secs_f64(),
+            "{:<22} {:>11} {:>11} {:>8} {:>13} {:>8}",
+            "shape / batch", "native", "wasm", "ratio", "wasm+epoch", "ratio"
         );
-    }
-
-    println!("\nInstantiation and compilation");
-    let t = median(5, 200, || {
-        for _ in 0..200 {
-            black_box(external.instantiate(&plan_ext, &seed).unwrap());
+        for (n_in, hidden, n_out, rows, steps) in [
+            (8, 8, 2, 1, 2000),
+            (64, 64, 10, 32, 400),
+            (64, 64, 10, 64, 200),
+            (784, 128, 10, 32, 40),
+            (784, 128, 10, 64, 20),
+        ] {
+            let args =
+                format!(r#"{{"n_features": {n_in}, "n_classes": {n_out}, "hidden": [{hidden}]}}"#);
+            let b = batch(rows, n_in, n_out);
+            let mut native = native::NativePlan::<mlp::Mlp>::new(seed.0);
+            init(&mut native, &args);
+            let mut wasm = external.instantiate(&plan_ext, &seed).unwrap();
+            init(&mut wasm, &args);
+            let mut wasm_epoch = epoch.instantiate(&plan_epoch, &seed).unwrap();
+            init(&mut wasm_epoch, &args);
+            let tn = step_time(&mut native, &b, steps);
+            let tw = step_time(&mut wasm, &b, steps);
+            let te = step_time(&mut wasm_epoch, &b, steps);
+            println!(
+                "{:<22} {:>9.1}µs {:>9.1}µs {:>7.2}× {:>11.1}µs {:>7.2}×",
+                format!("{n_in}→{hidden}→{n_out} / {rows}"),
+                tn.as_secs_f64() * 1e6,
+                tw.as_secs_f64() * 1e6,
+                tw.as_secs_f64() / tn.as_secs_f64(),
+                te.as_secs_f64() * 1e6,
+                te.as_secs_f64() / tn.as_secs_f64(),
+            );
         }
-    });
-    println!(
-        "instantiate per task (warm, pre-linked)   {:>9.1} µs",
-        t.as_secs_f64() * 1e6
-    );
-    let bytes = std::fs::read(&component).unwrap();
-    let t = median(5, 1, || {
-        let fresh = Sandbox::new(SandboxConfig::default()).unwrap();
-        black_box(fresh.load(&bytes).unwrap());
-    });
-    println!(
-        "cold compile of the {} KB mlp component  {:>9.1} ms",
-        bytes.len() / 1024,
-        t.as_secs_f64() * 1e3
-    );
-    let cache = tempfile::tempdir().unwrap();
-    let cached = SandboxConfig {
-        cache_dir: Some(cache.path().to_path_buf()),
-        ..SandboxConfig::default()
-    };
-    Sandbox::new(cached.clone()).unwrap().load(&bytes).unwrap();
-    let t = median(9, 1, || {
-        let fresh = Sandbox::new(cached.clone()).unwrap();
-        black_box(fresh.load(&bytes).unwrap());
-    });
-    println!(
-        "load from the disk cache (new process)    {:>9.2} ms",
-        t.as_secs_f64() * 1e3
-    );
-
-    println!("\nParameter transfer, median per call (memcpy = copy into a fresh Vec)");
-    println!(
-        "{:<12} {:>11} {:>11} {:>7} {:>11} {:>7}",
-        "parameters", "memcpy", "set", "ratio", "get", "ratio"
-    );
-    for (n_in, hidden) in [(1000usize, 1000usize), (1000, 10_000)] {
-        let args = format!(r#"{{"n_features": {n_in}, "n_classes": 10, "hidden": [{hidden}]}}"#);
-        let mut wasm = external.instantiate(&plan_ext, &seed).unwrap();
-        init(&mut wasm, &args);
-        let params = wasm.get_parameters().unwrap();
-        let count: usize = params.iter().map(|t| t.data.len()).sum();
-        let tc = median(7, 1, || {
-            black_box(params.iter().map(|t| t.data.to_vec()).collect::<Vec<_>>());
-        });
-        let ts = median(7, 1, || wasm.set_parameters(black_box(&params)).unwrap());
-        let tg = median(7, 1, || {
-            black_box(wasm.get_parameters().unwrap());
+    }
+    if wanted("instantiation") {
+        println!("\nInstantiation and compilation");
+        let t = median(5, 200, || {
+            for _ in 0..200 {
+                black_box(external.instantiate(&plan_ext, &seed).unwrap());
+            }
         });
         println!(
-            "{:<12} {:>9.2}ms {:>9.2}ms {:>6.2}× {:>9.2}ms {:>6.2}×",
-            format!("{:.1}M", count as f64 / 1e6),
-            tc.as_secs_f64() * 1e3,
-            ts.as_secs_f64() * 1e3,
-            ts.as_secs_f64() / tc.as_secs_f64(),
-            tg.as_secs_f64() * 1e3,
-            tg.as_secs_f64() / tc.as_secs_f64(),
+            "instantiate per task (warm, pre-linked)   {:>9.1} µs",
+            t.as_secs_f64() * 1e6
+        );
+        let bytes = std::fs::read(&component).unwrap();
+        let t = median(5, 1, || {
+            let fresh = Sandbox::new(SandboxConfig::default()).unwrap();
+            black_box(fresh.load(&bytes).unwrap());
+        });
+        println!(
+            "cold compile of the {} KB mlp component  {:>9.1} ms",
+            bytes.len() / 1024,
+            t.as_secs_f64() * 1e3
+        );
+        let cache = tempfile::tempdir().unwrap();
+        let cached = SandboxConfig {
+            cache_dir: Some(cache.path().to_path_buf()),
+            ..SandboxConfig::default()
+        };
+        Sandbox::new(cached.clone()).unwrap().load(&bytes).unwrap();
+        let t = median(9, 1, || {
+            let fresh = Sandbox::new(cached.clone()).unwrap();
+            black_box(fresh.load(&bytes).unwrap());
+        });
+        println!(
+            "load from the disk cache (new process)    {:>9.2} ms",
+            t.as_secs_f64() * 1e3
         );
     }
-    time_limit_cost();
-    privacy_cost(&external, &plan_ext, &seed);
-    validation_cost();
+    if wanted("transfer") {
+        println!("\nParameter transfer, median per call (memcpy = copy into a fresh Vec)");
+        println!(
+            "{:<12} {:>11} {:>11} {:>7} {:>11} {:>7}",
+            "parameters", "memcpy", "set", "ratio", "get", "ratio"
+        );
+        for (n_in, hidden) in [(1000usize, 1000usize), (1000, 10_000)] {
+            let args =
+                format!(r#"{{"n_features": {n_in}, "n_classes": 10, "hidden": [{hidden}]}}"#);
+            let mut wasm = external.instantiate(&plan_ext, &seed).unwrap();
+            init(&mut wasm, &args);
+            let params = wasm.get_parameters().unwrap();
+            let count: usize = params.iter().map(|t| t.data.len()).sum();
+            let tc = median(7, 1, || {
+                black_box(params.iter().map(|t| t.data.to_vec()).collect::<Vec<_>>());
+            });
+            let ts = median(7, 1, || wasm.set_parameters(black_box(&params)).unwrap());
+            let tg = median(7, 1, || {
+                black_box(wasm.get_parameters().unwrap());
+            });
+            println!(
+                "{:<12} {:>9.2}ms {:>9.2}ms {:>6.2}× {:>9.2}ms {:>6.2}×",
+                format!("{:.1}M", count as f64 / 1e6),
+                tc.as_secs_f64() * 1e3,
+                ts.as_secs_f64() * 1e3,
+                ts.as_secs_f64() / tc.as_secs_f64(),
+                tg.as_secs_f64() * 1e3,
+                tg.as_secs_f64() / tc.as_secs_f64(),
+            );
+        }
+    }
+    if wanted("deadline") {
+        time_limit_cost();
+    }
+    if wanted("privacy") {
+        privacy_cost(&external, &plan_ext, &seed);
+    }
+    if wanted("validation") {
+        validation_cost();
+    }
 }
 
 /// A DP-SGD step (`dp_clip`/`dp_sigma`: per-sample gradients, clipping,
@@ -262,15 +274,30 @@ fn privacy_cost(sandbox: &Sandbox, plan: &fedwasm::sandbox::LoadedPlan, seed: &S
         let args =
             format!(r#"{{"n_features": {n_in}, "n_classes": {n_out}, "hidden": [{hidden}]}}"#);
         let b = batch(rows, n_in, n_out);
-        let time = |optimizer_args: &str| {
+        let mut instances: Vec<_> = [
+            r#"{"lr": 0.01}"#,
+            r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 0.0}"#,
+            r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 1.0}"#,
+        ]
+        .iter()
+        .map(|optimizer_args| {
             let mut instance = sandbox.instantiate(plan, seed).unwrap();
             instance.init_model(&args).unwrap();
             instance.init_optimizer(optimizer_args).unwrap();
-            step_time(&mut instance, &b, steps)
-        };
-        let tp = time(r#"{"lr": 0.01}"#);
-        let tc = time(r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 0.0}"#);
-        let td = time(r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 1.0}"#);
+            instance
+        })
+        .collect();
+        // Interleaved, so that drift in machine speed hits all three alike.
+        let mut times = vec![Vec::new(); instances.len()];
+        for _ in 0..15 {
+            for (instance, t) in instances.iter_mut().zip(times.iter_mut()) {
+                t.push(step_time(instance, &b, usize::div_ceil(steps, 5)));
+            }
+        }
+        let [tp, tc, td] = [0, 1, 2].map(|i| {
+            times[i].sort();
+            times[i][7]
+        });
         println!(
             "{:<22} {:>9.1}µs {:>11.1}µs {:>7.2}× {:>11.1}µs {:>7.2}×",
             format!("{n_in}→{hidden}→{n_out} / {rows}"),

@@ -18,6 +18,18 @@ pub fn median(repeats: usize, per: usize, mut f: impl FnMut()) -> Duration {
     times[repeats / 2]
 }
 
+/// Whether the section `name` was asked for: `cargo bench --bench X -- a b`
+/// runs only sections `a` and `b`; no name runs every section.
+#[allow(dead_code)] // the network benchmark has no sections
+pub fn wanted(name: &str) -> bool {
+    let asked: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    asked.is_empty() || asked.iter().any(|a| a == name)
+}
+
+/// The example plan `name` built as a component (cached across runs).
 pub fn component(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let target = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("plan-components");
