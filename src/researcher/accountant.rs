@@ -17,6 +17,8 @@
 //! compared with adding fractional orders; the tests match `dp_accounting`
 //! run with the same orders.
 
+use std::collections::BTreeMap;
+
 use crate::wire::PrivacySpent;
 
 /// The Rényi orders the accountant evaluates.
@@ -57,36 +59,40 @@ fn rdp_sampled_gaussian(q: f64, sigma: f64, alpha: u32) -> f64 {
     log_a / (a - 1.0)
 }
 
-/// The privacy one node has spent: RDP per order, summed over its rounds.
-#[derive(Debug, Clone, PartialEq)]
+/// The privacy one node has spent: how many times it ran each distinct
+/// mechanism (sampling rate, noise multiplier). Identical mechanisms compose
+/// by multiplying their RDP, so a long history costs one RDP curve per
+/// distinct mechanism, not one per round.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Accountant {
-    rdp: Vec<f64>,
-}
-
-impl Default for Accountant {
-    fn default() -> Self {
-        Accountant {
-            rdp: vec![0.0; ORDERS.count()],
-        }
-    }
+    /// (sampling rate bits, noise multiplier bits) → steps.
+    steps: BTreeMap<(u64, u64), u64>,
 }
 
 impl Accountant {
     /// Add one round's mechanisms.
     pub fn add(&mut self, spent: &PrivacySpent) {
-        for (rdp, alpha) in self.rdp.iter_mut().zip(ORDERS) {
-            *rdp += spent.steps as f64
-                * rdp_sampled_gaussian(spent.sampling_rate, spent.noise_multiplier, alpha);
-        }
+        *self
+            .steps
+            .entry((
+                spent.sampling_rate.to_bits(),
+                spent.noise_multiplier.to_bits(),
+            ))
+            .or_default() += spent.steps;
     }
 
     /// The smallest ε such that everything added so far is (ε, δ)-DP.
     pub fn epsilon(&self, delta: f64) -> f64 {
-        let best = self
-            .rdp
-            .iter()
-            .zip(ORDERS)
-            .map(|(&r, alpha)| {
+        let best = ORDERS
+            .map(|alpha| {
+                let r: f64 = self
+                    .steps
+                    .iter()
+                    .map(|(&(q, sigma), &steps)| {
+                        steps as f64
+                            * rdp_sampled_gaussian(f64::from_bits(q), f64::from_bits(sigma), alpha)
+                    })
+                    .sum();
                 let a = f64::from(alpha);
                 if delta * delta + (-r).exp_m1() > 0.0 {
                     // δ already covers the whole divergence.

@@ -46,6 +46,16 @@ struct Plan {
     uploaded: Option<BlobRef>,
 }
 
+/// What every train request of one round (or of the final validation) shares.
+struct RoundRequest<'a> {
+    round: u32,
+    plan: &'a BlobRef,
+    params: &'a BlobRef,
+    training_args: &'a Value,
+    /// `false` for validation only.
+    training: bool,
+}
+
 /// A federated training experiment.
 pub struct Experiment {
     id: String,
@@ -874,6 +884,34 @@ impl Experiment {
         Ok(self.repository.upload_bytes(bytes).await?)
     }
 
+    /// Send `node` a train request on `dataset_id`; returns its request id.
+    async fn send_train_request(
+        &mut self,
+        node: &str,
+        dataset_id: &str,
+        shared: &RoundRequest<'_>,
+        gradient_correction: Option<BlobRef>,
+    ) -> Result<String, ExperimentError> {
+        let request_id = self.link.request_id();
+        let request = Message::TrainRequest {
+            researcher_id: self.link.researcher_id().to_string(),
+            experiment_id: self.id.clone(),
+            request_id: request_id.clone(),
+            round: shared.round,
+            dataset_id: dataset_id.to_string(),
+            plan: shared.plan.clone(),
+            params: shared.params.clone(),
+            gradient_correction,
+            model_args: Value::Object(self.model_args.clone()),
+            training_args: shared.training_args.clone(),
+            aggregator_args: Value::Object(Map::new()),
+            seed: self.training_args.seed(),
+            training: shared.training,
+        };
+        self.link.send(Some(node), &request).await?;
+        Ok(request_id)
+    }
+
     /// One round's exchange; touches nothing of the experiment's state
     /// except the plan's upload cache, so a failure leaves it as it was.
     async fn train_round(
@@ -904,23 +942,20 @@ impl Experiment {
                 }
                 None => None,
             };
-            let request_id = self.link.request_id();
-            let request = Message::TrainRequest {
-                researcher_id: self.link.researcher_id().to_string(),
-                experiment_id: self.id.clone(),
-                request_id: request_id.clone(),
-                round,
-                dataset_id: dataset.dataset_id.clone(),
-                plan: plan_blob.clone(),
-                params: params_blob.clone(),
-                gradient_correction,
-                model_args: Value::Object(self.model_args.clone()),
-                training_args: training_args.clone(),
-                aggregator_args: Value::Object(Map::new()),
-                seed,
-                training: true,
-            };
-            self.link.send(Some(node), &request).await?;
+            let request_id = self
+                .send_train_request(
+                    node,
+                    &dataset.dataset_id,
+                    &RoundRequest {
+                        round,
+                        plan: &plan_blob,
+                        params: &params_blob,
+                        training_args: &training_args,
+                        training: true,
+                    },
+                    gradient_correction,
+                )
+                .await?;
             requests.insert(request_id, (node.clone(), Instant::now()));
         }
         self.monitor.start_round(round, self.round_limit, nodes);
@@ -1224,23 +1259,20 @@ impl Experiment {
             .map_err(|e| ExperimentError::Argument(format!("encoding training_args: {e}")))?;
         let mut requests: BTreeMap<String, String> = BTreeMap::new();
         for (node, dataset) in fds.data() {
-            let request_id = self.link.request_id();
-            let request = Message::TrainRequest {
-                researcher_id: self.link.researcher_id().to_string(),
-                experiment_id: self.id.clone(),
-                request_id: request_id.clone(),
-                round,
-                dataset_id: dataset.dataset_id.clone(),
-                plan: plan.clone(),
-                params: params.clone(),
-                gradient_correction: None,
-                model_args: Value::Object(self.model_args.clone()),
-                training_args: training_args.clone(),
-                aggregator_args: Value::Object(Map::new()),
-                seed: self.training_args.seed(),
-                training: false,
-            };
-            self.link.send(Some(node), &request).await?;
+            let request_id = self
+                .send_train_request(
+                    node,
+                    &dataset.dataset_id,
+                    &RoundRequest {
+                        round,
+                        plan: &plan,
+                        params: &params,
+                        training_args: &training_args,
+                        training: false,
+                    },
+                    None,
+                )
+                .await?;
             requests.insert(request_id, node.clone());
         }
         let deadline = Instant::now() + self.round_deadline;

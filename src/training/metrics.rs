@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::driver::PlanDriver;
+use super::scores::{TestMetric, score};
 use crate::dataset::prepare::Samples;
 use crate::sandbox::SandboxError;
 use crate::sandbox::types::Task;
@@ -100,18 +101,18 @@ pub fn evaluate(
         return Ok(None);
     }
     let predicted = predictions(instance, samples, task)?;
-    let n = samples.len() as f64;
-    let pairs = predicted.iter().zip(&samples.targets);
-    Ok(Some(match task {
-        Task::Regression => Metric {
-            name: MetricName::Mse,
-            value: pairs.map(|(p, t)| f64::from(p - t).powi(2)).sum::<f64>() / n,
-        },
-        _ => Metric {
-            name: MetricName::Accuracy,
-            value: pairs.filter(|(p, t)| p == t).count() as f64 / n,
-        },
-    }))
+    let (name, metric) = match task {
+        Task::Regression => (MetricName::Mse, TestMetric::MeanSquareError),
+        _ => (MetricName::Accuracy, TestMetric::Accuracy),
+    };
+    let value = score(metric, &predicted, &samples.targets, None).map_err(|message| {
+        SandboxError::Plan {
+            function: "predict",
+            kind: "invalid-data",
+            message,
+        }
+    })?;
+    Ok(Some(Metric { name, value }))
 }
 
 #[cfg(test)]
