@@ -192,10 +192,7 @@ async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &
         training_args: serde_json::from_value(json!({"num_updates": 1})).unwrap(),
         experiments_dir: Some(dir.join("experiments")),
         broker: BrokerConfig::new(broker.url()),
-        repository: RepositorySetting::Remote(RepositoryLink {
-            url: repo_url.into(),
-            token: None,
-        }),
+        repository: RepositorySetting::Remote(RepositoryLink::new(repo_url, None)),
         search_wait_secs: 5.0,
         researcher_id: Some(format!("bench-{n}")),
         ..ExperimentSettings::default()

@@ -397,10 +397,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         aggregator: options.aggregator.clone(),
         experiments_dir: options.experiments_dir.clone(),
         broker: BrokerConfig::new(broker.url()),
-        repository: RepositorySetting::Remote(RepositoryLink {
-            url: repo_url.clone(),
-            token: None,
-        }),
+        repository: RepositorySetting::Remote(RepositoryLink::new(repo_url.clone(), None)),
         researcher_id: Some("demo-researcher".into()),
         console: options.console,
         ..ExperimentSettings::default()

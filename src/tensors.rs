@@ -49,8 +49,11 @@ pub fn to_bytes(
     }
     let mut offset = 0usize;
     for t in tensors {
-        let expected: usize = t.shape.iter().map(|&d| d as usize).product();
-        if expected != t.data.len() {
+        let expected = t
+            .shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d as usize));
+        if expected != Some(t.data.len()) {
             return Err(format!(
                 "tensor `{}` has shape {:?} but {} values",
                 t.name,
@@ -61,7 +64,7 @@ pub fn to_bytes(
         if t.name == "__metadata__" || header.contains_key(&t.name) {
             return Err(format!("tensor name `{}` is reserved or repeated", t.name));
         }
-        let end = offset + 4 * t.data.len();
+        let end = offset.saturating_add(4 * t.data.len());
         header.insert(
             t.name.clone(),
             serde_json::json!({ "dtype": "F32", "shape": t.shape, "data_offsets": [offset, end] }),
@@ -100,17 +103,39 @@ pub fn write_file(
     })
 }
 
+/// The largest file a peer may send for parameters shaped like `like`: its
+/// f32 data, plus room for a header (names, shapes, offsets, metadata). A
+/// download past this is refused before it fills a disk.
+pub fn max_file_bytes(like: &[Tensor]) -> u64 {
+    let data: u64 = like
+        .iter()
+        .map(|t| (t.data.len() as u64).saturating_mul(4))
+        .fold(0, u64::saturating_add);
+    let header = 64 * 1024 + 512 * like.len() as u64;
+    data.saturating_add(header)
+}
+
 /// Largest header accepted: names and shapes, never data.
-const MAX_HEADER: u64 = 100 << 20;
+const MAX_HEADER: u64 = 16 << 20;
+
+/// Most tensors a parameter file may hold: far more than any model has, few
+/// enough that their bookkeeping stays small.
+pub const MAX_TENSORS: usize = 1 << 16;
+
+/// Host memory one decoded tensor costs besides its values: its struct, name
+/// and shape allocations and the parsed header entry, rounded up.
+const TENSOR_OVERHEAD: usize = 256;
 
 /// Tensors (sorted by name) and metadata.
 type Decoded = (Vec<Tensor>, BTreeMap<String, String>);
 
-/// Decode safetensors from `reader`, `size` bytes long, streaming: the header
-/// is parsed and validated by the `safetensors` crate, then each tensor is
-/// decoded straight from the reader, so a model needs its own memory, not
-/// twice it. Errors are the reason, without the file's name.
-fn decode(mut reader: impl std::io::Read, size: u64) -> Result<Decoded, String> {
+/// Decode safetensors from `reader`, `size` bytes long, streaming, in at
+/// most about `budget` bytes of memory: the header is parsed and validated by
+/// the `safetensors` crate, its tensor count and sizes are checked against
+/// the budget, then each tensor is decoded straight from the reader, so a
+/// model needs its own memory, not twice it. Errors are the reason, without
+/// the file's name.
+fn decode(mut reader: impl std::io::Read, size: u64, budget: usize) -> Result<Decoded, String> {
     let mut n = [0u8; 8];
     reader
         .read_exact(&mut n)
@@ -119,6 +144,13 @@ fn decode(mut reader: impl std::io::Read, size: u64) -> Result<Decoded, String> 
     if n > MAX_HEADER || 8 + n > size {
         return Err(format!(
             "not a safetensors file: header length {n} does not fit a {size}-byte file"
+        ));
+    }
+    // Parsing costs a few times the header's size.
+    if n.saturating_mul(4) > budget as u64 {
+        return Err(format!(
+            "a header of {n} bytes is over the memory budget of {} MiB",
+            budget >> 20
         ));
     }
     let mut header = vec![0u8; n as usize];
@@ -132,7 +164,18 @@ fn decode(mut reader: impl std::io::Read, size: u64) -> Result<Decoded, String> 
             size - 8 - n
         ));
     }
-    let mut tensors = Vec::new();
+    let count = meta.offset_keys().len();
+    let needed = count
+        .saturating_mul(TENSOR_OVERHEAD)
+        .saturating_add(meta.data_len());
+    if count > MAX_TENSORS || needed > budget {
+        return Err(format!(
+            "{count} tensors of {} bytes need more than the memory budget of {} MiB (at most {MAX_TENSORS} tensors)",
+            meta.data_len(),
+            budget >> 20
+        ));
+    }
+    let mut tensors = Vec::with_capacity(count);
     let mut chunk = vec![0u8; 1 << 16];
     for name in meta.offset_keys() {
         let info = meta
@@ -179,11 +222,19 @@ fn decode(mut reader: impl std::io::Read, size: u64) -> Result<Decoded, String> 
 
 /// Decode safetensors bytes into f32 tensors (sorted by name) and metadata.
 pub fn from_bytes(bytes: &[u8]) -> Result<Decoded, String> {
-    decode(bytes, bytes.len() as u64)
+    decode(bytes, bytes.len() as u64, usize::MAX)
 }
 
-/// Read the tensors (sorted by name) and metadata of `path`, streaming.
+/// Read the tensors (sorted by name) and metadata of `path`, streaming. The
+/// file is trusted to fit in memory (its size was checked when it arrived).
 pub fn read_file(path: &Path) -> Result<Decoded, TensorFileError> {
+    read_file_within(path, usize::MAX)
+}
+
+/// [`read_file`] that refuses, before allocating, a file whose decoded
+/// tensors would take more than about `budget` bytes: how a node reads
+/// parameters for a plan, within the plan's memory budget.
+pub fn read_file_within(path: &Path, budget: usize) -> Result<Decoded, TensorFileError> {
     let shown = path.display().to_string();
     let io = |source| TensorFileError::Io {
         path: shown.clone(),
@@ -191,11 +242,14 @@ pub fn read_file(path: &Path) -> Result<Decoded, TensorFileError> {
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
-    decode(std::io::BufReader::with_capacity(1 << 16, file), size).map_err(|reason| {
-        TensorFileError::Format {
-            path: shown.clone(),
-            reason,
-        }
+    decode(
+        std::io::BufReader::with_capacity(1 << 16, file),
+        size,
+        budget,
+    )
+    .map_err(|reason| TensorFileError::Format {
+        path: shown.clone(),
+        reason,
     })
 }
 
@@ -237,6 +291,14 @@ mod tests {
                 .unwrap_err()
                 .contains("not a safetensors file")
         );
+        // A plan may claim any shape: one whose element count overflows is refused.
+        let overflowing = Tensor {
+            name: "w".into(),
+            shape: vec![u32::MAX, u32::MAX, u32::MAX],
+            data: vec![],
+        };
+        let err = to_bytes(&[overflowing], &BTreeMap::new()).unwrap_err();
+        assert!(err.contains("has shape"), "{err}");
     }
 
     #[test]
@@ -278,5 +340,23 @@ mod tests {
         let mut not_json = bytes.clone();
         not_json[8] = b'x';
         assert!(damaged("json", &not_json).contains("not a safetensors file"));
+        // Within a budget: 100 004 floats need ~400 KB.
+        assert!(read_file_within(&path, 1 << 20).is_ok());
+        let err = read_file_within(&path, 100_000).unwrap_err().to_string();
+        assert!(err.contains("more than the memory budget"), "{err}");
+    }
+
+    #[test]
+    fn many_empty_tensors_are_refused_before_they_are_built() {
+        let empty: Vec<Tensor> = (0..MAX_TENSORS + 1)
+            .map(|i| Tensor {
+                name: format!("t{i}"),
+                shape: vec![0],
+                data: vec![],
+            })
+            .collect();
+        let bytes = to_bytes(&empty, &BTreeMap::new()).unwrap();
+        let err = decode(&bytes[..], bytes.len() as u64, usize::MAX / 2).unwrap_err();
+        assert!(err.contains("at most 65536 tensors"), "{err}");
     }
 }

@@ -113,8 +113,9 @@ pub struct DemoArgs {
     /// Train a random fraction of the nodes each round (at least one).
     #[arg(long)]
     fraction: Option<f64>,
-    /// Differential privacy on the nodes.
-    #[arg(long, value_enum)]
+    /// Differential privacy on the nodes; they then run in privacy mode,
+    /// where validation scores stay on them (so not with --test-ratio).
+    #[arg(long, value_enum, conflicts_with = "test_ratio")]
     dp: Option<DpChoice>,
     /// Noise multiplier of --dp (noise std in units of --clip).
     #[arg(long, default_value_t = 1.0, requires = "dp")]
@@ -246,9 +247,13 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     );
     super::summary::print_summary(&report.history);
     println!("experiment folder: {}", report.experiment_path.display());
-    println!(
-        "training curves: tensorboard --logdir {}",
-        report.tensorboard_path.display()
-    );
+    if report.tensorboard_path.is_dir() {
+        println!(
+            "training curves: tensorboard --logdir {}",
+            report.tensorboard_path.display()
+        );
+    } else {
+        println!("no training curves: in privacy mode the losses stayed on the nodes");
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,16 @@ enum Command {
     /// Run one training task read from stdin (used by nodes; not for people).
     #[command(name = "__worker", hide = true)]
     Worker,
+    /// Compile one component under limits (used by nodes; not for people).
+    #[command(name = "__compile", hide = true)]
+    Compile {
+        /// The sandbox configuration, as JSON.
+        settings: String,
+        /// The component.
+        input: std::path::PathBuf,
+        /// Where the compiled plan goes.
+        output: std::path::PathBuf,
+    },
 }
 
 /// Parse the command line and run the command.
@@ -78,6 +88,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
         Command::Broker(args) => broker::run(args),
         Command::Worker => {
             fedwasm::training::worker_main(std::io::stdin().lock(), std::io::stdout().lock())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Compile {
+            settings,
+            input,
+            output,
+        } => {
+            fedwasm::sandbox::compile_main(&settings, &input, &output)
+                .map_err(anyhow::Error::msg)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -103,6 +103,10 @@ pub enum PlanCommand {
         dir: PathBuf,
         /// Component file or SHA-256.
         plan: String,
+        /// Approve the plan only with these model arguments (a JSON object);
+        /// a train request with any others is refused. Without it, any.
+        #[arg(long)]
+        model_args: Option<String>,
     },
     /// Reject a plan: a component file or its SHA-256.
     Reject {
@@ -120,11 +124,13 @@ fn open(dir: &Path) -> anyhow::Result<(NodeConfig, NodeStore)> {
     Ok((config, store))
 }
 
-/// The digest and (for a file that is a valid plan) the name of `plan`.
-fn identify(plan: &str) -> anyhow::Result<(Sha256Digest, Option<String>)> {
+/// The digest and (for a file that is a valid plan) the name of `plan`,
+/// compiled as the node would: in a child process, under the node's limits.
+fn identify(plan: &str, limits: &SandboxConfig) -> anyhow::Result<(Sha256Digest, Option<String>)> {
     let path = Path::new(plan);
     if path.is_file() {
-        let sandbox = Sandbox::new(SandboxConfig::default())?;
+        let exe = std::env::current_exe().context("locating the fedwasm executable")?;
+        let sandbox = Sandbox::new(limits.clone().compiling_with(exe))?;
         let loaded = sandbox
             .load_file(path)
             .with_context(|| format!("{plan} is not a usable plan"))?;
@@ -217,28 +223,53 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             let (config, store) = open(&dir)?;
             println!("approval required: {}", config.require_approval);
             for p in store.plans()? {
+                let pinned = p
+                    .model_args
+                    .map(|a| format!("  model_args {a}"))
+                    .unwrap_or_default();
                 println!(
-                    "{}  {:?}  {}",
+                    "{}  {:?}  {}{pinned}",
                     p.sha256,
                     p.status,
                     p.name.unwrap_or_default()
                 );
             }
         }
-        NodeCommand::Plan(PlanCommand::Approve { dir, plan }) => {
-            decide(&dir, &plan, PlanStatus::Approved)?
+        NodeCommand::Plan(PlanCommand::Approve {
+            dir,
+            plan,
+            model_args,
+        }) => {
+            let pinned = model_args
+                .map(|text| {
+                    let value: serde_json::Value = serde_json::from_str(&text).context(
+                        "--model-args is not JSON; give an object such as '{\"n_features\": 30}'",
+                    )?;
+                    anyhow::ensure!(
+                        value.is_object(),
+                        "--model-args must be a JSON object, as a train request's model_args"
+                    );
+                    Ok(value)
+                })
+                .transpose()?;
+            let digest = decide(&dir, &plan, PlanStatus::Approved)?;
+            let (_, mut store) = open(&dir)?;
+            store.pin_model_args(&digest, pinned.as_ref())?;
+            if let Some(args) = pinned {
+                println!("only with model_args {args}");
+            }
         }
         NodeCommand::Plan(PlanCommand::Reject { dir, plan }) => {
-            decide(&dir, &plan, PlanStatus::Rejected)?
+            decide(&dir, &plan, PlanStatus::Rejected)?;
         }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn decide(dir: &Path, plan: &str, status: PlanStatus) -> anyhow::Result<()> {
-    let (_, mut store) = open(dir)?;
-    let (digest, name) = identify(plan)?;
+fn decide(dir: &Path, plan: &str, status: PlanStatus) -> anyhow::Result<Sha256Digest> {
+    let (config, mut store) = open(dir)?;
+    let (digest, name) = identify(plan, &config.sandbox)?;
     store.set_plan_status(&digest, status, name.as_deref())?;
     println!("{digest}  {status:?}  {}", name.unwrap_or_default());
-    Ok(())
+    Ok(digest)
 }

@@ -177,10 +177,14 @@ fn print_args(title: &str, args: &[ArgInfo]) {
 }
 
 fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
-    let sandbox = Sandbox::new(SandboxConfig {
-        cache_dir: cache_dir(),
-        ..SandboxConfig::default()
-    })?;
+    let exe = std::env::current_exe().context("locating the fedwasm executable")?;
+    let sandbox = Sandbox::new(
+        SandboxConfig {
+            cache_dir: cache_dir(),
+            ..SandboxConfig::default()
+        }
+        .compiling_with(exe),
+    )?;
     let plan = sandbox
         .load_file(path)
         .with_context(|| format!("loading {}", path.display()))?;

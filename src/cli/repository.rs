@@ -23,6 +23,15 @@ pub struct RepositoryArgs {
     /// Largest blob accepted, in MiB.
     #[arg(long, default_value_t = 4096)]
     max_blob_mib: u64,
+    /// Disk quota of all blobs together, in GiB.
+    #[arg(long, default_value_t = 64)]
+    quota_gib: u64,
+    /// Uploads received at the same time; more are asked to retry.
+    #[arg(long, default_value_t = 16)]
+    max_uploads: usize,
+    /// Seconds an upload may send nothing before it is dropped.
+    #[arg(long, default_value_t = 30)]
+    read_timeout_secs: u64,
 }
 
 /// Serve until Ctrl-C.
@@ -40,6 +49,9 @@ pub fn run(args: RepositoryArgs) -> anyhow::Result<ExitCode> {
         let config = RepositoryConfig {
             token: args.token,
             max_blob_bytes: args.max_blob_mib.saturating_mul(1 << 20),
+            max_total_bytes: args.quota_gib.saturating_mul(1 << 30),
+            max_concurrent_uploads: args.max_uploads.max(1),
+            read_timeout: std::time::Duration::from_secs(args.read_timeout_secs.max(1)),
             ..RepositoryConfig::new(&args.dir)
         };
         println!(

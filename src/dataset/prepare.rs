@@ -59,13 +59,18 @@ impl Samples {
     }
 }
 
-/// How to split off validation rows: a fraction and the seed that picks them.
+/// How to split off validation rows: a fraction and the seed that picks them,
+/// and how much host memory the prepared rows may take.
 #[derive(Debug, Clone, Copy)]
 pub struct Split {
     /// Fraction of rows held out, in [0, 1).
     pub test_ratio: f64,
     /// Seed of the permutation that picks them.
     pub seed: StreamSeed,
+    /// Bytes the prepared features and targets may take: the plan's memory
+    /// budget, since the plan chooses how many columns to ask for and the
+    /// host builds them before the plan's own cap could apply.
+    pub max_bytes: usize,
 }
 
 /// A dataset ready for batching.
@@ -167,6 +172,25 @@ pub fn prepare(
         return Err(DatasetError::Invalid(
             "the plan selects no feature column".into(),
         ));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    if let Some(&twice) = feature_cols.iter().find(|&&c| !seen.insert(c)) {
+        return Err(DatasetError::Invalid(format!(
+            "the plan selects column `{}` more than once",
+            table.names()[twice]
+        )));
+    }
+    let needed = table
+        .rows()
+        .checked_mul(feature_cols.len() + 1)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+    if needed.is_none_or(|n| n > split.max_bytes) {
+        return Err(DatasetError::Invalid(format!(
+            "{} rows of {} features take more than the plan's memory budget of {} MiB; select fewer columns or raise the node's sandbox memory_mib",
+            table.rows(),
+            feature_cols.len(),
+            split.max_bytes >> 20
+        )));
     }
     for r in 0..table.rows() {
         let value = table.get(r, target_col);
@@ -275,6 +299,7 @@ mod tests {
         Split {
             test_ratio: 0.0,
             seed: StreamSeed([0; 32]),
+            max_bytes: 1 << 30,
         }
     }
 
@@ -303,6 +328,7 @@ mod tests {
         let split = Split {
             test_ratio: 0.3,
             seed: StreamSeed([9; 32]),
+            max_bytes: 1 << 30,
         };
         let s = spec(Task::Regression, Scaling::None);
         let a = prepare(&table(), &s, Some("y"), &split).unwrap();
@@ -348,5 +374,30 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("no column `x3`"), "{err}");
+    }
+
+    #[test]
+    fn a_spec_cannot_make_the_host_build_more_than_the_budget() {
+        let mut s = spec(Task::Regression, Scaling::None);
+        s.features = FeatureSelection::Columns(vec!["x1".into(); 100_000]);
+        let err = prepare(&table(), &s, Some("y"), &no_split())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("column `x1` more than once"), "{err}");
+        // 10 rows × (2 features + target) × 4 bytes = 120 bytes.
+        let s = spec(Task::Regression, Scaling::None);
+        let tight = Split {
+            max_bytes: 119,
+            ..no_split()
+        };
+        let err = prepare(&table(), &s, Some("y"), &tight)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("more than the plan's memory budget"), "{err}");
+        let enough = Split {
+            max_bytes: 120,
+            ..no_split()
+        };
+        assert!(prepare(&table(), &s, Some("y"), &enough).is_ok());
     }
 }

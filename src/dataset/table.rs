@@ -82,6 +82,15 @@ impl Table {
     /// every other axis is flattened into columns named `x0`, `x1`, …
     /// (a 1-D array is one column `x0`).
     pub fn from_npy(path: &Path) -> Result<Self, DatasetError> {
+        let bytes = std::fs::read(path).map_err(|e| DatasetError::Unreadable {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Self::from_npy_bytes(&bytes, path)
+    }
+
+    /// [`Table::from_npy`] on the bytes of a file; `path` only names it in errors.
+    pub fn from_npy_bytes(bytes: &[u8], path: &Path) -> Result<Self, DatasetError> {
         use ndarray::ArrayD;
         use ndarray_npy::{ReadNpyError, ReadNpyExt};
 
@@ -89,10 +98,6 @@ impl Table {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = std::fs::read(path).map_err(|e| DatasetError::Unreadable {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
         type Read = Result<Option<(Vec<usize>, Vec<f64>)>, ReadNpyError>;
         /// The array if its dtype is `T`; `None` when the dtype is another.
         fn attempt<T: ndarray_npy::ReadableElement + Copy>(
@@ -122,7 +127,7 @@ impl Table {
         let mut found = None;
         for read in dtypes {
             found =
-                read(&bytes).map_err(|e| malformed(format!("not a readable .npy array: {e}")))?;
+                read(bytes).map_err(|e| malformed(format!("not a readable .npy array: {e}")))?;
             if found.is_some() {
                 break;
             }
@@ -152,15 +157,19 @@ impl Table {
 
     /// Read a CSV file with a header line.
     pub fn from_csv(path: &Path) -> Result<Self, DatasetError> {
-        let unreadable = |reason: String| DatasetError::Unreadable {
+        let text = std::fs::read_to_string(path).map_err(|e| DatasetError::Unreadable {
             path: path.to_path_buf(),
-            reason,
-        };
+            reason: e.to_string(),
+        })?;
+        Self::from_csv_text(&text, path)
+    }
+
+    /// [`Table::from_csv`] on the text of a file; `path` only names it in errors.
+    pub fn from_csv_text(text: &str, path: &Path) -> Result<Self, DatasetError> {
         let malformed = |reason: String| DatasetError::Malformed {
             path: path.to_path_buf(),
             reason,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| unreadable(e.to_string()))?;
         let header = text
             .lines()
             .next()

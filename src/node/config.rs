@@ -29,6 +29,23 @@ pub struct NodeConfig {
     /// Largest plan or parameter file the node downloads, in bytes.
     #[serde(default = "default_max_download")]
     pub max_download_bytes: u64,
+    /// Train requests kept waiting, from all researchers together; more are
+    /// answered "busy".
+    #[serde(default = "default_max_queued")]
+    pub max_queued_tasks: usize,
+    /// Train requests kept waiting from one researcher.
+    #[serde(default = "default_max_queued_per_researcher")]
+    pub max_queued_per_researcher: usize,
+    /// Privacy mode for every task, not only those with `dp_args`: only the
+    /// trained parameters and counts leave the node — no loss, scalars, plan
+    /// logs, plan learning rate, training time, validation scores or error
+    /// details.
+    #[serde(default)]
+    pub always_private: bool,
+    /// Plans that may wait for the operator's decision; requests for new
+    /// plans past this are refused until the operator decides some.
+    #[serde(default = "default_max_pending_plans")]
+    pub max_pending_plans: usize,
     /// The MQTT broker.
     pub broker: BrokerConfig,
     /// The file repository.
@@ -48,6 +65,18 @@ fn default_deadline() -> u64 {
 
 fn default_max_download() -> u64 {
     1 << 30
+}
+
+fn default_max_queued() -> usize {
+    16
+}
+
+fn default_max_queued_per_researcher() -> usize {
+    4
+}
+
+fn default_max_pending_plans() -> usize {
+    32
 }
 
 impl NodeConfig {
@@ -103,13 +132,14 @@ impl NodeConfig {
             name: name.unwrap_or_else(|| id.clone()),
             id,
             broker: BrokerConfig::new(broker),
-            repository: RepositoryLink {
-                url: repository,
-                token: None,
-            },
+            repository: RepositoryLink::new(repository, None),
             require_approval: true,
             training_deadline_secs: default_deadline(),
             max_download_bytes: default_max_download(),
+            max_queued_tasks: default_max_queued(),
+            max_queued_per_researcher: default_max_queued_per_researcher(),
+            max_pending_plans: default_max_pending_plans(),
+            always_private: false,
             sandbox: SandboxConfig {
                 cache_dir: Some(dir.join("cache")),
                 ..SandboxConfig::default()
@@ -127,6 +157,14 @@ impl NodeConfig {
         let text = toml::to_string(self).map_err(|e| NodeError::Config(e.to_string()))?;
         std::fs::write(&path, text)
             .map_err(|e| NodeError::Config(format!("cannot write {}: {e}", path.display())))
+    }
+
+    /// The training queue's limits (at least one place each).
+    pub fn queue_limits(&self) -> super::queue::QueueLimits {
+        super::queue::QueueLimits {
+            total: self.max_queued_tasks.max(1),
+            per_researcher: self.max_queued_per_researcher.max(1),
+        }
     }
 
     /// Read `<dir>/node.toml`.

@@ -2,21 +2,31 @@
 //!
 //! One task reads requests from the broker and answers search, list, ping and
 //! plan-status requests at once from the SQLite store; train requests go to a
-//! queue that a second task works through one at a time (see
-//! [`super::trainer`]), so a node stays responsive while it trains. Any bad
-//! message gets an error reply on the researcher topic and the node goes on.
+//! bounded queue, fair between researchers ([`super::queue`]), that a second
+//! task works through one at a time (see `super::trainer`), so a node stays
+//! responsive while it trains. Any bad message gets an error reply on the
+//! researcher topic and the node goes on. Shutdown cancels the task in hand,
+//! downloads included, and answers every queued request.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use super::queue::{FairQueue, QueueFull};
+use super::recent::{RecentRequests, Seen};
 use super::trainer::{TrainJob, Trainer};
 use super::{NodeConfig, NodeError, NodeStore};
 use crate::transport::{Delivery, MqttClient, Publisher, Session};
-use crate::wire::{ErrorCode, Message, PlanStatus, RequestRef, WireError, decode, topics};
+use crate::wire::{
+    ErrorCode, MAX_TEXT_BYTES, Message, PlanStatus, RequestRef, WireError, bounded_text, decode,
+    topics,
+};
+
+/// How many answered train requests a node remembers, to answer them again.
+const RECENT_ANSWERS: usize = 256;
 
 /// What a running node needs besides its folder.
 #[derive(Debug, Clone)]
@@ -37,6 +47,14 @@ pub(super) struct Shared {
     pub(super) publisher: Publisher,
     /// One HTTP client for every download and upload: its connections are reused.
     pub(super) repository: crate::repository::RepositoryClient,
+    /// Train requests waiting for the trainer.
+    pub(super) queue: FairQueue<TrainJob>,
+    /// Cancelled when the node stops: the task in hand ends at once.
+    pub(super) cancel: CancellationToken,
+    /// The worker executable, never named in what leaves the node.
+    pub(super) worker_exe: PathBuf,
+    /// Train requests in hand or answered, so a re-sent one runs once.
+    pub(super) recent: Mutex<RecentRequests>,
 }
 
 impl Shared {
@@ -47,14 +65,52 @@ impl Shared {
         f(&mut guard)
     }
 
-    /// Send `message` to the researchers' reply topic, logging a failure.
+    /// Send `message` to the reply topic of the researcher it answers,
+    /// logging a failure.
     pub(super) async fn reply(&self, message: Message) {
-        if let Err(e) = self.publisher.publish(&topics::replies(), &message).await {
+        let topic = topics::replies(message.addressee());
+        if let Err(e) = self.publisher.publish(&topic, &message).await {
             tracing::warn!("cannot send {}: {e}", message.command());
         }
     }
 
-    /// Send an error reply.
+    /// `text` without this node's local paths, which never leave the node.
+    pub(super) fn redact(&self, text: &str, more: &[&Path]) -> String {
+        let mut text = text.to_string();
+        let private = [
+            (self.worker_exe.as_path(), "<fedwasm>"),
+            (self.dir.as_path(), "<node folder>"),
+        ];
+        let more = more.iter().map(|p| (*p, "<dataset>"));
+        for (path, name) in private.into_iter().chain(more) {
+            let shown = path.display().to_string();
+            if !shown.is_empty() {
+                text = text.replace(&shown, name);
+            }
+        }
+        text
+    }
+
+    /// An error reply: its text without local paths and cut to
+    /// [`MAX_TEXT_BYTES`], so it always reaches the researcher.
+    pub(super) fn error_message(
+        &self,
+        researcher_id: Option<String>,
+        code: ErrorCode,
+        message: &str,
+        request: Option<RequestRef>,
+    ) -> Message {
+        tracing::warn!("answering {code:?}: {message}");
+        Message::Error {
+            researcher_id,
+            node_id: self.config.id.clone(),
+            code,
+            message: bounded_text(self.redact(message, &[]), MAX_TEXT_BYTES),
+            request,
+        }
+    }
+
+    /// Send an error reply (see [`Shared::error_message`]).
     pub(super) async fn error(
         &self,
         researcher_id: Option<String>,
@@ -62,15 +118,15 @@ impl Shared {
         message: String,
         request: Option<RequestRef>,
     ) {
-        tracing::warn!("answering {code:?}: {message}");
-        self.reply(Message::Error {
-            researcher_id,
-            node_id: self.config.id.clone(),
-            code,
-            message,
-            request,
-        })
-        .await;
+        let reply = self.error_message(researcher_id, code, &message, request);
+        self.reply(reply).await;
+    }
+
+    /// Run `f` on the record of recent train requests.
+    pub(super) fn recent<T>(&self, f: impl FnOnce(&mut RecentRequests) -> T) -> T {
+        // Nothing under this lock can panic half-way, so a poisoned lock is consistent.
+        let mut guard = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
     }
 }
 
@@ -108,8 +164,11 @@ pub async fn run(
         stopping: AtomicBool::new(false),
         publisher: client.publisher(),
         repository: config.repository.client(),
+        queue: FairQueue::new(config.queue_limits()),
+        cancel: CancellationToken::new(),
+        worker_exe: runtime.worker_exe.clone(),
+        recent: Mutex::new(RecentRequests::new(RECENT_ANSWERS)),
     });
-    let (jobs, queue) = mpsc::unbounded_channel();
     let trainer = tokio::spawn(
         Trainer {
             shared: shared.clone(),
@@ -117,7 +176,7 @@ pub async fn run(
                 &runtime.worker_exe,
             ))),
         }
-        .run(queue),
+        .run(),
     );
 
     tokio::pin!(shutdown);
@@ -125,7 +184,7 @@ pub async fn run(
         tokio::select! {
             () = &mut shutdown => break,
             delivery = inbox.recv() => match delivery {
-                Some(delivery) => handle(&shared, &jobs, delivery).await,
+                Some(delivery) => handle(&shared, delivery).await,
                 None => {
                     tracing::error!("the broker connection ended");
                     break;
@@ -136,7 +195,19 @@ pub async fn run(
 
     tracing::info!("node {} stopping", config.id);
     shared.stopping.store(true, Ordering::Relaxed);
-    drop(jobs);
+    shared.cancel.cancel();
+    for job in shared.queue.close() {
+        let (researcher, request) = job.identity();
+        let refusal = QueueFull::Closed.to_string();
+        shared
+            .error(
+                Some(researcher),
+                ErrorCode::ShuttingDown,
+                refusal,
+                Some(request),
+            )
+            .await;
+    }
     if let Err(e) = trainer.await {
         tracing::error!("trainer task failed: {e}");
     }
@@ -200,7 +271,7 @@ async fn answer_datasets(
 }
 
 /// Answer one delivery.
-async fn handle(shared: &Shared, jobs: &mpsc::UnboundedSender<TrainJob>, delivery: Delivery) {
+async fn handle(shared: &Shared, delivery: Delivery) {
     let node_id = shared.config.id.clone();
     let message = match decode(&delivery.payload) {
         Ok(message) => message,
@@ -267,8 +338,30 @@ async fn handle(shared: &Shared, jobs: &mpsc::UnboundedSender<TrainJob>, deliver
             plan_status(shared, researcher_id, request_id, plan.sha256, true).await;
         }
         Message::TrainRequest { .. } => {
-            if jobs.send(TrainJob::new(message)).is_err() {
-                tracing::error!("the trainer is gone; dropping a train request");
+            let job = TrainJob::new(message);
+            let (researcher, request) = job.identity();
+            let request_id = request.request_id.clone().unwrap_or_default();
+            match shared.recent(|r| r.begin(&researcher, &request_id)) {
+                Seen::New => {}
+                Seen::InHand => {
+                    tracing::info!("{researcher} sent request {request_id} again; it is in hand");
+                    return;
+                }
+                Seen::Answered(reply) => {
+                    tracing::info!("{researcher} sent request {request_id} again; answering again");
+                    shared.reply(*reply).await;
+                    return;
+                }
+            }
+            if let Err(full) = shared.queue.push(&researcher, job) {
+                shared.recent(|r| r.forget(&researcher, &request_id));
+                let code = match full {
+                    QueueFull::Closed => ErrorCode::ShuttingDown,
+                    QueueFull::Total(_) | QueueFull::Researcher(_) => ErrorCode::Busy,
+                };
+                shared
+                    .error(Some(researcher), code, full.to_string(), Some(request))
+                    .await;
             }
         }
         other => {
@@ -301,7 +394,7 @@ async fn plan_status(
 ) {
     let status = shared.store(|s| {
         if note {
-            s.note_requested_plan(&plan_sha256, None)
+            s.note_requested_plan(&plan_sha256, None, shared.config.max_pending_plans)
         } else {
             s.plan_status(&plan_sha256)
         }
@@ -329,10 +422,14 @@ async fn plan_status(
                 .await
         }
         Err(e) => {
+            let code = match e {
+                NodeError::TooManyPending(_) => ErrorCode::Busy,
+                _ => ErrorCode::Internal,
+            };
             shared
                 .error(
                     Some(researcher_id),
-                    ErrorCode::Internal,
+                    code,
                     e.to_string(),
                     Some(RequestRef {
                         command: command.into(),

@@ -35,6 +35,11 @@ pub enum NodeError {
     /// The broker connection could not be set up.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),
+    /// Too many plans already wait for the operator's decision.
+    #[error(
+        "{0} plans already wait for this node operator's decision; ask the operator to approve or reject them before requesting another"
+    )]
+    TooManyPending(usize),
     /// A stored value could not be read back.
     #[error("node database holds an unreadable value: {0}")]
     Corrupt(String),

@@ -6,13 +6,17 @@
 //! - [`daemon`]: [`run`], the long-running node (`fedwasm node start`).
 //! - [`provision`]: a ready node folder in one call.
 //! - [`noise_key`]: the private key that seeds differential-privacy noise.
-//! - `trainer`: the one-at-a-time training queue behind the daemon.
+//! - [`queue`]: the bounded train-request queue, fair between researchers.
+//! - [`recent`]: requests in hand or answered, so a re-sent one runs once.
+//! - `trainer`: works through that queue, one request at a time.
 
 pub mod config;
 pub mod daemon;
 mod error;
 pub mod noise_key;
 mod provision;
+pub mod queue;
+pub mod recent;
 pub mod store;
 mod trainer;
 

@@ -46,6 +46,10 @@ pub struct PlanRecord {
     pub status: PlanStatus,
     /// Name from `describe()`, when known.
     pub name: Option<String>,
+    /// The only `model_args` the operator approved it with, when pinned:
+    /// approval covers the plan's bytes, and these arguments can switch
+    /// what those bytes do.
+    pub model_args: Option<serde_json::Value>,
 }
 
 /// The node's database.
@@ -69,7 +73,8 @@ CREATE TABLE IF NOT EXISTS datasets (
 CREATE TABLE IF NOT EXISTS plans (
     sha256 TEXT PRIMARY KEY,
     status TEXT NOT NULL,
-    name TEXT
+    name TEXT,
+    model_args TEXT
 );
 ";
 
@@ -92,6 +97,15 @@ impl NodeStore {
         let db = Connection::open(path)?;
         db.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
         db.execute_batch(SCHEMA)?;
+        // Stores made before plans could be pinned to model_args.
+        let pinned: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('plans') WHERE name = 'model_args'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !pinned {
+            db.execute_batch("ALTER TABLE plans ADD COLUMN model_args TEXT;")?;
+        }
         Ok(NodeStore { db })
     }
 
@@ -267,12 +281,60 @@ impl NodeStore {
         Ok(())
     }
 
-    /// Record a requested plan as pending unless the operator already decided.
+    /// Pin the `model_args` an approved plan may run with (`None`: any).
+    pub fn pin_model_args(
+        &mut self,
+        sha256: &Sha256Digest,
+        model_args: Option<&serde_json::Value>,
+    ) -> Result<(), NodeError> {
+        let text = model_args.map(serde_json::Value::to_string);
+        self.db.execute(
+            "UPDATE plans SET model_args = ?2 WHERE sha256 = ?1",
+            params![sha256.to_hex(), text],
+        )?;
+        Ok(())
+    }
+
+    /// The `model_args` a plan is pinned to, if any.
+    pub fn pinned_model_args(
+        &self,
+        sha256: &Sha256Digest,
+    ) -> Result<Option<serde_json::Value>, NodeError> {
+        let text: Option<Option<String>> = self
+            .db
+            .query_row(
+                "SELECT model_args FROM plans WHERE sha256 = ?1",
+                [sha256.to_hex()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.flatten()
+            .map(|t| {
+                serde_json::from_str(&t)
+                    .map_err(|e| NodeError::Corrupt(format!("pinned model_args: {e}")))
+            })
+            .transpose()
+    }
+
+    /// Record a requested plan as pending unless the operator already
+    /// decided. A plan never seen is refused when `max_pending` plans already
+    /// wait for a decision, so requests cannot flood the operator's list.
     pub fn note_requested_plan(
         &mut self,
         sha256: &Sha256Digest,
         name: Option<&str>,
+        max_pending: usize,
     ) -> Result<PlanStatus, NodeError> {
+        if self.plan_status(sha256)? == PlanStatus::Unknown {
+            let pending: usize = self.db.query_row(
+                "SELECT COUNT(*) FROM plans WHERE status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?;
+            if pending >= max_pending {
+                return Err(NodeError::TooManyPending(pending));
+            }
+        }
         self.db.execute(
             "INSERT INTO plans (sha256, status, name) VALUES (?1, 'pending', ?2) ON CONFLICT(sha256) DO NOTHING",
             params![sha256.to_hex(), name],
@@ -316,6 +378,7 @@ impl NodeStore {
                     sha256,
                     status: self.plan_status(&sha256)?,
                     name,
+                    model_args: self.pinned_model_args(&sha256)?,
                 })
             })
             .collect()
@@ -414,7 +477,7 @@ mod tests {
             let mut store = NodeStore::open(&db).unwrap();
             assert_eq!(store.plan_status(&a).unwrap(), PlanStatus::Unknown);
             assert_eq!(
-                store.note_requested_plan(&a, Some("mlp")).unwrap(),
+                store.note_requested_plan(&a, Some("mlp"), 8).unwrap(),
                 PlanStatus::Pending
             );
             store
@@ -424,7 +487,7 @@ mod tests {
                 .set_plan_status(&b, PlanStatus::Rejected, None)
                 .unwrap();
             assert_eq!(
-                store.note_requested_plan(&b, None).unwrap(),
+                store.note_requested_plan(&b, None, 8).unwrap(),
                 PlanStatus::Rejected
             );
         }
@@ -437,5 +500,49 @@ mod tests {
                 .iter()
                 .any(|p| p.sha256 == a && p.name.as_deref() == Some("mlp"))
         );
+    }
+
+    #[test]
+    fn pending_requests_are_capped_and_model_args_can_be_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = NodeStore::open(&dir.path().join("node.db")).unwrap();
+        for i in 0..3 {
+            let plan = Sha256Digest::of(format!("plan {i}").as_bytes());
+            assert_eq!(
+                store.note_requested_plan(&plan, None, 3).unwrap(),
+                PlanStatus::Pending
+            );
+        }
+        let flood = Sha256Digest::of(b"plan 4");
+        let err = store.note_requested_plan(&flood, None, 3).unwrap_err();
+        assert!(matches!(err, NodeError::TooManyPending(3)), "{err}");
+        assert_eq!(store.plan_status(&flood).unwrap(), PlanStatus::Unknown);
+        // A plan already listed is still answered.
+        let known = Sha256Digest::of(b"plan 0");
+        assert_eq!(
+            store.note_requested_plan(&known, None, 3).unwrap(),
+            PlanStatus::Pending
+        );
+        // Deciding frees a place.
+        store
+            .set_plan_status(&known, PlanStatus::Approved, None)
+            .unwrap();
+        assert_eq!(
+            store.note_requested_plan(&flood, None, 3).unwrap(),
+            PlanStatus::Pending
+        );
+
+        let args = serde_json::json!({"n_features": 30, "n_classes": 2});
+        assert_eq!(store.pinned_model_args(&known).unwrap(), None);
+        store.pin_model_args(&known, Some(&args)).unwrap();
+        assert_eq!(store.pinned_model_args(&known).unwrap(), Some(args.clone()));
+        let listed = store.plans().unwrap();
+        assert!(
+            listed
+                .iter()
+                .any(|p| p.sha256 == known && p.model_args == Some(args.clone()))
+        );
+        store.pin_model_args(&known, None).unwrap();
+        assert_eq!(store.pinned_model_args(&known).unwrap(), None);
     }
 }

@@ -1,19 +1,23 @@
-//! The node's training queue: one train request at a time, from download to
-//! reply. Every failure becomes an error reply with a code; none stops the node.
+//! The node's trainer: one train request at a time, from download to reply.
+//! Every failure becomes an error reply with a code; none stops the node. The
+//! node's deadline covers the whole task (downloads, training, upload), and
+//! the node's shutdown cancels it wherever it is.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-
+use super::NodeError;
 use super::daemon::{Shared, plan_cache};
 use crate::digest::Sha256Digest;
 use crate::repository::RepositoryError;
 use crate::training::task::{Progress, TrainingTask};
 use crate::training::{TrainingArgs, TrainingError, Worker};
-use crate::wire::{BlobRef, ErrorCode, Message, PlanStatus, RequestRef, TrainTimings, topics};
+use crate::wire::{
+    BlobRef, ErrorCode, MAX_TEXT_BYTES, Message, PlanStatus, RequestRef, TrainTimings,
+    bounded_text, topics,
+};
 
 /// A train request waiting in the queue, with the time it arrived.
 pub(super) struct TrainJob {
@@ -28,6 +32,23 @@ impl TrainJob {
             message,
             received: Instant::now(),
         }
+    }
+
+    /// Who sent it and which request it is, to address its answer.
+    pub(super) fn identity(&self) -> (String, RequestRef) {
+        let (researcher, request_id) = match &self.message {
+            Message::TrainRequest {
+                researcher_id,
+                request_id,
+                ..
+            } => (researcher_id.clone(), Some(request_id.clone())),
+            _ => (String::new(), None),
+        };
+        let request = RequestRef {
+            command: "train_request".into(),
+            request_id,
+        };
+        (researcher, request)
     }
 }
 
@@ -50,7 +71,7 @@ impl Failure {
 impl From<RepositoryError> for Failure {
     fn from(e: RepositoryError) -> Self {
         let code = match e {
-            RepositoryError::HashMismatch { .. } => ErrorCode::HashMismatch,
+            RepositoryError::Corrupt => ErrorCode::HashMismatch,
             _ => ErrorCode::Repository,
         };
         Failure::new(code, e.to_string())
@@ -86,6 +107,16 @@ struct Request {
     training_args: serde_json::Value,
     seed: u64,
     training: bool,
+    /// Privacy mode: `dp_args`, or the node's `always_private`.
+    private: bool,
+}
+
+/// Codes whose error text may carry a plan's words or a dataset's values.
+fn may_carry_data(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::Plan | ErrorCode::Dataset | ErrorCode::BadParameters | ErrorCode::Internal
+    )
 }
 
 /// Works through the train queue.
@@ -97,8 +128,8 @@ pub(super) struct Trainer {
 
 impl Trainer {
     /// Take jobs until the queue closes (the node is stopping).
-    pub(super) async fn run(self, mut queue: mpsc::UnboundedReceiver<TrainJob>) {
-        while let Some(job) = queue.recv().await {
+    pub(super) async fn run(self) {
+        while let Some(job) = self.shared.queue.pop().await {
             let Message::TrainRequest {
                 researcher_id,
                 experiment_id,
@@ -117,6 +148,8 @@ impl Trainer {
             else {
                 continue;
             };
+            let private = self.shared.config.always_private
+                || training_args.get("dp_args").is_some_and(|dp| !dp.is_null());
             let request = Request {
                 researcher_id,
                 experiment_id,
@@ -130,34 +163,69 @@ impl Trainer {
                 training_args,
                 seed,
                 training,
+                private,
             };
-            let outcome = if self.shared.stopping.load(Ordering::Relaxed) {
-                Err(Failure::new(
+            let shutting_down = || {
+                Failure::new(
                     ErrorCode::ShuttingDown,
                     "the node is shutting down; send the request again later",
-                ))
+                )
+            };
+            let outcome = if self.shared.stopping.load(Ordering::Relaxed) {
+                Err(shutting_down())
             } else {
                 self.shared.busy.store(true, Ordering::Relaxed);
-                let outcome = self.train(&request, job.received).await;
+                let limit = Duration::from_secs(self.shared.config.training_deadline_secs.max(1));
+                let deadline = Instant::now() + limit;
+                let outcome = tokio::select! {
+                    biased;
+                    () = self.shared.cancel.cancelled() => Err(shutting_down()),
+                    outcome = tokio::time::timeout_at(
+                        deadline.into(),
+                        self.train(&request, job.received, deadline),
+                    ) => outcome.unwrap_or_else(|_| Err(Failure::new(
+                        ErrorCode::Deadline,
+                        format!(
+                            "the task ran past the node's deadline of {} s (downloads, training and upload together)",
+                            limit.as_secs()
+                        ),
+                    ))),
+                };
                 self.shared.busy.store(false, Ordering::Relaxed);
                 outcome
             };
-            match outcome {
-                Ok(reply) => self.shared.reply(reply).await,
+            let answer = match outcome {
+                Ok(reply) => reply,
                 Err(failure) => {
-                    self.shared
-                        .error(
-                            Some(request.researcher_id.clone()),
-                            failure.code,
-                            failure.message,
-                            Some(RequestRef {
-                                command: "train_request".into(),
-                                request_id: Some(request.request_id.clone()),
-                            }),
+                    let dataset = self
+                        .shared
+                        .store(|s| s.dataset(&request.dataset_id))
+                        .map(|d| d.path)
+                        .ok();
+                    let paths: Vec<&Path> = dataset.as_deref().into_iter().collect();
+                    let message = if request.private && may_carry_data(failure.code) {
+                        tracing::warn!("kept on the node (privacy mode): {}", failure.message);
+                        format!(
+                            "the task failed ({:?}); in privacy mode its details stay in the node's log",
+                            failure.code
                         )
-                        .await
+                    } else {
+                        self.shared.redact(&failure.message, &paths)
+                    };
+                    self.shared.error_message(
+                        Some(request.researcher_id.clone()),
+                        failure.code,
+                        &message,
+                        Some(RequestRef {
+                            command: "train_request".into(),
+                            request_id: Some(request.request_id.clone()),
+                        }),
+                    )
                 }
-            }
+            };
+            self.shared
+                .recent(|r| r.answer(&request.researcher_id, &request.request_id, answer.clone()));
+            self.shared.reply(answer).await;
         }
     }
 
@@ -169,7 +237,7 @@ impl Trainer {
             .map_err(|e| {
                 Failure::new(
                     ErrorCode::Internal,
-                    format!("cannot create a work folder in {}: {e}", parent.display()),
+                    format!("cannot create a work folder in the node folder: {e}"),
                 )
             })
     }
@@ -184,7 +252,7 @@ impl Trainer {
         tokio::fs::create_dir_all(&cache).await.map_err(|e| {
             Failure::new(
                 ErrorCode::Internal,
-                format!("cannot create {}: {e}", cache.display()),
+                format!("cannot create the plan cache in the node folder: {e}"),
             )
         })?;
         self.shared
@@ -202,16 +270,39 @@ impl Trainer {
         Ok(dest.to_path_buf())
     }
 
-    fn check_approval(&self, sha256: &Sha256Digest) -> Result<(), Failure> {
+    fn check_approval(
+        &self,
+        sha256: &Sha256Digest,
+        model_args: &serde_json::Value,
+    ) -> Result<(), Failure> {
         if !self.shared.config.require_approval {
             return Ok(());
         }
+        let max_pending = self.shared.config.max_pending_plans;
         let status = self
             .shared
-            .store(|s| s.note_requested_plan(sha256, None))
-            .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?;
+            .store(|s| s.note_requested_plan(sha256, None, max_pending))
+            .map_err(|e| match e {
+                NodeError::TooManyPending(_) => Failure::new(ErrorCode::Busy, e.to_string()),
+                e => Failure::new(ErrorCode::Internal, e.to_string()),
+            })?;
         match status {
-            PlanStatus::Approved => Ok(()),
+            PlanStatus::Approved => {
+                let pinned = self
+                    .shared
+                    .store(|s| s.pinned_model_args(sha256))
+                    .map_err(|e| Failure::new(ErrorCode::Internal, e.to_string()))?;
+                match pinned {
+                    Some(allowed) if &allowed != model_args => Err(Failure::new(
+                        ErrorCode::PlanNotApproved,
+                        format!(
+                            "plan {sha256} is approved on node {} only with model_args {allowed}; these model_args were not approved",
+                            self.shared.config.id
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
             status => {
                 let state = match status {
                     PlanStatus::Rejected => "was rejected",
@@ -228,7 +319,12 @@ impl Trainer {
         }
     }
 
-    async fn train(&self, r: &Request, received: Instant) -> Result<Message, Failure> {
+    async fn train(
+        &self,
+        r: &Request,
+        received: Instant,
+        deadline: Instant,
+    ) -> Result<Message, Failure> {
         let shared = &self.shared;
         tracing::info!(
             "round {} of {} for {}: training on {}",
@@ -248,13 +344,33 @@ impl Trainer {
                 )
             })?;
         training_args.check()?;
+        // What privacy mode reports instead of the plan's own learning rate:
+        // the researcher's, which says nothing about the data.
+        let chosen_lr = training_args
+            .optimizer_args
+            .get("lr")
+            .and_then(serde_json::Value::as_f64)
+            .map(|lr| lr as f32);
+        if r.private
+            && (training_args.test_on_local_updates
+                || training_args.test_on_global_updates
+                || !r.training)
+        {
+            return Err(Failure::new(
+                ErrorCode::BadTrainingArgs,
+                format!(
+                    "node {} runs every task in privacy mode, where validation scores (not noised) stay on the node: drop test_on_local_updates, test_on_global_updates and the final validation",
+                    shared.config.id
+                ),
+            ));
+        }
         if !r.model_args.is_object() {
             return Err(Failure::new(
                 ErrorCode::BadTrainingArgs,
                 "model_args must be a JSON object",
             ));
         }
-        self.check_approval(&r.plan.sha256)?;
+        self.check_approval(&r.plan.sha256, &r.model_args)?;
         let plan = self.plan_file(&r.plan).await?;
         let work = self.work_dir()?;
         let params = self
@@ -298,13 +414,15 @@ impl Trainer {
         let outcome = {
             let shared = self.shared.clone();
             let worker = self.worker.clone();
-            let deadline = Duration::from_secs(shared.config.training_deadline_secs.max(1));
+            let deadline = deadline.saturating_duration_since(Instant::now());
             let runtime = tokio::runtime::Handle::current();
             let scalar = ScalarSource {
                 researcher_id: r.researcher_id.clone(),
                 experiment_id: r.experiment_id.clone(),
                 round: r.round,
             };
+            let private = r.private;
+            let researcher = r.researcher_id.clone();
             tokio::task::spawn_blocking(move || {
                 let mut total_updates = 0;
                 let mut worker = worker.lock().unwrap_or_else(|p| p.into_inner());
@@ -317,10 +435,12 @@ impl Trainer {
                         } => {
                             total_updates = total;
                             for warning in warnings {
-                                runtime.block_on(log(&shared, "warn", warning));
+                                runtime.block_on(log(&shared, &researcher, "warn", warning));
                             }
                             return;
                         }
+                        // In privacy mode the loss stays on the node.
+                        Progress::Loss { .. } if private => return,
                         Progress::Loss {
                             update,
                             epoch,
@@ -335,9 +455,11 @@ impl Trainer {
                             loss,
                         ),
                     };
-                    if let Err(e) =
-                        runtime.block_on(shared.publisher.publish(&topics::monitoring(), &message))
-                    {
+                    if let Err(e) = runtime.block_on(
+                        shared
+                            .publisher
+                            .publish(&topics::monitoring(&researcher), &message),
+                    ) {
                         tracing::warn!("cannot send a training scalar: {e}");
                     }
                 })
@@ -351,16 +473,24 @@ impl Trainer {
             return Err(Failure::new(
                 ErrorCode::HashMismatch,
                 format!(
-                    "the cached plan hashes to {} instead of {}; delete {} on the node",
-                    outcome.plan_digest,
+                    "the node's cached copy of plan {} is damaged; its operator can delete the `plans` folder in the node folder",
                     r.plan.sha256,
-                    plan_cache(&shared.dir).display()
                 ),
             ));
         }
         for record in &outcome.plan_logs {
+            if r.private {
+                tracing::info!("plan (kept on the node): {}", record.message);
+                continue;
+            }
             let level = format!("{:?}", record.level).to_lowercase();
-            log(shared, &level, format!("plan: {}", record.message)).await;
+            log(
+                shared,
+                &r.researcher_id,
+                &level,
+                format!("plan: {}", record.message),
+            )
+            .await;
         }
         let timings = TrainTimings {
             training_ms: outcome.training_ms,
@@ -406,27 +536,40 @@ impl Trainer {
             params: uploaded,
             training_samples: outcome.training_samples as u64,
             updates: outcome.updates as u64,
-            final_loss: outcome.final_loss,
-            learning_rate: outcome.learning_rate,
+            final_loss: if r.private {
+                f32::NAN
+            } else {
+                outcome.final_loss
+            },
+            learning_rate: if r.private {
+                chosen_lr
+            } else {
+                outcome.learning_rate
+            },
             validation_global: outcome.validation_global,
             validation_local: outcome.validation_local,
             privacy: outcome.privacy,
+            private: r.private,
             timings: TrainTimings {
                 total_ms: received.elapsed().as_secs_f64() * 1e3,
-                ..timings
+                training_ms: if r.private { 0.0 } else { timings.training_ms },
             },
         })
     }
 }
 
 /// Send a log record to the researchers' log topic.
-async fn log(shared: &Shared, level: &str, message: String) {
+async fn log(shared: &Shared, researcher_id: &str, level: &str, message: String) {
     let record = Message::Log {
         node_id: shared.config.id.clone(),
         level: level.into(),
-        message,
+        message: bounded_text(shared.redact(&message, &[]), MAX_TEXT_BYTES),
     };
-    if let Err(e) = shared.publisher.publish(&topics::logs(), &record).await {
+    if let Err(e) = shared
+        .publisher
+        .publish(&topics::logs(researcher_id), &record)
+        .await
+    {
         tracing::warn!("cannot send a log record: {e}");
     }
 }

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 use futures_util::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, CONTENT_LENGTH, RANGE};
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 
 use super::RepositoryError;
@@ -13,7 +15,8 @@ use crate::digest::{Sha256Digest, Sha256Hasher};
 use crate::wire::BlobRef;
 
 /// Where a repository is and the token it wants: what a node or a researcher
-/// configures to reach one.
+/// configures to reach one. This is the only place a blob is ever fetched
+/// from, and the only server the token is ever sent to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryLink {
@@ -22,16 +25,80 @@ pub struct RepositoryLink {
     /// Bearer token, when the repository requires one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// Seconds to wait for a connection to open.
+    #[serde(default = "default_connect_secs")]
+    pub connect_timeout_secs: u64,
+    /// Seconds a transfer may go without receiving a byte.
+    #[serde(default = "default_read_secs")]
+    pub read_timeout_secs: u64,
+    /// Seconds one whole upload or download may take.
+    #[serde(default = "default_total_secs")]
+    pub total_timeout_secs: u64,
+}
+
+fn default_connect_secs() -> u64 {
+    10
+}
+
+fn default_read_secs() -> u64 {
+    60
+}
+
+fn default_total_secs() -> u64 {
+    3600
 }
 
 impl RepositoryLink {
+    /// A link to `url` with `token` and the default timeouts.
+    pub fn new(url: impl Into<String>, token: Option<String>) -> Self {
+        RepositoryLink {
+            url: url.into(),
+            token,
+            connect_timeout_secs: default_connect_secs(),
+            read_timeout_secs: default_read_secs(),
+            total_timeout_secs: default_total_secs(),
+        }
+    }
+
     /// A client of the linked repository.
     pub fn client(&self) -> RepositoryClient {
-        RepositoryClient::new(&self.url, self.token.clone())
+        RepositoryClient::with_timeouts(
+            &self.url,
+            self.token.clone(),
+            Timeouts {
+                connect: Duration::from_secs(self.connect_timeout_secs.max(1)),
+                read: Duration::from_secs(self.read_timeout_secs.max(1)),
+                total: Duration::from_secs(self.total_timeout_secs.max(1)),
+            },
+        )
     }
 }
 
-/// A client of one repository.
+/// How long a client waits: to connect, between two received bytes, and for
+/// a whole transfer. A repository that stalls is given up on, never waited
+/// for for ever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Opening a connection.
+    pub connect: Duration,
+    /// Silence within a transfer.
+    pub read: Duration,
+    /// One whole request, body included.
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(default_connect_secs()),
+            read: Duration::from_secs(default_read_secs()),
+            total: Duration::from_secs(default_total_secs()),
+        }
+    }
+}
+
+/// A client of one repository. Blobs are addressed by digest under its base
+/// URL; redirects are never followed, so the token goes nowhere else.
 #[derive(Debug, Clone)]
 pub struct RepositoryClient {
     base: String,
@@ -44,13 +111,37 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RepositoryError
     move |source| RepositoryError::Io { what, source }
 }
 
+/// A transfer error without the URL (the repository's address stays on this machine).
+fn unreachable(e: reqwest::Error) -> RepositoryError {
+    let reason = if e.is_timeout() {
+        "it did not answer in time".to_string()
+    } else {
+        e.without_url().to_string()
+    };
+    RepositoryError::Unreachable { reason }
+}
+
 impl RepositoryClient {
-    /// A client of the repository at `base_url` (e.g. `http://127.0.0.1:8844`).
+    /// A client of the repository at `base_url` (e.g. `http://127.0.0.1:8844`)
+    /// with the default timeouts.
     pub fn new(base_url: &str, token: Option<String>) -> Self {
+        Self::with_timeouts(base_url, token, Timeouts::default())
+    }
+
+    /// A client of the repository at `base_url` with these timeouts.
+    pub fn with_timeouts(base_url: &str, token: Option<String>, timeouts: Timeouts) -> Self {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeouts.connect)
+            .read_timeout(timeouts.read)
+            .timeout(timeouts.total)
+            .build()
+            // Only TLS back-end initialisation can fail, and this client has none.
+            .unwrap_or_else(|_| reqwest::Client::new());
         RepositoryClient {
             base: base_url.trim_end_matches('/').to_string(),
             token,
-            http: reqwest::Client::new(),
+            http,
         }
     }
 
@@ -59,48 +150,33 @@ impl RepositoryClient {
         format!("{}/blobs/{digest}", self.base)
     }
 
-    fn request(&self, method: reqwest::Method, url: &str) -> reqwest::RequestBuilder {
-        let builder = self.http.request(method, url);
+    fn request(&self, method: reqwest::Method, digest: &Sha256Digest) -> reqwest::RequestBuilder {
+        let builder = self.http.request(method, self.url_for(digest));
         match &self.token {
             Some(t) => builder.header(AUTHORIZATION, format!("Bearer {t}")),
             None => builder,
         }
     }
 
-    async fn check(
-        &self,
-        url: &str,
+    /// The response when it is a success; otherwise an error that names the
+    /// status only (a response body is never repeated: it could be anything).
+    fn check(
         response: reqwest::Response,
         digest: &Sha256Digest,
     ) -> Result<reqwest::Response, RepositoryError> {
         match response.status() {
             s if s.is_success() => Ok(response),
-            StatusCode::UNAUTHORIZED => Err(RepositoryError::Unauthorized {
-                url: url.to_string(),
-            }),
+            StatusCode::UNAUTHORIZED => Err(RepositoryError::Unauthorized),
             StatusCode::NOT_FOUND => Err(RepositoryError::NotFound {
                 digest: digest.to_hex(),
             }),
-            status => {
-                let body = response.text().await.unwrap_or_default();
-                Err(RepositoryError::Http {
-                    status: status.as_u16(),
-                    url: url.to_string(),
-                    body: body.chars().take(300).collect(),
-                })
-            }
+            status => Err(RepositoryError::Http {
+                status: status.as_u16(),
+            }),
         }
     }
 
-    fn unreachable(url: &str) -> impl FnOnce(reqwest::Error) -> RepositoryError {
-        let url = url.to_string();
-        move |e| RepositoryError::Unreachable {
-            url,
-            reason: e.to_string(),
-        }
-    }
-
-    /// Upload a file, streamed; returns where it now lives and its digest.
+    /// Upload a file, streamed; returns its digest and size.
     pub async fn upload_file(&self, path: &Path) -> Result<BlobRef, RepositoryError> {
         let shown = path.display().to_string();
         let file = std::fs::File::open(path).map_err(io(format!("opening {shown}")))?;
@@ -129,54 +205,68 @@ impl RepositoryClient {
         body: reqwest::Body,
         size: u64,
     ) -> Result<BlobRef, RepositoryError> {
-        let url = self.url_for(&digest);
         let response = self
-            .request(reqwest::Method::PUT, &url)
+            .request(reqwest::Method::PUT, &digest)
             .header(CONTENT_LENGTH, size)
             .body(body)
             .send()
             .await
-            .map_err(Self::unreachable(&url))?;
-        self.check(&url, response, &digest).await?;
+            .map_err(unreachable)?;
+        Self::check(response, &digest)?;
         Ok(BlobRef {
-            url,
             sha256: digest,
+            size,
         })
     }
 
-    /// Download `blob` to `dest`, streamed, resuming a partial download left
-    /// in `dest` + `.partial`, and verify its digest. At most `limit` bytes.
-    /// Returns the size. On a digest mismatch nothing is left at `dest`.
+    /// Download `blob` from this repository to `dest`, streamed, resuming a
+    /// partial download left in `dest` + `.partial`, and verify its size and
+    /// digest. A blob announced over `limit` bytes is refused before anything
+    /// is fetched, and a body longer than announced is cut off. Returns the
+    /// size. On any mismatch nothing is left at `dest`.
     pub async fn download(
         &self,
         blob: &BlobRef,
         dest: &Path,
         limit: u64,
     ) -> Result<u64, RepositoryError> {
+        if blob.size > limit {
+            return Err(RepositoryError::TooLarge {
+                size: blob.size,
+                limit,
+            });
+        }
         let partial = PathBuf::from(format!("{}.partial", dest.display()));
         let shown = partial.display().to_string();
         let mut hasher = Sha256Hasher::default();
         let mut have = 0u64;
-        if let Ok(bytes) = tokio::fs::read(&partial).await {
+        if let Ok(bytes) = tokio::fs::read(&partial).await
+            && bytes.len() as u64 <= blob.size
+        {
             hasher.update(&bytes);
             have = bytes.len() as u64;
         }
-        let mut request = self.request(reqwest::Method::GET, &blob.url);
+        let mut request = self.request(reqwest::Method::GET, &blob.sha256);
         if have > 0 {
             request = request.header(RANGE, format!("bytes={have}-"));
         }
-        let response = request.send().await.map_err(Self::unreachable(&blob.url))?;
-        let response = match self.check(&blob.url, response, &blob.sha256).await {
+        let response = request.send().await.map_err(unreachable)?;
+        let response = match Self::check(response, &blob.sha256) {
             // The partial file already holds everything: the server says the range is empty.
-            Err(RepositoryError::Http { status: 416, .. }) if have > 0 => None,
+            Err(RepositoryError::Http { status: 416 }) if have == blob.size => None,
             other => Some(other?),
         };
         let mut file = tokio::fs::OpenOptions::new()
             .create(true)
-            .append(true)
+            .write(true)
+            .truncate(have == 0)
             .open(&partial)
             .await
             .map_err(io(format!("opening {shown}")))?;
+        let fail = async |error: RepositoryError| {
+            let _ = tokio::fs::remove_file(&partial).await;
+            Err(error)
+        };
         if let Some(response) = response {
             if have > 0 && response.status() != StatusCode::PARTIAL_CONTENT {
                 // The server ignored the range: start over.
@@ -186,17 +276,23 @@ impl RepositoryClient {
                 hasher = Sha256Hasher::default();
                 have = 0;
             }
+            file.seek(std::io::SeekFrom::Start(have))
+                .await
+                .map_err(io(format!("seeking in {shown}")))?;
             // Large buffer: each write of a tokio file is a trip to a blocking thread.
             let mut writer = tokio::io::BufWriter::with_capacity(1 << 20, &mut file);
             let mut stream = response.bytes_stream();
             while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(Self::unreachable(&blob.url))?;
+                let chunk = match chunk {
+                    Ok(chunk) => chunk,
+                    // Kept in `.partial`: the next attempt resumes from here.
+                    Err(e) => return Err(unreachable(e)),
+                };
                 have += chunk.len() as u64;
-                if have > limit {
+                if have > blob.size {
                     drop(writer);
                     drop(file);
-                    let _ = tokio::fs::remove_file(&partial).await;
-                    return Err(RepositoryError::TooLarge { limit });
+                    return fail(RepositoryError::Corrupt).await;
                 }
                 hasher.update(&chunk);
                 writer
@@ -211,13 +307,8 @@ impl RepositoryClient {
         }
         file.flush().await.map_err(io(format!("writing {shown}")))?;
         drop(file);
-        let actual = hasher.finish();
-        if actual != blob.sha256 {
-            let _ = tokio::fs::remove_file(&partial).await;
-            return Err(RepositoryError::HashMismatch {
-                expected: blob.sha256,
-                actual,
-            });
+        if have != blob.size || hasher.finish() != blob.sha256 {
+            return fail(RepositoryError::Corrupt).await;
         }
         tokio::fs::rename(&partial, dest)
             .await

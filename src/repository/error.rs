@@ -1,6 +1,8 @@
 //! Errors of the repository client and server.
-
-use crate::digest::Sha256Digest;
+//!
+//! A node's error replies carry these texts to a researcher, so none of them
+//! names a URL, a response body or a digest the server computed: a hostile
+//! sender must not learn anything about the repository's network or pages.
 
 /// Why a repository operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -13,51 +15,39 @@ pub enum RepositoryError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The repository could not be reached.
-    #[error("cannot reach the repository at {url}: {reason}")]
+    /// The repository could not be reached or stalled.
+    #[error("cannot reach the repository: {reason}")]
     Unreachable {
-        /// The URL.
-        url: String,
-        /// The client's message.
+        /// The client's message, without the URL.
         reason: String,
     },
     /// The server refused the token.
     #[error(
-        "the repository at {url} refused our token (HTTP 401); check the repository token in the configuration"
+        "the repository refused the token (HTTP 401); check the repository token in the configuration"
     )]
-    Unauthorized {
-        /// The URL.
-        url: String,
-    },
+    Unauthorized,
     /// No blob with that digest.
     #[error("the repository has no blob {digest}")]
     NotFound {
         /// The digest asked for.
         digest: String,
     },
-    /// Any other HTTP error.
-    #[error("the repository answered HTTP {status} for {url}: {body}")]
+    /// Any other HTTP status (the body is not repeated).
+    #[error("the repository answered HTTP {status}")]
     Http {
         /// Status code.
         status: u16,
-        /// The URL.
-        url: String,
-        /// The start of the response body.
-        body: String,
     },
-    /// Downloaded bytes did not have the promised digest.
+    /// Downloaded bytes did not have the announced size and digest.
     #[error(
-        "downloaded file has SHA-256 {actual}, but {expected} was announced: it was altered or corrupted"
+        "the downloaded file does not have the announced size and SHA-256: it was altered or corrupted"
     )]
-    HashMismatch {
-        /// The promised digest.
-        expected: Sha256Digest,
-        /// What arrived.
-        actual: Sha256Digest,
-    },
+    Corrupt,
     /// The blob is larger than the caller allows.
-    #[error("blob is larger than the limit of {limit} bytes")]
+    #[error("a blob of {size} bytes is over the limit of {limit} bytes")]
     TooLarge {
+        /// The announced size.
+        size: u64,
         /// The limit.
         limit: u64,
     },

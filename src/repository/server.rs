@@ -4,24 +4,27 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::RepositoryError;
 use crate::digest::{Sha256Digest, Sha256Hasher};
 
-/// How a repository server runs.
+/// How a repository server runs, and what it refuses: every upload is
+/// bounded in size, in time, in number at once, and by a disk quota.
 #[derive(Debug, Clone)]
 pub struct RepositoryConfig {
     /// Folder holding `blobs/` and `tmp/`.
@@ -30,15 +33,28 @@ pub struct RepositoryConfig {
     pub token: Option<String>,
     /// Largest blob accepted, in bytes.
     pub max_blob_bytes: u64,
+    /// Bytes all stored blobs together may take (uploads under way count).
+    pub max_total_bytes: u64,
+    /// Uploads received at the same time; more are answered 503.
+    pub max_concurrent_uploads: usize,
+    /// Longest silence within an upload's body before it is dropped.
+    pub read_timeout: Duration,
+    /// Longest time one upload may take.
+    pub upload_timeout: Duration,
 }
 
 impl RepositoryConfig {
-    /// A repository in `dir` with no token and a 4 GiB blob limit.
+    /// A repository in `dir` with no token, a 4 GiB blob limit, a 64 GiB
+    /// quota, 16 uploads at once, 30 s of silence and 1 h per upload.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RepositoryConfig {
             dir: dir.into(),
             token: None,
             max_blob_bytes: 4 << 30,
+            max_total_bytes: 64 << 30,
+            max_concurrent_uploads: 16,
+            read_timeout: Duration::from_secs(30),
+            upload_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -46,6 +62,43 @@ impl RepositoryConfig {
 struct Shared {
     config: RepositoryConfig,
     uploads: AtomicU64,
+    /// Bytes stored plus bytes reserved by uploads under way.
+    used: AtomicU64,
+    /// One permit per upload under way.
+    upload_slots: Arc<Semaphore>,
+}
+
+/// Bytes of the regular files in `dir` (the blobs already stored).
+fn stored_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .fold(0, u64::saturating_add)
+}
+
+impl Shared {
+    /// Reserve `size` bytes of the quota, or say how much is left.
+    fn reserve(&self, size: u64) -> Result<(), u64> {
+        let limit = self.config.max_total_bytes;
+        self.used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                used.checked_add(size).filter(|total| *total <= limit)
+            })
+            .map(drop)
+            .map_err(|used| limit.saturating_sub(used))
+    }
+
+    fn release(&self, size: u64) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                Some(used.saturating_sub(size))
+            });
+    }
 }
 
 fn text(status: StatusCode, message: impl Into<String>) -> Response {
@@ -94,53 +147,111 @@ async fn get_blob(
     // ServeFile streams the file and answers Range and HEAD requests.
     match ServeFile::new(path).oneshot(request).await {
         Ok(response) => response.map(Body::new),
-        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => {
+            tracing::warn!("serving blob {digest} failed: {e}");
+            text(StatusCode::INTERNAL_SERVER_ERROR, "reading the blob failed")
+        }
     }
 }
 
 async fn put_blob(
     State(shared): State<Arc<Shared>>,
     Path(digest): Path<String>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let Ok(expected) = digest.parse::<Sha256Digest>() else {
         return bad_digest();
     };
     let config = &shared.config;
-    let tmp_dir = config.dir.join("tmp");
+    let Some(size) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    else {
+        return text(
+            StatusCode::LENGTH_REQUIRED,
+            "an upload must say its Content-Length",
+        );
+    };
+    if size > config.max_blob_bytes {
+        return text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("blob over the limit of {} bytes", config.max_blob_bytes),
+        );
+    }
+    let Ok(_slot) = shared.upload_slots.clone().try_acquire_owned() else {
+        let mut busy = text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "{} uploads are under way, the limit; retry shortly",
+                config.max_concurrent_uploads
+            ),
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
+    let target = blob_path(config, &expected);
+    let already = tokio::fs::try_exists(&target).await.unwrap_or(false);
+    let reserved = if already { 0 } else { size };
+    if let Err(left) = shared.reserve(reserved) {
+        return text(
+            StatusCode::INSUFFICIENT_STORAGE,
+            format!(
+                "the repository's quota has {left} bytes left, fewer than the {size} of this blob"
+            ),
+        );
+    }
     let n = shared.uploads.fetch_add(1, Ordering::Relaxed);
-    let tmp = tmp_dir.join(format!("{}-{n}", expected.short()));
-    let result = async {
+    let tmp = config
+        .dir
+        .join("tmp")
+        .join(format!("{}-{n}", expected.short()));
+    let receive = async {
         // Large buffer: each write of a tokio file is a trip to a blocking thread.
         let mut file =
             tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
         let mut hasher = Sha256Hasher::default();
-        let mut size = 0u64;
         let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(std::io::Error::other)?;
-            size += chunk.len() as u64;
-            if size > config.max_blob_bytes {
-                return Ok(Err(text(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    format!("blob over the limit of {} bytes", config.max_blob_bytes),
-                )));
-            }
+        loop {
+            let next = tokio::time::timeout(config.read_timeout, stream.next()).await;
+            let chunk = match next {
+                Err(_) => {
+                    return Ok(Err(text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the upload sent nothing for {} s",
+                            config.read_timeout.as_secs()
+                        ),
+                    )));
+                }
+                Ok(None) => break,
+                Ok(Some(chunk)) => chunk.map_err(std::io::Error::other)?,
+            };
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
         }
         file.flush().await?;
-        let actual = hasher.finish();
-        if actual != expected {
+        if hasher.finish() != expected {
             return Ok(Err(text(
                 StatusCode::BAD_REQUEST,
-                format!("body has SHA-256 {actual}, the URL says {expected}"),
+                format!("the body does not have the SHA-256 {expected} its URL names"),
             )));
         }
-        tokio::fs::rename(&tmp, blob_path(config, &expected)).await?;
+        tokio::fs::rename(&tmp, &target).await?;
         Ok::<_, std::io::Error>(Ok(size))
-    }
-    .await;
+    };
+    let result = match tokio::time::timeout(config.upload_timeout, receive).await {
+        Ok(result) => result,
+        Err(_) => Ok(Err(text(
+            StatusCode::REQUEST_TIMEOUT,
+            format!(
+                "the upload took longer than {} s",
+                config.upload_timeout.as_secs()
+            ),
+        ))),
+    };
     let _ = tokio::fs::remove_file(&tmp).await;
     match result {
         Ok(Ok(size)) => (
@@ -148,11 +259,18 @@ async fn put_blob(
             format!("{{\"sha256\":\"{expected}\",\"size\":{size}}}"),
         )
             .into_response(),
-        Ok(Err(refusal)) => refusal,
-        Err(e) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("storing the blob failed: {e}"),
-        ),
+        Ok(Err(refusal)) => {
+            shared.release(reserved);
+            refusal
+        }
+        Err(e) => {
+            shared.release(reserved);
+            tracing::warn!("storing blob {expected} failed: {e}");
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "storing the blob failed; see the repository's log",
+            )
+        }
     }
 }
 
@@ -165,9 +283,12 @@ pub fn router(config: RepositoryConfig) -> Result<Router, RepositoryError> {
             source,
         })?;
     }
+    let used = stored_bytes(&config.dir.join("blobs"));
     let shared = Arc::new(Shared {
+        upload_slots: Arc::new(Semaphore::new(config.max_concurrent_uploads.max(1))),
         config,
         uploads: AtomicU64::new(0),
+        used: AtomicU64::new(used),
     });
     Ok(Router::new()
         .route("/blobs/{digest}", get(get_blob).put(put_blob))

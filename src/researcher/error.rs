@@ -13,7 +13,9 @@ pub enum ResearcherError {
     #[error(transparent)]
     Transport(#[from] TransportError),
     /// A researcher id that cannot be part of a topic.
-    #[error("researcher id `{0}` must be 1–64 characters of letters, digits, `-`, `_` or `.`")]
+    #[error(
+        "researcher id `{0}` must be 1–64 characters of letters, digits, `-`, `_` or `.`, and not `anonymous`"
+    )]
     BadId(String),
 }
 

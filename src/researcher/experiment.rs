@@ -36,7 +36,7 @@ use crate::sandbox::random::StreamSeed;
 use crate::sandbox::types::Tensor;
 use crate::sandbox::{LoadedPlan, Sandbox, SandboxConfig};
 use crate::training::TrainingArgs;
-use crate::wire::{BlobRef, Message};
+use crate::wire::{BlobRef, Message, ValidationScore};
 
 /// The plan as the researcher knows it.
 struct Plan {
@@ -199,19 +199,19 @@ impl Experiment {
 
         let (repository, server) = match &settings.repository {
             RepositorySetting::Remote(link) => (link.client(), None),
-            RepositorySetting::Embedded {
-                bind,
-                advertised_url,
-            } => {
+            RepositorySetting::Embedded { bind } => {
+                if bind.ends_with(":0") {
+                    return Err(ExperimentError::Argument(format!(
+                        "the embedded repository cannot bind `{bind}`: nodes fetch files only from the repository in their node.toml, so it needs the fixed address they are configured with (e.g. 0.0.0.0:8844), or use [repository.remote]"
+                    )));
+                }
                 let listener = tokio::net::TcpListener::bind(bind)
                     .await
                     .map_err(io(format!("listening on {bind} for the repository")))?;
                 let addr = listener
                     .local_addr()
                     .map_err(io("reading the repository address"))?;
-                let url = advertised_url
-                    .clone()
-                    .unwrap_or_else(|| format!("http://{addr}"));
+                let url = format!("http://{addr}");
                 let (stop, stopped) = oneshot::channel::<()>();
                 tokio::spawn(serve(
                     listener,
@@ -220,7 +220,7 @@ impl Experiment {
                         let _ = stopped.await;
                     },
                 ));
-                (RepositoryLink { url, token: None }.client(), Some(stop))
+                (RepositoryLink::new(url, None).client(), Some(stop))
             }
         };
         let researcher_id = settings
@@ -712,7 +712,9 @@ impl Experiment {
         }
         if self.training_args.test_on_global_updates && self.round_limit == Some(self.round_current)
         {
-            self.final_validation().await?;
+            let validated = self.final_validation().await;
+            self.link.untrack_all();
+            validated?;
         }
         Ok(count)
     }
@@ -777,6 +779,7 @@ impl Experiment {
         let outcome = self
             .train_round(round, &fds, &nodes, &global, started)
             .await;
+        self.link.untrack_all();
         let (record, new_global, new_state) = match outcome {
             Ok(done) => done,
             Err(e) => {
@@ -908,7 +911,7 @@ impl Experiment {
             seed: self.training_args.seed(),
             training: shared.training,
         };
-        self.link.send(Some(node), &request).await?;
+        self.link.send_tracked(node, &request_id, request).await?;
         Ok(request_id)
     }
 
@@ -1004,7 +1007,10 @@ impl Experiment {
                     total_updates,
                     values,
                     ..
-                } if experiment_id == self.id && r == round => {
+                } if experiment_id == self.id
+                    && r == round
+                    && requests.values().any(|(n, _)| *n == node_id) =>
+                {
                     let loss = values.get("loss").copied();
                     self.monitor
                         .progress(&node_id, iteration, total_updates, loss);
@@ -1042,6 +1048,7 @@ impl Experiment {
                     validation_global,
                     validation_local,
                     privacy,
+                    private,
                     timings,
                     ..
                 } => {
@@ -1069,6 +1076,7 @@ impl Experiment {
                         validation_global,
                         validation_local,
                         privacy,
+                        private,
                     };
                     let file = work.path().join(format!("{expected_node}.safetensors"));
                     let checked = self
@@ -1103,7 +1111,8 @@ impl Experiment {
                         file,
                         Some(tensors),
                     )?;
-                    self.monitor.node_done(&node, record.final_loss);
+                    let loss = (!record.private).then_some(record.final_loss);
+                    self.monitor.node_done(&node, loss);
                     self.log_validation(&node, &record);
                     records.insert(node, record);
                 }
@@ -1187,11 +1196,17 @@ impl Experiment {
                 record.dataset_id
             ));
         }
-        if record.training_samples == 0 {
-            return Err(format!("node {node} reported 0 training samples"));
+        let rows = dataset_rows(fds, node);
+        if record.training_samples == 0 || record.training_samples > rows {
+            return Err(format!(
+                "node {node} reported {} training samples; a node's dataset has between 1 and {rows} rows",
+                record.training_samples
+            ));
         }
+        check_reported_numbers(node, rows, record)?;
+        let limit = crate::tensors::max_file_bytes(global);
         self.repository
-            .download(params, file, u64::MAX)
+            .download(params, file, limit)
             .await
             .map_err(|e| format!("parameters of node {node}: {e}"))?;
         let (tensors, _) = crate::tensors::read_file(file)
@@ -1305,6 +1320,11 @@ impl Experiment {
                         failed.insert(node, format!("a validation reply from {node_id} on {dataset_id} does not match the request"));
                         continue;
                     }
+                    if let Err(reason) = check_score(&node, dataset_rows(&fds, &node), &validation)
+                    {
+                        failed.insert(node, reason);
+                        continue;
+                    }
                     scores.insert(
                         node.clone(),
                         NodeValidation {
@@ -1379,4 +1399,63 @@ impl Experiment {
         self.monitor.finish_round();
         self.link.disconnect().await;
     }
+}
+
+/// The most samples any node may claim: more rows than any dataset a node
+/// could hold, yet small enough that sums over millions of nodes cannot
+/// overflow, nor lose their integer exactness as f64 weights.
+pub const MAX_SAMPLES: u64 = 1 << 40;
+
+/// The rows of `node`'s dataset as its search reply gave them, capped by
+/// [`MAX_SAMPLES`]: the most samples a reply may claim.
+fn dataset_rows(fds: &FederatedDataset, node: &str) -> u64 {
+    fds.dataset(node)
+        .and_then(|d| d.shape.first().copied())
+        .filter(|rows| *rows > 0)
+        .map_or(MAX_SAMPLES, |rows| rows.min(MAX_SAMPLES))
+}
+
+/// A validation score must be computed on at most `rows` samples. Its value
+/// may be infinite: a diverged model honestly scores so.
+fn check_score(node: &str, rows: u64, score: &ValidationScore) -> Result<(), String> {
+    if score.samples == 0 || score.samples > rows {
+        return Err(format!(
+            "node {node} reported a score on {} samples; its dataset has between 1 and {rows} rows",
+            score.samples
+        ));
+    }
+    Ok(())
+}
+
+/// The numbers of a train reply besides its sample count are in range: its
+/// updates, learning rate, loss, scores and privacy figures.
+fn check_reported_numbers(node: &str, rows: u64, record: &NodeRound) -> Result<(), String> {
+    if record.updates > MAX_SAMPLES {
+        return Err(format!(
+            "node {node} reported {} updates, more than any round runs",
+            record.updates
+        ));
+    }
+    if record.learning_rate.is_some_and(|lr| !lr.is_finite()) {
+        return Err(format!("node {node} reported a non-finite learning rate"));
+    }
+    for score in [&record.validation_global, &record.validation_local]
+        .into_iter()
+        .flatten()
+    {
+        check_score(node, rows, score)?;
+    }
+    if let Some(p) = &record.privacy {
+        let valid = p.noise_multiplier.is_finite()
+            && p.noise_multiplier > 0.0
+            && (0.0..=1.0).contains(&p.sampling_rate)
+            && p.steps <= MAX_SAMPLES;
+        if !valid {
+            return Err(format!(
+                "node {node} reported privacy figures out of range (noise multiplier {}, sampling rate {}, {} steps)",
+                p.noise_multiplier, p.sampling_rate, p.steps
+            ));
+        }
+    }
+    Ok(())
 }

@@ -17,9 +17,15 @@ pub struct NodeRound {
     pub training_samples: u64,
     /// Updates it ran.
     pub updates: u64,
-    /// Loss of its last update.
+    /// Loss of its last update (NaN when withheld: `private`).
+    #[serde(with = "crate::wire::float::f32_any")]
     pub final_loss: f32,
+    /// The node ran in privacy mode: loss, the plan's learning rate and
+    /// timing, logs and error details stayed on the node.
+    #[serde(default)]
+    pub private: bool,
     /// Learning rate its plan reported.
+    #[serde(with = "crate::wire::float::opt_f32_any")]
     pub learning_rate: Option<f32>,
     /// Its training loop, ms.
     pub training_ms: f64,

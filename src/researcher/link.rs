@@ -4,6 +4,12 @@
 //! to its researcher id and hands them out by request. Replies to other
 //! requests, scalars, logs and node-status changes are kept in arrival order
 //! for whoever asks next, so nothing is lost between two calls.
+//!
+//! Train requests are *tracked* until answered: a broker restarted without
+//! persistence forgets what it was carrying, so when our connection comes
+//! back, or a node announces itself online again, every unanswered request to
+//! it is sent again. Nodes recognise a request they already have by its id
+//! and answer it once ([`crate::node`]), so a re-sent request never trains twice.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -46,6 +52,31 @@ pub struct NodeLink {
     /// the same researcher id, whose late replies may still arrive.
     nonce: String,
     next_request: u64,
+    /// Unanswered train requests by request id: the node and the message.
+    tracked: BTreeMap<String, (String, Message)>,
+    /// Connections of our client seen so far; more means a reconnection.
+    sessions_seen: u64,
+}
+
+/// Most messages kept for later; past this the oldest are dropped, so a
+/// flood from a misbehaving client cannot exhaust the researcher's memory.
+const MAX_BACKLOG: usize = 16 * 1024;
+
+/// How often a waiting link checks whether its connection was re-established.
+const RECONNECT_CHECK: Duration = Duration::from_millis(500);
+
+/// The request a train or validation reply, or an error, answers.
+fn answered_request(message: &Message) -> Option<&str> {
+    match message {
+        Message::TrainReply { request_id, .. } | Message::ValidationReply { request_id, .. } => {
+            Some(request_id)
+        }
+        Message::Error {
+            request: Some(request),
+            ..
+        } => request.request_id.as_deref(),
+        _ => None,
+    }
 }
 
 fn node_of(message: &Message) -> Option<&str> {
@@ -105,15 +136,14 @@ impl NodeLink {
         broker: &BrokerConfig,
         researcher_id: &str,
     ) -> Result<NodeLink, ResearcherError> {
-        if !topics::valid_id(researcher_id) {
+        if !topics::valid_id(researcher_id) || researcher_id == topics::ANONYMOUS {
             return Err(ResearcherError::BadId(researcher_id.into()));
         }
         let session = Session {
             client_id: researcher_id.into(),
             subscriptions: vec![
-                topics::replies(),
-                topics::monitoring(),
-                topics::logs(),
+                topics::researcher(researcher_id),
+                topics::replies(None),
                 topics::all_node_status(),
             ],
             last_will: None,
@@ -128,6 +158,8 @@ impl NodeLink {
             backlog: VecDeque::new(),
             online: BTreeMap::new(),
             nonce: link_nonce(),
+            tracked: BTreeMap::new(),
+            sessions_seen: 0,
             next_request: 0,
         })
     }
@@ -150,6 +182,49 @@ impl NodeLink {
     pub async fn send(&self, node: Option<&str>, message: &Message) -> Result<(), ResearcherError> {
         let topic = node.map_or_else(topics::all_nodes, topics::node);
         Ok(self.publisher.publish(&topic, message).await?)
+    }
+
+    /// Publish a train request to `node` and keep it until it is answered,
+    /// sending it again after a reconnection (see the module docs).
+    pub async fn send_tracked(
+        &mut self,
+        node: &str,
+        request_id: &str,
+        message: Message,
+    ) -> Result<(), ResearcherError> {
+        self.send(Some(node), &message).await?;
+        self.tracked
+            .insert(request_id.to_string(), (node.to_string(), message));
+        Ok(())
+    }
+
+    /// Stop tracking every request (the round they belong to is over).
+    pub fn untrack_all(&mut self) {
+        self.tracked.clear();
+    }
+
+    /// Send again every tracked request, or those to `node`.
+    async fn resend(&mut self, node: Option<&str>) {
+        let again: Vec<(String, Message)> = self
+            .tracked
+            .values()
+            .filter(|(n, _)| node.is_none_or(|node| node == n))
+            .cloned()
+            .collect();
+        for (node, message) in again {
+            tracing::info!("sending an unanswered request to {node} again");
+            if let Err(e) = self.send(Some(&node), &message).await {
+                tracing::warn!("cannot send a request to {node} again: {e}");
+            }
+        }
+    }
+
+    /// Keep `message` for a later call, dropping the oldest past the bound.
+    fn keep(&mut self, message: Message) {
+        if self.backlog.len() >= MAX_BACKLOG {
+            self.backlog.pop_front();
+        }
+        self.backlog.push_back(message);
     }
 
     /// Publish raw bytes to a node's topic (for tests of bad input).
@@ -185,8 +260,23 @@ impl NodeLink {
 
     async fn receive(&mut self, until: Instant) -> Option<Message> {
         loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let delivery = tokio::time::timeout(left, self.inbox.recv()).await.ok()??;
+            let sessions = self.client.sessions();
+            if sessions != self.sessions_seen {
+                if self.sessions_seen != 0 {
+                    self.resend(None).await;
+                }
+                self.sessions_seen = sessions;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return None;
+            }
+            let slice = (until - now).min(RECONNECT_CHECK);
+            let delivery = match tokio::time::timeout(slice, self.inbox.recv()).await {
+                Err(_) => continue,
+                Ok(None) => return None,
+                Ok(Some(delivery)) => delivery,
+            };
             let message = match decode(&delivery.payload) {
                 Ok(m) => m,
                 Err(e) => {
@@ -196,8 +286,18 @@ impl NodeLink {
             };
             if let Message::NodeStatus { node_id, online } = &message {
                 self.online.insert(node_id.clone(), *online);
+                // A node announces itself after every (re)connection, once
+                // subscribed: what it may have missed is sent again. A
+                // restarted broker may never have told us it was gone.
+                if *online {
+                    let node = node_id.clone();
+                    self.resend(Some(&node)).await;
+                }
             }
             if self.is_for_us(&message) {
+                if let Some(request_id) = answered_request(&message) {
+                    self.tracked.remove(request_id);
+                }
                 return Some(message);
             }
         }
@@ -258,7 +358,7 @@ impl NodeLink {
                         replies.insert(node.to_string(), reply);
                     }
                 }
-                _ => self.backlog.push_back(m),
+                _ => self.keep(m),
             }
         }
         replies
@@ -320,7 +420,7 @@ impl NodeLink {
                 }) if sent.contains(&sequence) => {
                     answered.insert(node_id);
                 }
-                Some(other) => self.backlog.push_back(other),
+                Some(other) => self.keep(other),
                 None => {}
             }
         }

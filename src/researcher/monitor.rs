@@ -79,10 +79,11 @@ impl Monitor {
     }
 
     /// A node's reply arrived.
-    pub fn node_done(&mut self, node: &str, loss: f32) {
+    pub fn node_done(&mut self, node: &str, loss: Option<f32>) {
         if let Some(bar) = self.nodes.get(node) {
             bar.set_position(bar.length().unwrap_or(1));
-            bar.finish_with_message(format!("done, loss {loss:.4}"));
+            let loss = loss.map_or("withheld".to_string(), |l| format!("{l:.4}"));
+            bar.finish_with_message(format!("done, loss {loss}"));
         }
     }
 
@@ -107,9 +108,14 @@ impl Monitor {
             .nodes
             .iter()
             .map(|n| {
+                let loss = if n.private {
+                    "withheld".to_string()
+                } else {
+                    format!("{:.4}", n.final_loss)
+                };
                 format!(
-                    "{} loss {:.4} ({} samples, {:.0} ms)",
-                    n.node_id, n.final_loss, n.training_samples, n.round_trip_ms
+                    "{} loss {loss} ({} samples, {:.0} ms)",
+                    n.node_id, n.training_samples, n.round_trip_ms
                 )
             })
             .collect();

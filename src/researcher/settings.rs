@@ -31,18 +31,18 @@ impl Tags {
     }
 }
 
-/// Where the researcher's parameter files go.
+/// Where the researcher's parameter files go. Nodes fetch blobs only from
+/// the repository in their own `node.toml`, so this must be that same
+/// repository: a remote one the nodes are configured with, or an embedded
+/// one listening on the address they are configured with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum RepositorySetting {
-    /// Run a repository inside the researcher process, listening on `bind`.
-    /// Nodes reach it at `advertised_url`, or at `http://<bound address>`.
+    /// Run a repository inside the researcher process, listening on `bind`
+    /// (a fixed port: the nodes' `[repository] url` points at it).
     Embedded {
-        /// Listen address; port 0 picks a free one.
+        /// Listen address, e.g. `0.0.0.0:8844`.
         bind: String,
-        /// URL nodes use, when the bound address is not reachable from them.
-        #[serde(default)]
-        advertised_url: Option<String>,
     },
     /// Use a repository running elsewhere (`fedwasm repository`).
     Remote(RepositoryLink),
@@ -51,8 +51,7 @@ pub enum RepositorySetting {
 impl Default for RepositorySetting {
     fn default() -> Self {
         RepositorySetting::Embedded {
-            bind: "127.0.0.1:0".into(),
-            advertised_url: None,
+            bind: "127.0.0.1:8844".into(),
         }
     }
 }

@@ -36,6 +36,15 @@ pub struct SandboxConfig {
     pub cache_dir: Option<PathBuf>,
     /// How overlong calls are stopped.
     pub interruption: Interruption,
+    /// Longest time compiling one component may take, in seconds.
+    pub compile_timeout_secs: f64,
+    /// Most memory compiling one component may take, in MiB.
+    pub compile_memory_mib: u64,
+    /// The `fedwasm` executable that compiles components in a child process
+    /// under the two limits above; `None` compiles in this process, without
+    /// them (for plans one built oneself). Set by fedwasm, never configured.
+    #[serde(skip)]
+    pub compiler: Option<PathBuf>,
 }
 
 impl Default for SandboxConfig {
@@ -48,6 +57,9 @@ impl Default for SandboxConfig {
             log_messages: 1000,
             cache_dir: None,
             interruption: Interruption::Epoch,
+            compile_timeout_secs: 120.0,
+            compile_memory_mib: 2048,
+            compiler: None,
         }
     }
 }
@@ -56,6 +68,20 @@ impl SandboxConfig {
     /// The memory cap in bytes.
     pub fn memory_bytes(&self) -> usize {
         (self.memory_mib as usize).saturating_mul(1 << 20)
+    }
+
+    /// The compile deadline.
+    pub fn compile_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.compile_timeout_secs.max(0.001))
+    }
+
+    /// This configuration, compiling in a child process of `exe` (the
+    /// `fedwasm` executable) under the compile limits.
+    pub fn compiling_with(self, exe: PathBuf) -> Self {
+        SandboxConfig {
+            compiler: Some(exe),
+            ..self
+        }
     }
 
     /// The per-call deadline.

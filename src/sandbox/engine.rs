@@ -96,21 +96,27 @@ fn host_error(function: &'static str, e: impl std::fmt::Display) -> SandboxError
     }
 }
 
+/// The wasmtime configuration of `config`: the same for the engine that
+/// runs plans and for the child process that compiles them.
+pub(crate) fn engine_config(config: &SandboxConfig) -> Config {
+    let mut wasm = Config::new();
+    wasm.wasm_component_model(true)
+        .max_wasm_stack(config.stack_kib * 1024)
+        .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(
+            super::instance::BACKTRACE_FRAMES,
+        ))
+        .epoch_interruption(config.interruption == Interruption::Epoch)
+        // Relaxed SIMD may differ between CPUs; plans must be reproducible.
+        .relaxed_simd_deterministic(true)
+        .wasm_relaxed_simd(false)
+        .parallel_compilation(true);
+    wasm
+}
+
 impl Sandbox {
     /// An engine and linker configured by `config`.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let mut wasm = Config::new();
-        wasm.wasm_component_model(true)
-            .max_wasm_stack(config.stack_kib * 1024)
-            .wasm_backtrace_max_frames(std::num::NonZeroUsize::new(
-                super::instance::BACKTRACE_FRAMES,
-            ))
-            .epoch_interruption(config.interruption == Interruption::Epoch)
-            // Relaxed SIMD may differ between CPUs; plans must be reproducible.
-            .relaxed_simd_deterministic(true)
-            .wasm_relaxed_simd(false)
-            .parallel_compilation(true);
-        let engine = Engine::new(&wasm).map_err(|e| host_error("engine", e))?;
+        let engine = Engine::new(&engine_config(&config)).map_err(|e| host_error("engine", e))?;
         if config.interruption == Interruption::Epoch {
             let weak = engine.weak();
             thread::Builder::new()
@@ -163,11 +169,21 @@ impl Sandbox {
         {
             Some(component) => component,
             None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| SandboxError::Compile {
-                        plan: digest,
-                        reason: format!("{e:#}"),
-                    })?;
+                let component = match &self.config.compiler {
+                    Some(exe) => super::compile::compile_in_child(
+                        exe,
+                        &self.engine,
+                        &self.config,
+                        bytes,
+                        digest,
+                    )?,
+                    None => {
+                        Component::new(&self.engine, bytes).map_err(|e| SandboxError::Compile {
+                            plan: digest,
+                            reason: format!("{e:#}"),
+                        })?
+                    }
+                };
                 if let Some(disk) = &self.disk {
                     disk.store(&digest, &component);
                 }

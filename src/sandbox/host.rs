@@ -1,11 +1,11 @@
 //! Per-task host state: the WASI context, the memory limiter, the random
 //! stream and the plan's log, plus the `random` and `log` imports.
 
+use super::output::CappedOutput;
 use rand_chacha::ChaCha8Rng;
 use rand_core::RngCore;
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{log, random, types};
@@ -42,23 +42,36 @@ pub struct PlanLogRecord {
 }
 
 /// Refuses memory growth past the cap and remembers that it did, so a trap that
-/// follows can be reported as what it is.
+/// follows can be reported as what it is. It also knows how much linear
+/// memory the plan holds, so host allocations a plan asks for (random
+/// floats) are bounded by what is left of the same budget.
 pub(crate) struct MemoryCap {
     limit: usize,
+    /// Bytes of linear memory of all the instance's memories.
+    used: usize,
     pub(crate) hit: bool,
+}
+
+impl MemoryCap {
+    /// Bytes of the budget not yet taken by linear memory.
+    fn left(&self) -> usize {
+        self.limit.saturating_sub(self.used)
+    }
 }
 
 impl ResourceLimiter for MemoryCap {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.limit {
+        let total = self.used.saturating_sub(current).saturating_add(desired);
+        if total > self.limit {
             self.hit = true;
             return Ok(false);
         }
+        self.used = total;
         Ok(true)
     }
 
@@ -78,33 +91,50 @@ pub(crate) struct HostState {
     table: ResourceTable,
     pub(crate) memory: MemoryCap,
     random: ChaCha8Rng,
-    max_fill: usize,
     pub(crate) logs: Vec<PlanLogRecord>,
     pub(crate) logs_dropped: usize,
     max_logs: usize,
-    pub(crate) stdout: MemoryOutputPipe,
-    pub(crate) stderr: MemoryOutputPipe,
+    pub(crate) stdout: CappedOutput,
+    pub(crate) stderr: CappedOutput,
 }
 
 impl HostState {
     pub(crate) fn new(config: &SandboxConfig, seed: &StreamSeed) -> Self {
-        let stdout = MemoryOutputPipe::new(config.output_bytes);
-        let stderr = MemoryOutputPipe::new(config.output_bytes);
+        let stdout = CappedOutput::new(config.output_bytes);
+        let stderr = CappedOutput::new(config.output_bytes);
         HostState {
             wasi: wasi::deny_all(seed, stdout.clone(), stderr.clone()),
             table: ResourceTable::new(),
             memory: MemoryCap {
                 limit: config.memory_bytes(),
+                used: 0,
                 hit: false,
             },
             random: seed.rng(),
-            max_fill: config.memory_bytes() / 4,
             logs: Vec::new(),
             logs_dropped: 0,
             max_logs: config.log_messages,
             stdout,
             stderr,
         }
+    }
+}
+
+impl HostState {
+    /// `count` floats, when the host may build them: the list lives on the
+    /// host while the plan receives its copy, so twice its size must fit in
+    /// what is left of the plan's memory budget besides its linear memory.
+    fn fill_allowed(&mut self, import: &str, count: u32) -> wasmtime::Result<usize> {
+        let count = count as usize;
+        let left = self.memory.left();
+        if count.saturating_mul(8) > left {
+            self.memory.hit = true;
+            wasmtime::bail!(
+                "random.{import} asked for {count} floats, more than the {} MiB left of the plan's memory budget",
+                left >> 20
+            );
+        }
+        Ok(count)
     }
 }
 
@@ -125,26 +155,14 @@ impl random::Host for HostState {
     }
 
     fn fill_f32(&mut self, count: u32) -> wasmtime::Result<Vec<f32>> {
-        let count = count as usize;
-        if count > self.max_fill {
-            self.memory.hit = true;
-            wasmtime::bail!(
-                "random.fill-f32 asked for {count} floats, more than the memory limit allows"
-            );
-        }
+        let count = self.fill_allowed("fill-f32", count)?;
         Ok((0..count)
             .map(|_| unit_f32(self.random.next_u64()))
             .collect())
     }
 
     fn fill_normal(&mut self, count: u32) -> wasmtime::Result<Vec<f32>> {
-        let count = count as usize;
-        if count > self.max_fill {
-            self.memory.hit = true;
-            wasmtime::bail!(
-                "random.fill-normal asked for {count} floats, more than the memory limit allows"
-            );
-        }
+        let count = self.fill_allowed("fill-normal", count)?;
         Ok(fill_normal(&mut self.random, count))
     }
 }

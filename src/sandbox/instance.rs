@@ -51,6 +51,10 @@ impl PlanInstance {
     ) -> Result<Self, SandboxError> {
         let mut store = Store::new(engine, HostState::new(config, seed));
         store.limiter(|s| &mut s.memory);
+        // What one call may copy out of the plan (parameters, predictions):
+        // wasmtime's default of 128 MiB would stop an honest model larger
+        // than that, and a plan can never hold more than its memory budget.
+        store.set_hostcall_fuel(config.memory_bytes().max(1 << 20));
         let deadline_ticks = (config.interruption == Interruption::Epoch).then(|| {
             let ticks = (config.call_timeout().as_millis() / 10).max(1) as u64;
             store.epoch_deadline_trap();
@@ -112,7 +116,7 @@ impl PlanInstance {
                 seconds: self.call_timeout_secs,
             },
             trap => {
-                let stderr = String::from_utf8_lossy(&state.stderr.contents()).into_owned();
+                let stderr = state.stderr.text();
                 // The trap itself, without the wasm backtrace wasmtime attaches as context.
                 let trap = trap.map_or_else(|| format!("{:#}", err.root_cause()), Trap::to_string);
                 SandboxError::Trap {
@@ -220,9 +224,6 @@ impl PlanInstance {
     /// What the plan wrote to stdout and stderr (bounded).
     pub fn output(&self) -> (String, String) {
         let state = self.store.data();
-        (
-            String::from_utf8_lossy(&state.stdout.contents()).into_owned(),
-            String::from_utf8_lossy(&state.stderr.contents()).into_owned(),
-        )
+        (state.stdout.text(), state.stderr.text())
     }
 }

@@ -24,16 +24,19 @@
 
 mod bindings;
 mod cache;
+mod compile;
 mod config;
 mod engine;
 mod error;
 mod host;
 mod instance;
+mod output;
 pub mod random;
 mod wasi;
 
 pub use bindings::error_kind_name;
 pub use bindings::types;
+pub use compile::{COMPILE_SUBCOMMAND, compile_main};
 pub use config::{Interruption, SandboxConfig};
 pub use engine::{LoadedPlan, Sandbox};
 pub use error::SandboxError;

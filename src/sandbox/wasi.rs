@@ -12,9 +12,9 @@
 
 use std::time::Duration;
 
-use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{Deterministic, HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder};
 
+use super::output::CappedOutput;
 use super::random::StreamSeed;
 
 /// A wall clock stopped at the Unix epoch.
@@ -44,11 +44,7 @@ impl HostMonotonicClock for FrozenMonotonicClock {
 }
 
 /// A WASI context that grants nothing, with captured, bounded stdout and stderr.
-pub(crate) fn deny_all(
-    seed: &StreamSeed,
-    stdout: MemoryOutputPipe,
-    stderr: MemoryOutputPipe,
-) -> WasiCtx {
+pub(crate) fn deny_all(seed: &StreamSeed, stdout: CappedOutput, stderr: CappedOutput) -> WasiCtx {
     let wasi_seed = {
         let mut bytes = seed.0;
         // Distinct from the plan's own stream, so WASI draws never mirror it.

@@ -117,6 +117,11 @@ impl TrainingArgs {
         self.validation()?;
         if let Some(dp) = &self.dp_args {
             dp.check()?;
+            if self.test_on_local_updates || self.test_on_global_updates {
+                return Err(TrainingError::Args(
+                    "with dp_args the nodes run in privacy mode, where validation scores, which are not noised, do not leave them: drop test_on_local_updates and test_on_global_updates, or dp_args".into(),
+                ));
+            }
         }
         if let Some(mu) = self.fedprox_mu
             && !(mu.is_finite() && mu >= 0.0)

@@ -28,6 +28,7 @@ pub fn evaluate_parameters(
     let split = Split {
         test_ratio: 0.0,
         seed: StreamSeed::for_split(0, "evaluation"),
+        max_bytes: sandbox.config().memory_bytes(),
     };
     let data = prepare(table, &spec, target, &split)?;
     Ok(evaluate(&mut instance, &data.train, &data.task)?)

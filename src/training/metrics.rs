@@ -17,6 +17,7 @@ pub struct Metric {
     /// "accuracy" for classification, "mse" for regression.
     pub name: MetricName,
     /// The value.
+    #[serde(with = "crate::wire::float::f64_any")]
     pub value: f64,
 }
 

@@ -126,6 +126,7 @@ pub enum Progress {
         /// Samples processed so far.
         samples_seen: usize,
         /// Mean batch loss of this update.
+        #[serde(with = "crate::wire::float::f32_any")]
         loss: f32,
     },
 }
@@ -146,6 +147,7 @@ pub struct TrainingOutcome {
     /// Rows held out.
     pub test_samples: usize,
     /// Loss of the last update.
+    #[serde(with = "crate::wire::float::f32_any")]
     pub final_loss: f32,
     /// Accuracy or MSE on the training split after training, with `report_split_metrics`.
     pub training_metric: Option<Metric>,
@@ -158,6 +160,7 @@ pub struct TrainingOutcome {
     /// The differential privacy applied, as accountant inputs.
     pub privacy: Option<PrivacySpent>,
     /// Learning rate the plan reported with its last update.
+    #[serde(with = "crate::wire::float::opt_f32_any")]
     pub learning_rate: Option<f32>,
     /// Messages the plan logged.
     pub plan_logs: Vec<PlanLogRecord>,
@@ -167,10 +170,13 @@ pub struct TrainingOutcome {
     pub total_ms: f64,
 }
 
+/// The tensors of a parameter file, refused before decoding when they would
+/// take more host memory than the plan's budget.
 fn read_tensors(
     path: &std::path::Path,
+    budget: usize,
 ) -> Result<Vec<crate::sandbox::types::Tensor>, TrainingError> {
-    tensors::read_file(path)
+    tensors::read_file_within(path, budget)
         .map(|(t, _)| t)
         .map_err(|e| TrainingError::Parameters(e.to_string()))
 }
@@ -258,20 +264,21 @@ pub fn train(
     plan.init_optimizer(&Value::Object(args.plan_optimizer_args()).to_string())?;
     let received = match &task.initial_parameters {
         Some(path) => {
-            let tensors = read_tensors(path)?;
+            let tensors = read_tensors(path, task.sandbox.memory_bytes())?;
             plan.set_parameters(&tensors)?;
             Some(tensors)
         }
         None => None,
     };
     if let Some(path) = &task.gradient_correction {
-        plan.set_gradient_correction(&read_tensors(path)?)?;
+        plan.set_gradient_correction(&read_tensors(path, task.sandbox.memory_bytes())?)?;
     }
     let target = task.target.as_deref();
     let spec = plan.training_data(&dataset_info(table, target))?;
     let split = Split {
         test_ratio: args.test_ratio,
         seed: StreamSeed::for_split(seed, &task.node_id),
+        max_bytes: task.sandbox.memory_bytes(),
     };
     let data = prepare(table, &spec, target, &split)?;
     let validation_global = if args.test_on_global_updates || !task.training {

@@ -28,6 +28,10 @@ pub const WORKER_SUBCOMMAND: &str = "__worker";
 /// Bytes of the worker's stderr kept for error messages.
 const STDERR_TAIL: usize = 16 * 1024;
 
+/// Longest line the parent reads from a worker: an outcome with every plan
+/// log record at its longest fits many times over.
+const MAX_LINE: u64 = 64 << 20;
+
 /// One line the worker writes on stdout.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -35,6 +39,23 @@ enum WorkerEvent {
     Progress { progress: Progress },
     Done { outcome: Box<TrainingOutcome> },
     Failed { code: String, message: String },
+}
+
+/// Decode one line a worker wrote, as the parent does, and encode it back:
+/// what the fuzz target `worker_protocol` drives with arbitrary bytes. A line
+/// that decodes must survive the round trip.
+#[doc(hidden)]
+pub fn round_trip_event_line(line: &str) -> Result<String, String> {
+    let event = serde_json::from_str::<WorkerEvent>(line).map_err(|e| e.to_string())?;
+    serde_json::to_string(&event).map_err(|e| format!("cannot encode back: {e}"))
+}
+
+/// Decode one task line, as the worker does, and check its arguments.
+#[doc(hidden)]
+pub fn decode_task_line(line: &str) -> Result<TrainingTask, String> {
+    let task = serde_json::from_str::<TrainingTask>(line).map_err(|e| e.to_string())?;
+    task.training_args.check().map_err(|e| e.to_string())?;
+    Ok(task)
 }
 
 /// How often a waiting parent looks at the cancel flag.
@@ -86,11 +107,26 @@ impl Running {
         let mut stderr = child.stderr.take().ok_or_else(|| missing("stderr"))?;
         let (sender, events) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let event = serde_json::from_str::<WorkerEvent>(&line)
-                    .map_err(|e| format!("unreadable worker output `{line}`: {e}"));
-                if sender.send(event).is_err() {
+            let mut reader = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                // A worker runs a plan: even its lines are bounded before they are read.
+                match (&mut reader).take(MAX_LINE).read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                let event = if line.last() != Some(&b'\n') && line.len() as u64 == MAX_LINE {
+                    Err(format!("a worker output line is over {MAX_LINE} bytes"))
+                } else {
+                    serde_json::from_slice::<WorkerEvent>(&line).map_err(|e| {
+                        let start: String =
+                            String::from_utf8_lossy(&line).chars().take(200).collect();
+                        format!("unreadable worker output `{start}`: {e}")
+                    })
+                };
+                let last = event.is_err();
+                if sender.send(event).is_err() || last {
                     break;
                 }
             }
@@ -247,6 +283,11 @@ pub fn worker_main(input: impl Read, mut output: impl Write) -> std::io::Result<
             .map_err(|e| TrainingError::Worker(format!("unreadable task: {e}")))
             .and_then(|mut task| {
                 task.sandbox.interruption = Interruption::External;
+                // This process is `fedwasm __worker`: plans compile in a child
+                // of the same executable, under the compile limits.
+                if let Ok(exe) = std::env::current_exe() {
+                    task.sandbox.compiler = Some(exe);
+                }
                 let index = match sandboxes.iter().position(|(c, _, _)| *c == task.sandbox) {
                     Some(i) => i,
                     None => {

@@ -12,11 +12,14 @@ use rumqttc::{
     AsyncClient, ConnectReturnCode, ConnectionError, Event, EventLoop, LastWill, MqttOptions,
     Outgoing, Packet, QoS, SubscribeFilter, SubscribeReasonCode, Transport,
 };
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{BrokerConfig, TransportError};
-use crate::wire::{Message, encode};
+use crate::wire::{MAX_MESSAGE_BYTES, Message, encode};
 
 /// A publication received on one of the session's subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,11 +49,21 @@ pub struct Publisher {
     client: AsyncClient,
 }
 
+/// `message` encoded, unless it is over the size a peer accepts: rumqttc
+/// would otherwise drop the whole connection over one packet.
+fn encoded(message: &Message) -> Result<Vec<u8>, TransportError> {
+    let bytes = encode(message);
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(TransportError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
 impl Publisher {
     /// Publish `message` on `topic` with QoS 1.
     pub async fn publish(&self, topic: &str, message: &Message) -> Result<(), TransportError> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, encode(message))
+            .publish(topic, QoS::AtLeastOnce, false, encoded(message)?)
             .await
             .map_err(|_| TransportError::Closed)
     }
@@ -70,7 +83,7 @@ impl Publisher {
         message: &Message,
     ) -> Result<(), TransportError> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, true, encode(message))
+            .publish(topic, QoS::AtLeastOnce, true, encoded(message)?)
             .await
             .map_err(|_| TransportError::Closed)
     }
@@ -81,6 +94,7 @@ impl Publisher {
 pub struct MqttClient {
     publisher: Publisher,
     driver: JoinHandle<()>,
+    sessions: Arc<AtomicU64>,
 }
 
 /// Delay before reconnection attempt `attempt` (0-based): 100 ms doubling up to 5 s.
@@ -171,7 +185,9 @@ impl MqttClient {
         eventloop.set_network_options(network);
         let (deliveries, inbox) = mpsc::unbounded_channel();
         let (ready, connected) = oneshot::channel();
+        let sessions = Arc::new(AtomicU64::new(0));
         let driver = Driver {
+            sessions: sessions.clone(),
             client: client.clone(),
             url: config.url.clone(),
             session,
@@ -186,6 +202,7 @@ impl MqttClient {
                 MqttClient {
                     publisher: Publisher { client },
                     driver,
+                    sessions,
                 },
                 inbox,
             )),
@@ -197,6 +214,14 @@ impl MqttClient {
     /// A handle to publish with.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
+    }
+
+    /// How many times the connection was (re)established and subscribed.
+    /// When it grows, the broker may have lost what was sent meanwhile (a
+    /// restarted broker without persistence): what is still unanswered must
+    /// be sent again.
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::SeqCst)
     }
 
     /// Disconnect cleanly (the broker then does not publish the last will)
@@ -212,6 +237,7 @@ impl MqttClient {
 
 /// The task that drives rumqttc's event loop.
 struct Driver {
+    sessions: Arc<AtomicU64>,
     client: AsyncClient,
     url: String,
     session: Session,
@@ -257,6 +283,7 @@ impl Driver {
                         self.fail(error);
                         return;
                     }
+                    self.sessions.fetch_add(1, Ordering::SeqCst);
                     if let Some(ready) = self.ready.take() {
                         let _ = ready.send(Ok(()));
                     }
@@ -335,10 +362,11 @@ impl Driver {
         {
             tracing::error!("cannot announce on {topic}: {e}");
         }
-        if self.session.subscriptions.is_empty()
-            && let Some(ready) = self.ready.take()
-        {
-            let _ = ready.send(Ok(()));
+        if self.session.subscriptions.is_empty() {
+            self.sessions.fetch_add(1, Ordering::SeqCst);
+            if let Some(ready) = self.ready.take() {
+                let _ = ready.send(Ok(()));
+            }
         }
     }
 }

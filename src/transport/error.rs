@@ -39,6 +39,10 @@ pub enum TransportError {
     /// The connection is gone (closed, or the broker stopped answering).
     #[error("the MQTT connection is closed")]
     Closed,
+    /// A message over the size every peer accepts; it was not sent, so the
+    /// connection is not dropped for it.
+    #[error("a message of {0} bytes is over the 1 MiB limit and was not sent")]
+    TooLarge(usize),
     /// The embedded broker could not start.
     #[error("embedded broker: {0}")]
     Broker(String),

@@ -2,7 +2,46 @@
 
 use serde_json::Value;
 
+use super::topics::{MAX_ID_BYTES, MAX_REQUEST_ID_BYTES, valid_name};
 use super::{Message, PROTOCOL_VERSION, RequestRef};
+
+/// Fields that name something and may end up in a topic or a file name, with
+/// their longest allowed length.
+const NAME_FIELDS: [(&str, usize); 5] = [
+    ("researcher_id", MAX_ID_BYTES),
+    ("node_id", MAX_ID_BYTES),
+    ("experiment_id", MAX_ID_BYTES),
+    ("dataset_id", MAX_ID_BYTES),
+    ("request_id", MAX_REQUEST_ID_BYTES),
+];
+
+/// The first name field of `map` (or of the request an error answers, or of
+/// a dataset in a reply) that is not a safe name, with the rule it breaks.
+fn bad_name(map: &serde_json::Map<String, Value>) -> Option<String> {
+    let nested = map
+        .get("request")
+        .and_then(Value::as_object)
+        .into_iter()
+        .chain(
+            map.get("datasets")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object),
+        );
+    for object in std::iter::once(map).chain(nested) {
+        for (field, max) in NAME_FIELDS {
+            if let Some(Value::String(name)) = object.get(field)
+                && !valid_name(name, max)
+            {
+                return Some(format!(
+                    "`{field}` must be 1 to {max} letters, digits, `-`, `_` or `.` (and not only dots)"
+                ));
+            }
+        }
+    }
+    None
+}
 
 /// Largest message accepted, in bytes. Messages carry URLs, not payloads.
 pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -61,10 +100,14 @@ impl WireError {
         }
     }
 
-    /// The researcher who sent it, when readable.
+    /// The researcher who sent it, when readable and a safe name.
     pub fn researcher_id(bytes: &[u8]) -> Option<String> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return None;
+        }
         let v: Value = serde_json::from_slice(bytes).ok()?;
-        v.get("researcher_id")?.as_str().map(str::to_string)
+        let id = v.get("researcher_id")?.as_str()?;
+        valid_name(id, MAX_ID_BYTES).then(|| id.to_string())
     }
 }
 
@@ -107,6 +150,7 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
         request_id: map
             .get("request_id")
             .and_then(Value::as_str)
+            .filter(|id| valid_name(id, MAX_REQUEST_ID_BYTES))
             .map(str::to_string),
     });
     let theirs = match map.remove("protocol_version") {
@@ -122,6 +166,13 @@ pub fn decode(bytes: &[u8]) -> Result<Message, WireError> {
             reason: "the message has no `command`".into(),
         });
     };
+    if let Some(reason) = bad_name(&map) {
+        return Err(WireError::BadFields {
+            command,
+            reason,
+            request,
+        });
+    }
     serde_json::from_value(Value::Object(map)).map_err(|e| {
         let reason = e.to_string();
         if reason.starts_with("unknown variant") {
@@ -150,13 +201,13 @@ mod tests {
     #[test]
     fn round_trips_with_the_version() {
         let bytes = encode(&ping());
-        assert!(String::from_utf8_lossy(&bytes).contains(r#""protocol_version":"1.0""#));
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""protocol_version":"2.0""#));
         assert_eq!(decode(&bytes).unwrap(), ping());
     }
 
     #[test]
     fn refuses_other_major_versions_and_accepts_other_minors() {
-        let v2 = br#"{"protocol_version":"2.0","command":"list_request","researcher_id":"r","request_id":"q1","extra":1}"#;
+        let v2 = br#"{"protocol_version":"1.0","command":"list_request","researcher_id":"r","request_id":"q1","extra":1}"#;
         let err = decode(v2).unwrap_err();
         assert!(matches!(err, WireError::Version { .. }), "{err}");
         assert_eq!(err.request().unwrap().request_id.as_deref(), Some("q1"));
@@ -166,7 +217,7 @@ mod tests {
             WireError::Version { theirs: None, .. }
         ));
         let minor =
-            br#"{"protocol_version":"1.7","command":"ping","researcher_id":"r","sequence":1}"#;
+            br#"{"protocol_version":"2.7","command":"ping","researcher_id":"r","sequence":1}"#;
         assert_eq!(
             decode(minor).unwrap(),
             Message::Ping {
@@ -178,17 +229,17 @@ mod tests {
 
     #[test]
     fn names_the_bad_field_and_unknown_commands() {
-        let extra = br#"{"protocol_version":"1.0","command":"ping","researcher_id":"r","sequence":1,"seqence":2}"#;
+        let extra = br#"{"protocol_version":"2.0","command":"ping","researcher_id":"r","sequence":1,"seqence":2}"#;
         let err = decode(extra).unwrap_err().to_string();
         assert!(
             err.contains("bad `ping` message") && err.contains("seqence"),
             "{err}"
         );
         let typed =
-            br#"{"protocol_version":"1.0","command":"ping","researcher_id":"r","sequence":"one"}"#;
+            br#"{"protocol_version":"2.0","command":"ping","researcher_id":"r","sequence":"one"}"#;
         let err = decode(typed).unwrap_err().to_string();
         assert!(err.contains("invalid type"), "{err}");
-        let unknown = br#"{"protocol_version":"1.0","command":"reboot","request_id":"x"}"#;
+        let unknown = br#"{"protocol_version":"2.0","command":"reboot","request_id":"x"}"#;
         let err = decode(unknown).unwrap_err();
         assert!(
             matches!(err, WireError::UnknownCommand { ref command, .. } if command == "reboot"),
@@ -206,5 +257,57 @@ mod tests {
             decode(&vec![b' '; MAX_MESSAGE_BYTES + 1]).unwrap_err(),
             WireError::TooLarge(_)
         ));
+    }
+
+    #[test]
+    fn refuses_names_that_could_be_paths_or_topics() {
+        let cases = [
+            (
+                r#""command":"pong","researcher_id":"r","sequence":1,"node_id":"../x","busy":false"#,
+                "node_id",
+            ),
+            (
+                r#""command":"pong","researcher_id":"r","sequence":1,"node_id":"/etc","busy":false"#,
+                "node_id",
+            ),
+            (
+                r#""command":"pong","researcher_id":"r","sequence":1,"node_id":"..","busy":false"#,
+                "node_id",
+            ),
+            (
+                r#""command":"ping","researcher_id":"a/#","sequence":1"#,
+                "researcher_id",
+            ),
+            (
+                r#""command":"error","researcher_id":null,"node_id":"n","code":"internal","message":"m","request":{"command":"x","request_id":"../q"}"#,
+                "request_id",
+            ),
+            (
+                r#""command":"list_reply","researcher_id":"r","request_id":"q","node_id":"n","datasets":[{"dataset_id":"..","name":"","tags":[],"description":"","data_type":"csv","shape":[],"columns":[],"dtypes":[],"target":null}]"#,
+                "dataset_id",
+            ),
+        ];
+        for (body, field) in cases {
+            let bytes = format!(r#"{{"protocol_version":"{PROTOCOL_VERSION}",{body}}}"#);
+            let err = decode(bytes.as_bytes()).unwrap_err();
+            assert!(
+                matches!(&err, WireError::BadFields { reason, .. } if reason.contains(field)),
+                "{body}: {err}"
+            );
+        }
+        let long = "q".repeat(MAX_REQUEST_ID_BYTES + 1);
+        let bytes = format!(
+            r#"{{"protocol_version":"{PROTOCOL_VERSION}","command":"list_request","researcher_id":"r","request_id":"{long}"}}"#
+        );
+        let err = decode(bytes.as_bytes()).unwrap_err();
+        assert_eq!(
+            err.request().unwrap().request_id,
+            None,
+            "an unsafe id is not echoed"
+        );
+        assert_eq!(
+            WireError::researcher_id(br#"{"researcher_id":"../r"}"#),
+            None
+        );
     }
 }

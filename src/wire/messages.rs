@@ -7,14 +7,18 @@ use serde_json::Value;
 
 use crate::digest::Sha256Digest;
 
-/// A file in the repository: where to fetch it and the digest it must have.
+/// A file in the repository, named by its content. There is no URL: a
+/// receiver fetches the blob by digest from the repository *it* trusts (a
+/// node's configured one, the researcher's own), so a message cannot point a
+/// node, or its repository token, at another server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BlobRef {
-    /// Download URL.
-    pub url: String,
-    /// SHA-256 the downloaded bytes must have.
+    /// SHA-256 of the bytes; the blob's address in the repository.
     pub sha256: Sha256Digest,
+    /// Its size in bytes: a receiver refuses it before downloading when it is
+    /// over its limit, and stops a download that runs past it.
+    pub size: u64,
 }
 
 /// What a node tells researchers about one of its datasets. Never its path.
@@ -85,6 +89,9 @@ pub enum ErrorCode {
     BadParameters,
     /// The node is shutting down; the request was not run.
     ShuttingDown,
+    /// The node's training queue is full (for everyone, or for this
+    /// researcher); the request was not queued: send it again later.
+    Busy,
     /// Anything else on the node.
     Internal,
 }
@@ -115,7 +122,8 @@ pub struct TrainTimings {
 pub struct ValidationScore {
     /// Metric name as in `training_args.test_metric`, upper case, e.g. `F1_SCORE`.
     pub metric: String,
-    /// Its value.
+    /// Its value (infinite or NaN for a diverged model).
+    #[serde(with = "super::float::f64_any")]
     pub value: f64,
     /// Held-out rows it was computed on: the node's weight in a federated mean.
     pub samples: u64,
@@ -248,8 +256,10 @@ pub enum Message {
         /// Optimizer updates run.
         updates: u64,
         /// Loss of the last update.
+        #[serde(with = "super::float::f32_any")]
         final_loss: f32,
         /// Learning rate the plan reported, if single.
+        #[serde(with = "super::float::opt_f32_any")]
         learning_rate: Option<f32>,
         /// Score of the received global parameters before training, with
         /// `test_on_global_updates`.
@@ -258,6 +268,11 @@ pub enum Message {
         validation_local: Option<ValidationScore>,
         /// Differential privacy the node applied, when `dp_args` asked for it.
         privacy: Option<PrivacySpent>,
+        /// Privacy mode: the node withheld everything its plan could encode
+        /// data in besides the parameters — the loss (`final_loss` is NaN),
+        /// the plan's learning rate (the one in `optimizer_args` is sent),
+        /// the training time (0), logs, scalars and error details.
+        private: bool,
         /// Node-side times.
         timings: TrainTimings,
     },
@@ -321,6 +336,7 @@ pub enum Message {
         /// Updates this round will run.
         total_updates: u64,
         /// Named values, e.g. `{"loss": 0.12}`.
+        #[serde(with = "super::float::map_f64_any")]
         values: BTreeMap<String, f64>,
     },
     /// Researcher → nodes: please consider approving this plan.
@@ -368,6 +384,21 @@ pub enum Message {
 }
 
 impl Message {
+    /// The researcher a node → researcher message is for, when it says.
+    pub fn addressee(&self) -> Option<&str> {
+        match self {
+            Message::SearchReply { researcher_id, .. }
+            | Message::ListReply { researcher_id, .. }
+            | Message::Pong { researcher_id, .. }
+            | Message::TrainReply { researcher_id, .. }
+            | Message::ValidationReply { researcher_id, .. }
+            | Message::PlanStatusReply { researcher_id, .. }
+            | Message::Scalar { researcher_id, .. } => Some(researcher_id),
+            Message::Error { researcher_id, .. } => researcher_id.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The `command` tag of this message.
     pub fn command(&self) -> &'static str {
         match self {
@@ -398,8 +429,8 @@ mod tests {
 
     fn blob(name: &str) -> BlobRef {
         BlobRef {
-            url: format!("http://127.0.0.1:8844/blobs/{name}"),
             sha256: Sha256Digest::of(name.as_bytes()),
+            size: name.len() as u64,
         }
     }
 
@@ -497,6 +528,7 @@ mod tests {
                     sampling_rate: 0.25,
                     steps: 50,
                 }),
+                private: false,
                 timings: TrainTimings {
                     training_ms: 12.5,
                     total_ms: 40.0,

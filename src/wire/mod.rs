@@ -10,6 +10,7 @@
 //! SHA-256 do ([`BlobRef`]).
 
 mod decode;
+pub mod float;
 mod messages;
 pub mod topics;
 
@@ -17,4 +18,45 @@ pub use decode::{MAX_MESSAGE_BYTES, WireError, decode, encode};
 pub use messages::*;
 
 /// The protocol version this build speaks. Peers must share the major version.
-pub const PROTOCOL_VERSION: &str = "1.0";
+/// 2.0: blobs are named by digest and size only (no URL), a `busy` error code.
+pub const PROTOCOL_VERSION: &str = "2.0";
+
+/// Longest free text (an error's message, a log record) a node sends: a
+/// plan's own text is cut to this, so a message always fits the broker's
+/// packet limit and the node stays connected.
+pub const MAX_TEXT_BYTES: usize = 16 * 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, saying how
+/// much was cut, so a long error still arrives (shortened) rather than not at all.
+pub fn bounded_text(text: String, max: usize) -> String {
+    if text.len() <= max {
+        return text;
+    }
+    let note = format!(" … [{} more bytes cut]", text.len());
+    let mut end = max.saturating_sub(note.len());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = text.len() - end;
+    format!("{} … [{cut} more bytes cut]", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_cut_on_a_character_boundary_and_says_so() {
+        assert_eq!(bounded_text("short".into(), 100), "short");
+        let long = "é".repeat(50_000);
+        let cut = bounded_text(long.clone(), MAX_TEXT_BYTES);
+        assert!(cut.len() <= MAX_TEXT_BYTES, "{}", cut.len());
+        assert!(cut.starts_with("éé"));
+        let kept = cut.split(" … [").next().unwrap().len();
+        assert!(
+            cut.ends_with(&format!("[{} more bytes cut]", long.len() - kept)),
+            "{}",
+            &cut[cut.len() - 40..]
+        );
+    }
+}

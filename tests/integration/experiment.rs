@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use fedwasm::repository::RepositoryLink;
 use fedwasm::researcher::{
     Experiment, ExperimentError, ExperimentSettings, RepositorySetting, Tags,
 };
@@ -22,10 +23,7 @@ pub fn settings(fed: &Federation, dir: &std::path::Path) -> ExperimentSettings {
         training_args: serde_json::from_value(json!({"num_updates": 5})).unwrap(),
         experiments_dir: Some(dir.to_path_buf()),
         broker: fed.broker.clone(),
-        repository: RepositorySetting::Embedded {
-            bind: "127.0.0.1:0".into(),
-            advertised_url: None,
-        },
+        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
         search_wait_secs: 20.0,
         ..ExperimentSettings::default()
     }

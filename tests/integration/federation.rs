@@ -141,6 +141,11 @@ impl Federation {
         }
     }
 
+    /// The repository's base URL.
+    pub fn repository_url(&self) -> &str {
+        &self.repository_url
+    }
+
     /// With a fresh in-process broker.
     pub async fn embedded() -> Federation {
         let broker = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
@@ -260,6 +265,22 @@ pub async fn wait_for_nodes(link: &mut NodeLink, ids: &[&str]) {
             "nodes {expected:?} did not answer; answered: {:?}",
             replies.keys()
         );
+    }
+}
+
+/// Ping `node` until it says it is busy training.
+pub async fn wait_until_busy(link: &mut NodeLink, node: &str) {
+    let nodes = BTreeSet::from([node.to_string()]);
+    let started = Instant::now();
+    loop {
+        let pongs = link
+            .ping(Some(&nodes), Duration::from_millis(500))
+            .await
+            .unwrap();
+        if let Some(Reply::Answer(Message::Pong { busy: true, .. })) = pongs.get(node) {
+            return;
+        }
+        assert!(started.elapsed() < PATIENCE, "{node} never became busy");
     }
 }
 
@@ -480,19 +501,19 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             "malformed message",
         ),
         (
-            r#"{"command": "dance", "protocol_version": "1.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
+            r#"{"command": "dance", "protocol_version": "2.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
                 .to_string(),
             ErrorCode::UnknownCommand,
             "unknown command `dance`",
         ),
         (
-            r#"{"command": "ping", "protocol_version": "2.0", "researcher_id": "researcher-1", "sequence": 1, "request_id": "r3"}"#
+            r#"{"command": "ping", "protocol_version": "1.0", "researcher_id": "researcher-1", "sequence": 1, "request_id": "r3"}"#
                 .to_string(),
             ErrorCode::ProtocolVersion,
             "protocol version",
         ),
         (
-            r#"{"command": "list_request", "protocol_version": "1.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
+            r#"{"command": "list_request", "protocol_version": "2.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
                 .to_string(),
             ErrorCode::MalformedMessage,
             "unknown field `colour`",
@@ -519,9 +540,10 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
     let other_plan = example_plan("linear-regression");
     let other_hash = Sha256Digest::of_file(&other_plan).unwrap();
     let other_blob = fed.repository.upload_file(&other_plan).await.unwrap();
+    // The right digest with a wrong size: the body runs past what was announced.
     let tampered = BlobRef {
-        url: params.url.clone(),
-        sha256: Sha256Digest::of(b"something else"),
+        size: params.size - 1,
+        ..params.clone()
     };
     let cases: [(&str, &BlobRef, &BlobRef, Value, ErrorCode, String); 4] = [
         (
@@ -546,7 +568,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             &tampered,
             good_args.clone(),
             ErrorCode::HashMismatch,
-            "was announced: it was altered or corrupted".into(),
+            "does not have the announced size and SHA-256".into(),
         ),
         (
             &dataset,

@@ -63,6 +63,13 @@ fn in_process_sandbox_stops_each_hostile_plan_and_goes_on() {
             "hostile plan panicked on purpose",
         ],
     );
+    // The host would hold the list while the plan gets its copy: refused
+    // before it is built, since both together pass the 64 MiB budget.
+    expect_error(
+        run("hostile-gamble"),
+        "memory-limit",
+        &["memory limit of 64 MiB", "`init-model`"],
+    );
     expect_error(
         run("hostile-recursion"),
         "stack-overflow",
@@ -106,6 +113,47 @@ fn worker_is_killed_at_the_deadline_and_reports_limits() {
         &mut |_| {},
     );
     assert!(outcome.is_ok(), "{outcome:?}");
+}
+
+#[test]
+fn an_infinite_validation_error_comes_back_from_the_worker() {
+    use fedwasm::sandbox::random::StreamSeed;
+    let plan = crate::support::example_plan("linear-regression");
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let loaded = sandbox.load_file(&plan).unwrap();
+    let mut instance = sandbox.instantiate(&loaded, &StreamSeed([0; 32])).unwrap();
+    instance.init_model(r#"{"n_features": 30}"#).unwrap();
+    let mut parameters = instance.get_parameters().unwrap();
+    // Finite parameters whose predictions overflow f32: an honest, useless model.
+    for t in &mut parameters {
+        t.data.fill(f32::MAX);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.safetensors");
+    fedwasm::tensors::write_file(&path, &parameters, &Default::default()).unwrap();
+    let mut task = crate::support::task(
+        plan,
+        "breast_cancer.csv",
+        "mean_radius",
+        serde_json::json!({"n_features": 30}),
+        r#"{"num_updates": 1, "test_ratio": 0.2}"#,
+    );
+    task.initial_parameters = Some(path);
+    task.training = false;
+    let outcome = run_in_worker(&fedwasm_bin(), &task, Duration::from_secs(120), &mut |_| {})
+        .expect("a non-finite score is a result, not a broken worker");
+    let score = outcome.validation_global.unwrap();
+    assert_eq!(score.metric, "MEAN_SQUARE_ERROR");
+    assert!(!score.value.is_finite(), "{}", score.value);
+}
+
+#[test]
+fn output_past_the_buffer_is_dropped_and_the_plan_goes_on() {
+    let mut task = hostile_task("hostile-flood");
+    task.model_args = serde_json::json!({"n_features": 30});
+    let outcome = run_in_worker(&fedwasm_bin(), &task, Duration::from_secs(120), &mut |_| {});
+    let outcome = outcome.expect("printing never fails a plan");
+    assert_eq!(outcome.updates, 5);
 }
 
 #[test]
@@ -180,4 +228,39 @@ fn a_kept_worker_survives_failures_and_is_replaced_after_a_deadline() {
         matches!(cancelled, Err(TrainingError::Cancelled)),
         "{cancelled:?}"
     );
+}
+
+#[test]
+fn compiling_a_component_is_bounded_in_time_and_memory() {
+    let compiling = |timeout: f64, mib: u64| {
+        Sandbox::new(
+            SandboxConfig {
+                compile_timeout_secs: timeout,
+                compile_memory_mib: mib,
+                ..SandboxConfig::default()
+            }
+            .compiling_with(fedwasm_bin()),
+        )
+        .unwrap()
+    };
+    let plan = crate::support::example_plan("mlp");
+    let err = compiling(0.001, 2048).load_file(&plan).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("longer than 0 s, the node's compile_timeout_secs"),
+        "{err}"
+    );
+    let err = compiling(120.0, 48).load_file(&plan).err().unwrap();
+    assert!(
+        err.to_string()
+            .contains("more than 48 MiB, the node's compile_memory_mib"),
+        "{err}"
+    );
+    // Within the limits, the child's artifact runs like an in-process compile.
+    let sandbox = compiling(120.0, 2048);
+    let loaded = sandbox.load_file(&plan).unwrap();
+    let mut instance = sandbox
+        .instantiate(&loaded, &fedwasm::sandbox::random::StreamSeed([0; 32]))
+        .unwrap();
+    assert_eq!(instance.describe().unwrap().name, "mlp");
 }

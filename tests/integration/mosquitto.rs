@@ -27,7 +27,7 @@ impl Drop for Mosquitto {
     }
 }
 
-fn program(name: &str) -> PathBuf {
+pub(crate) fn program(name: &str) -> PathBuf {
     ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
         .iter()
         .map(|d| Path::new(d).join(name))
@@ -37,15 +37,23 @@ fn program(name: &str) -> PathBuf {
         })
 }
 
-/// The ACL: the researcher may do anything under our root; a node reads the
-/// broadcast topic and its own, and writes only the researcher topics.
-fn acl(nodes: &[&str]) -> String {
-    let mut acl = "user researcher\ntopic readwrite fedwasm/v1/#\n".to_string();
+/// The README's ACL: a researcher writes to nodes and reads only its own
+/// replies (and node status); a node reads the broadcast topic and its own,
+/// and writes replies and its own status.
+fn acl(researchers: &[&str], nodes: &[&str]) -> String {
+    let mut acl = String::new();
+    for r in researchers {
+        acl += &format!(
+            "user {r}\ntopic write fedwasm/v2/nodes/#\ntopic read {}\ntopic read fedwasm/v2/researchers/anonymous/#\ntopic read fedwasm/v2/status/#\n\n",
+            topics::researcher(r)
+        );
+    }
     for node in nodes {
         acl += &format!(
-            "\nuser {node}\ntopic read {}\ntopic read {}\ntopic write fedwasm/v1/researcher/#\n",
+            "user {node}\ntopic read {}\ntopic read {}\ntopic write fedwasm/v2/researchers/#\ntopic write {}\n\n",
             topics::all_nodes(),
-            topics::node(node)
+            topics::node(node),
+            topics::node_status(node)
         );
     }
     acl
@@ -64,12 +72,11 @@ fn start_mosquitto(dir: &Path, users: &[(&str, &str)], extra: &str) -> Mosquitto
         let status = cmd.arg(&passwd).args([user, password]).status().unwrap();
         assert!(status.success(), "mosquitto_passwd failed");
     }
-    let nodes: Vec<&str> = users
+    let (nodes, researchers): (Vec<&str>, Vec<&str>) = users
         .iter()
         .map(|(u, _)| *u)
-        .filter(|u| *u != "researcher")
-        .collect();
-    std::fs::write(dir.join("acl"), acl(&nodes)).unwrap();
+        .partition(|u| u.starts_with("node-"));
+    std::fs::write(dir.join("acl"), acl(&researchers, &nodes)).unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -338,4 +345,73 @@ async fn tls_brokers_are_reached_with_the_configured_ca_and_refused_without_it()
     .await;
     let err = untrusted.expect_err("an unknown CA is refused").to_string();
     assert!(err.starts_with("TLS: ") && err.contains("ca_file"), "{err}");
+}
+
+/// With the README's ACL, a researcher reads its own replies and nobody
+/// else's: replies travel on per-researcher topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_researcher_cannot_read_another_researchers_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = [("alice", "a-pass"), ("bob", "b-pass"), ("node-a", "n-pass")];
+    let broker = start_mosquitto(dir.path(), &users, "");
+    let fed = Federation::start(credentials(&broker.url, "alice", "a-pass")).await;
+    let mut node = fed.node("node-a", &fed.shard("a.csv", 0..50), "#bc", |c| {
+        c.broker.username = Some("node-a".into());
+        c.broker.password = Some("n-pass".into());
+        c.broker.connect_attempts = 3;
+    });
+    node.start();
+    let mut alice = fed.researcher("alice").await;
+    wait_for_nodes(&mut alice, &["node-a"]).await;
+
+    // Bob listens to Alice's topics and to his own.
+    let bob_broker = credentials(&broker.url, "bob", "b-pass");
+    let (snoop, mut heard) = MqttClient::connect(
+        &bob_broker,
+        Session {
+            client_id: "bob-snoop".into(),
+            subscriptions: vec![topics::researcher("alice"), topics::researcher("bob")],
+            last_will: None,
+            announce: None,
+        },
+    )
+    .await
+    .unwrap();
+    let only_a = BTreeSet::from(["node-a".to_string()]);
+    let listed = alice.list(Some(&only_a), PATIENCE).await.unwrap();
+    assert_eq!(listed.len(), 1, "alice gets her own reply");
+    // Then Bob asks the node something; the node answers Alice first, so
+    // anything of hers that reached Bob would arrive before his own answer.
+    let bob = fedwasm::researcher::NodeLink::connect(&bob_broker, "bob")
+        .await
+        .unwrap();
+    bob.send(
+        Some("node-a"),
+        &Message::Ping {
+            researcher_id: "bob".into(),
+            sequence: 1,
+        },
+    )
+    .await
+    .unwrap();
+    loop {
+        let delivery = tokio::time::timeout(PATIENCE, heard.recv())
+            .await
+            .expect("bob's own pong arrives")
+            .expect("connection open");
+        assert!(
+            !delivery.topic.contains("/alice/"),
+            "bob read alice's {}",
+            delivery.topic
+        );
+        if matches!(
+            fedwasm::wire::decode(&delivery.payload),
+            Ok(Message::Pong { ref researcher_id, .. }) if researcher_id == "bob"
+        ) {
+            break;
+        }
+    }
+    snoop.disconnect().await;
+    bob.disconnect().await;
+    alice.disconnect().await;
 }

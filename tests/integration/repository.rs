@@ -1,11 +1,13 @@
 //! The file repository served in-process on loopback, driven by its client.
 
 use std::path::Path;
+use std::time::Duration;
 
 use fedwasm::digest::Sha256Digest;
 use fedwasm::repository::{RepositoryClient, RepositoryConfig, RepositoryError, serve};
 use fedwasm::wire::BlobRef;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 
 /// A running server: its base URL, its folder, and the trigger that stops it.
@@ -17,14 +19,19 @@ struct Server {
 }
 
 async fn start(token: Option<&str>, max_blob_bytes: u64) -> Server {
+    start_with(|c| {
+        c.token = token.map(str::to_string);
+        c.max_blob_bytes = max_blob_bytes;
+    })
+    .await
+}
+
+async fn start_with(configure: impl FnOnce(&mut RepositoryConfig)) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let config = RepositoryConfig {
-        token: token.map(str::to_string),
-        max_blob_bytes,
-        ..RepositoryConfig::new(dir.path())
-    };
+    let mut config = RepositoryConfig::new(dir.path());
+    configure(&mut config);
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, config, async {
         let _ = stopped.await;
@@ -59,7 +66,7 @@ async fn upload_then_download_verifies_and_is_content_addressed() {
     let data = bytes(3 << 20);
     let blob = client.upload_bytes(data.clone()).await.unwrap();
     assert_eq!(blob.sha256, Sha256Digest::of(&data));
-    assert_eq!(blob.url, format!("{}/blobs/{}", server.url, blob.sha256));
+    assert_eq!(blob.size, data.len() as u64);
     // Uploading the same bytes again is harmless.
     assert_eq!(client.upload_bytes(data.clone()).await.unwrap(), blob);
 
@@ -87,10 +94,7 @@ async fn a_tampered_blob_is_detected_and_not_kept() {
     let out = tempfile::tempdir().unwrap();
     let dest = out.path().join("params.safetensors");
     let err = client.download(&blob, &dest, u64::MAX).await.unwrap_err();
-    assert!(
-        matches!(err, RepositoryError::HashMismatch { expected, .. } if expected == blob.sha256),
-        "{err}"
-    );
+    assert!(matches!(err, RepositoryError::Corrupt), "{err}");
     assert!(!dest.exists());
     assert!(!Path::new(&format!("{}.partial", dest.display())).exists());
     server.shutdown().await;
@@ -107,7 +111,7 @@ async fn an_upload_under_the_wrong_digest_is_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 400);
-    assert!(response.text().await.unwrap().contains("the URL says"));
+    assert!(response.text().await.unwrap().contains("its URL names"));
     assert!(!server.stored(&wrong).exists());
     let bad = reqwest::Client::new()
         .get(format!("{}/blobs/../../etc/passwd", server.url))
@@ -139,7 +143,7 @@ async fn a_partial_download_resumes_with_a_range_request() {
         .download(&blob, &out.path().join("blob"), u64::MAX)
         .await
         .unwrap_err();
-    assert!(matches!(err, RepositoryError::HashMismatch { .. }), "{err}");
+    assert!(matches!(err, RepositoryError::Corrupt), "{err}");
     server.shutdown().await;
 }
 
@@ -148,11 +152,11 @@ async fn token_and_size_limits_are_enforced() {
     let server = start(Some("s3cret"), 10_000).await;
     let anonymous = RepositoryClient::new(&server.url, None);
     let err = anonymous.upload_bytes(bytes(10)).await.unwrap_err();
-    assert!(matches!(err, RepositoryError::Unauthorized { .. }), "{err}");
+    assert!(matches!(err, RepositoryError::Unauthorized), "{err}");
     let wrong = RepositoryClient::new(&server.url, Some("guess".into()));
     assert!(matches!(
         wrong.upload_bytes(bytes(10)).await.unwrap_err(),
-        RepositoryError::Unauthorized { .. }
+        RepositoryError::Unauthorized
     ));
 
     let client = RepositoryClient::new(&server.url, Some("s3cret".into()));
@@ -168,12 +172,12 @@ async fn token_and_size_limits_are_enforced() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, RepositoryError::TooLarge { limit: 1_000 }),
+        matches!(err, RepositoryError::TooLarge { limit: 1_000, .. }),
         "{err}"
     );
     let missing = BlobRef {
-        url: client.url_for(&Sha256Digest::of(b"nope")),
         sha256: Sha256Digest::of(b"nope"),
+        size: 4,
     };
     let err = client
         .download(&missing, &out.path().join("y"), u64::MAX)
@@ -208,4 +212,85 @@ async fn the_repository_command_serves_blobs() {
     assert!(dir.path().join("blobs").join(blob.sha256.to_hex()).exists());
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Open a raw upload of `size` bytes to `digest` that sends only `sent` of them.
+async fn stalled_upload(url: &str, digest: &Sha256Digest, size: usize, sent: usize) -> TcpStream {
+    let mut socket = TcpStream::connect(url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head =
+        format!("PUT /blobs/{digest} HTTP/1.1\r\nHost: repo\r\nContent-Length: {size}\r\n\r\n");
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&vec![b'x'; sent]).await.unwrap();
+    socket
+}
+
+/// The status line the server sends back on `socket`.
+async fn status_line(socket: &mut TcpStream) -> String {
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(crate::federation::PATIENCE, socket.read(&mut buf))
+        .await
+        .expect("the server answers")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test]
+async fn uploads_are_bounded_in_number_time_and_disk() {
+    let server = start_with(|c| {
+        c.max_total_bytes = 10_000;
+        c.max_concurrent_uploads = 2;
+        c.read_timeout = Duration::from_secs(1);
+    })
+    .await;
+    let client = RepositoryClient::new(&server.url, None);
+    let digest = Sha256Digest::of(b"never sent");
+    // Two uploads that stall take both places; a third is asked to retry.
+    let mut stalled = [
+        stalled_upload(&server.url, &digest, 1000, 10).await,
+        stalled_upload(&server.url, &digest, 1000, 10).await,
+    ];
+    let mut refused = None;
+    for _ in 0..200 {
+        match client.upload_bytes(bytes(100)).await {
+            Err(RepositoryError::Http { status: 503 }) => {
+                refused = Some(503);
+                break;
+            }
+            // The stalled uploads' headers may not have been read yet.
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    assert_eq!(refused, Some(503), "a third concurrent upload was refused");
+    // The stalled ones are dropped after their read timeout, freeing their places.
+    for socket in &mut stalled {
+        let line = status_line(socket).await;
+        assert!(line.contains("408"), "{line}");
+    }
+    assert!(client.upload_bytes(bytes(6_000)).await.is_ok());
+    // The quota counts what is stored: the same bytes again are free, new ones are not.
+    assert!(client.upload_bytes(bytes(6_000)).await.is_ok());
+    let err = client.upload_bytes(vec![7u8; 6_000]).await.unwrap_err();
+    assert!(
+        matches!(err, RepositoryError::Http { status: 507 }),
+        "{err}"
+    );
+    assert!(client.upload_bytes(vec![7u8; 3_000]).await.is_ok());
+    // An upload must say its size up front.
+    let mut chunked = TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT /blobs/{digest} HTTP/1.1\r\nHost: repo\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    );
+    chunked.write_all(head.as_bytes()).await.unwrap();
+    let line = status_line(&mut chunked).await;
+    assert!(line.contains("411"), "{line}");
+    drop((stalled, chunked));
+    server.shutdown().await;
 }

@@ -111,9 +111,13 @@ momentum = 0.9
 
 [broker]
 url = "{}"
+
+[repository.remote]
+url = "{}"
 "##,
             plan.display(),
-            fed.broker.url
+            fed.broker.url,
+            fed.repository_url()
         ),
     )
     .unwrap();

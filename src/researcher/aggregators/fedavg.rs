@@ -81,7 +81,7 @@ impl Aggregator for FedAvg {
                     }
                 });
         }
-        self.samples += samples;
+        self.samples = self.samples.saturating_add(samples);
         Ok(())
     }
 

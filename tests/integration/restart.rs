@@ -1,0 +1,272 @@
+//! A broker restarted in the middle of a round: the researcher sends what is
+//! still unanswered again, the nodes answer a request they already ran from
+//! memory, and the round completes with every node having trained once —
+//! over fedwasm's own broker and over mosquitto, with and without its
+//! persistence.
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fedwasm::repository::RepositoryLink;
+use fedwasm::researcher::{Experiment, ExperimentSettings, RepositorySetting, Tags};
+use fedwasm::transport::BrokerConfig;
+use serde_json::json;
+
+use crate::federation::{Federation, PATIENCE, lr_args, wait_until_busy};
+use crate::support::{example_plan, fedwasm_bin};
+
+/// Which broker a test restarts.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    /// `fedwasm broker`.
+    Fedwasm,
+    /// Debian's mosquitto, saving retained messages and sessions to disk
+    /// when stopped, or not.
+    Mosquitto { persistence: bool },
+}
+
+/// A broker process on a fixed port, stopped and started again by the test.
+struct BrokerProcess {
+    kind: Kind,
+    port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl BrokerProcess {
+    fn new(kind: Kind, dir: &Path) -> BrokerProcess {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut broker = BrokerProcess {
+            kind,
+            port,
+            dir: dir.to_path_buf(),
+            child: None,
+        };
+        broker.start();
+        broker
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("broker.log"))
+            .unwrap();
+        let mut command = match self.kind {
+            Kind::Fedwasm => {
+                let mut c = Command::new(fedwasm_bin());
+                c.args(["broker", "--bind", &format!("127.0.0.1:{}", self.port)]);
+                c
+            }
+            Kind::Mosquitto { persistence } => {
+                let conf = self.dir.join("mosquitto.conf");
+                let store = if persistence {
+                    format!(
+                        "persistence true\npersistence_location {}/\n",
+                        self.dir.display()
+                    )
+                } else {
+                    "persistence false\n".to_string()
+                };
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "listener {} 127.0.0.1\nallow_anonymous true\n{store}user root\nlog_dest stderr\n",
+                        self.port
+                    ),
+                )
+                .unwrap();
+                let mut c = Command::new(crate::mosquitto::program("mosquitto"));
+                c.arg("-c").arg(conf);
+                c
+            }
+        };
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(started.elapsed() < PATIENCE, "the broker did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM (mosquitto then saves its persistence file) and wait.
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let _ = child.wait();
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Times a node's log says it started training `round` of the experiment.
+fn trainings(log: &str, round: u32) -> usize {
+    log.matches(&format!("round {round} of Experiment_0001 for "))
+        .count()
+}
+
+async fn a_round_survives_a_broker_restart(kind: Kind) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::new(kind, dir.path());
+    let fed = Federation::start(BrokerConfig {
+        connect_attempts: 3,
+        ..BrokerConfig::new(broker.url())
+    })
+    .await;
+    let (a, b) = fed.two_nodes().await;
+    let experiments = tempfile::tempdir().unwrap();
+    let mut exp = Experiment::new(ExperimentSettings {
+        tags: Some(Tags::One("#bc".into())),
+        training_plan: Some(example_plan("logistic-regression")),
+        model_args: lr_args().as_object().cloned().unwrap(),
+        // Long enough that the broker goes away while the nodes train.
+        training_args: serde_json::from_value(json!({"num_updates": 200_000})).unwrap(),
+        experiments_dir: Some(experiments.path().to_path_buf()),
+        broker: fed.broker.clone(),
+        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
+        search_wait_secs: 20.0,
+        round_limit: Some(2),
+        researcher_id: Some("researcher-r".into()),
+        ..ExperimentSettings::default()
+    })
+    .await
+    .unwrap();
+    let mut observer = fed.researcher("observer").await;
+    // The broker goes away while node-a trains: its reply, and node-b's
+    // request or reply, may be lost with it.
+    let restart = async {
+        wait_until_busy(&mut observer, "node-a").await;
+        tokio::task::block_in_place(|| {
+            broker.stop();
+            broker.start();
+        });
+    };
+    let (done, ()) = tokio::time::timeout(PATIENCE, async {
+        tokio::join!(exp.run_once(false), restart)
+    })
+    .await
+    .expect("the round completes after the restart");
+    assert_eq!(done.unwrap(), 1, "{kind:?}");
+    assert_eq!(exp.history().rounds[0].nodes.len(), 2);
+    for node in [&a, &b] {
+        assert_eq!(trainings(&node.log(), 1), 1, "{kind:?}: {}", node.log());
+    }
+    exp.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_survives_a_restart_of_the_embedded_broker() {
+    a_round_survives_a_broker_restart(Kind::Fedwasm).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_survives_a_restart_of_mosquitto_without_persistence() {
+    a_round_survives_a_broker_restart(Kind::Mosquitto { persistence: false }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_survives_a_restart_of_mosquitto_with_persistence() {
+    a_round_survives_a_broker_restart(Kind::Mosquitto { persistence: true }).await;
+}
+
+/// What a broker restart does to a request, made deterministic: a request
+/// published while its node is not subscribed is dropped by the broker, as
+/// one that had no persistence would. The link sends it again when the node
+/// announces itself, and the node runs a request it already has only once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
+    use crate::federation::{only_dataset, wait_for_nodes};
+    use fedwasm::researcher::Reply;
+    use fedwasm::wire::Message;
+
+    let fed = Federation::embedded().await;
+    let plan = example_plan("logistic-regression");
+    let mut node = fed.node("node-a", &fed.shard("a.csv", 0..200), "#late", |c| {
+        c.require_approval = false;
+    });
+    node.start();
+    let mut link = fed.researcher("researcher-1").await;
+    wait_for_nodes(&mut link, &["node-a"]).await;
+    let dataset = only_dataset(&mut link, "node-a").await;
+    let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
+    let request = |link: &mut fedwasm::researcher::NodeLink, round: u32| {
+        let request_id = link.request_id();
+        let message = Message::TrainRequest {
+            researcher_id: link.researcher_id().into(),
+            experiment_id: "Experiment_0001".into(),
+            request_id: request_id.clone(),
+            round,
+            dataset_id: dataset.clone(),
+            plan: plan_blob.clone(),
+            params: params.clone(),
+            gradient_correction: None,
+            model_args: lr_args(),
+            training_args: json!({"num_updates": 5}),
+            aggregator_args: json!({}),
+            seed: 1,
+            training: true,
+        };
+        (request_id, message)
+    };
+    let nodes = std::collections::BTreeSet::from(["node-a".to_string()]);
+
+    // Sent while the node is away: the broker drops it.
+    node.terminate();
+    let (lost, message) = request(&mut link, 1);
+    link.send_tracked("node-a", &lost, message).await.unwrap();
+    node.start();
+    let reply = link.gather(&lost, Some(&nodes), PATIENCE).await;
+    let Some(Reply::Answer(Message::TrainReply { params: first, .. })) = reply.get("node-a") else {
+        panic!("the lost request was sent again and answered: {reply:?}");
+    };
+    let first = first.clone();
+
+    // The same request again (a researcher that reconnected): answered from
+    // memory, with the same parameters, without training again.
+    let (_, again) = request(&mut link, 1);
+    let again = match again {
+        Message::TrainRequest { .. } => {
+            let mut value = serde_json::to_value(&again).unwrap();
+            value["request_id"] = json!(lost);
+            serde_json::from_value::<Message>(value).unwrap()
+        }
+        other => other,
+    };
+    link.send(Some("node-a"), &again).await.unwrap();
+    let reply = link.gather(&lost, Some(&nodes), PATIENCE).await;
+    let Some(Reply::Answer(Message::TrainReply { params: second, .. })) = reply.get("node-a")
+    else {
+        panic!("{reply:?}");
+    };
+    assert_eq!(second, &first);
+    assert_eq!(trainings(&node.log(), 1), 1, "{}", node.log());
+    assert!(node.log().contains("answering again"), "{}", node.log());
+    link.disconnect().await;
+}

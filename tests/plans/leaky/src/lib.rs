@@ -1,0 +1,113 @@
+//! An approved plan that tries to send training rows to the researcher
+//! around the parameters: in its logs, in its loss and learning rate, and,
+//! with `model_args.fail = 1`, in its error text. Every leak starts with
+//! `LEAK:` so a test can look for it in everything that leaves the node.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use fedwasm_plan::args::ArgType;
+use fedwasm_plan::prelude::*;
+
+static FAIL: AtomicBool = AtomicBool::new(false);
+
+/// A one-layer binary classifier that leaks.
+pub struct Leaky {
+    model: Sequential,
+}
+
+impl TrainingPlan for Leaky {
+    const NAME: &'static str = "hostile-leaky";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str = "Tries to send rows out around the parameters.";
+    const MODEL_ARGS: &'static [ArgSpec] = &[
+        ArgSpec::optional("n_features", ArgType::Count, "30", "input width"),
+        ArgSpec::optional("fail", ArgType::Count, "0", "1: fail with rows in the error"),
+    ];
+
+    fn init_model(args: &Args) -> PlanResult<Self> {
+        FAIL.store(args.count("fail")? == 1, Ordering::Relaxed);
+        Ok(Leaky {
+            model: Sequential::new().linear(Linear::zeros("linear", args.count("n_features")?, 1)),
+        })
+    }
+
+    fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
+        Ok(standardized_tabular(Task::BinaryClassification))
+    }
+
+    fn model(&self) -> &Sequential {
+        &self.model
+    }
+
+    fn model_mut(&mut self) -> &mut Sequential {
+        &mut self.model
+    }
+
+    fn loss(&self) -> Loss {
+        Loss::BinaryCrossEntropy
+    }
+}
+
+/// The first row of a batch, as text.
+#[cfg(target_arch = "wasm32")]
+fn row(batch: &fedwasm_plan::types::Batch) -> String {
+    let width = batch.features.shape.get(1).copied().unwrap_or(1) as usize;
+    let values: Vec<String> = batch.features.data[..width.min(batch.features.data.len())]
+        .iter()
+        .map(|v| format!("{v:.6}"))
+        .collect();
+    format!("LEAK:{}", values.join(","))
+}
+
+#[cfg(target_arch = "wasm32")]
+#[doc(hidden)]
+pub struct Export;
+
+#[cfg(target_arch = "wasm32")]
+const _: () = {
+    use fedwasm_plan::__bindings::exports::fedwasm::plan::plan::Guest;
+    use fedwasm_plan::export::with_trainer;
+    use fedwasm_plan::types::*;
+
+    impl Guest for Export {
+        fn describe() -> PlanInfo {
+            fedwasm_plan::Trainer::<Leaky>::describe()
+        }
+        fn init_model(model_args: String) -> Result<(), PlanError> {
+            with_trainer::<Leaky, _>(|t| t.init_model(&model_args))
+        }
+        fn init_optimizer(optimizer_args: String) -> Result<(), PlanError> {
+            with_trainer::<Leaky, _>(|t| t.init_optimizer(&optimizer_args))
+        }
+        fn training_data(info: DatasetInfo) -> Result<DataSpec, PlanError> {
+            with_trainer::<Leaky, _>(|t| t.training_data(&info))
+        }
+        fn training_step(batch: Batch) -> Result<StepReport, PlanError> {
+            let leak = row(&batch);
+            if FAIL.load(Ordering::Relaxed) {
+                return Err(fedwasm_plan::error::invalid_data(leak));
+            }
+            fedwasm_plan::log::info(&leak);
+            let first = batch.features.data.first().copied().unwrap_or(0.0);
+            let mut report = with_trainer::<Leaky, _>(|t| t.training_step(batch))?;
+            // The loss and learning rate carry a value of the data.
+            report.loss = first;
+            report.learning_rate = Some(first);
+            Ok(report)
+        }
+        fn predict(features: Array) -> Result<Array, PlanError> {
+            with_trainer::<Leaky, _>(|t| t.predict(features))
+        }
+        fn get_parameters() -> Vec<Tensor> {
+            with_trainer::<Leaky, _>(|t| t.get_parameters())
+        }
+        fn set_parameters(parameters: Vec<Tensor>) -> Result<(), PlanError> {
+            with_trainer::<Leaky, _>(|t| t.set_parameters(parameters))
+        }
+        fn set_gradient_correction(correction: Vec<Tensor>) -> Result<(), PlanError> {
+            with_trainer::<Leaky, _>(|t| t.set_gradient_correction(correction))
+        }
+    }
+
+    fedwasm_plan::__bindings::__export_training_plan!(Export with_types_in fedwasm_plan::__bindings);
+};
