@@ -20,11 +20,14 @@
 //! - [`repository`]: the content-addressed file repository (server and client).
 //! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
+//! - `fuzzing`: what the `cargo fuzz` targets in `fuzz/` check.
 //! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
 
 pub mod dataset;
 pub mod demo;
 pub mod digest;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod node;
 pub mod plan_build;
 pub mod repository;

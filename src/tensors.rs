@@ -225,6 +225,11 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Decoded, String> {
     decode(bytes, bytes.len() as u64, usize::MAX)
 }
 
+/// [`from_bytes`] within a memory budget (see [`read_file_within`]).
+pub fn from_bytes_within(bytes: &[u8], budget: usize) -> Result<Decoded, String> {
+    decode(bytes, bytes.len() as u64, budget)
+}
+
 /// Read the tensors (sorted by name) and metadata of `path`, streaming. The
 /// file is trusted to fit in memory (its size was checked when it arrived).
 pub fn read_file(path: &Path) -> Result<Decoded, TensorFileError> {

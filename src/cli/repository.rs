@@ -29,9 +29,12 @@ pub struct RepositoryArgs {
     /// Uploads received at the same time; more are asked to retry.
     #[arg(long, default_value_t = 16)]
     max_uploads: usize,
-    /// Seconds an upload may send nothing before it is dropped.
+    /// Seconds a connection or an upload may send nothing before it is dropped.
     #[arg(long, default_value_t = 30)]
     read_timeout_secs: u64,
+    /// Connections open at once; more wait for one to close.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
 }
 
 /// Serve until Ctrl-C.
@@ -52,6 +55,7 @@ pub fn run(args: RepositoryArgs) -> anyhow::Result<ExitCode> {
             max_total_bytes: args.quota_gib.saturating_mul(1 << 30),
             max_concurrent_uploads: args.max_uploads.max(1),
             read_timeout: std::time::Duration::from_secs(args.read_timeout_secs.max(1)),
+            max_connections: args.max_connections.max(1),
             ..RepositoryConfig::new(&args.dir)
         };
         println!(

@@ -13,6 +13,7 @@
 
 pub mod client;
 mod error;
+mod guarded;
 pub mod server;
 
 pub use client::{RepositoryClient, RepositoryLink};

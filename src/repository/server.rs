@@ -21,6 +21,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::RepositoryError;
+use super::guarded::GuardedListener;
 use crate::digest::{Sha256Digest, Sha256Hasher};
 
 /// How a repository server runs, and what it refuses: every upload is
@@ -37,15 +38,19 @@ pub struct RepositoryConfig {
     pub max_total_bytes: u64,
     /// Uploads received at the same time; more are answered 503.
     pub max_concurrent_uploads: usize,
-    /// Longest silence within an upload's body before it is dropped.
+    /// Longest silence within an upload's body before it is dropped, and of
+    /// a connection (no byte either way) before it is closed.
     pub read_timeout: Duration,
+    /// Connections open at once; more wait until one closes.
+    pub max_connections: usize,
     /// Longest time one upload may take.
     pub upload_timeout: Duration,
 }
 
 impl RepositoryConfig {
     /// A repository in `dir` with no token, a 4 GiB blob limit, a 64 GiB
-    /// quota, 16 uploads at once, 30 s of silence and 1 h per upload.
+    /// quota, 16 uploads and 256 connections at once, 30 s of silence and
+    /// 1 h per upload.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RepositoryConfig {
             dir: dir.into(),
@@ -54,6 +59,7 @@ impl RepositoryConfig {
             max_total_bytes: 64 << 30,
             max_concurrent_uploads: 16,
             read_timeout: Duration::from_secs(30),
+            max_connections: 256,
             upload_timeout: Duration::from_secs(3600),
         }
     }
@@ -227,7 +233,14 @@ async fn put_blob(
                     )));
                 }
                 Ok(None) => break,
-                Ok(Some(chunk)) => chunk.map_err(std::io::Error::other)?,
+                Ok(Some(Ok(chunk))) => chunk,
+                // The client's side of the connection failed or went silent.
+                Ok(Some(Err(_))) => {
+                    return Ok(Err(text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the upload broke off before its end",
+                    )));
+                }
             };
             hasher.update(&chunk);
             file.write_all(&chunk).await?;
@@ -303,15 +316,11 @@ pub async fn serve(
     config: RepositoryConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RepositoryError> {
-    use axum::serve::ListenerExt;
+    // Twice the body's read timeout, so that a stalled upload is answered by
+    // the handler (408) before its connection is closed under it.
+    let idle = config.read_timeout.saturating_mul(2);
+    let listener = GuardedListener::new(listener, config.max_connections, idle);
     let app = router(config)?;
-    // Responses are written as headers then body: without TCP_NODELAY the body
-    // waits for the client's delayed ACK, ~40 ms per download on a kept-alive connection.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!("cannot set TCP_NODELAY: {e}");
-        }
-    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

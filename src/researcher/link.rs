@@ -304,18 +304,7 @@ impl NodeLink {
     }
 
     fn is_for_us(&self, message: &Message) -> bool {
-        let addressed = match message {
-            Message::SearchReply { researcher_id, .. }
-            | Message::ListReply { researcher_id, .. }
-            | Message::Pong { researcher_id, .. }
-            | Message::TrainReply { researcher_id, .. }
-            | Message::ValidationReply { researcher_id, .. }
-            | Message::PlanStatusReply { researcher_id, .. }
-            | Message::Scalar { researcher_id, .. } => Some(researcher_id.as_str()),
-            Message::Error { researcher_id, .. } => researcher_id.as_deref(),
-            _ => None,
-        };
-        addressed.is_none_or(|r| r == self.researcher_id)
+        message.addressee().is_none_or(|r| r == self.researcher_id)
     }
 
     /// Gather replies to `request_id` until every node of `expected` has

@@ -57,13 +57,7 @@ impl NodeProcess {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        child.wait().unwrap()
+        crate::support::terminate(self.child.take().expect("running"))
     }
 
     /// Wait for the process to end by itself, returning its status and log.

@@ -334,6 +334,28 @@ async fn a_plan_error_of_two_mib_arrives_cut_and_the_node_stays_connected() {
         node.log()
     );
     wait_for_nodes(&mut link, &["node-a"]).await;
+
+    // A dataset that became unreadable: the error says so without the
+    // node's paths (its folder, its dataset files).
+    let csv = fed.tmp.path().join("a.csv");
+    std::fs::write(&csv, "mean_radius,diagnosis\n1.0,oops\n").unwrap();
+    let (lr, lr_params) = fed
+        .upload_plan(&example_plan("logistic-regression"), &lr_args())
+        .await;
+    let dataset = only_dataset(&mut link, "node-a").await;
+    let reply = train(
+        &mut link,
+        "node-a",
+        &dataset,
+        &lr,
+        &lr_params,
+        json!({"num_updates": 1}),
+    )
+    .await;
+    let (code, text) = error_of(&reply);
+    assert_eq!(code, ErrorCode::Dataset, "{text}");
+    let tmp = fed.tmp.path().to_string_lossy().into_owned();
+    assert!(!text.contains(&tmp) && text.contains("<dataset>"), "{text}");
 }
 
 /// How a [`fake_node`] answers a train request.
@@ -723,7 +745,6 @@ fn parameters_larger_than_wasmtimes_default_copy_limit_cross_the_boundary() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_embedded_broker_wants_passwords_off_loopback_and_checks_them() {
     use fedwasm::transport::{BrokerConfig, MqttClient, Session};
-    use std::io::BufRead;
     let bin = crate::support::fedwasm_bin();
     let open = std::process::Command::new(&bin)
         .args(["broker", "--bind", "0.0.0.0:0"])
@@ -736,17 +757,11 @@ async fn the_embedded_broker_wants_passwords_off_loopback_and_checks_them() {
     let dir = tempfile::tempdir().unwrap();
     let passwords = dir.path().join("passwd");
     std::fs::write(&passwords, "# users\nnode-a:s3cret\nalice:other\n").unwrap();
-    let mut child = std::process::Command::new(&bin)
-        .args(["broker", "--bind", "127.0.0.1:0", "--password-file"])
-        .arg(&passwords)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
+    let (mut child, url) = crate::support::spawn_server(
+        std::process::Command::new(&bin)
+            .args(["broker", "--bind", "127.0.0.1:0", "--password-file"])
+            .arg(&passwords),
+    );
     let login = |user: &str, password: &str| BrokerConfig {
         username: Some(user.into()),
         password: Some(password.into()),

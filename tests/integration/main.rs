@@ -10,6 +10,7 @@ mod components;
 mod demo;
 mod experiment;
 mod federation;
+mod fuzz_corpus;
 mod hardening;
 mod hostile;
 mod mosquitto;

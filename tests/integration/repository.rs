@@ -189,21 +189,14 @@ async fn token_and_size_limits_are_enforced() {
 
 #[tokio::test]
 async fn the_repository_command_serves_blobs() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
-    let mut child = std::process::Command::new(crate::support::fedwasm_bin())
-        .args(["repository", "--bind", "127.0.0.1:0", "--token", "t0k"])
-        .arg("--dir")
-        .arg(dir.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://127.0.0.1:"), "{line}");
+    let (mut child, url) = crate::support::spawn_server(
+        std::process::Command::new(crate::support::fedwasm_bin())
+            .args(["repository", "--bind", "127.0.0.1:0", "--token", "t0k"])
+            .arg("--dir")
+            .arg(dir.path()),
+    );
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     let client = RepositoryClient::new(&url, Some("t0k".into()));
     let blob = client.upload_bytes(bytes(1234)).await.unwrap();
     let dest = dir.path().join("back");
@@ -291,6 +284,15 @@ async fn uploads_are_bounded_in_number_time_and_disk() {
     chunked.write_all(head.as_bytes()).await.unwrap();
     let line = status_line(&mut chunked).await;
     assert!(line.contains("411"), "{line}");
+    // A connection that never sends a request is closed after the read timeout.
+    let mut silent = TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(crate::federation::PATIENCE, silent.read(&mut buf))
+        .await
+        .expect("the server closes a silent connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
     drop((stalled, chunked));
     server.shutdown().await;
 }

@@ -107,13 +107,7 @@ impl BrokerProcess {
 
     /// SIGTERM (mosquitto then saves its persistence file) and wait.
     fn stop(&mut self) {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let _ = child.wait();
+        crate::support::terminate(self.child.take().expect("running"));
     }
 }
 

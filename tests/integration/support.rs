@@ -72,6 +72,38 @@ pub fn hostile_plan(name: &str) -> PathBuf {
         .join(file)
 }
 
+/// Start `command` with its stdout piped and return it with the address its
+/// first line ends with (`… listening on <url>`, as `fedwasm broker` and
+/// `fedwasm repository` print).
+pub fn spawn_server(command: &mut Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (child, url)
+}
+
+/// SIGTERM `child` and wait for it to end.
+pub fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    let status = Command::new("kill")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap()
+}
+
 /// A shipped dataset.
 pub fn data(name: &str) -> PathBuf {
     root().join("data").join(name)
