@@ -35,6 +35,43 @@ fn detect_delimiter(header: &str) -> u8 {
         .unwrap_or(b',')
 }
 
+/// Longest `.npy` header accepted; NumPy writes well under 1 KiB.
+const MAX_NPY_HEADER: usize = 16 * 1024;
+
+/// Refuse a `.npy` header that is not the flat dictionary NumPy writes
+/// (`{'descr': …, 'fortran_order': …, 'shape': (…), }`) before the Python
+/// literal parser sees it: nested brackets make that parser take time
+/// exponential in their depth (a 138-byte header found by fuzzing took 69 s).
+fn check_npy_header(bytes: &[u8]) -> Result<(), String> {
+    let bad = |what: &str| Err(format!("not a readable .npy array: {what}"));
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return bad("no NumPy magic string");
+    }
+    let (len, start) = match bytes[6] {
+        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        _ => return bad("unknown format version"),
+    };
+    if len > MAX_NPY_HEADER || start + len > bytes.len() {
+        return bad("header length out of range");
+    }
+    let header = &bytes[start..start + len];
+    let count = |c: u8| header.iter().filter(|&&b| b == c).count();
+    let flat = count(b'{') == 1
+        && count(b'}') == 1
+        && count(b'[') == 0
+        && count(b']') == 0
+        && count(b'(') <= 1
+        && count(b')') <= 1;
+    if !flat {
+        return bad("the header is not a flat dictionary as NumPy writes it");
+    }
+    Ok(())
+}
+
 impl Table {
     /// Build a table from names and row-major values.
     pub fn new(names: Vec<String>, values: Vec<f64>) -> Result<Self, DatasetError> {
@@ -98,6 +135,7 @@ impl Table {
             path: path.to_path_buf(),
             reason,
         };
+        check_npy_header(bytes).map_err(malformed)?;
         type Read = Result<Option<(Vec<usize>, Vec<f64>)>, ReadNpyError>;
         /// The array if its dtype is `T`; `None` when the dtype is another.
         fn attempt<T: ndarray_npy::ReadableElement + Copy>(
@@ -270,6 +308,20 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_npy_header_that_is_not_a_flat_dictionary_is_refused_at_once() {
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        let header = format!("{{'descr': '<f4', 'shape': {}, }}\n", "[".repeat(40));
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        let started = std::time::Instant::now();
+        let err = Table::from_npy_bytes(&bytes, Path::new("x.npy"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not a flat dictionary"), "{err}");
+        assert!(started.elapsed().as_secs() < 5);
+    }
 
     #[test]
     fn npy_arrays_of_any_numeric_dtype_load_as_tables() {
