@@ -90,7 +90,11 @@ impl PlanInstance {
     /// Turn a wasmtime error from a call of `function` into a sandbox error.
     fn classify(&mut self, function: &'static str, err: wasmtime::Error) -> SandboxError {
         let state = self.store.data();
-        if state.memory.hit {
+        // wasmtime's words when one call copies more than the hostcall fuel,
+        // which is the memory budget: the same limit, said the same way.
+        let copied_too_much =
+            format!("{:#}", err.root_cause()).contains("fuel allocated for hostcalls");
+        if state.memory.hit || copied_too_much {
             return SandboxError::MemoryLimit {
                 function,
                 limit_mib: self.config_memory_mib,
