@@ -104,6 +104,8 @@ pub struct RepositoryClient {
     base: String,
     token: Option<String>,
     http: reqwest::Client,
+    /// How long an upload keeps trying while the repository is busy.
+    total: Duration,
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> RepositoryError {
@@ -119,6 +121,32 @@ fn unreachable(e: reqwest::Error) -> RepositoryError {
         e.without_url().to_string()
     };
     RepositoryError::Unreachable { reason }
+}
+
+/// What an upload sends, so that it can be sent again.
+enum Upload<'a> {
+    /// A file, streamed.
+    File(&'a Path),
+    /// Bytes in memory (cheap to clone).
+    Bytes(bytes::Bytes),
+}
+
+impl Upload<'_> {
+    /// A fresh request body.
+    async fn body(&self) -> Result<reqwest::Body, RepositoryError> {
+        match self {
+            Upload::File(path) => {
+                let file = tokio::fs::File::open(path)
+                    .await
+                    .map_err(io(format!("opening {}", path.display())))?;
+                Ok(reqwest::Body::wrap_stream(ReaderStream::with_capacity(
+                    file,
+                    1 << 20,
+                )))
+            }
+            Upload::Bytes(bytes) => Ok(reqwest::Body::from(bytes.clone())),
+        }
+    }
 }
 
 impl RepositoryClient {
@@ -142,6 +170,7 @@ impl RepositoryClient {
             base: base_url.trim_end_matches('/').to_string(),
             token,
             http,
+            total: timeouts.total,
         }
     }
 
@@ -185,38 +214,57 @@ impl RepositoryClient {
         let size = std::fs::metadata(path)
             .map_err(io(format!("reading {shown}")))?
             .len();
-        let file = tokio::fs::File::open(path)
-            .await
-            .map_err(io(format!("opening {shown}")))?;
-        let body = reqwest::Body::wrap_stream(ReaderStream::with_capacity(file, 1 << 20));
-        self.put(digest, body, size).await
+        self.put(digest, size, &Upload::File(path)).await
     }
 
     /// Upload bytes held in memory.
     pub async fn upload_bytes(&self, bytes: Vec<u8>) -> Result<BlobRef, RepositoryError> {
         let digest = Sha256Digest::of(&bytes);
         let size = bytes.len() as u64;
-        self.put(digest, reqwest::Body::from(bytes), size).await
+        self.put(digest, size, &Upload::Bytes(bytes::Bytes::from(bytes)))
+            .await
     }
 
+    /// Upload `source`; when the repository is busy (503: too many uploads
+    /// at once), wait as it asks and try again, with a fresh body, until the
+    /// client's total timeout.
     async fn put(
         &self,
         digest: Sha256Digest,
-        body: reqwest::Body,
         size: u64,
+        source: &Upload<'_>,
     ) -> Result<BlobRef, RepositoryError> {
-        let response = self
-            .request(reqwest::Method::PUT, &digest)
-            .header(CONTENT_LENGTH, size)
-            .body(body)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        Self::check(response, &digest)?;
-        Ok(BlobRef {
-            sha256: digest,
-            size,
-        })
+        let give_up = tokio::time::Instant::now() + self.total;
+        let mut wait = Duration::from_millis(50);
+        loop {
+            let response = self
+                .request(reqwest::Method::PUT, &digest)
+                .header(CONTENT_LENGTH, size)
+                .body(source.body().await?)
+                .send()
+                .await
+                .map_err(unreachable)?;
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                let asked = response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map(Duration::from_secs);
+                // Sooner than asked at first: the server's hint is in whole seconds.
+                let pause = asked.map_or(wait, |a| a.min(wait));
+                if tokio::time::Instant::now() + pause < give_up {
+                    tokio::time::sleep(pause).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                    continue;
+                }
+            }
+            Self::check(response, &digest)?;
+            return Ok(BlobRef {
+                sha256: digest,
+                size,
+            });
+        }
     }
 
     /// Download `blob` from this repository to `dest`, streamed, resuming a

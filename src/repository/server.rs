@@ -65,6 +65,9 @@ impl RepositoryConfig {
     }
 }
 
+/// How long an upload waits for one of the concurrent places before 503.
+const UPLOAD_SLOT_WAIT: Duration = Duration::from_millis(500);
+
 struct Shared {
     config: RepositoryConfig,
     uploads: AtomicU64,
@@ -186,7 +189,14 @@ async fn put_blob(
             format!("blob over the limit of {} bytes", config.max_blob_bytes),
         );
     }
-    let Ok(_slot) = shared.upload_slots.clone().try_acquire_owned() else {
+    // Wait a little for a place (many nodes finish a round at once), then
+    // ask the client to come back: the body is not read meanwhile.
+    let slot = tokio::time::timeout(
+        UPLOAD_SLOT_WAIT,
+        shared.upload_slots.clone().acquire_owned(),
+    )
+    .await;
+    let Ok(Ok(_slot)) = slot else {
         let mut busy = text(
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

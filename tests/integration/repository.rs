@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use fedwasm::digest::Sha256Digest;
+use fedwasm::repository::client::Timeouts;
 use fedwasm::repository::{RepositoryClient, RepositoryConfig, RepositoryError, serve};
 use fedwasm::wire::BlobRef;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -238,7 +239,7 @@ async fn uploads_are_bounded_in_number_time_and_disk() {
     let server = start_with(|c| {
         c.max_total_bytes = 10_000;
         c.max_concurrent_uploads = 2;
-        c.read_timeout = Duration::from_secs(1);
+        c.read_timeout = Duration::from_secs(3);
     })
     .await;
     let client = RepositoryClient::new(&server.url, None);
@@ -248,9 +249,19 @@ async fn uploads_are_bounded_in_number_time_and_disk() {
         stalled_upload(&server.url, &digest, 1000, 10).await,
         stalled_upload(&server.url, &digest, 1000, 10).await,
     ];
+    // A client that may wait only 1.5 s (the server holds it 0.5 s per
+    // try) is told the repository is busy…
+    let impatient = RepositoryClient::with_timeouts(
+        &server.url,
+        None,
+        Timeouts {
+            total: Duration::from_millis(1500),
+            ..Timeouts::default()
+        },
+    );
     let mut refused = None;
     for _ in 0..200 {
-        match client.upload_bytes(bytes(100)).await {
+        match impatient.upload_bytes(bytes(100)).await {
             Err(RepositoryError::Http { status: 503 }) => {
                 refused = Some(503);
                 break;
@@ -260,7 +271,9 @@ async fn uploads_are_bounded_in_number_time_and_disk() {
         }
     }
     assert_eq!(refused, Some(503), "a third concurrent upload was refused");
-    // The stalled ones are dropped after their read timeout, freeing their places.
+    // …one that may wait retries until the stalled uploads are dropped after
+    // their read timeout, freeing their places.
+    assert!(client.upload_bytes(bytes(200)).await.is_ok());
     for socket in &mut stalled {
         let line = status_line(socket).await;
         assert!(line.contains("408"), "{line}");
