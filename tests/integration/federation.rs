@@ -309,6 +309,21 @@ pub async fn send_train(
     params: &BlobRef,
     training_args: Value,
 ) -> String {
+    let (request_id, request) =
+        train_request(link, dataset_id, plan, params, lr_args(), training_args);
+    link.send(Some(node), &request).await.unwrap();
+    request_id
+}
+
+/// A round-1 train request of `Experiment_0001` from `link`, and its id.
+pub fn train_request(
+    link: &mut NodeLink,
+    dataset_id: &str,
+    plan: &BlobRef,
+    params: &BlobRef,
+    model_args: Value,
+    training_args: Value,
+) -> (String, Message) {
     let request_id = link.request_id();
     let request = Message::TrainRequest {
         researcher_id: link.researcher_id().into(),
@@ -319,14 +334,13 @@ pub async fn send_train(
         plan: plan.clone(),
         params: params.clone(),
         gradient_correction: None,
-        model_args: lr_args(),
+        model_args,
         training_args,
         aggregator_args: json!({}),
         seed: 7,
         training: true,
     };
-    link.send(Some(node), &request).await.unwrap();
-    request_id
+    (request_id, request)
 }
 
 /// The code and text of an error reply; panics on anything else.

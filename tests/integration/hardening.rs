@@ -14,8 +14,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::federation::{
-    Federation, PATIENCE, error_of, lr_args, only_dataset, send_train, train, wait_for_nodes,
-    wait_until_busy,
+    Federation, PATIENCE, error_of, lr_args, only_dataset, send_train, train, train_request,
+    wait_for_nodes, wait_until_busy,
 };
 use crate::support::{example_plan, hostile_plan};
 
@@ -305,22 +305,14 @@ async fn a_plan_error_of_two_mib_arrives_cut_and_the_node_stays_connected() {
         .upload_bytes(fedwasm::tensors::to_bytes(&[], &Default::default()).unwrap())
         .await
         .unwrap();
-    let request_id = link.request_id();
-    let request = Message::TrainRequest {
-        researcher_id: link.researcher_id().into(),
-        experiment_id: "Experiment_0001".into(),
-        request_id: request_id.clone(),
-        round: 1,
-        dataset_id: dataset,
-        plan: plan_blob,
-        params,
-        gradient_correction: None,
-        model_args: json!({}),
-        training_args: json!({"num_updates": 1}),
-        aggregator_args: json!({}),
-        seed: 1,
-        training: true,
-    };
+    let (request_id, request) = train_request(
+        &mut link,
+        &dataset,
+        &plan_blob,
+        &params,
+        json!({}),
+        json!({"num_updates": 1}),
+    );
     link.send(Some("node-a"), &request).await.unwrap();
     let (code, text) = error_of(&answer(&mut link, "node-a", &request_id).await);
     let start: String = text.chars().take(200).collect();
@@ -599,21 +591,8 @@ fn leaky_request(
     if dp {
         training_args["dp_args"] = json!({"type": "central", "sigma": 1e-6, "clip": 1.0});
     }
-    Message::TrainRequest {
-        researcher_id: link.researcher_id().into(),
-        experiment_id: "Experiment_0001".into(),
-        request_id: link.request_id(),
-        round: 1,
-        dataset_id: dataset.into(),
-        plan: plan.clone(),
-        params: params.clone(),
-        gradient_correction: None,
-        model_args: json!({"n_features": 30, "fail": u8::from(fail)}),
-        training_args,
-        aggregator_args: json!({}),
-        seed: 3,
-        training: true,
-    }
+    let model_args = json!({"n_features": 30, "fail": u8::from(fail)});
+    train_request(link, dataset, plan, params, model_args, training_args).1
 }
 
 fn leaked(messages: &[Message]) -> bool {

@@ -196,7 +196,7 @@ async fn a_round_survives_a_restart_of_mosquitto_with_persistence() {
 /// announces itself, and the node runs a request it already has only once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
-    use crate::federation::{only_dataset, wait_for_nodes};
+    use crate::federation::{only_dataset, train_request, wait_for_nodes};
     use fedwasm::researcher::Reply;
     use fedwasm::wire::Message;
 
@@ -210,30 +210,15 @@ async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
     wait_for_nodes(&mut link, &["node-a"]).await;
     let dataset = only_dataset(&mut link, "node-a").await;
     let (plan_blob, params) = fed.upload_plan(&plan, &lr_args()).await;
-    let request = |link: &mut fedwasm::researcher::NodeLink, round: u32| {
-        let request_id = link.request_id();
-        let message = Message::TrainRequest {
-            researcher_id: link.researcher_id().into(),
-            experiment_id: "Experiment_0001".into(),
-            request_id: request_id.clone(),
-            round,
-            dataset_id: dataset.clone(),
-            plan: plan_blob.clone(),
-            params: params.clone(),
-            gradient_correction: None,
-            model_args: lr_args(),
-            training_args: json!({"num_updates": 5}),
-            aggregator_args: json!({}),
-            seed: 1,
-            training: true,
-        };
-        (request_id, message)
+    let request = |link: &mut fedwasm::researcher::NodeLink| {
+        let args = json!({"num_updates": 5});
+        train_request(link, &dataset, &plan_blob, &params, lr_args(), args)
     };
     let nodes = std::collections::BTreeSet::from(["node-a".to_string()]);
 
     // Sent while the node is away: the broker drops it.
     node.terminate();
-    let (lost, message) = request(&mut link, 1);
+    let (lost, message) = request(&mut link);
     link.send_tracked("node-a", &lost, message).await.unwrap();
     node.start();
     let reply = link.gather(&lost, Some(&nodes), PATIENCE).await;
@@ -244,7 +229,7 @@ async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
 
     // The same request again (a researcher that reconnected): answered from
     // memory, with the same parameters, without training again.
-    let (_, again) = request(&mut link, 1);
+    let (_, again) = request(&mut link);
     let again = match again {
         Message::TrainRequest { .. } => {
             let mut value = serde_json::to_value(&again).unwrap();
