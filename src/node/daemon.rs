@@ -91,13 +91,15 @@ impl Shared {
         text
     }
 
-    /// An error reply: its text without local paths and cut to
-    /// [`MAX_TEXT_BYTES`], so it always reaches the researcher.
+    /// An error reply: its text without local paths (the node's own, and
+    /// `private_paths`) and cut to [`MAX_TEXT_BYTES`], so it always reaches
+    /// the researcher.
     pub(super) fn error_message(
         &self,
         researcher_id: Option<String>,
         code: ErrorCode,
         message: &str,
+        private_paths: &[&Path],
         request: Option<RequestRef>,
     ) -> Message {
         tracing::warn!("answering {code:?}: {message}");
@@ -105,7 +107,7 @@ impl Shared {
             researcher_id,
             node_id: self.config.id.clone(),
             code,
-            message: bounded_text(self.redact(message, &[]), MAX_TEXT_BYTES),
+            message: bounded_text(self.redact(message, private_paths), MAX_TEXT_BYTES),
             request,
         }
     }
@@ -118,7 +120,7 @@ impl Shared {
         message: String,
         request: Option<RequestRef>,
     ) {
-        let reply = self.error_message(researcher_id, code, &message, request);
+        let reply = self.error_message(researcher_id, code, &message, &[], request);
         self.reply(reply).await;
     }
 

@@ -13,6 +13,7 @@
 pub mod config;
 pub mod daemon;
 mod error;
+mod failure;
 pub mod noise_key;
 mod provision;
 pub mod queue;

@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use super::NodeError;
 use super::daemon::{Shared, plan_cache};
+use super::failure::Failure;
 use crate::digest::Sha256Digest;
-use crate::repository::RepositoryError;
 use crate::training::task::{Progress, TrainingTask};
-use crate::training::{TrainingArgs, TrainingError, Worker};
+use crate::training::{TrainingArgs, Worker};
 use crate::wire::{
     BlobRef, ErrorCode, MAX_TEXT_BYTES, Message, PlanStatus, RequestRef, TrainTimings,
     bounded_text, topics,
@@ -52,47 +52,6 @@ impl TrainJob {
     }
 }
 
-/// Why a train request failed: the code and text of the error reply.
-#[derive(Debug)]
-struct Failure {
-    code: ErrorCode,
-    message: String,
-}
-
-impl Failure {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Failure {
-            code,
-            message: message.into(),
-        }
-    }
-}
-
-impl From<RepositoryError> for Failure {
-    fn from(e: RepositoryError) -> Self {
-        let code = match e {
-            RepositoryError::Corrupt => ErrorCode::HashMismatch,
-            _ => ErrorCode::Repository,
-        };
-        Failure::new(code, e.to_string())
-    }
-}
-
-impl From<TrainingError> for Failure {
-    fn from(e: TrainingError) -> Self {
-        let code = match e.code().as_str() {
-            "bad-training-args" => ErrorCode::BadTrainingArgs,
-            "dataset" => ErrorCode::Dataset,
-            "deadline" => ErrorCode::Deadline,
-            "parameters" => ErrorCode::BadParameters,
-            "cancelled" => ErrorCode::ShuttingDown,
-            "worker" => ErrorCode::Internal,
-            _ => ErrorCode::Plan,
-        };
-        Failure::new(code, e.to_string())
-    }
-}
-
 /// The fields of a train request.
 struct Request {
     researcher_id: String,
@@ -109,14 +68,6 @@ struct Request {
     training: bool,
     /// Privacy mode: `dp_args`, or the node's `always_private`.
     private: bool,
-}
-
-/// Codes whose error text may carry a plan's words or a dataset's values.
-fn may_carry_data(code: ErrorCode) -> bool {
-    matches!(
-        code,
-        ErrorCode::Plan | ErrorCode::Dataset | ErrorCode::BadParameters | ErrorCode::Internal
-    )
 }
 
 /// Works through the train queue.
@@ -197,25 +148,27 @@ impl Trainer {
             let answer = match outcome {
                 Ok(reply) => reply,
                 Err(failure) => {
-                    let dataset = self
-                        .shared
-                        .store(|s| s.dataset(&request.dataset_id))
-                        .map(|d| d.path)
-                        .ok();
-                    let paths: Vec<&Path> = dataset.as_deref().into_iter().collect();
-                    let message = if request.private && may_carry_data(failure.code) {
+                    let message = if request.private && failure.may_carry_data() {
                         tracing::warn!("kept on the node (privacy mode): {}", failure.message);
                         format!(
                             "the task failed ({:?}); in privacy mode its details stay in the node's log",
                             failure.code
                         )
                     } else {
-                        self.shared.redact(&failure.message, &paths)
+                        failure.message
                     };
+                    // The dataset's file may be named in the text: it stays private too.
+                    let dataset = self
+                        .shared
+                        .store(|s| s.dataset(&request.dataset_id))
+                        .map(|d| d.path)
+                        .ok();
+                    let paths: Vec<&Path> = dataset.as_deref().into_iter().collect();
                     self.shared.error_message(
                         Some(request.researcher_id.clone()),
                         failure.code,
                         &message,
+                        &paths,
                         Some(RequestRef {
                             command: "train_request".into(),
                             request_id: Some(request.request_id.clone()),

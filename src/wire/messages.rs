@@ -1,4 +1,8 @@
 //! The messages, one variant each.
+//!
+//! This file stays whole on purpose: the protocol is one enum, so every field
+//! that crosses the wire is read in one place, and a third of the file is the
+//! test that builds one of every message against its snapshot.
 
 use std::collections::BTreeMap;
 

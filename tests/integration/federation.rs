@@ -31,19 +31,12 @@ pub struct NodeProcess {
 impl NodeProcess {
     /// Start (or restart) the daemon; its output goes to `<dir>/node.log`.
     pub fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("node.log"))
-            .unwrap();
-        let child = Command::new(fedwasm_bin())
-            .args(["node", "start", "--dir"])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = crate::support::spawn_logged(
+            Command::new(fedwasm_bin())
+                .args(["node", "start", "--dir"])
+                .arg(&self.dir),
+            &self.dir.join("node.log"),
+        );
         self.child = Some(child);
     }
 

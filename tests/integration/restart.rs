@@ -6,7 +6,7 @@
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use fedwasm::repository::RepositoryLink;
@@ -57,11 +57,6 @@ impl BrokerProcess {
     }
 
     fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("broker.log"))
-            .unwrap();
         let mut command = match self.kind {
             Kind::Fedwasm => {
                 let mut c = Command::new(fedwasm_bin());
@@ -91,12 +86,7 @@ impl BrokerProcess {
                 c
             }
         };
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+        let child = crate::support::spawn_logged(&mut command, &self.dir.join("broker.log"));
         self.child = Some(child);
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {

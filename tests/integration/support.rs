@@ -94,6 +94,21 @@ pub fn spawn_server(command: &mut Command) -> (std::process::Child, String) {
     (child, url)
 }
 
+/// Start `command` with no input and its output appended to `log`.
+pub fn spawn_logged(command: &mut Command, log: &Path) -> std::process::Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap()
+}
+
 /// SIGTERM `child` and wait for it to end.
 pub fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
     let status = Command::new("kill")

@@ -1,0 +1,56 @@
+//! [`Failure`]: why a train request failed, as the code and text of its
+//! error reply, from each layer's error type.
+
+use crate::repository::RepositoryError;
+use crate::training::TrainingError;
+use crate::wire::ErrorCode;
+
+/// Why a train request failed: the code and text of the error reply.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub(super) code: ErrorCode,
+    pub(super) message: String,
+}
+
+impl Failure {
+    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Failure {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// Whether the text may carry a plan's words or a dataset's values,
+    /// which privacy mode keeps on the node.
+    pub(super) fn may_carry_data(&self) -> bool {
+        matches!(
+            self.code,
+            ErrorCode::Plan | ErrorCode::Dataset | ErrorCode::BadParameters | ErrorCode::Internal
+        )
+    }
+}
+
+impl From<RepositoryError> for Failure {
+    fn from(e: RepositoryError) -> Self {
+        let code = match e {
+            RepositoryError::Corrupt => ErrorCode::HashMismatch,
+            _ => ErrorCode::Repository,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
+
+impl From<TrainingError> for Failure {
+    fn from(e: TrainingError) -> Self {
+        let code = match e.code().as_str() {
+            "bad-training-args" => ErrorCode::BadTrainingArgs,
+            "dataset" => ErrorCode::Dataset,
+            "deadline" => ErrorCode::Deadline,
+            "parameters" => ErrorCode::BadParameters,
+            "cancelled" => ErrorCode::ShuttingDown,
+            "worker" => ErrorCode::Internal,
+            _ => ErrorCode::Plan,
+        };
+        Failure::new(code, e.to_string())
+    }
+}
