@@ -125,7 +125,7 @@ fn bad_model_args_and_data_are_named() {
     let err = run_in_worker(&fedwasm_bin(), &t, DEADLINE, &mut |_| {}).unwrap_err();
     assert!(
         err.to_string()
-            .contains("takes 12 features per sample but the batch has 30"),
+            .contains("has 30 features per sample, the layer takes 12"),
         "{err}"
     );
 
@@ -189,7 +189,7 @@ fn fedprox_mu_pulls_local_training_towards_the_global_model() {
 
 /// A plan with its own optimizer arguments (`lr` only), hence no DP-SGD.
 struct WithoutDpSgd {
-    model: fedwasm_plan::Sequential,
+    model: fedwasm_plan::nn::Sequential,
 }
 
 impl fedwasm_plan::TrainingPlan for WithoutDpSgd {
@@ -206,7 +206,8 @@ impl fedwasm_plan::TrainingPlan for WithoutDpSgd {
 
     fn init_model(_: &fedwasm_plan::Args) -> fedwasm_plan::PlanResult<Self> {
         Ok(WithoutDpSgd {
-            model: fedwasm_plan::Sequential::new().linear(fedwasm_plan::Linear::zeros("fc", 30, 1)),
+            model: fedwasm_plan::nn::Sequential::new()
+                .add("fc", fedwasm_plan::nn::Linear::zeros(30, 1)?),
         })
     }
 
@@ -232,16 +233,23 @@ impl fedwasm_plan::TrainingPlan for WithoutDpSgd {
         ))
     }
 
-    fn model(&self) -> &fedwasm_plan::Sequential {
+    fn model(&self) -> &dyn fedwasm_plan::nn::Module {
         &self.model
     }
 
-    fn model_mut(&mut self) -> &mut fedwasm_plan::Sequential {
-        &mut self.model
+    fn loss(
+        &self,
+        output: &fedwasm_plan::Tensor,
+        targets: &fedwasm_plan::Tensor,
+    ) -> fedwasm_plan::PlanResult<fedwasm_plan::Tensor> {
+        fedwasm_plan::Classifier::new(2).loss(output, targets)
     }
 
-    fn loss(&self) -> fedwasm_plan::Loss {
-        fedwasm_plan::Loss::BinaryCrossEntropy
+    fn predict(
+        &self,
+        output: &fedwasm_plan::Tensor,
+    ) -> fedwasm_plan::PlanResult<fedwasm_plan::Tensor> {
+        fedwasm_plan::Classifier::new(2).predict(output)
     }
 }
 

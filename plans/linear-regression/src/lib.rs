@@ -1,7 +1,6 @@
 //! Linear regression, like scikit-learn's `SGDRegressor`: zero-initialised
 //! `linear.weight` [1, n_features] and `linear.bias` [1], squared error loss.
 
-use fedwasm_plan::args::ArgType;
 use fedwasm_plan::prelude::*;
 
 /// The plan: one linear layer with a single output.
@@ -23,7 +22,7 @@ impl TrainingPlan for LinearRegression {
     fn init_model(args: &Args) -> PlanResult<Self> {
         let n_features = args.count_at_least("n_features", 1)?;
         Ok(LinearRegression {
-            model: Sequential::new().linear(Linear::zeros("linear", n_features, 1)),
+            model: Sequential::new().add("linear", nn::Linear::zeros(n_features, 1)?),
         })
     }
 
@@ -31,16 +30,16 @@ impl TrainingPlan for LinearRegression {
         Ok(standardized_tabular(Task::Regression))
     }
 
-    fn model(&self) -> &Sequential {
+    fn model(&self) -> &dyn Module {
         &self.model
     }
 
-    fn model_mut(&mut self) -> &mut Sequential {
-        &mut self.model
+    fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        Regressor.loss(output, targets)
     }
 
-    fn loss(&self) -> Loss {
-        Loss::MeanSquaredError
+    fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        Regressor.predict(output)
     }
 }
 

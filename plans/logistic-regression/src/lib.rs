@@ -3,8 +3,6 @@
 //! cross-entropy, multiclass tasks one logit per class and softmax
 //! cross-entropy. Labels must be integers 0..n_classes-1.
 
-use fedwasm_plan::args::ArgType;
-use fedwasm_plan::optim::optimizer_args;
 use fedwasm_plan::prelude::*;
 
 /// The plan: one linear layer named `linear`.
@@ -33,7 +31,7 @@ impl TrainingPlan for LogisticRegression {
         let n_classes = args.count_at_least("n_classes", 2)?;
         let classifier = Classifier::new(n_classes);
         let model =
-            Sequential::new().linear(Linear::zeros("linear", n_features, classifier.outputs));
+            Sequential::new().add("linear", nn::Linear::zeros(n_features, classifier.outputs)?);
         Ok(LogisticRegression { model, classifier })
     }
 
@@ -41,16 +39,16 @@ impl TrainingPlan for LogisticRegression {
         Ok(standardized_tabular(self.classifier.task))
     }
 
-    fn model(&self) -> &Sequential {
+    fn model(&self) -> &dyn Module {
         &self.model
     }
 
-    fn model_mut(&mut self) -> &mut Sequential {
-        &mut self.model
+    fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        self.classifier.loss(output, targets)
     }
 
-    fn loss(&self) -> Loss {
-        self.classifier.loss
+    fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        self.classifier.predict(output)
     }
 }
 

@@ -2,9 +2,6 @@
 //! activation between them, PyTorch-style seeded initialisation, softmax
 //! cross-entropy (or binary cross-entropy for two classes).
 
-use fedwasm_plan::args::ArgType;
-use fedwasm_plan::error::invalid_argument;
-use fedwasm_plan::optim::optimizer_args;
 use fedwasm_plan::prelude::*;
 
 /// The plan: a stack of linear layers.
@@ -52,12 +49,12 @@ impl TrainingPlan for Mlp {
                 "model_args.hidden: every layer needs at least one unit",
             ));
         }
-        let name = args.text("activation")?;
-        let activation = Activation::from_name(name).ok_or_else(|| {
-            invalid_argument(format!(
-                "model_args.activation must be relu, sigmoid or tanh, got \"{name}\""
-            ))
-        })?;
+        let activation = args.text("activation")?.to_ascii_lowercase();
+        if !matches!(activation.as_str(), "relu" | "sigmoid" | "tanh") {
+            return Err(invalid_argument(format!(
+                "model_args.activation must be relu, sigmoid or tanh, got \"{activation}\""
+            )));
+        }
         let scaling = match args.text("scaling")? {
             "standardize" => Scaling::Standardize,
             "min-max" => Scaling::MinMax,
@@ -75,9 +72,13 @@ impl TrainingPlan for Mlp {
         let mut model = Sequential::new();
         for (i, pair) in widths.windows(2).enumerate() {
             if i > 0 {
-                model = model.activation(activation);
+                model = match activation.as_str() {
+                    "relu" => model.push(nn::Relu),
+                    "sigmoid" => model.push(nn::Sigmoid),
+                    _ => model.push(nn::Tanh),
+                };
             }
-            model = model.linear(Linear::uniform(&format!("fc{}", i + 1), pair[0], pair[1]));
+            model = model.add(&format!("fc{}", i + 1), nn::Linear::new(pair[0], pair[1])?);
         }
         Ok(Mlp {
             model,
@@ -93,16 +94,16 @@ impl TrainingPlan for Mlp {
         })
     }
 
-    fn model(&self) -> &Sequential {
+    fn model(&self) -> &dyn Module {
         &self.model
     }
 
-    fn model_mut(&mut self) -> &mut Sequential {
-        &mut self.model
+    fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        self.classifier.loss(output, targets)
     }
 
-    fn loss(&self) -> Loss {
-        self.classifier.loss
+    fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        self.classifier.predict(output)
     }
 }
 

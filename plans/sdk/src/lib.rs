@@ -1,47 +1,59 @@
 //! # fedwasm-plan: write a fedwasm training plan in Rust
 //!
-//! A training plan is one struct and one `impl TrainingPlan`. The SDK supplies the
-//! rest: the component glue for the `fedwasm:plan/training-plan` world (see
-//! `wit/plan.wit`), dense layers with hand-written backward passes, losses,
-//! optimizers that honour Scaffold's gradient correction, parameter exchange by
-//! name and randomness from the host's seeded stream.
+//! A training plan is one struct and one `impl TrainingPlan`; the model is
+//! written like a PyTorch `nn.Module`: layers from [`nn`] (or your own), a
+//! forward pass of [`Tensor`] operations, and automatic differentiation does
+//! the backward pass. The SDK supplies the rest: the component glue for the
+//! `fedwasm:plan/training-plan` world (see `wit/plan.wit`), losses,
+//! optimizers that honour Scaffold's correction and FedProx, DP-SGD with
+//! per-sample clipping, parameter exchange by `state_dict` name and
+//! randomness from the host's seeded stream.
 //!
 //! ```ignore
 //! use fedwasm_plan::prelude::*;
 //!
-//! pub struct MyPlan { model: Sequential }
+//! pub struct MyPlan { model: Sequential, head: Classifier }
 //!
-//! impl TrainingPlan for MyPlan { /* describe, init_model, model, loss, training_data */ }
+//! impl TrainingPlan for MyPlan { /* init_model, training_data, model, loss, predict */ }
 //!
 //! fedwasm_plan::export_plan!(MyPlan);
 //! ```
 //!
-//! Everything here is deterministic: no clocks, no threads, no randomly seeded
-//! hash maps, matrix kernels with a fixed summation order and no fused
-//! multiply-add, and transcendental functions from the pure-Rust `libm` crate,
-//! so the same plan gives the same bits natively and in wasm.
+//! Everything here is deterministic: no clocks, no threads, no randomly
+//! seeded hash map is iterated, kernels sum in a fixed order and never fuse
+//! a multiply-add, and transcendental functions come from the pure-Rust
+//! `libm` crate, so the same plan gives the same bits natively and in wasm.
 //!
 //! # Layout
+//! - [`tensor`]: [`Tensor`] and reverse-mode autodiff.
+//! - [`ops`]: the differentiable operations (as `Tensor` methods).
+//! - [`nn`]: [`Module`](nn::Module), layers and initialisation.
+//! - [`loss`]: cross-entropy, BCE, MSE, L1, Huber, soft Dice.
+//! - [`optim`]: SGD, Adam, AdamW and learning-rate schedules.
+//! - [`privacy`]: DP-SGD, per-sample clipping and noise.
 //! - [`plan`]: the [`TrainingPlan`] trait a plan implements.
 //! - [`trainer`]: [`Trainer`], which runs a plan the way the WIT functions ask.
 //! - [`args`]: JSON model/optimizer arguments checked against the plan's declaration.
-//! - [`kernels`], [`layers`], [`loss`], [`optim`]: the numerical building blocks.
-//! - [`privacy`]: DP-SGD, per-sample clipping and noise (local differential privacy).
-//! - [`params`]: named parameter tensors in and out of the model.
+//! - [`params`]: named tensors in and out of the model.
+//! - [`kernels`]: the deterministic numerical kernels (GEMM, im2col).
+//! - [`gradcheck`]: finite-difference gradient checks, for layers of your own.
 //! - [`random`]: the host-seeded random stream.
 //! - [`log`]: messages into the node's log.
 
 pub mod args;
 pub mod error;
+pub mod gradcheck;
 pub mod kernels;
-pub mod layers;
 pub mod log;
 pub mod loss;
+pub mod nn;
+pub mod ops;
 pub mod optim;
 pub mod params;
 pub mod plan;
 pub mod privacy;
 pub mod random;
+pub mod tensor;
 pub mod trainer;
 
 #[doc(hidden)]
@@ -66,19 +78,21 @@ pub mod types {
 
 pub use args::{ArgSpec, Args};
 pub use error::{PlanError, PlanResult};
-pub use layers::{Activation, Linear, Sequential};
-pub use loss::Loss;
 pub use optim::Optimizer;
-pub use plan::{Classifier, TrainingPlan, standardized_tabular};
-pub use trainer::Trainer;
+pub use plan::{Classifier, Minibatch, Regressor, TrainingPlan, standardized_tabular};
+pub use tensor::Tensor;
+pub use trainer::{Step, Trainer};
 
 /// Everything a plan usually needs, in one `use`.
 pub mod prelude {
-    pub use crate::args::{ArgSpec, Args};
-    pub use crate::error::{PlanError, PlanResult};
-    pub use crate::layers::{Activation, Linear, Sequential};
-    pub use crate::loss::Loss;
-    pub use crate::optim::Optimizer;
-    pub use crate::plan::{Classifier, TrainingPlan, standardized_tabular};
+    pub use crate::args::{ArgSpec, ArgType, Args};
+    pub use crate::error::{PlanError, PlanResult, invalid_argument, invalid_data};
+    pub use crate::loss;
+    pub use crate::nn::{self, Module, Sequential, Visitor};
+    pub use crate::ops::conv::Conv2dOptions;
+    pub use crate::optim::{Optimizer, optimizer_args};
+    pub use crate::plan::{Classifier, Minibatch, Regressor, TrainingPlan, standardized_tabular};
+    pub use crate::tensor::{Tensor, is_training, no_grad};
+    pub use crate::trainer::Step;
     pub use crate::types::{DataSpec, DatasetInfo, FeatureSelection, PlanInfo, Scaling, Task};
 }

@@ -1,212 +1,274 @@
-//! Losses with their gradients, and the output transform used by `predict`.
+//! Loss functions, each the mean over the batch (PyTorch's default
+//! reduction), so DP-SGD's per-sample gradients are the loss's shares.
 //!
-//! Each loss takes the model's raw output (logits for classification) and the
-//! targets, checks that the targets fit (class indices in range, 0/1 for binary),
-//! and returns the mean loss over the batch with its gradient.
+//! Classification losses are fused with their softmax/sigmoid for stability;
+//! Dice is written with tensor operations (autodiff does its backward).
 
-use ndarray::Array2;
+use crate::error::{PlanResult, invalid_argument, invalid_data};
+use crate::ops::elementwise::sigmoid;
+use crate::tensor::{Grad, Need, Tensor};
 
-use crate::error::{PlanResult, internal, invalid_data};
-use crate::layers::sigmoid;
-
-/// The training objective of a plan.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loss {
-    /// Multiclass: softmax over the outputs, then cross-entropy with the class index.
-    SoftmaxCrossEntropy,
-    /// Binary: a single logit, sigmoid, then cross-entropy with a 0/1 target.
-    BinaryCrossEntropy,
-    /// Regression: mean of (output − target)² over one output.
-    MeanSquaredError,
+/// Options of [`cross_entropy`], as PyTorch's `F.cross_entropy`.
+#[derive(Debug, Clone, Default)]
+pub struct CrossEntropy {
+    /// A weight per class; the mean divides by the weights of the targets.
+    pub class_weights: Option<Vec<f32>>,
+    /// ε in [0, 1): the target distribution is (1−ε)·one-hot + ε/C.
+    pub label_smoothing: f32,
 }
 
-fn class_index(target: f32, n_classes: usize, row: usize) -> PlanResult<usize> {
-    if target.fract() != 0.0 || target < 0.0 || target >= n_classes as f32 {
+fn class_index(v: f32, row: usize, classes: usize) -> PlanResult<usize> {
+    if v >= 0.0 && v.fract() == 0.0 && (v as usize) < classes {
+        Ok(v as usize)
+    } else {
+        Err(invalid_data(format!(
+            "target {v} in row {row} is not a class index in 0..{classes}"
+        )))
+    }
+}
+
+fn same_shape(what: &str, output: &Tensor, target: &Tensor) -> PlanResult<()> {
+    if output.shape() == target.shape() {
+        Ok(())
+    } else {
+        Err(invalid_data(format!(
+            "{what}: output {:?} and target {:?} differ in shape",
+            output.shape(),
+            target.shape()
+        )))
+    }
+}
+
+/// Softmax cross-entropy of `logits` `[N, C]` against class indices `[N]`.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: &CrossEntropy) -> PlanResult<Tensor> {
+    let [n, c] = *logits.shape() else {
         return Err(invalid_data(format!(
-            "row {row}: target {target} is not a class index in 0..{n_classes}; \
-             labels must be integers 0..n_classes-1"
+            "cross_entropy needs logits [N, C], got {:?}",
+            logits.shape()
+        )));
+    };
+    if targets.numel() != n {
+        return Err(invalid_data(format!(
+            "cross_entropy: {n} rows of logits but {} targets",
+            targets.numel()
         )));
     }
-    Ok(target as usize)
-}
-
-impl Loss {
-    /// Mean loss over the batch and its gradient with respect to `output`.
-    pub fn forward_backward(
-        self,
-        output: &Array2<f32>,
-        targets: &[f32],
-    ) -> PlanResult<(f32, Array2<f32>)> {
-        let rows = output.nrows();
-        if targets.len() != rows {
-            return Err(invalid_data(format!(
-                "the batch has {rows} rows but {} targets",
-                targets.len()
+    let eps = opts.label_smoothing;
+    if !(0.0..1.0).contains(&eps) {
+        return Err(invalid_argument(format!(
+            "label_smoothing must be in [0, 1), got {eps}"
+        )));
+    }
+    let weights = match &opts.class_weights {
+        Some(w) if w.len() != c => {
+            return Err(invalid_argument(format!(
+                "class weights: {} given for {c} classes",
+                w.len()
             )));
         }
-        if rows == 0 {
-            return Err(invalid_data("empty batch"));
+        Some(w) => w.clone(),
+        None => vec![1.0; c],
+    };
+    let classes: Vec<usize> = targets
+        .values()
+        .iter()
+        .enumerate()
+        .map(|(r, &v)| class_index(v, r, c))
+        .collect::<PlanResult<_>>()?;
+    let target_weights = weights.clone();
+    let x = logits.values();
+    let mut softmax = vec![0.0f32; n * c];
+    let mut total = 0.0f32;
+    let mut denominator = 0.0f32;
+    // coef[c] of row r: the weight of log p_c in the row's loss.
+    let coef = move |y: usize, k: usize| {
+        let hot = if k == y { 1.0 - eps } else { 0.0 };
+        weights[k] * (hot + eps / c as f32)
+    };
+    for (r, &y) in classes.iter().enumerate() {
+        let row = &x[r * c..(r + 1) * c];
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+        let sum = row.iter().fold(0.0f32, |s, &v| s + libm::expf(v - max));
+        let lse = max + libm::logf(sum);
+        let mut loss = 0.0f32;
+        for k in 0..c {
+            let logp = row[k] - lse;
+            softmax[r * c + k] = libm::expf(logp);
+            loss -= coef(y, k) * logp;
         }
-        let width = output.ncols();
-        let scale = 1.0 / rows as f32;
-        let mut grad = Array2::<f32>::zeros(output.raw_dim());
-        let mut total = 0.0f64;
-        match self {
-            Loss::SoftmaxCrossEntropy => {
-                for (r, (z, mut g)) in output.rows().into_iter().zip(grad.rows_mut()).enumerate() {
-                    let class = class_index(targets[r], width, r)?;
-                    let max = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0f32;
-                    for (gi, zi) in g.iter_mut().zip(z.iter()) {
-                        *gi = libm::expf(zi - max);
-                        sum += *gi;
-                    }
-                    total += (libm::logf(sum) + max - z[class]) as f64;
-                    for gi in g.iter_mut() {
-                        *gi = *gi / sum * scale;
-                    }
-                    g[class] -= scale;
-                }
-            }
-            Loss::BinaryCrossEntropy => {
-                if width != 1 {
-                    return Err(invalid_data(format!(
-                        "binary cross-entropy needs one output per sample, the model has {width}"
-                    )));
-                }
-                for r in 0..rows {
-                    let y = class_index(targets[r], 2, r)? as f32;
-                    let z = output[[r, 0]];
-                    total += (z.max(0.0) - z * y + libm::log1pf(libm::expf(-z.abs()))) as f64;
-                    grad[[r, 0]] = (sigmoid(z) - y) * scale;
-                }
-            }
-            Loss::MeanSquaredError => {
-                if width != 1 {
-                    return Err(invalid_data(format!(
-                        "mean squared error needs one output per sample, the model has {width}"
-                    )));
-                }
-                for r in 0..rows {
-                    let diff = output[[r, 0]] - targets[r];
-                    total += (diff * diff) as f64;
-                    grad[[r, 0]] = 2.0 * diff * scale;
-                }
-            }
-        }
-        let loss = (total / rows as f64) as f32;
-        if !loss.is_finite() {
-            return Err(internal(format!(
-                "the loss is {loss}; lower the learning rate or scale the features"
-            )));
-        }
-        Ok((loss, grad))
+        total += loss;
+        denominator += target_weights[y];
     }
-
-    /// Turn raw outputs into what `predict` returns: class probabilities
-    /// (softmax), the probability of class 1 (sigmoid) or the prediction itself.
-    pub fn output_transform(self, mut output: Array2<f32>) -> Array2<f32> {
-        match self {
-            Loss::SoftmaxCrossEntropy => {
-                for mut row in output.rows_mut() {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0f32;
-                    for v in row.iter_mut() {
-                        *v = libm::expf(*v - max);
-                        sum += *v;
-                    }
-                    for v in row.iter_mut() {
-                        *v /= sum;
-                    }
-                }
-                output
-            }
-            Loss::BinaryCrossEntropy => {
-                output.mapv_inplace(sigmoid);
-                output
-            }
-            Loss::MeanSquaredError => output,
-        }
+    drop(x);
+    if denominator <= 0.0 {
+        return Err(invalid_data(
+            "cross_entropy: the targets' class weights sum to zero",
+        ));
     }
+    let value = total / denominator;
+    Tensor::from_op(
+        "cross_entropy",
+        vec![value],
+        &[],
+        &[logits],
+        move |g, need| {
+            if need[0] != Need::Sum {
+                return Ok(vec![None]);
+            }
+            let scale = g[0] / denominator;
+            let mut dx = vec![0.0f32; n * c];
+            for (r, &y) in classes.iter().enumerate() {
+                let mass = (0..c).fold(0.0f32, |s, k| s + coef(y, k));
+                for k in 0..c {
+                    dx[r * c + k] = scale * (mass * softmax[r * c + k] - coef(y, k));
+                }
+            }
+            Ok(vec![Some(Grad::Sum(dx))])
+        },
+    )
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Binary cross-entropy of `logits` against `targets` in [0, 1] of the same
+/// shape, `pos_weight` (one per element of the last dimension) weighting the
+/// positive term, as PyTorch's `F.binary_cross_entropy_with_logits`.
+pub fn binary_cross_entropy_with_logits(
+    logits: &Tensor,
+    targets: &Tensor,
+    pos_weight: Option<&[f32]>,
+) -> PlanResult<Tensor> {
+    same_shape("binary_cross_entropy_with_logits", logits, targets)?;
+    let last = logits.shape().last().copied().unwrap_or(1);
+    if let Some(p) = pos_weight
+        && p.len() != last
+    {
+        return Err(invalid_argument(format!(
+            "pos_weight: {} values for a last dimension of {last}",
+            p.len()
+        )));
+    }
+    let x = logits.values();
+    let t = targets.values();
+    if let Some(i) = t.iter().position(|v| !(0.0..=1.0).contains(v)) {
+        return Err(invalid_data(format!(
+            "binary targets must be in [0, 1]; element {i} is {}",
+            t[i]
+        )));
+    }
+    let softplus = |z: f32| z.max(0.0) + libm::log1pf(libm::expf(-z.abs()));
+    let pw = |i: usize| pos_weight.map_or(1.0, |p| p[i % last]);
+    let mut total = 0.0f32;
+    for (i, (&z, &y)) in x.iter().zip(t.iter()).enumerate() {
+        // −[p·y·log σ(z) + (1−y)·log(1−σ(z))] = p·y·softplus(−z) + (1−y)·softplus(z)
+        total += pw(i) * y * softplus(-z) + (1.0 - y) * softplus(z);
+    }
+    let n = x.len();
+    let dx: Vec<f32> = x
+        .iter()
+        .zip(t.iter())
+        .enumerate()
+        .map(|(i, (&z, &y))| {
+            let p = pw(i);
+            sigmoid(z) * (p * y + 1.0 - y) - p * y
+        })
+        .collect();
+    drop((x, t));
+    Tensor::from_op(
+        "binary_cross_entropy_with_logits",
+        vec![total / n as f32],
+        &[],
+        &[logits],
+        move |g, need| {
+            let scale = g[0] / n as f32;
+            Ok(vec![(need[0] == Need::Sum).then(|| {
+                Grad::Sum(dx.iter().map(|d| d * scale).collect())
+            })])
+        },
+    )
+}
 
-    fn check(loss: Loss, output: Array2<f32>, targets: &[f32]) {
-        let (_, grad) = loss.forward_backward(&output, targets).unwrap();
-        let eps = 1e-2f32;
-        for idx in 0..output.len() {
-            let (r, c) = (idx / output.ncols(), idx % output.ncols());
-            let mut plus = output.clone();
-            plus[[r, c]] += eps;
-            let mut minus = output.clone();
-            minus[[r, c]] -= eps;
-            let lp = loss.forward_backward(&plus, targets).unwrap().0 as f64;
-            let lm = loss.forward_backward(&minus, targets).unwrap().0 as f64;
-            let numeric = (lp - lm) / (2.0 * eps as f64);
-            let analytic = grad[[r, c]] as f64;
-            assert!(
-                (numeric - analytic).abs() < 1e-3 + 1e-2 * numeric.abs(),
-                "{loss:?} [{r},{c}]: analytic {analytic}, numeric {numeric}"
-            );
+/// Mean of `f(output − target)` with derivative `df`, element-wise.
+fn regression(
+    name: &'static str,
+    output: &Tensor,
+    target: &Tensor,
+    f: impl Fn(f32) -> f32,
+    df: impl Fn(f32) -> f32,
+) -> PlanResult<Tensor> {
+    same_shape(name, output, target)?;
+    let diff: Vec<f32> = output
+        .values()
+        .iter()
+        .zip(target.values().iter())
+        .map(|(o, t)| o - t)
+        .collect();
+    let n = diff.len().max(1) as f32;
+    let total = diff.iter().fold(0.0f32, |s, &d| s + f(d));
+    let dx: Vec<f32> = diff.iter().map(|&d| df(d) / n).collect();
+    Tensor::from_op(name, vec![total / n], &[], &[output], move |g, need| {
+        Ok(vec![
+            (need[0] == Need::Sum).then(|| Grad::Sum(dx.iter().map(|d| d * g[0]).collect())),
+        ])
+    })
+}
+
+/// Mean squared error.
+pub fn mse(output: &Tensor, target: &Tensor) -> PlanResult<Tensor> {
+    regression("mse", output, target, |d| d * d, |d| 2.0 * d)
+}
+
+/// Mean absolute error (derivative 0 at 0).
+pub fn l1(output: &Tensor, target: &Tensor) -> PlanResult<Tensor> {
+    regression("l1", output, target, f32::abs, |d| {
+        if d > 0.0 {
+            1.0
+        } else if d < 0.0 {
+            -1.0
+        } else {
+            0.0
         }
-    }
+    })
+}
 
-    #[test]
-    fn gradients_match_finite_differences() {
-        let logits = Array2::from_shape_vec(
-            (3, 4),
-            vec![
-                0.1, -1.2, 2.0, 0.3, 1.5, 0.0, -0.5, 0.7, -2.0, 0.4, 0.9, 1.1,
-            ],
-        )
-        .unwrap();
-        check(Loss::SoftmaxCrossEntropy, logits, &[2.0, 0.0, 3.0]);
-        let single = Array2::from_shape_vec((3, 1), vec![0.3, -1.7, 2.4]).unwrap();
-        check(Loss::BinaryCrossEntropy, single.clone(), &[1.0, 0.0, 0.0]);
-        check(Loss::MeanSquaredError, single, &[0.5, -1.0, 3.0]);
+/// Huber loss: ½d² for |d| ≤ δ, δ(|d| − ½δ) beyond (PyTorch's `HuberLoss`).
+pub fn huber(output: &Tensor, target: &Tensor, delta: f32) -> PlanResult<Tensor> {
+    if delta.is_nan() || delta <= 0.0 {
+        return Err(invalid_argument(format!(
+            "huber delta must be > 0, got {delta}"
+        )));
     }
+    regression(
+        "huber",
+        output,
+        target,
+        move |d| {
+            if d.abs() <= delta {
+                0.5 * d * d
+            } else {
+                delta * (d.abs() - 0.5 * delta)
+            }
+        },
+        move |d| d.clamp(-delta, delta),
+    )
+}
 
-    #[test]
-    fn known_values() {
-        let zeros = Array2::zeros((2, 4));
-        let (ce, _) = Loss::SoftmaxCrossEntropy
-            .forward_backward(&zeros, &[0.0, 3.0])
-            .unwrap();
-        assert!((ce - 4f32.ln()).abs() < 1e-6);
-        let (bce, _) = Loss::BinaryCrossEntropy
-            .forward_backward(&Array2::zeros((1, 1)), &[1.0])
-            .unwrap();
-        assert!((bce - 2f32.ln()).abs() < 1e-6);
-        let out = Array2::from_shape_vec((2, 1), vec![1.0, 3.0]).unwrap();
-        let (mse, _) = Loss::MeanSquaredError
-            .forward_backward(&out, &[0.0, 1.0])
-            .unwrap();
-        assert_eq!(mse, 2.5);
+/// Soft Dice loss for segmentation: per sample 1 − (2·Σpt + s)/(Σp + Σt + s)
+/// over everything but the batch dimension, averaged over the batch;
+/// `probs` are probabilities (apply a sigmoid or softmax first) and
+/// `targets` masks of the same shape.
+pub fn soft_dice(probs: &Tensor, targets: &Tensor, smooth: f32) -> PlanResult<Tensor> {
+    same_shape("soft_dice", probs, targets)?;
+    if probs.ndim() < 2 {
+        return Err(invalid_data(format!(
+            "soft_dice needs [N, …] inputs, got {:?}",
+            probs.shape()
+        )));
     }
-
-    #[test]
-    fn bad_targets_are_named() {
-        let err = Loss::SoftmaxCrossEntropy
-            .forward_backward(&Array2::zeros((1, 3)), &[3.0])
-            .unwrap_err();
-        assert!(err.message.contains("not a class index in 0..3"), "{err}");
-        let err = Loss::BinaryCrossEntropy
-            .forward_backward(&Array2::zeros((1, 1)), &[0.5])
-            .unwrap_err();
-        assert!(err.message.contains("0..2"), "{err}");
-        let err = Loss::MeanSquaredError
-            .forward_backward(&Array2::zeros((2, 1)), &[0.5])
-            .unwrap_err();
-        assert!(err.message.contains("2 rows but 1 targets"), "{err}");
-    }
-
-    #[test]
-    fn softmax_output_rows_sum_to_one() {
-        let out = Loss::SoftmaxCrossEntropy
-            .output_transform(Array2::from_shape_vec((1, 3), vec![1.0, 2.0, 3.0]).unwrap());
-        assert!((out.sum() - 1.0).abs() < 1e-6);
-    }
+    let p = probs.flatten(1)?;
+    let t = targets.flatten(1)?;
+    let intersection = p.mul(&t)?.sum_dim(1, false)?.scale(2.0).add_scalar(smooth);
+    let sizes = p
+        .sum_dim(1, false)?
+        .add(&t.sum_dim(1, false)?)?
+        .add_scalar(smooth);
+    Ok(intersection.div(&sizes)?.neg().add_scalar(1.0).mean())
 }

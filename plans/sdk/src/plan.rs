@@ -1,19 +1,31 @@
-//! The trait a training plan implements.
+//! The trait a training plan implements, and the usual heads for it.
 
 use crate::args::{ArgSpec, Args};
 use crate::error::PlanResult;
-use crate::layers::Sequential;
-use crate::loss::Loss;
+use crate::loss::{CrossEntropy, binary_cross_entropy_with_logits, cross_entropy, mse};
+use crate::nn::Module;
 use crate::optim::{OPTIMIZER_ARGS, Optimizer};
-use crate::types::{DataSpec, DatasetInfo};
+use crate::tensor::Tensor;
+use crate::trainer::Step;
+use crate::types::{DataSpec, DatasetInfo, Task};
 
-/// A training plan: a model, its loss, and what data it wants.
+/// One mini-batch as tensors: features `[N, …]` and targets `[N]`.
+#[derive(Debug, Clone)]
+pub struct Minibatch {
+    /// `[N, n_features]` as the node sends it; reshape for images.
+    pub features: Tensor,
+    /// Class index or regression value per sample.
+    pub targets: Tensor,
+}
+
+/// A training plan: a model, its loss, what data it wants, and optionally
+/// its own training step.
 ///
 /// The SDK's [`crate::Trainer`] turns this into the WIT functions: it parses
-/// arguments against [`TrainingPlan::MODEL_ARGS`], runs forward, loss,
-/// backward and the optimizer in `training-step`, and exchanges parameters by
-/// name. A plan with a custom training loop can still implement everything
-/// here and be driven the same way.
+/// arguments against [`TrainingPlan::MODEL_ARGS`], runs
+/// [`TrainingPlan::training_step`] in training mode, applies DP-SGD,
+/// Scaffold's correction, FedProx and the optimizer, and exchanges every
+/// parameter and buffer by name.
 pub trait TrainingPlan: Sized + 'static {
     /// Short stable name, matched against the experiment's plan name.
     const NAME: &'static str;
@@ -26,8 +38,8 @@ pub trait TrainingPlan: Sized + 'static {
     /// Keys accepted in optimizer_args; the SDK's optimizers by default.
     const OPTIMIZER_ARGS: &'static [ArgSpec] = OPTIMIZER_ARGS;
 
-    /// Build the model from checked model arguments. Random initial values must
-    /// come from [`crate::random`].
+    /// Build the model from checked model arguments. Random initial values
+    /// must come from [`crate::random`] (the [`crate::nn`] layers do).
     fn init_model(model_args: &Args) -> PlanResult<Self>;
 
     /// Build the optimizer from checked optimizer arguments.
@@ -38,51 +50,101 @@ pub trait TrainingPlan: Sized + 'static {
     /// Say which columns to train on, the task and the scaling.
     fn training_data(&self, info: &DatasetInfo) -> PlanResult<DataSpec>;
 
-    /// The model.
-    fn model(&self) -> &Sequential;
+    /// The model: every parameter and buffer it visits is exchanged.
+    fn model(&self) -> &dyn Module;
 
-    /// The model, mutably.
-    fn model_mut(&mut self) -> &mut Sequential;
+    /// The model's output for a batch of features.
+    fn forward(&self, features: &Tensor) -> PlanResult<Tensor> {
+        self.model().forward(features)
+    }
 
-    /// The training objective.
-    fn loss(&self) -> Loss;
+    /// The training objective: the batch mean of per-sample losses.
+    fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor>;
+
+    /// What `predict` returns for a model output: class probabilities
+    /// `[n, classes]` (binary: `[n, 1]`) or predictions `[n, 1]`.
+    fn predict(&self, output: &Tensor) -> PlanResult<Tensor>;
+
+    /// One update's worth of work, in training mode: compute the loss and
+    /// call [`Step::backward`] on it (any number of times: several losses,
+    /// micro-batches). Return the loss to report. The SDK then adds noise
+    /// (DP-SGD), applies the correction and FedProx, and steps the
+    /// optimizer. Override for custom objectives, like Fed-BioMed's
+    /// `training_step`.
+    fn training_step(&mut self, batch: &Minibatch, step: &mut Step<'_>) -> PlanResult<Tensor> {
+        let output = self.forward(&batch.features)?;
+        let loss = self.loss(&output, &batch.targets)?;
+        step.backward(&loss)?;
+        Ok(loss)
+    }
 }
 
-/// What a classifier over `n_classes` needs: its task, its loss and how many
-/// outputs its last layer has (one logit for two classes, one per class otherwise).
-#[derive(Debug, Clone, Copy)]
+/// A classifier over `n_classes`: one logit and binary cross-entropy for two
+/// classes, one logit per class and softmax cross-entropy otherwise.
+#[derive(Debug, Clone)]
 pub struct Classifier {
     /// Binary or multiclass classification.
-    pub task: crate::types::Task,
-    /// Binary or softmax cross-entropy.
-    pub loss: Loss,
+    pub task: Task,
     /// Width of the model's output.
     pub outputs: usize,
+    /// Class weights and label smoothing (multiclass).
+    pub cross_entropy: CrossEntropy,
 }
 
 impl Classifier {
     /// The classifier for `n_classes` ≥ 2.
     pub fn new(n_classes: usize) -> Self {
-        use crate::types::Task;
-        if n_classes == 2 {
-            Classifier {
-                task: Task::BinaryClassification,
-                loss: Loss::BinaryCrossEntropy,
-                outputs: 1,
-            }
+        let (task, outputs) = if n_classes == 2 {
+            (Task::BinaryClassification, 1)
         } else {
-            Classifier {
-                task: Task::MulticlassClassification(n_classes as u32),
-                loss: Loss::SoftmaxCrossEntropy,
-                outputs: n_classes,
-            }
+            (Task::MulticlassClassification(n_classes as u32), n_classes)
+        };
+        Classifier {
+            task,
+            outputs,
+            cross_entropy: CrossEntropy::default(),
         }
+    }
+
+    /// The loss of logits `[N, outputs]` against class indices `[N]`.
+    pub fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        if self.outputs == 1 {
+            let t = targets.reshape(output.shape())?;
+            binary_cross_entropy_with_logits(output, &t, None)
+        } else {
+            cross_entropy(output, targets, &self.cross_entropy)
+        }
+    }
+
+    /// Probabilities from logits.
+    pub fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        if self.outputs == 1 {
+            Ok(output.sigmoid())
+        } else {
+            output.softmax(1)
+        }
+    }
+}
+
+/// Regression on one output: mean squared error, predictions as they are.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Regressor;
+
+impl Regressor {
+    /// Mean squared error of `[N, 1]` outputs against `[N]` targets.
+    pub fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        mse(output, &targets.reshape(output.shape())?)
+    }
+
+    /// The outputs themselves.
+    pub fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        Ok(output.detach())
     }
 }
 
 /// The usual answer to `training-data` for tabular data: every column but the
 /// target as features, standardized with the node's training statistics.
-pub fn standardized_tabular(task: crate::types::Task) -> DataSpec {
+pub fn standardized_tabular(task: Task) -> DataSpec {
     DataSpec {
         features: crate::types::FeatureSelection::AllExceptTarget,
         target: None,

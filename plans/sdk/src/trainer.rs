@@ -1,18 +1,47 @@
 //! [`Trainer`]: a plan driven the way the WIT functions ask, natively or in wasm.
 
-use ndarray::Array2;
-
 use crate::args::Args;
 use crate::error::{PlanResult, invalid_data, invalid_state};
+use crate::nn::{Named, Role, named_tensors};
 use crate::optim::Optimizer;
 use crate::params;
-use crate::plan::TrainingPlan;
+use crate::plan::{Minibatch, TrainingPlan};
 use crate::privacy::DpSgd;
-use crate::types::{Array, Batch, DataSpec, DatasetInfo, PlanInfo, StepReport, Tensor};
+use crate::tensor::{Tensor, no_grad, with_training};
+use crate::types::{
+    Array, Batch, DataSpec, DatasetInfo, PlanInfo, StepReport, Tensor as WitTensor,
+};
+
+/// What a plan's [`TrainingPlan::training_step`] back-propagates through:
+/// plain gradients, or per-sample clipped ones under DP-SGD.
+pub struct Step<'a> {
+    params: &'a [Tensor],
+    privacy: Option<DpSgd>,
+    samples: usize,
+}
+
+impl Step<'_> {
+    /// Add the gradient of `loss` (a batch mean) to every parameter's
+    /// gradient. Under DP-SGD, each sample's gradient is clipped first; the
+    /// loss must then be a mean over this step's whole batch.
+    pub fn backward(&mut self, loss: &Tensor) -> PlanResult<()> {
+        match self.privacy {
+            Some(dp) => dp.backward(loss, self.params, self.samples),
+            None => loss.backward(),
+        }
+    }
+
+    /// Samples in this step's batch.
+    pub fn samples(&self) -> usize {
+        self.samples
+    }
+}
 
 /// A plan with its optimizer and gradient correction: the state of one task.
 pub struct Trainer<P> {
     plan: Option<P>,
+    named: Vec<Named>,
+    params: Vec<Tensor>,
     optimizer: Option<Optimizer>,
     correction: Option<Vec<Vec<f32>>>,
     privacy: Option<DpSgd>,
@@ -22,6 +51,8 @@ impl<P: TrainingPlan> Default for Trainer<P> {
     fn default() -> Self {
         Trainer {
             plan: None,
+            named: Vec::new(),
+            params: Vec::new(),
             optimizer: None,
             correction: None,
             privacy: None,
@@ -29,18 +60,21 @@ impl<P: TrainingPlan> Default for Trainer<P> {
     }
 }
 
-fn to_matrix(a: Array, what: &str) -> PlanResult<Array2<f32>> {
-    let [rows, cols] = a.shape[..] else {
+fn to_tensor(a: Array, what: &str) -> PlanResult<Tensor> {
+    let shape: Vec<usize> = a.shape.iter().map(|&d| d as usize).collect();
+    if shape.len() < 2 {
         return Err(invalid_data(format!(
-            "{what} must be 2-D [samples, features], got shape {:?}",
-            a.shape
+            "{what} must be [samples, …], got shape {shape:?}"
         )));
-    };
-    Array2::from_shape_vec((rows as usize, cols as usize), a.data).map_err(|_| {
-        invalid_data(format!(
-            "{what}: shape [{rows}, {cols}] does not match its data length"
-        ))
-    })
+    }
+    Tensor::new(a.data, &shape).map_err(|e| invalid_data(format!("{what}: {}", e.message)))
+}
+
+fn to_array(t: &Tensor) -> Array {
+    Array {
+        shape: t.shape().iter().map(|&d| d as u32).collect(),
+        data: t.to_vec(),
+    }
 }
 
 impl<P: TrainingPlan> Trainer<P> {
@@ -66,16 +100,27 @@ impl<P: TrainingPlan> Trainer<P> {
             .ok_or_else(|| invalid_state("call init-model first"))
     }
 
-    fn plan_mut(&mut self) -> PlanResult<&mut P> {
-        self.plan
-            .as_mut()
-            .ok_or_else(|| invalid_state("call init-model first"))
-    }
-
     /// `init-model`: parse model_args and build the model.
     pub fn init_model(&mut self, model_args: &str) -> PlanResult<()> {
         let args = Args::parse("model_args", model_args, P::MODEL_ARGS)?;
-        self.plan = Some(P::init_model(&args)?);
+        let plan = P::init_model(&args)?;
+        self.named = named_tensors(plan.model());
+        let mut seen = std::collections::BTreeSet::new();
+        for n in &self.named {
+            if !seen.insert(n.name.as_str()) {
+                return Err(invalid_state(format!(
+                    "the model names two tensors `{}`; give sub-modules distinct names",
+                    n.name
+                )));
+            }
+        }
+        self.params = self
+            .named
+            .iter()
+            .filter(|n| n.role == Role::Parameter)
+            .map(|n| n.tensor.clone())
+            .collect();
+        self.plan = Some(plan);
         self.optimizer = None;
         self.correction = None;
         Ok(())
@@ -95,15 +140,25 @@ impl<P: TrainingPlan> Trainer<P> {
         self.plan()?.training_data(info)
     }
 
-    /// `training-step`: forward, loss, backward and one optimizer update.
+    /// `training-step`: the plan's step in training mode, then noise,
+    /// correction and one optimizer update.
     pub fn training_step(&mut self, batch: Batch) -> PlanResult<StepReport> {
-        let x = to_matrix(batch.features, "batch features")?;
-        let samples = x.nrows() as u32;
+        let features = to_tensor(batch.features, "batch features")?;
+        let samples = features.shape()[0];
+        if batch.targets.len() != samples {
+            return Err(invalid_data(format!(
+                "a batch of {samples} samples came with {} targets",
+                batch.targets.len()
+            )));
+        }
+        let targets = Tensor::new(batch.targets, &[samples])?;
         let Self {
             plan,
+            params,
             optimizer,
             correction,
             privacy,
+            ..
         } = self;
         let plan = plan
             .as_mut()
@@ -111,55 +166,60 @@ impl<P: TrainingPlan> Trainer<P> {
         let optimizer = optimizer
             .as_mut()
             .ok_or_else(|| invalid_state("call init-optimizer first"))?;
-        let loss_fn = plan.loss();
-        let model = plan.model_mut();
-        let loss = match privacy {
-            Some(dp) => dp.private_gradient(model, loss_fn, x, &batch.targets)?,
-            None => {
-                model.zero_grad();
-                let output = model.forward(x)?;
-                let (loss, grad) = loss_fn.forward_backward(&output, &batch.targets)?;
-                model.backward(grad)?;
-                loss
-            }
+        for p in params.iter() {
+            p.set_grad(None);
+        }
+        let mut step = Step {
+            params,
+            privacy: *privacy,
+            samples,
         };
-        optimizer.step(model.parameters_and_gradients(), correction.as_deref());
+        let minibatch = Minibatch { features, targets };
+        let loss = with_training(true, || plan.training_step(&minibatch, &mut step))?;
+        let loss = loss.item()?;
+        if let Some(dp) = privacy {
+            dp.add_noise(params, samples);
+        }
+        let learning_rate = no_grad(|| optimizer.step(params, correction.as_deref()));
         Ok(StepReport {
             loss,
-            samples,
-            learning_rate: Some(optimizer.learning_rate()),
+            samples: samples as u32,
+            learning_rate: Some(learning_rate),
         })
     }
 
-    /// `predict`: probabilities or predictions for a batch of features.
+    /// `predict`: probabilities or predictions, in evaluation mode.
     pub fn predict(&self, features: Array) -> PlanResult<Array> {
         let plan = self.plan()?;
-        let x = to_matrix(features, "features")?;
-        let out = plan.loss().output_transform(plan.model().infer(x)?);
-        let shape = vec![out.nrows() as u32, out.ncols() as u32];
-        Ok(Array {
-            shape,
-            data: out.into_raw_vec_and_offset().0,
-        })
+        let x = to_tensor(features, "features")?;
+        let out = no_grad(|| with_training(false, || plan.predict(&plan.forward(&x)?)))?;
+        Ok(to_array(&out))
     }
 
-    /// `get-parameters`: every parameter by name (empty before `init-model`).
-    pub fn get_parameters(&self) -> Vec<Tensor> {
-        self.plan
-            .as_ref()
-            .map(|p| params::to_tensors(p.model()))
-            .unwrap_or_default()
+    /// `get-parameters`: every parameter and buffer by name (empty before `init-model`).
+    pub fn get_parameters(&self) -> Vec<WitTensor> {
+        params::to_tensors(&self.named)
     }
 
-    /// `set-parameters`: replace every parameter by name.
-    pub fn set_parameters(&mut self, tensors: Vec<Tensor>) -> PlanResult<()> {
-        params::load_tensors(self.plan_mut()?.model_mut(), tensors)
+    /// `set-parameters`: replace every parameter and buffer by name.
+    pub fn set_parameters(&mut self, tensors: Vec<WitTensor>) -> PlanResult<()> {
+        self.plan()?;
+        params::load_tensors(&self.named, tensors)
     }
 
-    /// `set-gradient-correction`: the tensors subtracted from every gradient.
-    pub fn set_gradient_correction(&mut self, tensors: Vec<Tensor>) -> PlanResult<()> {
-        let values = params::match_tensors(self.plan()?.model(), tensors, "gradient correction")?;
-        self.correction = Some(values);
+    /// `set-gradient-correction`: the tensors subtracted from every
+    /// parameter's gradient (those for buffers are checked and ignored).
+    pub fn set_gradient_correction(&mut self, tensors: Vec<WitTensor>) -> PlanResult<()> {
+        self.plan()?;
+        let values = params::match_tensors(&self.named, tensors, "gradient correction")?;
+        let for_params = self
+            .named
+            .iter()
+            .zip(values)
+            .filter(|(n, _)| n.role == Role::Parameter)
+            .map(|(_, v)| v)
+            .collect();
+        self.correction = Some(for_params);
         Ok(())
     }
 }

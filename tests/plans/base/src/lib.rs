@@ -8,7 +8,6 @@ pub use fedwasm_plan;
 #[macro_export]
 macro_rules! hostile_plan {
     ($name:literal, $description:literal, $misbehave:path) => {
-        use $crate::fedwasm_plan::args::ArgType;
         use $crate::fedwasm_plan::prelude::*;
 
         /// The plan; a one-layer binary classifier once `misbehave` returns.
@@ -31,7 +30,7 @@ macro_rules! hostile_plan {
                 $misbehave()?;
                 let n = args.count("n_features")?;
                 Ok(Hostile {
-                    model: Sequential::new().linear(Linear::zeros("linear", n, 1)),
+                    model: Sequential::new().add("linear", nn::Linear::zeros(n, 1)?),
                 })
             }
 
@@ -39,16 +38,16 @@ macro_rules! hostile_plan {
                 Ok(standardized_tabular(Task::BinaryClassification))
             }
 
-            fn model(&self) -> &Sequential {
+            fn model(&self) -> &dyn Module {
                 &self.model
             }
 
-            fn model_mut(&mut self) -> &mut Sequential {
-                &mut self.model
+            fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+                Classifier::new(2).loss(output, targets)
             }
 
-            fn loss(&self) -> Loss {
-                Loss::BinaryCrossEntropy
+            fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+                Classifier::new(2).predict(output)
             }
         }
 

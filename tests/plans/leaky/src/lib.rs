@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use fedwasm_plan::args::ArgType;
 use fedwasm_plan::prelude::*;
 
 static FAIL: AtomicBool = AtomicBool::new(false);
@@ -21,13 +20,19 @@ impl TrainingPlan for Leaky {
     const DESCRIPTION: &'static str = "Tries to send rows out around the parameters.";
     const MODEL_ARGS: &'static [ArgSpec] = &[
         ArgSpec::optional("n_features", ArgType::Count, "30", "input width"),
-        ArgSpec::optional("fail", ArgType::Count, "0", "1: fail with rows in the error"),
+        ArgSpec::optional(
+            "fail",
+            ArgType::Count,
+            "0",
+            "1: fail with rows in the error",
+        ),
     ];
 
     fn init_model(args: &Args) -> PlanResult<Self> {
         FAIL.store(args.count("fail")? == 1, Ordering::Relaxed);
         Ok(Leaky {
-            model: Sequential::new().linear(Linear::zeros("linear", args.count("n_features")?, 1)),
+            model: Sequential::new()
+                .add("linear", nn::Linear::zeros(args.count("n_features")?, 1)?),
         })
     }
 
@@ -35,16 +40,16 @@ impl TrainingPlan for Leaky {
         Ok(standardized_tabular(Task::BinaryClassification))
     }
 
-    fn model(&self) -> &Sequential {
+    fn model(&self) -> &dyn Module {
         &self.model
     }
 
-    fn model_mut(&mut self) -> &mut Sequential {
-        &mut self.model
+    fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        Classifier::new(2).loss(output, targets)
     }
 
-    fn loss(&self) -> Loss {
-        Loss::BinaryCrossEntropy
+    fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        Classifier::new(2).predict(output)
     }
 }
 

@@ -1,0 +1,215 @@
+//! A configurable convolutional classifier in the LeNet/VGG style: blocks of
+//! 3×3 convolution (`conv1`, `conv2`, …), optional batch normalization
+//! (`bn1`, …), ReLU and 2×2 pooling, then either flattening or global
+//! average pooling, dropout and fully connected layers (`fc1`, …, `out`).
+//!
+//! Each row of the node's table is viewed as one `[C, H, W]` image
+//! (`input_shape`), e.g. the 64 pixels of an 8×8 digit as `[1, 8, 8]`.
+
+use fedwasm_plan::prelude::*;
+
+/// The plan: the network and its classification head.
+pub struct Cnn {
+    model: Sequential,
+    classifier: Classifier,
+    pixels: usize,
+    scaling: Scaling,
+}
+
+fn scaling(name: &str) -> PlanResult<Scaling> {
+    match name {
+        "standardize" => Ok(Scaling::Standardize),
+        "min-max" => Ok(Scaling::MinMax),
+        "none" => Ok(Scaling::None),
+        other => Err(invalid_argument(format!(
+            "model_args.scaling must be standardize, min-max or none, got \"{other}\""
+        ))),
+    }
+}
+
+impl TrainingPlan for Cnn {
+    const NAME: &'static str = "cnn";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str = "Convolutional classifier: blocks of 3x3 convolution, batch normalization, \
+         ReLU and 2x2 pooling, then dropout and fully connected layers; PyTorch's default \
+         initialisation; each table row viewed as one [C, H, W] image.";
+    const MODEL_ARGS: &'static [ArgSpec] = &[
+        ArgSpec::required(
+            "input_shape",
+            ArgType::CountList,
+            "[channels, height, width] of one image; their product is the number of feature columns",
+        ),
+        ArgSpec::required("n_classes", ArgType::Count, "number of classes"),
+        ArgSpec::optional(
+            "channels",
+            ArgType::CountList,
+            "[16, 32]",
+            "output channels of each convolution block",
+        ),
+        ArgSpec::optional(
+            "kernel",
+            ArgType::Count,
+            "3",
+            "convolution kernel size (odd; padding keeps the size)",
+        ),
+        ArgSpec::optional(
+            "batch_norm",
+            ArgType::Boolean,
+            "true",
+            "batch normalization after each convolution",
+        ),
+        ArgSpec::optional(
+            "pool",
+            ArgType::Text,
+            "\"max\"",
+            "2x2 pooling after each block: max, avg or none",
+        ),
+        ArgSpec::optional(
+            "global_pool",
+            ArgType::Boolean,
+            "false",
+            "average each channel over the image before the fully connected layers, instead of flattening",
+        ),
+        ArgSpec::optional(
+            "hidden",
+            ArgType::CountList,
+            "[64]",
+            "width of each hidden fully connected layer",
+        ),
+        ArgSpec::optional(
+            "dropout",
+            ArgType::Number,
+            "0.25",
+            "dropout probability before each fully connected layer",
+        ),
+        ArgSpec::optional(
+            "scaling",
+            ArgType::Text,
+            "\"min-max\"",
+            "feature scaling by the node with its own training statistics: min-max, standardize or none",
+        ),
+    ];
+    const OPTIMIZER_ARGS: &'static [ArgSpec] = &optimizer_args("0.05");
+
+    fn init_model(args: &Args) -> PlanResult<Self> {
+        let shape = args.counts("input_shape")?;
+        let [c, mut h, mut w] = shape[..] else {
+            return Err(invalid_argument(format!(
+                "model_args.input_shape must be [channels, height, width], got {shape:?}"
+            )));
+        };
+        if c == 0 || h == 0 || w == 0 {
+            return Err(invalid_argument(
+                "model_args.input_shape: every extent must be at least 1",
+            ));
+        }
+        let n_classes = args.count_at_least("n_classes", 2)?;
+        let kernel = args.count_at_least("kernel", 1)?;
+        if kernel % 2 == 0 {
+            return Err(invalid_argument(format!(
+                "model_args.kernel must be odd, got {kernel}"
+            )));
+        }
+        let dropout = args.number("dropout")?;
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(invalid_argument(format!(
+                "model_args.dropout must be in [0, 1), got {dropout}"
+            )));
+        }
+        let pool = args.text("pool")?;
+        if !matches!(pool, "max" | "avg" | "none") {
+            return Err(invalid_argument(format!(
+                "model_args.pool must be max, avg or none, got \"{pool}\""
+            )));
+        }
+        let channels = args.counts("channels")?;
+        let hidden = args.counts("hidden")?;
+        if channels.contains(&0) || hidden.contains(&0) {
+            return Err(invalid_argument(
+                "model_args.channels and hidden: every layer needs at least one unit",
+            ));
+        }
+        let batch_norm = args.boolean("batch_norm")?;
+        let mut model = Sequential::new().add("view", nn::Reshape(vec![c, h, w]));
+        let mut c_in = c;
+        for (i, &c_out) in channels.iter().enumerate() {
+            let k = i + 1;
+            let conv = nn::Conv2d::new(c_in, c_out, [kernel; 2])?.padding(kernel / 2);
+            // A bias before batch normalization is cancelled by it.
+            model = if batch_norm {
+                model
+                    .add(&format!("conv{k}"), conv.without_bias())
+                    .add(&format!("bn{k}"), nn::BatchNorm::new_2d(c_out)?)
+            } else {
+                model.add(&format!("conv{k}"), conv)
+            };
+            model = model.push(nn::Relu);
+            if h >= 2 && w >= 2 {
+                match pool {
+                    "max" => model = model.push(nn::MaxPool2d::new(2)),
+                    "avg" => model = model.push(nn::AvgPool2d::new(2)),
+                    _ => {}
+                }
+                if pool != "none" {
+                    (h, w) = (h / 2, w / 2);
+                }
+            }
+            c_in = c_out;
+        }
+        let mut width = if args.boolean("global_pool")? {
+            model = model.push(nn::AdaptiveAvgPool2d::new(1, 1));
+            c_in
+        } else {
+            c_in * h * w
+        };
+        model = model.push(nn::Flatten(1));
+        let classifier = Classifier::new(n_classes);
+        for (j, &units) in hidden.iter().enumerate() {
+            model = model
+                .push(nn::Dropout::new(dropout)?)
+                .add(&format!("fc{}", j + 1), nn::Linear::new(width, units)?)
+                .push(nn::Relu);
+            width = units;
+        }
+        model = model
+            .push(nn::Dropout::new(dropout)?)
+            .add("out", nn::Linear::new(width, classifier.outputs)?);
+        Ok(Cnn {
+            model,
+            classifier,
+            pixels: c * shape[1] * shape[2],
+            scaling: scaling(args.text("scaling")?)?,
+        })
+    }
+
+    fn training_data(&self, info: &DatasetInfo) -> PlanResult<DataSpec> {
+        let features = info
+            .columns
+            .len()
+            .saturating_sub(usize::from(info.target.is_some()));
+        if features != self.pixels {
+            return Err(invalid_data(format!(
+                "model_args.input_shape needs {} feature columns per image, the dataset has {features}",
+                self.pixels
+            )));
+        }
+        Ok(DataSpec {
+            scaling: self.scaling,
+            ..standardized_tabular(self.classifier.task)
+        })
+    }
+
+    fn model(&self) -> &dyn Module {
+        &self.model
+    }
+
+    fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        self.classifier.loss(output, targets)
+    }
+
+    fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        self.classifier.predict(output)
+    }
+}
+
+fedwasm_plan::export_plan!(Cnn);

@@ -1,0 +1,160 @@
+//! Four f32 lanes, the one vector type the kernels use.
+//!
+//! In wasm it is simd128's `v128`; on x86_64 it is SSE's `__m128` (part of the
+//! baseline, so no run-time detection); elsewhere plain arrays. Only lane-wise
+//! IEEE additions and multiplications are exposed — never a fused
+//! multiply-add — so every build computes the same bits.
+
+// `add`/`mul` are lane-wise methods, deliberately not operator traits.
+#![allow(clippy::should_implement_trait)]
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod imp {
+    use core::arch::wasm32::*;
+
+    /// Four f32 lanes.
+    #[derive(Clone, Copy)]
+    pub struct F32x4(v128);
+
+    impl F32x4 {
+        #[inline(always)]
+        pub fn splat(v: f32) -> Self {
+            F32x4(f32x4_splat(v))
+        }
+        /// Loads four floats from `s[0..4]`.
+        #[inline(always)]
+        pub fn load(s: &[f32]) -> Self {
+            assert!(s.len() >= 4);
+            // SAFETY: four readable floats were just checked; v128_load is unaligned.
+            F32x4(unsafe { v128_load(s.as_ptr() as *const v128) })
+        }
+        /// Stores four floats into `s[0..4]`.
+        #[inline(always)]
+        pub fn store(self, s: &mut [f32]) {
+            assert!(s.len() >= 4);
+            // SAFETY: four writable floats were just checked; v128_store is unaligned.
+            unsafe { v128_store(s.as_mut_ptr() as *mut v128, self.0) }
+        }
+        #[inline(always)]
+        pub fn add(self, o: Self) -> Self {
+            F32x4(f32x4_add(self.0, o.0))
+        }
+        #[inline(always)]
+        pub fn mul(self, o: Self) -> Self {
+            F32x4(f32x4_mul(self.0, o.0))
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod imp {
+    use core::arch::x86_64::*;
+
+    /// Four f32 lanes.
+    #[derive(Clone, Copy)]
+    pub struct F32x4(__m128);
+
+    impl F32x4 {
+        #[inline(always)]
+        pub fn splat(v: f32) -> Self {
+            // SAFETY: SSE is part of the x86_64 baseline.
+            F32x4(unsafe { _mm_set1_ps(v) })
+        }
+        /// Loads four floats from `s[0..4]`.
+        #[inline(always)]
+        pub fn load(s: &[f32]) -> Self {
+            assert!(s.len() >= 4);
+            // SAFETY: four readable floats were just checked; loadu is unaligned.
+            F32x4(unsafe { _mm_loadu_ps(s.as_ptr()) })
+        }
+        /// Stores four floats into `s[0..4]`.
+        #[inline(always)]
+        pub fn store(self, s: &mut [f32]) {
+            assert!(s.len() >= 4);
+            // SAFETY: four writable floats were just checked; storeu is unaligned.
+            unsafe { _mm_storeu_ps(s.as_mut_ptr(), self.0) }
+        }
+        #[inline(always)]
+        pub fn add(self, o: Self) -> Self {
+            // SAFETY: SSE is part of the x86_64 baseline.
+            F32x4(unsafe { _mm_add_ps(self.0, o.0) })
+        }
+        #[inline(always)]
+        pub fn mul(self, o: Self) -> Self {
+            // SAFETY: SSE is part of the x86_64 baseline.
+            F32x4(unsafe { _mm_mul_ps(self.0, o.0) })
+        }
+    }
+}
+
+#[cfg(not(any(
+    all(target_arch = "wasm32", target_feature = "simd128"),
+    target_arch = "x86_64"
+)))]
+mod imp {
+    /// Four f32 lanes.
+    #[derive(Clone, Copy)]
+    pub struct F32x4([f32; 4]);
+
+    impl F32x4 {
+        #[inline(always)]
+        pub fn splat(v: f32) -> Self {
+            F32x4([v; 4])
+        }
+        /// Loads four floats from `s[0..4]`.
+        #[inline(always)]
+        pub fn load(s: &[f32]) -> Self {
+            F32x4([s[0], s[1], s[2], s[3]])
+        }
+        /// Stores four floats into `s[0..4]`.
+        #[inline(always)]
+        pub fn store(self, s: &mut [f32]) {
+            s[..4].copy_from_slice(&self.0);
+        }
+        #[inline(always)]
+        pub fn add(self, o: Self) -> Self {
+            F32x4(core::array::from_fn(|i| self.0[i] + o.0[i]))
+        }
+        #[inline(always)]
+        pub fn mul(self, o: Self) -> Self {
+            F32x4(core::array::from_fn(|i| self.0[i] * o.0[i]))
+        }
+    }
+}
+
+pub use imp::F32x4;
+
+/// y[i] += a · x[i], four lanes at a time.
+#[inline]
+pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
+    let n = x.len().min(y.len());
+    let va = F32x4::splat(a);
+    let mut i = 0;
+    while i + 4 <= n {
+        F32x4::load(&y[i..])
+            .add(va.mul(F32x4::load(&x[i..])))
+            .store(&mut y[i..]);
+        i += 4;
+    }
+    while i < n {
+        y[i] += a * x[i];
+        i += 1;
+    }
+}
+
+/// y[i] += x[i], four lanes at a time.
+#[inline]
+pub fn add_assign(y: &mut [f32], x: &[f32]) {
+    let n = x.len().min(y.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        F32x4::load(&y[i..])
+            .add(F32x4::load(&x[i..]))
+            .store(&mut y[i..]);
+        i += 4;
+    }
+    while i < n {
+        y[i] += x[i];
+        i += 1;
+    }
+}

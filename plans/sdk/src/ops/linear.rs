@@ -1,0 +1,190 @@
+//! Matrix products: `matmul` of two matrices and the fused affine map
+//! `linear` (x·Wᵀ + b, PyTorch's `F.linear`), both on the packed GEMM kernel.
+
+use crate::error::PlanResult;
+use crate::kernels::{MatRef, gemm};
+use crate::tensor::{Grad, Need, Tensor};
+
+use super::{per_sample_stride, shape_error};
+
+impl Tensor {
+    /// The product of a `[m, k]` and a `[k, n]` matrix.
+    pub fn matmul(&self, other: &Tensor) -> PlanResult<Tensor> {
+        let ([m, k], [k2, n]) = (self.shape(), other.shape()) else {
+            return Err(shape_error(
+                "matmul",
+                format!(
+                    "needs two 2-D tensors, got {:?} and {:?}",
+                    self.shape(),
+                    other.shape()
+                ),
+            ));
+        };
+        let (m, k, n) = (*m, *k, *n);
+        if k != *k2 {
+            return Err(shape_error(
+                "matmul",
+                format!("inner dimensions differ: [{m}, {k}] · [{k2}, {n}]"),
+            ));
+        }
+        let mut out = vec![0.0f32; m * n];
+        gemm(
+            MatRef::row_major(&self.values(), m, k),
+            MatRef::row_major(&other.values(), k, n),
+            &mut out,
+            false,
+        );
+        let (a, b) = (self.clone(), other.clone());
+        Tensor::from_op("matmul", out, &[m, n], &[self, other], move |g, need| {
+            let gm = MatRef::row_major(g, m, n);
+            let da = match need[0] {
+                Need::Nothing => None,
+                Need::Sum => {
+                    let mut da = vec![0.0f32; m * k];
+                    gemm(gm, MatRef::row_major(&b.values(), k, n).t(), &mut da, false);
+                    Some(Grad::Sum(da))
+                }
+                // The left operand's rows are the samples; a parameter there has no batch.
+                Need::PerSample(_) => None,
+            };
+            let db = match need[1] {
+                Need::Nothing => None,
+                Need::Sum => {
+                    let mut db = vec![0.0f32; k * n];
+                    gemm(MatRef::row_major(&a.values(), m, k).t(), gm, &mut db, false);
+                    Some(Grad::Sum(db))
+                }
+                Need::PerSample(batch) => {
+                    per_sample_stride(&[m, n], batch, "matmul")?;
+                    let av = a.values();
+                    let mut db = vec![0.0f32; batch * k * n];
+                    for (s, dst) in db.chunks_exact_mut(k * n).enumerate() {
+                        gemm(
+                            MatRef::row_major(&av[s * k..(s + 1) * k], 1, k).t(),
+                            MatRef::row_major(&g[s * n..(s + 1) * n], 1, n),
+                            dst,
+                            false,
+                        );
+                    }
+                    Some(Grad::PerSample(db))
+                }
+            };
+            Ok(vec![da, db])
+        })
+    }
+
+    /// `x·Wᵀ + b` over the last dimension of `x` (`[…, in]` → `[…, out]`),
+    /// for a weight `[out, in]` and an optional bias `[out]`.
+    pub fn linear(&self, weight: &Tensor, bias: Option<&Tensor>) -> PlanResult<Tensor> {
+        let [n_out, n_in] = *weight.shape() else {
+            return Err(shape_error(
+                "linear",
+                format!("weight must be [out, in], got {:?}", weight.shape()),
+            ));
+        };
+        if self.shape().last() != Some(&n_in) {
+            return Err(shape_error(
+                "linear",
+                format!(
+                    "the input {:?} has {} features per sample, the layer takes {n_in}",
+                    self.shape(),
+                    self.shape().last().copied().unwrap_or(0)
+                ),
+            ));
+        }
+        if let Some(b) = bias
+            && b.shape() != [n_out]
+        {
+            return Err(shape_error(
+                "linear",
+                format!("bias must be [{n_out}], got {:?}", b.shape()),
+            ));
+        }
+        let rows = self.numel() / n_in.max(1);
+        let mut out = vec![0.0f32; rows * n_out];
+        if let Some(b) = bias {
+            let b = b.values();
+            for row in out.chunks_exact_mut(n_out) {
+                row.copy_from_slice(&b);
+            }
+        }
+        gemm(
+            MatRef::row_major(&self.values(), rows, n_in),
+            MatRef::row_major(&weight.values(), n_out, n_in).t(),
+            &mut out,
+            true,
+        );
+        let mut shape = self.shape().to_vec();
+        *shape.last_mut().expect("checked above") = n_out;
+        let out_shape = shape.clone();
+        let (x, w) = (self.clone(), weight.clone());
+        let mut inputs = vec![self, weight];
+        inputs.extend(bias);
+        Tensor::from_op("linear", out, &shape, &inputs, move |g, need| {
+            let gm = MatRef::row_major(g, rows, n_out);
+            let dx = (need[0] == Need::Sum).then(|| {
+                let mut dx = vec![0.0f32; rows * n_in];
+                gemm(
+                    gm,
+                    MatRef::row_major(&w.values(), n_out, n_in),
+                    &mut dx,
+                    false,
+                );
+                Grad::Sum(dx)
+            });
+            let dw = match need[1] {
+                Need::Nothing => None,
+                Need::Sum => {
+                    let mut dw = vec![0.0f32; n_out * n_in];
+                    gemm(
+                        gm.t(),
+                        MatRef::row_major(&x.values(), rows, n_in),
+                        &mut dw,
+                        false,
+                    );
+                    Some(Grad::Sum(dw))
+                }
+                Need::PerSample(batch) => {
+                    let per = per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1);
+                    let xv = x.values();
+                    let mut dw = vec![0.0f32; batch * n_out * n_in];
+                    for (s, dst) in dw.chunks_exact_mut(n_out * n_in).enumerate() {
+                        let r = s * per..(s + 1) * per;
+                        gemm(
+                            MatRef::row_major(&g[r.start * n_out..r.end * n_out], per, n_out).t(),
+                            MatRef::row_major(&xv[r.start * n_in..r.end * n_in], per, n_in),
+                            dst,
+                            false,
+                        );
+                    }
+                    Some(Grad::PerSample(dw))
+                }
+            };
+            let mut grads = vec![dx, dw];
+            if need.len() == 3 {
+                grads.push(match need[2] {
+                    Need::Nothing => None,
+                    Need::Sum => {
+                        let mut db = vec![0.0f32; n_out];
+                        for row in g.chunks_exact(n_out) {
+                            crate::kernels::simd::add_assign(&mut db, row);
+                        }
+                        Some(Grad::Sum(db))
+                    }
+                    Need::PerSample(batch) => {
+                        let per = per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1);
+                        let mut db = vec![0.0f32; batch * n_out];
+                        for (s, dst) in db.chunks_exact_mut(n_out).enumerate() {
+                            for row in g[s * per * n_out..(s + 1) * per * n_out].chunks_exact(n_out)
+                            {
+                                crate::kernels::simd::add_assign(dst, row);
+                            }
+                        }
+                        Some(Grad::PerSample(db))
+                    }
+                });
+            }
+            Ok(grads)
+        })
+    }
+}

@@ -1,0 +1,505 @@
+//! Optimizers: SGD (momentum, Nesterov, weight decay), Adam and AdamW, with
+//! a learning-rate [`Schedule`], all honouring the gradient correction
+//! Scaffold sends (grad ← grad − correction) and FedProx's proximal term:
+//! with `fedprox_mu` = μ the objective gains (μ/2)·‖w − w₀‖², w₀ the
+//! parameters at the first update (the global model the node received), so
+//! μ·(w − w₀) is added to every gradient.
+//!
+//! State (momentum buffers, Adam moments, the update count) lives in the
+//! optimizer and starts fresh in every training task, as in Fed-BioMed.
+
+mod schedule;
+
+pub use schedule::Schedule;
+
+use crate::args::{ArgSpec, ArgType, Args};
+use crate::error::{PlanResult, invalid_argument};
+use crate::tensor::Tensor;
+
+/// Arguments every SDK optimizer understands, with SGD at learning rate 0.01 by default.
+pub const OPTIMIZER_ARGS: &[ArgSpec] = &optimizer_args("0.01");
+
+/// The optimizer argument list with a plan-specific default learning rate.
+pub const fn optimizer_args(default_lr: &'static str) -> [ArgSpec; 17] {
+    [
+        ArgSpec::optional(
+            "optimizer",
+            ArgType::Text,
+            "\"sgd\"",
+            "\"sgd\", \"adam\" or \"adamw\"",
+        ),
+        ArgSpec::optional("lr", ArgType::Number, default_lr, "learning rate"),
+        ArgSpec::optional(
+            "momentum",
+            ArgType::Number,
+            "0.0",
+            "SGD momentum (PyTorch convention)",
+        ),
+        ArgSpec::optional(
+            "nesterov",
+            ArgType::Boolean,
+            "false",
+            "SGD: Nesterov momentum",
+        ),
+        ArgSpec::optional(
+            "weight_decay",
+            ArgType::Number,
+            "0.0",
+            "L2 penalty added to the gradient (AdamW: decoupled decay of the weights)",
+        ),
+        ArgSpec::optional(
+            "beta1",
+            ArgType::Number,
+            "0.9",
+            "Adam: decay of the first moment",
+        ),
+        ArgSpec::optional(
+            "beta2",
+            ArgType::Number,
+            "0.999",
+            "Adam: decay of the second moment",
+        ),
+        ArgSpec::optional(
+            "eps",
+            ArgType::Number,
+            "1e-8",
+            "Adam: term added to the denominator",
+        ),
+        ArgSpec::optional(
+            "lr_schedule",
+            ArgType::Text,
+            "\"constant\"",
+            "\"constant\", \"step\" (lr_step_size, lr_gamma) or \"cosine\" (lr_t_max, lr_min), counted in updates",
+        ),
+        ArgSpec::optional(
+            "lr_step_size",
+            ArgType::Count,
+            "1",
+            "step schedule: updates between decays",
+        ),
+        ArgSpec::optional(
+            "lr_gamma",
+            ArgType::Number,
+            "0.1",
+            "step schedule: decay factor",
+        ),
+        ArgSpec::optional(
+            "lr_t_max",
+            ArgType::Count,
+            "100",
+            "cosine schedule: updates to reach lr_min",
+        ),
+        ArgSpec::optional(
+            "lr_min",
+            ArgType::Number,
+            "0.0",
+            "cosine schedule: final learning rate",
+        ),
+        ArgSpec::optional(
+            "fedprox_mu",
+            ArgType::Number,
+            "0.0",
+            "FedProx: weight of (mu/2)·‖w − w_global‖²",
+        ),
+        ArgSpec::optional(
+            "dp_clip",
+            ArgType::Number,
+            "0.0",
+            "DP-SGD: bound on each sample's gradient norm (0 = off); set by the node from dp_args",
+        ),
+        ArgSpec::optional(
+            "dp_sigma",
+            ArgType::Number,
+            "0.0",
+            "DP-SGD: noise standard deviation in units of dp_clip; set by the node from dp_args",
+        ),
+        ArgSpec::optional(
+            "max_grad_norm",
+            ArgType::Number,
+            "0.0",
+            "clip the whole gradient to this L2 norm before the update (0 = off)",
+        ),
+    ]
+}
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rule {
+    /// SGD with PyTorch's momentum convention (no dampening).
+    Sgd {
+        /// Momentum factor (0 disables it).
+        momentum: f32,
+        /// Nesterov momentum.
+        nesterov: bool,
+    },
+    /// Adam (Kingma & Ba), weight decay added to the gradient (L2).
+    Adam {
+        /// Decay of the first moment.
+        beta1: f32,
+        /// Decay of the second moment.
+        beta2: f32,
+        /// Added to the denominator.
+        eps: f32,
+    },
+    /// AdamW (Loshchilov & Hutter): decay applied to the weights, not the gradient.
+    AdamW {
+        /// Decay of the first moment.
+        beta1: f32,
+        /// Decay of the second moment.
+        beta2: f32,
+        /// Added to the denominator.
+        eps: f32,
+    },
+}
+
+/// The optimizer a plan trains with: a rule, a schedule and their state.
+#[derive(Debug, Clone)]
+pub struct Optimizer {
+    /// Base learning rate.
+    pub lr: f32,
+    /// Update rule.
+    pub rule: Rule,
+    /// Learning-rate schedule.
+    pub schedule: Schedule,
+    /// L2 penalty (SGD, Adam) or decoupled decay (AdamW).
+    pub weight_decay: f32,
+    /// Clip the whole gradient to this norm before the update (0 = off).
+    pub max_grad_norm: f32,
+    prox_mu: f32,
+    anchor: Vec<Vec<f32>>,
+    first: Vec<Vec<f32>>,
+    second: Vec<Vec<f32>>,
+    beta1_power: f32,
+    beta2_power: f32,
+    updates: u64,
+}
+
+fn in_range(args: &Args, name: &str, low: f32, high: f32) -> PlanResult<f32> {
+    let v = args.number(name)?;
+    if !(low..high).contains(&v) {
+        return Err(invalid_argument(format!(
+            "optimizer_args.{name} must be in [{low}, {high}), got {v}"
+        )));
+    }
+    Ok(v)
+}
+
+impl Optimizer {
+    /// Build from arguments parsed against [`optimizer_args`].
+    pub fn from_args(args: &Args) -> PlanResult<Self> {
+        let lr = args.number("lr")?;
+        if lr.is_nan() || lr <= 0.0 {
+            return Err(invalid_argument(format!(
+                "optimizer_args.lr must be > 0, got {lr}"
+            )));
+        }
+        let adam = |args: &Args| -> PlanResult<(f32, f32, f32)> {
+            Ok((
+                in_range(args, "beta1", 0.0, 1.0)?,
+                in_range(args, "beta2", 0.0, 1.0)?,
+                in_range(args, "eps", 0.0, f32::INFINITY)?,
+            ))
+        };
+        let rule = match args.text("optimizer")?.to_ascii_lowercase().as_str() {
+            "sgd" => Rule::Sgd {
+                momentum: in_range(args, "momentum", 0.0, 1.0)?,
+                nesterov: args.boolean("nesterov")?,
+            },
+            "adam" => {
+                let (beta1, beta2, eps) = adam(args)?;
+                Rule::Adam { beta1, beta2, eps }
+            }
+            "adamw" => {
+                let (beta1, beta2, eps) = adam(args)?;
+                Rule::AdamW { beta1, beta2, eps }
+            }
+            other => {
+                return Err(invalid_argument(format!(
+                    "optimizer_args.optimizer must be \"sgd\", \"adam\" or \"adamw\", got \"{other}\""
+                )));
+            }
+        };
+        if let Rule::Sgd {
+            momentum,
+            nesterov: true,
+        } = rule
+            && momentum == 0.0
+        {
+            return Err(invalid_argument(
+                "optimizer_args.nesterov needs a momentum > 0",
+            ));
+        }
+        Ok(Optimizer {
+            lr,
+            rule,
+            schedule: Schedule::from_args(args)?,
+            weight_decay: in_range(args, "weight_decay", 0.0, f32::INFINITY)?,
+            max_grad_norm: in_range(args, "max_grad_norm", 0.0, f32::INFINITY)?,
+            prox_mu: in_range(args, "fedprox_mu", 0.0, f32::INFINITY)?,
+            anchor: Vec::new(),
+            first: Vec::new(),
+            second: Vec::new(),
+            beta1_power: 1.0,
+            beta2_power: 1.0,
+            updates: 0,
+        })
+    }
+
+    /// The learning rate the next update applies.
+    pub fn learning_rate(&self) -> f32 {
+        self.schedule.rate(self.lr, self.updates)
+    }
+
+    /// One update of every parameter from its gradient (a parameter without
+    /// one is left alone), after subtracting the matching `correction`.
+    /// Returns the learning rate applied.
+    pub fn step(&mut self, params: &[Tensor], correction: Option<&[Vec<f32>]>) -> f32 {
+        let lr = self.learning_rate();
+        let zeros = |p: &[Tensor]| {
+            p.iter()
+                .map(|t| vec![0.0f32; t.numel()])
+                .collect::<Vec<_>>()
+        };
+        if self.first.len() != params.len() {
+            self.first = zeros(params);
+            self.second = zeros(params);
+        }
+        if self.prox_mu != 0.0 && self.anchor.len() != params.len() {
+            self.anchor = params.iter().map(Tensor::to_vec).collect();
+        }
+        let clip = self.clip_factor(params);
+        let first_update = self.updates == 0;
+        self.updates += 1;
+        if let Rule::Adam { beta1, beta2, .. } | Rule::AdamW { beta1, beta2, .. } = self.rule {
+            // Powers by repeated multiplication: exact to reproduce anywhere, unlike powf.
+            self.beta1_power *= beta1;
+            self.beta2_power *= beta2;
+        }
+        for (i, p) in params.iter().enumerate() {
+            let Some(grad) = p.grad() else {
+                continue;
+            };
+            let mut w = p.values_mut();
+            let corr = correction.and_then(|c| c.get(i));
+            for k in 0..w.len() {
+                let mut d = grad[k] * clip;
+                if let Some(c) = corr {
+                    d -= c[k];
+                }
+                if self.prox_mu != 0.0 {
+                    d += self.prox_mu * (w[k] - self.anchor[i][k]);
+                }
+                if !matches!(self.rule, Rule::AdamW { .. }) {
+                    d += self.weight_decay * w[k];
+                }
+                w[k] = self.update(i, k, w[k], d, lr, first_update);
+            }
+        }
+        lr
+    }
+
+    /// The factor bringing the whole gradient's norm down to `max_grad_norm`.
+    fn clip_factor(&self, params: &[Tensor]) -> f32 {
+        if self.max_grad_norm == 0.0 {
+            return 1.0;
+        }
+        let mut sq = 0.0f64;
+        for p in params {
+            if let Some(g) = p.grad() {
+                sq += g.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+            }
+        }
+        let norm = sq.sqrt() as f32;
+        if norm > self.max_grad_norm {
+            self.max_grad_norm / norm
+        } else {
+            1.0
+        }
+    }
+
+    /// The new value of element `k` of parameter `i`.
+    #[inline]
+    fn update(&mut self, i: usize, k: usize, w: f32, d: f32, lr: f32, first_update: bool) -> f32 {
+        match self.rule {
+            Rule::Sgd { momentum, nesterov } => {
+                let mut step = d;
+                if momentum != 0.0 {
+                    let v = &mut self.first[i][k];
+                    // PyTorch's convention: the first update seeds the buffer with d.
+                    *v = if first_update { d } else { momentum * *v + d };
+                    step = if nesterov { d + momentum * *v } else { *v };
+                }
+                w - lr * step
+            }
+            Rule::Adam { beta1, beta2, eps } | Rule::AdamW { beta1, beta2, eps } => {
+                let w = if matches!(self.rule, Rule::AdamW { .. }) {
+                    w * (1.0 - lr * self.weight_decay)
+                } else {
+                    w
+                };
+                let m = &mut self.first[i][k];
+                *m = beta1 * *m + (1.0 - beta1) * d;
+                let v = &mut self.second[i][k];
+                *v = beta2 * *v + (1.0 - beta2) * d * d;
+                let c1 = 1.0 - self.beta1_power;
+                let c2 = 1.0 - self.beta2_power;
+                w - lr * (self.first[i][k] / c1) / (libm::sqrtf(self.second[i][k] / c2) + eps)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(json: &str) -> Optimizer {
+        Optimizer::from_args(&Args::parse("optimizer_args", json, OPTIMIZER_ARGS).unwrap()).unwrap()
+    }
+
+    fn param(w: &[f32]) -> Tensor {
+        Tensor::parameter(w.to_vec(), &[w.len()]).unwrap()
+    }
+
+    fn step(
+        opt: &mut Optimizer,
+        p: &Tensor,
+        g: &[f32],
+        correction: Option<&[Vec<f32>]>,
+    ) -> Vec<f32> {
+        p.set_grad(Some(g.to_vec()));
+        opt.step(std::slice::from_ref(p), correction);
+        p.to_vec()
+    }
+
+    #[test]
+    fn sgd_with_momentum_and_correction() {
+        let mut opt = build(r#"{"lr": 0.5, "momentum": 0.5}"#);
+        let w = param(&[1.0, 2.0]);
+        let correction = vec![vec![0.5f32, 0.5]];
+        // corrected gradient (0.5, -1.5); first momentum step uses it as is.
+        assert_eq!(
+            step(&mut opt, &w, &[1.0, -1.0], Some(&correction)),
+            vec![0.75, 2.75]
+        );
+        // velocity = 0.5 * (0.5, -1.5) + (0.5, -1.5) = (0.75, -2.25)
+        assert_eq!(
+            step(&mut opt, &w, &[1.0, -1.0], Some(&correction)),
+            vec![0.375, 3.875]
+        );
+    }
+
+    #[test]
+    fn nesterov_looks_ahead() {
+        let mut opt = build(r#"{"lr": 1.0, "momentum": 0.5, "nesterov": true}"#);
+        let w = param(&[0.0]);
+        // v = 1; step = 1 + 0.5·1
+        assert_eq!(step(&mut opt, &w, &[1.0], None), vec![-1.5]);
+        // v = 0.5·1 + 1 = 1.5; step = 1 + 0.5·1.5 = 1.75
+        assert_eq!(step(&mut opt, &w, &[1.0], None), vec![-3.25]);
+        let args = Args::parse("optimizer_args", r#"{"nesterov": true}"#, OPTIMIZER_ARGS).unwrap();
+        assert!(
+            Optimizer::from_args(&args)
+                .unwrap_err()
+                .message
+                .contains("nesterov")
+        );
+    }
+
+    #[test]
+    fn fedprox_pulls_back_towards_the_first_parameters() {
+        let mut opt = build(r#"{"lr": 0.5, "fedprox_mu": 2.0}"#);
+        let w = param(&[1.0, 2.0]);
+        // First step: w0 = (1, 2) is the anchor, the proximal term is 0.
+        assert_eq!(step(&mut opt, &w, &[1.0, 1.0], None), vec![0.5, 1.5]);
+        // Zero gradient: d = μ·(w − w0) = 2·(−0.5, −0.5) = (−1, −1); w += 0.5.
+        assert_eq!(step(&mut opt, &w, &[0.0, 0.0], None), vec![1.0, 2.0]);
+        // Without μ nothing pulls.
+        let mut plain = build(r#"{"lr": 0.5}"#);
+        let w = param(&[1.0]);
+        step(&mut plain, &w, &[1.0], None);
+        assert_eq!(step(&mut plain, &w, &[0.0], None), vec![0.5]);
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        let mut opt = build(r#"{"optimizer": "adam", "lr": 0.1}"#);
+        let w = step(&mut opt, &param(&[0.0, 0.0]), &[3.0, -0.01], None);
+        assert!(
+            (w[0] + 0.1).abs() < 1e-6 && (w[1] - 0.1).abs() < 1e-5,
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn adamw_decays_the_weights_not_the_gradient() {
+        // A zero gradient leaves Adam's step at 0; only the decoupled decay moves w.
+        let mut opt = build(r#"{"optimizer": "adamw", "lr": 0.1, "weight_decay": 0.5}"#);
+        assert_eq!(step(&mut opt, &param(&[2.0]), &[0.0], None), vec![1.9]);
+        let mut l2 = build(r#"{"optimizer": "adam", "lr": 0.1, "weight_decay": 0.5}"#);
+        let w = step(&mut l2, &param(&[2.0]), &[0.0], None);
+        assert!(
+            (w[0] - 1.9).abs() < 1e-6,
+            "Adam's L2 term is normalized away: {w:?}"
+        );
+    }
+
+    #[test]
+    fn weight_decay_pulls_towards_zero() {
+        let mut opt = build(r#"{"lr": 0.1, "weight_decay": 1.0}"#);
+        let w = step(&mut opt, &param(&[2.0]), &[0.0], None);
+        assert!((w[0] - 1.8).abs() < 1e-6);
+    }
+
+    #[test]
+    fn schedules_and_gradient_clipping_apply() {
+        let mut opt = build(
+            r#"{"lr": 1.0, "lr_schedule": "step", "lr_step_size": 1, "lr_gamma": 0.5, "max_grad_norm": 1.0}"#,
+        );
+        let w = param(&[0.0, 0.0]);
+        // The gradient (3, 4) has norm 5, clipped to (0.6, 0.8); lr 1 then 0.5.
+        assert_eq!(step(&mut opt, &w, &[3.0, 4.0], None), vec![-0.6, -0.8]);
+        assert_eq!(opt.learning_rate(), 0.5);
+        let args = Args::parse(
+            "optimizer_args",
+            r#"{"lr_schedule": "linear"}"#,
+            OPTIMIZER_ARGS,
+        )
+        .unwrap();
+        assert!(
+            Optimizer::from_args(&args)
+                .unwrap_err()
+                .message
+                .contains("lr_schedule")
+        );
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let args = Args::parse(
+            "optimizer_args",
+            r#"{"optimizer": "rmsprop"}"#,
+            OPTIMIZER_ARGS,
+        )
+        .unwrap();
+        let err = Optimizer::from_args(&args).unwrap_err();
+        assert!(
+            err.message.contains("\"sgd\", \"adam\" or \"adamw\""),
+            "{err}"
+        );
+        let args = Args::parse("optimizer_args", r#"{"lr": -1}"#, OPTIMIZER_ARGS).unwrap();
+        assert!(
+            Optimizer::from_args(&args)
+                .unwrap_err()
+                .message
+                .contains("lr must be > 0")
+        );
+        let args = Args::parse("optimizer_args", r#"{"momentum": 1.5}"#, OPTIMIZER_ARGS).unwrap();
+        assert!(
+            Optimizer::from_args(&args)
+                .unwrap_err()
+                .message
+                .contains("momentum")
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! A plan written the way an author outside the SDK would: its own layer
+//! ([`GatedLinear`], a linear map whose outputs pass through learned
+//! sigmoid gates) and its own training step (cross-entropy plus an L2
+//! penalty on the gates, back-propagated as two losses).
+
+use fedwasm_plan::prelude::*;
+
+/// y = (x·Wᵀ + b) ⊙ σ(g): a linear layer with one learned gate per output.
+pub struct GatedLinear {
+    inner: nn::Linear,
+    gate: Tensor,
+}
+
+impl GatedLinear {
+    /// Gates start at 0 (σ = ½), the linear part as PyTorch initialises it.
+    pub fn new(n_in: usize, n_out: usize) -> PlanResult<Self> {
+        Ok(GatedLinear {
+            inner: nn::Linear::new(n_in, n_out)?,
+            gate: nn::init::constant(&[n_out], 0.0)?,
+        })
+    }
+}
+
+impl Module for GatedLinear {
+    fn forward(&self, x: &Tensor) -> PlanResult<Tensor> {
+        self.inner.forward(x)?.mul(&self.gate.sigmoid())
+    }
+
+    fn visit(&self, v: &mut Visitor<'_>) {
+        v.module("linear", &self.inner);
+        v.parameter("gate", &self.gate);
+    }
+}
+
+/// The plan: a gated hidden layer, tanh, and an output layer.
+pub struct Custom {
+    hidden: GatedLinear,
+    out: nn::Linear,
+    head: Classifier,
+    gate_penalty: f32,
+}
+
+/// The whole model, as the trainer sees it: `hidden.linear.weight`,
+/// `hidden.gate`, `out.weight`, ….
+struct View<'a>(&'a Custom);
+
+impl Module for View<'_> {
+    fn forward(&self, x: &Tensor) -> PlanResult<Tensor> {
+        self.0.out.forward(&self.0.hidden.forward(x)?.tanh())
+    }
+
+    fn visit(&self, v: &mut Visitor<'_>) {
+        v.module("hidden", &self.0.hidden);
+        v.module("out", &self.0.out);
+    }
+}
+
+impl Module for Custom {
+    fn forward(&self, x: &Tensor) -> PlanResult<Tensor> {
+        View(self).forward(x)
+    }
+
+    fn visit(&self, v: &mut Visitor<'_>) {
+        View(self).visit(v)
+    }
+}
+
+impl TrainingPlan for Custom {
+    const NAME: &'static str = "custom";
+    const VERSION: &'static str = "0.1.0";
+    const DESCRIPTION: &'static str = "A gated MLP with its own layer and training step.";
+    const MODEL_ARGS: &'static [ArgSpec] = &[
+        ArgSpec::required("n_features", ArgType::Count, "input width"),
+        ArgSpec::required("n_classes", ArgType::Count, "number of classes"),
+        ArgSpec::optional("hidden", ArgType::Count, "16", "gated hidden units"),
+        ArgSpec::optional(
+            "gate_penalty",
+            ArgType::Number,
+            "0.01",
+            "weight of ‖gate‖² in the objective",
+        ),
+    ];
+
+    fn init_model(args: &Args) -> PlanResult<Self> {
+        let n_features = args.count_at_least("n_features", 1)?;
+        let hidden = args.count_at_least("hidden", 1)?;
+        let head = Classifier::new(args.count_at_least("n_classes", 2)?);
+        let gate_penalty = args.number("gate_penalty")?;
+        if gate_penalty < 0.0 {
+            return Err(invalid_argument(format!(
+                "model_args.gate_penalty must be ≥ 0, got {gate_penalty}"
+            )));
+        }
+        Ok(Custom {
+            hidden: GatedLinear::new(n_features, hidden)?,
+            out: nn::Linear::new(hidden, head.outputs)?,
+            head,
+            gate_penalty,
+        })
+    }
+
+    fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
+        Ok(standardized_tabular(self.head.task))
+    }
+
+    fn model(&self) -> &dyn Module {
+        self
+    }
+
+    fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        self.head.loss(output, targets)
+    }
+
+    fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        self.head.predict(output)
+    }
+
+    /// Two losses: the data term, then the gate penalty, each back-propagated;
+    /// the gradients add up before the SDK's optimizer update.
+    fn training_step(&mut self, batch: &Minibatch, step: &mut Step<'_>) -> PlanResult<Tensor> {
+        let output = Module::forward(self, &batch.features)?;
+        let data = self.loss(&output, &batch.targets)?;
+        step.backward(&data)?;
+        let penalty = self.hidden.gate.square().sum().scale(self.gate_penalty);
+        step.backward(&penalty)?;
+        data.add(&penalty)
+    }
+}
+
+fedwasm_plan::export_plan!(Custom);
