@@ -5,10 +5,15 @@
 //! - what a time limit costs a whole training task: none, epoch interruption,
 //!   or a worker process under a watchdog (what nodes use);
 //! - a DP-SGD step (per-sample clipping and noise) vs a plain SGD step;
+//! - the issue-11 reference models (MLP 784→128→10, LeNet-5, a BatchNorm
+//!   CNN on 64×64) in the sandbox vs natively vs PyTorch on CPU, the anchor
+//!   run in the same session when `FEDWASM_BENCH_TORCH` names a Python
+//!   with torch installed;
 //! - what validation on the node (before and after training) adds to a round.
 //!
-//! `cargo bench --bench sandbox [-- steps instantiation transfer deadline
-//! privacy validation]` (no name: all). Timings are medians of repeated runs.
+//! `cargo bench --bench sandbox [-- steps models instantiation transfer
+//! deadline privacy validation]` (no name: all). Timings are medians of
+//! repeated runs.
 
 #[path = "../tests/integration/native.rs"]
 mod native;
@@ -128,6 +133,133 @@ fn step_time(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> Duration
     })
 }
 
+/// PyTorch's median step per model in ms, at `threads` threads, when
+/// `FEDWASM_BENCH_TORCH` names a Python with torch.
+fn torch_steps(threads: usize, steps: usize) -> Option<Vec<(String, f64)>> {
+    let python = std::env::var_os("FEDWASM_BENCH_TORCH")?;
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("benches/torch_steps.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args([threads.to_string(), steps.to_string()])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        eprintln!(
+            "PyTorch anchor failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (name, ms) = l.split_once(' ')?;
+                Some((name.to_string(), ms.trim().parse().ok()?))
+            })
+            .collect(),
+    )
+}
+
+/// The reference models of the plan SDK: one SGD-momentum step, median,
+/// in the sandbox and natively, with PyTorch's when available.
+fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
+    let steps = 100;
+    let torch1 = torch_steps(1, steps);
+    let torch2 = torch_steps(2, steps);
+    if torch1.is_none() {
+        println!("(set FEDWASM_BENCH_TORCH=<python with torch> for the PyTorch anchor)");
+    }
+    let torch_ms = |t: &Option<Vec<(String, f64)>>, name: &str| {
+        t.as_ref()
+            .and_then(|v| v.iter().find(|(n, _)| n == name).map(|(_, ms)| *ms))
+    };
+    println!("\nReference models: SGD-momentum step, median of {steps}");
+    println!(
+        "{:<26} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}",
+        "model / batch", "torch 1t", "torch 2t", "native", "wasm", "wasm/torch", "wasm/native"
+    );
+    let mlp = component("mlp");
+    let cnn = component("cnn");
+    let lenet = r#"{"input_shape": [1, 28, 28], "n_classes": 10, "channels": [6, 16], "kernel": 5,
+        "padding": [2, 0], "batch_norm": false, "hidden": [120, 84], "dropout": 0.0, "scaling": "none"}"#;
+    let bn_cnn = r#"{"input_shape": [1, 64, 64], "n_classes": 6, "channels": [16, 32, 64],
+        "pooled_blocks": [1, 2], "global_pool": true, "hidden": [], "dropout": 0.0, "scaling": "none"}"#;
+    let cases: [(&str, &str, &std::path::Path, String, usize, usize, usize); 3] = [
+        (
+            "mlp",
+            "MLP 784→128→10 / 64",
+            &mlp,
+            r#"{"n_features": 784, "n_classes": 10, "hidden": [128]}"#.to_string(),
+            64,
+            784,
+            10,
+        ),
+        (
+            "lenet5",
+            "LeNet-5 28×28 / 32",
+            &cnn,
+            lenet.to_string(),
+            32,
+            784,
+            10,
+        ),
+        (
+            "bn-cnn",
+            "BN-CNN 64×64 / 32",
+            &cnn,
+            bn_cnn.to_string(),
+            32,
+            4096,
+            6,
+        ),
+    ];
+    for (key, label, path, args, rows, features, classes) in cases {
+        let b = batch(rows, features, classes);
+        let plan = sandbox.load_file(path).unwrap();
+        let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
+        init(&mut wasm, &args);
+        let tw = step_median(&mut wasm, &b, steps);
+        let tn = if key == "mlp" {
+            let mut native = native::NativePlan::<mlp::Mlp>::new(seed.0);
+            init(&mut native, &args);
+            step_median(&mut native, &b, steps)
+        } else {
+            let mut native = native::NativePlan::<cnn::Cnn>::new(seed.0);
+            init(&mut native, &args);
+            step_median(&mut native, &b, steps)
+        };
+        let cell = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{ms:.2}ms"));
+        let t1 = torch_ms(&torch1, key);
+        println!(
+            "{:<26} {:>10} {:>10} {:>8.2}ms {:>8.2}ms {:>11} {:>10.2}×",
+            label,
+            cell(t1),
+            cell(torch_ms(&torch2, key)),
+            tn * 1e3,
+            tw * 1e3,
+            t1.map_or("—".to_string(), |t| format!("{:.2}×", tw * 1e3 / t)),
+            tw / tn,
+        );
+    }
+}
+
+/// Median seconds of single training steps, after five warm-up steps.
+fn step_median(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> f64 {
+    for _ in 0..5 {
+        plan.training_step(batch).unwrap();
+    }
+    let mut times: Vec<f64> = (0..steps)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            black_box(plan.training_step(batch).unwrap());
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    times[steps / 2]
+}
+
 fn main() {
     let component = component("mlp");
     let seed = StreamSeed([1; 32]);
@@ -179,6 +311,9 @@ fn main() {
                 te.as_secs_f64() / tn.as_secs_f64(),
             );
         }
+    }
+    if wanted("models") {
+        reference_models(&external, &seed);
     }
     if wanted("instantiation") {
         println!("\nInstantiation and compilation");

@@ -46,11 +46,18 @@ impl TrainingPlan for Cnn {
             "[16, 32]",
             "output channels of each convolution block",
         ),
+        ArgSpec::optional("kernel", ArgType::Count, "3", "convolution kernel size"),
         ArgSpec::optional(
-            "kernel",
-            ArgType::Count,
-            "3",
-            "convolution kernel size (odd; padding keeps the size)",
+            "padding",
+            ArgType::CountList,
+            "[]",
+            "zero padding of each block's convolution; [] pads kernel/2 everywhere (same size for odd kernels)",
+        ),
+        ArgSpec::optional(
+            "pooled_blocks",
+            ArgType::CountList,
+            "[]",
+            "blocks (1, 2, …) followed by 2x2 pooling; [] means every block while the image is at least 2x2",
         ),
         ArgSpec::optional(
             "batch_norm",
@@ -105,11 +112,6 @@ impl TrainingPlan for Cnn {
         }
         let n_classes = args.count_at_least("n_classes", 2)?;
         let kernel = args.count_at_least("kernel", 1)?;
-        if kernel % 2 == 0 {
-            return Err(invalid_argument(format!(
-                "model_args.kernel must be odd, got {kernel}"
-            )));
-        }
         let dropout = args.number("dropout")?;
         if !(0.0..1.0).contains(&dropout) {
             return Err(invalid_argument(format!(
@@ -130,11 +132,35 @@ impl TrainingPlan for Cnn {
             ));
         }
         let batch_norm = args.boolean("batch_norm")?;
+        let mut padding = args.counts("padding")?;
+        if padding.is_empty() {
+            padding = vec![kernel / 2; channels.len()];
+        } else if padding.len() != channels.len() {
+            return Err(invalid_argument(format!(
+                "model_args.padding has {} values for {} blocks",
+                padding.len(),
+                channels.len()
+            )));
+        }
+        let pooled = args.counts("pooled_blocks")?;
+        if let Some(b) = pooled.iter().find(|&&b| b == 0 || b > channels.len()) {
+            return Err(invalid_argument(format!(
+                "model_args.pooled_blocks: there is no block {b} (blocks are 1..={})",
+                channels.len()
+            )));
+        }
         let mut model = Sequential::new().add("view", nn::Reshape(vec![c, h, w]));
         let mut c_in = c;
         for (i, &c_out) in channels.iter().enumerate() {
             let k = i + 1;
-            let conv = nn::Conv2d::new(c_in, c_out, [kernel; 2])?.padding(kernel / 2);
+            let conv = nn::Conv2d::new(c_in, c_out, [kernel; 2])?.padding(padding[i]);
+            let fits = |size: usize| (size + 2 * padding[i]).checked_sub(kernel).map(|s| s + 1);
+            let (Some(oh), Some(ow)) = (fits(h), fits(w)) else {
+                return Err(invalid_argument(format!(
+                    "model_args: block {k}'s {kernel}x{kernel} kernel does not fit its {h}x{w} input"
+                )));
+            };
+            (h, w) = (oh, ow);
             // A bias before batch normalization is cancelled by it.
             model = if batch_norm {
                 model
@@ -144,7 +170,17 @@ impl TrainingPlan for Cnn {
                 model.add(&format!("conv{k}"), conv)
             };
             model = model.push(nn::Relu);
-            if h >= 2 && w >= 2 {
+            let pool_here = if pooled.is_empty() {
+                h >= 2 && w >= 2
+            } else {
+                pooled.contains(&k)
+            };
+            if pool_here {
+                if h < 2 || w < 2 {
+                    return Err(invalid_argument(format!(
+                        "model_args.pooled_blocks: block {k}'s output is {h}x{w}, too small to pool"
+                    )));
+                }
                 match pool {
                     "max" => model = model.push(nn::MaxPool2d::new(2)),
                     "avg" => model = model.push(nn::AvgPool2d::new(2)),
