@@ -15,7 +15,7 @@ const MR: usize = 4;
 /// Columns of the register tile (two vectors of four).
 const NR: usize = 8;
 /// Depth of one packed block of the inner dimension.
-const KC: usize = 256;
+const KC: usize = 512;
 /// Rows of A packed at once.
 const MC: usize = 128;
 /// Columns of B packed at once.
@@ -72,20 +72,23 @@ impl<'a> MatRef<'a> {
 }
 
 /// `C ← A·B`, or `C ← C + A·B` when `accumulate`, for a row-major `C` of
-/// `a.rows() × b.cols()`.
+/// `a.rows() × b.cols()` (its previous values are not read unless accumulating).
 pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
     assert!(c.len() >= m * n, "output too short");
-    if !accumulate {
-        c[..m * n].fill(0.0);
+    if m == 0 || n == 0 {
+        return;
     }
-    if m == 0 || n == 0 || k == 0 {
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
         return;
     }
     let depth = KC.min(k);
-    let mut packed_b = vec![0.0f32; depth * NC.min(n.next_multiple_of(NR))];
-    let mut packed_a = vec![0.0f32; MC.min(m.next_multiple_of(MR)) * depth];
+    let mut packed_b = vec![0.0f32; depth * NC.min(n).next_multiple_of(NR)];
+    let mut packed_a = vec![0.0f32; MC.min(m).next_multiple_of(MR) * depth];
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
@@ -105,7 +108,8 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
                             cols: NR.min(nc - jr),
                             ldc: n,
                         };
-                        kernel(ap, bp, c, tile);
+                        // Without accumulation the first depth block starts from zero.
+                        kernel(ap, bp, c, tile, pc == 0 && !accumulate);
                     }
                 }
             }
@@ -165,28 +169,54 @@ struct Tile {
     ldc: usize,
 }
 
-/// One `MR × NR` tile: load it from C, add the packed products in depth
-/// order, store it back.
+/// One `MR × NR` tile: start from C (or from zero when `fresh`), add the
+/// packed products in depth order, store it back. Full tiles move straight
+/// between C and registers; edge tiles go through a small buffer.
 #[inline(always)]
-fn kernel(ap: &[f32], bp: &[f32], c: &mut [f32], t: Tile) {
+fn kernel(ap: &[f32], bp: &[f32], c: &mut [f32], t: Tile, fresh: bool) {
+    let full = t.rows == MR && t.cols == NR;
     let mut buf = [0.0f32; MR * NR];
-    for r in 0..t.rows {
-        let at = (t.row + r) * t.ldc + t.col;
-        buf[r * NR..r * NR + t.cols].copy_from_slice(&c[at..at + t.cols]);
+    if !fresh && !full {
+        for r in 0..t.rows {
+            let at = (t.row + r) * t.ldc + t.col;
+            buf[r * NR..r * NR + t.cols].copy_from_slice(&c[at..at + t.cols]);
+        }
     }
     let mut acc = [[F32x4::splat(0.0); 2]; MR];
-    for (r, lanes) in acc.iter_mut().enumerate() {
-        lanes[0] = F32x4::load(&buf[r * NR..]);
-        lanes[1] = F32x4::load(&buf[r * NR + 4..]);
+    if !fresh {
+        for (r, lanes) in acc.iter_mut().enumerate() {
+            let src: &[f32] = if full {
+                &c[(t.row + r) * t.ldc + t.col..]
+            } else {
+                &buf[r * NR..]
+            };
+            lanes[0] = F32x4::load(src);
+            lanes[1] = F32x4::load(&src[4..]);
+        }
     }
     for (a, b) in ap.chunks_exact(MR).zip(bp.chunks_exact(NR)) {
         let b0 = F32x4::load(&b[..4]);
         let b1 = F32x4::load(&b[4..]);
-        for (r, lanes) in acc.iter_mut().enumerate() {
-            let av = F32x4::splat(a[r]);
+        // One vector load of the four A values, each broadcast by a lane shuffle.
+        let a4 = F32x4::load(a);
+        let rows = [
+            a4.lane::<0>(),
+            a4.lane::<1>(),
+            a4.lane::<2>(),
+            a4.lane::<3>(),
+        ];
+        for (lanes, av) in acc.iter_mut().zip(rows) {
             lanes[0] = lanes[0].add(av.mul(b0));
             lanes[1] = lanes[1].add(av.mul(b1));
         }
+    }
+    if full {
+        for (r, lanes) in acc.iter().enumerate() {
+            let dst = &mut c[(t.row + r) * t.ldc + t.col..];
+            lanes[0].store(dst);
+            lanes[1].store(&mut dst[4..]);
+        }
+        return;
     }
     for (r, lanes) in acc.iter().enumerate() {
         lanes[0].store(&mut buf[r * NR..]);

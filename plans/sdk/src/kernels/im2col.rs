@@ -72,12 +72,16 @@ pub fn im2col(w: &Window, image: &[f32], cols: &mut [f32]) {
                     };
                     let src = &plane[y * wd..(y + 1) * wd];
                     if w.stride[1] == 1 {
-                        // Contiguous run: the valid ox form one interval.
+                        // Stride 1: the valid ox form one interval, copied in one go.
                         let shift = j * w.dilation[1];
-                        for (ox, v) in dst.iter_mut().enumerate() {
-                            let x = (ox + shift).wrapping_sub(w.padding[1]);
-                            *v = if x < wd { src[x] } else { 0.0 };
+                        let lo = w.padding[1].saturating_sub(shift).min(ow);
+                        let hi = (wd + w.padding[1]).saturating_sub(shift).clamp(lo, ow);
+                        dst[..lo].fill(0.0);
+                        if hi > lo {
+                            let start = lo + shift - w.padding[1];
+                            dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
                         }
+                        dst[hi..].fill(0.0);
                     } else {
                         for (ox, v) in dst.iter_mut().enumerate() {
                             *v = w.source(1, ox, j).map_or(0.0, |x| src[x]);
@@ -106,9 +110,23 @@ pub fn col2im(w: &Window, cols: &[f32], image: &mut [f32]) {
                         continue;
                     };
                     let dst = &mut plane[y * wd..(y + 1) * wd];
-                    for (ox, v) in col[oy * ow..(oy + 1) * ow].iter().enumerate() {
-                        if let Some(x) = w.source(1, ox, j) {
-                            dst[x] += v;
+                    let src = &col[oy * ow..(oy + 1) * ow];
+                    if w.stride[1] == 1 {
+                        let shift = j * w.dilation[1];
+                        let lo = w.padding[1].saturating_sub(shift).min(ow);
+                        let hi = (wd + w.padding[1]).saturating_sub(shift).clamp(lo, ow);
+                        if hi > lo {
+                            let start = lo + shift - w.padding[1];
+                            crate::kernels::simd::add_assign(
+                                &mut dst[start..start + hi - lo],
+                                &src[lo..hi],
+                            );
+                        }
+                    } else {
+                        for (ox, v) in src.iter().enumerate() {
+                            if let Some(x) = w.source(1, ox, j) {
+                                dst[x] += v;
+                            }
                         }
                     }
                 }

@@ -39,6 +39,11 @@ mod imp {
         pub fn add(self, o: Self) -> Self {
             F32x4(f32x4_add(self.0, o.0))
         }
+        /// Lane `L` in all four lanes.
+        #[inline(always)]
+        pub fn lane<const L: usize>(self) -> Self {
+            F32x4(f32x4_splat(f32x4_extract_lane::<L>(self.0)))
+        }
         #[inline(always)]
         pub fn mul(self, o: Self) -> Self {
             F32x4(f32x4_mul(self.0, o.0))
@@ -79,6 +84,19 @@ mod imp {
             // SAFETY: SSE is part of the x86_64 baseline.
             F32x4(unsafe { _mm_add_ps(self.0, o.0) })
         }
+        /// Lane `L` in all four lanes.
+        #[inline(always)]
+        pub fn lane<const L: usize>(self) -> Self {
+            // SAFETY: SSE is part of the x86_64 baseline.
+            F32x4(unsafe {
+                match L {
+                    0 => _mm_shuffle_ps::<0x00>(self.0, self.0),
+                    1 => _mm_shuffle_ps::<0x55>(self.0, self.0),
+                    2 => _mm_shuffle_ps::<0xAA>(self.0, self.0),
+                    _ => _mm_shuffle_ps::<0xFF>(self.0, self.0),
+                }
+            })
+        }
         #[inline(always)]
         pub fn mul(self, o: Self) -> Self {
             // SAFETY: SSE is part of the x86_64 baseline.
@@ -114,6 +132,11 @@ mod imp {
         #[inline(always)]
         pub fn add(self, o: Self) -> Self {
             F32x4(core::array::from_fn(|i| self.0[i] + o.0[i]))
+        }
+        /// Lane `L` in all four lanes.
+        #[inline(always)]
+        pub fn lane<const L: usize>(self) -> Self {
+            F32x4([self.0[L]; 4])
         }
         #[inline(always)]
         pub fn mul(self, o: Self) -> Self {

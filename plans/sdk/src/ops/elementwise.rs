@@ -72,7 +72,8 @@ impl Tensor {
 
     /// max(0, x).
     pub fn relu(&self) -> Tensor {
-        self.map_with_output("relu", |x| x.max(0.0), |y| if y > 0.0 { 1.0 } else { 0.0 })
+        // The derivative from the input (x > 0 ⇔ y > 0) saves keeping a copy of the output.
+        self.map_with_input("relu", |x| x.max(0.0), |x| if x > 0.0 { 1.0 } else { 0.0 })
     }
 
     /// x for x ≥ 0, slope·x otherwise.

@@ -52,6 +52,46 @@ fn taps(w: &Window, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize)
     })
 }
 
+/// The larger of two (value, index) candidates: the first wins a tie, a NaN
+/// wins (and keeps winning), as in PyTorch.
+/// Written without branches: on real data a max is a coin toss the branch
+/// predictor loses.
+#[inline(always)]
+fn better(best: (f32, usize), next: (f32, usize)) -> (f32, usize) {
+    let take = (next.0 > best.0) | (next.0.is_nan() & !best.0.is_nan());
+    (
+        if take { next.0 } else { best.0 },
+        if take { next.1 } else { best.1 },
+    )
+}
+
+/// The common 2×2, stride-2 window, unrolled.
+fn max_pool_2x2(
+    x: &[f32],
+    [planes, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+    out: &mut Vec<f32>,
+    at: &mut Vec<u32>,
+) {
+    for plane in 0..planes {
+        let base = plane * h * w;
+        for oy in 0..oh {
+            let top = base + 2 * oy * w;
+            let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
+            for ox in 0..ow {
+                let j = 2 * ox;
+                // A tree keeps the dependency chains short; ties still go to
+                // the first in row-major order.
+                let upper = better((r0[j], top + j), (r0[j + 1], top + j + 1));
+                let lower = better((r1[j], top + w + j), (r1[j + 1], top + w + j + 1));
+                let best = better(upper, lower);
+                out.push(best.0);
+                at.push(best.1 as u32);
+            }
+        }
+    }
+}
+
 /// Scatter `g` back through per-output source indices into a fresh input gradient.
 fn scatter(g: &[f32], sources: &[u32], size: usize) -> Vec<f32> {
     let mut dx = vec![0.0f32; size];
@@ -71,32 +111,31 @@ impl Tensor {
         let mut out = Vec::with_capacity(n * c * oh * ow);
         let mut argmax: Vec<u32> = Vec::with_capacity(n * c * oh * ow);
         let plain = options.padding == [0, 0] && options.dilation == [1, 1];
-        for plane in 0..n * c {
+        let unrolled = plain && kernel == [2, 2] && options.stride == [2, 2];
+        if unrolled {
+            max_pool_2x2(&xv, [n * c, h, wd], [oh, ow], &mut out, &mut argmax);
+        }
+        for plane in 0..if unrolled { 0 } else { n * c } {
             let base = plane * h * wd;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut best = f32::NEG_INFINITY;
-                    let mut at = usize::MAX;
-                    let mut consider = |v: f32, i: usize| {
-                        if at == usize::MAX || v > best || (v.is_nan() && !best.is_nan()) {
-                            best = v;
-                            at = i;
-                        }
-                    };
-                    if plain {
+                    let (best, at) = if plain {
                         // No padding or dilation: the window is a plain rectangle.
                         let (y0, x0) = (oy * win.stride[0], ox * win.stride[1]);
+                        let mut best = (xv[base + y0 * wd + x0], base + y0 * wd + x0);
                         for y in y0..y0 + kernel[0] {
                             let row = base + y * wd;
-                            for x in x0..x0 + kernel[1] {
-                                consider(xv[row + x], row + x);
+                            for (x, &v) in xv[row + x0..row + x0 + kernel[1]].iter().enumerate() {
+                                best = better(best, (v, row + x0 + x));
                             }
                         }
+                        best
                     } else {
-                        for (y, x) in taps(&win, oy, ox) {
-                            consider(xv[base + y * wd + x], base + y * wd + x);
-                        }
-                    }
+                        taps(&win, oy, ox)
+                            .map(|(y, x)| (xv[base + y * wd + x], base + y * wd + x))
+                            .reduce(better)
+                            .unwrap_or((f32::NEG_INFINITY, base))
+                    };
                     out.push(best);
                     argmax.push(at as u32);
                 }
