@@ -395,20 +395,47 @@ fn main() {
 
 /// A DP-SGD step (`dp_clip`/`dp_sigma`: per-sample gradients, clipping,
 /// noise from the host) against a plain SGD step, both in the sandbox.
-fn privacy_cost(sandbox: &Sandbox, plan: &fedwasm::sandbox::LoadedPlan, seed: &StreamSeed) {
-    println!("\nDP-SGD step vs plain SGD step in the sandbox (MLP, median per step)");
+fn privacy_cost(sandbox: &Sandbox, mlp: &fedwasm::sandbox::LoadedPlan, seed: &StreamSeed) {
+    println!("\nDP-SGD step vs plain SGD step in the sandbox (median per step)");
     println!(
-        "{:<22} {:>11} {:>13} {:>8} {:>13} {:>8}",
-        "shape / batch", "SGD", "clip only", "ratio", "clip+noise", "ratio"
+        "{:<26} {:>11} {:>13} {:>8} {:>13} {:>8}",
+        "model / batch", "SGD", "clip only", "ratio", "clip+noise", "ratio"
     );
-    for (n_in, hidden, n_out, rows, steps) in [
-        (30, 8, 2, 32, 400),
-        (64, 64, 10, 32, 100),
-        (784, 128, 10, 32, 10),
-    ] {
-        let args =
-            format!(r#"{{"n_features": {n_in}, "n_classes": {n_out}, "hidden": [{hidden}]}}"#);
-        let b = batch(rows, n_in, n_out);
+    let cnn = sandbox.load_file(&component("cnn")).unwrap();
+    let lenet = r#"{"input_shape": [1, 28, 28], "n_classes": 10, "channels": [6, 16], "kernel": 5,
+        "padding": [2, 0], "batch_norm": false, "hidden": [120, 84], "dropout": 0.0, "scaling": "none"}"#;
+    let cases = [
+        (
+            "MLP 30→8→2 / 32",
+            mlp,
+            r#"{"n_features": 30, "n_classes": 2, "hidden": [8]}"#,
+            32,
+            30,
+            2,
+            400,
+        ),
+        (
+            "MLP 64→64→10 / 32",
+            mlp,
+            r#"{"n_features": 64, "n_classes": 10, "hidden": [64]}"#,
+            32,
+            64,
+            10,
+            100,
+        ),
+        (
+            "MLP 784→128→10 / 32",
+            mlp,
+            r#"{"n_features": 784, "n_classes": 10, "hidden": [128]}"#,
+            32,
+            784,
+            10,
+            10,
+        ),
+        ("LeNet-5 28×28 / 32", &cnn, lenet, 32, 784, 10, 5),
+    ];
+    for (label, plan, args, rows, features, classes, steps) in cases {
+        let b = batch(rows, features, classes);
         let mut instances: Vec<_> = [
             r#"{"lr": 0.01}"#,
             r#"{"lr": 0.01, "dp_clip": 1.0, "dp_sigma": 0.0}"#,
@@ -417,7 +444,7 @@ fn privacy_cost(sandbox: &Sandbox, plan: &fedwasm::sandbox::LoadedPlan, seed: &S
         .iter()
         .map(|optimizer_args| {
             let mut instance = sandbox.instantiate(plan, seed).unwrap();
-            instance.init_model(&args).unwrap();
+            instance.init_model(args).unwrap();
             instance.init_optimizer(optimizer_args).unwrap();
             instance
         })
@@ -434,8 +461,8 @@ fn privacy_cost(sandbox: &Sandbox, plan: &fedwasm::sandbox::LoadedPlan, seed: &S
             times[i][7]
         });
         println!(
-            "{:<22} {:>9.1}µs {:>11.1}µs {:>7.2}× {:>11.1}µs {:>7.2}×",
-            format!("{n_in}→{hidden}→{n_out} / {rows}"),
+            "{:<26} {:>9.1}µs {:>11.1}µs {:>7.2}× {:>11.1}µs {:>7.2}×",
+            label,
             tp.as_secs_f64() * 1e6,
             tc.as_secs_f64() * 1e6,
             tc.as_secs_f64() / tp.as_secs_f64(),

@@ -20,7 +20,7 @@
 use crate::args::Args;
 use crate::error::{PlanResult, invalid_argument};
 use crate::random;
-use crate::tensor::{Tensor, per_sample_gradients};
+use crate::tensor::{Tensor, dp_backward};
 
 /// Per-sample clipping bound and noise multiplier.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -52,27 +52,13 @@ impl DpSgd {
     /// Each sample's own gradient norm (of its loss, not its 1/B share), for
     /// a `loss` that is the mean over `batch` samples.
     pub fn sample_norms(loss: &Tensor, params: &[Tensor], batch: usize) -> PlanResult<Vec<f32>> {
-        let grads = per_sample_gradients(loss, params, batch)?;
-        Ok(norms(&grads, params, batch))
+        dp_backward(loss, params, batch, None)
     }
 
     /// Add the clipped per-sample gradients of `loss` (the mean over `batch`
     /// samples), divided by the batch, to every parameter's gradient.
     pub fn backward(&self, loss: &Tensor, params: &[Tensor], batch: usize) -> PlanResult<()> {
-        let grads = per_sample_gradients(loss, params, batch)?;
-        let factors: Vec<f32> = norms(&grads, params, batch)
-            .into_iter()
-            .map(|n| if n > self.clip { self.clip / n } else { 1.0 })
-            .collect();
-        for (p, g) in params.iter().zip(grads) {
-            let size = p.numel();
-            let mut sum = vec![0.0f32; size];
-            for (share, &f) in g.chunks_exact(size.max(1)).zip(&factors) {
-                crate::kernels::simd::axpy(f, share, &mut sum);
-            }
-            p.accumulate_grad(sum);
-        }
-        Ok(())
+        dp_backward(loss, params, batch, Some(self.clip)).map(|_| ())
     }
 
     /// Add N(0, (σ·clip/B)²) to every coordinate of every gradient.
@@ -93,18 +79,4 @@ impl DpSgd {
             }
         }
     }
-}
-
-/// ‖gradient of sample b‖ · B for each sample (the shares are 1/B of each
-/// sample's own gradient), summed in f64 in parameter order.
-fn norms(grads: &[Vec<f32>], params: &[Tensor], batch: usize) -> Vec<f32> {
-    let mut sq = vec![0.0f64; batch];
-    for (g, p) in grads.iter().zip(params) {
-        for (b, share) in g.chunks_exact(p.numel().max(1)).enumerate() {
-            sq[b] += share.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-        }
-    }
-    sq.into_iter()
-        .map(|s| (s.sqrt() * batch as f64) as f32)
-        .collect()
 }

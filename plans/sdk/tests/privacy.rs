@@ -186,3 +186,44 @@ fn noise_has_std_sigma_clip_over_batch() {
     assert!((var.sqrt() - 2.0).abs() < 0.1, "std {}", var.sqrt());
     assert!(mean.abs() < 0.1, "mean {mean}");
 }
+
+/// A layer applied twice: squared norms of its two uses do not add up, so
+/// DP-SGD falls back to materialized per-sample gradients and stays exact.
+#[test]
+fn a_shared_layer_still_gets_exact_per_sample_norms() {
+    random::seed_native([25; 32]);
+    let shared = nn::Linear::new(4, 4).unwrap();
+    let head = nn::Linear::new(4, 1).unwrap();
+    let forward = |x: &Tensor| -> PlanResult<Tensor> {
+        head.forward(&shared.forward(&shared.forward(x)?.tanh())?.tanh())
+    };
+    let mut params = parameters(&shared);
+    params.extend(parameters(&head));
+    let x = Tensor::new(random::uniform_range(12, -2.0, 2.0), &[3, 4]).unwrap();
+    let y = Tensor::new(vec![0.0, 1.0, 1.0], &[3]).unwrap();
+    let loss = |rows: std::ops::Range<usize>| {
+        let xs = Tensor::new(
+            x.values()[rows.start * 4..rows.end * 4].to_vec(),
+            &[rows.len(), 4],
+        )
+        .unwrap();
+        let ys = Tensor::new(y.values()[rows.clone()].to_vec(), &[rows.len()]).unwrap();
+        Classifier::new(2)
+            .loss(&forward(&xs).unwrap(), &ys)
+            .unwrap()
+    };
+    let norms = DpSgd::sample_norms(&loss(0..3), &params, 3).unwrap();
+    for (s, &got) in norms.iter().enumerate() {
+        params.iter().for_each(|p| p.set_grad(None));
+        loss(s..s + 1).backward().unwrap();
+        let own: Vec<f32> = params
+            .iter()
+            .flat_map(|p| p.grad().unwrap().to_vec())
+            .collect();
+        let expected = norm(&own);
+        assert!(
+            (got - expected).abs() <= 1e-4 * expected.max(1.0),
+            "sample {s}: {got} vs {expected}"
+        );
+    }
+}

@@ -84,6 +84,8 @@ impl Tensor {
                     if which == 0 { da } else { db }
                 };
                 let grad = match n {
+                    // Asked only of ghost operations (the linear map).
+                    Need::SampleSquares(_) | Need::Clipped(_) => None,
                     Need::Nothing => None,
                     Need::Sum => {
                         let mut acc = vec![0.0f32; size];

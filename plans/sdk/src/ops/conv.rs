@@ -118,6 +118,8 @@ impl Tensor {
             let mut dx = (need[0] == Need::Sum).then(|| vec![0.0f32; n * c * h * wd]);
             let per_sample = matches!(need[1], Need::PerSample(_));
             let mut dw = match need[1] {
+                // Asked only of ghost operations (the linear map).
+                Need::SampleSquares(_) | Need::Clipped(_) => None,
                 Need::Nothing => None,
                 Need::Sum => Some(vec![0.0f32; o * k]),
                 Need::PerSample(b) if b == n => Some(vec![0.0f32; n * o * k]),
@@ -170,6 +172,8 @@ impl Tensor {
                     }
                 };
                 grads.push(match need[2] {
+                    // Asked only of ghost operations (the linear map).
+                    Need::SampleSquares(_) | Need::Clipped(_) => None,
                     Need::Nothing => None,
                     Need::Sum => {
                         let mut db = vec![0.0f32; o];

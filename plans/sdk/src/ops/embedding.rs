@@ -41,6 +41,8 @@ impl Tensor {
         let out_shape = shape.clone();
         Tensor::from_op("embedding", out, &shape, &[self, weight], move |g, need| {
             let dw = match need[1] {
+                // Asked only of ghost operations (the linear map).
+                Need::SampleSquares(_) | Need::Clipped(_) => None,
                 Need::Nothing => None,
                 Need::Sum => {
                     let mut dw = vec![0.0f32; num * dim];

@@ -3,9 +3,21 @@
 
 use crate::error::PlanResult;
 use crate::kernels::{MatRef, gemm};
-use crate::tensor::{Grad, Need, Tensor};
+use crate::tensor::{Grad, Need, Tensor, clip_factors};
 
 use super::{per_sample_stride, shape_error};
+
+/// `g` (rows of width `w`, `per` rows per sample) with each sample's rows
+/// scaled by its DP-SGD clipping factor.
+fn clipped_rows(g: &[f32], w: usize, per: usize) -> Vec<f32> {
+    let factors = clip_factors();
+    let mut out = g.to_vec();
+    for (s, rows) in out.chunks_exact_mut((w * per).max(1)).enumerate() {
+        let f = factors.get(s).copied().unwrap_or(1.0);
+        rows.iter_mut().for_each(|v| *v *= f);
+    }
+    out
+}
 
 impl Tensor {
     /// The product of a `[m, k]` and a `[k, n]` matrix.
@@ -38,6 +50,8 @@ impl Tensor {
         Tensor::from_op("matmul", out, &[m, n], &[self, other], move |g, need| {
             let gm = MatRef::row_major(g, m, n);
             let da = match need[0] {
+                // Asked only of ghost operations (the linear map).
+                Need::SampleSquares(_) | Need::Clipped(_) => None,
                 Need::Nothing => None,
                 Need::Sum => {
                     let mut da = vec![0.0f32; m * k];
@@ -48,6 +62,8 @@ impl Tensor {
                 Need::PerSample(_) => None,
             };
             let db = match need[1] {
+                // Asked only of ghost operations (the linear map).
+                Need::SampleSquares(_) | Need::Clipped(_) => None,
                 Need::Nothing => None,
                 Need::Sum => {
                     let mut db = vec![0.0f32; k * n];
@@ -120,8 +136,18 @@ impl Tensor {
         let (x, w) = (self.clone(), weight.clone());
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
-        Tensor::from_op("linear", out, &shape, &inputs, move |g, need| {
+        Tensor::from_ghost_op("linear", out, &shape, &inputs, move |g, need| {
             let gm = MatRef::row_major(g, rows, n_out);
+            // Rows of g belonging to each sample (more than one for [N, T, in] inputs).
+            let per_sample = |batch: usize| -> PlanResult<usize> {
+                Ok(per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1))
+            };
+            // Σ over a sample's rows of the squared norm of row r of `m` (width `w`).
+            let row_squares = |m: &[f32], w: usize| -> Vec<f64> {
+                m.chunks_exact(w.max(1))
+                    .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+                    .collect()
+            };
             let dx = (need[0] == Need::Sum).then(|| {
                 let mut dx = vec![0.0f32; rows * n_in];
                 gemm(
@@ -144,8 +170,17 @@ impl Tensor {
                     );
                     Some(Grad::Sum(dw))
                 }
-                Need::PerSample(batch) => {
-                    let per = per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1);
+                Need::SampleSquares(batch) if per_sample(batch)? == 1 => {
+                    // Ghost norm: sample b's gradient is g_b ⊗ x_b, whose squared
+                    // norm is ‖g_b‖²·‖x_b‖².
+                    let gs = row_squares(g, n_out);
+                    let xs = row_squares(&x.values(), n_in);
+                    Some(Grad::SampleSquares(
+                        gs.iter().zip(&xs).map(|(a, b)| a * b).collect(),
+                    ))
+                }
+                Need::PerSample(batch) | Need::SampleSquares(batch) => {
+                    let per = per_sample(batch)?;
                     let xv = x.values();
                     let mut dw = vec![0.0f32; batch * n_out * n_in];
                     for (s, dst) in dw.chunks_exact_mut(n_out * n_in).enumerate() {
@@ -159,6 +194,19 @@ impl Tensor {
                     }
                     Some(Grad::PerSample(dw))
                 }
+                Need::Clipped(batch) => {
+                    // Σ_b c_b·g_bᵀx_b: the rows of g scaled by their sample's factor.
+                    let per = per_sample(batch)?;
+                    let scaled = clipped_rows(g, n_out, per);
+                    let mut dw = vec![0.0f32; n_out * n_in];
+                    gemm(
+                        MatRef::row_major(&scaled, rows, n_out).t(),
+                        MatRef::row_major(&x.values(), rows, n_in),
+                        &mut dw,
+                        false,
+                    );
+                    Some(Grad::Sum(dw))
+                }
             };
             let mut grads = vec![dx, dw];
             if need.len() == 3 {
@@ -171,8 +219,11 @@ impl Tensor {
                         }
                         Some(Grad::Sum(db))
                     }
-                    Need::PerSample(batch) => {
-                        let per = per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1);
+                    Need::SampleSquares(batch) if per_sample(batch)? == 1 => {
+                        Some(Grad::SampleSquares(row_squares(g, n_out)))
+                    }
+                    Need::PerSample(batch) | Need::SampleSquares(batch) => {
+                        let per = per_sample(batch)?;
                         let mut db = vec![0.0f32; batch * n_out];
                         for (s, dst) in db.chunks_exact_mut(n_out).enumerate() {
                             for row in g[s * per * n_out..(s + 1) * per * n_out].chunks_exact(n_out)
@@ -181,6 +232,14 @@ impl Tensor {
                             }
                         }
                         Some(Grad::PerSample(db))
+                    }
+                    Need::Clipped(batch) => {
+                        let scaled = clipped_rows(g, n_out, per_sample(batch)?);
+                        let mut db = vec![0.0f32; n_out];
+                        for row in scaled.chunks_exact(n_out) {
+                            crate::kernels::simd::add_assign(&mut db, row);
+                        }
+                        Some(Grad::Sum(db))
                     }
                 });
             }

@@ -191,6 +191,8 @@ impl Tensor {
             let affine = |which: usize, n_need: Need| -> PlanResult<Option<Grad>> {
                 let pick = |(gx, gs): (f32, f32)| if which == 0 { gx } else { gs };
                 Ok(match n_need {
+                    // Asked only of ghost operations (the linear map).
+                    Need::SampleSquares(_) | Need::Clipped(_) => None,
                     Need::Nothing => None,
                     Need::Sum => {
                         let mut d = vec![0.0f32; c];
@@ -307,6 +309,8 @@ impl Tensor {
             let affine = |which: usize, n_need: Need| -> PlanResult<Option<Grad>> {
                 let term = |gv: f32, xh: f32| if which == 0 { gv * xh } else { gv };
                 Ok(match n_need {
+                    // Asked only of ghost operations (the linear map).
+                    Need::SampleSquares(_) | Need::Clipped(_) => None,
                     Need::Nothing => None,
                     Need::Sum => {
                         let mut acc = vec![0.0f32; d];

@@ -10,6 +10,14 @@
 //! loss's share from sample `b`. Operations that mix samples (BatchNorm in
 //! training) refuse; an operation that only knows summed gradients is an
 //! error, never a silent wrong answer.
+//!
+//! Materializing `[batch, numel]` is costly for large dense layers, so
+//! operations built with [`Tensor::from_ghost_op`] (the linear map) may
+//! answer with each sample's squared norm only ([`Need::SampleSquares`],
+//! "ghost clipping"); a second backward pass then asks them for the clipped
+//! sum directly ([`Need::Clipped`], the factors read from
+//! [`clip_factors`]). A parameter used by more than one operation falls
+//! back to materialized gradients, since squared norms do not add up.
 
 use std::collections::HashMap;
 
@@ -26,6 +34,13 @@ pub enum Need {
     /// Each sample's gradient: `[batch, numel]`, where the batch is the first
     /// dimension of the operation's output.
     PerSample(usize),
+    /// Each sample's squared gradient norm (`[batch]`), or, failing that, its
+    /// gradient as for `PerSample`. Only asked of ghost operations.
+    SampleSquares(usize),
+    /// The sum over samples of each sample's gradient times its clipping
+    /// factor ([`clip_factors`]), shaped like the input. Only asked of ghost
+    /// operations, in the second DP-SGD pass.
+    Clipped(usize),
 }
 
 /// An input's gradient, in the form its [`Need`] asked for.
@@ -35,6 +50,17 @@ pub enum Grad {
     Sum(Vec<f32>),
     /// `[batch, numel]`.
     PerSample(Vec<f32>),
+    /// `[batch]` squared norms.
+    SampleSquares(Vec<f64>),
+}
+
+thread_local! {
+    static CLIP_FACTORS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// The per-sample clipping factors of the DP-SGD pass under way.
+pub fn clip_factors() -> Vec<f32> {
+    CLIP_FACTORS.with(|f| f.borrow().clone())
 }
 
 /// An operation's backward function: given `∂L/∂output` (shaped like the
@@ -46,6 +72,8 @@ impl<F: Fn(&[f32], &[Need]) -> PlanResult<Vec<Option<Grad>>>> BackwardFn for F {
 /// How a non-leaf tensor was computed.
 pub(crate) struct Node {
     pub name: &'static str,
+    /// Whether the operation answers [`Need::SampleSquares`] and [`Need::Clipped`].
+    pub ghost: bool,
     pub inputs: Vec<Tensor>,
     pub backward: Box<dyn BackwardFn>,
 }
@@ -84,21 +112,34 @@ fn add_into(map: &mut HashMap<usize, Vec<f32>>, key: usize, g: Vec<f32>) {
     }
 }
 
-/// Run the graph backward from `root` with `seed` = ∂L/∂root. With
-/// `per_sample = Some(batch)`, leaves get per-sample gradients returned by
-/// key instead of accumulated into `grad`.
-fn run(
-    root: &Tensor,
-    seed: Vec<f32>,
-    per_sample: Option<usize>,
-) -> PlanResult<HashMap<usize, Vec<f32>>> {
+/// How a backward pass treats the leaves (parameters).
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    /// Gradients accumulate into each leaf.
+    Plain,
+    /// Per-sample gradients (or squared norms from ghost operations) are
+    /// collected instead.
+    PerSample { batch: usize, ghost: bool },
+    /// Ghost operations add the clipped sum for the leaves in `keys` into
+    /// their gradients; other leaves get nothing.
+    Clipped { batch: usize, keys: &'a [usize] },
+}
+
+/// What a per-sample pass found for one parameter.
+#[derive(Default)]
+struct Found {
+    full: Option<Vec<f32>>,
+    squares: Vec<Vec<f64>>,
+}
+
+fn run(root: &Tensor, seed: Vec<f32>, mode: Mode<'_>) -> PlanResult<HashMap<usize, Found>> {
     if !root.requires_grad() {
         return Err(invalid_state(
             "backward(): the loss does not depend on any parameter (was it computed under no_grad?)",
         ));
     }
     let mut pending: HashMap<usize, Vec<f32>> = HashMap::new();
-    let mut samples: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut found: HashMap<usize, Found> = HashMap::new();
     pending.insert(root.key(), seed);
     for t in topological(root).iter().rev() {
         let Some(grad) = pending.remove(&t.key()) else {
@@ -111,10 +152,19 @@ fn run(
         let needs: Vec<Need> = node
             .inputs
             .iter()
-            .map(|i| match (i.requires_grad(), per_sample) {
-                (false, _) => Need::Nothing,
-                (true, Some(b)) if i.is_leaf() => Need::PerSample(b),
-                (true, _) => Need::Sum,
+            .map(|i| match (i.requires_grad(), i.is_leaf(), mode) {
+                (false, _, _) => Need::Nothing,
+                (true, false, _) | (true, true, Mode::Plain) => Need::Sum,
+                (true, true, Mode::PerSample { batch, ghost }) if ghost && node.ghost => {
+                    Need::SampleSquares(batch)
+                }
+                (true, true, Mode::PerSample { batch, .. }) => Need::PerSample(batch),
+                (true, true, Mode::Clipped { batch, keys })
+                    if node.ghost && keys.contains(&i.key()) =>
+                {
+                    Need::Clipped(batch)
+                }
+                (true, true, Mode::Clipped { .. }) => Need::Nothing,
             })
             .collect();
         let grads = (node.backward)(&grad, &needs)?;
@@ -128,15 +178,31 @@ fn run(
             )));
         }
         for ((input, need), g) in node.inputs.iter().zip(&needs).zip(grads) {
+            let size = input.numel();
             match (need, g) {
                 (Need::Nothing, _) | (Need::Sum, None) => {}
-                (Need::Sum, Some(Grad::Sum(g))) if g.len() == input.numel() => {
+                (Need::Sum, Some(Grad::Sum(g))) if g.len() == size => {
                     add_into(&mut pending, input.key(), g)
                 }
-                (Need::PerSample(b), Some(Grad::PerSample(g))) if g.len() == b * input.numel() => {
-                    add_into(&mut samples, input.key(), g)
+                (Need::Clipped(_), Some(Grad::Sum(g))) if g.len() == size => {
+                    input.accumulate_grad(g)
                 }
-                (Need::PerSample(_), Some(Grad::Sum(_)) | None) => {
+                (Need::PerSample(b) | Need::SampleSquares(b), Some(Grad::PerSample(g)))
+                    if g.len() == b * size =>
+                {
+                    let entry = found.entry(input.key()).or_default();
+                    match entry.full.as_mut() {
+                        Some(acc) => crate::kernels::simd::add_assign(acc, &g),
+                        None => entry.full = Some(g),
+                    }
+                }
+                (Need::SampleSquares(b), Some(Grad::SampleSquares(sq))) if sq.len() == *b => {
+                    found.entry(input.key()).or_default().squares.push(sq)
+                }
+                (
+                    Need::PerSample(_) | Need::SampleSquares(_) | Need::Clipped(_),
+                    Some(Grad::Sum(_)) | None,
+                ) => {
                     return Err(invalid_state(format!(
                         "DP-SGD needs each sample's gradient, and `{}` cannot give one for the \
                          parameter it uses; use layers the SDK documents as DP-compatible",
@@ -152,29 +218,92 @@ fn run(
             }
         }
     }
-    Ok(samples)
+    Ok(found)
 }
 
 /// Accumulate `∂root/∂leaf`, scaled by `seed`, into every leaf's gradient.
 pub(crate) fn backward(root: &Tensor, seed: Vec<f32>) -> PlanResult<()> {
-    run(root, seed, None).map(|_| ())
+    run(root, seed, Mode::Plain).map(|_| ())
 }
 
-/// Each sample's gradient of `root` for each of `params`: `[batch, numel]`
-/// per parameter (zeros for a parameter `root` does not use). Leaves' own
-/// gradients are left untouched.
-pub(crate) fn per_sample_gradients(
+/// DP-SGD's backward: each sample's gradient norm of `root` (the mean of
+/// `batch` samples' losses) over `params`, scaled by the batch (the norm of
+/// the sample's own loss gradient); with `clip`, each sample's gradient is
+/// then scaled to norm at most `clip`, and the sum of the shares (÷ batch
+/// included) is added to every parameter's gradient.
+pub(crate) fn dp_backward(
     root: &Tensor,
     params: &[Tensor],
     batch: usize,
-) -> PlanResult<Vec<Vec<f32>>> {
-    let mut samples = run(root, vec![1.0; root.numel()], Some(batch))?;
-    Ok(params
+    clip: Option<f32>,
+) -> PlanResult<Vec<f32>> {
+    let seed = vec![1.0; root.numel()];
+    let mut found = run(root, seed.clone(), Mode::PerSample { batch, ghost: true })?;
+    let additive = found
+        .values()
+        .all(|f| f.squares.len() + usize::from(f.full.is_some()) <= 1);
+    if !additive {
+        found = run(
+            root,
+            seed.clone(),
+            Mode::PerSample {
+                batch,
+                ghost: false,
+            },
+        )?;
+    }
+    let mut sq = vec![0.0f64; batch];
+    for p in params {
+        let Some(f) = found.get(&p.key()) else {
+            continue;
+        };
+        for squares in &f.squares {
+            sq.iter_mut().zip(squares).for_each(|(a, b)| *a += b);
+        }
+        if let Some(full) = &f.full {
+            for (a, share) in sq.iter_mut().zip(full.chunks_exact(p.numel().max(1))) {
+                *a += share.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
+            }
+        }
+    }
+    let norms: Vec<f32> = sq
         .iter()
-        .map(|p| {
-            samples
-                .remove(&p.key())
-                .unwrap_or_else(|| vec![0.0; batch * p.numel()])
-        })
-        .collect())
+        .map(|s| (s.sqrt() * batch as f64) as f32)
+        .collect();
+    let Some(clip) = clip else {
+        return Ok(norms);
+    };
+    let factors: Vec<f32> = norms
+        .iter()
+        .map(|&n| if n > clip { clip / n } else { 1.0 })
+        .collect();
+    let mut ghost_keys = Vec::new();
+    for p in params {
+        let Some(f) = found.remove(&p.key()) else {
+            continue;
+        };
+        if let Some(full) = f.full {
+            let mut sum = vec![0.0f32; p.numel()];
+            for (share, &c) in full.chunks_exact(p.numel().max(1)).zip(&factors) {
+                crate::kernels::simd::axpy(c, share, &mut sum);
+            }
+            p.accumulate_grad(sum);
+        } else if !f.squares.is_empty() {
+            ghost_keys.push(p.key());
+        }
+    }
+    if !ghost_keys.is_empty() {
+        CLIP_FACTORS.with(|f| *f.borrow_mut() = factors);
+        let result = run(
+            root,
+            seed,
+            Mode::Clipped {
+                batch,
+                keys: &ghost_keys,
+            },
+        );
+        CLIP_FACTORS.with(|f| f.borrow_mut().clear());
+        result?;
+    }
+    Ok(norms)
 }

@@ -15,8 +15,8 @@ use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
 use std::rc::Rc;
 
-pub(crate) use autograd::per_sample_gradients;
-pub use autograd::{BackwardFn, Grad, Need};
+pub(crate) use autograd::dp_backward;
+pub use autograd::{BackwardFn, Grad, Need, clip_factors};
 pub(crate) use broadcast::{broadcast_shape, for_each_pair, strides_within};
 pub use mode::{grad_enabled, is_training, no_grad, with_training};
 
@@ -106,6 +106,29 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl BackwardFn + 'static,
     ) -> PlanResult<Tensor> {
+        Tensor::build(name, data, shape, inputs, Box::new(backward), false)
+    }
+
+    /// [`Tensor::from_op`] for an operation whose backward also answers
+    /// [`Need::SampleSquares`] and [`Need::Clipped`] (ghost clipping).
+    pub(crate) fn from_ghost_op(
+        name: &'static str,
+        data: Vec<f32>,
+        shape: &[usize],
+        inputs: &[&Tensor],
+        backward: impl BackwardFn + 'static,
+    ) -> PlanResult<Tensor> {
+        Tensor::build(name, data, shape, inputs, Box::new(backward), true)
+    }
+
+    fn build(
+        name: &'static str,
+        data: Vec<f32>,
+        shape: &[usize],
+        inputs: &[&Tensor],
+        backward: Box<dyn BackwardFn>,
+        ghost: bool,
+    ) -> PlanResult<Tensor> {
         if numel(shape) != data.len() {
             return Err(invalid_data(format!(
                 "{name}: an output of shape {shape:?} needs {} values, got {}",
@@ -116,8 +139,9 @@ impl Tensor {
         let track = grad_enabled() && inputs.iter().any(|t| t.requires_grad());
         let node = track.then(|| autograd::Node {
             name,
+            ghost,
             inputs: inputs.iter().map(|t| (*t).clone()).collect(),
-            backward: Box::new(backward),
+            backward,
         });
         Ok(Tensor(Rc::new(Inner {
             shape: shape.to_vec(),
