@@ -125,9 +125,19 @@ fn pack_b(b: &MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut 
         let width = NR.min(nc - j0);
         for p in 0..kc {
             let row = &mut dst[p * NR..(p + 1) * NR];
-            if b.col_stride == 1 {
+            if b.col_stride == 1 && width == NR {
+                // Two vector moves: a copy call per eight floats would cost
+                // more than the copy (in wasm `memory.copy` is a host call).
                 let start = (pc + p) * b.row_stride + jc + j0;
-                row[..width].copy_from_slice(&b.data[start..start + width]);
+                let src = &b.data[start..start + NR];
+                F32x4::load(src).store(row);
+                F32x4::load(&src[4..]).store(&mut row[4..]);
+                continue;
+            } else if b.col_stride == 1 {
+                let start = (pc + p) * b.row_stride + jc + j0;
+                for (v, &x) in row[..width].iter_mut().zip(&b.data[start..start + width]) {
+                    *v = x;
+                }
             } else {
                 for (jj, v) in row[..width].iter_mut().enumerate() {
                     *v = b.at(pc + p, jc + j0 + jj);
@@ -146,9 +156,15 @@ fn pack_a(a: &MatRef<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut 
         let height = MR.min(mc - i0);
         for p in 0..kc {
             let col = &mut dst[p * MR..(p + 1) * MR];
-            if a.row_stride == 1 {
+            if a.row_stride == 1 && height == MR {
                 let start = (pc + p) * a.col_stride + ic + i0;
-                col[..height].copy_from_slice(&a.data[start..start + height]);
+                F32x4::load(&a.data[start..start + MR]).store(col);
+                continue;
+            } else if a.row_stride == 1 {
+                let start = (pc + p) * a.col_stride + ic + i0;
+                for (v, &x) in col[..height].iter_mut().zip(&a.data[start..start + height]) {
+                    *v = x;
+                }
             } else {
                 for (ii, v) in col[..height].iter_mut().enumerate() {
                     *v = a.at(ic + i0 + ii, pc + p);

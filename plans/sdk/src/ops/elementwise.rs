@@ -72,8 +72,14 @@ impl Tensor {
 
     /// max(0, x).
     pub fn relu(&self) -> Tensor {
-        // The derivative from the input (x > 0 ⇔ y > 0) saves keeping a copy of the output.
-        self.map_with_input("relu", |x| x.max(0.0), |x| if x > 0.0 { 1.0 } else { 0.0 })
+        // The derivative from the input (x > 0 ⇔ y > 0) saves keeping a copy
+        // of the output; a comparison rather than `f32::max`, which wasm
+        // cannot do in one instruction (its `f32.max` treats NaN differently).
+        self.map_with_input(
+            "relu",
+            |x| if x > 0.0 { x } else { 0.0 },
+            |x| if x > 0.0 { 1.0 } else { 0.0 },
+        )
     }
 
     /// x for x ≥ 0, slope·x otherwise.

@@ -60,11 +60,33 @@ fn lane_sum<'a>(planes: impl Iterator<Item = &'a [f32]>, f: impl Fn(f64) -> f64)
     (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
-/// Σ g·x̂ and Σ g, the affine parameters' gradients over one group.
-fn affine_sums(g: &[f32], xhat: &[f32]) -> (f32, f32) {
-    g.iter()
-        .zip(xhat)
-        .fold((0.0f32, 0.0f32), |(a, b), (&g, &x)| (a + g * x, b + g))
+/// Σ g·x̂ and Σ g over the given ranges (the affine parameters' gradients),
+/// in f64, four interleaved lanes added in a fixed order.
+fn affine_sums(
+    g: &[f32],
+    xhat: &[f32],
+    ranges: impl Iterator<Item = std::ops::Range<usize>>,
+) -> (f64, f64) {
+    let (mut gx, mut gs) = ([0.0f64; 4], [0.0f64; 4]);
+    for r in ranges {
+        let (gr, xr) = (&g[r.clone()], &xhat[r]);
+        let mut chunks = gr.chunks_exact(4).zip(xr.chunks_exact(4));
+        for (gq, xq) in &mut chunks {
+            for k in 0..4 {
+                gx[k] += (gq[k] * xq[k]) as f64;
+                gs[k] += gq[k] as f64;
+            }
+        }
+        let tail = gr.len() / 4 * 4;
+        for (k, (&gi, &xi)) in gr[tail..].iter().zip(&xr[tail..]).enumerate() {
+            gx[k] += (gi * xi) as f64;
+            gs[k] += gi as f64;
+        }
+    }
+    (
+        (gx[0] + gx[1]) + (gx[2] + gx[3]),
+        (gs[0] + gs[1]) + (gs[2] + gs[3]),
+    )
 }
 
 impl Tensor {
@@ -127,27 +149,25 @@ impl Tensor {
                 invstd[ch] = 1.0 / libm::sqrtf(rv[ch].max(0.0) + args.eps);
             }
         }
+        let gamma: Vec<f32> = args.weight.map_or(vec![1.0; c], |w| w.to_vec());
+        let beta: Vec<f32> = args.bias.map_or(vec![0.0; c], |b| b.to_vec());
         let mut xhat = vec![0.0f32; xv.len()];
+        let mut out = vec![0.0f32; xv.len()];
         for s in 0..n {
             for ch in 0..c {
                 let r = at(s, ch)..at(s, ch) + spatial;
-                for (o, &v) in xhat[r.clone()].iter_mut().zip(&xv[r]) {
-                    *o = (v - mean[ch]) * invstd[ch];
+                let (mu, inv, ga, be) = (mean[ch], invstd[ch], gamma[ch], beta[ch]);
+                for ((h, o), &v) in xhat[r.clone()]
+                    .iter_mut()
+                    .zip(&mut out[r.clone()])
+                    .zip(&xv[r])
+                {
+                    *h = (v - mu) * inv;
+                    *o = *h * ga + be;
                 }
             }
         }
         drop(xv);
-        let gamma: Vec<f32> = args.weight.map_or(vec![1.0; c], |w| w.to_vec());
-        let beta: Vec<f32> = args.bias.map_or(vec![0.0; c], |b| b.to_vec());
-        let mut out = vec![0.0f32; xhat.len()];
-        for s in 0..n {
-            for ch in 0..c {
-                let r = at(s, ch)..at(s, ch) + spatial;
-                for (o, &v) in out[r.clone()].iter_mut().zip(&xhat[r]) {
-                    *o = v * gamma[ch] + beta[ch];
-                }
-            }
-        }
         let training = args.training;
         let mut inputs = vec![self];
         inputs.extend(args.weight);
@@ -160,57 +180,54 @@ impl Tensor {
                      samples of a batch; use LayerNorm, or a model without batch normalization",
                 ));
             }
+            let planes = |ch: usize| (0..n).map(move |s| at(s, ch)..at(s, ch) + spatial);
+            // Σ g·x̂ and Σ g per channel: the affine gradients, and (times γ)
+            // the two means the input gradient needs in training.
+            let want_sums = (need[0] == Need::Sum && training) || need[1..].contains(&Need::Sum);
+            let sums: Vec<(f64, f64)> = if want_sums {
+                (0..c).map(|ch| affine_sums(g, &xhat, planes(ch))).collect()
+            } else {
+                Vec::new()
+            };
             let mut grads = Vec::with_capacity(need.len());
             grads.push((need[0] == Need::Sum).then(|| {
                 let mut dx = vec![0.0f32; g.len()];
                 for ch in 0..c {
-                    // mean(dx̂) and mean(dx̂·x̂) over the channel, dx̂ = g·γ (training only).
-                    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-                    if training {
-                        for s in 0..n {
-                            let r = at(s, ch)..at(s, ch) + spatial;
-                            for (&gi, &xi) in g[r.clone()].iter().zip(&xhat[r]) {
-                                let d = gi * gamma[ch];
-                                s1 += d as f64;
-                                s2 += (d * xi) as f64;
-                            }
-                        }
-                    }
-                    let (mean_d, mean_dx) = ((s1 / m as f64) as f32, (s2 / m as f64) as f32);
-                    for s in 0..n {
-                        let r = at(s, ch)..at(s, ch) + spatial;
+                    let (ga, inv) = (gamma[ch], invstd[ch]);
+                    // mean(dx̂) and mean(dx̂·x̂) with dx̂ = g·γ (training only).
+                    let (mean_d, mean_dx) = if training {
+                        let (sgx, sg) = sums[ch];
+                        (
+                            (ga as f64 * sg / m as f64) as f32,
+                            (ga as f64 * sgx / m as f64) as f32,
+                        )
+                    } else {
+                        (0.0, 0.0)
+                    };
+                    for r in planes(ch) {
                         for ((o, &gi), &xi) in
                             dx[r.clone()].iter_mut().zip(&g[r.clone()]).zip(&xhat[r])
                         {
-                            *o = invstd[ch] * (gi * gamma[ch] - mean_d - xi * mean_dx);
+                            *o = inv * (gi * ga - mean_d - xi * mean_dx);
                         }
                     }
                 }
                 Grad::Sum(dx)
             }));
             let affine = |which: usize, n_need: Need| -> PlanResult<Option<Grad>> {
-                let pick = |(gx, gs): (f32, f32)| if which == 0 { gx } else { gs };
+                let pick = |(gx, gs): (f64, f64)| (if which == 0 { gx } else { gs }) as f32;
                 Ok(match n_need {
                     // Asked only of ghost operations (the linear map).
                     Need::SampleSquares(_) | Need::Clipped(_) => None,
                     Need::Nothing => None,
-                    Need::Sum => {
-                        let mut d = vec![0.0f32; c];
-                        for s in 0..n {
-                            for (ch, v) in d.iter_mut().enumerate() {
-                                let r = at(s, ch)..at(s, ch) + spatial;
-                                *v += pick(affine_sums(&g[r.clone()], &xhat[r]));
-                            }
-                        }
-                        Some(Grad::Sum(d))
-                    }
+                    Need::Sum => Some(Grad::Sum(sums.iter().map(|&s| pick(s)).collect())),
                     Need::PerSample(batch) => {
                         per_sample_stride(&[n], batch, "batch_norm")?;
                         let mut d = vec![0.0f32; n * c];
                         for s in 0..n {
                             for ch in 0..c {
                                 let r = at(s, ch)..at(s, ch) + spatial;
-                                d[s * c + ch] = pick(affine_sums(&g[r.clone()], &xhat[r]));
+                                d[s * c + ch] = pick(affine_sums(g, &xhat, std::iter::once(r)));
                             }
                         }
                         Some(Grad::PerSample(d))
