@@ -2,6 +2,8 @@
 //! of one image as a column, `col2im` adds columns back into an image (the
 //! adjoint, for the input gradient).
 
+use super::simd::{copy, zero};
+
 /// The geometry of a 2-D convolution or pooling window over one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -67,7 +69,7 @@ pub fn im2col(w: &Window, image: &[f32], cols: &mut [f32]) {
                 for oy in 0..oh {
                     let dst = &mut out[oy * ow..(oy + 1) * ow];
                     let Some(y) = w.source(0, oy, i) else {
-                        dst.fill(0.0);
+                        zero(dst);
                         continue;
                     };
                     let src = &plane[y * wd..(y + 1) * wd];
@@ -76,12 +78,12 @@ pub fn im2col(w: &Window, image: &[f32], cols: &mut [f32]) {
                         let shift = j * w.dilation[1];
                         let lo = w.padding[1].saturating_sub(shift).min(ow);
                         let hi = (wd + w.padding[1]).saturating_sub(shift).clamp(lo, ow);
-                        dst[..lo].fill(0.0);
+                        zero(&mut dst[..lo]);
                         if hi > lo {
                             let start = lo + shift - w.padding[1];
-                            dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                            copy(&mut dst[lo..hi], &src[start..start + hi - lo]);
                         }
-                        dst[hi..].fill(0.0);
+                        zero(&mut dst[hi..]);
                     } else {
                         for (ox, v) in dst.iter_mut().enumerate() {
                             *v = w.source(1, ox, j).map_or(0.0, |x| src[x]);

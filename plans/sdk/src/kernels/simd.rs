@@ -181,3 +181,33 @@ pub fn add_assign(y: &mut [f32], x: &[f32]) {
         i += 1;
     }
 }
+
+/// dst ← src, four lanes at a time. For the short runs of im2col and
+/// packing: in wasm a `copy_from_slice` of unknown length becomes a
+/// `memory.copy`, which wasmtime runs as a host call.
+#[inline]
+pub fn copy(dst: &mut [f32], src: &[f32]) {
+    let n = dst.len().min(src.len());
+    let mut i = 0;
+    while i + 4 <= n {
+        F32x4::load(&src[i..]).store(&mut dst[i..]);
+        i += 4;
+    }
+    for k in i..n {
+        dst[k] = src[k];
+    }
+}
+
+/// dst ← 0, four lanes at a time (see [`copy`]).
+#[inline]
+pub fn zero(dst: &mut [f32]) {
+    let zeros = F32x4::splat(0.0);
+    let mut i = 0;
+    while i + 4 <= dst.len() {
+        zeros.store(&mut dst[i..]);
+        i += 4;
+    }
+    for v in &mut dst[i..] {
+        *v = 0.0;
+    }
+}

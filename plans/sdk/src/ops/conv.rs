@@ -89,18 +89,23 @@ impl Tensor {
             )
         })?;
         let (k, l) = (window.patch(), oh * ow);
-        let mut out = vec![0.0f32; n * o * l];
+        // Each output plane starts at its bias (or zero), in index order.
+        let mut out = Vec::with_capacity(n * o * l);
+        for _ in 0..n {
+            match bias {
+                Some(b) => b
+                    .values()
+                    .iter()
+                    .for_each(|&bv| out.extend(std::iter::repeat_n(bv, l))),
+                None => out.resize(out.len() + o * l, 0.0),
+            }
+        }
         {
             let xv = self.values();
             let wm = weight.values();
             let mut cols = vec![0.0f32; k * l];
             for (img, dst) in xv.chunks_exact(c * h * wd).zip(out.chunks_exact_mut(o * l)) {
                 im2col(&window, img, &mut cols);
-                if let Some(b) = bias {
-                    for (plane, &bv) in dst.chunks_exact_mut(l).zip(b.values().iter()) {
-                        plane.fill(bv);
-                    }
-                }
                 gemm(
                     MatRef::row_major(&wm, o, k),
                     MatRef::row_major(&cols, k, l),

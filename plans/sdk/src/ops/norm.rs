@@ -151,20 +151,15 @@ impl Tensor {
         }
         let gamma: Vec<f32> = args.weight.map_or(vec![1.0; c], |w| w.to_vec());
         let beta: Vec<f32> = args.bias.map_or(vec![0.0; c], |b| b.to_vec());
-        let mut xhat = vec![0.0f32; xv.len()];
-        let mut out = vec![0.0f32; xv.len()];
+        // Written in index order, so the vectors are built without zeroing first.
+        let mut xhat = Vec::with_capacity(xv.len());
+        let mut out = Vec::with_capacity(xv.len());
         for s in 0..n {
             for ch in 0..c {
-                let r = at(s, ch)..at(s, ch) + spatial;
                 let (mu, inv, ga, be) = (mean[ch], invstd[ch], gamma[ch], beta[ch]);
-                for ((h, o), &v) in xhat[r.clone()]
-                    .iter_mut()
-                    .zip(&mut out[r.clone()])
-                    .zip(&xv[r])
-                {
-                    *h = (v - mu) * inv;
-                    *o = *h * ga + be;
-                }
+                let r = at(s, ch)..at(s, ch) + spatial;
+                xhat.extend(xv[r.clone()].iter().map(|&v| (v - mu) * inv));
+                out.extend(xhat[r].iter().map(|&h| h * ga + be));
             }
         }
         drop(xv);
