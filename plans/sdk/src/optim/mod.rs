@@ -275,27 +275,71 @@ impl Optimizer {
             self.beta1_power *= beta1;
             self.beta2_power *= beta2;
         }
+        let adamw = matches!(self.rule, Rule::AdamW { .. });
         for (i, p) in params.iter().enumerate() {
             let Some(grad) = p.grad() else {
                 continue;
             };
             let mut w = p.values_mut();
-            let corr = correction.and_then(|c| c.get(i));
-            for k in 0..w.len() {
-                let mut d = grad[k] * clip;
-                if let Some(c) = corr {
-                    d -= c[k];
-                }
-                if self.prox_mu != 0.0 {
-                    d += self.prox_mu * (w[k] - self.anchor[i][k]);
-                }
-                if !matches!(self.rule, Rule::AdamW { .. }) {
-                    d += self.weight_decay * w[k];
-                }
-                w[k] = self.update(i, k, w[k], d, lr, first_update);
+            let correction = correction.and_then(|c| c.get(i));
+            let decays = !adamw && self.weight_decay != 0.0;
+            if clip == 1.0 && correction.is_none() && self.prox_mu == 0.0 && !decays {
+                // The plain case updates straight from the gradient, no copy.
+                self.update(i, &mut w, &grad, lr, first_update);
+                continue;
             }
+            // d = clip·g − correction + μ(w − w₀) + λw (AdamW decays the weights
+            // instead), each term in its own loop so that they vectorize.
+            let mut d: Vec<f32> = grad.iter().map(|&g| g * clip).collect();
+            if let Some(c) = correction {
+                d.iter_mut().zip(c).for_each(|(d, c)| *d -= c);
+            }
+            if self.prox_mu != 0.0 {
+                let mu = self.prox_mu;
+                for ((d, &w), &a) in d.iter_mut().zip(w.iter()).zip(&self.anchor[i]) {
+                    *d += mu * (w - a);
+                }
+            }
+            if decays {
+                let wd = self.weight_decay;
+                d.iter_mut().zip(w.iter()).for_each(|(d, &w)| *d += wd * w);
+            }
+            self.update(i, &mut w, &d, lr, first_update);
         }
         lr
+    }
+
+    /// Apply the rule's update to parameter `i` from its final gradient `d`.
+    fn update(&mut self, i: usize, w: &mut [f32], d: &[f32], lr: f32, first_update: bool) {
+        match self.rule {
+            Rule::Sgd { momentum, .. } if momentum == 0.0 => {
+                w.iter_mut().zip(d).for_each(|(w, &d)| *w -= lr * d);
+            }
+            Rule::Sgd { momentum, nesterov } => {
+                let v = &mut self.first[i];
+                for ((w, &d), v) in w.iter_mut().zip(d).zip(v.iter_mut()) {
+                    // PyTorch's convention: the first update seeds the buffer with d.
+                    *v = if first_update { d } else { momentum * *v + d };
+                    let step = if nesterov { d + momentum * *v } else { *v };
+                    *w -= lr * step;
+                }
+            }
+            Rule::Adam { beta1, beta2, eps } | Rule::AdamW { beta1, beta2, eps } => {
+                let decay = if matches!(self.rule, Rule::AdamW { .. }) {
+                    1.0 - lr * self.weight_decay
+                } else {
+                    1.0
+                };
+                let c1 = 1.0 - self.beta1_power;
+                let c2 = 1.0 - self.beta2_power;
+                let (m, v) = (&mut self.first[i], &mut self.second[i]);
+                for (((w, &d), m), v) in w.iter_mut().zip(d).zip(m.iter_mut()).zip(v.iter_mut()) {
+                    *m = beta1 * *m + (1.0 - beta1) * d;
+                    *v = beta2 * *v + (1.0 - beta2) * d * d;
+                    *w = *w * decay - lr * (*m / c1) / (libm::sqrtf(*v / c2) + eps);
+                }
+            }
+        }
     }
 
     /// The factor bringing the whole gradient's norm down to `max_grad_norm`.
@@ -314,37 +358,6 @@ impl Optimizer {
             self.max_grad_norm / norm
         } else {
             1.0
-        }
-    }
-
-    /// The new value of element `k` of parameter `i`.
-    #[inline]
-    fn update(&mut self, i: usize, k: usize, w: f32, d: f32, lr: f32, first_update: bool) -> f32 {
-        match self.rule {
-            Rule::Sgd { momentum, nesterov } => {
-                let mut step = d;
-                if momentum != 0.0 {
-                    let v = &mut self.first[i][k];
-                    // PyTorch's convention: the first update seeds the buffer with d.
-                    *v = if first_update { d } else { momentum * *v + d };
-                    step = if nesterov { d + momentum * *v } else { *v };
-                }
-                w - lr * step
-            }
-            Rule::Adam { beta1, beta2, eps } | Rule::AdamW { beta1, beta2, eps } => {
-                let w = if matches!(self.rule, Rule::AdamW { .. }) {
-                    w * (1.0 - lr * self.weight_decay)
-                } else {
-                    w
-                };
-                let m = &mut self.first[i][k];
-                *m = beta1 * *m + (1.0 - beta1) * d;
-                let v = &mut self.second[i][k];
-                *v = beta2 * *v + (1.0 - beta2) * d * d;
-                let c1 = 1.0 - self.beta1_power;
-                let c2 = 1.0 - self.beta2_power;
-                w - lr * (self.first[i][k] / c1) / (libm::sqrtf(self.second[i][k] / c2) + eps)
-            }
         }
     }
 }
