@@ -8,7 +8,7 @@
 //! host: vectorising across columns never reorders one element's sum, and no
 //! multiply-add is fused.
 
-use super::simd::F32x4;
+use super::simd::{F32x4, copy};
 
 /// Rows of the register tile.
 const MR: usize = 4;
@@ -87,16 +87,46 @@ pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
         return;
     }
     let depth = KC.min(k);
-    let mut packed_b = vec![0.0f32; depth * NC.min(n).next_multiple_of(NR)];
-    let mut packed_a = vec![0.0f32; MC.min(m).next_multiple_of(MR) * depth];
+    PACKS.with(|packs| {
+        let mut packs = packs.borrow_mut();
+        let (packed_a, packed_b) = &mut *packs;
+        grow(packed_b, depth * NC.min(n).next_multiple_of(NR));
+        grow(packed_a, MC.min(m).next_multiple_of(MR) * depth);
+        blocked(a, b, c, accumulate, packed_a, packed_b);
+    });
+}
+
+thread_local! {
+    /// Packing buffers reused across calls: every element a product reads
+    /// is written by its packing first, so they are never cleared.
+    static PACKS: std::cell::RefCell<(Vec<f32>, Vec<f32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn grow(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+}
+
+/// The blocked product proper, with packing space at hand.
+fn blocked(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: &mut [f32],
+    accumulate: bool,
+    packed_a: &mut [f32],
+    packed_b: &mut [f32],
+) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     for jc in (0..n).step_by(NC) {
         let nc = NC.min(n - jc);
         for pc in (0..k).step_by(KC) {
             let kc = KC.min(k - pc);
-            pack_b(&b, pc, kc, jc, nc, &mut packed_b);
+            pack_b(&b, pc, kc, jc, nc, packed_b);
             for ic in (0..m).step_by(MC) {
                 let mc = MC.min(m - ic);
-                pack_a(&a, ic, mc, pc, kc, &mut packed_a);
+                pack_a(&a, ic, mc, pc, kc, packed_a);
                 for jr in (0..nc).step_by(NR) {
                     let bp = &packed_b[jr * kc..(jr + NR) * kc];
                     for ir in (0..mc).step_by(MR) {
@@ -143,7 +173,7 @@ fn pack_b(b: &MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut 
                     *v = b.at(pc + p, jc + j0 + jj);
                 }
             }
-            row[width..].fill(0.0);
+            super::simd::zero(&mut row[width..]);
         }
     }
 }
@@ -170,7 +200,7 @@ fn pack_a(a: &MatRef<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut 
                     *v = a.at(ic + i0 + ii, pc + p);
                 }
             }
-            col[height..].fill(0.0);
+            super::simd::zero(&mut col[height..]);
         }
     }
 }
@@ -195,7 +225,7 @@ fn kernel(ap: &[f32], bp: &[f32], c: &mut [f32], t: Tile, fresh: bool) {
     if !fresh && !full {
         for r in 0..t.rows {
             let at = (t.row + r) * t.ldc + t.col;
-            buf[r * NR..r * NR + t.cols].copy_from_slice(&c[at..at + t.cols]);
+            copy(&mut buf[r * NR..r * NR + t.cols], &c[at..at + t.cols]);
         }
     }
     let mut acc = [[F32x4::splat(0.0); 2]; MR];
@@ -240,7 +270,7 @@ fn kernel(ap: &[f32], bp: &[f32], c: &mut [f32], t: Tile, fresh: bool) {
     }
     for r in 0..t.rows {
         let at = (t.row + r) * t.ldc + t.col;
-        c[at..at + t.cols].copy_from_slice(&buf[r * NR..r * NR + t.cols]);
+        copy(&mut c[at..at + t.cols], &buf[r * NR..r * NR + t.cols]);
     }
 }
 

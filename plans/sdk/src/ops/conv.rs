@@ -9,7 +9,11 @@ use crate::kernels::im2col::{col2im, im2col};
 use crate::kernels::{MatRef, Window, gemm};
 use crate::tensor::{Grad, Need, Tensor};
 
-use super::shape_error;
+use super::{shape_error, tracking};
+
+/// Most floats of im2col columns a convolution keeps from forward to
+/// backward (16 MiB); beyond, backward recomputes them.
+const KEPT_COLUMNS: usize = 4 << 20;
 
 /// Stride, zero padding and dilation of a convolution or pooling window
 /// (height, width), as PyTorch's arguments of the same names.
@@ -100,15 +104,37 @@ impl Tensor {
                 None => out.resize(out.len() + o * l, 0.0),
             }
         }
+        // The columns of every image are kept for backward when the weight
+        // needs a gradient and they are small; otherwise backward lays them
+        // out again (a copy, against `n·k·l` floats of memory).
+        let keep = tracking(&[weight]) && n * k * l <= KEPT_COLUMNS;
+        let mut kept = if keep {
+            vec![0.0f32; n * k * l]
+        } else {
+            Vec::new()
+        };
         {
             let xv = self.values();
             let wm = weight.values();
-            let mut cols = vec![0.0f32; k * l];
-            for (img, dst) in xv.chunks_exact(c * h * wd).zip(out.chunks_exact_mut(o * l)) {
-                im2col(&window, img, &mut cols);
+            let mut scratch = if keep {
+                Vec::new()
+            } else {
+                vec![0.0f32; k * l]
+            };
+            for (s, (img, dst)) in xv
+                .chunks_exact(c * h * wd)
+                .zip(out.chunks_exact_mut(o * l))
+                .enumerate()
+            {
+                let cols = if keep {
+                    &mut kept[s * k * l..(s + 1) * k * l]
+                } else {
+                    &mut scratch[..]
+                };
+                im2col(&window, img, cols);
                 gemm(
                     MatRef::row_major(&wm, o, k),
-                    MatRef::row_major(&cols, k, l),
+                    MatRef::row_major(cols, k, l),
                     dst,
                     true,
                 );
@@ -135,22 +161,31 @@ impl Tensor {
                     ));
                 }
             };
-            let mut cols = vec![0.0f32; k * l];
+            let mut cols = if keep {
+                Vec::new()
+            } else {
+                vec![0.0f32; k * l]
+            };
             let mut dcols = vec![0.0f32; k * l];
             for s in 0..n {
                 let gs = MatRef::row_major(&g[s * o * l..(s + 1) * o * l], o, l);
                 if let Some(dw) = dw.as_mut() {
-                    im2col(
-                        &window,
-                        &xv[s * c * h * wd..(s + 1) * c * h * wd],
-                        &mut cols,
-                    );
+                    let cols: &[f32] = if keep {
+                        &kept[s * k * l..(s + 1) * k * l]
+                    } else {
+                        im2col(
+                            &window,
+                            &xv[s * c * h * wd..(s + 1) * c * h * wd],
+                            &mut cols,
+                        );
+                        &cols
+                    };
                     let (dst, accumulate) = if per_sample {
                         (&mut dw[s * o * k..(s + 1) * o * k], false)
                     } else {
                         (&mut dw[..], true)
                     };
-                    gemm(gs, MatRef::row_major(&cols, k, l).t(), dst, accumulate);
+                    gemm(gs, MatRef::row_major(cols, k, l).t(), dst, accumulate);
                 }
                 if let Some(dx) = dx.as_mut() {
                     gemm(MatRef::row_major(&wv, o, k).t(), gs, &mut dcols, false);

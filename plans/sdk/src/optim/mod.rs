@@ -312,7 +312,7 @@ impl Optimizer {
     /// Apply the rule's update to parameter `i` from its final gradient `d`.
     fn update(&mut self, i: usize, w: &mut [f32], d: &[f32], lr: f32, first_update: bool) {
         match self.rule {
-            Rule::Sgd { momentum, .. } if momentum == 0.0 => {
+            Rule::Sgd { momentum: 0.0, .. } => {
                 w.iter_mut().zip(d).for_each(|(w, &d)| *w -= lr * d);
             }
             Rule::Sgd { momentum, nesterov } => {
