@@ -163,6 +163,14 @@ fn pack_b(b: &MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut 
                 F32x4::load(src).store(row);
                 F32x4::load(&src[4..]).store(&mut row[4..]);
                 continue;
+            } else if b.row_stride == 1 && width == NR && p + 4 <= kc {
+                // B is a transpose: each panel column runs along the depth.
+                // Four depths of eight columns at once, as two 4×4 transposes
+                // (every fourth p does the work, the others are done).
+                if p % 4 == 0 {
+                    pack_b_transposed(b, pc + p, jc + j0, &mut dst[p * NR..(p + 4) * NR]);
+                }
+                continue;
             } else if b.col_stride == 1 {
                 let start = (pc + p) * b.row_stride + jc + j0;
                 for (v, &x) in row[..width].iter_mut().zip(&b.data[start..start + width]) {
@@ -178,6 +186,19 @@ fn pack_b(b: &MatRef<'_>, pc: usize, kc: usize, jc: usize, nc: usize, out: &mut 
     }
 }
 
+/// Four depths (`p..p+4`) of eight columns (`j..j+8`) of a transposed `B`
+/// (`B[p, j]` at `data[j·col_stride + p]`), packed as four rows of eight.
+#[inline(always)]
+fn pack_b_transposed(b: &MatRef<'_>, p: usize, j: usize, dst: &mut [f32]) {
+    let column = |jj: usize| F32x4::load(&b.data[(j + jj) * b.col_stride + p..]);
+    let low = F32x4::transpose([column(0), column(1), column(2), column(3)]);
+    let high = F32x4::transpose([column(4), column(5), column(6), column(7)]);
+    for q in 0..4 {
+        low[q].store(&mut dst[q * NR..]);
+        high[q].store(&mut dst[q * NR + 4..]);
+    }
+}
+
 /// Panels of `MR` rows of `A[ic..ic+mc, pc..pc+kc]`: for each depth `p`, `MR`
 /// consecutive values, zero past the last row.
 fn pack_a(a: &MatRef<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut [f32]) {
@@ -189,6 +210,18 @@ fn pack_a(a: &MatRef<'_>, ic: usize, mc: usize, pc: usize, kc: usize, out: &mut 
             if a.row_stride == 1 && height == MR {
                 let start = (pc + p) * a.col_stride + ic + i0;
                 F32x4::load(&a.data[start..start + MR]).store(col);
+                continue;
+            } else if a.col_stride == 1 && height == MR && p + 4 <= kc {
+                // A is row-major: four depths of the panel's four rows at once,
+                // as one 4×4 transpose (every fourth p does the work).
+                if p % 4 == 0 {
+                    let rows = [0, 1, 2, 3]
+                        .map(|r| F32x4::load(&a.data[(ic + i0 + r) * a.row_stride + pc + p..]));
+                    let block = &mut dst[p * MR..(p + 4) * MR];
+                    for (q, v) in F32x4::transpose(rows).into_iter().enumerate() {
+                        v.store(&mut block[q * MR..]);
+                    }
+                }
                 continue;
             } else if a.row_stride == 1 {
                 let start = (pc + p) * a.col_stride + ic + i0;

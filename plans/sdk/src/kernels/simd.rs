@@ -44,6 +44,20 @@ mod imp {
         pub fn lane<const L: usize>(self) -> Self {
             F32x4(f32x4_splat(f32x4_extract_lane::<L>(self.0)))
         }
+        /// The transpose of the 4×4 matrix whose rows are `r`.
+        #[inline(always)]
+        pub fn transpose(r: [Self; 4]) -> [Self; 4] {
+            let t0 = i32x4_shuffle::<0, 4, 1, 5>(r[0].0, r[1].0);
+            let t1 = i32x4_shuffle::<2, 6, 3, 7>(r[0].0, r[1].0);
+            let t2 = i32x4_shuffle::<0, 4, 1, 5>(r[2].0, r[3].0);
+            let t3 = i32x4_shuffle::<2, 6, 3, 7>(r[2].0, r[3].0);
+            [
+                F32x4(i32x4_shuffle::<0, 1, 4, 5>(t0, t2)),
+                F32x4(i32x4_shuffle::<2, 3, 6, 7>(t0, t2)),
+                F32x4(i32x4_shuffle::<0, 1, 4, 5>(t1, t3)),
+                F32x4(i32x4_shuffle::<2, 3, 6, 7>(t1, t3)),
+            ]
+        }
         #[inline(always)]
         pub fn mul(self, o: Self) -> Self {
             F32x4(f32x4_mul(self.0, o.0))
@@ -83,6 +97,23 @@ mod imp {
         pub fn add(self, o: Self) -> Self {
             // SAFETY: SSE is part of the x86_64 baseline.
             F32x4(unsafe { _mm_add_ps(self.0, o.0) })
+        }
+        /// The transpose of the 4×4 matrix whose rows are `r`.
+        #[inline(always)]
+        pub fn transpose(r: [Self; 4]) -> [Self; 4] {
+            // SAFETY: SSE is part of the x86_64 baseline.
+            unsafe {
+                let t0 = _mm_unpacklo_ps(r[0].0, r[1].0);
+                let t1 = _mm_unpackhi_ps(r[0].0, r[1].0);
+                let t2 = _mm_unpacklo_ps(r[2].0, r[3].0);
+                let t3 = _mm_unpackhi_ps(r[2].0, r[3].0);
+                [
+                    F32x4(_mm_movelh_ps(t0, t2)),
+                    F32x4(_mm_movehl_ps(t2, t0)),
+                    F32x4(_mm_movelh_ps(t1, t3)),
+                    F32x4(_mm_movehl_ps(t3, t1)),
+                ]
+            }
         }
         /// Lane `L` in all four lanes.
         #[inline(always)]
@@ -137,6 +168,11 @@ mod imp {
         #[inline(always)]
         pub fn lane<const L: usize>(self) -> Self {
             F32x4([self.0[L]; 4])
+        }
+        /// The transpose of the 4×4 matrix whose rows are `r`.
+        #[inline(always)]
+        pub fn transpose(r: [Self; 4]) -> [Self; 4] {
+            core::array::from_fn(|i| F32x4(core::array::from_fn(|j| r[j].0[i])))
         }
         #[inline(always)]
         pub fn mul(self, o: Self) -> Self {
@@ -211,5 +247,25 @@ pub fn zero(dst: &mut [f32]) {
     }
     for v in &mut dst[i..] {
         *v = 0.0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        let m: Vec<f32> = (0..16).map(|i| i as f32).collect();
+        let rows = [0, 1, 2, 3].map(|r| F32x4::load(&m[r * 4..]));
+        let mut out = [0.0f32; 16];
+        for (r, v) in F32x4::transpose(rows).into_iter().enumerate() {
+            v.store(&mut out[r * 4..]);
+        }
+        for r in 0..4 {
+            for c in 0..4 {
+                assert_eq!(out[r * 4 + c], m[c * 4 + r]);
+            }
+        }
     }
 }
