@@ -330,3 +330,24 @@ fn losses_equal_pytorch_on_known_values() {
     let err = loss::cross_entropy(&logits, &bad, &CrossEntropy::default()).unwrap_err();
     assert!(err.message.contains("target 3 in row 0"), "{err}");
 }
+
+#[test]
+fn max_pooling_gives_ties_to_the_first_and_propagates_nan() {
+    // Two 2×2 windows: all equal (the gradient goes to the top left), and one
+    // holding a NaN (the output is NaN, as in PyTorch).
+    let x = Tensor::parameter(
+        vec![1.0, 1.0, 2.0, f32::NAN, 1.0, 1.0, 3.0, 0.0],
+        &[1, 1, 2, 4],
+    )
+    .unwrap();
+    let out = nn::MaxPool2d::new(2).forward(&x).unwrap();
+    let v = out.to_vec();
+    assert_eq!(v[0], 1.0);
+    assert!(v[1].is_nan());
+    out.mul(&Tensor::new(vec![1.0, 0.0], &[1, 1, 1, 2]).unwrap())
+        .unwrap()
+        .sum()
+        .backward()
+        .unwrap();
+    assert_eq!(x.grad().unwrap()[..2], [1.0, 0.0]);
+}

@@ -65,7 +65,8 @@ fn better(best: (f32, usize), next: (f32, usize)) -> (f32, usize) {
     )
 }
 
-/// The common 2×2, stride-2 window, unrolled.
+/// The common 2×2, stride-2 window, unrolled into preallocated outputs; a
+/// window holding a NaN takes the general comparison (NaN wins).
 fn max_pool_2x2(
     x: &[f32],
     [planes, h, w]: [usize; 3],
@@ -73,21 +74,30 @@ fn max_pool_2x2(
     out: &mut Vec<f32>,
     at: &mut Vec<u32>,
 ) {
-    for plane in 0..planes {
-        let base = plane * h * w;
-        for oy in 0..oh {
-            let top = base + 2 * oy * w;
-            let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
-            for ox in 0..ow {
-                let j = 2 * ox;
-                // A tree keeps the dependency chains short; ties still go to
-                // the first in row-major order.
-                let upper = better((r0[j], top + j), (r0[j + 1], top + j + 1));
-                let lower = better((r1[j], top + w + j), (r1[j + 1], top + w + j + 1));
-                let best = better(upper, lower);
-                out.push(best.0);
-                at.push(best.1 as u32);
-            }
+    out.resize(planes * oh * ow, 0.0);
+    at.resize(planes * oh * ow, 0);
+    let rows = out
+        .chunks_exact_mut(ow.max(1))
+        .zip(at.chunks_exact_mut(ow.max(1)));
+    for (row, (dst, idx)) in rows.enumerate() {
+        let (plane, oy) = (row / oh, row % oh);
+        let top = plane * h * w + 2 * oy * w;
+        let (r0, r1) = (&x[top..top + w], &x[top + w..top + 2 * w]);
+        for (ox, (o, i)) in dst.iter_mut().zip(idx.iter_mut()).enumerate() {
+            let j = 2 * ox;
+            let (a, b, c, d) = (r0[j], r0[j + 1], r1[j], r1[j + 1]);
+            let best = if a.is_nan() | b.is_nan() | c.is_nan() | d.is_nan() {
+                let upper = better((a, top + j), (b, top + j + 1));
+                let lower = better((c, top + w + j), (d, top + w + j + 1));
+                better(upper, lower)
+            } else {
+                // Ties go to the first in row-major order, as in PyTorch.
+                let (u, ui) = if b > a { (b, j + 1) } else { (a, j) };
+                let (l, li) = if d > c { (d, w + j + 1) } else { (c, w + j) };
+                if l > u { (l, top + li) } else { (u, top + ui) }
+            };
+            *o = best.0;
+            *i = best.1 as u32;
         }
     }
 }
