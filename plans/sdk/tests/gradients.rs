@@ -95,6 +95,9 @@ fn pooling_gradients_match_finite_differences() {
     assert_gradients(std::slice::from_ref(&x), || {
         Ok(project(&x.adaptive_avg_pool2d([3, 2])?))
     });
+    assert_gradients(std::slice::from_ref(&x), || {
+        Ok(project(&x.adaptive_avg_pool2d([1, 1])?))
+    });
 }
 
 #[test]

@@ -12,8 +12,9 @@ use crate::tensor::{Grad, Need, Tensor};
 use super::{shape_error, tracking};
 
 /// Most floats of im2col columns a convolution keeps from forward to
-/// backward (16 MiB); beyond, backward recomputes them.
-const KEPT_COLUMNS: usize = 4 << 20;
+/// backward (32 MiB, a sixteenth of a node's default plan memory); beyond,
+/// backward recomputes them.
+const KEPT_COLUMNS: usize = 8 << 20;
 
 /// Stride, zero padding and dilation of a convolution or pooling window
 /// (height, width), as PyTorch's arguments of the same names.

@@ -102,6 +102,21 @@ fn max_pool_2x2(
     }
 }
 
+/// Σ values in four interleaved f32 lanes added in a fixed order.
+fn lane_sum(values: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 4];
+    let mut chunks = values.chunks_exact(4);
+    for q in &mut chunks {
+        for (a, v) in acc.iter_mut().zip(q) {
+            *a += v;
+        }
+    }
+    for (a, v) in acc.iter_mut().zip(chunks.remainder()) {
+        *a += v;
+    }
+    (acc[0] + acc[1]) + (acc[2] + acc[3])
+}
+
 /// Scatter `g` back through per-output source indices into a fresh input gradient.
 fn scatter(g: &[f32], sources: &[u32], size: usize) -> Vec<f32> {
     let mut dx = vec![0.0f32; size];
@@ -228,7 +243,12 @@ impl Tensor {
             |i: usize, out: usize, inp: usize| (i * inp / out, ((i + 1) * inp).div_ceil(out));
         let xv = self.values();
         let mut out = Vec::with_capacity(n * c * oh * ow);
-        for plane in 0..n * c {
+        if size == [1, 1] {
+            // Global average pooling: each plane summed in four lanes, in a fixed order.
+            let scale = 1.0 / (h * wd) as f32;
+            out.extend(xv.chunks_exact(h * wd).map(|plane| lane_sum(plane) * scale));
+        }
+        for plane in 0..if size == [1, 1] { 0 } else { n * c } {
             let base = plane * h * wd;
             for oy in 0..oh {
                 let (y0, y1) = bounds(oy, oh, h);
