@@ -9,21 +9,20 @@
 //! downloads included, and answers every queued request.
 
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::CancellationToken;
 
+use super::context::NodeContext;
+use super::job::TrainJob;
 use super::queue::{FairQueue, QueueFull};
 use super::recent::{RecentRequests, Seen};
-use super::trainer::{TrainJob, Trainer};
+use super::trainer::Trainer;
 use super::{NodeConfig, NodeError, NodeStore};
-use crate::transport::{Delivery, MqttClient, Publisher, Session};
-use crate::wire::{
-    ErrorCode, MAX_TEXT_BYTES, Message, PlanStatus, RequestRef, WireError, bounded_text, decode,
-    topics,
-};
+use crate::transport::{Delivery, MqttClient, Session};
+use crate::wire::{ErrorCode, Message, PlanStatus, RequestRef, WireError, decode, topics};
 
 /// How many answered train requests a node remembers, to answer them again.
 const RECENT_ANSWERS: usize = 256;
@@ -35,101 +34,6 @@ pub struct NodeRuntime {
     pub dir: PathBuf,
     /// The `fedwasm` executable that runs training workers (`fedwasm __worker`).
     pub worker_exe: PathBuf,
-}
-
-/// State shared by the request loop and the trainer.
-pub(super) struct Shared {
-    pub(super) dir: PathBuf,
-    pub(super) config: NodeConfig,
-    pub(super) store: Mutex<NodeStore>,
-    pub(super) busy: AtomicBool,
-    pub(super) stopping: AtomicBool,
-    pub(super) publisher: Publisher,
-    /// One HTTP client for every download and upload: its connections are reused.
-    pub(super) repository: crate::repository::RepositoryClient,
-    /// Train requests waiting for the trainer.
-    pub(super) queue: FairQueue<TrainJob>,
-    /// Cancelled when the node stops: the task in hand ends at once.
-    pub(super) cancel: CancellationToken,
-    /// The worker executable, never named in what leaves the node.
-    pub(super) worker_exe: PathBuf,
-    /// Train requests in hand or answered, so a re-sent one runs once.
-    pub(super) recent: Mutex<RecentRequests>,
-}
-
-impl Shared {
-    /// Run `f` on the store. A poisoned lock (a panic elsewhere) still holds a
-    /// consistent SQLite connection, so it is used rather than propagated.
-    pub(super) fn store<T>(&self, f: impl FnOnce(&mut NodeStore) -> T) -> T {
-        let mut guard = self.store.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    }
-
-    /// Send `message` to the reply topic of the researcher it answers,
-    /// logging a failure.
-    pub(super) async fn reply(&self, message: Message) {
-        let topic = topics::replies(message.addressee());
-        if let Err(e) = self.publisher.publish(&topic, &message).await {
-            tracing::warn!("cannot send {}: {e}", message.command());
-        }
-    }
-
-    /// `text` without this node's local paths, which never leave the node.
-    pub(super) fn redact(&self, text: &str, more: &[&Path]) -> String {
-        let mut text = text.to_string();
-        let private = [
-            (self.worker_exe.as_path(), "<fedwasm>"),
-            (self.dir.as_path(), "<node folder>"),
-        ];
-        let more = more.iter().map(|p| (*p, "<dataset>"));
-        for (path, name) in private.into_iter().chain(more) {
-            let shown = path.display().to_string();
-            if !shown.is_empty() {
-                text = text.replace(&shown, name);
-            }
-        }
-        text
-    }
-
-    /// An error reply: its text without local paths (the node's own, and
-    /// `private_paths`) and cut to [`MAX_TEXT_BYTES`], so it always reaches
-    /// the researcher.
-    pub(super) fn error_message(
-        &self,
-        researcher_id: Option<String>,
-        code: ErrorCode,
-        message: &str,
-        private_paths: &[&Path],
-        request: Option<RequestRef>,
-    ) -> Message {
-        tracing::warn!("answering {code:?}: {message}");
-        Message::Error {
-            researcher_id,
-            node_id: self.config.id.clone(),
-            code,
-            message: bounded_text(self.redact(message, private_paths), MAX_TEXT_BYTES),
-            request,
-        }
-    }
-
-    /// Send an error reply (see [`Shared::error_message`]).
-    pub(super) async fn error(
-        &self,
-        researcher_id: Option<String>,
-        code: ErrorCode,
-        message: String,
-        request: Option<RequestRef>,
-    ) {
-        let reply = self.error_message(researcher_id, code, &message, &[], request);
-        self.reply(reply).await;
-    }
-
-    /// Run `f` on the record of recent train requests.
-    pub(super) fn recent<T>(&self, f: impl FnOnce(&mut RecentRequests) -> T) -> T {
-        // Nothing under this lock can panic half-way, so a poisoned lock is consistent.
-        let mut guard = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
-    }
 }
 
 /// Run the node in `runtime.dir` until `shutdown` completes. Returns an error
@@ -158,7 +62,7 @@ pub async fn run(
         config.broker.url,
         store.datasets()?.len()
     );
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(NodeContext {
         dir: runtime.dir.clone(),
         config: config.clone(),
         store: Mutex::new(store),
@@ -228,7 +132,7 @@ pub async fn run(
 /// Reply to a search or list request with `datasets` (summaries only: paths
 /// never leave the node), or with an error if the store failed.
 async fn answer_datasets(
-    shared: &Shared,
+    shared: &NodeContext,
     command: &str,
     researcher_id: String,
     request_id: String,
@@ -273,7 +177,7 @@ async fn answer_datasets(
 }
 
 /// Answer one delivery.
-async fn handle(shared: &Shared, delivery: Delivery) {
+async fn handle(shared: &NodeContext, delivery: Delivery) {
     let node_id = shared.config.id.clone();
     let message = match decode(&delivery.payload) {
         Ok(message) => message,
@@ -388,7 +292,7 @@ async fn handle(shared: &Shared, delivery: Delivery) {
 /// Answer a plan status request; with `note`, record the plan as pending
 /// (an approval request) unless the operator already decided.
 async fn plan_status(
-    shared: &Shared,
+    shared: &NodeContext,
     researcher_id: String,
     request_id: String,
     plan_sha256: crate::digest::Sha256Digest,
@@ -441,9 +345,4 @@ async fn plan_status(
                 .await
         }
     }
-}
-
-/// Where downloaded plans are cached, by hash.
-pub(super) fn plan_cache(dir: &Path) -> PathBuf {
-    dir.join("plans")
 }

@@ -2,7 +2,7 @@
 //! error reply, from each layer's error type.
 
 use crate::repository::RepositoryError;
-use crate::training::TrainingError;
+use crate::training::{FailureCode, TrainingError};
 use crate::wire::ErrorCode;
 
 /// Why a train request failed: the code and text of the error reply.
@@ -42,14 +42,21 @@ impl From<RepositoryError> for Failure {
 
 impl From<TrainingError> for Failure {
     fn from(e: TrainingError) -> Self {
-        let code = match e.code().as_str() {
-            "bad-training-args" => ErrorCode::BadTrainingArgs,
-            "dataset" => ErrorCode::Dataset,
-            "deadline" => ErrorCode::Deadline,
-            "parameters" => ErrorCode::BadParameters,
-            "cancelled" => ErrorCode::ShuttingDown,
-            "worker" => ErrorCode::Internal,
-            _ => ErrorCode::Plan,
+        // Every kind named: a new one is a compile error here, not a guess.
+        let code = match e.code() {
+            FailureCode::BadTrainingArgs => ErrorCode::BadTrainingArgs,
+            FailureCode::Dataset => ErrorCode::Dataset,
+            FailureCode::Deadline => ErrorCode::Deadline,
+            FailureCode::Parameters => ErrorCode::BadParameters,
+            FailureCode::Cancelled => ErrorCode::ShuttingDown,
+            FailureCode::Worker | FailureCode::Host => ErrorCode::Internal,
+            FailureCode::NotAComponent
+            | FailureCode::WrongWorld
+            | FailureCode::Compile
+            | FailureCode::MemoryLimit
+            | FailureCode::StackOverflow
+            | FailureCode::Trap
+            | FailureCode::PlanError => ErrorCode::Plan,
         };
         Failure::new(code, e.to_string())
     }

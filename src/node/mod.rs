@@ -9,11 +9,15 @@
 //! - [`queue`]: the bounded train-request queue, fair between researchers.
 //! - [`recent`]: requests in hand or answered, so a re-sent one runs once.
 //! - `trainer`: works through that queue, one request at a time.
+//! - `context`: what the daemon and the trainer share; `job`: a queued train
+//!   request. Dependencies point one way: daemon → trainer → context → job.
 
 pub mod config;
+mod context;
 pub mod daemon;
 mod error;
 mod failure;
+mod job;
 pub mod noise_key;
 mod provision;
 pub mod queue;

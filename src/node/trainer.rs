@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::NodeError;
-use super::daemon::{Shared, plan_cache};
+use super::context::{NodeContext, plan_cache};
 use super::failure::Failure;
 use crate::digest::Sha256Digest;
 use crate::training::task::{Progress, TrainingTask};
@@ -18,39 +18,6 @@ use crate::wire::{
     BlobRef, ErrorCode, MAX_TEXT_BYTES, Message, PlanStatus, RequestRef, TrainTimings,
     bounded_text, topics,
 };
-
-/// A train request waiting in the queue, with the time it arrived.
-pub(super) struct TrainJob {
-    message: Message,
-    received: Instant,
-}
-
-impl TrainJob {
-    /// Queue `message` (a [`Message::TrainRequest`]) now.
-    pub(super) fn new(message: Message) -> Self {
-        TrainJob {
-            message,
-            received: Instant::now(),
-        }
-    }
-
-    /// Who sent it and which request it is, to address its answer.
-    pub(super) fn identity(&self) -> (String, RequestRef) {
-        let (researcher, request_id) = match &self.message {
-            Message::TrainRequest {
-                researcher_id,
-                request_id,
-                ..
-            } => (researcher_id.clone(), Some(request_id.clone())),
-            _ => (String::new(), None),
-        };
-        let request = RequestRef {
-            command: "train_request".into(),
-            request_id,
-        };
-        (researcher, request)
-    }
-}
 
 /// The fields of a train request.
 struct Request {
@@ -72,7 +39,7 @@ struct Request {
 
 /// Works through the train queue.
 pub(super) struct Trainer {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<NodeContext>,
     /// Kept between requests: the process start and plan compilation are paid once.
     pub(super) worker: Arc<std::sync::Mutex<Worker>>,
 }
@@ -512,7 +479,7 @@ impl Trainer {
 }
 
 /// Send a log record to the researchers' log topic.
-async fn log(shared: &Shared, researcher_id: &str, level: &str, message: String) {
+async fn log(shared: &NodeContext, researcher_id: &str, level: &str, message: String) {
     let record = Message::Log {
         node_id: shared.config.id.clone(),
         level: level.into(),

@@ -15,7 +15,7 @@ pub mod worker;
 
 pub use args::{LoaderArgs, TrainingArgs};
 pub use driver::PlanDriver;
-pub use error::TrainingError;
+pub use error::{FailureCode, TrainingError};
 pub use holdout::evaluate_parameters;
 pub use metrics::{Metric, MetricName};
 pub use privacy::{DpArgs, DpKind};

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::TrainingError;
 use super::task::{Progress, TaskCache, TrainingOutcome, TrainingTask, run_task_cached};
+use super::{FailureCode, TrainingError};
 use crate::sandbox::{Interruption, Sandbox};
 
 /// Name of the hidden subcommand that runs a worker.
@@ -38,7 +38,7 @@ const MAX_LINE: u64 = 64 << 20;
 enum WorkerEvent {
     Progress { progress: Progress },
     Done { outcome: Box<TrainingOutcome> },
-    Failed { code: String, message: String },
+    Failed { code: FailureCode, message: String },
 }
 
 /// Decode one line a worker wrote, as the parent does, and encode it back:
