@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::ResearcherError;
 use crate::transport::{BrokerConfig, Delivery, MqttClient, Publisher, Session};
-use crate::wire::{DatasetSummary, Message, decode, topics};
+use crate::wire::{Answer, DatasetSummary, Message, decode, topics};
 
 /// A node's answer to a request: its reply, or the error it sent instead.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,48 +65,20 @@ const MAX_BACKLOG: usize = 16 * 1024;
 /// How often a waiting link checks whether its connection was re-established.
 const RECONNECT_CHECK: Duration = Duration::from_millis(500);
 
-/// The request a train or validation reply, or an error, answers.
+/// The request a reply answers, by id (pongs answer pings, by sequence).
 fn answered_request(message: &Message) -> Option<&str> {
-    match message {
-        Message::TrainReply { request_id, .. } | Message::ValidationReply { request_id, .. } => {
-            Some(request_id)
-        }
-        Message::Error {
-            request: Some(request),
-            ..
-        } => request.request_id.as_deref(),
-        _ => None,
-    }
-}
-
-fn node_of(message: &Message) -> Option<&str> {
-    match message {
-        Message::SearchReply { node_id, .. }
-        | Message::ListReply { node_id, .. }
-        | Message::Pong { node_id, .. }
-        | Message::TrainReply { node_id, .. }
-        | Message::Error { node_id, .. }
-        | Message::PlanStatusReply { node_id, .. }
-        | Message::Scalar { node_id, .. }
-        | Message::Log { node_id, .. }
-        | Message::NodeStatus { node_id, .. } => Some(node_id),
-        _ => None,
+    match message.answers() {
+        Some(Answer::Request(id)) => Some(id),
+        Some(Answer::Ping(_)) | None => None,
     }
 }
 
 /// Whether `message` answers request `request_id` (for pings: sequence).
 fn answers(message: &Message, request_id: &str) -> Option<Reply> {
-    let matches = match message {
-        Message::SearchReply { request_id: r, .. }
-        | Message::ListReply { request_id: r, .. }
-        | Message::TrainReply { request_id: r, .. }
-        | Message::PlanStatusReply { request_id: r, .. } => r == request_id,
-        Message::Pong { sequence, .. } => sequence.to_string() == request_id,
-        Message::Error { request, .. } => request
-            .as_ref()
-            .and_then(|r| r.request_id.as_deref())
-            .is_some_and(|r| r == request_id),
-        _ => false,
+    let matches = match message.answers() {
+        Some(Answer::Request(r)) => r == request_id,
+        Some(Answer::Ping(sequence)) => sequence.to_string() == request_id,
+        None => false,
     };
     match (matches, message) {
         (false, _) => None,
@@ -329,7 +301,7 @@ impl NodeLink {
         };
         let mut kept = VecDeque::new();
         while let Some(m) = self.backlog.pop_front() {
-            match (answers(&m, request_id), node_of(&m)) {
+            match (answers(&m, request_id), m.sender_node()) {
                 (Some(reply), Some(node)) => {
                     replies.insert(node.to_string(), reply);
                 }
@@ -341,7 +313,7 @@ impl NodeLink {
             let Some(m) = self.receive(until).await else {
                 break;
             };
-            match (answers(&m, request_id), node_of(&m)) {
+            match (answers(&m, request_id), m.sender_node()) {
                 (Some(reply), Some(node)) => {
                     if expected.is_none_or(|e| e.contains(node)) {
                         replies.insert(node.to_string(), reply);

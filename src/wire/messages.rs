@@ -387,7 +387,66 @@ pub enum Message {
     },
 }
 
+/// What a reply answers: a request by its id, or a ping by its sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer<'a> {
+    /// The `request_id` of the request answered.
+    Request(&'a str),
+    /// The `sequence` of the ping answered.
+    Ping(u64),
+}
+
 impl Message {
+    /// The node a node → researcher message comes from. Every variant is
+    /// named, so a new message must say whether it has one.
+    pub fn sender_node(&self) -> Option<&str> {
+        match self {
+            Message::SearchReply { node_id, .. }
+            | Message::ListReply { node_id, .. }
+            | Message::Pong { node_id, .. }
+            | Message::TrainReply { node_id, .. }
+            | Message::ValidationReply { node_id, .. }
+            | Message::Error { node_id, .. }
+            | Message::Log { node_id, .. }
+            | Message::Scalar { node_id, .. }
+            | Message::PlanStatusReply { node_id, .. }
+            | Message::NodeStatus { node_id, .. } => Some(node_id),
+            Message::SearchRequest { .. }
+            | Message::ListRequest { .. }
+            | Message::Ping { .. }
+            | Message::TrainRequest { .. }
+            | Message::PlanApprovalRequest { .. }
+            | Message::PlanStatusRequest { .. } => None,
+        }
+    }
+
+    /// The request this message answers, if it is a reply (an error reply
+    /// names one when it can). Every variant is named, so a new message must
+    /// say whether it answers one.
+    pub fn answers(&self) -> Option<Answer<'_>> {
+        match self {
+            Message::SearchReply { request_id, .. }
+            | Message::ListReply { request_id, .. }
+            | Message::TrainReply { request_id, .. }
+            | Message::ValidationReply { request_id, .. }
+            | Message::PlanStatusReply { request_id, .. } => Some(Answer::Request(request_id)),
+            Message::Pong { sequence, .. } => Some(Answer::Ping(*sequence)),
+            Message::Error { request, .. } => request
+                .as_ref()
+                .and_then(|r| r.request_id.as_deref())
+                .map(Answer::Request),
+            Message::SearchRequest { .. }
+            | Message::ListRequest { .. }
+            | Message::Ping { .. }
+            | Message::TrainRequest { .. }
+            | Message::Log { .. }
+            | Message::Scalar { .. }
+            | Message::PlanApprovalRequest { .. }
+            | Message::PlanStatusRequest { .. }
+            | Message::NodeStatus { .. } => None,
+        }
+    }
+
     /// The researcher a node → researcher message is for, when it says.
     pub fn addressee(&self) -> Option<&str> {
         match self {
@@ -429,6 +488,35 @@ impl Message {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_name_what_they_answer_and_who_sent_them() {
+        let pong = Message::Pong {
+            researcher_id: "r".into(),
+            sequence: 7,
+            node_id: "n1".into(),
+            busy: false,
+        };
+        assert_eq!(pong.answers(), Some(Answer::Ping(7)));
+        assert_eq!(pong.sender_node(), Some("n1"));
+        let error = Message::Error {
+            researcher_id: Some("r".into()),
+            node_id: "n2".into(),
+            code: ErrorCode::Busy,
+            message: "busy".into(),
+            request: Some(RequestRef {
+                command: "train_request".into(),
+                request_id: Some("q1".into()),
+            }),
+        };
+        assert_eq!(error.answers(), Some(Answer::Request("q1")));
+        assert_eq!(error.sender_node(), Some("n2"));
+        let ping = Message::Ping {
+            researcher_id: "r".into(),
+            sequence: 7,
+        };
+        assert_eq!((ping.answers(), ping.sender_node()), (None, None));
+    }
     use crate::wire::{decode, encode};
 
     fn blob(name: &str) -> BlobRef {
