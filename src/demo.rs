@@ -2,6 +2,10 @@
 //! repository, nodes holding disjoint seeded shards of a shipped dataset, the
 //! plan built and approved, FedAvg rounds, and the global model scored on rows
 //! no node saw.
+//!
+//! Over 500 lines until issue 12's `LocalFederation` takes the federation
+//! start-up (broker, repository, nodes) out of it, for the benchmarks and the
+//! tests too.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -2,6 +2,10 @@
 //! Every failure becomes an error reply with a code; none stops the node. The
 //! node's deadline covers the whole task (downloads, training, upload), and
 //! the node's shutdown cancels it wherever it is.
+//!
+//! Over 500 lines because one train request is one story — check, download,
+//! run in a worker, upload, answer — told in order; its pieces that stand
+//! alone already live beside it (`context`, `job`, `failure`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
