@@ -244,20 +244,15 @@ fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
     }
 }
 
-/// Median seconds of single training steps, after five warm-up steps.
+/// Median seconds of `steps` single training steps, after five warm-up steps.
 fn step_median(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> f64 {
     for _ in 0..5 {
         plan.training_step(batch).unwrap();
     }
-    let mut times: Vec<f64> = (0..steps)
-        .map(|_| {
-            let t = std::time::Instant::now();
-            black_box(plan.training_step(batch).unwrap());
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(f64::total_cmp);
-    times[steps / 2]
+    median(steps, 1, || {
+        black_box(plan.training_step(batch).unwrap());
+    })
+    .as_secs_f64()
 }
 
 fn main() {

@@ -96,22 +96,28 @@ fn plan_check_reports_progress_and_accuracy() {
 fn plan_check_trains_the_cnn_on_digits_viewed_as_images() {
     let plan = example_plan("cnn");
     let csv = data("digits.csv");
-    let (ok, stdout, stderr) = fedwasm(
-        &[
-            "plan",
-            "check",
-            plan.to_str().unwrap(),
-            "--data",
-            csv.to_str().unwrap(),
-            "--target",
-            "digit",
-            "--model-args",
-            r#"{"input_shape": [1, 8, 8], "n_classes": 10}"#,
-            "--training-args",
-            r#"{"num_updates": 300, "loader_args": {"batch_size": 32},
-                "optimizer_args": {"lr": 0.05, "momentum": 0.9}}"#,
-        ],
-        &[],
+    let check = |model_args: &str, training_args: &str| {
+        fedwasm(
+            &[
+                "plan",
+                "check",
+                plan.to_str().unwrap(),
+                "--data",
+                csv.to_str().unwrap(),
+                "--target",
+                "digit",
+                "--model-args",
+                model_args,
+                "--training-args",
+                training_args,
+            ],
+            &[],
+        )
+    };
+    let (ok, stdout, stderr) = check(
+        r#"{"input_shape": [1, 8, 8], "n_classes": 10}"#,
+        r#"{"num_updates": 300, "loader_args": {"batch_size": 32},
+            "optimizer_args": {"lr": 0.05, "momentum": 0.9}}"#,
     );
     assert!(ok, "{stderr}");
     let accuracy: f64 = stdout
@@ -120,21 +126,9 @@ fn plan_check_trains_the_cnn_on_digits_viewed_as_images() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or_else(|| panic!("no training accuracy in {stdout}"));
     assert!(accuracy >= 0.95, "training accuracy {accuracy}:\n{stdout}");
-    let (ok, _, stderr) = fedwasm(
-        &[
-            "plan",
-            "check",
-            plan.to_str().unwrap(),
-            "--data",
-            csv.to_str().unwrap(),
-            "--target",
-            "digit",
-            "--model-args",
-            r#"{"input_shape": [1, 8, 9], "n_classes": 10}"#,
-            "--training-args",
-            r#"{"num_updates": 1}"#,
-        ],
-        &[],
+    let (ok, _, stderr) = check(
+        r#"{"input_shape": [1, 8, 9], "n_classes": 10}"#,
+        r#"{"num_updates": 1}"#,
     );
     assert!(!ok);
     assert!(

@@ -49,18 +49,40 @@ fn sample_gradients(m: &Sequential, x: &Tensor, y: &Tensor) -> Vec<Vec<f32>> {
             let xs =
                 Tensor::new(x.values()[s * 128..(s + 1) * 128].to_vec(), &[1, 2, 8, 8]).unwrap();
             let ys = Tensor::new(vec![y.values()[s]], &[1]).unwrap();
-            params.iter().for_each(|p| p.set_grad(None));
-            loss(m, &xs, &ys).unwrap().backward().unwrap();
-            params
-                .iter()
-                .flat_map(|p| p.grad().unwrap().to_vec())
-                .collect()
+            own_gradient(&params, loss(m, &xs, &ys).unwrap())
         })
         .collect()
 }
 
 fn norm(v: &[f32]) -> f32 {
     v.iter().map(|x| x * x).sum::<f32>().sqrt()
+}
+
+/// Every parameter's gradient, flattened, after one backward pass of `loss`.
+fn own_gradient(params: &[Tensor], loss: Tensor) -> Vec<f32> {
+    params.iter().for_each(|p| p.set_grad(None));
+    loss.backward().unwrap();
+    params
+        .iter()
+        .flat_map(|p| p.grad().unwrap().to_vec())
+        .collect()
+}
+
+/// DP-SGD's per-sample norms of `loss(0..batch)` against the norm of each
+/// sample's own loss `loss(s..s + 1)`, back-propagated alone.
+fn assert_norms_match_one_backward_per_sample(
+    params: &[Tensor],
+    batch: usize,
+    loss: impl Fn(std::ops::Range<usize>) -> Tensor,
+) {
+    let norms = DpSgd::sample_norms(&loss(0..batch), params, batch).unwrap();
+    for (s, &got) in norms.iter().enumerate() {
+        let expected = norm(&own_gradient(params, loss(s..s + 1)));
+        assert!(
+            (got - expected).abs() <= 1e-4 * expected.max(1.0),
+            "sample {s}: {got} vs {expected}"
+        );
+    }
 }
 
 #[test]
@@ -130,23 +152,9 @@ fn embedding_and_batch_norm_in_evaluation_give_per_sample_gradients() {
         let e = table.forward(&ids).unwrap().sum_dim(1, false).unwrap();
         bn.forward(&e).unwrap().square().mean()
     };
-    let norms = DpSgd::sample_norms(&f(0..3), &params, 3).unwrap();
-    for (s, &got) in norms.iter().enumerate() {
-        params.iter().for_each(|p| p.set_grad(None));
-        f(s..s + 1).backward().unwrap();
-        // A sample's own loss is its mean over 4 outputs, the batch's over 12:
-        // the shares are scaled so that the norms compare.
-        let own: Vec<f32> = params
-            .iter()
-            .flat_map(|p| p.grad().unwrap().to_vec())
-            .collect();
-        let expected = norm(&own);
-        assert!(
-            (got - expected).abs() <= 1e-4 * expected.max(1.0),
-            "sample {s}: {} vs {expected}",
-            got
-        );
-    }
+    // A sample's own loss is its mean over 4 outputs, the batch's over 12:
+    // the shares are scaled so that the norms compare.
+    assert_norms_match_one_backward_per_sample(&params, 3, f);
 }
 
 #[test]
@@ -212,18 +220,5 @@ fn a_shared_layer_still_gets_exact_per_sample_norms() {
             .loss(&forward(&xs).unwrap(), &ys)
             .unwrap()
     };
-    let norms = DpSgd::sample_norms(&loss(0..3), &params, 3).unwrap();
-    for (s, &got) in norms.iter().enumerate() {
-        params.iter().for_each(|p| p.set_grad(None));
-        loss(s..s + 1).backward().unwrap();
-        let own: Vec<f32> = params
-            .iter()
-            .flat_map(|p| p.grad().unwrap().to_vec())
-            .collect();
-        let expected = norm(&own);
-        assert!(
-            (got - expected).abs() <= 1e-4 * expected.max(1.0),
-            "sample {s}: {got} vs {expected}"
-        );
-    }
+    assert_norms_match_one_backward_per_sample(&params, 3, loss);
 }

@@ -30,13 +30,8 @@ pub mod reduce;
 pub mod softmax;
 
 use crate::error::{PlanResult, invalid_data, invalid_state};
-use crate::tensor::{Tensor, grad_enabled};
 
-/// Whether an operation on `inputs` will record a graph (so saving what
-/// backward needs is worth it).
-pub(crate) fn tracking(inputs: &[&Tensor]) -> bool {
-    grad_enabled() && inputs.iter().any(|t| t.requires_grad())
-}
+pub(crate) use crate::tensor::tracking;
 
 /// Elements per sample of an output of `shape` whose first dimension must be
 /// the batch of `batch` samples, for per-sample gradients.

@@ -60,6 +60,22 @@ fn lane_sum<'a>(planes: impl Iterator<Item = &'a [f32]>, f: impl Fn(f64) -> f64)
     (acc[0] + acc[1]) + (acc[2] + acc[3])
 }
 
+/// Append the gradients of the optional affine weight (`which` 0) and bias
+/// (1), whose needs follow the input's in `need`.
+fn push_affine(
+    grads: &mut Vec<Option<Grad>>,
+    need: &[Need],
+    has_weight: bool,
+    has_bias: bool,
+    affine: impl Fn(usize, Need) -> PlanResult<Option<Grad>>,
+) -> PlanResult<()> {
+    let present = [(0, has_weight), (1, has_bias)];
+    for ((which, _), &n) in present.iter().filter(|(_, has)| *has).zip(need) {
+        grads.push(affine(*which, n)?);
+    }
+    Ok(())
+}
+
 /// Σ g·x̂ and Σ g over the given ranges (the affine parameters' gradients),
 /// in f64, four interleaved lanes added in a fixed order.
 fn affine_sums(
@@ -229,14 +245,7 @@ impl Tensor {
                     }
                 })
             };
-            let mut next = 1;
-            if has_weight {
-                grads.push(affine(0, need[next])?);
-                next += 1;
-            }
-            if has_bias {
-                grads.push(affine(1, need[next])?);
-            }
+            push_affine(&mut grads, &need[1..], has_weight, has_bias, affine)?;
             Ok(grads)
         })
     }
@@ -346,14 +355,7 @@ impl Tensor {
                     }
                 })
             };
-            let mut next = 1;
-            if has_weight {
-                grads.push(affine(0, need[next])?);
-                next += 1;
-            }
-            if has_bias {
-                grads.push(affine(1, need[next])?);
-            }
+            push_affine(&mut grads, &need[1..], has_weight, has_bias, affine)?;
             Ok(grads)
         })
     }

@@ -132,6 +132,11 @@ impl Tensor {
         let dims = nchw(self, "max_pool2d")?;
         let [n, c, h, wd] = dims;
         let (win, [oh, ow]) = window("max_pool2d", dims, kernel, options)?;
+        // Argmax indices are u32, checked before any work.
+        let size = self.numel();
+        if size > u32::MAX as usize {
+            return Err(shape_error("max_pool2d", "input too large"));
+        }
         let xv = self.values();
         let mut out = Vec::with_capacity(n * c * oh * ow);
         let mut argmax: Vec<u32> = Vec::with_capacity(n * c * oh * ow);
@@ -139,38 +144,36 @@ impl Tensor {
         let unrolled = plain && kernel == [2, 2] && options.stride == [2, 2];
         if unrolled {
             max_pool_2x2(&xv, [n * c, h, wd], [oh, ow], &mut out, &mut argmax);
-        }
-        for plane in 0..if unrolled { 0 } else { n * c } {
-            let base = plane * h * wd;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let (best, at) = if plain {
-                        // No padding or dilation: the window is a plain rectangle.
-                        let (y0, x0) = (oy * win.stride[0], ox * win.stride[1]);
-                        let mut best = (xv[base + y0 * wd + x0], base + y0 * wd + x0);
-                        for y in y0..y0 + kernel[0] {
-                            let row = base + y * wd;
-                            for (x, &v) in xv[row + x0..row + x0 + kernel[1]].iter().enumerate() {
-                                best = better(best, (v, row + x0 + x));
+        } else {
+            for plane in 0..n * c {
+                let base = plane * h * wd;
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let (best, at) = if plain {
+                            // No padding or dilation: the window is a plain rectangle.
+                            let (y0, x0) = (oy * win.stride[0], ox * win.stride[1]);
+                            let mut best = (xv[base + y0 * wd + x0], base + y0 * wd + x0);
+                            for y in y0..y0 + kernel[0] {
+                                let row = base + y * wd;
+                                for (x, &v) in xv[row + x0..row + x0 + kernel[1]].iter().enumerate()
+                                {
+                                    best = better(best, (v, row + x0 + x));
+                                }
                             }
-                        }
-                        best
-                    } else {
-                        taps(&win, oy, ox)
-                            .map(|(y, x)| (xv[base + y * wd + x], base + y * wd + x))
-                            .reduce(better)
-                            .unwrap_or((f32::NEG_INFINITY, base))
-                    };
-                    out.push(best);
-                    argmax.push(at as u32);
+                            best
+                        } else {
+                            taps(&win, oy, ox)
+                                .map(|(y, x)| (xv[base + y * wd + x], base + y * wd + x))
+                                .reduce(better)
+                                .unwrap_or((f32::NEG_INFINITY, base))
+                        };
+                        out.push(best);
+                        argmax.push(at as u32);
+                    }
                 }
             }
         }
         drop(xv);
-        let size = self.numel();
-        if size > u32::MAX as usize {
-            return Err(shape_error("max_pool2d", "input too large"));
-        }
         Tensor::from_op(
             "max_pool2d",
             out,
@@ -247,20 +250,21 @@ impl Tensor {
             // Global average pooling: each plane summed in four lanes, in a fixed order.
             let scale = 1.0 / (h * wd) as f32;
             out.extend(xv.chunks_exact(h * wd).map(|plane| lane_sum(plane) * scale));
-        }
-        for plane in 0..if size == [1, 1] { 0 } else { n * c } {
-            let base = plane * h * wd;
-            for oy in 0..oh {
-                let (y0, y1) = bounds(oy, oh, h);
-                for ox in 0..ow {
-                    let (x0, x1) = bounds(ox, ow, wd);
-                    let mut s = 0.0f32;
-                    for y in y0..y1 {
-                        for x in x0..x1 {
-                            s += xv[base + y * wd + x];
+        } else {
+            for plane in 0..n * c {
+                let base = plane * h * wd;
+                for oy in 0..oh {
+                    let (y0, y1) = bounds(oy, oh, h);
+                    for ox in 0..ow {
+                        let (x0, x1) = bounds(ox, ow, wd);
+                        let mut s = 0.0f32;
+                        for y in y0..y1 {
+                            for x in x0..x1 {
+                                s += xv[base + y * wd + x];
+                            }
                         }
+                        out.push(s / ((y1 - y0) * (x1 - x0)) as f32);
                     }
-                    out.push(s / ((y1 - y0) * (x1 - x0)) as f32);
                 }
             }
         }

@@ -260,8 +260,16 @@ impl Optimizer {
                 .map(|t| vec![0.0f32; t.numel()])
                 .collect::<Vec<_>>()
         };
-        if self.first.len() != params.len() {
+        // State only for what the rule keeps: SGD's velocity when it has
+        // momentum, Adam's two moments.
+        let moments = match self.rule {
+            Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
+            Rule::Adam { .. } | Rule::AdamW { .. } => 2,
+        };
+        if moments >= 1 && self.first.len() != params.len() {
             self.first = zeros(params);
+        }
+        if moments == 2 && self.second.len() != params.len() {
             self.second = zeros(params);
         }
         if self.prox_mu != 0.0 && self.anchor.len() != params.len() {

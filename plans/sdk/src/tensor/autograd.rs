@@ -59,7 +59,7 @@ thread_local! {
 }
 
 /// The per-sample clipping factors of the DP-SGD pass under way.
-pub fn clip_factors() -> Vec<f32> {
+pub(crate) fn clip_factors() -> Vec<f32> {
     CLIP_FACTORS.with(|f| f.borrow().clone())
 }
 

@@ -15,8 +15,9 @@ use std::cell::{Ref, RefCell, RefMut};
 use std::fmt;
 use std::rc::Rc;
 
+pub(crate) use autograd::clip_factors;
 pub(crate) use autograd::dp_backward;
-pub use autograd::{BackwardFn, Grad, Need, clip_factors};
+pub use autograd::{BackwardFn, Grad, Need};
 pub(crate) use broadcast::{broadcast_shape, for_each_pair, strides_within};
 pub use mode::{grad_enabled, is_training, no_grad, with_training};
 
@@ -42,6 +43,12 @@ impl fmt::Debug for Tensor {
             .field("op", &self.0.node.as_ref().map(|n| n.name))
             .finish()
     }
+}
+
+/// Whether an operation on `inputs` records a graph (so saving what its
+/// backward needs is worth it).
+pub(crate) fn tracking(inputs: &[&Tensor]) -> bool {
+    grad_enabled() && inputs.iter().any(|t| t.requires_grad())
 }
 
 /// Elements of a shape.
@@ -136,7 +143,7 @@ impl Tensor {
                 data.len()
             )));
         }
-        let track = grad_enabled() && inputs.iter().any(|t| t.requires_grad());
+        let track = tracking(inputs);
         let node = track.then(|| autograd::Node {
             name,
             ghost,
