@@ -2,7 +2,9 @@
 //!
 //! - [`link`]: [`NodeLink`], the connection to the nodes: send requests,
 //!   gather the replies, watch node status and monitoring.
-//! - [`experiment`]: [`Experiment`], federated training round by round.
+//! - [`experiment`]: [`Experiment`], federated training round by round, in
+//!   a folder whose files are the steps of a round; observers
+//!   ([`RoundObserver`]) watch its [`RoundEvent`]s.
 //! - [`settings`]: [`ExperimentSettings`], every argument with its default.
 //! - [`federated_dataset`]: [`FederatedDataset`], node → dataset.
 //! - [`aggregators`]: the [`Aggregator`] trait and [`FedAvg`].
@@ -11,8 +13,8 @@
 //! - [`history`]: what each round did.
 //! - [`accountant`]: the RDP accountant behind the ε each node has spent.
 //! - [`folder`]: experimentation folder naming.
-//! - [`monitor`]: console progress.
-//! - [`tensorboard`]: TensorBoard event files.
+//! - [`monitor`]: console progress (an observer).
+//! - [`tensorboard`]: TensorBoard event files (written by an observer).
 
 pub mod accountant;
 pub mod aggregators;
@@ -30,7 +32,7 @@ pub mod tensorboard;
 
 pub use aggregators::{Aggregator, FedAvg};
 pub use error::{ExperimentError, ResearcherError};
-pub use experiment::{Experiment, ResumeOptions};
+pub use experiment::{Experiment, ResumeOptions, RoundEvent, RoundObserver};
 pub use federated_dataset::FederatedDataset;
 pub use history::History;
 pub use link::{NodeLink, Reply};

@@ -173,14 +173,14 @@ impl Experiment {
             optimizer_state,
             strategy: self.strategy.name(),
             strategy_state: self.strategy.state(),
-            tensorboard: self.tensorboard,
+            tensorboard: self.tensorboard(),
             round_deadline_secs: self.round_deadline.as_secs_f64(),
             search_wait_secs: self.search_wait.as_secs_f64(),
             researcher_id: self.origin.researcher_id.clone(),
             broker: self.origin.broker.clone(),
             repository: self.origin.repository.clone(),
             history: self.history.clone(),
-            iterations_done: self.iterations_done.clone(),
+            iterations_done: self.observers.tensorboard.steps_done().clone(),
             global: "global.safetensors".into(),
         };
         let text = serde_json::to_string_pretty(&state)
@@ -302,7 +302,10 @@ impl Experiment {
         }
         experiment.strategy.load_state(&state.strategy_state)?;
         experiment.history = state.history;
-        experiment.iterations_done = state.iterations_done;
+        experiment
+            .observers
+            .tensorboard
+            .restore_steps(state.iterations_done);
         Ok(experiment)
     }
 }
