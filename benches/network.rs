@@ -21,7 +21,7 @@ use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::transport::EmbeddedBroker;
-use fedwasm::wire::Message;
+use fedwasm::wire::{Message, TrainReply, TrainRequest};
 use serde_json::json;
 
 fn ms(d: Duration) -> f64 {
@@ -141,7 +141,7 @@ fn main() {
             let t = Instant::now();
             link.send(
                 Some("node-a"),
-                &Message::TrainRequest {
+                &Message::TrainRequest(TrainRequest {
                     researcher_id: "bench".into(),
                     experiment_id: "bench".into(),
                     request_id: request_id.clone(),
@@ -152,16 +152,15 @@ fn main() {
                     gradient_correction: None,
                     model_args: model_args.clone(),
                     training_args: json!({"num_updates": 1}),
-                    aggregator_args: json!({}),
                     seed: 1,
                     training: true,
-                },
+                }),
             )
             .await
             .unwrap();
             let replies = link.gather(&request_id, Some(&only), Duration::from_secs(120)).await;
             let elapsed = ms(t.elapsed());
-            let Some(Reply::Answer(Message::TrainReply { timings, .. })) = replies.get("node-a") else {
+            let Some(Reply::Answer(Message::TrainReply(TrainReply { timings, .. }))) = replies.get("node-a") else {
                 panic!("{replies:?}");
             };
             // The first request also downloads and compiles the plan.

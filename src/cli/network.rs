@@ -10,7 +10,7 @@ use clap::Args;
 
 use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::transport::BrokerConfig;
-use fedwasm::wire::{DatasetSummary, Message};
+use fedwasm::wire::{DatasetSummary, ErrorMessage, Message, Pong};
 
 /// How to reach the broker, shared by the researcher's commands.
 #[derive(Args, Clone)]
@@ -121,7 +121,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 fn error_text(message: &Message) -> String {
     match message {
-        Message::Error { code, message, .. } => format!("error {code:?}: {message}"),
+        Message::Error(ErrorMessage { code, message, .. }) => format!("error {code:?}: {message}"),
         other => format!("unexpected {}", other.command()),
     }
 }
@@ -140,8 +140,8 @@ pub fn ping(args: PingArgs) -> anyhow::Result<ExitCode> {
         let mut rows = Vec::new();
         for (node, reply) in &replies {
             let state = match reply {
-                Reply::Answer(Message::Pong { busy: true, .. }) => "training".to_string(),
-                Reply::Answer(Message::Pong { .. }) => "idle".to_string(),
+                Reply::Answer(Message::Pong(Pong { busy: true, .. })) => "training".to_string(),
+                Reply::Answer(Message::Pong(Pong { .. })) => "idle".to_string(),
                 other => error_text(other.message()),
             };
             rows.push(vec![node.clone(), state]);

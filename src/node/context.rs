@@ -15,7 +15,9 @@ use super::queue::FairQueue;
 use super::recent::RecentRequests;
 use super::{NodeConfig, NodeStore};
 use crate::transport::Publisher;
-use crate::wire::{ErrorCode, MAX_TEXT_BYTES, Message, RequestRef, bounded_text, topics};
+use crate::wire::{
+    ErrorCode, ErrorMessage, MAX_TEXT_BYTES, Message, RequestRef, bounded_text, topics,
+};
 
 /// State shared by the request loop and the trainer.
 pub(crate) struct NodeContext {
@@ -83,13 +85,13 @@ impl NodeContext {
         request: Option<RequestRef>,
     ) -> Message {
         tracing::warn!("answering {code:?}: {message}");
-        Message::Error {
+        Message::Error(ErrorMessage {
             researcher_id,
             node_id: self.config.id.clone(),
             code,
             message: bounded_text(self.redact(message, private_paths), MAX_TEXT_BYTES),
             request,
-        }
+        })
     }
 
     /// Send an error reply (see [`NodeContext::error_message`]).

@@ -22,7 +22,11 @@ use super::recent::{RecentRequests, Seen};
 use super::trainer::Trainer;
 use super::{NodeConfig, NodeError, NodeStore};
 use crate::transport::{Delivery, MqttClient, Session};
-use crate::wire::{ErrorCode, Message, PlanStatus, RequestRef, WireError, decode, topics};
+use crate::wire::{
+    ErrorCode, ListReply, ListRequest, Message, NodeStatus, Ping, PlanApprovalRequest, PlanStatus,
+    PlanStatusReply, PlanStatusRequest, Pong, RequestRef, SearchReply, SearchRequest, WireError,
+    decode, topics,
+};
 
 /// How many answered train requests a node remembers, to answer them again.
 const RECENT_ANSWERS: usize = 256;
@@ -45,9 +49,11 @@ pub async fn run(
 ) -> Result<(), NodeError> {
     let config = NodeConfig::load(&runtime.dir)?;
     let store = NodeStore::open(&NodeConfig::store_path(&runtime.dir))?;
-    let status = |online| Message::NodeStatus {
-        node_id: config.id.clone(),
-        online,
+    let status = |online| {
+        Message::NodeStatus(NodeStatus {
+            node_id: config.id.clone(),
+            online,
+        })
     };
     let session = Session {
         client_id: config.id.clone(),
@@ -143,19 +149,19 @@ async fn answer_datasets(
         Ok(records) => {
             let datasets = records.into_iter().map(|d| d.summary).collect();
             let reply = if command == "search_request" {
-                Message::SearchReply {
+                Message::SearchReply(SearchReply {
                     researcher_id,
                     request_id,
                     node_id,
                     datasets,
-                }
+                })
             } else {
-                Message::ListReply {
+                Message::ListReply(ListReply {
                     researcher_id,
                     request_id,
                     node_id,
                     datasets,
-                }
+                })
             };
             shared.reply(reply).await
         }
@@ -196,55 +202,55 @@ async fn handle(shared: &NodeContext, delivery: Delivery) {
         }
     };
     match message {
-        Message::Ping {
+        Message::Ping(Ping {
             researcher_id,
             sequence,
-        } => {
+        }) => {
             shared
-                .reply(Message::Pong {
+                .reply(Message::Pong(Pong {
                     researcher_id,
                     sequence,
                     node_id,
                     busy: shared.busy.load(Ordering::Relaxed),
-                })
+                }))
                 .await
         }
-        Message::SearchRequest {
+        Message::SearchRequest(SearchRequest {
             researcher_id,
             request_id,
             tags,
-        } => {
+        }) => {
             let found = shared.store(|s| s.search(&tags));
             answer_datasets(shared, "search_request", researcher_id, request_id, found).await
         }
-        Message::ListRequest {
+        Message::ListRequest(ListRequest {
             researcher_id,
             request_id,
-        } => {
+        }) => {
             let all = shared.store(|s| s.datasets());
             answer_datasets(shared, "list_request", researcher_id, request_id, all).await
         }
-        Message::PlanStatusRequest {
+        Message::PlanStatusRequest(PlanStatusRequest {
             researcher_id,
             request_id,
             plan_sha256,
-        } => {
+        }) => {
             plan_status(shared, researcher_id, request_id, plan_sha256, false).await;
         }
-        Message::PlanApprovalRequest {
+        Message::PlanApprovalRequest(PlanApprovalRequest {
             researcher_id,
             request_id,
             plan,
             description,
-        } => {
+        }) => {
             tracing::info!(
                 "approval requested for plan {} by {researcher_id}: {description}",
                 plan.sha256
             );
             plan_status(shared, researcher_id, request_id, plan.sha256, true).await;
         }
-        Message::TrainRequest { .. } => {
-            let job = TrainJob::new(message);
+        Message::TrainRequest(request) => {
+            let job = TrainJob::new(request);
             let (researcher, request) = job.identity();
             let request_id = request.request_id.clone().unwrap_or_default();
             match shared.recent(|r| r.begin(&researcher, &request_id)) {
@@ -313,7 +319,7 @@ async fn plan_status(
     match status {
         Ok(status) => {
             shared
-                .reply(Message::PlanStatusReply {
+                .reply(Message::PlanStatusReply(PlanStatusReply {
                     researcher_id,
                     request_id,
                     node_id: shared.config.id.clone(),
@@ -324,7 +330,7 @@ async fn plan_status(
                         PlanStatus::Approved
                     },
                     approval_required: shared.config.require_approval,
-                })
+                }))
                 .await
         }
         Err(e) => {

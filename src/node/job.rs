@@ -2,33 +2,27 @@
 
 use std::time::Instant;
 
-use crate::wire::{Message, RequestRef};
+use crate::wire::{RequestRef, TrainRequest};
 
 /// A train request waiting in the queue, with the time it arrived.
 pub(crate) struct TrainJob {
-    pub(crate) message: Message,
+    pub(crate) request: TrainRequest,
     pub(crate) received: Instant,
 }
 
 impl TrainJob {
-    /// Queue `message` (a [`Message::TrainRequest`]) now.
-    pub(crate) fn new(message: Message) -> Self {
+    /// Queue `request` now.
+    pub(crate) fn new(request: TrainRequest) -> Self {
         TrainJob {
-            message,
+            request,
             received: Instant::now(),
         }
     }
 
     /// Who sent it and which request it is, to address its answer.
     pub(crate) fn identity(&self) -> (String, RequestRef) {
-        let (researcher, request_id) = match &self.message {
-            Message::TrainRequest {
-                researcher_id,
-                request_id,
-                ..
-            } => (researcher_id.clone(), Some(request_id.clone())),
-            _ => (String::new(), None),
-        };
+        let researcher = self.request.researcher_id.clone();
+        let request_id = Some(self.request.request_id.clone());
         let request = RequestRef {
             command: "train_request".into(),
             request_id,

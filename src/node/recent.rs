@@ -81,14 +81,15 @@ impl RecentRequests {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Pong;
 
     fn pong(sequence: u64) -> Message {
-        Message::Pong {
+        Message::Pong(Pong {
             researcher_id: "r".into(),
             sequence,
             node_id: "n".into(),
             busy: false,
-        }
+        })
     }
 
     #[test]

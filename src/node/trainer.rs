@@ -19,24 +19,14 @@ use crate::digest::Sha256Digest;
 use crate::training::task::{Progress, TrainingTask};
 use crate::training::{TrainingArgs, Worker};
 use crate::wire::{
-    BlobRef, ErrorCode, MAX_TEXT_BYTES, Message, PlanStatus, RequestRef, TrainTimings,
-    bounded_text, topics,
+    BlobRef, ErrorCode, MAX_TEXT_BYTES, Message, NodeLog, PlanStatus, RequestRef, Scalar,
+    TrainReply, TrainRequest, TrainTimings, ValidationReply, bounded_text, topics,
 };
 
-/// The fields of a train request.
+/// A train request being served.
 struct Request {
-    researcher_id: String,
-    experiment_id: String,
-    request_id: String,
-    round: u32,
-    dataset_id: String,
-    plan: BlobRef,
-    params: BlobRef,
-    gradient_correction: Option<BlobRef>,
-    model_args: serde_json::Value,
-    training_args: serde_json::Value,
-    seed: u64,
-    training: bool,
+    /// As received.
+    wire: TrainRequest,
     /// Privacy mode: `dp_args`, or the node's `always_private`.
     private: bool,
 }
@@ -52,39 +42,14 @@ impl Trainer {
     /// Take jobs until the queue closes (the node is stopping).
     pub(super) async fn run(self) {
         while let Some(job) = self.shared.queue.pop().await {
-            let Message::TrainRequest {
-                researcher_id,
-                experiment_id,
-                request_id,
-                round,
-                dataset_id,
-                plan,
-                params,
-                gradient_correction,
-                model_args,
-                training_args,
-                aggregator_args: _,
-                seed,
-                training,
-            } = job.message
-            else {
-                continue;
-            };
             let private = self.shared.config.always_private
-                || training_args.get("dp_args").is_some_and(|dp| !dp.is_null());
+                || job
+                    .request
+                    .training_args
+                    .get("dp_args")
+                    .is_some_and(|dp| !dp.is_null());
             let request = Request {
-                researcher_id,
-                experiment_id,
-                request_id,
-                round,
-                dataset_id,
-                plan,
-                params,
-                gradient_correction,
-                model_args,
-                training_args,
-                seed,
-                training,
+                wire: job.request,
                 private,
             };
             let shutting_down = || {
@@ -131,24 +96,29 @@ impl Trainer {
                     // The dataset's file may be named in the text: it stays private too.
                     let dataset = self
                         .shared
-                        .store(|s| s.dataset(&request.dataset_id))
+                        .store(|s| s.dataset(&request.wire.dataset_id))
                         .map(|d| d.path)
                         .ok();
                     let paths: Vec<&Path> = dataset.as_deref().into_iter().collect();
                     self.shared.error_message(
-                        Some(request.researcher_id.clone()),
+                        Some(request.wire.researcher_id.clone()),
                         failure.code,
                         &message,
                         &paths,
                         Some(RequestRef {
                             command: "train_request".into(),
-                            request_id: Some(request.request_id.clone()),
+                            request_id: Some(request.wire.request_id.clone()),
                         }),
                     )
                 }
             };
-            self.shared
-                .recent(|r| r.answer(&request.researcher_id, &request.request_id, answer.clone()));
+            self.shared.recent(|r| {
+                r.answer(
+                    &request.wire.researcher_id,
+                    &request.wire.request_id,
+                    answer.clone(),
+                )
+            });
             self.shared.reply(answer).await;
         }
     }
@@ -252,16 +222,16 @@ impl Trainer {
         let shared = &self.shared;
         tracing::info!(
             "round {} of {} for {}: training on {}",
-            r.round,
-            r.experiment_id,
-            r.researcher_id,
-            r.dataset_id
+            r.wire.round,
+            r.wire.experiment_id,
+            r.wire.researcher_id,
+            r.wire.dataset_id
         );
         let dataset = shared
-            .store(|s| s.dataset(&r.dataset_id))
+            .store(|s| s.dataset(&r.wire.dataset_id))
             .map_err(|e| Failure::new(ErrorCode::UnknownDataset, e.to_string()))?;
-        let training_args: TrainingArgs =
-            serde_json::from_value(r.training_args.clone()).map_err(|e| {
+        let training_args: TrainingArgs = serde_json::from_value(r.wire.training_args.clone())
+            .map_err(|e| {
                 Failure::new(
                     ErrorCode::BadTrainingArgs,
                     format!("bad training arguments: {e}"),
@@ -278,7 +248,7 @@ impl Trainer {
         if r.private
             && (training_args.test_on_local_updates
                 || training_args.test_on_global_updates
-                || !r.training)
+                || !r.wire.training)
         {
             return Err(Failure::new(
                 ErrorCode::BadTrainingArgs,
@@ -288,19 +258,19 @@ impl Trainer {
                 ),
             ));
         }
-        if !r.model_args.is_object() {
+        if !r.wire.model_args.is_object() {
             return Err(Failure::new(
                 ErrorCode::BadTrainingArgs,
                 "model_args must be a JSON object",
             ));
         }
-        self.check_approval(&r.plan.sha256, &r.model_args)?;
-        let plan = self.plan_file(&r.plan).await?;
+        self.check_approval(&r.wire.plan.sha256, &r.wire.model_args)?;
+        let plan = self.plan_file(&r.wire.plan).await?;
         let work = self.work_dir()?;
         let params = self
-            .download(&r.params, &work.path().join("global.safetensors"))
+            .download(&r.wire.params, &work.path().join("global.safetensors"))
             .await?;
-        let correction = match &r.gradient_correction {
+        let correction = match &r.wire.gradient_correction {
             Some(blob) => Some(
                 self.download(blob, &work.path().join("correction.safetensors"))
                     .await?,
@@ -316,21 +286,21 @@ impl Trainer {
             None => None,
         };
         let mut training_args = training_args;
-        training_args.random_seed = Some(r.seed);
+        training_args.random_seed = Some(r.wire.seed);
         let task = TrainingTask {
             plan,
             dataset: dataset.path.clone(),
             target: dataset.summary.target.clone(),
-            model_args: r.model_args.clone(),
+            model_args: r.wire.model_args.clone(),
             training_args,
-            experiment_id: Some(r.experiment_id.clone()),
-            round: r.round,
+            experiment_id: Some(r.wire.experiment_id.clone()),
+            round: r.wire.round,
             node_id: shared.config.id.clone(),
             initial_parameters: Some(params),
             gradient_correction: correction,
-            output_parameters: r.training.then(|| output.clone()),
+            output_parameters: r.wire.training.then(|| output.clone()),
             sandbox: shared.config.sandbox.clone(),
-            training: r.training,
+            training: r.wire.training,
             report_split_metrics: false,
             noise_key,
         };
@@ -341,12 +311,12 @@ impl Trainer {
             let deadline = deadline.saturating_duration_since(Instant::now());
             let runtime = tokio::runtime::Handle::current();
             let scalar = ScalarSource {
-                researcher_id: r.researcher_id.clone(),
-                experiment_id: r.experiment_id.clone(),
-                round: r.round,
+                researcher_id: r.wire.researcher_id.clone(),
+                experiment_id: r.wire.experiment_id.clone(),
+                round: r.wire.round,
             };
             let private = r.private;
-            let researcher = r.researcher_id.clone();
+            let researcher = r.wire.researcher_id.clone();
             tokio::task::spawn_blocking(move || {
                 let mut total_updates = 0;
                 let mut worker = worker.lock().unwrap_or_else(|p| p.into_inner());
@@ -393,12 +363,12 @@ impl Trainer {
                 Failure::new(ErrorCode::Internal, format!("training task failed: {e}"))
             })??
         };
-        if outcome.plan_digest != r.plan.sha256 {
+        if outcome.plan_digest != r.wire.plan.sha256 {
             return Err(Failure::new(
                 ErrorCode::HashMismatch,
                 format!(
                     "the node's cached copy of plan {} is damaged; its operator can delete the `plans` folder in the node folder",
-                    r.plan.sha256,
+                    r.wire.plan.sha256,
                 ),
             ));
         }
@@ -410,7 +380,7 @@ impl Trainer {
             let level = format!("{:?}", record.level).to_lowercase();
             log(
                 shared,
-                &r.researcher_id,
+                &r.wire.researcher_id,
                 &level,
                 format!("plan: {}", record.message),
             )
@@ -420,43 +390,43 @@ impl Trainer {
             training_ms: outcome.training_ms,
             total_ms: received.elapsed().as_secs_f64() * 1e3,
         };
-        if !r.training {
+        if !r.wire.training {
             let validation = outcome.validation_global.ok_or_else(|| {
                 Failure::new(ErrorCode::Internal, "the validation task returned no score")
             })?;
             tracing::info!(
                 "round {} of {}: validation {} {:.4}",
-                r.round,
-                r.experiment_id,
+                r.wire.round,
+                r.wire.experiment_id,
                 validation.metric,
                 validation.value
             );
-            return Ok(Message::ValidationReply {
-                researcher_id: r.researcher_id.clone(),
-                experiment_id: r.experiment_id.clone(),
-                request_id: r.request_id.clone(),
-                round: r.round,
+            return Ok(Message::ValidationReply(ValidationReply {
+                researcher_id: r.wire.researcher_id.clone(),
+                experiment_id: r.wire.experiment_id.clone(),
+                request_id: r.wire.request_id.clone(),
+                round: r.wire.round,
                 node_id: shared.config.id.clone(),
-                dataset_id: r.dataset_id.clone(),
+                dataset_id: r.wire.dataset_id.clone(),
                 validation,
                 timings,
-            });
+            }));
         }
         let uploaded = shared.repository.upload_file(&output).await?;
         tracing::info!(
             "round {} of {}: {} updates, final loss {:.4}",
-            r.round,
-            r.experiment_id,
+            r.wire.round,
+            r.wire.experiment_id,
             outcome.updates,
             outcome.final_loss
         );
-        Ok(Message::TrainReply {
-            researcher_id: r.researcher_id.clone(),
-            experiment_id: r.experiment_id.clone(),
-            request_id: r.request_id.clone(),
-            round: r.round,
+        Ok(Message::TrainReply(TrainReply {
+            researcher_id: r.wire.researcher_id.clone(),
+            experiment_id: r.wire.experiment_id.clone(),
+            request_id: r.wire.request_id.clone(),
+            round: r.wire.round,
             node_id: shared.config.id.clone(),
-            dataset_id: r.dataset_id.clone(),
+            dataset_id: r.wire.dataset_id.clone(),
             params: uploaded,
             training_samples: outcome.training_samples as u64,
             updates: outcome.updates as u64,
@@ -478,17 +448,17 @@ impl Trainer {
                 total_ms: received.elapsed().as_secs_f64() * 1e3,
                 training_ms: if r.private { 0.0 } else { timings.training_ms },
             },
-        })
+        }))
     }
 }
 
 /// Send a log record to the researchers' log topic.
 async fn log(shared: &NodeContext, researcher_id: &str, level: &str, message: String) {
-    let record = Message::Log {
+    let record = Message::Log(NodeLog {
         node_id: shared.config.id.clone(),
         level: level.into(),
         message: bounded_text(shared.redact(&message, &[]), MAX_TEXT_BYTES),
-    };
+    });
     if let Err(e) = shared
         .publisher
         .publish(&topics::logs(researcher_id), &record)
@@ -515,7 +485,7 @@ impl ScalarSource {
         total_updates: usize,
         loss: f32,
     ) -> Message {
-        Message::Scalar {
+        Message::Scalar(Scalar {
             researcher_id: self.researcher_id.clone(),
             experiment_id: self.experiment_id.clone(),
             node_id: node_id.into(),
@@ -525,6 +495,6 @@ impl ScalarSource {
             samples_seen: samples_seen as u64,
             total_updates: total_updates as u64,
             values: [("loss".to_string(), f64::from(loss))].into(),
-        }
+        })
     }
 }

@@ -18,7 +18,10 @@ use tokio::sync::mpsc;
 
 use super::ResearcherError;
 use crate::transport::{BrokerConfig, Delivery, MqttClient, Publisher, Session};
-use crate::wire::{Answer, DatasetSummary, Message, decode, topics};
+use crate::wire::{
+    Answer, DatasetSummary, ErrorMessage, ListReply, ListRequest, Message, NodeStatus, Ping, Pong,
+    SearchReply, SearchRequest, decode, topics,
+};
 
 /// A node's answer to a request: its reply, or the error it sent instead.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,7 +85,7 @@ fn answers(message: &Message, request_id: &str) -> Option<Reply> {
     };
     match (matches, message) {
         (false, _) => None,
-        (true, Message::Error { .. }) => Some(Reply::Error(message.clone())),
+        (true, Message::Error(ErrorMessage { .. })) => Some(Reply::Error(message.clone())),
         (true, _) => Some(Reply::Answer(message.clone())),
     }
 }
@@ -256,7 +259,7 @@ impl NodeLink {
                     continue;
                 }
             };
-            if let Message::NodeStatus { node_id, online } = &message {
+            if let Message::NodeStatus(NodeStatus { node_id, online }) = &message {
                 self.online.insert(node_id.clone(), *online);
                 // A node announces itself after every (re)connection, once
                 // subscribed: what it may have missed is sent again. A
@@ -333,10 +336,10 @@ impl NodeLink {
     ) -> Result<BTreeMap<String, Reply>, ResearcherError> {
         self.next_request += 1;
         let sequence = self.next_request;
-        let ping = Message::Ping {
+        let ping = Message::Ping(Ping {
             researcher_id: self.researcher_id.clone(),
             sequence,
-        };
+        });
         self.broadcast(nodes, &ping).await?;
         Ok(self.gather(&sequence.to_string(), nodes, window).await)
     }
@@ -368,17 +371,17 @@ impl NodeLink {
                 self.next_request += 1;
                 let sequence = self.next_request;
                 sent.insert(sequence);
-                let ping = Message::Ping {
+                let ping = Message::Ping(Ping {
                     researcher_id: self.researcher_id.clone(),
                     sequence,
-                };
+                });
                 self.broadcast(Some(&missing), &ping).await?;
                 next_ping = now + PING_EVERY;
             }
             match self.receive(next_ping.min(deadline)).await {
-                Some(Message::Pong {
+                Some(Message::Pong(Pong {
                     sequence, node_id, ..
-                }) if sent.contains(&sequence) => {
+                })) if sent.contains(&sequence) => {
                     answered.insert(node_id);
                 }
                 Some(other) => self.keep(other),
@@ -394,10 +397,10 @@ impl NodeLink {
         window: Duration,
     ) -> Result<BTreeMap<String, Result<Vec<DatasetSummary>, Message>>, ResearcherError> {
         let request_id = self.request_id();
-        let request = Message::ListRequest {
+        let request = Message::ListRequest(ListRequest {
             researcher_id: self.researcher_id.clone(),
             request_id: request_id.clone(),
-        };
+        });
         self.broadcast(nodes, &request).await?;
         Ok(datasets_of(self.gather(&request_id, nodes, window).await))
     }
@@ -410,11 +413,11 @@ impl NodeLink {
         window: Duration,
     ) -> Result<BTreeMap<String, Result<Vec<DatasetSummary>, Message>>, ResearcherError> {
         let request_id = self.request_id();
-        let request = Message::SearchRequest {
+        let request = Message::SearchRequest(SearchRequest {
             researcher_id: self.researcher_id.clone(),
             request_id: request_id.clone(),
             tags: tags.to_vec(),
-        };
+        });
         self.broadcast(nodes, &request).await?;
         Ok(datasets_of(self.gather(&request_id, nodes, window).await))
     }
@@ -450,7 +453,8 @@ fn datasets_of(
         .map(|(node, reply)| {
             let datasets = match reply {
                 Reply::Answer(
-                    Message::SearchReply { datasets, .. } | Message::ListReply { datasets, .. },
+                    Message::SearchReply(SearchReply { datasets, .. })
+                    | Message::ListReply(ListReply { datasets, .. }),
                 ) => Ok(datasets),
                 Reply::Answer(other) | Reply::Error(other) => Err(other),
             };

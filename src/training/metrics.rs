@@ -64,7 +64,7 @@ pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
 }
 
 /// The plan's decision for every row of `samples` (class index or value),
-/// asking `predict` for at most [`PREDICT_ROWS`] rows at a time.
+/// asking `predict` for at most `PREDICT_ROWS` rows at a time.
 pub fn predictions(
     instance: &mut dyn PlanDriver,
     samples: &Samples,

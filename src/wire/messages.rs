@@ -1,8 +1,11 @@
-//! The messages, one variant each.
+//! The messages: one struct each, and [`Message`], the enum over them whose
+//! variant names are the `command` on the wire. A function that handles one
+//! kind of message takes its struct, not the enum.
 //!
-//! This file stays whole on purpose: the protocol is one enum, so every field
-//! that crosses the wire is read in one place, and a third of the file is the
-//! test that builds one of every message against its snapshot.
+//! Over 500 lines and whole on purpose: every field that crosses the wire is
+//! read in one place, and a third of the file is the test that builds one of
+//! every message against its snapshot (which proves the JSON unchanged by
+//! any refactoring).
 
 use std::collections::BTreeMap;
 
@@ -149,242 +152,320 @@ pub struct PrivacySpent {
     pub steps: u64,
 }
 
+/// Researcher → nodes: which datasets carry all these tags?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// Who asks; replies go to the researcher topic with this id.
+    pub researcher_id: String,
+    /// Correlates replies.
+    pub request_id: String,
+    /// A dataset matches when it carries every one of these.
+    pub tags: Vec<String>,
+}
+
+/// Node → researcher: the matching datasets (possibly none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchReply {
+    /// Who asked.
+    pub researcher_id: String,
+    /// The request answered.
+    pub request_id: String,
+    /// The answering node.
+    pub node_id: String,
+    /// Matches.
+    pub datasets: Vec<DatasetSummary>,
+}
+
+/// Researcher → nodes: list every dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListRequest {
+    /// Who asks.
+    pub researcher_id: String,
+    /// Correlates replies.
+    pub request_id: String,
+}
+
+/// Node → researcher: all datasets of the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListReply {
+    /// Who asked.
+    pub researcher_id: String,
+    /// The request answered.
+    pub request_id: String,
+    /// The answering node.
+    pub node_id: String,
+    /// Everything registered.
+    pub datasets: Vec<DatasetSummary>,
+}
+
+/// Researcher → nodes: are you there?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ping {
+    /// Who asks.
+    pub researcher_id: String,
+    /// Echoed in the pong.
+    pub sequence: u64,
+}
+
+/// Node → researcher: yes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pong {
+    /// Who asked.
+    pub researcher_id: String,
+    /// The ping's sequence.
+    pub sequence: u64,
+    /// The answering node.
+    pub node_id: String,
+    /// Whether a training task is running now.
+    pub busy: bool,
+}
+
+/// Researcher → one node: train this plan on this dataset for one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainRequest {
+    /// Who asks.
+    pub researcher_id: String,
+    /// The experiment.
+    pub experiment_id: String,
+    /// Correlates the reply.
+    pub request_id: String,
+    /// Round number, 1-based.
+    pub round: u32,
+    /// The node's dataset.
+    pub dataset_id: String,
+    /// The plan component.
+    pub plan: BlobRef,
+    /// Global parameters to start from (safetensors).
+    pub params: BlobRef,
+    /// Scaffold's gradient correction (safetensors), if any.
+    pub gradient_correction: Option<BlobRef>,
+    /// Passed to `init-model`.
+    pub model_args: Value,
+    /// Local training arguments; checked by the node.
+    pub training_args: Value,
+    /// The seed of this round's randomness on the node.
+    pub seed: u64,
+    /// `false` asks for validation of `params` only (the final validation
+    /// round): no training, answered by a [`Message::ValidationReply`].
+    pub training: bool,
+}
+
+/// Node → researcher: training succeeded; the new parameters are uploaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainReply {
+    /// Who asked.
+    pub researcher_id: String,
+    /// The experiment.
+    pub experiment_id: String,
+    /// The request answered.
+    pub request_id: String,
+    /// The round trained.
+    pub round: u32,
+    /// The answering node.
+    pub node_id: String,
+    /// The dataset trained on.
+    pub dataset_id: String,
+    /// The trained parameters (safetensors).
+    pub params: BlobRef,
+    /// Rows in the training split: the node's weight in FedAvg.
+    pub training_samples: u64,
+    /// Optimizer updates run.
+    pub updates: u64,
+    /// Loss of the last update.
+    #[serde(with = "super::float::f32_any")]
+    pub final_loss: f32,
+    /// Learning rate the plan reported, if single.
+    #[serde(with = "super::float::opt_f32_any")]
+    pub learning_rate: Option<f32>,
+    /// Score of the received global parameters before training, with
+    /// `test_on_global_updates`.
+    pub validation_global: Option<ValidationScore>,
+    /// Score of the trained parameters, with `test_on_local_updates`.
+    pub validation_local: Option<ValidationScore>,
+    /// Differential privacy the node applied, when `dp_args` asked for it.
+    pub privacy: Option<PrivacySpent>,
+    /// Privacy mode: the node withheld everything its plan could encode
+    /// data in besides the parameters — the loss (`final_loss` is NaN),
+    /// the plan's learning rate (the one in `optimizer_args` is sent),
+    /// the training time (0), logs, scalars and error details.
+    pub private: bool,
+    /// Node-side times.
+    pub timings: TrainTimings,
+}
+
+/// Node → researcher: the answer to a validation-only train request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationReply {
+    /// Who asked.
+    pub researcher_id: String,
+    /// The experiment.
+    pub experiment_id: String,
+    /// The request answered.
+    pub request_id: String,
+    /// The round whose global parameters were scored.
+    pub round: u32,
+    /// The answering node.
+    pub node_id: String,
+    /// The dataset scored on.
+    pub dataset_id: String,
+    /// The score.
+    pub validation: ValidationScore,
+    /// Node-side times.
+    pub timings: TrainTimings,
+}
+
+/// Node → researcher: a request failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorMessage {
+    /// Who sent the failed request, when known.
+    pub researcher_id: Option<String>,
+    /// The node that failed.
+    pub node_id: String,
+    /// Stable code.
+    pub code: ErrorCode,
+    /// What went wrong and what to do about it.
+    pub message: String,
+    /// The request it answers.
+    pub request: Option<RequestRef>,
+}
+
+/// Node → researcher: a log record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeLog {
+    /// The node.
+    pub node_id: String,
+    /// "info", "warn", "error".
+    pub level: String,
+    /// The text.
+    pub message: String,
+}
+
+/// Node → researcher: training progress for monitoring.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scalar {
+    /// Who asked for the training.
+    pub researcher_id: String,
+    /// The experiment.
+    pub experiment_id: String,
+    /// The node.
+    pub node_id: String,
+    /// The round.
+    pub round: u32,
+    /// 1-based update number in this round.
+    pub iteration: u64,
+    /// 1-based epoch.
+    pub epoch: u64,
+    /// Samples processed in this round so far.
+    pub samples_seen: u64,
+    /// Updates this round will run.
+    pub total_updates: u64,
+    /// Named values, e.g. `{"loss": 0.12}`.
+    #[serde(with = "super::float::map_f64_any")]
+    pub values: BTreeMap<String, f64>,
+}
+
+/// Researcher → nodes: please consider approving this plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanApprovalRequest {
+    /// Who asks.
+    pub researcher_id: String,
+    /// Correlates replies.
+    pub request_id: String,
+    /// The plan component.
+    pub plan: BlobRef,
+    /// Why, for the node operator.
+    pub description: String,
+}
+
+/// Researcher → nodes: what is the status of this plan?
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStatusRequest {
+    /// Who asks.
+    pub researcher_id: String,
+    /// Correlates replies.
+    pub request_id: String,
+    /// The plan's hash.
+    pub plan_sha256: Sha256Digest,
+}
+
+/// Node → researcher: the plan's status here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanStatusReply {
+    /// Who asked.
+    pub researcher_id: String,
+    /// The request answered.
+    pub request_id: String,
+    /// The node.
+    pub node_id: String,
+    /// The plan's hash.
+    pub plan_sha256: Sha256Digest,
+    /// Its status.
+    pub status: PlanStatus,
+    /// Whether this node requires approval at all.
+    pub approval_required: bool,
+}
+
+/// Node → researcher: the node came online (retained) or went away (last will).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeStatus {
+    /// The node.
+    pub node_id: String,
+    /// true when online.
+    pub online: bool,
+}
+
 /// Every message of the protocol, tagged by `command`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Message {
     /// Researcher → nodes: which datasets carry all these tags?
-    SearchRequest {
-        /// Who asks; replies go to the researcher topic with this id.
-        researcher_id: String,
-        /// Correlates replies.
-        request_id: String,
-        /// A dataset matches when it carries every one of these.
-        tags: Vec<String>,
-    },
+    SearchRequest(SearchRequest),
     /// Node → researcher: the matching datasets (possibly none).
-    SearchReply {
-        /// Who asked.
-        researcher_id: String,
-        /// The request answered.
-        request_id: String,
-        /// The answering node.
-        node_id: String,
-        /// Matches.
-        datasets: Vec<DatasetSummary>,
-    },
+    SearchReply(SearchReply),
     /// Researcher → nodes: list every dataset.
-    ListRequest {
-        /// Who asks.
-        researcher_id: String,
-        /// Correlates replies.
-        request_id: String,
-    },
+    ListRequest(ListRequest),
     /// Node → researcher: all datasets of the node.
-    ListReply {
-        /// Who asked.
-        researcher_id: String,
-        /// The request answered.
-        request_id: String,
-        /// The answering node.
-        node_id: String,
-        /// Everything registered.
-        datasets: Vec<DatasetSummary>,
-    },
+    ListReply(ListReply),
     /// Researcher → nodes: are you there?
-    Ping {
-        /// Who asks.
-        researcher_id: String,
-        /// Echoed in the pong.
-        sequence: u64,
-    },
+    Ping(Ping),
     /// Node → researcher: yes.
-    Pong {
-        /// Who asked.
-        researcher_id: String,
-        /// The ping's sequence.
-        sequence: u64,
-        /// The answering node.
-        node_id: String,
-        /// Whether a training task is running now.
-        busy: bool,
-    },
+    Pong(Pong),
     /// Researcher → one node: train this plan on this dataset for one round.
-    TrainRequest {
-        /// Who asks.
-        researcher_id: String,
-        /// The experiment.
-        experiment_id: String,
-        /// Correlates the reply.
-        request_id: String,
-        /// Round number, 1-based.
-        round: u32,
-        /// The node's dataset.
-        dataset_id: String,
-        /// The plan component.
-        plan: BlobRef,
-        /// Global parameters to start from (safetensors).
-        params: BlobRef,
-        /// Scaffold's gradient correction (safetensors), if any.
-        gradient_correction: Option<BlobRef>,
-        /// Passed to `init-model`.
-        model_args: Value,
-        /// Local training arguments; checked by the node.
-        training_args: Value,
-        /// Aggregator-specific arguments.
-        aggregator_args: Value,
-        /// The seed of this round's randomness on the node.
-        seed: u64,
-        /// `false` asks for validation of `params` only (the final validation
-        /// round): no training, answered by a [`Message::ValidationReply`].
-        training: bool,
-    },
+    TrainRequest(TrainRequest),
     /// Node → researcher: training succeeded; the new parameters are uploaded.
-    TrainReply {
-        /// Who asked.
-        researcher_id: String,
-        /// The experiment.
-        experiment_id: String,
-        /// The request answered.
-        request_id: String,
-        /// The round trained.
-        round: u32,
-        /// The answering node.
-        node_id: String,
-        /// The dataset trained on.
-        dataset_id: String,
-        /// The trained parameters (safetensors).
-        params: BlobRef,
-        /// Rows in the training split: the node's weight in FedAvg.
-        training_samples: u64,
-        /// Optimizer updates run.
-        updates: u64,
-        /// Loss of the last update.
-        #[serde(with = "super::float::f32_any")]
-        final_loss: f32,
-        /// Learning rate the plan reported, if single.
-        #[serde(with = "super::float::opt_f32_any")]
-        learning_rate: Option<f32>,
-        /// Score of the received global parameters before training, with
-        /// `test_on_global_updates`.
-        validation_global: Option<ValidationScore>,
-        /// Score of the trained parameters, with `test_on_local_updates`.
-        validation_local: Option<ValidationScore>,
-        /// Differential privacy the node applied, when `dp_args` asked for it.
-        privacy: Option<PrivacySpent>,
-        /// Privacy mode: the node withheld everything its plan could encode
-        /// data in besides the parameters — the loss (`final_loss` is NaN),
-        /// the plan's learning rate (the one in `optimizer_args` is sent),
-        /// the training time (0), logs, scalars and error details.
-        private: bool,
-        /// Node-side times.
-        timings: TrainTimings,
-    },
+    TrainReply(TrainReply),
     /// Node → researcher: the answer to a validation-only train request.
-    ValidationReply {
-        /// Who asked.
-        researcher_id: String,
-        /// The experiment.
-        experiment_id: String,
-        /// The request answered.
-        request_id: String,
-        /// The round whose global parameters were scored.
-        round: u32,
-        /// The answering node.
-        node_id: String,
-        /// The dataset scored on.
-        dataset_id: String,
-        /// The score.
-        validation: ValidationScore,
-        /// Node-side times.
-        timings: TrainTimings,
-    },
+    ValidationReply(ValidationReply),
     /// Node → researcher: a request failed.
-    Error {
-        /// Who sent the failed request, when known.
-        researcher_id: Option<String>,
-        /// The node that failed.
-        node_id: String,
-        /// Stable code.
-        code: ErrorCode,
-        /// What went wrong and what to do about it.
-        message: String,
-        /// The request it answers.
-        request: Option<RequestRef>,
-    },
+    Error(ErrorMessage),
     /// Node → researcher: a log record.
-    Log {
-        /// The node.
-        node_id: String,
-        /// "info", "warn", "error".
-        level: String,
-        /// The text.
-        message: String,
-    },
+    Log(NodeLog),
     /// Node → researcher: training progress for monitoring.
-    Scalar {
-        /// Who asked for the training.
-        researcher_id: String,
-        /// The experiment.
-        experiment_id: String,
-        /// The node.
-        node_id: String,
-        /// The round.
-        round: u32,
-        /// 1-based update number in this round.
-        iteration: u64,
-        /// 1-based epoch.
-        epoch: u64,
-        /// Samples processed in this round so far.
-        samples_seen: u64,
-        /// Updates this round will run.
-        total_updates: u64,
-        /// Named values, e.g. `{"loss": 0.12}`.
-        #[serde(with = "super::float::map_f64_any")]
-        values: BTreeMap<String, f64>,
-    },
+    Scalar(Scalar),
     /// Researcher → nodes: please consider approving this plan.
-    PlanApprovalRequest {
-        /// Who asks.
-        researcher_id: String,
-        /// Correlates replies.
-        request_id: String,
-        /// The plan component.
-        plan: BlobRef,
-        /// Why, for the node operator.
-        description: String,
-    },
+    PlanApprovalRequest(PlanApprovalRequest),
     /// Researcher → nodes: what is the status of this plan?
-    PlanStatusRequest {
-        /// Who asks.
-        researcher_id: String,
-        /// Correlates replies.
-        request_id: String,
-        /// The plan's hash.
-        plan_sha256: Sha256Digest,
-    },
+    PlanStatusRequest(PlanStatusRequest),
     /// Node → researcher: the plan's status here.
-    PlanStatusReply {
-        /// Who asked.
-        researcher_id: String,
-        /// The request answered.
-        request_id: String,
-        /// The node.
-        node_id: String,
-        /// The plan's hash.
-        plan_sha256: Sha256Digest,
-        /// Its status.
-        status: PlanStatus,
-        /// Whether this node requires approval at all.
-        approval_required: bool,
-    },
+    PlanStatusReply(PlanStatusReply),
     /// Node → researcher: the node came online (retained) or went away (last will).
-    NodeStatus {
-        /// The node.
-        node_id: String,
-        /// true when online.
-        online: bool,
-    },
+    NodeStatus(NodeStatus),
 }
 
 /// What a reply answers: a request by its id, or a ping by its sequence.
@@ -401,22 +482,22 @@ impl Message {
     /// named, so a new message must say whether it has one.
     pub fn sender_node(&self) -> Option<&str> {
         match self {
-            Message::SearchReply { node_id, .. }
-            | Message::ListReply { node_id, .. }
-            | Message::Pong { node_id, .. }
-            | Message::TrainReply { node_id, .. }
-            | Message::ValidationReply { node_id, .. }
-            | Message::Error { node_id, .. }
-            | Message::Log { node_id, .. }
-            | Message::Scalar { node_id, .. }
-            | Message::PlanStatusReply { node_id, .. }
-            | Message::NodeStatus { node_id, .. } => Some(node_id),
-            Message::SearchRequest { .. }
-            | Message::ListRequest { .. }
-            | Message::Ping { .. }
-            | Message::TrainRequest { .. }
-            | Message::PlanApprovalRequest { .. }
-            | Message::PlanStatusRequest { .. } => None,
+            Message::SearchReply(SearchReply { node_id, .. })
+            | Message::ListReply(ListReply { node_id, .. })
+            | Message::Pong(Pong { node_id, .. })
+            | Message::TrainReply(TrainReply { node_id, .. })
+            | Message::ValidationReply(ValidationReply { node_id, .. })
+            | Message::Error(ErrorMessage { node_id, .. })
+            | Message::Log(NodeLog { node_id, .. })
+            | Message::Scalar(Scalar { node_id, .. })
+            | Message::PlanStatusReply(PlanStatusReply { node_id, .. })
+            | Message::NodeStatus(NodeStatus { node_id, .. }) => Some(node_id),
+            Message::SearchRequest(SearchRequest { .. })
+            | Message::ListRequest(ListRequest { .. })
+            | Message::Ping(Ping { .. })
+            | Message::TrainRequest(TrainRequest { .. })
+            | Message::PlanApprovalRequest(PlanApprovalRequest { .. })
+            | Message::PlanStatusRequest(PlanStatusRequest { .. }) => None,
         }
     }
 
@@ -425,39 +506,41 @@ impl Message {
     /// say whether it answers one.
     pub fn answers(&self) -> Option<Answer<'_>> {
         match self {
-            Message::SearchReply { request_id, .. }
-            | Message::ListReply { request_id, .. }
-            | Message::TrainReply { request_id, .. }
-            | Message::ValidationReply { request_id, .. }
-            | Message::PlanStatusReply { request_id, .. } => Some(Answer::Request(request_id)),
-            Message::Pong { sequence, .. } => Some(Answer::Ping(*sequence)),
-            Message::Error { request, .. } => request
+            Message::SearchReply(SearchReply { request_id, .. })
+            | Message::ListReply(ListReply { request_id, .. })
+            | Message::TrainReply(TrainReply { request_id, .. })
+            | Message::ValidationReply(ValidationReply { request_id, .. })
+            | Message::PlanStatusReply(PlanStatusReply { request_id, .. }) => {
+                Some(Answer::Request(request_id))
+            }
+            Message::Pong(Pong { sequence, .. }) => Some(Answer::Ping(*sequence)),
+            Message::Error(ErrorMessage { request, .. }) => request
                 .as_ref()
                 .and_then(|r| r.request_id.as_deref())
                 .map(Answer::Request),
-            Message::SearchRequest { .. }
-            | Message::ListRequest { .. }
-            | Message::Ping { .. }
-            | Message::TrainRequest { .. }
-            | Message::Log { .. }
-            | Message::Scalar { .. }
-            | Message::PlanApprovalRequest { .. }
-            | Message::PlanStatusRequest { .. }
-            | Message::NodeStatus { .. } => None,
+            Message::SearchRequest(SearchRequest { .. })
+            | Message::ListRequest(ListRequest { .. })
+            | Message::Ping(Ping { .. })
+            | Message::TrainRequest(TrainRequest { .. })
+            | Message::Log(NodeLog { .. })
+            | Message::Scalar(Scalar { .. })
+            | Message::PlanApprovalRequest(PlanApprovalRequest { .. })
+            | Message::PlanStatusRequest(PlanStatusRequest { .. })
+            | Message::NodeStatus(NodeStatus { .. }) => None,
         }
     }
 
     /// The researcher a node → researcher message is for, when it says.
     pub fn addressee(&self) -> Option<&str> {
         match self {
-            Message::SearchReply { researcher_id, .. }
-            | Message::ListReply { researcher_id, .. }
-            | Message::Pong { researcher_id, .. }
-            | Message::TrainReply { researcher_id, .. }
-            | Message::ValidationReply { researcher_id, .. }
-            | Message::PlanStatusReply { researcher_id, .. }
-            | Message::Scalar { researcher_id, .. } => Some(researcher_id),
-            Message::Error { researcher_id, .. } => researcher_id.as_deref(),
+            Message::SearchReply(SearchReply { researcher_id, .. })
+            | Message::ListReply(ListReply { researcher_id, .. })
+            | Message::Pong(Pong { researcher_id, .. })
+            | Message::TrainReply(TrainReply { researcher_id, .. })
+            | Message::ValidationReply(ValidationReply { researcher_id, .. })
+            | Message::PlanStatusReply(PlanStatusReply { researcher_id, .. })
+            | Message::Scalar(Scalar { researcher_id, .. }) => Some(researcher_id),
+            Message::Error(ErrorMessage { researcher_id, .. }) => researcher_id.as_deref(),
             _ => None,
         }
     }
@@ -465,22 +548,22 @@ impl Message {
     /// The `command` tag of this message.
     pub fn command(&self) -> &'static str {
         match self {
-            Message::SearchRequest { .. } => "search_request",
-            Message::SearchReply { .. } => "search_reply",
-            Message::ListRequest { .. } => "list_request",
-            Message::ListReply { .. } => "list_reply",
-            Message::Ping { .. } => "ping",
-            Message::Pong { .. } => "pong",
-            Message::TrainRequest { .. } => "train_request",
-            Message::TrainReply { .. } => "train_reply",
-            Message::ValidationReply { .. } => "validation_reply",
-            Message::Error { .. } => "error",
-            Message::Log { .. } => "log",
-            Message::Scalar { .. } => "scalar",
-            Message::PlanApprovalRequest { .. } => "plan_approval_request",
-            Message::PlanStatusRequest { .. } => "plan_status_request",
-            Message::PlanStatusReply { .. } => "plan_status_reply",
-            Message::NodeStatus { .. } => "node_status",
+            Message::SearchRequest(SearchRequest { .. }) => "search_request",
+            Message::SearchReply(SearchReply { .. }) => "search_reply",
+            Message::ListRequest(ListRequest { .. }) => "list_request",
+            Message::ListReply(ListReply { .. }) => "list_reply",
+            Message::Ping(Ping { .. }) => "ping",
+            Message::Pong(Pong { .. }) => "pong",
+            Message::TrainRequest(TrainRequest { .. }) => "train_request",
+            Message::TrainReply(TrainReply { .. }) => "train_reply",
+            Message::ValidationReply(ValidationReply { .. }) => "validation_reply",
+            Message::Error(ErrorMessage { .. }) => "error",
+            Message::Log(NodeLog { .. }) => "log",
+            Message::Scalar(Scalar { .. }) => "scalar",
+            Message::PlanApprovalRequest(PlanApprovalRequest { .. }) => "plan_approval_request",
+            Message::PlanStatusRequest(PlanStatusRequest { .. }) => "plan_status_request",
+            Message::PlanStatusReply(PlanStatusReply { .. }) => "plan_status_reply",
+            Message::NodeStatus(NodeStatus { .. }) => "node_status",
         }
     }
 }
@@ -491,15 +574,15 @@ mod tests {
 
     #[test]
     fn replies_name_what_they_answer_and_who_sent_them() {
-        let pong = Message::Pong {
+        let pong = Message::Pong(Pong {
             researcher_id: "r".into(),
             sequence: 7,
             node_id: "n1".into(),
             busy: false,
-        };
+        });
         assert_eq!(pong.answers(), Some(Answer::Ping(7)));
         assert_eq!(pong.sender_node(), Some("n1"));
-        let error = Message::Error {
+        let error = Message::Error(ErrorMessage {
             researcher_id: Some("r".into()),
             node_id: "n2".into(),
             code: ErrorCode::Busy,
@@ -508,13 +591,13 @@ mod tests {
                 command: "train_request".into(),
                 request_id: Some("q1".into()),
             }),
-        };
+        });
         assert_eq!(error.answers(), Some(Answer::Request("q1")));
         assert_eq!(error.sender_node(), Some("n2"));
-        let ping = Message::Ping {
+        let ping = Message::Ping(Ping {
             researcher_id: "r".into(),
             sequence: 7,
-        };
+        });
         assert_eq!((ping.answers(), ping.sender_node()), (None, None));
     }
     use crate::wire::{decode, encode};
@@ -546,38 +629,38 @@ mod tests {
         let q = || "req-7".to_string();
         let n = || "node-a".to_string();
         vec![
-            Message::SearchRequest {
+            Message::SearchRequest(SearchRequest {
                 researcher_id: r(),
                 request_id: q(),
                 tags: vec!["#breast-cancer".into()],
-            },
-            Message::SearchReply {
+            }),
+            Message::SearchReply(SearchReply {
                 researcher_id: r(),
                 request_id: q(),
                 node_id: n(),
                 datasets: vec![dataset()],
-            },
-            Message::ListRequest {
+            }),
+            Message::ListRequest(ListRequest {
                 researcher_id: r(),
                 request_id: q(),
-            },
-            Message::ListReply {
+            }),
+            Message::ListReply(ListReply {
                 researcher_id: r(),
                 request_id: q(),
                 node_id: n(),
                 datasets: vec![],
-            },
-            Message::Ping {
+            }),
+            Message::Ping(Ping {
                 researcher_id: r(),
                 sequence: 1,
-            },
-            Message::Pong {
+            }),
+            Message::Pong(Pong {
                 researcher_id: r(),
                 sequence: 1,
                 node_id: n(),
                 busy: false,
-            },
-            Message::TrainRequest {
+            }),
+            Message::TrainRequest(TrainRequest {
                 researcher_id: r(),
                 experiment_id: "Experiment_0001".into(),
                 request_id: q(),
@@ -588,11 +671,10 @@ mod tests {
                 gradient_correction: None,
                 model_args: serde_json::json!({"n_features": 30, "n_classes": 2}),
                 training_args: serde_json::json!({"num_updates": 50, "loader_args": {"batch_size": 32}}),
-                aggregator_args: serde_json::json!({}),
                 seed: 42,
                 training: true,
-            },
-            Message::TrainReply {
+            }),
+            Message::TrainReply(TrainReply {
                 researcher_id: r(),
                 experiment_id: "Experiment_0001".into(),
                 request_id: q(),
@@ -625,8 +707,8 @@ mod tests {
                     training_ms: 12.5,
                     total_ms: 40.0,
                 },
-            },
-            Message::ValidationReply {
+            }),
+            Message::ValidationReply(ValidationReply {
                 researcher_id: r(),
                 experiment_id: "Experiment_0001".into(),
                 request_id: q(),
@@ -642,8 +724,8 @@ mod tests {
                     training_ms: 0.0,
                     total_ms: 3.5,
                 },
-            },
-            Message::Error {
+            }),
+            Message::Error(ErrorMessage {
                 researcher_id: Some(r()),
                 node_id: n(),
                 code: ErrorCode::PlanNotApproved,
@@ -652,13 +734,13 @@ mod tests {
                     command: "train_request".into(),
                     request_id: Some(q()),
                 }),
-            },
-            Message::Log {
+            }),
+            Message::Log(NodeLog {
                 node_id: n(),
                 level: "info".into(),
                 message: "training round 3".into(),
-            },
-            Message::Scalar {
+            }),
+            Message::Scalar(Scalar {
                 researcher_id: r(),
                 experiment_id: "Experiment_0001".into(),
                 node_id: n(),
@@ -668,30 +750,30 @@ mod tests {
                 samples_seen: 320,
                 total_updates: 50,
                 values: BTreeMap::from([("loss".to_string(), 0.25)]),
-            },
-            Message::PlanApprovalRequest {
+            }),
+            Message::PlanApprovalRequest(PlanApprovalRequest {
                 researcher_id: r(),
                 request_id: q(),
                 plan: blob("plan"),
                 description: "logistic regression for the breast cancer study".into(),
-            },
-            Message::PlanStatusRequest {
+            }),
+            Message::PlanStatusRequest(PlanStatusRequest {
                 researcher_id: r(),
                 request_id: q(),
                 plan_sha256: Sha256Digest::of(b"plan"),
-            },
-            Message::PlanStatusReply {
+            }),
+            Message::PlanStatusReply(PlanStatusReply {
                 researcher_id: r(),
                 request_id: q(),
                 node_id: n(),
                 plan_sha256: Sha256Digest::of(b"plan"),
                 status: PlanStatus::Pending,
                 approval_required: true,
-            },
-            Message::NodeStatus {
+            }),
+            Message::NodeStatus(NodeStatus {
                 node_id: n(),
                 online: false,
-            },
+            }),
         ]
     }
 

@@ -1,5 +1,6 @@
-//! The protocol between researcher and nodes: every message in one enum,
-//! JSON on the wire, and the MQTT topics it travels on.
+//! The protocol between researcher and nodes: one struct per message
+//! ([`TrainRequest`], [`TrainReply`], …), one enum over them ([`Message`],
+//! tagged by `command`), JSON on the wire, and the MQTT topics it travels on.
 //!
 //! Each message carries `protocol_version` (`major.minor`). A receiver first
 //! checks the major version, so a message from an incompatible peer is
@@ -19,7 +20,9 @@ pub use messages::*;
 
 /// The protocol version this build speaks. Peers must share the major version.
 /// 2.0: blobs are named by digest and size only (no URL), a `busy` error code.
-pub const PROTOCOL_VERSION: &str = "2.0";
+/// 3.0: train requests no longer carry `aggregator_args` (sent empty, never
+/// read: a node refusing unknown fields cannot take a 2.0 request).
+pub const PROTOCOL_VERSION: &str = "3.0";
 
 /// Longest free text (an error's message, a log record) a node sends: a
 /// plan's own text is cut to this, so a message always fits the broker's

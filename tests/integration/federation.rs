@@ -13,7 +13,10 @@ use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::transport::{BrokerConfig, EmbeddedBroker};
-use fedwasm::wire::{BlobRef, ErrorCode, Message, PlanStatus};
+use fedwasm::wire::{
+    BlobRef, ErrorCode, ErrorMessage, Message, PlanApprovalRequest, PlanStatus, PlanStatusReply,
+    PlanStatusRequest, Pong, Scalar, TrainReply, TrainRequest,
+};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -264,7 +267,7 @@ pub async fn wait_until_busy(link: &mut NodeLink, node: &str) {
             .ping(Some(&nodes), Duration::from_millis(500))
             .await
             .unwrap();
-        if let Some(Reply::Answer(Message::Pong { busy: true, .. })) = pongs.get(node) {
+        if let Some(Reply::Answer(Message::Pong(Pong { busy: true, .. }))) = pongs.get(node) {
             return;
         }
         assert!(started.elapsed() < PATIENCE, "{node} never became busy");
@@ -318,7 +321,7 @@ pub fn train_request(
     training_args: Value,
 ) -> (String, Message) {
     let request_id = link.request_id();
-    let request = Message::TrainRequest {
+    let request = Message::TrainRequest(TrainRequest {
         researcher_id: link.researcher_id().into(),
         experiment_id: "Experiment_0001".into(),
         request_id: request_id.clone(),
@@ -329,17 +332,18 @@ pub fn train_request(
         gradient_correction: None,
         model_args,
         training_args,
-        aggregator_args: json!({}),
         seed: 7,
         training: true,
-    };
+    });
     (request_id, request)
 }
 
 /// The code and text of an error reply; panics on anything else.
 pub fn error_of(reply: &Reply) -> (ErrorCode, String) {
     match reply {
-        Reply::Error(Message::Error { code, message, .. }) => (*code, message.clone()),
+        Reply::Error(Message::Error(ErrorMessage { code, message, .. })) => {
+            (*code, message.clone())
+        }
         other => panic!("expected an error, got {other:?}"),
     }
 }
@@ -406,13 +410,13 @@ async fn two_nodes_answer_ping_list_search_and_train_over_the_embedded_broker() 
     for (node, rows) in [("node-a", 300), ("node-b", 269)] {
         let dataset = only_dataset(&mut link, node).await;
         let reply = train(&mut link, node, &dataset, &plan_blob, &params, args.clone()).await;
-        let Reply::Answer(Message::TrainReply {
+        let Reply::Answer(Message::TrainReply(TrainReply {
             params: trained,
             training_samples,
             updates,
             node_id,
             ..
-        }) = reply
+        })) = reply
         else {
             panic!("{node}: {reply:?}");
         };
@@ -442,12 +446,12 @@ async fn two_nodes_answer_ping_list_search_and_train_over_the_embedded_broker() 
     let until = Instant::now() + PATIENCE;
     while scalars.values().map(Vec::len).sum::<usize>() < 8 {
         match link.next_message(until).await {
-            Some(Message::Scalar {
+            Some(Message::Scalar(Scalar {
                 node_id,
                 iteration,
                 values,
                 ..
-            }) => {
+            })) => {
                 assert!(values["loss"].is_finite());
                 scalars.entry(node_id).or_default().push(iteration);
             }
@@ -502,7 +506,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             "malformed message",
         ),
         (
-            r#"{"command": "dance", "protocol_version": "2.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
+            r#"{"command": "dance", "protocol_version": "3.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
                 .to_string(),
             ErrorCode::UnknownCommand,
             "unknown command `dance`",
@@ -514,7 +518,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             "protocol version",
         ),
         (
-            r#"{"command": "list_request", "protocol_version": "2.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
+            r#"{"command": "list_request", "protocol_version": "3.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
                 .to_string(),
             ErrorCode::MalformedMessage,
             "unknown field `colour`",
@@ -527,7 +531,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
         let until = Instant::now() + PATIENCE;
         let error = loop {
             match link.next_message(until).await {
-                Some(Message::Error { code, message, .. }) => break (code, message),
+                Some(Message::Error(ErrorMessage { code, message, .. })) => break (code, message),
                 Some(_) => {}
                 None => panic!("no error reply for {text}"),
             }
@@ -593,27 +597,29 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
     // The researcher can ask about a plan, and ask for its approval.
     for (request, expected) in [
         (
-            Message::PlanStatusRequest {
+            Message::PlanStatusRequest(PlanStatusRequest {
                 researcher_id: "researcher-1".into(),
                 request_id: "status-1".into(),
                 plan_sha256: other_hash,
-            },
+            }),
             PlanStatus::Pending,
         ),
         (
-            Message::PlanApprovalRequest {
+            Message::PlanApprovalRequest(PlanApprovalRequest {
                 researcher_id: "researcher-1".into(),
                 request_id: "approval-1".into(),
                 plan: plan_blob.clone(),
                 description: "the approved one".into(),
-            },
+            }),
             PlanStatus::Approved,
         ),
     ] {
         link.send(Some("node-a"), &request).await.unwrap();
         let id = match &request {
-            Message::PlanStatusRequest { request_id, .. }
-            | Message::PlanApprovalRequest { request_id, .. } => request_id.clone(),
+            Message::PlanStatusRequest(PlanStatusRequest { request_id, .. })
+            | Message::PlanApprovalRequest(PlanApprovalRequest { request_id, .. }) => {
+                request_id.clone()
+            }
             _ => unreachable!(),
         };
         let only = BTreeSet::from(["node-a".to_string()]);
@@ -621,7 +627,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
         assert!(
             matches!(
                 reply["node-a"].message(),
-                Message::PlanStatusReply { status, approval_required: true, .. } if *status == expected
+                Message::PlanStatusReply(PlanStatusReply { status, approval_required: true, .. }) if *status == expected
             ),
             "{reply:?}"
         );
@@ -633,7 +639,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
     )
     .await;
     assert!(
-        matches!(reply, Reply::Answer(Message::TrainReply { .. })),
+        matches!(reply, Reply::Answer(Message::TrainReply(TrainReply { .. }))),
         "{reply:?}"
     );
     link.disconnect().await;
@@ -657,7 +663,7 @@ async fn a_node_killed_during_training_restarts_with_its_datasets_and_approvals(
     let until = Instant::now() + PATIENCE;
     loop {
         match link.next_message(until).await {
-            Some(Message::Scalar { .. }) => break,
+            Some(Message::Scalar(Scalar { .. })) => break,
             Some(_) => {}
             None => panic!("no progress from the long task: {}", node.log()),
         }
@@ -669,7 +675,7 @@ async fn a_node_killed_during_training_restarts_with_its_datasets_and_approvals(
     assert!(
         matches!(
             busy["node-a"],
-            Reply::Answer(Message::Pong { busy: true, .. })
+            Reply::Answer(Message::Pong(Pong { busy: true, .. }))
         ),
         "ping is answered during training and says so: {busy:?}"
     );
@@ -693,7 +699,10 @@ async fn a_node_killed_during_training_restarts_with_its_datasets_and_approvals(
     )
     .await;
     assert!(
-        matches!(reply, Reply::Answer(Message::TrainReply { updates: 3, .. })),
+        matches!(
+            reply,
+            Reply::Answer(Message::TrainReply(TrainReply { updates: 3, .. }))
+        ),
         "the approval survived: {reply:?}"
     );
     link.disconnect().await;

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use fedwasm::repository::{RepositoryClient, RepositoryError};
 use fedwasm::researcher::{NodeLink, Reply};
-use fedwasm::wire::{BlobRef, ErrorCode, MAX_TEXT_BYTES, Message};
+use fedwasm::wire::{
+    BlobRef, ErrorCode, ErrorMessage, MAX_TEXT_BYTES, Message, NodeLog, Scalar, SearchReply,
+    SearchRequest, TrainReply, TrainRequest,
+};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -164,7 +167,7 @@ async fn a_train_request_cannot_point_a_node_at_another_server() {
         .upload_plan(&example_plan("logistic-regression"), &lr_args())
         .await;
     // A protocol-1.0 style blob with a URL of the sender's choosing.
-    let mut request = serde_json::to_value(Message::TrainRequest {
+    let mut request = serde_json::to_value(Message::TrainRequest(TrainRequest {
         researcher_id: "researcher-ssrf".into(),
         experiment_id: "Experiment_0001".into(),
         request_id: "ssrf-1".into(),
@@ -175,10 +178,9 @@ async fn a_train_request_cannot_point_a_node_at_another_server() {
         gradient_correction: None,
         model_args: lr_args(),
         training_args: json!({"num_updates": 1}),
-        aggregator_args: json!({}),
         seed: 1,
         training: true,
-    })
+    }))
     .unwrap();
     request["params"]["url"] = json!(format!("{}/blobs/{}", elsewhere.url, params.sha256));
     request["protocol_version"] = json!(fedwasm::wire::PROTOCOL_VERSION);
@@ -188,7 +190,7 @@ async fn a_train_request_cannot_point_a_node_at_another_server() {
     let until = Instant::now() + PATIENCE;
     let (code, message) = loop {
         match link.next_message(until).await {
-            Some(Message::Error { code, message, .. }) => break (code, message),
+            Some(Message::Error(ErrorMessage { code, message, .. })) => break (code, message),
             Some(_) => {}
             None => panic!("no error reply"),
         }
@@ -206,7 +208,7 @@ async fn a_train_request_cannot_point_a_node_at_another_server() {
     )
     .await;
     assert!(
-        matches!(reply, Reply::Answer(Message::TrainReply { .. })),
+        matches!(reply, Reply::Answer(Message::TrainReply(TrainReply { .. }))),
         "{reply:?}"
     );
     assert_eq!(elsewhere.connections(), 0);
@@ -381,12 +383,12 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                 continue;
             };
             match message {
-                Message::SearchRequest {
+                Message::SearchRequest(SearchRequest {
                     researcher_id,
                     request_id,
                     ..
-                } => {
-                    let reply = Message::SearchReply {
+                }) => {
+                    let reply = Message::SearchReply(SearchReply {
                         researcher_id,
                         request_id,
                         node_id: id.into(),
@@ -401,11 +403,11 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                             dtypes: vec![],
                             target: Some("diagnosis".into()),
                         }],
-                    };
+                    });
                     let topic = topics::replies(reply.addressee());
                     publisher.publish(&topic, &reply).await.unwrap();
                 }
-                Message::TrainRequest {
+                Message::TrainRequest(TrainRequest {
                     researcher_id,
                     experiment_id,
                     request_id,
@@ -413,7 +415,7 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                     dataset_id,
                     params,
                     ..
-                } => {
+                }) => {
                     let samples = match lie {
                         Lie::Samples(n) => n,
                         Lie::Scalars(raw) => {
@@ -433,7 +435,7 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                             50
                         }
                     };
-                    let reply = Message::TrainReply {
+                    let reply = Message::TrainReply(TrainReply {
                         researcher_id,
                         experiment_id,
                         request_id,
@@ -453,7 +455,7 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                             training_ms: 1.0,
                             total_ms: 1.0,
                         },
-                    };
+                    });
                     let bytes = encode(&reply);
                     publisher
                         .publish_bytes(&topics::replies(reply.addressee()), bytes)
@@ -564,7 +566,7 @@ async fn node_ids_from_messages_never_become_paths() {
 /// Every message `link` received for `request_id`'s round: the answer, then
 /// whatever logs and scalars came with it (the node sends those first).
 async fn exchange(link: &mut NodeLink, node: &str, request: Message) -> (Reply, Vec<Message>) {
-    let Message::TrainRequest { request_id, .. } = &request else {
+    let Message::TrainRequest(TrainRequest { request_id, .. }) = &request else {
         unreachable!()
     };
     let request_id = request_id.clone();
@@ -597,8 +599,8 @@ fn leaky_request(
 
 fn leaked(messages: &[Message]) -> bool {
     messages.iter().any(|m| match m {
-        Message::Log { message, .. } => message.contains("LEAK:"),
-        Message::Scalar { .. } => true,
+        Message::Log(NodeLog { message, .. }) => message.contains("LEAK:"),
+        Message::Scalar(Scalar { .. }) => true,
         _ => false,
     })
 }
@@ -625,12 +627,12 @@ async fn privacy_mode_keeps_logs_losses_and_error_text_on_the_node() {
     let request = leaky_request(&mut link, &dataset, &plan, &params, false, false);
     let (reply, around) = exchange(&mut link, "node-a", request).await;
     assert!(leaked(&around), "{around:?}");
-    let Reply::Answer(Message::TrainReply {
+    let Reply::Answer(Message::TrainReply(TrainReply {
         final_loss,
         learning_rate,
         private,
         ..
-    }) = reply
+    })) = reply
     else {
         panic!("{reply:?}")
     };
@@ -643,14 +645,14 @@ async fn privacy_mode_keeps_logs_losses_and_error_text_on_the_node() {
     let request = leaky_request(&mut link, &dataset, &plan, &params, false, true);
     let (reply, around) = exchange(&mut link, "node-a", request).await;
     assert!(!leaked(&around), "{around:?}");
-    let Reply::Answer(Message::TrainReply {
+    let Reply::Answer(Message::TrainReply(TrainReply {
         final_loss,
         learning_rate,
         private,
         timings,
         privacy,
         ..
-    }) = reply
+    })) = reply
     else {
         panic!("{reply:?}")
     };
@@ -685,12 +687,12 @@ async fn privacy_mode_keeps_logs_losses_and_error_text_on_the_node() {
     assert!(
         matches!(
             reply,
-            Reply::Answer(Message::TrainReply { private: true, .. })
+            Reply::Answer(Message::TrainReply(TrainReply { private: true, .. }))
         ),
         "{reply:?}"
     );
     let mut request = leaky_request(&mut link, &dataset, &plan, &params, false, false);
-    if let Message::TrainRequest { training_args, .. } = &mut request {
+    if let Message::TrainRequest(TrainRequest { training_args, .. }) = &mut request {
         training_args["test_ratio"] = json!(0.2);
         training_args["test_on_local_updates"] = json!(true);
     }

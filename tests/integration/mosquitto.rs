@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fedwasm::transport::{BrokerConfig, MqttClient, Session};
-use fedwasm::wire::{Message, topics};
+use fedwasm::wire::{Message, NodeLog, Ping, Pong, TrainReply, topics};
 use serde_json::json;
 
 use crate::federation::{Federation, PATIENCE, lr_args, only_dataset, train, wait_for_nodes};
@@ -183,7 +183,10 @@ async fn nodes_work_through_mosquitto_with_passwords_and_an_acl() {
     )
     .await;
     assert!(
-        matches!(reply.message(), Message::TrainReply { updates: 5, .. }),
+        matches!(
+            reply.message(),
+            Message::TrainReply(TrainReply { updates: 5, .. })
+        ),
         "{reply:?}"
     );
 
@@ -205,11 +208,11 @@ async fn nodes_work_through_mosquitto_with_passwords_and_an_acl() {
     assert_eq!(pong.len(), 1, "node-b got the ping on its topic");
     // A marker on the broadcast topic, which node-a may read: the broker
     // delivers in order, so anything from node-b's topic would come first.
-    let marker = Message::Log {
+    let marker = Message::Log(NodeLog {
         node_id: "marker".into(),
         level: "info".into(),
         message: "end of test".into(),
-    };
+    });
     link.send(None, &marker).await.unwrap();
     loop {
         let delivery = tokio::time::timeout(PATIENCE, heard.recv())
@@ -387,10 +390,10 @@ async fn a_researcher_cannot_read_another_researchers_replies() {
         .unwrap();
     bob.send(
         Some("node-a"),
-        &Message::Ping {
+        &Message::Ping(Ping {
             researcher_id: "bob".into(),
             sequence: 1,
-        },
+        }),
     )
     .await
     .unwrap();
@@ -406,7 +409,7 @@ async fn a_researcher_cannot_read_another_researchers_replies() {
         );
         if matches!(
             fedwasm::wire::decode(&delivery.payload),
-            Ok(Message::Pong { ref researcher_id, .. }) if researcher_id == "bob"
+            Ok(Message::Pong(Pong { ref researcher_id, .. })) if researcher_id == "bob"
         ) {
             break;
         }

@@ -188,7 +188,7 @@ async fn a_round_survives_a_restart_of_mosquitto_with_persistence() {
 async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
     use crate::federation::{only_dataset, train_request, wait_for_nodes};
     use fedwasm::researcher::Reply;
-    use fedwasm::wire::Message;
+    use fedwasm::wire::{Message, TrainReply, TrainRequest};
 
     let fed = Federation::embedded().await;
     let plan = example_plan("logistic-regression");
@@ -212,7 +212,9 @@ async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
     link.send_tracked("node-a", &lost, message).await.unwrap();
     node.start();
     let reply = link.gather(&lost, Some(&nodes), PATIENCE).await;
-    let Some(Reply::Answer(Message::TrainReply { params: first, .. })) = reply.get("node-a") else {
+    let Some(Reply::Answer(Message::TrainReply(TrainReply { params: first, .. }))) =
+        reply.get("node-a")
+    else {
         panic!("the lost request was sent again and answered: {reply:?}");
     };
     let first = first.clone();
@@ -221,7 +223,7 @@ async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
     // memory, with the same parameters, without training again.
     let (_, again) = request(&mut link);
     let again = match again {
-        Message::TrainRequest { .. } => {
+        Message::TrainRequest(TrainRequest { .. }) => {
             let mut value = serde_json::to_value(&again).unwrap();
             value["request_id"] = json!(lost);
             serde_json::from_value::<Message>(value).unwrap()
@@ -230,7 +232,8 @@ async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
     };
     link.send(Some("node-a"), &again).await.unwrap();
     let reply = link.gather(&lost, Some(&nodes), PATIENCE).await;
-    let Some(Reply::Answer(Message::TrainReply { params: second, .. })) = reply.get("node-a")
+    let Some(Reply::Answer(Message::TrainReply(TrainReply { params: second, .. }))) =
+        reply.get("node-a")
     else {
         panic!("{reply:?}");
     };

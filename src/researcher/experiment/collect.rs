@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use crate::researcher::NodeLink;
-use crate::wire::{Answer, Message};
+use crate::wire::{Answer, ErrorMessage, Message, NodeLog, Scalar, TrainReply, ValidationReply};
 
 /// The requests of one exchange awaiting their answers.
 pub(super) struct Pending {
@@ -91,7 +91,7 @@ impl Pending {
     /// that answered.
     fn classify(&mut self, message: Message) -> Option<Collected> {
         match message {
-            Message::Scalar {
+            Message::Scalar(Scalar {
                 experiment_id,
                 node_id,
                 round,
@@ -99,7 +99,7 @@ impl Pending {
                 total_updates,
                 values,
                 ..
-            } if experiment_id == self.experiment_id
+            }) if experiment_id == self.experiment_id
                 && round == self.round
                 && self.asked(&node_id) =>
             {
@@ -110,18 +110,18 @@ impl Pending {
                     total: total_updates,
                 })
             }
-            Message::Log {
+            Message::Log(NodeLog {
                 node_id, message, ..
-            } => {
+            }) => {
                 tracing::info!("{node_id}: {message}");
                 None
             }
-            Message::Error {
+            Message::Error(ErrorMessage {
                 ref node_id,
                 code,
                 message: ref text,
                 ..
-            } => {
+            }) => {
                 let Some(Answer::Request(id)) = message.answers() else {
                     return None;
                 };
@@ -132,16 +132,16 @@ impl Pending {
                     node,
                 })
             }
-            Message::TrainReply {
+            Message::TrainReply(TrainReply {
                 ref experiment_id,
                 round,
                 ..
-            }
-            | Message::ValidationReply {
+            })
+            | Message::ValidationReply(ValidationReply {
                 ref experiment_id,
                 round,
                 ..
-            } => {
+            }) => {
                 if *experiment_id != self.experiment_id || round != self.round {
                     return None;
                 }
@@ -185,7 +185,7 @@ mod tests {
     use crate::wire::{ErrorCode, RequestRef, TrainTimings, ValidationScore};
 
     fn validation_reply(request_id: &str, node: &str, round: u32, experiment: &str) -> Message {
-        Message::ValidationReply {
+        Message::ValidationReply(ValidationReply {
             researcher_id: "r".into(),
             experiment_id: experiment.into(),
             request_id: request_id.into(),
@@ -201,11 +201,11 @@ mod tests {
                 training_ms: 0.0,
                 total_ms: 0.0,
             },
-        }
+        })
     }
 
     fn error(request_id: &str, node: &str) -> Message {
-        Message::Error {
+        Message::Error(ErrorMessage {
             researcher_id: Some("r".into()),
             node_id: node.into(),
             code: ErrorCode::PlanNotApproved,
@@ -214,11 +214,11 @@ mod tests {
                 command: "train_request".into(),
                 request_id: Some(request_id.into()),
             }),
-        }
+        })
     }
 
     fn scalar(node: &str, round: u32) -> Message {
-        Message::Scalar {
+        Message::Scalar(Scalar {
             researcher_id: "r".into(),
             experiment_id: "exp".into(),
             node_id: node.into(),
@@ -228,7 +228,7 @@ mod tests {
             samples_seen: 8,
             total_updates: 4,
             values: BTreeMap::from([("loss".to_string(), 0.25)]),
-        }
+        })
     }
 
     fn pending() -> Pending {

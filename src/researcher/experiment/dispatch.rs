@@ -10,7 +10,7 @@ use super::Experiment;
 use super::collect::Pending;
 use crate::researcher::ExperimentError;
 use crate::sandbox::types::Tensor;
-use crate::wire::{BlobRef, Message};
+use crate::wire::{BlobRef, Message, TrainRequest};
 
 /// What every train request of one exchange shares.
 pub(super) struct RoundRequest {
@@ -102,7 +102,7 @@ impl Experiment {
         gradient_correction: Option<BlobRef>,
     ) -> Result<(), ExperimentError> {
         let request_id = self.link.request_id();
-        let request = Message::TrainRequest {
+        let request = Message::TrainRequest(TrainRequest {
             researcher_id: self.link.researcher_id().to_string(),
             experiment_id: self.id.clone(),
             request_id: request_id.clone(),
@@ -113,10 +113,9 @@ impl Experiment {
             gradient_correction,
             model_args: Value::Object(self.model_args.clone()),
             training_args: shared.training_args.clone(),
-            aggregator_args: Value::Object(serde_json::Map::new()),
             seed: self.training_args.seed(),
             training: shared.training,
-        };
+        });
         self.link.send_tracked(node, &request_id, request).await?;
         pending.sent(request_id, node);
         Ok(())

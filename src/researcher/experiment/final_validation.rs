@@ -11,7 +11,7 @@ use super::events::RoundEvent;
 use super::{Experiment, checks};
 use crate::researcher::ExperimentError;
 use crate::researcher::history::{DroppedNode, FinalValidation, NodeValidation};
-use crate::wire::Message;
+use crate::wire::{Message, ValidationReply};
 
 impl Experiment {
     /// Score the global parameters after the last round on every node.
@@ -48,12 +48,12 @@ impl Experiment {
                     failed.insert(node, reason);
                 }
                 Collected::Reply { node, reply, .. } => match *reply {
-                    Message::ValidationReply {
+                    Message::ValidationReply(ValidationReply {
                         node_id,
                         dataset_id,
                         validation,
                         ..
-                    } => match checks::check_validation_reply(
+                    }) => match checks::check_validation_reply(
                         &node,
                         &fds,
                         &node_id,

@@ -19,7 +19,7 @@ use crate::researcher::optimizers::OptimizerState;
 use crate::researcher::strategy::FailurePolicy;
 use crate::researcher::{ExperimentError, FederatedDataset};
 use crate::sandbox::types::Tensor;
-use crate::wire::{BlobRef, Message};
+use crate::wire::{BlobRef, Message, TrainReply};
 
 /// What a successful round changes.
 struct RoundResult {
@@ -39,7 +39,7 @@ struct Accepted {
 /// parameters are.
 fn node_round(reply: Message) -> Result<(NodeRound, BlobRef), String> {
     match reply {
-        Message::TrainReply {
+        Message::TrainReply(TrainReply {
             node_id,
             dataset_id,
             params,
@@ -53,7 +53,7 @@ fn node_round(reply: Message) -> Result<(NodeRound, BlobRef), String> {
             private,
             timings,
             ..
-        } => Ok((
+        }) => Ok((
             NodeRound {
                 node_id,
                 dataset_id,
