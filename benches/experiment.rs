@@ -19,12 +19,11 @@ use std::time::{Duration, Instant};
 use common::{component, median, wanted};
 use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
 use fedwasm::digest::Sha256Digest;
-use fedwasm::node::{NewDataset, NodeRuntime};
-use fedwasm::repository::{RepositoryConfig, RepositoryLink, serve};
+use fedwasm::node::NewDataset;
 use fedwasm::researcher::aggregators::{Aggregator, FedAvg, OrderedFolder};
-use fedwasm::researcher::{Experiment, ExperimentSettings, RepositorySetting, Tags};
+use fedwasm::researcher::{Experiment, ExperimentSettings, Tags};
 use fedwasm::sandbox::types::Tensor;
-use fedwasm::transport::{BrokerConfig, EmbeddedBroker};
+use fedwasm::{LocalFederation, LocalFederationConfig, LocalNode};
 use serde_json::json;
 
 /// Peak resident set of this process so far, in bytes (Linux).
@@ -132,56 +131,31 @@ fn fedavg_benchmark(dir: &Path) {
 }
 
 /// Per-round time with `n` in-process nodes and a one-update task.
-async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &Path) {
+async fn orchestration(n: usize, dir: &Path) {
     let plan = component("logistic-regression");
     let digest = Sha256Digest::of_file(&plan).unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv");
     let tag = format!("#bench-{n}");
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let mut ids = Vec::new();
-    for i in 0..n {
-        let id = format!("b{n}-node-{i}");
-        let node_dir = dir.join(&id);
-        fedwasm::node::provision(
-            &node_dir,
-            &id,
-            broker.url(),
-            repo_url.into(),
-            NewDataset {
-                name: id.clone(),
+    let nodes = (0..n)
+        .map(|i| LocalNode {
+            id: format!("b{n}-node-{i}"),
+            datasets: vec![NewDataset {
+                name: format!("b{n}-node-{i}"),
                 tags: vec![tag.clone()],
                 description: String::new(),
                 path: data.clone(),
                 target: Some("diagnosis".into()),
-            },
-            (&digest, None),
-        )
-        .unwrap();
-        let mut s = stopped.clone();
-        tokio::spawn(fedwasm::node::run(
-            NodeRuntime {
-                dir: node_dir,
-                worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
-            },
-            async move {
-                let _ = s.wait_for(|v| *v).await;
-            },
-        ));
-        ids.push(id);
-    }
-    let mut probe = fedwasm::researcher::NodeLink::connect(
-        &BrokerConfig::new(broker.url()),
-        &format!("probe-{n}"),
-    )
-    .await
-    .unwrap();
-    assert!(
-        probe
-            .wait_for_nodes(&ids.iter().cloned().collect(), Duration::from_secs(120))
-            .await
-            .unwrap()
+            }],
+        })
+        .collect();
+    let mut config = LocalFederationConfig::new(
+        dir.join(format!("federation-{n}")),
+        nodes,
+        env!("CARGO_BIN_EXE_fedwasm").into(),
     );
-    probe.disconnect().await;
+    config.approved_plans = vec![(digest, None)];
+    config.ready_timeout = Duration::from_secs(120);
+    let federation = LocalFederation::start(config).await.unwrap();
     let mut exp = Experiment::new(ExperimentSettings {
         tags: Some(Tags::One(tag)),
         training_plan: Some(plan),
@@ -191,11 +165,9 @@ async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &
             .unwrap(),
         training_args: serde_json::from_value(json!({"num_updates": 1})).unwrap(),
         experiments_dir: Some(dir.join("experiments")),
-        broker: BrokerConfig::new(broker.url()),
-        repository: RepositorySetting::Remote(RepositoryLink::new(repo_url, None)),
         search_wait_secs: 5.0,
         researcher_id: Some(format!("bench-{n}")),
-        ..ExperimentSettings::default()
+        ..federation.experiment_settings()
     })
     .await
     .unwrap();
@@ -216,7 +188,7 @@ async fn orchestration(n: usize, broker: &EmbeddedBroker, repo_url: &str, dir: &
         node_times[node_times.len() / 2]
     );
     exp.close().await;
-    let _ = stop.send(true);
+    federation.stop().await.unwrap();
 }
 
 fn main() {
@@ -227,18 +199,10 @@ fn main() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let repo_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(
-            listener,
-            RepositoryConfig::new(tmp.path().join("repo")),
-            std::future::pending(),
-        ));
         if wanted("orchestration") {
             println!("\nOrchestration, one-update LR task, in-process nodes, embedded broker");
             for n in [2, 10, 50] {
-                orchestration(n, &broker, &repo_url, tmp.path()).await;
+                orchestration(n, tmp.path()).await;
             }
         }
         if !wanted("demo") {

@@ -15,13 +15,13 @@ use std::time::{Duration, Instant};
 
 use common::{component, median};
 use fedwasm::digest::Sha256Digest;
-use fedwasm::node::{NewDataset, NodeRuntime};
-use fedwasm::repository::{RepositoryClient, RepositoryConfig, serve};
+use fedwasm::node::NewDataset;
+use fedwasm::repository::RepositoryClient;
 use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
-use fedwasm::transport::EmbeddedBroker;
 use fedwasm::wire::{Message, TrainReply, TrainRequest};
+use fedwasm::{LocalFederation, LocalFederationConfig, LocalNode};
 use serde_json::json;
 
 fn ms(d: Duration) -> f64 {
@@ -72,45 +72,29 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let tmp = tempfile::tempdir().unwrap();
-        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let repo_url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(serve(
-            listener,
-            RepositoryConfig::new(tmp.path().join("repo")),
-            std::future::pending(),
-        ));
-        let repository = RepositoryClient::new(&repo_url, None);
-
         let plan = component("logistic-regression");
-        let node_dir = tmp.path().join("node");
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dataset = fedwasm::node::provision(
-            &node_dir,
-            "node-a",
-            broker.url(),
-            repo_url.clone(),
-            NewDataset {
+        let node = LocalNode {
+            id: "node-a".into(),
+            datasets: vec![NewDataset {
                 name: "bc".into(),
                 tags: vec!["#bc".into()],
                 description: String::new(),
                 path: root.join("data/breast_cancer.csv"),
                 target: Some("diagnosis".into()),
-            },
-            (&Sha256Digest::of_file(&plan).unwrap(), None),
-        )
-        .unwrap()
-        .summary
-        .dataset_id;
-        tokio::spawn(fedwasm::node::run(
-            NodeRuntime {
-                dir: node_dir,
-                worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
-            },
-            std::future::pending(),
-        ));
+            }],
+        };
+        let mut config = LocalFederationConfig::new(
+            tmp.path().join("federation"),
+            vec![node],
+            env!("CARGO_BIN_EXE_fedwasm").into(),
+        );
+        config.approved_plans = vec![(Sha256Digest::of_file(&plan).unwrap(), None)];
+        let federation = LocalFederation::start(config).await.unwrap();
+        let repository = RepositoryClient::new(federation.repository_url(), None);
+        let dataset = federation.dataset_ids("node-a").unwrap()[0].clone();
 
-        let mut link = NodeLink::connect(&fedwasm::transport::BrokerConfig::new(broker.url()), "bench")
+        let mut link = NodeLink::connect(&federation.broker(), "bench")
             .await
             .unwrap();
         let only = BTreeSet::from(["node-a".to_string()]);

@@ -3,28 +3,24 @@
 //! plan built and approved, FedAvg rounds, and the global model scored on rows
 //! no node saw.
 //!
-//! Over 500 lines until issue 12's `LocalFederation` takes the federation
-//! start-up (broker, repository, nodes) out of it, for the benchmarks and the
-//! tests too.
+//! The federation itself is a [`LocalFederation`]; this file deals the
+//! shards, builds the plan, runs the experiment and scores the result.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rand_chacha::ChaCha8Rng;
 use rand_core::SeedableRng;
 use rand_distr::{Distribution, Gamma};
 use serde_json::json;
-use tokio::sync::watch;
 
 use crate::dataset::Table;
 use crate::digest::Sha256Digest;
-use crate::node::{NewDataset, NodeConfig, NodeRuntime};
-use crate::repository::{RepositoryConfig, RepositoryLink, serve};
-use crate::researcher::{Experiment, ExperimentSettings, History, RepositorySetting, Tags};
+use crate::local_federation::{LocalFederation, LocalFederationConfig, LocalNode};
+use crate::node::NewDataset;
+use crate::researcher::{Experiment, ExperimentSettings, History, Tags};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::training::{Metric, TrainingArgs};
-use crate::transport::{BrokerConfig, EmbeddedBroker};
 
 /// Which example plan (and dataset) the demo trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -321,76 +317,37 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         })
     };
 
-    // Broker and repository.
-    let broker = EmbeddedBroker::start(
-        "127.0.0.1:0".parse().map_err(setup("broker address"))?,
-        None,
-    )
-    .map_err(setup("starting the broker"))?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(setup("starting the repository"))?;
-    let repo_url = format!(
-        "http://{}",
-        listener
-            .local_addr()
-            .map_err(setup("starting the repository"))?
-    );
-    let (stop, stopped) = watch::channel(false);
-    let mut repo_stop = stopped.clone();
-    tokio::spawn(serve(
-        listener,
-        RepositoryConfig::new(options.work_dir.join("repository")),
-        async move {
-            let _ = repo_stop.wait_for(|s| *s).await;
-        },
-    ));
-
-    // Nodes: folder, dataset, approval, daemon.
-    let mut node_ids = BTreeSet::new();
-    let mut node_tasks = Vec::new();
+    // The federation: broker, repository, one node per shard.
+    let mut nodes = Vec::new();
     for (i, rows) in shards.iter().enumerate() {
         let id = format!("node-{}", i + 1);
-        let dir = options.work_dir.join(&id);
-        let _ = std::fs::remove_dir_all(&dir);
-        let shard = dir.join("shard.csv");
-        std::fs::create_dir_all(&dir).map_err(setup("creating a node"))?;
+        let shard = options.work_dir.join(format!("{id}.csv"));
         write_csv(&table, rows, &shard)?;
-        crate::node::provision(
-            &dir,
-            &id,
-            broker.url(),
-            repo_url.clone(),
-            NewDataset {
+        say(format!("{id}: {} rows tagged {tag}", rows.len()));
+        nodes.push(LocalNode {
+            id,
+            datasets: vec![NewDataset {
                 name: format!("{data_file} shard {}", i + 1),
                 tags: vec![tag.into()],
                 description: format!("{} rows of {data_file}", rows.len()),
                 path: shard,
                 target: Some(target.into()),
-            },
-            (&digest, Some(plan_dir)),
-        )
-        .map_err(setup("creating a node"))?;
-        let mut config = NodeConfig::load(&dir).map_err(setup("creating a node"))?;
-        config.sandbox.cache_dir = Some(compiled.clone());
-        config.save(&dir).map_err(setup("creating a node"))?;
-        let mut node_stop = stopped.clone();
-        node_tasks.push(tokio::spawn(crate::node::run(
-            NodeRuntime {
-                dir,
-                worker_exe: options.worker_exe.clone(),
-            },
-            async move {
-                let _ = node_stop.wait_for(|s| *s).await;
-            },
-        )));
-        say(format!("{id}: {} rows tagged {tag}", rows.len()));
-        node_ids.insert(id);
+            }],
+        });
     }
+    let mut config = LocalFederationConfig::new(
+        options.work_dir.join("federation"),
+        nodes,
+        options.worker_exe.clone(),
+    );
+    config.approved_plans = vec![(digest, Some(plan_dir.to_string()))];
+    config.compiled_plans = Some(compiled.clone());
+    let federation = LocalFederation::start(config)
+        .await
+        .map_err(setup("starting the federation"))?;
 
     let mut settings = ExperimentSettings {
         tags: Some(Tags::One(tag.into())),
-        nodes: Some(node_ids.iter().cloned().collect()),
         training_plan: Some(built.path.clone()),
         model_args: model_args.as_object().cloned().unwrap_or_default(),
         training_args: serde_json::from_value::<TrainingArgs>(training_args)
@@ -400,34 +357,15 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         agg_optimizer: options.agg_optimizer.clone(),
         aggregator: options.aggregator.clone(),
         experiments_dir: options.experiments_dir.clone(),
-        broker: BrokerConfig::new(broker.url()),
-        repository: RepositorySetting::Remote(RepositoryLink::new(repo_url.clone(), None)),
         researcher_id: Some("demo-researcher".into()),
         console: options.console,
-        ..ExperimentSettings::default()
+        search_wait_secs: 30.0,
+        ..federation.experiment_settings()
     };
     if let Some(fraction) = options.fraction {
         settings.node_selection_strategy = "sampling".into();
         settings.sampling_fraction = fraction;
         settings.min_nodes = 1;
-    }
-    settings.search_wait_secs = 30.0;
-    // Nodes connect in the background; search once all of them answer.
-    {
-        let mut probe = crate::researcher::NodeLink::connect(&settings.broker, "demo-probe")
-            .await
-            .map_err(setup("connecting to the broker"))?;
-        let ready = probe
-            .wait_for_nodes(&node_ids, Duration::from_secs(60))
-            .await
-            .map_err(setup("waiting for the nodes"))?;
-        probe.disconnect().await;
-        if !ready {
-            return Err(DemoError::Setup {
-                what: "waiting for the nodes".into(),
-                reason: "not every node connected within 60 s".into(),
-            });
-        }
     }
     let mut experiment = Experiment::new(settings).await?;
     prewarm
@@ -444,12 +382,9 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         experiment.training_plan_name().unwrap_or_default(),
     ));
     let run = experiment.run(None, false).await;
-
-    let _ = stop.send(true);
-    for task in node_tasks {
-        let _ = task.await;
-    }
+    let stopped = federation.stop().await;
     run?;
+    stopped.map_err(setup("stopping the federation"))?;
 
     // Score the global model on the held-out rows, in the same sandbox.
     let global = experiment
@@ -505,6 +440,8 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
 
     #[test]

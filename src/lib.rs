@@ -17,6 +17,8 @@
 //!   the daemon that answers researchers and trains.
 //! - [`transport`]: MQTT (reconnecting client, embedded broker).
 //! - [`researcher`]: the researcher's side of the protocol.
+//! - [`local_federation`]: [`LocalFederation`], broker + repository + N
+//!   nodes in this process on loopback (the demo, benchmarks, tests).
 //! - [`repository`]: the content-addressed file repository (server and client).
 //! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
@@ -24,16 +26,39 @@
 //! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
 
 pub mod dataset;
+#[cfg(all(
+    feature = "node",
+    feature = "researcher",
+    feature = "broker",
+    feature = "repository-server"
+))]
 pub mod demo;
 pub mod digest;
 #[doc(hidden)]
 pub mod fuzzing;
+#[cfg(all(
+    feature = "node",
+    feature = "researcher",
+    feature = "broker",
+    feature = "repository-server"
+))]
+pub mod local_federation;
+#[cfg(feature = "node")]
 pub mod node;
 pub mod plan_build;
 pub mod repository;
+#[cfg(feature = "researcher")]
 pub mod researcher;
 pub mod sandbox;
 pub mod tensors;
 pub mod training;
 pub mod transport;
 pub mod wire;
+
+#[cfg(all(
+    feature = "node",
+    feature = "researcher",
+    feature = "broker",
+    feature = "repository-server"
+))]
+pub use local_federation::{LocalFederation, LocalFederationConfig, LocalNode};

@@ -8,14 +8,18 @@
 //! Bodies are streamed both ways (never held whole in memory), downloads
 //! resume with HTTP Range requests, and an optional bearer token guards both.
 //!
-//! - [`server`]: the axum service, started with [`server::serve`].
+//! - `server`: the axum service, started with `server::serve` (feature
+//!   `repository-server`).
 //! - [`client`]: [`RepositoryClient`], used by nodes and the researcher.
 
 pub mod client;
 mod error;
+#[cfg(feature = "repository-server")]
 mod guarded;
+#[cfg(feature = "repository-server")]
 pub mod server;
 
 pub use client::{RepositoryClient, RepositoryLink};
 pub use error::RepositoryError;
+#[cfg(feature = "repository-server")]
 pub use server::{RepositoryConfig, serve};

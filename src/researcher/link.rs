@@ -9,7 +9,7 @@
 //! persistence forgets what it was carrying, so when our connection comes
 //! back, or a node announces itself online again, every unanswered request to
 //! it is sent again. Nodes recognise a request they already have by its id
-//! and answer it once ([`crate::node`]), so a re-sent request never trains twice.
+//! and answer it once (the node's `recent` replies), so a re-sent request never trains twice.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};

@@ -12,11 +12,12 @@ use fedwasm::repository::{RepositoryClient, RepositoryConfig, serve};
 use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
-use fedwasm::transport::{BrokerConfig, EmbeddedBroker};
+use fedwasm::transport::BrokerConfig;
 use fedwasm::wire::{
     BlobRef, ErrorCode, ErrorMessage, Message, PlanApprovalRequest, PlanStatus, PlanStatusReply,
     PlanStatusRequest, Pong, Scalar, TrainReply, TrainRequest,
 };
+use fedwasm::{LocalFederation, LocalFederationConfig};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -105,7 +106,11 @@ pub struct Federation {
     pub broker: BrokerConfig,
     pub repository: RepositoryClient,
     repository_url: String,
-    _stop_repository: oneshot::Sender<()>,
+    /// Broker and repository in this process: a [`LocalFederation`] whose
+    /// nodes are the test's own processes.
+    _local: Option<LocalFederation>,
+    /// Or the repository only, beside an external broker.
+    _stop_repository: Option<oneshot::Sender<()>>,
 }
 
 impl Federation {
@@ -127,7 +132,8 @@ impl Federation {
             repository_url,
             broker,
             tmp,
-            _stop_repository: stop,
+            _local: None,
+            _stop_repository: Some(stop),
         }
     }
 
@@ -136,10 +142,21 @@ impl Federation {
         &self.repository_url
     }
 
-    /// With a fresh in-process broker.
+    /// With the in-process broker and repository of a [`LocalFederation`]
+    /// without nodes of its own.
     pub async fn embedded() -> Federation {
-        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), None).unwrap();
-        Federation::start(BrokerConfig::new(broker.url())).await
+        let tmp = tempfile::tempdir().unwrap();
+        let config =
+            LocalFederationConfig::new(tmp.path().to_path_buf(), Vec::new(), fedwasm_bin());
+        let local = LocalFederation::start(config).await.unwrap();
+        Federation {
+            repository: RepositoryClient::new(local.repository_url(), None),
+            repository_url: local.repository_url().to_string(),
+            broker: local.broker(),
+            tmp,
+            _local: Some(local),
+            _stop_repository: None,
+        }
     }
 
     /// A node folder with `csv` registered under `tags` (target `diagnosis`);

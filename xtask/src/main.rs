@@ -1,5 +1,6 @@
 //! `cargo xtask test [cargo test arguments]`: install what the tests need on
-//! this machine, then run `cargo test`.
+//! this machine, then run `cargo test`; without arguments, also check that
+//! each role builds alone (`cargo xtask roles`).
 //!
 //! The tests compile plans for `wasm32-wasip2`, run one federation through
 //! Debian's mosquitto broker, link rumqttc's TLS against OpenSSL, and read
@@ -18,15 +19,29 @@ const PACKAGES: [&str; 3] = ["mosquitto", "libssl-dev", "pkg-config"];
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
-        Some("test") => match prepare() {
-            Ok(()) => run_tests(args.collect()),
-            Err(e) => {
-                eprintln!("xtask: {e}");
-                ExitCode::FAILURE
-            }
-        },
+        Some("test") => {
+            let extra: Vec<String> = args.collect();
+            let whole = extra.is_empty();
+            let outcome = prepare()
+                .and_then(|()| run_tests(extra))
+                .and_then(|()| if whole { roles() } else { Ok(()) });
+            finish(outcome)
+        }
+        Some("roles") => finish(roles()),
         _ => {
-            eprintln!("usage: cargo xtask test [arguments for cargo test]");
+            eprintln!(
+                "usage: cargo xtask test [arguments for cargo test]\n       cargo xtask roles"
+            );
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn finish(outcome: Result<(), String>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
     }
@@ -126,14 +141,59 @@ fn tensorboard() {
     }
 }
 
-fn run_tests(extra: Vec<String>) -> ExitCode {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    match Command::new(cargo).arg("test").args(extra).status() {
-        Ok(s) if s.success() => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
-        Err(e) => {
-            eprintln!("xtask: cannot run cargo test: {e}");
-            ExitCode::FAILURE
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn run_tests(extra: Vec<String>) -> Result<(), String> {
+    match cargo().arg("test").args(extra).status() {
+        Ok(s) if s.success() => Ok(()),
+        Ok(_) => Err("cargo test failed".into()),
+        Err(e) => Err(format!("cannot run cargo test: {e}")),
+    }
+}
+
+/// Each role's build (cargo features) and the crates it must leave out.
+const ROLES: [(&str, &[&str]); 2] = [
+    ("researcher", &["rusqlite", "rumqttd", "axum"]),
+    ("node", &["rumqttd", "axum"]),
+];
+
+/// Build the library for each role alone, and check from `cargo tree` that
+/// it does not depend on what that role does not use.
+fn roles() -> Result<(), String> {
+    for (feature, absent) in ROLES {
+        let features = ["--no-default-features", "--features", feature];
+        let tree = cargo()
+            .args(["tree", "-e", "normal", "--prefix", "none"])
+            .args(features)
+            .output()
+            .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+        if !tree.status.success() {
+            return Err(format!("cargo tree for the `{feature}` build failed"));
+        }
+        let tree = String::from_utf8_lossy(&tree.stdout);
+        let present: Vec<&str> = absent
+            .iter()
+            .copied()
+            .filter(|name| tree.lines().any(|l| l.starts_with(&format!("{name} v"))))
+            .collect();
+        if !present.is_empty() {
+            return Err(format!(
+                "the `{feature}` build depends on {present:?}, which it does not use"
+            ));
+        }
+        eprintln!("xtask: building the `{feature}` role alone (without {absent:?})");
+        let built = cargo()
+            .args(["build", "--lib"])
+            .args(features)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !built {
+            return Err(format!(
+                "`cargo build --lib --no-default-features --features {feature}` failed"
+            ));
         }
     }
+    Ok(())
 }

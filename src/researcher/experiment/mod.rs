@@ -24,7 +24,8 @@
 //! - `events`: what observers (console, TensorBoard, yours) are told.
 //!
 //! Around them: `components` (aggregator and strategy by name), `plan`,
-//! `data` (search or explicit training data), `accessors`.
+//! `data` (search or explicit training data), `embedded_repository`,
+//! `accessors`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -39,6 +40,7 @@ mod collect;
 mod components;
 mod data;
 mod dispatch;
+mod embedded_repository;
 mod events;
 mod final_validation;
 mod persist;
@@ -62,7 +64,7 @@ use super::optimizers::{OptimizerState, ServerOptimizer};
 use super::settings::{ExperimentSettings, RepositorySetting};
 use super::strategy::Strategy;
 use super::{ExperimentError, FederatedDataset, NodeLink};
-use crate::repository::{RepositoryClient, RepositoryConfig, RepositoryLink, serve};
+use crate::repository::RepositoryClient;
 use crate::sandbox::types::Tensor;
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::training::TrainingArgs;
@@ -144,27 +146,9 @@ impl Experiment {
         let (repository, server) = match &settings.repository {
             RepositorySetting::Remote(link) => (link.client(), None),
             RepositorySetting::Embedded { bind } => {
-                if bind.ends_with(":0") {
-                    return Err(ExperimentError::Argument(format!(
-                        "the embedded repository cannot bind `{bind}`: nodes fetch files only from the repository in their node.toml, so it needs the fixed address they are configured with (e.g. 0.0.0.0:8844), or use [repository.remote]"
-                    )));
-                }
-                let listener = tokio::net::TcpListener::bind(bind)
-                    .await
-                    .map_err(io(format!("listening on {bind} for the repository")))?;
-                let addr = listener
-                    .local_addr()
-                    .map_err(io("reading the repository address"))?;
-                let url = format!("http://{addr}");
-                let (stop, stopped) = oneshot::channel::<()>();
-                tokio::spawn(serve(
-                    listener,
-                    RepositoryConfig::new(folder.join("repository")),
-                    async {
-                        let _ = stopped.await;
-                    },
-                ));
-                (RepositoryLink::new(url, None).client(), Some(stop))
+                let (client, stop) =
+                    embedded_repository::start(bind, folder.join("repository")).await?;
+                (client, Some(stop))
             }
         };
         let researcher_id = settings

@@ -1,0 +1,86 @@
+//! `LocalFederation`: broker, repository and in-process nodes on loopback,
+//! as the demo and the benchmarks use it, trained on by a real `Experiment`.
+
+use fedwasm::digest::Sha256Digest;
+use fedwasm::node::NewDataset;
+use fedwasm::researcher::{Experiment, ExperimentSettings, Tags};
+use fedwasm::{LocalFederation, LocalFederationConfig, LocalNode};
+use serde_json::json;
+
+use crate::federation::lr_args;
+use crate::support::{data, example_plan, fedwasm_bin};
+
+fn node(id: &str, tags: &[&str]) -> LocalNode {
+    LocalNode {
+        id: id.into(),
+        datasets: vec![NewDataset {
+            name: format!("{id} rows"),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            description: String::new(),
+            path: data("breast_cancer.csv"),
+            target: Some("diagnosis".into()),
+        }],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_experiment_trains_on_a_local_federation_and_it_stops_cleanly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plan = example_plan("logistic-regression");
+    let mut config = LocalFederationConfig::new(
+        tmp.path().join("federation"),
+        vec![node("clinic-b", &["#bc"]), node("clinic-a", &["#bc"])],
+        fedwasm_bin(),
+    );
+    config.approved_plans = vec![(Sha256Digest::of_file(&plan).unwrap(), None)];
+    let federation = LocalFederation::start(config).await.unwrap();
+    assert_eq!(federation.node_ids(), ["clinic-a", "clinic-b"]);
+    let dir = federation.node_dir("clinic-a").unwrap();
+    assert!(dir.join("node.toml").is_file(), "{}", dir.display());
+    let datasets = federation.dataset_ids("clinic-a").unwrap().to_vec();
+    assert_eq!(datasets.len(), 1);
+
+    let mut experiment = Experiment::new(ExperimentSettings {
+        tags: Some(Tags::One("#bc".into())),
+        training_plan: Some(plan),
+        model_args: lr_args().as_object().cloned().unwrap(),
+        training_args: serde_json::from_value(json!({"num_updates": 3})).unwrap(),
+        experiments_dir: Some(tmp.path().join("experiments")),
+        search_wait_secs: 20.0,
+        ..federation.experiment_settings()
+    })
+    .await
+    .unwrap();
+    let found = experiment.training_data().unwrap().clone();
+    assert_eq!(found.node_ids(), ["clinic-a", "clinic-b"]);
+    assert_eq!(found.dataset("clinic-a").unwrap().dataset_id, datasets[0]);
+    assert_eq!(experiment.run(Some(2), false).await.unwrap(), 2);
+    let rounds = &experiment.history().rounds;
+    assert_eq!(rounds.len(), 2);
+    assert!(
+        rounds
+            .iter()
+            .all(|r| r.nodes.len() == 2 && r.dropped.is_empty())
+    );
+    experiment.close().await;
+    federation.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_node_ids_are_refused_before_anything_starts() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (ids, expected) in [
+        (vec!["../escape"], "names the node's folder"),
+        (vec!["a", "a"], "given twice"),
+        (vec![""], "1 to 64 letters"),
+    ] {
+        let nodes = ids.iter().map(|id| node(id, &["#bc"])).collect();
+        let config = LocalFederationConfig::new(tmp.path().join("f"), nodes, fedwasm_bin());
+        let err = match LocalFederation::start(config).await {
+            Ok(_) => panic!("{ids:?} accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(expected), "{ids:?}: {err}");
+    }
+    assert!(!tmp.path().join("f").exists(), "nothing was created");
+}
