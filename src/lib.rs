@@ -22,6 +22,7 @@
 //! - [`repository`]: the content-addressed file repository (server and client).
 //! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
+//! - [`prelude`]: what a program driving fedwasm usually needs, in one `use`.
 //! - `fuzzing`: what the `cargo fuzz` targets in `fuzz/` check.
 //! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
 
@@ -46,6 +47,7 @@ pub mod local_federation;
 #[cfg(feature = "node")]
 pub mod node;
 pub mod plan_build;
+pub mod prelude;
 pub mod repository;
 #[cfg(feature = "researcher")]
 pub mod researcher;

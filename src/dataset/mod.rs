@@ -3,14 +3,14 @@
 //! The same code serves `fedwasm plan check` and the node, so a plan author's
 //! dry run sees exactly the rows, columns, scaling and batches a node will use.
 //!
-//! - [`table`]: read a CSV file into a numeric [`Table`].
-//! - [`prepare`]: apply a plan's `data-spec` (columns, target checks, split, scaling).
-//! - [`batches`]: the seeded order of mini-batches.
+//! - `table`: read a CSV file into a numeric [`Table`].
+//! - `prepare`: apply a plan's `data-spec` (columns, target checks, split, scaling).
+//! - `batches`: the seeded order of mini-batches.
 
-pub mod batches;
+pub(crate) mod batches;
 mod error;
-pub mod prepare;
-pub mod table;
+pub(crate) mod prepare;
+pub(crate) mod table;
 
 pub use batches::BatchSchedule;
 pub use error::DatasetError;

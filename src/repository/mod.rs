@@ -17,7 +17,7 @@ mod error;
 #[cfg(feature = "repository-server")]
 mod guarded;
 #[cfg(feature = "repository-server")]
-pub mod server;
+pub(crate) mod server;
 
 pub use client::{RepositoryClient, RepositoryLink};
 pub use error::RepositoryError;

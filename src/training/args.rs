@@ -70,7 +70,7 @@ pub struct TrainingArgs {
     /// Arguments of the validation metric: `average` (binary, macro,
     /// weighted, micro) for F1_SCORE, PRECISION and RECALL.
     pub test_metric_args: Map<String, Value>,
-    /// Differential privacy on the nodes (see [`super::privacy`]).
+    /// Differential privacy on the nodes (see `privacy`).
     pub dp_args: Option<DpArgs>,
     /// FedProx: adds (μ/2)·‖w − w_global‖² to the local objective; passed to
     /// the plan's optimizer as `optimizer_args.fedprox_mu`.

@@ -1,17 +1,17 @@
 //! One training task: arguments, the step loop, metrics, and the worker
 //! process that runs it under a deadline.
 
-pub mod args;
-pub mod driver;
+pub(crate) mod args;
+pub(crate) mod driver;
 mod error;
-pub mod file_cache;
-pub mod holdout;
-pub mod metrics;
-pub mod privacy;
-pub mod scores;
-pub mod task;
-pub mod validation;
-pub mod worker;
+pub(crate) mod file_cache;
+pub(crate) mod holdout;
+pub(crate) mod metrics;
+pub(crate) mod privacy;
+pub(crate) mod scores;
+pub(crate) mod task;
+pub(crate) mod validation;
+pub(crate) mod worker;
 
 pub use args::{LoaderArgs, TrainingArgs};
 pub use driver::PlanDriver;

@@ -73,7 +73,7 @@ fn yes() -> bool {
 impl TrainingTask {
     /// The seed of the plan's random stream: public (from `random_seed`,
     /// round and node) unless `dp_args` is set, in which case it is keyed
-    /// with the node's noise key (see [`super::privacy`]).
+    /// with the node's noise key (see `privacy`).
     pub fn plan_seed(&self) -> Result<StreamSeed, TrainingError> {
         let args = &self.training_args;
         let round = args.seed_round(self.round);
@@ -191,7 +191,7 @@ pub fn run_task(
 }
 
 /// What a process running task after task on one sandbox keeps between them:
-/// the last parsed dataset and the last few loaded plans (see [`FileCache`]).
+/// the last parsed dataset and the last few loaded plans (see `FileCache`).
 pub struct TaskCache {
     tables: FileCache<Table>,
     plans: FileCache<Arc<LoadedPlan>>,

@@ -1,7 +1,7 @@
 //! MQTT transport: how researcher and nodes exchange [`crate::wire`] messages.
 //!
-//! - [`config`]: [`BrokerConfig`], the broker URL, credentials, TLS and limits.
-//! - [`client`]: [`MqttClient`], a connection that retries with backoff,
+//! - `config`: [`BrokerConfig`], the broker URL, credentials, TLS and limits.
+//! - `client`: [`MqttClient`], a connection that retries with backoff,
 //!   re-subscribes after every reconnect and hands incoming messages to a channel.
 //! - `broker`: `EmbeddedBroker`, an in-process rumqttd for zero-setup runs
 //!   (feature `broker`).
@@ -11,9 +11,9 @@
 //! a duplicate is harmless.
 
 #[cfg(feature = "broker")]
-pub mod broker;
-pub mod client;
-pub mod config;
+pub(crate) mod broker;
+pub(crate) mod client;
+pub(crate) mod config;
 mod error;
 
 #[cfg(feature = "broker")]

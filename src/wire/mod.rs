@@ -11,7 +11,7 @@
 //! SHA-256 do ([`BlobRef`]).
 
 mod decode;
-pub mod float;
+pub(crate) mod float;
 mod messages;
 pub mod topics;
 

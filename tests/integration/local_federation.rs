@@ -1,10 +1,10 @@
 //! `LocalFederation`: broker, repository and in-process nodes on loopback,
-//! as the demo and the benchmarks use it, trained on by a real `Experiment`.
+//! as the demo and the benchmarks use it, trained on by a real `Experiment`
+//! written only with the prelude, watched by an observer of its own.
 
-use fedwasm::digest::Sha256Digest;
-use fedwasm::node::NewDataset;
-use fedwasm::researcher::{Experiment, ExperimentSettings, Tags};
-use fedwasm::{LocalFederation, LocalFederationConfig, LocalNode};
+use std::sync::{Arc, Mutex};
+
+use fedwasm::prelude::*;
 use serde_json::json;
 
 use crate::federation::lr_args;
@@ -20,6 +20,23 @@ fn node(id: &str, tags: &[&str]) -> LocalNode {
             path: data("breast_cancer.csv"),
             target: Some("diagnosis".into()),
         }],
+    }
+}
+
+/// Keeps a line per event it is told of.
+struct Transcript(Arc<Mutex<Vec<String>>>);
+
+impl RoundObserver for Transcript {
+    fn observe(&mut self, event: &RoundEvent<'_>) -> Result<(), String> {
+        let line = match event {
+            RoundEvent::RoundStarted { round, nodes, .. } => format!("start {round} {nodes:?}"),
+            RoundEvent::NodeTrained { node, .. } => format!("trained {node}"),
+            RoundEvent::RoundDone { record, .. } => format!("done {}", record.round),
+            RoundEvent::Closing => "closing".into(),
+            _ => return Ok(()),
+        };
+        self.0.lock().unwrap().push(line);
+        Ok(())
     }
 }
 
@@ -54,6 +71,8 @@ async fn an_experiment_trains_on_a_local_federation_and_it_stops_cleanly() {
     let found = experiment.training_data().unwrap().clone();
     assert_eq!(found.node_ids(), ["clinic-a", "clinic-b"]);
     assert_eq!(found.dataset("clinic-a").unwrap().dataset_id, datasets[0]);
+    let transcript = Arc::new(Mutex::new(Vec::new()));
+    experiment.add_observer(Box::new(Transcript(transcript.clone())));
     assert_eq!(experiment.run(Some(2), false).await.unwrap(), 2);
     let rounds = &experiment.history().rounds;
     assert_eq!(rounds.len(), 2);
@@ -64,6 +83,26 @@ async fn an_experiment_trains_on_a_local_federation_and_it_stops_cleanly() {
     );
     experiment.close().await;
     federation.stop().await.unwrap();
+    // Replies arrive in any order; each round tells both, then its end.
+    let mut lines = transcript.lock().unwrap().clone();
+    for round in lines.chunks_mut(4).take(2) {
+        round[1..3].sort();
+    }
+    let start = |r| format!(r#"start {r} ["clinic-a", "clinic-b"]"#);
+    assert_eq!(
+        lines,
+        [
+            start(1),
+            "trained clinic-a".into(),
+            "trained clinic-b".into(),
+            "done 1".into(),
+            start(2),
+            "trained clinic-a".into(),
+            "trained clinic-b".into(),
+            "done 2".into(),
+            "closing".to_string(),
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,10 +9,11 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use super::Experiment;
-use super::components::check_aggregator;
 use super::events::RoundObserver;
+use super::plan::Plan;
 use crate::digest::Sha256Digest;
 use crate::researcher::aggregators::Aggregator;
+use crate::researcher::checked_settings::check_aggregator;
 use crate::researcher::history::History;
 use crate::researcher::optimizers::{OptimizerState, ServerOptimizer};
 use crate::researcher::strategy::Strategy;
@@ -156,6 +157,27 @@ impl Experiment {
     /// `set_training_data(None, true)` searches again.
     pub fn set_nodes(&mut self, nodes: Option<Vec<String>>) {
         self.nodes = nodes;
+    }
+
+    /// Use the plan at `path`: a component file, or a plan crate folder that
+    /// is built first. With `name`, the plan's `describe().name` must match.
+    pub fn set_training_plan(
+        &mut self,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<(), ExperimentError> {
+        let built = self.folder.join("training_plan.wasm");
+        self.plan = Some(Plan::load(&self.sandbox, path, name, &built)?);
+        self.global = None;
+        Ok(())
+    }
+
+    /// The initial global parameters: the plan's own, from `init-model`.
+    pub(super) fn initial_parameters(&self) -> Result<Vec<Tensor>, ExperimentError> {
+        let plan = self.plan.as_ref().ok_or_else(|| {
+            ExperimentError::NotDefined("no training plan; set training_plan".into())
+        })?;
+        plan.initial_parameters(&self.sandbox, self.training_args.seed(), &self.model_args)
     }
 
     /// Change the model arguments (new initial parameters if no round ran yet).

@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::{Experiment, aggregator_named};
+use super::Experiment;
+use crate::researcher::AggregatorConfig;
 use crate::researcher::folder::{default_experiments_dir, latest_folder};
 use crate::researcher::history::History;
 use crate::researcher::settings::{ExperimentSettings, RepositorySetting};
@@ -274,7 +275,7 @@ impl Experiment {
             // The strategy's own settings come back with its state below.
             ..ExperimentSettings::default()
         };
-        aggregator_named(&state.aggregator, 1.0).map_err(|_| {
+        AggregatorConfig::from_name(&state.aggregator, 1.0).map_err(|_| {
             ExperimentError::Breakpoint(format!(
                 "the breakpoint used aggregator `{}`, which this build cannot rebuild",
                 state.aggregator

@@ -19,11 +19,6 @@ pub(super) async fn start(
 ) -> Result<(RepositoryClient, oneshot::Sender<()>), ExperimentError> {
     use crate::repository::{RepositoryConfig, RepositoryLink, serve};
 
-    if bind.ends_with(":0") {
-        return Err(ExperimentError::Argument(format!(
-            "the embedded repository cannot bind `{bind}`: nodes fetch files only from the repository in their node.toml, so it needs the fixed address they are configured with (e.g. 0.0.0.0:8844), or use [repository.remote]"
-        )));
-    }
     let io = |what: String| move |source| ExperimentError::Io { what, source };
     let listener = tokio::net::TcpListener::bind(bind)
         .await

@@ -23,9 +23,9 @@
 //! - `persist`: history and parameter files; `breakpoint`: save, resume;
 //! - `events`: what observers (console, TensorBoard, yours) are told.
 //!
-//! Around them: `components` (aggregator and strategy by name), `plan`,
-//! `data` (search or explicit training data), `embedded_repository`,
-//! `accessors`.
+//! Around them: `plan`, `data` (search or explicit training data),
+//! `embedded_repository`, `accessors`; the settings arrive checked
+//! (`checked_settings.rs`, one level up).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -37,7 +37,6 @@ mod accessors;
 mod breakpoint;
 mod checks;
 mod collect;
-mod components;
 mod data;
 mod dispatch;
 mod embedded_repository;
@@ -49,14 +48,12 @@ mod round;
 mod rules;
 
 pub use breakpoint::ResumeOptions;
-pub use checks::MAX_SAMPLES;
-pub use components::{aggregator_named, strategy_from};
 pub use events::{RoundEvent, RoundObserver, TensorboardSteps};
 
-use self::components::{check_aggregator, seconds};
 use self::events::Observers;
 use self::plan::Plan;
 use super::aggregators::Aggregator;
+use super::checked_settings::CheckedSettings;
 use super::folder::{default_experiments_dir, next_folder_name, sanitize_folder_name};
 use super::history::History;
 use super::monitor::Monitor;
@@ -110,18 +107,14 @@ impl Experiment {
     /// repository, load (or build) the plan, create the experimentation
     /// folder and, with tags and no explicit training data, search the nodes.
     pub async fn new(settings: ExperimentSettings) -> Result<Experiment, ExperimentError> {
-        settings
-            .training_args
-            .check()
-            .map_err(|e| ExperimentError::Argument(e.to_string()))?;
-        let round_deadline = seconds(settings.round_deadline_secs, "round_deadline_secs")?;
-        let search_wait = seconds(settings.search_wait_secs, "search_wait_secs")?;
-        let aggregator = aggregator_named(&settings.aggregator, settings.server_lr)?;
-        let aggregator_warnings = check_aggregator(aggregator.as_ref(), &settings.training_args)?;
-        if let Some(opt) = &settings.agg_optimizer {
-            opt.check().map_err(ExperimentError::Argument)?;
-        }
-        let strategy = strategy_from(&settings)?;
+        Experiment::from_checked(settings.check()?).await
+    }
+
+    /// Create an experiment from settings already checked.
+    pub async fn from_checked(checked: CheckedSettings) -> Result<Experiment, ExperimentError> {
+        let settings = checked.settings();
+        let aggregator = checked.aggregator().init()?;
+        let strategy = checked.strategy().init(settings.training_args.seed())?;
         let experiments_dir = settings
             .experiments_dir
             .clone()
@@ -158,7 +151,7 @@ impl Experiment {
         let link = NodeLink::connect(&settings.broker, &researcher_id).await?;
         let sandbox = Sandbox::new(SandboxConfig::default())?;
 
-        warnings.extend(aggregator_warnings);
+        warnings.extend(checked.warnings().iter().cloned());
         let mut experiment = Experiment {
             id: name,
             tags: settings.tags.as_ref().map(|t| t.to_vec()),
@@ -175,8 +168,8 @@ impl Experiment {
             round_current: 0,
             save_breakpoints: settings.save_breakpoints,
             folder,
-            round_deadline,
-            search_wait,
+            round_deadline: checked.round_deadline(),
+            search_wait: checked.search_wait(),
             global: None,
             history: History::default(),
             warnings,

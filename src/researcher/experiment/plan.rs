@@ -5,13 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
-use super::Experiment;
 use crate::researcher::ExperimentError;
-use crate::sandbox::LoadedPlan;
 use crate::sandbox::random::StreamSeed;
 use crate::sandbox::types::Tensor;
+use crate::sandbox::{LoadedPlan, Sandbox};
 use crate::wire::BlobRef;
 
 /// The plan as the researcher knows it.
@@ -23,17 +22,18 @@ pub(super) struct Plan {
     pub(super) uploaded: Option<BlobRef>,
 }
 
-impl Experiment {
-    /// Use the plan at `path`: a component file, or a plan crate folder that
-    /// is built first. With `name`, the plan's `describe().name` must match.
-    pub fn set_training_plan(
-        &mut self,
+impl Plan {
+    /// Load the plan at `path` — a component file, or a plan crate folder
+    /// built first into `built` — checking its `describe().name` against
+    /// `name` when given.
+    pub(super) fn load(
+        sandbox: &Sandbox,
         path: &Path,
         name: Option<&str>,
-    ) -> Result<(), ExperimentError> {
+        built: &Path,
+    ) -> Result<Plan, ExperimentError> {
         let component = if path.is_dir() {
-            let out = self.folder.join("training_plan.wasm");
-            crate::plan_build::build_plan(path, Some(&out), None)
+            crate::plan_build::build_plan(path, Some(built), None)
                 .map_err(|e| {
                     ExperimentError::Argument(format!("building {}: {e}", path.display()))
                 })?
@@ -41,10 +41,9 @@ impl Experiment {
         } else {
             path.to_path_buf()
         };
-        let loaded = self.sandbox.load_file(&component)?;
-        let mut instance = self
-            .sandbox
-            .instantiate(&loaded, &StreamSeed::for_plan(0, 0, "researcher"))?;
+        let loaded = sandbox.load_file(&component)?;
+        let mut instance =
+            sandbox.instantiate(&loaded, &StreamSeed::for_plan(0, 0, "researcher"))?;
         let info = instance.describe()?;
         if let Some(expected) = name
             && expected != info.name
@@ -55,24 +54,25 @@ impl Experiment {
                 info.name
             )));
         }
-        self.plan = Some(Plan {
+        Ok(Plan {
             path: component,
             loaded,
             name: info.name,
             uploaded: None,
-        });
-        self.global = None;
-        Ok(())
+        })
     }
 
-    /// The initial global parameters: the plan's own, from `init-model`.
-    pub(super) fn initial_parameters(&self) -> Result<Vec<Tensor>, ExperimentError> {
-        let plan = self.plan.as_ref().ok_or_else(|| {
-            ExperimentError::NotDefined("no training plan; set training_plan".into())
-        })?;
-        let seed = StreamSeed::for_plan(self.training_args.seed(), 0, "researcher");
-        let mut instance = self.sandbox.instantiate(&plan.loaded, &seed)?;
-        instance.init_model(&Value::Object(self.model_args.clone()).to_string())?;
+    /// The plan's own initial parameters (`init-model` on `model_args`),
+    /// drawn from the stream of `seed`.
+    pub(super) fn initial_parameters(
+        &self,
+        sandbox: &Sandbox,
+        seed: u64,
+        model_args: &Map<String, Value>,
+    ) -> Result<Vec<Tensor>, ExperimentError> {
+        let seed = StreamSeed::for_plan(seed, 0, "researcher");
+        let mut instance = sandbox.instantiate(&self.loaded, &seed)?;
+        instance.init_model(&Value::Object(model_args.clone()).to_string())?;
         Ok(instance.get_parameters()?)
     }
 }
