@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod broker;
 mod demo;
+mod evaluate;
 mod network;
 mod node;
 mod plan;
@@ -39,6 +40,8 @@ enum Command {
     Datasets(network::DatasetsArgs),
     /// Run the embedded MQTT broker on its own.
     Broker(broker::BrokerArgs),
+    /// Score saved parameters on a local table with the nodes' metrics.
+    Evaluate(evaluate::EvaluateArgs),
     /// Build, inspect and dry-run training plans.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
@@ -79,6 +82,7 @@ pub fn run() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Node(cmd) => node::run(cmd),
         Command::Plan(cmd) => plan::run(cmd),
+        Command::Evaluate(args) => evaluate::run(args),
         Command::Repository(args) => repository::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),

@@ -46,9 +46,13 @@ pub fn read_settings(file: &Path) -> anyhow::Result<ExperimentSettings> {
     let mut settings: ExperimentSettings =
         toml::from_str(&text).with_context(|| format!("in {}", file.display()))?;
     let base = file.parent().unwrap_or(Path::new("."));
-    for path in [&mut settings.training_plan, &mut settings.experiments_dir]
-        .into_iter()
-        .flatten()
+    for path in [
+        &mut settings.training_plan,
+        &mut settings.initial_parameters,
+        &mut settings.experiments_dir,
+    ]
+    .into_iter()
+    .flatten()
     {
         if path.is_relative() {
             *path = base.join(&*path);

@@ -70,6 +70,10 @@ pub struct ExperimentSettings {
     pub training_plan: Option<PathBuf>,
     /// Expected `describe().name` of the plan.
     pub training_plan_name: Option<String>,
+    /// Start from these parameters (safetensors) instead of the plan's
+    /// `init-model`: a pretrained model, or the same start for every system
+    /// compared. Checked against the plan's tensor names and shapes.
+    pub initial_parameters: Option<PathBuf>,
     /// Passed to the plan's `init-model`.
     pub model_args: Map<String, Value>,
     /// Local training arguments.
@@ -122,6 +126,7 @@ impl Default for ExperimentSettings {
             training_data: None,
             training_plan: None,
             training_plan_name: None,
+            initial_parameters: None,
             model_args: Map::new(),
             training_args: TrainingArgs::default(),
             aggregator: "fedavg".into(),

@@ -4,12 +4,15 @@
 use serde_json::Value;
 
 use super::TrainingError;
-use super::metrics::{Metric, evaluate};
+use super::metrics::{Metric, evaluate, predictions};
+use super::scores::{Average, TestMetric, score};
 use crate::dataset::Table;
 use crate::dataset::prepare::{Split, dataset_info, prepare};
 use crate::sandbox::random::StreamSeed;
+use crate::sandbox::types::Task;
 use crate::sandbox::types::Tensor;
 use crate::sandbox::{LoadedPlan, Sandbox};
+use crate::wire::ValidationScore;
 
 /// Accuracy (or MSE) of `parameters` on every row of `table`, with the
 /// plan's own feature selection and scaling (statistics of `table` itself).
@@ -32,4 +35,78 @@ pub fn evaluate_parameters(
     };
     let data = prepare(table, &spec, target, &split)?;
     Ok(evaluate(&mut instance, &data.train, &data.task)?)
+}
+
+/// The metrics a task is scored with when none is named: every one that
+/// applies to it.
+pub fn task_metrics(task: &Task) -> Vec<TestMetric> {
+    match task {
+        Task::Regression => vec![
+            TestMetric::MeanSquareError,
+            TestMetric::MeanAbsoluteError,
+            TestMetric::ExplainedVariance,
+        ],
+        _ => vec![
+            TestMetric::Accuracy,
+            TestMetric::F1Score,
+            TestMetric::Precision,
+            TestMetric::Recall,
+        ],
+    }
+}
+
+/// Scores of `parameters` on every row of `table` — `metric` (with its
+/// `average`), or every metric of the plan's task — computed by the host
+/// from the plan's predictions, as a node validates: what `fedwasm
+/// evaluate` prints for a saved model.
+pub fn score_parameters(
+    sandbox: &Sandbox,
+    plan: &LoadedPlan,
+    model_args: &Value,
+    parameters: &[Tensor],
+    table: &Table,
+    target: Option<&str>,
+    metric: Option<(TestMetric, Option<Average>)>,
+) -> Result<Vec<ValidationScore>, TrainingError> {
+    let mut instance = sandbox.instantiate(plan, &StreamSeed::for_plan(0, 0, "evaluation"))?;
+    instance.init_model(&model_args.to_string())?;
+    instance.set_parameters(parameters)?;
+    let spec = instance.training_data(&dataset_info(table, target))?;
+    let split = Split {
+        test_ratio: 0.0,
+        seed: StreamSeed::for_split(0, "evaluation"),
+        max_bytes: sandbox.config().memory_bytes(),
+    };
+    let data = prepare(table, &spec, target, &split)?;
+    if data.train.is_empty() {
+        return Err(TrainingError::Args("the data has no row to score".into()));
+    }
+    let chosen = match metric {
+        Some((metric, average)) => {
+            if metric.is_classification() && matches!(data.task, Task::Regression) {
+                return Err(TrainingError::Args(format!(
+                    "{} scores classes, but the plan does regression; use MEAN_SQUARE_ERROR, MEAN_ABSOLUTE_ERROR or EXPLAINED_VARIANCE",
+                    metric.tag()
+                )));
+            }
+            vec![(metric, average)]
+        }
+        None => task_metrics(&data.task)
+            .into_iter()
+            .map(|m| (m, None))
+            .collect(),
+    };
+    let predicted = predictions(&mut instance, &data.train, &data.task)?;
+    chosen
+        .into_iter()
+        .map(|(metric, average)| {
+            let value = score(metric, &predicted, &data.train.targets, average)
+                .map_err(|e| TrainingError::Args(format!("{}: {e}", metric.tag())))?;
+            Ok(ValidationScore {
+                metric: metric.tag().to_string(),
+                value,
+                samples: data.train.len() as u64,
+            })
+        })
+        .collect()
 }

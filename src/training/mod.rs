@@ -16,9 +16,10 @@ pub(crate) mod worker;
 pub use args::{LoaderArgs, TrainingArgs};
 pub use driver::PlanDriver;
 pub use error::{FailureCode, TrainingError};
-pub use holdout::evaluate_parameters;
+pub use holdout::{evaluate_parameters, score_parameters, task_metrics};
 pub use metrics::{Metric, MetricName};
 pub use privacy::{DpArgs, DpKind};
+pub use scores::{Average, TestMetric};
 pub use task::{
     Progress, TaskCache, TrainingOutcome, TrainingTask, run_task, run_task_cached, train,
 };

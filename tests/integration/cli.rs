@@ -136,3 +136,91 @@ fn plan_check_trains_the_cnn_on_digits_viewed_as_images() {
         "{stderr}"
     );
 }
+
+/// `fedwasm evaluate` scores the parameters `plan check --output` saved,
+/// with every classification metric or the one asked for, and refuses
+/// parameters of another model by name.
+#[test]
+fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("lr.safetensors");
+    let lr_args = r#"{"n_features": 30, "n_classes": 2}"#;
+    let (ok, _, stderr) = check_breast_cancer(&[
+        "--model-args",
+        lr_args,
+        "--training-args",
+        r#"{"num_updates": 200}"#,
+        "--output",
+        params.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stderr}");
+    let plan = example_plan("logistic-regression");
+    let digest = Sha256Digest::of_file(&plan).unwrap().to_hex();
+    let csv = data("breast_cancer.csv");
+    let evaluate = |plan: &std::path::Path, model_args: &str, extra: &[&str]| {
+        let mut args = vec![
+            "evaluate",
+            plan.to_str().unwrap(),
+            params.to_str().unwrap(),
+            "--data",
+            csv.to_str().unwrap(),
+            "--target",
+            "diagnosis",
+            "--model-args",
+            model_args,
+        ];
+        args.extend(extra);
+        fedwasm(
+            &args,
+            &[
+                (&digest, "[sha256]"),
+                (csv.to_str().unwrap(), "[data]"),
+                (params.to_str().unwrap(), "[params]"),
+            ],
+        )
+    };
+    let (ok, stdout, stderr) = evaluate(&plan, lr_args, &[]);
+    assert!(ok, "{stderr}");
+    let accuracy: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ACCURACY"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("an ACCURACY line");
+    // 200 updates of logistic regression fit the 569 rows it trained on.
+    assert!(accuracy > 0.95, "{stdout}");
+    insta::assert_snapshot!(stdout);
+
+    let (ok, stdout, stderr) = evaluate(
+        &plan,
+        lr_args,
+        &[
+            "--metric",
+            "f1_score",
+            "--metric-args",
+            r#"{"average": "macro"}"#,
+        ],
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.lines().count(), 4, "{stdout}");
+    assert!(stdout.lines().nth(3).unwrap().starts_with("F1_SCORE"));
+
+    for (plan, model_args, extra, expected) in [
+        (
+            example_plan("mlp"),
+            r#"{"n_features": 30, "n_classes": 2, "hidden": [8]}"#,
+            &[][..],
+            "does not fit the plan `mlp` with these --model-args: it has no tensor",
+        ),
+        (plan.clone(), lr_args, &["--metric", "AUC"][..], "ACCURACY"),
+        (
+            plan.clone(),
+            lr_args,
+            &["--metric-args", r#"{"average": "macro"}"#][..],
+            "--metric-args needs --metric",
+        ),
+    ] {
+        let (ok, _, stderr) = evaluate(&plan, model_args, extra);
+        assert!(!ok, "{extra:?} accepted");
+        assert!(stderr.contains(expected), "{extra:?}: {stderr}");
+    }
+}

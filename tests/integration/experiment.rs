@@ -442,3 +442,67 @@ async fn discard_drops_a_failing_node_and_stop_names_it_and_sampling_is_recorded
     assert_eq!(again_samples, samples, "same seed, same samples");
     again.close().await;
 }
+
+/// `initial_parameters` starts an experiment from a saved model: the nodes'
+/// scores of the global model in the first round equal, bit for bit, their
+/// scores of that model where it was made; a file that does not fit the
+/// plan is refused at creation, naming the tensor, and the setting is
+/// closed once a round ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initial_parameters_start_from_a_saved_model_checked_against_the_plan() {
+    let fed = Federation::embedded().await;
+    let _nodes = fed.two_nodes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let validated = |dir: &std::path::Path| ExperimentSettings {
+        training_args: serde_json::from_value(json!({
+            "num_updates": 5, "test_ratio": 0.25, "test_on_global_updates": true
+        }))
+        .unwrap(),
+        ..settings(&fed, dir)
+    };
+    let mut first = Experiment::new(validated(dir.path())).await.unwrap();
+    first.run(Some(4), false).await.unwrap();
+    let saved = first.aggregated_params()[&3].clone();
+    let scores_of_round_3: Vec<_> = first.history().rounds[3]
+        .nodes
+        .iter()
+        .map(|n| (n.node_id.clone(), n.validation_global.clone().unwrap()))
+        .collect();
+    first.close().await;
+
+    let mut second = Experiment::new(ExperimentSettings {
+        initial_parameters: Some(saved.clone()),
+        ..validated(dir.path())
+    })
+    .await
+    .unwrap();
+    second.run(Some(1), false).await.unwrap();
+    let scores_at_start: Vec<_> = second.history().rounds[0]
+        .nodes
+        .iter()
+        .map(|n| (n.node_id.clone(), n.validation_global.clone().unwrap()))
+        .collect();
+    assert_eq!(scores_at_start, scores_of_round_3);
+    let err = second.set_initial_parameters(Some(&saved)).unwrap_err();
+    assert!(err.to_string().contains("1 rounds already ran"), "{err}");
+    second.close().await;
+
+    let (mut tensors, _) = fedwasm::tensors::read_file(&saved).unwrap();
+    tensors[0].shape = vec![tensors[0].data.len() as u32, 1];
+    let wrong = dir.path().join("wrong.safetensors");
+    fedwasm::tensors::write_file(&wrong, &tensors, &Default::default()).unwrap();
+    let err = match Experiment::new(ExperimentSettings {
+        initial_parameters: Some(wrong),
+        ..settings(&fed, dir.path())
+    })
+    .await
+    {
+        Ok(_) => panic!("a misshapen model was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("does not fit the plan `logistic-regression`")
+            && err.contains(&format!("tensor `{}` has shape", tensors[0].name)),
+        "{err}"
+    );
+}

@@ -101,7 +101,7 @@ pub fn align_parameters(
     for g in global {
         let p = by_name
             .remove(&g.name)
-            .ok_or_else(|| mismatch(format!("sent no tensor `{}`", g.name)))?;
+            .ok_or_else(|| mismatch(format!("has no tensor `{}`", g.name)))?;
         if g.shape != p.shape || g.data.len() != p.data.len() {
             return Err(mismatch(format!(
                 "tensor `{}` has shape {:?}, the model's is {:?}",
@@ -118,7 +118,7 @@ pub fn align_parameters(
     }
     if let Some(extra) = by_name.keys().next() {
         return Err(mismatch(format!(
-            "sent tensor `{extra}`, which the model does not have"
+            "has a tensor `{extra}`, which the model does not have"
         )));
     }
     Ok(aligned)
@@ -147,12 +147,12 @@ mod tests {
                 .unwrap_err()
                 .to_string()
         };
-        assert!(err(vec![t("w", &[0.0, 0.0])]).contains("sent no tensor `b`"));
+        assert!(err(vec![t("w", &[0.0, 0.0])]).contains("has no tensor `b`"));
         assert!(err(vec![t("w", &[0.0]), t("b", &[0.0])]).contains("has shape [1]"));
         assert!(err(vec![t("w", &[0.0, f32::NAN]), t("b", &[0.0])]).contains("non-finite"));
         assert!(
             err(vec![t("w", &[0.0, 0.0]), t("b", &[0.0]), t("x", &[0.0])])
-                .contains("sent tensor `x`")
+                .contains("has a tensor `x`")
         );
     }
 }

@@ -13,6 +13,7 @@ use super::events::RoundObserver;
 use super::plan::Plan;
 use crate::digest::Sha256Digest;
 use crate::researcher::aggregators::Aggregator;
+use crate::researcher::aggregators::{AggregationError, align_parameters};
 use crate::researcher::checked_settings::check_aggregator;
 use crate::researcher::history::History;
 use crate::researcher::optimizers::{OptimizerState, ServerOptimizer};
@@ -169,15 +170,60 @@ impl Experiment {
         let built = self.folder.join("training_plan.wasm");
         self.plan = Some(Plan::load(&self.sandbox, path, name, &built)?);
         self.global = None;
+        if self.initial.is_some() {
+            self.initial_parameters()?;
+        }
         Ok(())
     }
 
-    /// The initial global parameters: the plan's own, from `init-model`.
+    /// Start from the parameters in `file` (safetensors) instead of the
+    /// plan's `init-model`, or with `None` from the plan's own again. Only
+    /// before the first round; checked now against the plan when it is set.
+    pub fn set_initial_parameters(&mut self, file: Option<&Path>) -> Result<(), ExperimentError> {
+        if self.round_current > 0 {
+            return Err(ExperimentError::Argument(format!(
+                "initial_parameters apply before the first round; {} rounds already ran",
+                self.round_current
+            )));
+        }
+        self.initial = match file {
+            None => None,
+            Some(file) => {
+                let (tensors, _) = crate::tensors::read_file(file).map_err(|e| {
+                    ExperimentError::Argument(format!("initial_parameters {}: {e}", file.display()))
+                })?;
+                Some((file.to_path_buf(), tensors))
+            }
+        };
+        self.global = None;
+        if self.plan.is_some() {
+            self.initial_parameters()?;
+        }
+        Ok(())
+    }
+
+    /// The initial global parameters: the given ones in the plan's order,
+    /// or the plan's own from `init-model`.
     pub(super) fn initial_parameters(&self) -> Result<Vec<Tensor>, ExperimentError> {
         let plan = self.plan.as_ref().ok_or_else(|| {
             ExperimentError::NotDefined("no training plan; set training_plan".into())
         })?;
-        plan.initial_parameters(&self.sandbox, self.training_args.seed(), &self.model_args)
+        let own =
+            plan.initial_parameters(&self.sandbox, self.training_args.seed(), &self.model_args)?;
+        let Some((file, given)) = &self.initial else {
+            return Ok(own);
+        };
+        align_parameters("initial_parameters", &own, given.clone()).map_err(|e| {
+            let reason = match e {
+                AggregationError::Mismatch { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            ExperimentError::Argument(format!(
+                "initial_parameters {} does not fit the plan `{}` with these model_args: it {reason}",
+                file.display(),
+                plan.name
+            ))
+        })
     }
 
     /// Change the model arguments (new initial parameters if no round ran yet).

@@ -73,6 +73,8 @@ pub struct Experiment {
     nodes: Option<Vec<String>>,
     training_data: Option<FederatedDataset>,
     plan: Option<Plan>,
+    /// Given initial parameters (file, tensors), instead of `init-model`'s.
+    initial: Option<(PathBuf, Vec<Tensor>)>,
     model_args: Map<String, serde_json::Value>,
     training_args: TrainingArgs,
     aggregator: Box<dyn Aggregator>,
@@ -158,6 +160,7 @@ impl Experiment {
             nodes: settings.nodes.clone(),
             training_data: None,
             plan: None,
+            initial: None,
             model_args: settings.model_args.clone(),
             training_args: settings.training_args.clone(),
             aggregator,
@@ -186,6 +189,9 @@ impl Experiment {
         };
         if let Some(plan) = &settings.training_plan {
             experiment.set_training_plan(plan, settings.training_plan_name.as_deref())?;
+        }
+        if let Some(file) = &settings.initial_parameters {
+            experiment.set_initial_parameters(Some(file))?;
         }
         match &settings.training_data {
             Some(explicit) => {
