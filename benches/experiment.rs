@@ -145,6 +145,7 @@ async fn orchestration(n: usize, dir: &Path) {
                 description: String::new(),
                 path: data.clone(),
                 target: Some("diagnosis".into()),
+                split_column: None,
             }],
         })
         .collect();

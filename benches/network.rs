@@ -82,6 +82,7 @@ fn main() {
                 description: String::new(),
                 path: root.join("data/breast_cancer.csv"),
                 target: Some("diagnosis".into()),
+                split_column: None,
             }],
         };
         let mut config = LocalFederationConfig::new(

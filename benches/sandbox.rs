@@ -53,6 +53,7 @@ fn time_limit_cost() {
         sandbox: sandbox.clone(),
         training: true,
         report_split_metrics: false,
+        split_column: None,
         noise_key: None,
     };
     println!(
@@ -494,6 +495,7 @@ fn validation_cost() {
         sandbox: SandboxConfig::default(),
         training: true,
         report_split_metrics: false,
+        split_column: None,
         noise_key: None,
     };
     let (plain, validated) = (task(false), task(true));

@@ -332,6 +332,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
                 description: format!("{} rows of {data_file}", rows.len()),
                 path: shard,
                 target: Some(target.into()),
+                split_column: None,
             }],
         });
     }

@@ -70,6 +70,11 @@ pub enum DatasetCommand {
         /// The target column.
         #[arg(long)]
         target: Option<String>,
+        /// A column marking the designated test rows (1) and the training
+        /// rows (0): validation uses the test rows instead of a test_ratio
+        /// sample, and they are never trained on.
+        #[arg(long)]
+        split_column: Option<String>,
     },
     /// List registered datasets.
     List {
@@ -180,6 +185,7 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             name,
             description,
             target,
+            split_column,
         }) => {
             let (_, mut store) = open(&dir)?;
             let rec = store.add_dataset(NewDataset {
@@ -188,9 +194,15 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 description,
                 path,
                 target,
+                split_column,
             })?;
+            let test = rec
+                .summary
+                .test_rows
+                .map(|n| format!(" + {n} test rows"))
+                .unwrap_or_default();
             println!(
-                "added {} ({} rows × {} columns)",
+                "added {} ({} rows{test} × {} columns)",
                 rec.summary.dataset_id, rec.summary.shape[0], rec.summary.shape[1]
             );
         }
@@ -203,8 +215,12 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             for d in datasets {
                 let s = d.summary;
                 let target = s.target.unwrap_or_else(|| "-".into());
+                let test = match (d.split_column, s.test_rows) {
+                    (Some(column), Some(rows)) => format!("  test {rows} rows (`{column}` = 1)"),
+                    _ => String::new(),
+                };
                 println!(
-                    "{}  {}  tags {}  shape {:?}  target {}  {}",
+                    "{}  {}  tags {}  shape {:?}  target {}{test}  {}",
                     s.dataset_id,
                     s.name,
                     s.tags.join(","),

@@ -39,6 +39,10 @@ pub enum PlanCommand {
         /// The target column.
         #[arg(long)]
         target: String,
+        /// A column marking the designated test rows (1): held out instead
+        /// of a test_ratio sample, as a node registered with it would.
+        #[arg(long)]
+        split_column: Option<String>,
         /// model_args as a JSON object.
         #[arg(long, default_value = "{}")]
         model_args: String,
@@ -82,6 +86,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             plan,
             data,
             target,
+            split_column,
             model_args,
             training_args,
             node_id,
@@ -121,6 +126,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                 plan,
                 dataset: data,
                 target: Some(target),
+                split_column,
                 model_args,
                 training_args,
                 experiment_id: None,

@@ -59,12 +59,17 @@ impl Samples {
     }
 }
 
-/// How to split off validation rows: a fraction and the seed that picks them,
-/// and how much host memory the prepared rows may take.
-#[derive(Debug, Clone, Copy)]
+/// How to split off validation rows: the dataset's designated test part, or
+/// a fraction and the seed that picks them; and how much host memory the
+/// prepared rows may take.
+#[derive(Debug, Clone)]
 pub struct Split {
-    /// Fraction of rows held out, in [0, 1).
+    /// Fraction of rows held out, in [0, 1), when the dataset has no
+    /// designated test part.
     pub test_ratio: f64,
+    /// The dataset's own test part (a row is `true` when it is a test row):
+    /// held out instead of a `test_ratio` sample, and never trained on.
+    pub designated_test: Option<Vec<bool>>,
     /// Seed of the permutation that picks them.
     pub seed: StreamSeed,
     /// Bytes the prepared features and targets may take: the plan's memory
@@ -210,12 +215,27 @@ pub fn prepare(
         )));
     }
     let n = table.rows();
-    let n_test = (n as f64 * split.test_ratio).floor() as usize;
-    let mut order = permutation(n, &mut split.seed.rng());
-    let mut test_rows = order.split_off(n - n_test);
-    let mut train_rows = order;
-    train_rows.sort_unstable();
-    test_rows.sort_unstable();
+    let (train_rows, test_rows) = match &split.designated_test {
+        Some(test) if test.len() == n => {
+            let (test, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&r| test[r]);
+            (train, test)
+        }
+        Some(test) => {
+            return Err(DatasetError::Invalid(format!(
+                "the test part marks {} rows of a {n}-row table",
+                test.len()
+            )));
+        }
+        None => {
+            let n_test = (n as f64 * split.test_ratio).floor() as usize;
+            let mut order = permutation(n, &mut split.seed.rng());
+            let mut test_rows = order.split_off(n - n_test);
+            let mut train_rows = order;
+            train_rows.sort_unstable();
+            test_rows.sort_unstable();
+            (train_rows, test_rows)
+        }
+    };
     if train_rows.is_empty() {
         return Err(DatasetError::Invalid(
             "no training rows left after the validation split".into(),
@@ -298,6 +318,7 @@ mod tests {
     fn no_split() -> Split {
         Split {
             test_ratio: 0.0,
+            designated_test: None,
             seed: StreamSeed([0; 32]),
             max_bytes: 1 << 30,
         }
@@ -327,6 +348,7 @@ mod tests {
     fn split_is_seeded_and_disjoint() {
         let split = Split {
             test_ratio: 0.3,
+            designated_test: None,
             seed: StreamSeed([9; 32]),
             max_bytes: 1 << 30,
         };
@@ -344,6 +366,31 @@ mod tests {
             .collect();
         all.sort_by(f32::total_cmp);
         assert_eq!(all, (0..10).map(|i| i as f32).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_designated_test_part_is_held_out_whatever_the_ratio_and_scales_from_training_rows() {
+        let designated: Vec<bool> = (0..10).map(|r| r >= 8).collect();
+        let split = Split {
+            test_ratio: 0.5,
+            designated_test: Some(designated),
+            seed: StreamSeed([9; 32]),
+            max_bytes: 1 << 30,
+        };
+        let s = spec(Task::Regression, Scaling::None);
+        let p = prepare(&table(), &s, Some("y"), &split).unwrap();
+        assert_eq!((p.train.len(), p.test.len()), (8, 2));
+        let first: Vec<f32> = p.test.features.chunks(2).map(|r| r[0]).collect();
+        assert_eq!(first, [8.0, 9.0]);
+        let short = Split {
+            designated_test: Some(vec![true; 3]),
+            ..no_split()
+        };
+        let err = prepare(&table(), &s, Some("y"), &short).unwrap_err();
+        assert!(
+            err.to_string().contains("marks 3 rows of a 10-row table"),
+            "{err}"
+        );
     }
 
     #[test]

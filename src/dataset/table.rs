@@ -303,11 +303,95 @@ impl Table {
                 available: self.names.join(", "),
             })
     }
+
+    /// The table without its split column `name`, and which rows that
+    /// column marks as the designated test part (1) rather than training
+    /// rows (0). Both parts must have rows; the error names the first cell
+    /// that is neither 0 nor 1.
+    pub fn split_by_column(&self, name: &str) -> Result<(Table, Vec<bool>), DatasetError> {
+        let split = self.column(name)?;
+        if self.width() < 2 {
+            return Err(DatasetError::Invalid(format!(
+                "the split column `{name}` is the only column"
+            )));
+        }
+        let mut test = Vec::with_capacity(self.rows);
+        for row in 0..self.rows {
+            match self.get(row, split) {
+                0.0 => test.push(false),
+                1.0 => test.push(true),
+                other => {
+                    return Err(DatasetError::Invalid(format!(
+                        "row {}: split column `{name}` = {other}; it must be 0 (training) or 1 (test)",
+                        row + 1
+                    )));
+                }
+            }
+        }
+        let n_test = test.iter().filter(|t| **t).count();
+        if n_test == 0 || n_test == self.rows {
+            return Err(DatasetError::Invalid(format!(
+                "split column `{name}` marks {n_test} of {} rows as test; both the training and the test part need rows",
+                self.rows
+            )));
+        }
+        let keep = |c: &usize| *c != split;
+        let values = self
+            .values
+            .chunks_exact(self.width())
+            .flat_map(|row| {
+                row.iter()
+                    .enumerate()
+                    .filter(|(c, _)| keep(c))
+                    .map(|(_, v)| *v)
+            })
+            .collect();
+        let table = Table {
+            names: (0..self.width())
+                .filter(keep)
+                .map(|c| self.names[c].clone())
+                .collect(),
+            kinds: (0..self.width())
+                .filter(keep)
+                .map(|c| self.kinds[c])
+                .collect(),
+            rows: self.rows,
+            values,
+        };
+        Ok((table, test))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_column_leaves_the_table_and_marks_the_test_rows() {
+        let names = ["a", "split", "y"].map(String::from).to_vec();
+        let table = Table::new(
+            names.clone(),
+            vec![1.5, 0.0, 1.0, 2.5, 1.0, 0.0, 3.5, 0.0, 1.0],
+        )
+        .expect("table");
+        let (rest, test) = table.split_by_column("split").expect("split");
+        assert_eq!(rest.names(), ["a", "y"]);
+        assert_eq!(rest.kinds(), [ColumnKind::Float, ColumnKind::Integer]);
+        assert_eq!((rest.get(1, 0), rest.get(2, 1)), (2.5, 1.0));
+        assert_eq!(test, [false, true, false]);
+        let bad = |values: Vec<f64>| {
+            Table::new(names.clone(), values)
+                .expect("table")
+                .split_by_column("split")
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(
+            bad(vec![1.0, 0.0, 1.0, 2.0, 2.0, 0.0]).contains("row 2: split column `split` = 2")
+        );
+        assert!(bad(vec![1.0, 0.0, 1.0, 2.0, 0.0, 0.0]).contains("marks 0 of 2 rows as test"));
+        assert!(table.split_by_column("fold").is_err());
+    }
 
     #[test]
     fn an_npy_header_that_is_not_a_flat_dictionary_is_refused_at_once() {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::NodeError;
-use crate::dataset::{ColumnKind, Table};
+use crate::dataset::{ColumnKind, DatasetError, Table};
 use crate::digest::Sha256Digest;
 use crate::wire::{DatasetSummary, PlanStatus};
 
@@ -30,6 +30,10 @@ pub struct NewDataset {
     pub path: PathBuf,
     /// The target column, checked against the file.
     pub target: Option<String>,
+    /// A column marking the designated test rows (1) and the training rows
+    /// (0): held out for validation instead of a `test_ratio` sample, never
+    /// trained on, never shown to the plan as a feature.
+    pub split_column: Option<String>,
 }
 
 /// A registered dataset, path included (it never leaves the node).
@@ -39,6 +43,8 @@ pub struct DatasetRecord {
     pub summary: DatasetSummary,
     /// Where the file is.
     pub path: PathBuf,
+    /// Its split column, if it has a designated test part.
+    pub split_column: Option<String>,
 }
 
 /// A plan the node has seen.
@@ -72,7 +78,9 @@ CREATE TABLE IF NOT EXISTS datasets (
     target TEXT,
     shape TEXT NOT NULL,
     columns TEXT NOT NULL,
-    dtypes TEXT NOT NULL
+    dtypes TEXT NOT NULL,
+    split_column TEXT,
+    test_rows INTEGER
 );
 CREATE TABLE IF NOT EXISTS plans (
     sha256 TEXT PRIMARY KEY,
@@ -110,6 +118,18 @@ impl NodeStore {
         if !pinned {
             db.execute_batch("ALTER TABLE plans ADD COLUMN model_args TEXT;")?;
         }
+        // Stores made before datasets could carry a designated test part.
+        let split: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('datasets') WHERE name = 'split_column'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !split {
+            db.execute_batch(
+                "ALTER TABLE datasets ADD COLUMN split_column TEXT;
+                 ALTER TABLE datasets ADD COLUMN test_rows INTEGER;",
+            )?;
+        }
         Ok(NodeStore { db })
     }
 
@@ -138,10 +158,24 @@ impl NodeStore {
                 });
             }
         }
-        let table = Table::open(&new.path)?;
+        let whole = Table::open(&new.path)?;
+        let (table, test_rows) = match &new.split_column {
+            Some(column) => {
+                if new.target.as_ref() == Some(column) {
+                    return Err(NodeError::Dataset(DatasetError::Invalid(format!(
+                        "`{column}` cannot be both the target and the split column"
+                    ))));
+                }
+                let (rest, test) = whole.split_by_column(column)?;
+                let n_test = test.iter().filter(|t| **t).count();
+                (rest, Some(n_test as u64))
+            }
+            None => (whole, None),
+        };
         if let Some(target) = &new.target {
             table.column(target)?;
         }
+        let training_rows = table.rows() as u64 - test_rows.unwrap_or(0);
         let path = std::fs::canonicalize(&new.path).unwrap_or(new.path.clone());
         let id = format!(
             "dataset-{}",
@@ -159,7 +193,7 @@ impl NodeStore {
                 "csv"
             }
             .into(),
-            shape: vec![table.rows() as u64, table.width() as u64],
+            shape: vec![training_rows, table.width() as u64],
             columns: table.names().to_vec(),
             dtypes: table
                 .kinds()
@@ -170,11 +204,12 @@ impl NodeStore {
                 })
                 .collect(),
             target: new.target,
+            test_rows,
         };
         let s = &summary;
         self.db.execute(
-            "INSERT INTO datasets (id, name, tags, description, data_type, path, target, shape, columns, dtypes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO datasets (id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 s.dataset_id,
                 s.name,
@@ -186,15 +221,21 @@ impl NodeStore {
                 serde_json::to_string(&s.shape).expect("numbers serialise"),
                 serde_json::to_string(&s.columns).expect("strings serialise"),
                 serde_json::to_string(&s.dtypes).expect("strings serialise"),
+                new.split_column,
+                s.test_rows.map(|n| n as i64),
             ],
         )?;
-        Ok(DatasetRecord { summary, path })
+        Ok(DatasetRecord {
+            summary,
+            path,
+            split_column: new.split_column,
+        })
     }
 
     /// Every dataset, in id order.
     pub fn datasets(&self) -> Result<Vec<DatasetRecord>, NodeError> {
         let mut stmt = self.db.prepare(
-            "SELECT id, name, tags, description, data_type, path, target, shape, columns, dtypes FROM datasets ORDER BY id",
+            "SELECT id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows FROM datasets ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -208,6 +249,8 @@ impl NodeStore {
                 r.get::<_, String>(7)?,
                 r.get::<_, String>(8)?,
                 r.get::<_, String>(9)?,
+                r.get::<_, Option<String>>(10)?,
+                r.get::<_, Option<i64>>(11)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -223,6 +266,8 @@ impl NodeStore {
                 shape,
                 columns,
                 dtypes,
+                split_column,
+                test_rows,
             ) = row?;
             out.push(DatasetRecord {
                 summary: DatasetSummary {
@@ -235,8 +280,13 @@ impl NodeStore {
                     columns: json(columns)?,
                     dtypes: json(dtypes)?,
                     target,
+                    test_rows: test_rows
+                        .map(u64::try_from)
+                        .transpose()
+                        .map_err(|_| NodeError::Corrupt("a negative test row count".into()))?,
                 },
                 path: PathBuf::from(path),
+                split_column,
             });
         }
         Ok(out)
@@ -406,7 +456,54 @@ mod tests {
             description: String::new(),
             path: csv(dir, &format!("{}.csv", tags.join("_"))),
             target: Some("label".into()),
+            split_column: None,
         }
+    }
+
+    #[test]
+    fn a_split_column_registers_a_test_part_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("node.db");
+        let with_split = |name: &str, cells: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, format!("a,fold,label\n{cells}")).unwrap();
+            NewDataset {
+                name: name.into(),
+                tags: vec![format!("#{name}")],
+                description: String::new(),
+                path,
+                target: Some("label".into()),
+                split_column: Some("fold".into()),
+            }
+        };
+        let mut store = NodeStore::open(&db).unwrap();
+        let rec = store
+            .add_dataset(with_split("good", "1,0,0\n2,1,1\n3,0,1\n"))
+            .unwrap();
+        assert_eq!(rec.summary.shape, vec![2, 2]);
+        assert_eq!(rec.summary.columns, ["a", "label"]);
+        assert_eq!(rec.summary.test_rows, Some(1));
+        drop(store);
+        let reopened = NodeStore::open(&db).unwrap().datasets().unwrap();
+        assert_eq!(reopened, vec![rec]);
+        let mut store = NodeStore::open(&db).unwrap();
+        let err = store
+            .add_dataset(with_split("two", "1,0,0\n2,2,1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("row 2: split column `fold` = 2"), "{err}");
+        let err = store
+            .add_dataset(with_split("none", "1,0,0\n2,0,1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("marks 0 of 2 rows as test"), "{err}");
+        let mut same = with_split("same", "1,0,0\n2,1,1\n");
+        same.target = Some("fold".into());
+        let err = store.add_dataset(same).unwrap_err().to_string();
+        assert!(
+            err.contains("both the target and the split column"),
+            "{err}"
+        );
     }
 
     #[test]

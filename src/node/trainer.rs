@@ -291,6 +291,7 @@ impl Trainer {
             plan,
             dataset: dataset.path.clone(),
             target: dataset.summary.target.clone(),
+            split_column: dataset.split_column.clone(),
             model_args: r.wire.model_args.clone(),
             training_args,
             experiment_id: Some(r.wire.experiment_id.clone()),

@@ -91,6 +91,7 @@ mod tests {
             columns: vec![],
             dtypes: vec![],
             target: None,
+            test_rows: None,
         }
     }
 

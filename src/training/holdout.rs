@@ -30,6 +30,7 @@ pub fn evaluate_parameters(
     let spec = instance.training_data(&dataset_info(table, target))?;
     let split = Split {
         test_ratio: 0.0,
+        designated_test: None,
         seed: StreamSeed::for_split(0, "evaluation"),
         max_bytes: sandbox.config().memory_bytes(),
     };
@@ -74,6 +75,7 @@ pub fn score_parameters(
     let spec = instance.training_data(&dataset_info(table, target))?;
     let split = Split {
         test_ratio: 0.0,
+        designated_test: None,
         seed: StreamSeed::for_split(0, "evaluation"),
         max_bytes: sandbox.config().memory_bytes(),
     };

@@ -33,6 +33,11 @@ pub struct TrainingTask {
     pub dataset: PathBuf,
     /// The dataset's registered target column.
     pub target: Option<String>,
+    /// The dataset's split column (1 marks its designated test rows): not a
+    /// feature, and its test rows are the held-out rows instead of a
+    /// `test_ratio` sample.
+    #[serde(default)]
+    pub split_column: Option<String>,
     /// JSON object for `init-model`.
     pub model_args: Value,
     /// Local training arguments.
@@ -274,9 +279,18 @@ pub fn train(
         plan.set_gradient_correction(&read_tensors(path, task.sandbox.memory_bytes())?)?;
     }
     let target = task.target.as_deref();
+    let (table, designated_test) = match &task.split_column {
+        Some(column) => {
+            let (rest, test) = table.split_by_column(column)?;
+            (std::borrow::Cow::Owned(rest), Some(test))
+        }
+        None => (std::borrow::Cow::Borrowed(table), None),
+    };
+    let table = table.as_ref();
     let spec = plan.training_data(&dataset_info(table, target))?;
     let split = Split {
         test_ratio: args.test_ratio,
+        designated_test,
         seed: StreamSeed::for_split(seed, &task.node_id),
         max_bytes: task.sandbox.memory_bytes(),
     };

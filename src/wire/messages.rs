@@ -50,6 +50,11 @@ pub struct DatasetSummary {
     pub dtypes: Vec<String>,
     /// The target column, when the operator registered one.
     pub target: Option<String>,
+    /// Rows of the dataset's designated test part, when it has one: its
+    /// validation scores are computed on them (not on a `test_ratio`
+    /// sample), and `shape` counts the training rows only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_rows: Option<u64>,
 }
 
 /// Approval state of a plan on a node.
@@ -620,6 +625,7 @@ mod tests {
             columns: vec!["mean_radius".into(), "diagnosis".into()],
             dtypes: vec!["float".into(), "integer".into()],
             target: Some("diagnosis".into()),
+            test_rows: None,
         }
     }
 

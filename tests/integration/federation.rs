@@ -168,6 +168,18 @@ impl Federation {
         tags: &str,
         configure: impl FnOnce(&mut NodeConfig),
     ) -> NodeProcess {
+        self.node_with(id, csv, tags, &[], configure)
+    }
+
+    /// [`Federation::node`] with `extra` arguments for `node dataset add`.
+    pub fn node_with(
+        &self,
+        id: &str,
+        csv: &Path,
+        tags: &str,
+        extra: &[&str],
+        configure: impl FnOnce(&mut NodeConfig),
+    ) -> NodeProcess {
         let dir = self.tmp.path().join(id);
         let out = Command::new(fedwasm_bin())
             .args(["node", "init", "--id", id, "--dir"])
@@ -189,7 +201,7 @@ impl Federation {
         configure(&mut config);
         std::fs::write(NodeConfig::path(&dir), toml::to_string(&config).unwrap()).unwrap();
         let node = NodeProcess { dir, child: None };
-        node.operator(&[
+        let mut add = vec![
             "dataset",
             "add",
             "--path",
@@ -200,7 +212,9 @@ impl Federation {
             id,
             "--target",
             "diagnosis",
-        ]);
+        ];
+        add.extend(extra);
+        node.operator(&add);
         node
     }
 

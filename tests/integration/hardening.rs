@@ -402,6 +402,7 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                             columns: vec![],
                             dtypes: vec![],
                             target: Some("diagnosis".into()),
+                            test_rows: None,
                         }],
                     });
                     let topic = topics::replies(reply.addressee());

@@ -19,6 +19,7 @@ fn node(id: &str, tags: &[&str]) -> LocalNode {
             description: String::new(),
             path: data("breast_cancer.csv"),
             target: Some("diagnosis".into()),
+            split_column: None,
         }],
     }
 }

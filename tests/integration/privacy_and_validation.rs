@@ -2,7 +2,7 @@
 //! real plans, scores and ε in the history, TensorBoard files read back.
 
 use fedwasm::researcher::tensorboard::{ScalarEvent, read_scalars};
-use fedwasm::researcher::{Experiment, ExperimentSettings};
+use fedwasm::researcher::{Experiment, ExperimentSettings, Tags};
 use serde_json::json;
 
 use crate::experiment::settings;
@@ -269,4 +269,65 @@ async fn local_and_central_privacy_bound_the_update_and_report_epsilon() {
             key.display()
         );
     }
+}
+
+/// A dataset registered with a split column validates on its designated
+/// test rows — in every round, locally and globally, and in the final
+/// validation — whatever `test_ratio` says, never trains on them, and never
+/// shows the split column to the plan (the 30-feature plan trains).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_designated_test_part_replaces_test_ratio_everywhere() {
+    let fed = Federation::embedded().await;
+    let text = std::fs::read_to_string(crate::support::data("breast_cancer.csv")).unwrap();
+    let mut lines = text.lines();
+    let mut csv = format!("{},split\n", lines.next().unwrap());
+    for (i, line) in lines.take(300).enumerate() {
+        csv.push_str(&format!("{line},{}\n", u8::from(i >= 250)));
+    }
+    let path = fed.tmp.path().join("with-split.csv");
+    std::fs::write(&path, csv).unwrap();
+    let mut node = fed.node_with(
+        "node-s",
+        &path,
+        "#split",
+        &["--split-column", "split"],
+        |_| {},
+    );
+    let plan = crate::support::example_plan("logistic-regression");
+    node.operator(&["plan", "approve", plan.to_str().unwrap()]);
+    node.start();
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = Experiment::new(ExperimentSettings {
+        tags: Some(Tags::One("#split".into())),
+        training_args: serde_json::from_value(json!({
+            "num_updates": 5,
+            "test_ratio": 0.2,
+            "test_on_local_updates": true,
+            "test_on_global_updates": true,
+        }))
+        .unwrap(),
+        round_limit: Some(2),
+        ..settings(&fed, dir.path())
+    })
+    .await
+    .unwrap();
+    let summary = exp
+        .training_data()
+        .unwrap()
+        .dataset("node-s")
+        .unwrap()
+        .clone();
+    assert_eq!((summary.shape[0], summary.test_rows), (250, Some(50)));
+    assert!(!summary.columns.contains(&"split".to_string()));
+    assert_eq!(exp.run(None, false).await.unwrap(), 2);
+    for record in &exp.history().rounds {
+        let node = &record.nodes[0];
+        assert_eq!(node.training_samples, 250);
+        assert_eq!(node.validation_global.as_ref().unwrap().samples, 50);
+        assert_eq!(node.validation_local.as_ref().unwrap().samples, 50);
+    }
+    let last = exp.history().final_validation.clone().unwrap();
+    assert_eq!(last.nodes[0].validation.samples, 50);
+    exp.close().await;
 }

@@ -147,6 +147,7 @@ pub fn task(
         sandbox: SandboxConfig::default(),
         training: true,
         report_split_metrics: true,
+        split_column: None,
         noise_key: Some([7; 32]),
     }
 }

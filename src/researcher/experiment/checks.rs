@@ -24,6 +24,15 @@ pub(super) fn dataset_rows(fds: &FederatedDataset, node: &str) -> u64 {
         .map_or(MAX_SAMPLES, |rows| rows.min(MAX_SAMPLES))
 }
 
+/// The rows `node` validates on at most: its designated test part when it
+/// has one, otherwise its rows (a `test_ratio` sample of them).
+pub(super) fn validation_rows(fds: &FederatedDataset, node: &str) -> u64 {
+    fds.dataset(node)
+        .and_then(|d| d.test_rows)
+        .filter(|rows| *rows > 0)
+        .map_or_else(|| dataset_rows(fds, node), |rows| rows.min(MAX_SAMPLES))
+}
+
 /// A train reply to `node`'s request: from that node, on its dataset, with
 /// a sample count and numbers in range.
 pub(super) fn check_train_reply(
@@ -54,7 +63,7 @@ pub(super) fn check_train_reply(
             record.training_samples
         ));
     }
-    check_reported_numbers(node, rows, record)
+    check_reported_numbers(node, validation_rows(fds, node), record)
 }
 
 /// A validation reply to `node`'s request: from that node, on its dataset,
@@ -71,7 +80,7 @@ pub(super) fn check_validation_reply(
             "a validation reply from {from} on {dataset_id} does not match the request"
         ));
     }
-    check_score(node, dataset_rows(fds, node), score)
+    check_score(node, validation_rows(fds, node), score)
 }
 
 /// A validation score must be computed on at most `rows` samples. Its value
@@ -87,8 +96,13 @@ fn check_score(node: &str, rows: u64, score: &ValidationScore) -> Result<(), Str
 }
 
 /// The numbers of a train reply besides its sample count are in range: its
-/// updates, learning rate, loss, scores and privacy figures.
-fn check_reported_numbers(node: &str, rows: u64, record: &NodeRound) -> Result<(), String> {
+/// updates, learning rate, loss, scores (on at most `validation_rows`) and
+/// privacy figures.
+fn check_reported_numbers(
+    node: &str,
+    validation_rows: u64,
+    record: &NodeRound,
+) -> Result<(), String> {
     if record.updates > MAX_SAMPLES {
         return Err(format!(
             "node {node} reported {} updates, more than any round runs",
@@ -102,7 +116,7 @@ fn check_reported_numbers(node: &str, rows: u64, record: &NodeRound) -> Result<(
         .into_iter()
         .flatten()
     {
-        check_score(node, rows, score)?;
+        check_score(node, validation_rows, score)?;
     }
     if let Some(p) = &record.privacy {
         let valid = p.noise_multiplier.is_finite()
@@ -138,6 +152,7 @@ mod tests {
             columns: Vec::new(),
             dtypes: Vec::new(),
             target: None,
+            test_rows: None,
         };
         FederatedDataset::new(BTreeMap::from([("node-a".to_string(), summary)]))
     }
@@ -234,6 +249,22 @@ mod tests {
                 .expect_err(expected);
             assert!(err.contains(expected), "{err} lacks {expected}");
         }
+    }
+
+    #[test]
+    fn a_designated_test_part_bounds_the_validation_samples() {
+        let mut summary = fds().dataset("node-a").cloned().expect("node-a");
+        summary.test_rows = Some(300);
+        let fds = FederatedDataset::new(BTreeMap::from([("node-a".to_string(), summary)]));
+        assert_eq!(validation_rows(&fds, "node-a"), 300);
+        let mut record = reply();
+        record.validation_global = Some(score(300));
+        assert_eq!(check_train_reply("node-a", &fds, &record), Ok(()));
+        record.validation_global = Some(score(301));
+        assert!(check_train_reply("node-a", &fds, &record).is_err());
+        record.validation_global = None;
+        record.training_samples = 101;
+        assert!(check_train_reply("node-a", &fds, &record).is_err());
     }
 
     #[test]
