@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 
 use fedwasm::digest::Sha256Digest;
@@ -50,14 +50,19 @@ pub enum NodeCommand {
 /// Dataset commands.
 #[derive(Subcommand)]
 pub enum DatasetCommand {
-    /// Register a CSV or NumPy (.npy) file under tags.
+    /// Register a CSV or NumPy (.npy) file, or an image folder, under tags.
     Add {
         /// The node folder.
         #[arg(long)]
         dir: PathBuf,
-        /// The CSV file (header line, numeric cells) or .npy array (columns x0, x1, …).
+        /// The CSV file (header line, numeric cells) or .npy array (columns
+        /// x0, x1, …); or an image folder with one sub-folder per class.
         #[arg(long)]
         path: PathBuf,
+        /// What `--path` must be: `table` (a file) or `images` (a folder);
+        /// by default whichever it is.
+        #[arg(long, value_parser = ["table", "images"])]
+        kind: Option<String>,
         /// Tags, comma-separated; a search matches datasets carrying all its tags.
         #[arg(long, value_delimiter = ',', required = true)]
         tags: Vec<String>,
@@ -181,12 +186,22 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
         NodeCommand::Dataset(DatasetCommand::Add {
             dir,
             path,
+            kind,
             tags,
             name,
             description,
             target,
             split_column,
         }) => {
+            match kind.as_deref() {
+                Some("images") if !path.is_dir() => {
+                    bail!("--kind images needs a folder with one sub-folder per class")
+                }
+                Some("table") if path.is_dir() => {
+                    bail!("--kind table needs a CSV or .npy file, not a folder")
+                }
+                _ => {}
+            }
             let (_, mut store) = open(&dir)?;
             let rec = store.add_dataset(NewDataset {
                 name,
@@ -196,15 +211,25 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 target,
                 split_column,
             })?;
-            let test = rec
-                .summary
-                .test_rows
-                .map(|n| format!(" + {n} test rows"))
-                .unwrap_or_default();
-            println!(
-                "added {} ({} rows{test} × {} columns)",
-                rec.summary.dataset_id, rec.summary.shape[0], rec.summary.shape[1]
-            );
+            let s = &rec.summary;
+            if s.data_type == "images" {
+                println!(
+                    "added {} ({} images of {:?}, classes {})",
+                    s.dataset_id,
+                    s.shape[0],
+                    &s.shape[1..],
+                    s.classes.join(", ")
+                );
+            } else {
+                let test = s
+                    .test_rows
+                    .map(|n| format!(" + {n} test rows"))
+                    .unwrap_or_default();
+                println!(
+                    "added {} ({} rows{test} × {} columns)",
+                    s.dataset_id, s.shape[0], s.shape[1]
+                );
+            }
         }
         NodeCommand::Dataset(DatasetCommand::List { dir }) => {
             let (_, store) = open(&dir)?;
@@ -214,7 +239,11 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             }
             for d in datasets {
                 let s = d.summary;
-                let target = s.target.unwrap_or_else(|| "-".into());
+                let target = match (s.target, s.classes.is_empty()) {
+                    (Some(target), _) => target,
+                    (None, false) => format!("classes {}", s.classes.join(",")),
+                    (None, true) => "-".into(),
+                };
                 let test = match (d.split_column, s.test_rows) {
                     (Some(column), Some(rows)) => format!("  test {rows} rows (`{column}` = 1)"),
                     _ => String::new(),

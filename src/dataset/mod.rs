@@ -6,13 +6,17 @@
 //! - `table`: read a CSV file into a numeric [`Table`].
 //! - `prepare`: apply a plan's `data-spec` (columns, target checks, split, scaling).
 //! - `batches`: the seeded order of mini-batches.
+//! - `images`: image folders (one sub-folder per class), checked and
+//!   digested at registration, decoded within bounds.
 
 pub(crate) mod batches;
 mod error;
+pub(crate) mod images;
 pub(crate) mod prepare;
 pub(crate) mod table;
 
 pub use batches::BatchSchedule;
 pub use error::DatasetError;
+pub use images::{DecodedImage, ImageFolder, ImageItem, ImageLimits, PixelMode, scan_folder};
 pub use prepare::{PreparedData, Split};
 pub use table::{ColumnKind, Table};

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::NodeError;
-use crate::dataset::{ColumnKind, DatasetError, Table};
+use crate::dataset::{ColumnKind, DatasetError, ImageLimits, Table, scan_folder};
 use crate::digest::Sha256Digest;
 use crate::wire::{DatasetSummary, PlanStatus};
 
@@ -45,6 +45,9 @@ pub struct DatasetRecord {
     pub path: PathBuf,
     /// Its split column, if it has a designated test part.
     pub split_column: Option<String>,
+    /// An image folder's digest at registration (every file's path and
+    /// bytes), to notice a changed folder.
+    pub digest: Option<Sha256Digest>,
 }
 
 /// A plan the node has seen.
@@ -80,7 +83,9 @@ CREATE TABLE IF NOT EXISTS datasets (
     columns TEXT NOT NULL,
     dtypes TEXT NOT NULL,
     split_column TEXT,
-    test_rows INTEGER
+    test_rows INTEGER,
+    classes TEXT,
+    digest TEXT
 );
 CREATE TABLE IF NOT EXISTS plans (
     sha256 TEXT PRIMARY KEY,
@@ -130,6 +135,18 @@ impl NodeStore {
                  ALTER TABLE datasets ADD COLUMN test_rows INTEGER;",
             )?;
         }
+        // Stores made before image datasets.
+        let images: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('datasets') WHERE name = 'classes'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !images {
+            db.execute_batch(
+                "ALTER TABLE datasets ADD COLUMN classes TEXT;
+                 ALTER TABLE datasets ADD COLUMN digest TEXT;",
+            )?;
+        }
         Ok(NodeStore { db })
     }
 
@@ -157,6 +174,9 @@ impl NodeStore {
                     existing_tags: other.clone(),
                 });
             }
+        }
+        if new.path.is_dir() {
+            return self.add_image_folder(new, tags);
         }
         let whole = Table::open(&new.path)?;
         let (table, test_rows) = match &new.split_column {
@@ -205,37 +225,99 @@ impl NodeStore {
                 .collect(),
             target: new.target,
             test_rows,
+            classes: Vec::new(),
         };
-        let s = &summary;
+        let record = DatasetRecord {
+            summary,
+            path,
+            split_column: new.split_column,
+            digest: None,
+        };
+        self.insert(&record)?;
+        Ok(record)
+    }
+
+    /// Register the image folder `new.path` (one sub-folder per class) after
+    /// reading every image once.
+    fn add_image_folder(
+        &mut self,
+        new: NewDataset,
+        tags: Vec<String>,
+    ) -> Result<DatasetRecord, NodeError> {
+        let refuse = |reason: &str| NodeError::Dataset(DatasetError::Invalid(reason.into()));
+        if new.target.is_some() {
+            return Err(refuse(
+                "an image folder's labels are its class sub-folders; leave out the target",
+            ));
+        }
+        if new.split_column.is_some() {
+            return Err(refuse(
+                "an image folder has no columns; leave out the split column",
+            ));
+        }
+        let found = scan_folder(&new.path, &ImageLimits::default())?;
+        let path = std::fs::canonicalize(&new.path).unwrap_or(new.path.clone());
+        let id = format!(
+            "dataset-{}",
+            &Sha256Digest::of(format!("{}\0{}", path.display(), tags.join("\0")).as_bytes())
+                .short()
+        );
+        let record = DatasetRecord {
+            summary: DatasetSummary {
+                dataset_id: id,
+                name: new.name,
+                tags,
+                description: new.description,
+                data_type: "images".into(),
+                shape: vec![
+                    found.items.len() as u64,
+                    u64::from(found.mode.channels),
+                    u64::from(found.height),
+                    u64::from(found.width),
+                ],
+                columns: Vec::new(),
+                dtypes: Vec::new(),
+                target: None,
+                test_rows: None,
+                classes: found.classes,
+            },
+            path,
+            split_column: None,
+            digest: Some(found.digest),
+        };
+        self.insert(&record)?;
+        Ok(record)
+    }
+
+    fn insert(&mut self, record: &DatasetRecord) -> Result<(), NodeError> {
+        let s = &record.summary;
         self.db.execute(
-            "INSERT INTO datasets (id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO datasets (id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows, classes, digest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             params![
                 s.dataset_id,
                 s.name,
                 serde_json::to_string(&s.tags).expect("strings serialise"),
                 s.description,
                 s.data_type,
-                path.to_string_lossy(),
+                record.path.to_string_lossy(),
                 s.target,
                 serde_json::to_string(&s.shape).expect("numbers serialise"),
                 serde_json::to_string(&s.columns).expect("strings serialise"),
                 serde_json::to_string(&s.dtypes).expect("strings serialise"),
-                new.split_column,
+                record.split_column,
                 s.test_rows.map(|n| n as i64),
+                serde_json::to_string(&s.classes).expect("strings serialise"),
+                record.digest.map(|d| d.to_hex()),
             ],
         )?;
-        Ok(DatasetRecord {
-            summary,
-            path,
-            split_column: new.split_column,
-        })
+        Ok(())
     }
 
     /// Every dataset, in id order.
     pub fn datasets(&self) -> Result<Vec<DatasetRecord>, NodeError> {
         let mut stmt = self.db.prepare(
-            "SELECT id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows FROM datasets ORDER BY id",
+            "SELECT id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows, classes, digest FROM datasets ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -251,6 +333,8 @@ impl NodeStore {
                 r.get::<_, String>(9)?,
                 r.get::<_, Option<String>>(10)?,
                 r.get::<_, Option<i64>>(11)?,
+                r.get::<_, Option<String>>(12)?,
+                r.get::<_, Option<String>>(13)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -268,6 +352,8 @@ impl NodeStore {
                 dtypes,
                 split_column,
                 test_rows,
+                classes,
+                digest,
             ) = row?;
             out.push(DatasetRecord {
                 summary: DatasetSummary {
@@ -284,9 +370,16 @@ impl NodeStore {
                         .map(u64::try_from)
                         .transpose()
                         .map_err(|_| NodeError::Corrupt("a negative test row count".into()))?,
+                    classes: classes.map(json).transpose()?.unwrap_or_default(),
                 },
                 path: PathBuf::from(path),
                 split_column,
+                digest: digest
+                    .map(|hex| {
+                        hex.parse::<Sha256Digest>()
+                            .map_err(|e| NodeError::Corrupt(format!("dataset digest: {e}")))
+                    })
+                    .transpose()?,
             });
         }
         Ok(out)
@@ -458,6 +551,42 @@ mod tests {
             target: Some("label".into()),
             split_column: None,
         }
+    }
+
+    #[test]
+    fn an_image_folder_registers_its_classes_shape_and_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let images = dir.path().join("xray");
+        for (class, count) in [("normal", 2), ("effusion", 1)] {
+            std::fs::create_dir_all(images.join(class)).unwrap();
+            for i in 0..count {
+                image::ImageBuffer::from_pixel(6, 5, image::Luma([i as u8 * 40]))
+                    .save(images.join(class).join(format!("{i}.png")))
+                    .unwrap();
+            }
+        }
+        let db = dir.path().join("node.db");
+        let mut store = NodeStore::open(&db).unwrap();
+        let folder = |tags: &[&str]| NewDataset {
+            name: "xray".into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            description: String::new(),
+            path: images.clone(),
+            target: None,
+            split_column: None,
+        };
+        let rec = store.add_dataset(folder(&["#xray"])).unwrap();
+        assert_eq!(rec.summary.data_type, "images");
+        assert_eq!(rec.summary.shape, vec![3, 1, 5, 6]);
+        assert_eq!(rec.summary.classes, ["effusion", "normal"]);
+        assert!(rec.digest.is_some());
+        drop(store);
+        let mut store = NodeStore::open(&db).unwrap();
+        assert_eq!(store.datasets().unwrap(), vec![rec]);
+        let mut labelled = folder(&["#other"]);
+        labelled.target = Some("label".into());
+        let err = store.add_dataset(labelled).unwrap_err().to_string();
+        assert!(err.contains("labels are its class sub-folders"), "{err}");
     }
 
     #[test]

@@ -230,6 +230,17 @@ impl Trainer {
         let dataset = shared
             .store(|s| s.dataset(&r.wire.dataset_id))
             .map_err(|e| Failure::new(ErrorCode::UnknownDataset, e.to_string()))?;
+        if dataset.summary.data_type == "images" {
+            return Err(Failure::new(
+                ErrorCode::Dataset,
+                format!(
+                    "dataset {} holds images ({} classes, shape {:?}); this node feeds plans tables only (plan contract 0.1), images reach plans with contract 0.2",
+                    r.wire.dataset_id,
+                    dataset.summary.classes.len(),
+                    dataset.summary.shape
+                ),
+            ));
+        }
         let training_args: TrainingArgs = serde_json::from_value(r.wire.training_args.clone())
             .map_err(|e| {
                 Failure::new(

@@ -92,6 +92,7 @@ mod tests {
             dtypes: vec![],
             target: None,
             test_rows: None,
+            classes: Vec::new(),
         }
     }
 

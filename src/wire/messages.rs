@@ -40,9 +40,9 @@ pub struct DatasetSummary {
     pub tags: Vec<String>,
     /// Free text.
     pub description: String,
-    /// "csv" or "npy".
+    /// "csv", "npy" or "images".
     pub data_type: String,
-    /// Samples first.
+    /// Samples first: `[rows, columns]`, or `[images, C, H, W]`.
     pub shape: Vec<u64>,
     /// Column names (CSV) — empty for arrays.
     pub columns: Vec<String>,
@@ -55,6 +55,10 @@ pub struct DatasetSummary {
     /// sample), and `shape` counts the training rows only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_rows: Option<u64>,
+    /// An image dataset's classes, sorted (a label is an index into them);
+    /// empty for tables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 /// Approval state of a plan on a node.
@@ -626,6 +630,7 @@ mod tests {
             dtypes: vec!["float".into(), "integer".into()],
             target: Some("diagnosis".into()),
             test_rows: None,
+            classes: Vec::new(),
         }
     }
 

@@ -403,6 +403,7 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                             dtypes: vec![],
                             target: Some("diagnosis".into()),
                             test_rows: None,
+                            classes: Vec::new(),
                         }],
                     });
                     let topic = topics::replies(reply.addressee());

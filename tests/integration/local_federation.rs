@@ -124,3 +124,68 @@ async fn bad_node_ids_are_refused_before_anything_starts() {
     }
     assert!(!tmp.path().join("f").exists(), "nothing was created");
 }
+
+/// An image folder registered on a node is found by a search with its
+/// classes and shape; a train request on it is answered with an error that
+/// says why (plans read tables only under contract 0.1), and the node goes
+/// on serving its tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_dataset_is_listed_with_its_classes_and_refused_for_training_by_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let images = tmp.path().join("scans");
+    for (class, shade) in [("benign", 30u8), ("malignant", 200)] {
+        std::fs::create_dir_all(images.join(class)).unwrap();
+        for i in 0..3u8 {
+            image::ImageBuffer::from_pixel(8, 8, image::Luma([shade + i]))
+                .save(images.join(class).join(format!("scan-{i}.png")))
+                .unwrap();
+        }
+    }
+    let plan = example_plan("logistic-regression");
+    let mut clinic = node("clinic", &["#bc"]);
+    clinic.datasets.push(NewDataset {
+        name: "scans".into(),
+        tags: vec!["#scans".into()],
+        description: "grayscale scans".into(),
+        path: images,
+        target: None,
+        split_column: None,
+    });
+    let mut config =
+        LocalFederationConfig::new(tmp.path().join("federation"), vec![clinic], fedwasm_bin());
+    config.approved_plans = vec![(Sha256Digest::of_file(&plan).unwrap(), None)];
+    let federation = LocalFederation::start(config).await.unwrap();
+    let settings = |tag: &str| ExperimentSettings {
+        tags: Some(Tags::One(tag.into())),
+        training_plan: Some(plan.clone()),
+        model_args: lr_args().as_object().cloned().unwrap(),
+        training_args: serde_json::from_value(json!({"num_updates": 2})).unwrap(),
+        experiments_dir: Some(tmp.path().join("experiments")),
+        search_wait_secs: 20.0,
+        ..federation.experiment_settings()
+    };
+    let mut experiment = Experiment::new(settings("#scans")).await.unwrap();
+    let found = experiment
+        .training_data()
+        .unwrap()
+        .dataset("clinic")
+        .unwrap()
+        .clone();
+    assert_eq!(found.data_type, "images");
+    assert_eq!(found.shape, [6, 1, 8, 8]);
+    assert_eq!(found.classes, ["benign", "malignant"]);
+    let err = experiment
+        .run(Some(1), false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("holds images (2 classes") && err.contains("contract 0.2"),
+        "{err}"
+    );
+    experiment.close().await;
+    let mut tables = Experiment::new(settings("#bc")).await.unwrap();
+    assert_eq!(tables.run(Some(1), false).await.unwrap(), 1);
+    tables.close().await;
+    federation.stop().await.unwrap();
+}

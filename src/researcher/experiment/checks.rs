@@ -153,6 +153,7 @@ mod tests {
             dtypes: Vec::new(),
             target: None,
             test_rows: None,
+            classes: Vec::new(),
         };
         FederatedDataset::new(BTreeMap::from([("node-a".to_string(), summary)]))
     }
