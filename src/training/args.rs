@@ -296,8 +296,8 @@ mod tests {
         };
         let err = refused(r#"{"num_updates": 1, "test_on_global_updates": true}"#);
         assert!(err.contains("set test_ratio above 0"), "{err}");
-        let err = refused(r#"{"num_updates": 1, "test_metric": "AUC"}"#);
-        assert!(err.contains("unknown test_metric `AUC`"), "{err}");
+        let err = refused(r#"{"num_updates": 1, "test_metric": "ROC"}"#);
+        assert!(err.contains("unknown test_metric `ROC`"), "{err}");
         let err = refused(
             r#"{"num_updates": 1, "test_metric": "RECALL", "test_metric_args": {"average": "samples"}}"#,
         );

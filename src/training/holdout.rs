@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::TrainingError;
 use super::metrics::{Metric, evaluate, predictions};
-use super::scores::{Average, TestMetric, score};
+use super::scores::{Average, TestMetric, score_predicted, task_confusion};
 use crate::dataset::Table;
 use crate::dataset::prepare::{Split, dataset_info, prepare};
 use crate::sandbox::random::StreamSeed;
@@ -52,6 +52,7 @@ pub fn task_metrics(task: &Task) -> Vec<TestMetric> {
             TestMetric::F1Score,
             TestMetric::Precision,
             TestMetric::Recall,
+            TestMetric::Auc,
         ],
     }
 }
@@ -99,15 +100,17 @@ pub fn score_parameters(
             .collect(),
     };
     let predicted = predictions(&mut instance, &data.train, &data.task)?;
+    let confusion = task_confusion(&data.task, &predicted, &data.train.targets);
     chosen
         .into_iter()
         .map(|(metric, average)| {
-            let value = score(metric, &predicted, &data.train.targets, average)
+            let value = score_predicted(metric, &predicted, &data.train.targets, average)
                 .map_err(|e| TrainingError::Args(format!("{}: {e}", metric.tag())))?;
             Ok(ValidationScore {
                 metric: metric.tag().to_string(),
                 value,
                 samples: data.train.len() as u64,
+                confusion: confusion.clone(),
             })
         })
         .collect()

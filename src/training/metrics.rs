@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::driver::PlanDriver;
-use super::scores::{TestMetric, score};
+use super::scores::{Predicted, TestMetric, score};
 use crate::dataset::prepare::Samples;
 use crate::sandbox::SandboxError;
 use crate::sandbox::types::Task;
@@ -63,31 +63,50 @@ pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
     }
 }
 
-/// The plan's decision for every row of `samples` (class index or value),
-/// asking `predict` for at most `PREDICT_ROWS` rows at a time.
+/// Most outputs per row kept for AUC; wider outputs keep decisions only.
+const MAX_KEPT_WIDTH: usize = 1000;
+
+/// The plan's predictions for every row of `samples`: its outputs (kept
+/// when at most `MAX_KEPT_WIDTH` per row) and the decision (class index or
+/// value) for each row, asking `predict` for at most `PREDICT_ROWS` rows at
+/// a time. Outputs must be one per row for binary classification and
+/// regression, one per class otherwise.
 pub fn predictions(
     instance: &mut dyn PlanDriver,
     samples: &Samples,
     task: &Task,
-) -> Result<Vec<f32>, SandboxError> {
-    let mut predicted = Vec::with_capacity(samples.len());
+) -> Result<Predicted, SandboxError> {
+    let expected = match task {
+        Task::MulticlassClassification(n) => *n as usize,
+        _ => 1,
+    };
+    let mut predicted = Predicted {
+        outputs: Vec::new(),
+        width: expected,
+        decisions: Vec::with_capacity(samples.len()),
+    };
     for start in (0..samples.len()).step_by(PREDICT_ROWS) {
         let end = (start + PREDICT_ROWS).min(samples.len());
         let out = instance.predict(&samples.feature_rows(start, end))?;
         let rows = end - start;
-        let width = match out.shape[..] {
-            [r, w] if r as usize == rows && (r as usize) * (w as usize) == out.data.len() => {
-                w as usize
-            }
-            _ => {
-                return Err(SandboxError::Plan {
-                    function: "predict",
-                    kind: "invalid-data",
-                    message: format!("returned shape {:?} for {rows} rows", out.shape),
-                });
-            }
-        };
-        predicted.extend(decisions(task, width, &out.data));
+        let fits = matches!(out.shape[..], [r, w] if r as usize == rows && w as usize == expected)
+            && rows * expected == out.data.len();
+        if !fits {
+            return Err(SandboxError::Plan {
+                function: "predict",
+                kind: "invalid-data",
+                message: format!(
+                    "returned shape {:?} for {rows} rows; expected [{rows}, {expected}]",
+                    out.shape
+                ),
+            });
+        }
+        predicted
+            .decisions
+            .extend(decisions(task, expected, &out.data));
+        if expected <= MAX_KEPT_WIDTH {
+            predicted.outputs.extend_from_slice(&out.data);
+        }
     }
     Ok(predicted)
 }
@@ -101,7 +120,7 @@ pub fn evaluate(
     if samples.is_empty() {
         return Ok(None);
     }
-    let predicted = predictions(instance, samples, task)?;
+    let predicted = predictions(instance, samples, task)?.decisions;
     let (name, metric) = match task {
         Task::Regression => (MetricName::Mse, TestMetric::MeanSquareError),
         _ => (MetricName::Accuracy, TestMetric::Accuracy),

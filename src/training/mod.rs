@@ -19,7 +19,7 @@ pub use error::{FailureCode, TrainingError};
 pub use holdout::{evaluate_parameters, score_parameters, task_metrics};
 pub use metrics::{Metric, MetricName};
 pub use privacy::{DpArgs, DpKind};
-pub use scores::{Average, TestMetric};
+pub use scores::{Average, MAX_CONFUSION_CLASSES, TestMetric};
 pub use task::{
     Progress, TaskCache, TrainingOutcome, TrainingTask, run_task, run_task_cached, train,
 };

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::sandbox::types::Task;
+
 /// A validation metric (`training_args.test_metric`, case-insensitive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -22,6 +24,9 @@ pub enum TestMetric {
     MeanAbsoluteError,
     /// 1 − Var(y − ŷ) / Var(y).
     ExplainedVariance,
+    /// Area under the ROC curve of the plan's probabilities: binary, or
+    /// one-vs-rest averaged over the classes present (macro).
+    Auc,
 }
 
 /// How per-class precision, recall and F1 are combined for more than two classes.
@@ -38,7 +43,7 @@ pub enum Average {
     Micro,
 }
 
-const NAMES: [(&str, TestMetric); 7] = [
+const NAMES: [(&str, TestMetric); 8] = [
     ("ACCURACY", TestMetric::Accuracy),
     ("F1_SCORE", TestMetric::F1Score),
     ("PRECISION", TestMetric::Precision),
@@ -46,6 +51,7 @@ const NAMES: [(&str, TestMetric); 7] = [
     ("MEAN_SQUARE_ERROR", TestMetric::MeanSquareError),
     ("MEAN_ABSOLUTE_ERROR", TestMetric::MeanAbsoluteError),
     ("EXPLAINED_VARIANCE", TestMetric::ExplainedVariance),
+    ("AUC", TestMetric::Auc),
 ];
 
 impl TestMetric {
@@ -74,7 +80,11 @@ impl TestMetric {
     pub fn is_classification(&self) -> bool {
         matches!(
             self,
-            TestMetric::Accuracy | TestMetric::F1Score | TestMetric::Precision | TestMetric::Recall
+            TestMetric::Accuracy
+                | TestMetric::F1Score
+                | TestMetric::Precision
+                | TestMetric::Recall
+                | TestMetric::Auc
         )
     }
 }
@@ -120,6 +130,122 @@ fn f1(precision: f64, recall: f64) -> f64 {
     }
 }
 
+/// A plan's predictions of some rows: its `predict` outputs, `width` per
+/// row (probabilities for classification), and the decision taken from them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predicted {
+    /// Row-major `[rows, width]`.
+    pub outputs: Vec<f32>,
+    /// Outputs per row.
+    pub width: usize,
+    /// The class index (or value) chosen for each row.
+    pub decisions: Vec<f32>,
+}
+
+/// `metric` of `predicted` against `targets`: AUC from the probabilities,
+/// every other metric from the decisions (see [`score`]).
+pub fn score_predicted(
+    metric: TestMetric,
+    predicted: &Predicted,
+    targets: &[f32],
+    average: Option<Average>,
+) -> Result<f64, String> {
+    match metric {
+        TestMetric::Auc if predicted.outputs.is_empty() && !targets.is_empty() => Err(format!(
+            "AUC is computed for plans of at most 1000 classes, not {}",
+            predicted.width
+        )),
+        TestMetric::Auc => auc(&predicted.outputs, predicted.width, targets),
+        other => score(other, &predicted.decisions, targets, average),
+    }
+}
+
+/// Area under the ROC curve of `scores` for the rows whose `positive` is
+/// true: the probability that a positive row scores above a negative one,
+/// ties counting half (mid-ranks), as scikit-learn's `roc_auc_score`.
+fn binary_auc(scores: &[f32], positive: &[bool]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let mut rank_sum = 0.0;
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && scores[order[end]] == scores[order[start]] {
+            end += 1;
+        }
+        // Ranks start..end (1-based start+1..=end) share their mean.
+        let mid = (start + 1 + end) as f64 / 2.0;
+        rank_sum += mid * order[start..end].iter().filter(|&&i| positive[i]).count() as f64;
+        start = end;
+    }
+    let p = positive.iter().filter(|&&x| x).count() as f64;
+    let n = positive.len() as f64 - p;
+    (p > 0.0 && n > 0.0).then(|| (rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// AUC of `outputs` (`width` per row) against class-index `targets`: binary
+/// for one output per row, one-vs-rest averaged over the classes present
+/// otherwise. Needs at least two classes among the targets.
+pub fn auc(outputs: &[f32], width: usize, targets: &[f32]) -> Result<f64, String> {
+    if width == 0 || outputs.len() != targets.len() * width {
+        return Err(format!(
+            "{} outputs for {} rows of {width}",
+            outputs.len(),
+            targets.len()
+        ));
+    }
+    if let Some(bad) = outputs.iter().find(|v| !v.is_finite()) {
+        return Err(format!("the plan predicted {bad}; AUC needs finite scores"));
+    }
+    let too_few = || "AUC needs rows of at least two classes".to_string();
+    if width == 1 {
+        let positive: Vec<bool> = targets.iter().map(|&t| t == 1.0).collect();
+        return binary_auc(outputs, &positive).ok_or_else(too_few);
+    }
+    let per_class: Vec<f64> = (0..width)
+        .filter_map(|class| {
+            let scores: Vec<f32> = outputs.chunks_exact(width).map(|row| row[class]).collect();
+            let positive: Vec<bool> = targets.iter().map(|&t| t == class as f32).collect();
+            binary_auc(&scores, &positive)
+        })
+        .collect();
+    if per_class.is_empty() {
+        return Err(too_few());
+    }
+    Ok(per_class.iter().sum::<f64>() / per_class.len() as f64)
+}
+
+/// The most classes a confusion matrix is kept for (it travels in replies).
+pub const MAX_CONFUSION_CLASSES: usize = 100;
+
+/// The confusion matrix of `predicted` for a classification `task`.
+pub fn task_confusion(
+    task: &Task,
+    predicted: &Predicted,
+    targets: &[f32],
+) -> Option<Vec<Vec<u64>>> {
+    let classes = match task {
+        Task::BinaryClassification => 2,
+        Task::MulticlassClassification(n) => *n as usize,
+        Task::Regression => return None,
+    };
+    confusion(&predicted.decisions, targets, classes)
+}
+
+/// Counts of (true class, decided class) over the rows, `classes` × `classes`;
+/// `None` above [`MAX_CONFUSION_CLASSES`] or for labels outside the classes.
+pub fn confusion(decisions: &[f32], targets: &[f32], classes: usize) -> Option<Vec<Vec<u64>>> {
+    if classes > MAX_CONFUSION_CLASSES {
+        return None;
+    }
+    let mut matrix = vec![vec![0u64; classes]; classes];
+    let index = |v: f32| (v >= 0.0 && v.fract() == 0.0).then_some(v as usize);
+    for (&d, &t) in decisions.iter().zip(targets) {
+        *matrix.get_mut(index(t)?)?.get_mut(index(d)?)? += 1;
+    }
+    Some(matrix)
+}
+
 /// `metric` of `predicted` against `targets`. `average` applies to
 /// precision, recall and F1; `None` means binary for targets in {0, 1},
 /// weighted otherwise. Empty input is an error.
@@ -147,6 +273,9 @@ pub fn score(
             .map(|(&p, &t)| (f64::from(p), f64::from(t)))
     };
     match metric {
+        TestMetric::Auc => Err(
+            "AUC scores the plan's probabilities, not its decisions; use score_predicted".into(),
+        ),
         TestMetric::Accuracy => {
             Ok(pairs().filter(|(p, t)| p.round() == t.round()).count() as f64 / n)
         }
@@ -287,10 +416,66 @@ mod tests {
     }
 
     #[test]
+    fn auc_matches_scikit_learn_binary_with_ties_and_one_vs_rest() {
+        // roc_auc_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) == 0.75
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        close(
+            auc(&[0.1, 0.4, 0.35, 0.8], 1, &[0.0, 0.0, 1.0, 1.0]).unwrap(),
+            0.75,
+        );
+        // A tie between a positive and a negative counts half.
+        close(auc(&[0.5, 0.5, 0.9], 1, &[0.0, 1.0, 1.0]).unwrap(), 0.75);
+        // One-vs-rest, macro (roc_auc_score(y, p, multi_class="ovr")):
+        // classes 0 and 2 rank their row first (1.0); class 1's row beats
+        // row 0 and ties row 2, (1 + 0.5) / 2 = 0.75.
+        let y = [0.0, 1.0, 2.0];
+        let p = [0.8, 0.1, 0.1, 0.3, 0.4, 0.3, 0.1, 0.4, 0.5];
+        close(auc(&p, 3, &y).unwrap(), (1.0 + 0.75 + 1.0) / 3.0);
+        assert!(
+            auc(&[0.2, 0.3], 1, &[1.0, 1.0])
+                .unwrap_err()
+                .contains("two classes")
+        );
+        assert!(
+            auc(&[f32::NAN, 0.3], 1, &[0.0, 1.0])
+                .unwrap_err()
+                .contains("finite")
+        );
+        assert!(score(TestMetric::Auc, &[1.0], &[1.0], None).is_err());
+        let predicted = Predicted {
+            outputs: vec![0.1, 0.4, 0.35, 0.8],
+            width: 1,
+            decisions: vec![0.0, 0.0, 0.0, 1.0],
+        };
+        let targets = [0.0, 0.0, 1.0, 1.0];
+        close(
+            score_predicted(TestMetric::Auc, &predicted, &targets, None).unwrap(),
+            0.75,
+        );
+        close(
+            score_predicted(TestMetric::Accuracy, &predicted, &targets, None).unwrap(),
+            0.75,
+        );
+    }
+
+    #[test]
+    fn the_confusion_matrix_counts_true_by_decided_class() {
+        let m = confusion(&[0.0, 1.0, 1.0, 2.0], &[0.0, 1.0, 2.0, 2.0], 3).unwrap();
+        assert_eq!(m, vec![vec![1, 0, 0], vec![0, 1, 0], vec![0, 1, 1]]);
+        assert_eq!(
+            confusion(&[0.0], &[3.0], 3),
+            None,
+            "a label outside the classes"
+        );
+        assert_eq!(confusion(&[0.0], &[0.0], MAX_CONFUSION_CLASSES + 1), None);
+    }
+
+    #[test]
     fn names_parse_in_any_case_and_unknown_ones_list_the_valid() {
         assert_eq!(TestMetric::parse("f1_score").unwrap(), TestMetric::F1Score);
         assert_eq!(TestMetric::F1Score.tag(), "F1_SCORE");
-        let err = TestMetric::parse("auc").unwrap_err();
+        assert_eq!(TestMetric::parse("auc").unwrap(), TestMetric::Auc);
+        let err = TestMetric::parse("roc").unwrap_err();
         assert!(
             err.contains("ACCURACY") && err.contains("EXPLAINED_VARIANCE"),
             "{err}"

@@ -6,7 +6,7 @@
 use super::TrainingError;
 use super::driver::PlanDriver;
 use super::metrics::predictions;
-use super::scores::{Average, TestMetric, score};
+use super::scores::{Average, TestMetric, score_predicted, task_confusion};
 use crate::dataset::prepare::Samples;
 use crate::sandbox::types::Task;
 use crate::wire::ValidationScore;
@@ -43,11 +43,12 @@ pub fn validate(
         ));
     }
     let predicted = predictions(plan, held_out, task)?;
-    let value = score(metric, &predicted, &held_out.targets, average)
+    let value = score_predicted(metric, &predicted, &held_out.targets, average)
         .map_err(|e| TrainingError::Args(format!("test_metric {}: {e}", metric.tag())))?;
     Ok(ValidationScore {
         metric: metric.tag().to_string(),
         value,
         samples: held_out.len() as u64,
+        confusion: task_confusion(task, &predicted, &held_out.targets),
     })
 }

@@ -143,6 +143,10 @@ pub struct ValidationScore {
     pub value: f64,
     /// Held-out rows it was computed on: the node's weight in a federated mean.
     pub samples: u64,
+    /// For classification, counts of (true class, decided class) over those
+    /// rows (row = true class); at most 100 classes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confusion: Option<Vec<Vec<u64>>>,
 }
 
 /// The differential privacy a node applied in one round, as the inputs of
@@ -701,11 +705,13 @@ mod tests {
                     metric: "ACCURACY".into(),
                     value: 0.875,
                     samples: 16,
+                    confusion: None,
                 }),
                 validation_local: Some(ValidationScore {
                     metric: "ACCURACY".into(),
                     value: 0.9375,
                     samples: 16,
+                    confusion: None,
                 }),
                 privacy: Some(PrivacySpent {
                     mode: "local".into(),
@@ -730,6 +736,7 @@ mod tests {
                     metric: "F1_SCORE".into(),
                     value: 0.75,
                     samples: 16,
+                    confusion: None,
                 },
                 timings: TrainTimings {
                     training_ms: 0.0,

@@ -188,6 +188,12 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
         .expect("an ACCURACY line");
     // 200 updates of logistic regression fit the 569 rows it trained on.
     assert!(accuracy > 0.95, "{stdout}");
+    let auc: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("AUC"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("an AUC line");
+    assert!(auc > accuracy && auc <= 1.0, "{stdout}");
     insta::assert_snapshot!(stdout);
 
     let (ok, stdout, stderr) = evaluate(
@@ -211,7 +217,7 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
             &[][..],
             "does not fit the plan `mlp` with these --model-args: it has no tensor",
         ),
-        (plan.clone(), lr_args, &["--metric", "AUC"][..], "ACCURACY"),
+        (plan.clone(), lr_args, &["--metric", "ROC"][..], "ACCURACY"),
         (
             plan.clone(),
             lr_args,

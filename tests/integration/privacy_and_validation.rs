@@ -136,10 +136,10 @@ async fn validation_scores_reach_history_and_tensorboard_and_the_final_round_run
     exp.set_test_on_local_updates(true).unwrap();
     exp.set_test_on_global_updates(true).unwrap();
     let err = exp
-        .set_test_metric(Some("auc"), serde_json::Map::new())
+        .set_test_metric(Some("roc"), serde_json::Map::new())
         .unwrap_err()
         .to_string();
-    assert!(err.contains("unknown test_metric `auc`"), "{err}");
+    assert!(err.contains("unknown test_metric `roc`"), "{err}");
     let average = json!({"average": "micro"}).as_object().cloned().unwrap();
     exp.set_test_metric(Some("recall"), average).unwrap();
     let args = exp.training_args();
@@ -305,6 +305,7 @@ async fn a_designated_test_part_replaces_test_ratio_everywhere() {
             "test_ratio": 0.2,
             "test_on_local_updates": true,
             "test_on_global_updates": true,
+            "test_metric": "AUC",
         }))
         .unwrap(),
         round_limit: Some(2),
@@ -324,10 +325,18 @@ async fn a_designated_test_part_replaces_test_ratio_everywhere() {
     for record in &exp.history().rounds {
         let node = &record.nodes[0];
         assert_eq!(node.training_samples, 250);
-        assert_eq!(node.validation_global.as_ref().unwrap().samples, 50);
-        assert_eq!(node.validation_local.as_ref().unwrap().samples, 50);
+        for score in [&node.validation_global, &node.validation_local] {
+            let score = score.as_ref().unwrap();
+            assert_eq!((score.metric.as_str(), score.samples), ("AUC", 50));
+            assert!((0.0..=1.0).contains(&score.value), "{score:?}");
+            // Two classes; every test row counted once, by true class.
+            let confusion = score.confusion.as_ref().unwrap();
+            assert_eq!(confusion.len(), 2);
+            assert_eq!(confusion.iter().flatten().sum::<u64>(), 50);
+        }
     }
     let last = exp.history().final_validation.clone().unwrap();
     assert_eq!(last.nodes[0].validation.samples, 50);
+    assert!(last.nodes[0].validation.confusion.is_some());
     exp.close().await;
 }

@@ -83,14 +83,32 @@ pub(super) fn check_validation_reply(
     check_score(node, validation_rows(fds, node), score)
 }
 
-/// A validation score must be computed on at most `rows` samples. Its value
-/// may be infinite: a diverged model honestly scores so.
+/// A validation score must be computed on at most `rows` samples, and its
+/// confusion matrix, if any, be square (at most 100 classes) and count
+/// exactly those samples. Its value may be infinite: a diverged model
+/// honestly scores so.
 fn check_score(node: &str, rows: u64, score: &ValidationScore) -> Result<(), String> {
     if score.samples == 0 || score.samples > rows {
         return Err(format!(
             "node {node} reported a score on {} samples; its dataset has between 1 and {rows} rows",
             score.samples
         ));
+    }
+    if let Some(matrix) = &score.confusion {
+        let n = matrix.len();
+        let square =
+            n <= crate::training::MAX_CONFUSION_CLASSES && matrix.iter().all(|r| r.len() == n);
+        let total = matrix
+            .iter()
+            .flatten()
+            .try_fold(0u64, |sum, &c| sum.checked_add(c));
+        if !square || total != Some(score.samples) {
+            return Err(format!(
+                "node {node} reported a confusion matrix that is not square (at most {} classes) or does not count its {} samples",
+                crate::training::MAX_CONFUSION_CLASSES,
+                score.samples
+            ));
+        }
     }
     Ok(())
 }
@@ -182,6 +200,7 @@ mod tests {
             metric: "ACCURACY".into(),
             value: f64::INFINITY,
             samples,
+            confusion: None,
         }
     }
 
@@ -266,6 +285,26 @@ mod tests {
         record.validation_global = None;
         record.training_samples = 101;
         assert!(check_train_reply("node-a", &fds, &record).is_err());
+    }
+
+    #[test]
+    fn a_confusion_matrix_must_be_square_and_count_the_samples() {
+        let with = |matrix: Vec<Vec<u64>>| {
+            let mut score = score(4);
+            score.value = 0.5;
+            score.confusion = Some(matrix);
+            let mut record = reply();
+            record.validation_local = Some(score);
+            check_train_reply("node-a", &fds(), &record)
+        };
+        assert_eq!(with(vec![vec![2, 1], vec![0, 1]]), Ok(()));
+        for bad in [
+            vec![vec![2, 1], vec![0, 2]],
+            vec![vec![2, 1, 0], vec![1]],
+            vec![vec![u64::MAX, 5], vec![0, 0]],
+        ] {
+            assert!(with(bad).unwrap_err().contains("confusion matrix"));
+        }
     }
 
     #[test]

@@ -196,6 +196,7 @@ mod tests {
                 metric: "ACCURACY".into(),
                 value: 1.0,
                 samples: 1,
+                confusion: None,
             },
             timings: TrainTimings {
                 training_ms: 0.0,

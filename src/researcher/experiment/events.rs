@@ -266,6 +266,7 @@ mod tests {
             metric: "ACCURACY".into(),
             value,
             samples: 4,
+            confusion: None,
         }
     }
 
