@@ -9,10 +9,13 @@
 //!   CNN on 64×64) in the sandbox vs natively vs PyTorch on CPU, the anchor
 //!   run in the same session when `FEDWASM_BENCH_TORCH` names a Python
 //!   with torch installed;
-//! - what validation on the node (before and after training) adds to a round.
+//! - what validation on the node (before and after training) adds to a round;
+//! - the node's image pipeline (decode, fit, augment, normalize, batch) in
+//!   images/s at 64×64 grayscale and 224×224 RGB, against the samples/s the
+//!   BatchNorm CNN trains at in the sandbox.
 //!
 //! `cargo bench --bench sandbox [-- steps models instantiation transfer
-//! deadline privacy validation]` (no name: all). Timings are medians of
+//! deadline privacy validation images]` (no name: all). Timings are medians of
 //! repeated runs.
 
 #[path = "../tests/integration/native.rs"]
@@ -245,6 +248,125 @@ fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
     }
 }
 
+/// `count` PNG files of `side`² pixels in `channels` channels, of seeded noise.
+fn png_files(count: usize, side: u32, channels: u32) -> Vec<Vec<u8>> {
+    let mut rng = StreamSeed([5; 32]).rng();
+    (0..count)
+        .map(|_| {
+            let mut raw = vec![0u8; (side * side * channels) as usize];
+            rng.fill_bytes(&mut raw);
+            let mut png = Vec::new();
+            let color = if channels == 1 {
+                image::ExtendedColorType::L8
+            } else {
+                image::ExtendedColorType::Rgb8
+            };
+            image::ImageEncoder::write_image(
+                image::codecs::png::PngEncoder::new(&mut png),
+                &raw,
+                side,
+                side,
+                color,
+            )
+            .unwrap();
+            png
+        })
+        .collect()
+}
+
+/// Images per second through the whole node-side pipeline: decode every
+/// file, fit it, then augment, normalize and batch by 32 (what a round does
+/// when nothing is cached), and with the fitted images cached (later rounds).
+fn image_pipeline(sandbox: &Sandbox, seed: &StreamSeed) {
+    use fedwasm::dataset::{
+        Augment, Fit, ImageLimits, ImageSpec, decode_bytes, fit_image, image_batch,
+    };
+    println!("\nImage pipeline (decode, fit, augment, normalize, batch of 32), median of 5");
+    let augment = Augment {
+        horizontal_flip: true,
+        vertical_flip: false,
+        crop_padding: 4,
+        max_rotation_degrees: 10.0,
+    };
+    let mut rates = Vec::new();
+    for (label, side, channels, count) in [("64×64 gray", 64, 1, 512), ("224×224 RGB", 224, 3, 64)]
+    {
+        let files = png_files(count, side, channels);
+        let spec = ImageSpec {
+            height: side,
+            width: side,
+            channels,
+            fit: Fit::Resize,
+            mean: vec![0.5; channels as usize],
+            std: vec![0.25; channels as usize],
+            augment,
+        };
+        let limits = ImageLimits::default();
+        let shown = std::path::Path::new("bench.png");
+        let indices: Vec<usize> = (0..count).collect();
+        let mut fitted = Vec::new();
+        let whole = median(5, 1, || {
+            fitted = files
+                .iter()
+                .map(|f| fit_image(&decode_bytes(f, shown, &limits).unwrap(), &spec))
+                .collect();
+            for (k, chunk) in indices.chunks(32).enumerate() {
+                black_box(image_batch(
+                    &fitted,
+                    chunk,
+                    &spec,
+                    seed,
+                    (k * 32) as u64,
+                    true,
+                ));
+            }
+        });
+        let cached = median(5, 1, || {
+            for (k, chunk) in indices.chunks(32).enumerate() {
+                black_box(image_batch(
+                    &fitted,
+                    chunk,
+                    &spec,
+                    seed,
+                    (k * 32) as u64,
+                    true,
+                ));
+            }
+        });
+        let per_s = |d: Duration| count as f64 / d.as_secs_f64();
+        println!(
+            "  {label:<12} {:>9.0} images/s from PNG files, {:>9.0} images/s from the cache",
+            per_s(whole),
+            per_s(cached)
+        );
+        rates.push((label, per_s(whole)));
+    }
+    // The BatchNorm CNN of the reference models, on images of each size.
+    let plan = sandbox.load_file(&component("cnn")).unwrap();
+    for ((label, rate), (shape, rows, steps)) in rates
+        .into_iter()
+        .zip([("[1, 64, 64]", 32, 10), ("[3, 224, 224]", 8, 3)])
+    {
+        let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
+        let args = format!(
+            r#"{{"input_shape": {shape}, "n_classes": 6, "channels": [16, 32, 64],
+            "pooled_blocks": [1, 2], "global_pool": true, "hidden": [], "dropout": 0.0, "scaling": "none"}}"#
+        );
+        init(&mut wasm, &args);
+        let features = if shape.starts_with("[1") {
+            64 * 64
+        } else {
+            3 * 224 * 224
+        };
+        let step = step_median(&mut wasm, &batch(rows, features, 6), steps);
+        let trains = rows as f64 / step;
+        println!(
+            "  {label:<12} the BN-CNN trains {trains:>7.1} samples/s in the sandbox (batch {rows}): the pipeline is {:.0}× that",
+            rate / trains
+        );
+    }
+}
+
 /// Median seconds of `steps` single training steps, after five warm-up steps.
 fn step_median(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> f64 {
     for _ in 0..5 {
@@ -383,6 +505,9 @@ fn main() {
     }
     if wanted("privacy") {
         privacy_cost(&external, &plan_ext, &seed);
+    }
+    if wanted("images") {
+        image_pipeline(&external, &seed);
     }
     if wanted("validation") {
         validation_cost();

@@ -6,17 +6,23 @@
 //! - `table`: read a CSV file into a numeric [`Table`].
 //! - `prepare`: apply a plan's `data-spec` (columns, target checks, split, scaling).
 //! - `batches`: the seeded order of mini-batches.
+//! - `image_pipeline`: decoded images to the `[N, C, H, W]` batches a plan
+//!   asks for (fit, channels, seeded augmentation, normalization).
 //! - `images`: image folders (one sub-folder per class), checked and
 //!   digested at registration, decoded within bounds.
 
 pub(crate) mod batches;
 mod error;
+pub(crate) mod image_pipeline;
 pub(crate) mod images;
 pub(crate) mod prepare;
 pub(crate) mod table;
 
 pub use batches::BatchSchedule;
 pub use error::DatasetError;
-pub use images::{DecodedImage, ImageFolder, ImageItem, ImageLimits, PixelMode, scan_folder};
+pub use image_pipeline::{Augment, Fit, ImageSpec, fit_image, image_batch};
+pub use images::{
+    DecodedImage, ImageFolder, ImageItem, ImageLimits, PixelMode, decode_bytes, scan_folder,
+};
 pub use prepare::{PreparedData, Split};
 pub use table::{ColumnKind, Table};
