@@ -308,29 +308,15 @@ fn image_pipeline(sandbox: &Sandbox, seed: &StreamSeed) {
         let whole = median(5, 1, || {
             fitted = files
                 .iter()
-                .map(|f| fit_image(&decode_bytes(f, shown, &limits).unwrap(), &spec))
+                .map(|f| fit_image(&decode_bytes(f, shown, &limits).unwrap(), &spec).unwrap())
                 .collect();
             for (k, chunk) in indices.chunks(32).enumerate() {
-                black_box(image_batch(
-                    &fitted,
-                    chunk,
-                    &spec,
-                    seed,
-                    (k * 32) as u64,
-                    true,
-                ));
+                black_box(image_batch(&fitted, chunk, &spec, seed, (k * 32) as u64, true).unwrap());
             }
         });
         let cached = median(5, 1, || {
             for (k, chunk) in indices.chunks(32).enumerate() {
-                black_box(image_batch(
-                    &fitted,
-                    chunk,
-                    &spec,
-                    seed,
-                    (k * 32) as u64,
-                    true,
-                ));
+                black_box(image_batch(&fitted, chunk, &spec, seed, (k * 32) as u64, true).unwrap());
             }
         });
         let per_s = |d: Duration| count as f64 / d.as_secs_f64();

@@ -131,9 +131,23 @@ impl ImageSpec {
 }
 
 /// `image` fitted to `spec`'s size and channels, values still in [0, 1]:
-/// what the worker caches between rounds.
-pub fn fit_image(image: &DecodedImage, spec: &ImageSpec) -> Vec<f32> {
+/// what the worker caches between rounds. `spec` must have passed
+/// [`ImageSpec::check`] for the image's size.
+pub fn fit_image(image: &DecodedImage, spec: &ImageSpec) -> Result<Vec<f32>, DatasetError> {
     let (h, w) = (image.height as usize, image.width as usize);
+    let channels = image.mode.channels as usize;
+    if h * w == 0 || image.pixels.len() != channels * h * w || !matches!(channels, 1 | 3) {
+        return Err(invalid(format!(
+            "an image of {} values is not {channels} channels of {h}×{w}",
+            image.pixels.len()
+        )));
+    }
+    if spec.fit == Fit::CenterCrop && (spec.height as usize > h || spec.width as usize > w) {
+        return Err(invalid(format!(
+            "center-crop to {}×{} asked of a {h}×{w} image",
+            spec.height, spec.width
+        )));
+    }
     let planes: Vec<&[f32]> = image.pixels.chunks_exact(h * w).collect();
     let fitted: Vec<Vec<f32>> = planes
         .iter()
@@ -144,7 +158,7 @@ pub fn fit_image(image: &DecodedImage, spec: &ImageSpec) -> Vec<f32> {
             Fit::Resize => {
                 let buffer: ImageBuffer<Luma<f32>, Vec<f32>> =
                     ImageBuffer::from_raw(image.width, image.height, plane.to_vec())
-                        .expect("a plane holds height × width values");
+                        .unwrap_or_default();
                 resize(&buffer, spec.width, spec.height, FilterType::Triangle).into_raw()
             }
             Fit::CenterCrop => {
@@ -159,7 +173,7 @@ pub fn fit_image(image: &DecodedImage, spec: &ImageSpec) -> Vec<f32> {
             }
         })
         .collect();
-    match (fitted.len(), spec.channels) {
+    Ok(match (fitted.len(), spec.channels) {
         (1, 3) => [fitted[0].as_slice(); 3].concat(),
         (3, 1) => fitted[0]
             .iter()
@@ -169,7 +183,7 @@ pub fn fit_image(image: &DecodedImage, spec: &ImageSpec) -> Vec<f32> {
             .map(|((r, g), b)| 0.299 * r + 0.587 * g + 0.114 * b)
             .collect(),
         _ => fitted.concat(),
-    }
+    })
 }
 
 /// Augment one fitted sample into `out` with draws from `rng`, then
@@ -270,7 +284,8 @@ fn augment_into(sample: &[f32], spec: &ImageSpec, rng: &mut ChaCha8Rng, out: &mu
 /// The batch `[N, C, H, W]` of the fitted samples `fitted[i]` for `indices`:
 /// augmented when `training` (sample `k` of the batch drawing from stream
 /// `first_draw + k` of `seed`), then normalized. Built in parallel, the
-/// same bit for bit on any number of threads.
+/// same bit for bit on any number of threads. Every sample must have been
+/// fitted to `spec`, and every index name one.
 pub fn image_batch(
     fitted: &[Vec<f32>],
     indices: &[usize],
@@ -278,8 +293,21 @@ pub fn image_batch(
     seed: &StreamSeed,
     first_draw: u64,
     training: bool,
-) -> Vec<f32> {
+) -> Result<Vec<f32>, DatasetError> {
     let len = spec.sample_len();
+    if spec.mean.len() != spec.channels as usize || spec.std.len() != spec.channels as usize {
+        return Err(invalid("normalization does not match the channels".into()));
+    }
+    if let Some(&bad) = indices
+        .iter()
+        .find(|&&i| fitted.get(i).is_none_or(|s| s.len() != len))
+    {
+        return Err(invalid(format!(
+            "sample {bad} is not one of the {} samples fitted to {} values",
+            fitted.len(),
+            len
+        )));
+    }
     let mut batch = vec![0.0f32; indices.len() * len];
     let plain = ImageSpec {
         augment: Augment::default(),
@@ -295,7 +323,7 @@ pub fn image_batch(
             let used = if training { spec } else { &plain };
             augment_into(&fitted[index], used, &mut rng, out);
         });
-    batch
+    Ok(batch)
 }
 
 #[cfg(test)]
@@ -333,18 +361,18 @@ mod tests {
             ..spec(1, 2)
         };
         assert_eq!(
-            fit_image(&image, &crop),
+            fit_image(&image, &crop).unwrap(),
             [5.0 / 16.0, 6.0 / 16.0, 9.0 / 16.0, 10.0 / 16.0]
         );
-        let small = fit_image(&image, &spec(1, 2));
+        let small = fit_image(&image, &spec(1, 2)).unwrap();
         assert_eq!(small.len(), 4);
         assert!(
             small.windows(2).all(|p| p[0] <= p[1] || p[0] > p[1]),
             "finite"
         );
-        let rgb = fit_image(&image, &spec(3, 4));
+        let rgb = fit_image(&image, &spec(3, 4)).unwrap();
         assert_eq!(&rgb[..16], &rgb[16..32]);
-        let gray = fit_image(&ramp(3, 2), &spec(1, 2));
+        let gray = fit_image(&ramp(3, 2), &spec(1, 2)).unwrap();
         let expected = 0.299 * 0.0 + 0.587 * (4.0 / 12.0) + 0.114 * (8.0 / 12.0);
         assert!((gray[0] - expected).abs() < 1e-6);
     }
@@ -358,7 +386,7 @@ mod tests {
             ..spec(1, 2)
         };
         let seed = StreamSeed([1; 32]);
-        let batch = image_batch(&fitted, &[1, 0], &s, &seed, 0, true);
+        let batch = image_batch(&fitted, &[1, 0], &s, &seed, 0, true).unwrap();
         assert_eq!(batch, [2.0, 2.0, 2.0, 2.0, 0.0, 0.0, 0.0, 0.0]);
     }
 
@@ -367,6 +395,7 @@ mod tests {
         let fitted: Vec<Vec<f32>> = (0..16)
             .map(|i| {
                 fit_image(&ramp(1, 8), &spec(1, 8))
+                    .unwrap()
                     .iter()
                     .map(|v| v + i as f32)
                     .collect()
@@ -391,19 +420,19 @@ mod tests {
             .num_threads(4)
             .build()
             .unwrap();
-        let a = one.install(|| image_batch(&fitted, &indices, &s, &seed, 32, true));
-        let b = four.install(|| image_batch(&fitted, &indices, &s, &seed, 32, true));
+        let a = one.install(|| image_batch(&fitted, &indices, &s, &seed, 32, true).unwrap());
+        let b = four.install(|| image_batch(&fitted, &indices, &s, &seed, 32, true).unwrap());
         assert_eq!(a, b);
-        let other = image_batch(&fitted, &indices, &s, &StreamSeed([8; 32]), 32, true);
+        let other = image_batch(&fitted, &indices, &s, &StreamSeed([8; 32]), 32, true).unwrap();
         assert_ne!(a, other, "another seed augments differently");
-        let plain = image_batch(&fitted, &indices, &s, &seed, 32, false);
+        let plain = image_batch(&fitted, &indices, &s, &seed, 32, false).unwrap();
         assert_eq!(
             plain,
             fitted.concat(),
             "validation batches are not augmented"
         );
         // The same sample at another draw index is augmented afresh.
-        let later = image_batch(&fitted, &indices, &s, &seed, 48, true);
+        let later = image_batch(&fitted, &indices, &s, &seed, 48, true).unwrap();
         assert_ne!(a, later);
     }
 
@@ -421,6 +450,7 @@ mod tests {
         let outcomes: std::collections::BTreeSet<Vec<u32>> = (0..32)
             .map(|draw| {
                 image_batch(&fitted, &[0], &s, &seed, draw, true)
+                    .unwrap()
                     .iter()
                     .map(|v| *v as u32)
                     .collect()
@@ -429,6 +459,29 @@ mod tests {
         let expected: std::collections::BTreeSet<Vec<u32>> =
             [vec![1, 2, 3, 4], vec![2, 1, 4, 3]].into_iter().collect();
         assert_eq!(outcomes, expected, "kept or mirrored, both seen");
+    }
+
+    #[test]
+    fn inconsistent_inputs_are_errors_not_panics() {
+        let bad_image = DecodedImage {
+            mode: PixelMode {
+                channels: 3,
+                bits: 8,
+            },
+            height: 2,
+            width: 2,
+            pixels: vec![0.0; 4],
+        };
+        assert!(fit_image(&bad_image, &spec(1, 2)).is_err());
+        let crop = ImageSpec {
+            fit: Fit::CenterCrop,
+            ..spec(1, 8)
+        };
+        assert!(fit_image(&ramp(1, 4), &crop).is_err());
+        let seed = StreamSeed([0; 32]);
+        let fitted = vec![vec![0.0f32; 4]];
+        assert!(image_batch(&fitted, &[1], &spec(1, 2), &seed, 0, true).is_err());
+        assert!(image_batch(&fitted, &[0], &spec(1, 3), &seed, 0, true).is_err());
     }
 
     #[test]
