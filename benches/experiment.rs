@@ -146,6 +146,7 @@ async fn orchestration(n: usize, dir: &Path) {
                 path: data.clone(),
                 target: Some("diagnosis".into()),
                 split_column: None,
+                image_columns: None,
             }],
         })
         .collect();

@@ -83,6 +83,7 @@ fn main() {
                 path: root.join("data/breast_cancer.csv"),
                 target: Some("diagnosis".into()),
                 split_column: None,
+                image_columns: None,
             }],
         };
         let mut config = LocalFederationConfig::new(

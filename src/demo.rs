@@ -333,6 +333,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
                 path: shard,
                 target: Some(target.into()),
                 split_column: None,
+                image_columns: None,
             }],
         });
     }

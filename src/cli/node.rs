@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
+use fedwasm::dataset::{ManifestColumns, ManifestTarget};
 use fedwasm::digest::Sha256Digest;
 use fedwasm::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
 use fedwasm::sandbox::random::StreamSeed;
@@ -80,6 +81,14 @@ pub enum DatasetCommand {
         /// sample, and they are never trained on.
         #[arg(long)]
         split_column: Option<String>,
+        /// For an image manifest (a CSV): the column of image paths,
+        /// relative to the CSV. Label with --target CLASS_COLUMN, --target
+        /// LABEL1,LABEL2,… (0/1 columns) or --mask-column.
+        #[arg(long)]
+        image_column: Option<String>,
+        /// For an image manifest: the column of mask image paths (segmentation).
+        #[arg(long, requires = "image_column")]
+        mask_column: Option<String>,
     },
     /// List registered datasets.
     List {
@@ -192,16 +201,49 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             description,
             target,
             split_column,
+            image_column,
+            mask_column,
         }) => {
             match kind.as_deref() {
-                Some("images") if !path.is_dir() => {
-                    bail!("--kind images needs a folder with one sub-folder per class")
+                Some("images") if !path.is_dir() && image_column.is_none() => {
+                    bail!(
+                        "--kind images needs a folder with one sub-folder per class, or a CSV manifest with --image-column"
+                    )
                 }
                 Some("table") if path.is_dir() => {
                     bail!("--kind table needs a CSV or .npy file, not a folder")
                 }
+                Some("table") if image_column.is_some() => {
+                    bail!("--image-column makes an image manifest; leave out --kind table")
+                }
                 _ => {}
             }
+            let (target, image_columns) = match (image_column, mask_column, target) {
+                (None, _, target) => (target, None),
+                (Some(image), Some(mask), None) => (
+                    None,
+                    Some(ManifestColumns {
+                        image,
+                        target: ManifestTarget::Mask(mask),
+                    }),
+                ),
+                (Some(_), Some(_), Some(_)) => {
+                    bail!("label a manifest by --target or by --mask-column, not both")
+                }
+                (Some(_), None, None) => {
+                    bail!("an image manifest needs --target (classes or labels) or --mask-column")
+                }
+                (Some(image), None, Some(target)) => {
+                    let names: Vec<String> =
+                        target.split(',').map(|t| t.trim().to_string()).collect();
+                    let target = if names.len() == 1 {
+                        ManifestTarget::Class(target)
+                    } else {
+                        ManifestTarget::Labels(names)
+                    };
+                    (None, Some(ManifestColumns { image, target }))
+                }
+            };
             let (_, mut store) = open(&dir)?;
             let rec = store.add_dataset(NewDataset {
                 name,
@@ -210,14 +252,16 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 path,
                 target,
                 split_column,
+                image_columns,
             })?;
             let s = &rec.summary;
             if s.data_type == "images" {
                 println!(
-                    "added {} ({} images of {:?}, classes {})",
+                    "added {} ({} images of {:?}, {} {})",
                     s.dataset_id,
                     s.shape[0],
                     &s.shape[1..],
+                    s.image_target.as_deref().unwrap_or("class"),
                     s.classes.join(", ")
                 );
             } else {

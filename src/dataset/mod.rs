@@ -8,8 +8,9 @@
 //! - `batches`: the seeded order of mini-batches.
 //! - `image_pipeline`: decoded images to the `[N, C, H, W]` batches a plan
 //!   asks for (fit, channels, seeded augmentation, normalization).
-//! - `images`: image folders (one sub-folder per class), checked and
-//!   digested at registration, decoded within bounds.
+//! - `images`: image folders (one sub-folder per class) and CSV manifests
+//!   (class, multi-label or mask targets), checked and digested at
+//!   registration, decoded within bounds.
 
 pub(crate) mod batches;
 mod error;
@@ -22,7 +23,8 @@ pub use batches::BatchSchedule;
 pub use error::DatasetError;
 pub use image_pipeline::{Augment, Fit, ImageSpec, fit_image, image_batch};
 pub use images::{
-    DecodedImage, ImageFolder, ImageItem, ImageLimits, PixelMode, decode_bytes, scan_folder,
+    DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, ManifestColumns, ManifestTarget,
+    PixelMode, TargetKind, decode_bytes, scan_folder, scan_manifest,
 };
 pub use prepare::{PreparedData, Split};
 pub use table::{ColumnKind, Table};

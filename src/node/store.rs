@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::NodeError;
-use crate::dataset::{ColumnKind, DatasetError, ImageLimits, Table, scan_folder};
+use crate::dataset::{
+    ColumnKind, DatasetError, ImageLimits, ManifestColumns, Table, scan_folder, scan_manifest,
+};
 use crate::digest::Sha256Digest;
 use crate::wire::{DatasetSummary, PlanStatus};
 
@@ -34,6 +36,9 @@ pub struct NewDataset {
     /// (0): held out for validation instead of a `test_ratio` sample, never
     /// trained on, never shown to the plan as a feature.
     pub split_column: Option<String>,
+    /// For an image manifest (`path` is then its CSV): which columns hold
+    /// the image paths and the labels.
+    pub image_columns: Option<ManifestColumns>,
 }
 
 /// A registered dataset, path included (it never leaves the node).
@@ -45,9 +50,11 @@ pub struct DatasetRecord {
     pub path: PathBuf,
     /// Its split column, if it has a designated test part.
     pub split_column: Option<String>,
-    /// An image folder's digest at registration (every file's path and
+    /// An image dataset's digest at registration (every file's path and
     /// bytes), to notice a changed folder.
     pub digest: Option<Sha256Digest>,
+    /// An image manifest's columns.
+    pub image_columns: Option<ManifestColumns>,
 }
 
 /// A plan the node has seen.
@@ -85,7 +92,9 @@ CREATE TABLE IF NOT EXISTS datasets (
     split_column TEXT,
     test_rows INTEGER,
     classes TEXT,
-    digest TEXT
+    digest TEXT,
+    image_target TEXT,
+    image_columns TEXT
 );
 CREATE TABLE IF NOT EXISTS plans (
     sha256 TEXT PRIMARY KEY,
@@ -147,6 +156,18 @@ impl NodeStore {
                  ALTER TABLE datasets ADD COLUMN digest TEXT;",
             )?;
         }
+        // Stores made before image manifests.
+        let manifests: bool = db.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('datasets') WHERE name = 'image_columns'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !manifests {
+            db.execute_batch(
+                "ALTER TABLE datasets ADD COLUMN image_target TEXT;
+                 ALTER TABLE datasets ADD COLUMN image_columns TEXT;",
+            )?;
+        }
         Ok(NodeStore { db })
     }
 
@@ -175,8 +196,8 @@ impl NodeStore {
                 });
             }
         }
-        if new.path.is_dir() {
-            return self.add_image_folder(new, tags);
+        if new.path.is_dir() || new.image_columns.is_some() {
+            return self.add_images(new, tags);
         }
         let whole = Table::open(&new.path)?;
         let (table, test_rows) = match &new.split_column {
@@ -226,20 +247,23 @@ impl NodeStore {
             target: new.target,
             test_rows,
             classes: Vec::new(),
+            image_target: None,
         };
         let record = DatasetRecord {
             summary,
             path,
             split_column: new.split_column,
             digest: None,
+            image_columns: None,
         };
         self.insert(&record)?;
         Ok(record)
     }
 
-    /// Register the image folder `new.path` (one sub-folder per class) after
-    /// reading every image once.
-    fn add_image_folder(
+    /// Register the image folder `new.path` (one sub-folder per class), or
+    /// the manifest `new.path` with `new.image_columns`, after reading every
+    /// image once.
+    fn add_images(
         &mut self,
         new: NewDataset,
         tags: Vec<String>,
@@ -247,15 +271,22 @@ impl NodeStore {
         let refuse = |reason: &str| NodeError::Dataset(DatasetError::Invalid(reason.into()));
         if new.target.is_some() {
             return Err(refuse(
-                "an image folder's labels are its class sub-folders; leave out the target",
+                "an image dataset's labels are its class sub-folders or its manifest's target columns; leave out the table target",
             ));
         }
         if new.split_column.is_some() {
-            return Err(refuse(
-                "an image folder has no columns; leave out the split column",
-            ));
+            return Err(refuse("image datasets take no split column yet"));
         }
-        let found = scan_folder(&new.path, &ImageLimits::default())?;
+        let limits = ImageLimits::default();
+        let found = match (&new.image_columns, new.path.is_dir()) {
+            (None, _) => scan_folder(&new.path, &limits)?,
+            (Some(_), true) => {
+                return Err(refuse(
+                    "a manifest is a CSV file; for a folder of class sub-folders leave out the image column",
+                ));
+            }
+            (Some(columns), false) => scan_manifest(&new.path, columns, &limits)?,
+        };
         let path = std::fs::canonicalize(&new.path).unwrap_or(new.path.clone());
         let id = format!(
             "dataset-{}",
@@ -280,10 +311,12 @@ impl NodeStore {
                 target: None,
                 test_rows: None,
                 classes: found.classes,
+                image_target: Some(found.kind.name().to_string()),
             },
             path,
             split_column: None,
             digest: Some(found.digest),
+            image_columns: new.image_columns,
         };
         self.insert(&record)?;
         Ok(record)
@@ -292,8 +325,8 @@ impl NodeStore {
     fn insert(&mut self, record: &DatasetRecord) -> Result<(), NodeError> {
         let s = &record.summary;
         self.db.execute(
-            "INSERT INTO datasets (id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows, classes, digest)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            "INSERT INTO datasets (id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows, classes, digest, image_target, image_columns)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             params![
                 s.dataset_id,
                 s.name,
@@ -309,6 +342,11 @@ impl NodeStore {
                 s.test_rows.map(|n| n as i64),
                 serde_json::to_string(&s.classes).expect("strings serialise"),
                 record.digest.map(|d| d.to_hex()),
+                s.image_target,
+                record
+                    .image_columns
+                    .as_ref()
+                    .map(|c| serde_json::to_string(c).expect("columns serialise")),
             ],
         )?;
         Ok(())
@@ -317,7 +355,7 @@ impl NodeStore {
     /// Every dataset, in id order.
     pub fn datasets(&self) -> Result<Vec<DatasetRecord>, NodeError> {
         let mut stmt = self.db.prepare(
-            "SELECT id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows, classes, digest FROM datasets ORDER BY id",
+            "SELECT id, name, tags, description, data_type, path, target, shape, columns, dtypes, split_column, test_rows, classes, digest, image_target, image_columns FROM datasets ORDER BY id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok((
@@ -335,6 +373,8 @@ impl NodeStore {
                 r.get::<_, Option<i64>>(11)?,
                 r.get::<_, Option<String>>(12)?,
                 r.get::<_, Option<String>>(13)?,
+                r.get::<_, Option<String>>(14)?,
+                r.get::<_, Option<String>>(15)?,
             ))
         })?;
         let mut out = Vec::new();
@@ -354,6 +394,8 @@ impl NodeStore {
                 test_rows,
                 classes,
                 digest,
+                image_target,
+                image_columns,
             ) = row?;
             out.push(DatasetRecord {
                 summary: DatasetSummary {
@@ -371,6 +413,7 @@ impl NodeStore {
                         .transpose()
                         .map_err(|_| NodeError::Corrupt("a negative test row count".into()))?,
                     classes: classes.map(json).transpose()?.unwrap_or_default(),
+                    image_target,
                 },
                 path: PathBuf::from(path),
                 split_column,
@@ -380,6 +423,7 @@ impl NodeStore {
                             .map_err(|e| NodeError::Corrupt(format!("dataset digest: {e}")))
                     })
                     .transpose()?,
+                image_columns: image_columns.map(json).transpose()?,
             });
         }
         Ok(out)
@@ -550,6 +594,7 @@ mod tests {
             path: csv(dir, &format!("{}.csv", tags.join("_"))),
             target: Some("label".into()),
             split_column: None,
+            image_columns: None,
         }
     }
 
@@ -574,6 +619,7 @@ mod tests {
             path: images.clone(),
             target: None,
             split_column: None,
+            image_columns: None,
         };
         let rec = store.add_dataset(folder(&["#xray"])).unwrap();
         assert_eq!(rec.summary.data_type, "images");
@@ -603,6 +649,7 @@ mod tests {
                 path,
                 target: Some("label".into()),
                 split_column: Some("fold".into()),
+                image_columns: None,
             }
         };
         let mut store = NodeStore::open(&db).unwrap();

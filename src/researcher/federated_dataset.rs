@@ -93,6 +93,7 @@ mod tests {
             target: None,
             test_rows: None,
             classes: Vec::new(),
+            image_target: None,
         }
     }
 

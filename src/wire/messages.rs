@@ -59,6 +59,10 @@ pub struct DatasetSummary {
     /// empty for tables.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub classes: Vec<String>,
+    /// How an image dataset is labelled: `class`, `multi-label` (one flag
+    /// per name in `classes`) or `mask` (`classes` are the mask values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_target: Option<String>,
 }
 
 /// Approval state of a plan on a node.
@@ -635,6 +639,7 @@ mod tests {
             target: Some("diagnosis".into()),
             test_rows: None,
             classes: Vec::new(),
+            image_target: None,
         }
     }
 

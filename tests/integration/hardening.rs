@@ -404,6 +404,7 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                             target: Some("diagnosis".into()),
                             test_rows: None,
                             classes: Vec::new(),
+                            image_target: None,
                         }],
                     });
                     let topic = topics::replies(reply.addressee());

@@ -20,6 +20,7 @@ fn node(id: &str, tags: &[&str]) -> LocalNode {
             path: data("breast_cancer.csv"),
             target: Some("diagnosis".into()),
             split_column: None,
+            image_columns: None,
         }],
     }
 }
@@ -150,6 +151,7 @@ async fn an_image_dataset_is_listed_with_its_classes_and_refused_for_training_by
         path: images,
         target: None,
         split_column: None,
+        image_columns: None,
     });
     let mut config =
         LocalFederationConfig::new(tmp.path().join("federation"), vec![clinic], fedwasm_bin());

@@ -121,3 +121,102 @@ fn operator_registers_datasets_and_approves_plans_and_state_persists() {
     let (ok, _, err) = node(&dir, &["dataset", "remove", "--dir", "{dir}", &dataset_id]);
     assert!(!ok && err.contains("no dataset"), "{err}");
 }
+
+/// Image datasets as an operator registers them: a folder of class
+/// sub-folders, or a CSV manifest labelled by class, by several labels or by
+/// masks; a bad one is refused naming the file, and the node's other
+/// datasets stay.
+#[test]
+fn operator_registers_image_folders_and_manifests() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("imaging");
+    let (ok, _, err) = node(&dir, &["init", "--dir", "{dir}", "--id", "imaging"]);
+    assert!(ok, "{err}");
+    let scans = tmp.path().join("scans");
+    for (file, shade) in [
+        ("normal/1.png", 10u8),
+        ("normal/2.png", 20),
+        ("effusion/1.png", 200),
+    ] {
+        let path = scans.join(file);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::ImageBuffer::from_pixel(4, 4, image::Luma([shade]))
+            .save(path)
+            .unwrap();
+    }
+    let add = |path: &Path, tags: &str, extra: &[&str]| {
+        let mut args = vec![
+            "dataset",
+            "add",
+            "--dir",
+            "{dir}",
+            "--path",
+            path.to_str().unwrap(),
+            "--kind",
+            "images",
+            "--tags",
+            tags,
+            "--name",
+            "scans",
+        ];
+        args.extend(extra);
+        node(&dir, &args)
+    };
+    let (ok, out, err) = add(&scans, "#folder", &[]);
+    assert!(
+        ok && out.contains("3 images of [1, 4, 4], class effusion, normal"),
+        "{out}{err}"
+    );
+    // A manifest beside the class folders (the folder registered above
+    // would now refuse these top-level files).
+    image::ImageBuffer::from_pixel(4, 4, image::Luma([1u8]))
+        .save(scans.join("mask.png"))
+        .unwrap();
+    let manifest = scans.join("manifest.csv");
+    std::fs::write(
+        &manifest,
+        "file,grade,effusion,nodule,mask\nnormal/1.png,2,0,1,mask.png\neffusion/1.png,10,1,0,mask.png\n",
+    )
+    .unwrap();
+    let (ok, out, err) = add(
+        &manifest,
+        "#grades",
+        &["--image-column", "file", "--target", "grade"],
+    );
+    assert!(
+        ok && out.contains("2 images of [1, 4, 4], class 2, 10"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = add(
+        &manifest,
+        "#findings",
+        &["--image-column", "file", "--target", "effusion,nodule"],
+    );
+    assert!(
+        ok && out.contains("multi-label effusion, nodule"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = add(
+        &manifest,
+        "#masks",
+        &["--image-column", "file", "--mask-column", "mask"],
+    );
+    assert!(ok && out.contains("mask 1"), "{out}{err}");
+    let (ok, out, _) = node(&dir, &["dataset", "list", "--dir", "{dir}"]);
+    assert!(ok && out.lines().count() == 4, "{out}");
+
+    std::fs::write(&manifest, "file,grade\nnormal/missing.png,1\n").unwrap();
+    let (ok, _, err) = add(
+        &manifest,
+        "#broken",
+        &["--image-column", "file", "--target", "grade"],
+    );
+    assert!(
+        !ok && err.contains("normal/missing.png: unreadable"),
+        "{err}"
+    );
+    let (ok, _, err) = add(&manifest, "#unlabelled", &["--image-column", "file"]);
+    assert!(!ok && err.contains("needs --target"), "{err}");
+    let (ok, out, _) = node(&dir, &["dataset", "list", "--dir", "{dir}"]);
+    assert!(ok && out.lines().count() == 4, "nothing was lost: {out}");
+}

@@ -172,6 +172,7 @@ mod tests {
             target: None,
             test_rows: None,
             classes: Vec::new(),
+            image_target: None,
         };
         FederatedDataset::new(BTreeMap::from([("node-a".to_string(), summary)]))
     }
