@@ -28,6 +28,10 @@ pub struct EvaluateArgs {
     /// The target column.
     #[arg(long)]
     target: Option<String>,
+    /// Score only the rows this column marks 1 (a designated test part),
+    /// scaled from the others as a node registered with it scales them.
+    #[arg(long)]
+    split_column: Option<String>,
     /// model_args as a JSON object: those the model was trained with.
     #[arg(long, default_value = "{}")]
     model_args: String,
@@ -106,6 +110,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         &parameters,
         &table,
         args.target.as_deref(),
+        args.split_column.as_deref(),
         metric,
     )
     .context("scoring")?;

@@ -57,10 +57,12 @@ pub fn task_metrics(task: &Task) -> Vec<TestMetric> {
     }
 }
 
-/// Scores of `parameters` on every row of `table` — `metric` (with its
-/// `average`), or every metric of the plan's task — computed by the host
-/// from the plan's predictions, as a node validates: what `fedwasm
-/// evaluate` prints for a saved model.
+/// Scores of `parameters` on every row of `table` — or, with a
+/// `split_column`, on its designated test rows, scaled as a node scales
+/// them — by `metric` (with its `average`) or every metric of the plan's
+/// task, computed by the host from the plan's predictions as a node
+/// validates: what `fedwasm evaluate` prints for a saved model.
+#[allow(clippy::too_many_arguments)]
 pub fn score_parameters(
     sandbox: &Sandbox,
     plan: &LoadedPlan,
@@ -68,20 +70,30 @@ pub fn score_parameters(
     parameters: &[Tensor],
     table: &Table,
     target: Option<&str>,
+    split_column: Option<&str>,
     metric: Option<(TestMetric, Option<Average>)>,
 ) -> Result<Vec<ValidationScore>, TrainingError> {
     let mut instance = sandbox.instantiate(plan, &StreamSeed::for_plan(0, 0, "evaluation"))?;
     instance.init_model(&model_args.to_string())?;
     instance.set_parameters(parameters)?;
-    let spec = instance.training_data(&dataset_info(table, target))?;
+    let (table, designated_test) = match split_column {
+        Some(column) => {
+            let (rest, test) = table.split_by_column(column)?;
+            (std::borrow::Cow::Owned(rest), Some(test))
+        }
+        None => (std::borrow::Cow::Borrowed(table), None),
+    };
+    let designated = designated_test.is_some();
+    let spec = instance.training_data(&dataset_info(&table, target))?;
     let split = Split {
         test_ratio: 0.0,
-        designated_test: None,
+        designated_test,
         seed: StreamSeed::for_split(0, "evaluation"),
         max_bytes: sandbox.config().memory_bytes(),
     };
-    let data = prepare(table, &spec, target, &split)?;
-    if data.train.is_empty() {
+    let data = prepare(&table, &spec, target, &split)?;
+    let rows = if designated { &data.test } else { &data.train };
+    if rows.is_empty() {
         return Err(TrainingError::Args("the data has no row to score".into()));
     }
     let chosen = match metric {
@@ -99,17 +111,17 @@ pub fn score_parameters(
             .map(|m| (m, None))
             .collect(),
     };
-    let predicted = predictions(&mut instance, &data.train, &data.task)?;
-    let confusion = task_confusion(&data.task, &predicted, &data.train.targets);
+    let predicted = predictions(&mut instance, rows, &data.task)?;
+    let confusion = task_confusion(&data.task, &predicted, &rows.targets);
     chosen
         .into_iter()
         .map(|(metric, average)| {
-            let value = score_predicted(metric, &predicted, &data.train.targets, average)
+            let value = score_predicted(metric, &predicted, &rows.targets, average)
                 .map_err(|e| TrainingError::Args(format!("{}: {e}", metric.tag())))?;
             Ok(ValidationScore {
                 metric: metric.tag().to_string(),
                 value,
-                samples: data.train.len() as u64,
+                samples: rows.len() as u64,
                 confusion: confusion.clone(),
             })
         })

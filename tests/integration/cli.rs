@@ -210,6 +210,38 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
     assert_eq!(stdout.lines().count(), 4, "{stdout}");
     assert!(stdout.lines().nth(3).unwrap().starts_with("F1_SCORE"));
 
+    // Only the designated test rows, with a split column: the last 69.
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    let mut split_csv = format!("{},fold\n", lines.next().unwrap());
+    for (i, line) in lines.enumerate() {
+        split_csv.push_str(&format!("{line},{}\n", u8::from(i >= 500)));
+    }
+    let with_fold = dir.path().join("with-fold.csv");
+    std::fs::write(&with_fold, split_csv).unwrap();
+    let out = fedwasm(
+        &[
+            "evaluate",
+            plan.to_str().unwrap(),
+            params.to_str().unwrap(),
+            "--data",
+            with_fold.to_str().unwrap(),
+            "--target",
+            "diagnosis",
+            "--model-args",
+            lr_args,
+            "--split-column",
+            "fold",
+        ],
+        &[],
+    );
+    assert!(
+        out.0 && out.1.contains("data       69 rows of"),
+        "{}{}",
+        out.1,
+        out.2
+    );
+
     for (plan, model_args, extra, expected) in [
         (
             example_plan("mlp"),
