@@ -13,7 +13,7 @@ use fedwasm::plan_build::build_plan;
 use fedwasm::researcher::aggregators::{AggregationError, align_parameters};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
-use fedwasm::training::{TrainingArgs, score_parameters};
+use fedwasm::training::{ScoredRows, TrainingArgs, score_parameters};
 
 /// Score saved parameters on a table.
 #[derive(Args)]
@@ -108,9 +108,11 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         &loaded,
         &model_args,
         &parameters,
-        &table,
-        args.target.as_deref(),
-        args.split_column.as_deref(),
+        ScoredRows {
+            table: &table,
+            target: args.target.as_deref(),
+            split_column: args.split_column.as_deref(),
+        },
         metric,
     )
     .context("scoring")?;

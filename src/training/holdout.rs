@@ -57,26 +57,35 @@ pub fn task_metrics(task: &Task) -> Vec<TestMetric> {
     }
 }
 
-/// Scores of `parameters` on every row of `table` — or, with a
-/// `split_column`, on its designated test rows, scaled as a node scales
-/// them — by `metric` (with its `average`) or every metric of the plan's
-/// task, computed by the host from the plan's predictions as a node
-/// validates: what `fedwasm evaluate` prints for a saved model.
-#[allow(clippy::too_many_arguments)]
+/// The rows a saved model is scored on.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoredRows<'a> {
+    /// The table.
+    pub table: &'a Table,
+    /// Its target column, unless the plan names one.
+    pub target: Option<&'a str>,
+    /// A column marking the designated test rows (1): only those are
+    /// scored, scaled from the others; `None` scores every row.
+    pub split_column: Option<&'a str>,
+}
+
+/// Scores of `parameters` on `rows` by `metric` (with its `average`) or
+/// every metric of the plan's task, computed by the host from the plan's
+/// predictions as a node validates: what `fedwasm evaluate` prints for a
+/// saved model.
 pub fn score_parameters(
     sandbox: &Sandbox,
     plan: &LoadedPlan,
     model_args: &Value,
     parameters: &[Tensor],
-    table: &Table,
-    target: Option<&str>,
-    split_column: Option<&str>,
+    rows: ScoredRows<'_>,
     metric: Option<(TestMetric, Option<Average>)>,
 ) -> Result<Vec<ValidationScore>, TrainingError> {
+    let (table, target) = (rows.table, rows.target);
     let mut instance = sandbox.instantiate(plan, &StreamSeed::for_plan(0, 0, "evaluation"))?;
     instance.init_model(&model_args.to_string())?;
     instance.set_parameters(parameters)?;
-    let (table, designated_test) = match split_column {
+    let (table, designated_test) = match rows.split_column {
         Some(column) => {
             let (rest, test) = table.split_by_column(column)?;
             (std::borrow::Cow::Owned(rest), Some(test))
