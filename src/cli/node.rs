@@ -96,6 +96,14 @@ pub enum DatasetCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Check that an image dataset still holds what was registered.
+    Check {
+        /// The node folder.
+        #[arg(long)]
+        dir: PathBuf,
+        /// The dataset id.
+        id: String,
+    },
     /// Forget a dataset (the file stays).
     Remove {
         /// The node folder.
@@ -301,6 +309,17 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                     target,
                     d.path.display()
                 );
+            }
+        }
+        NodeCommand::Dataset(DatasetCommand::Check { dir, id }) => {
+            let (_, store) = open(&dir)?;
+            if store.images_unchanged(&id)? {
+                println!("{id}: unchanged since registration");
+            } else {
+                println!(
+                    "{id}: changed since registration; `fedwasm node dataset remove` and add it again to use the new files"
+                );
+                return Ok(ExitCode::FAILURE);
             }
         }
         NodeCommand::Dataset(DatasetCommand::Remove { dir, id }) => {

@@ -446,7 +446,25 @@ impl NodeStore {
             .ok_or_else(|| NodeError::UnknownDataset(id.to_string()))
     }
 
-    /// Forget the dataset with `id` (the file is left alone).
+    /// Whether image dataset `id` still holds what was registered: every
+    /// file read again and digested. `Ok(false)` when it changed; an error
+    /// names a file that became unreadable. Tables are not digested.
+    pub fn images_unchanged(&self, id: &str) -> Result<bool, NodeError> {
+        let record = self.dataset(id)?;
+        let Some(registered) = record.digest else {
+            return Err(NodeError::Dataset(DatasetError::Invalid(format!(
+                "dataset {id} is a table; only image datasets are digested"
+            ))));
+        };
+        let limits = ImageLimits::default();
+        let found = match &record.image_columns {
+            Some(columns) => scan_manifest(&record.path, columns, &limits)?,
+            None => scan_folder(&record.path, &limits)?,
+        };
+        Ok(found.digest == registered)
+    }
+
+    /// Forget dataset `id` (its files stay).
     pub fn remove_dataset(&mut self, id: &str) -> Result<(), NodeError> {
         match self
             .db

@@ -167,6 +167,18 @@ fn operator_registers_image_folders_and_manifests() {
         ok && out.contains("3 images of [1, 4, 4], class effusion, normal"),
         "{out}{err}"
     );
+    let folder_id = out.split_whitespace().nth(1).unwrap().to_string();
+    let check = || node(&dir, &["dataset", "check", "--dir", "{dir}", &folder_id]);
+    let (ok, out, err) = check();
+    assert!(
+        ok && out.contains("unchanged since registration"),
+        "{out}{err}"
+    );
+    image::ImageBuffer::from_pixel(4, 4, image::Luma([11u8]))
+        .save(scans.join("normal/1.png"))
+        .unwrap();
+    let (ok, out, _) = check();
+    assert!(!ok && out.contains("changed since registration"), "{out}");
     // A manifest beside the class folders (the folder registered above
     // would now refuse these top-level files).
     image::ImageBuffer::from_pixel(4, 4, image::Luma([1u8]))
