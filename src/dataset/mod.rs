@@ -8,12 +8,13 @@
 //! - `batches`: the seeded order of mini-batches.
 //! - `image_pipeline`: decoded images to the `[N, C, H, W]` batches a plan
 //!   asks for (fit, channels, seeded augmentation, normalization).
-//! - `images`: image folders (one sub-folder per class) and CSV manifests
-//!   (class, multi-label or mask targets), checked and digested at
-//!   registration, decoded within bounds.
+//! - `images`: image folders (one sub-folder per class), checked and
+//!   digested at registration, decoded within bounds; `image_manifest`: CSV
+//!   manifests (class, multi-label or mask targets) on the same checks.
 
 pub(crate) mod batches;
 mod error;
+pub(crate) mod image_manifest;
 pub(crate) mod image_pipeline;
 pub(crate) mod images;
 pub(crate) mod prepare;
@@ -21,10 +22,11 @@ pub(crate) mod table;
 
 pub use batches::BatchSchedule;
 pub use error::DatasetError;
+pub use image_manifest::{ManifestColumns, ManifestTarget, scan_manifest};
 pub use image_pipeline::{Augment, Fit, ImageSpec, fit_image, image_batch};
 pub use images::{
-    DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, ManifestColumns, ManifestTarget,
-    PixelMode, TargetKind, decode_bytes, scan_folder, scan_manifest,
+    DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, PixelMode, TargetKind,
+    decode_bytes, scan_folder,
 };
 pub use prepare::{PreparedData, Split};
 pub use table::{ColumnKind, Table};

@@ -20,6 +20,8 @@ pub(super) struct Pending {
     round: u32,
     /// Request id → (node, when sent).
     sent: BTreeMap<String, (String, Instant)>,
+    /// Every node asked.
+    asked: BTreeSet<String>,
     /// Nodes answered or given up on.
     settled: BTreeSet<String>,
 }
@@ -55,6 +57,7 @@ impl Pending {
             experiment_id: experiment_id.to_string(),
             round,
             sent: BTreeMap::new(),
+            asked: BTreeSet::new(),
             settled: BTreeSet::new(),
         }
     }
@@ -63,20 +66,11 @@ impl Pending {
     pub(super) fn sent(&mut self, request_id: String, node: &str) {
         self.sent
             .insert(request_id, (node.to_string(), Instant::now()));
+        self.asked.insert(node.to_string());
     }
 
     fn unsettled(&self) -> Vec<String> {
-        let nodes: BTreeSet<&String> = self
-            .sent
-            .values()
-            .map(|(node, _)| node)
-            .filter(|node| !self.settled.contains(*node))
-            .collect();
-        nodes.into_iter().cloned().collect()
-    }
-
-    fn asked(&self, node: &str) -> bool {
-        self.sent.values().any(|(n, _)| n == node)
+        self.asked.difference(&self.settled).cloned().collect()
     }
 
     /// The node and send time of an unsettled request `request_id`.
@@ -101,7 +95,7 @@ impl Pending {
                 ..
             }) if experiment_id == self.experiment_id
                 && round == self.round
-                && self.asked(&node_id) =>
+                && self.asked.contains(&node_id) =>
             {
                 Some(Collected::Progress {
                     loss: values.get("loss").copied(),
@@ -164,13 +158,13 @@ impl Pending {
     /// until `deadline`.
     pub(super) async fn next(&mut self, link: &mut NodeLink, deadline: Instant) -> Collected {
         loop {
-            let unsettled = self.unsettled();
-            if unsettled.is_empty() {
+            if self.settled.len() == self.asked.len() {
                 return Collected::Complete;
             }
             let Some(message) = link.next_message(deadline).await else {
-                self.settled.extend(unsettled.iter().cloned());
-                return Collected::Silent { nodes: unsettled };
+                let silent = self.unsettled();
+                self.settled.extend(silent.iter().cloned());
+                return Collected::Silent { nodes: silent };
             };
             if let Some(collected) = self.classify(message) {
                 return collected;
