@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use fedwasm::researcher::{NodeLink, Reply};
+use fedwasm::researcher::{NodeLink, Reply, generated_researcher_id};
 use fedwasm::transport::BrokerConfig;
 use fedwasm::wire::{DatasetSummary, ErrorMessage, Message, Pong};
 
@@ -49,7 +49,7 @@ impl BrokerOptions {
         let id = self
             .researcher_id
             .clone()
-            .unwrap_or_else(|| format!("researcher-{}", std::process::id()));
+            .unwrap_or_else(generated_researcher_id);
         NodeLink::connect(&self.config(), &id)
             .await
             .with_context(|| format!("connecting to the broker at {}", self.broker))

@@ -12,6 +12,7 @@
 //! and answer it once (the node's `recent` replies), so a re-sent request never trains twice.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
@@ -22,6 +23,17 @@ use crate::wire::{
     Answer, DatasetSummary, ErrorMessage, ListReply, ListRequest, Message, NodeStatus, Ping, Pong,
     SearchReply, SearchRequest, decode, topics,
 };
+
+/// A researcher id for a link that was not given one: the process id and a
+/// count of the ids made so far in this process. The id is also the link's
+/// MQTT client id, and a broker hands a client id's session to its newest
+/// connection, so two live links with one id (two experiments in one program)
+/// would keep taking the connection from each other and lose replies.
+pub fn generated_researcher_id() -> String {
+    static MADE: AtomicU64 = AtomicU64::new(0);
+    let n = MADE.fetch_add(1, Ordering::Relaxed);
+    format!("researcher-{}-{n}", std::process::id())
+}
 
 /// A node's answer to a request: its reply, or the error it sent instead.
 #[derive(Debug, Clone, PartialEq)]
@@ -461,4 +473,16 @@ fn datasets_of(
             (node, datasets)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_differ_and_are_valid_topic_ids() {
+        let (a, b) = (generated_researcher_id(), generated_researcher_id());
+        assert_ne!(a, b);
+        assert!(topics::valid_id(&a) && topics::valid_id(&b), "{a} {b}");
+    }
 }

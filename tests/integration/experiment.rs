@@ -506,3 +506,29 @@ async fn initial_parameters_start_from_a_saved_model_checked_against_the_plan() 
         "{err}"
     );
 }
+
+/// Two experiments open at once in one program, on one broker, each with a
+/// generated researcher id: both find both nodes and train, rounds
+/// interleaved. (One id for both once made them take the broker connection
+/// from each other, so one of them lost its search replies.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_experiments_open_at_once_each_get_their_replies() {
+    let fed = Federation::embedded().await;
+    let _nodes = fed.two_nodes().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Experiment::new(settings(&fed, dir.path())).await.unwrap();
+    let mut second = Experiment::new(settings(&fed, dir.path())).await.unwrap();
+    for exp in [&first, &second] {
+        assert_eq!(
+            exp.training_data().unwrap().node_ids(),
+            ["node-a", "node-b"]
+        );
+    }
+    assert_eq!(first.run_once(false).await.unwrap(), 1);
+    assert_eq!(second.run_once(false).await.unwrap(), 1);
+    assert_eq!(first.run_once(false).await.unwrap(), 1);
+    assert_eq!(first.round_current(), 2);
+    assert_eq!(second.round_current(), 1);
+    first.close().await;
+    second.close().await;
+}

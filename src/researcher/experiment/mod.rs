@@ -60,7 +60,7 @@ use super::monitor::Monitor;
 use super::optimizers::{OptimizerState, ServerOptimizer};
 use super::settings::{ExperimentSettings, RepositorySetting};
 use super::strategy::Strategy;
-use super::{ExperimentError, FederatedDataset, NodeLink};
+use super::{ExperimentError, FederatedDataset, NodeLink, generated_researcher_id};
 use crate::repository::RepositoryClient;
 use crate::sandbox::types::Tensor;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -149,7 +149,7 @@ impl Experiment {
         let researcher_id = settings
             .researcher_id
             .clone()
-            .unwrap_or_else(|| format!("researcher-{}", std::process::id()));
+            .unwrap_or_else(generated_researcher_id);
         let link = NodeLink::connect(&settings.broker, &researcher_id).await?;
         let sandbox = Sandbox::new(SandboxConfig::default())?;
 
