@@ -44,6 +44,7 @@ fn time_limit_cost() {
     let task = TrainingTask {
         plan: component("logistic-regression"),
         dataset: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv"),
+        images: None,
         target: Some("diagnosis".into()),
         model_args: serde_json::json!({"n_features": 30, "n_classes": 2}),
         training_args: TrainingArgs::from_json(r#"{"num_updates": 500}"#).unwrap(),
@@ -116,7 +117,10 @@ fn batch(rows: usize, features: usize, classes: usize) -> Batch {
             shape: vec![rows as u32, features as u32],
             data,
         },
-        targets,
+        targets: Array {
+            shape: vec![rows as u32],
+            data: targets,
+        },
     }
 }
 
@@ -308,7 +312,7 @@ fn image_pipeline(sandbox: &Sandbox, seed: &StreamSeed) {
         let whole = median(5, 1, || {
             fitted = files
                 .iter()
-                .map(|f| fit_image(&decode_bytes(f, shown, &limits).unwrap(), &spec).unwrap())
+                .flat_map(|f| fit_image(&decode_bytes(f, shown, &limits).unwrap(), &spec).unwrap())
                 .collect();
             for (k, chunk) in indices.chunks(32).enumerate() {
                 black_box(image_batch(&fitted, chunk, &spec, seed, (k * 32) as u64, true).unwrap());
@@ -590,6 +594,7 @@ fn validation_cost() {
     let task = |validate: bool| TrainingTask {
         plan: component("mlp"),
         dataset: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data/digits.csv"),
+        images: None,
         target: Some("digit".into()),
         model_args: serde_json::json!({"n_features": 64, "n_classes": 10, "hidden": [64]}),
         training_args: serde_json::from_value(serde_json::json!({

@@ -125,6 +125,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             let task = TrainingTask {
                 plan,
                 dataset: data,
+                images: None,
                 target: Some(target),
                 split_column,
                 model_args,

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use super::DatasetError;
 use super::images::{
-    Consistency, ImageItem, ImageLimits, ImageSet, ImageTarget, TargetKind, decode_bytes,
-    hash_file, malformed, read_bounded,
+    Consistency, DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, TargetKind,
+    decode_bytes, hash_file, malformed, read_bounded,
 };
 use crate::digest::Sha256Hasher;
 
@@ -79,6 +79,28 @@ pub fn scan_manifest(
     columns: &ManifestColumns,
     limits: &ImageLimits,
 ) -> Result<ImageSet, DatasetError> {
+    read_manifest(manifest, columns, limits, &mut Consistency::checking())
+}
+
+/// [`scan_manifest`], keeping the decoded images (in item order) while
+/// they take at most `max_bytes`: what a worker trains on.
+pub fn load_manifest(
+    manifest: &Path,
+    columns: &ManifestColumns,
+    limits: &ImageLimits,
+    max_bytes: usize,
+) -> Result<(ImageSet, Vec<DecodedImage>), DatasetError> {
+    let mut consistency = Consistency::keeping(max_bytes);
+    let set = read_manifest(manifest, columns, limits, &mut consistency)?;
+    Ok((set, consistency.into_kept()))
+}
+
+fn read_manifest(
+    manifest: &Path,
+    columns: &ManifestColumns,
+    limits: &ImageLimits,
+    consistency: &mut Consistency,
+) -> Result<ImageSet, DatasetError> {
     let shown_manifest = Path::new(manifest.file_name().unwrap_or_default());
     let bytes = read_bounded(manifest, shown_manifest, limits)?;
     let root = manifest.parent().unwrap_or(Path::new("."));
@@ -110,7 +132,6 @@ pub fn scan_manifest(
     };
     let mut hasher = Sha256Hasher::default();
     hash_file(&mut hasher, shown_manifest, &bytes);
-    let mut consistency = Consistency { first: None };
     let mut rows: Vec<(PathBuf, Vec<String>)> = Vec::new();
     for (i, record) in reader.records().enumerate() {
         let row = i + 2;
@@ -124,7 +145,7 @@ pub fn scan_manifest(
         let (path, relative) = manifest_path(root, &record[image_col], row, &columns.image)?;
         let file = read_bounded(&path, &relative, limits)?;
         let image = decode_bytes(&file, &relative, limits)?;
-        consistency.check(&relative, &image)?;
+        consistency.accept(&relative, image)?;
         hash_file(&mut hasher, &relative, &file);
         let cells = target_cols
             .iter()
@@ -134,6 +155,7 @@ pub fn scan_manifest(
     }
     let (_, mode, height, width) = consistency
         .first
+        .clone()
         .ok_or_else(|| malformed(shown_manifest, "lists no image"))?;
     let (classes, items) = match &columns.target {
         ManifestTarget::Class(name) => {

@@ -281,13 +281,14 @@ fn augment_into(sample: &[f32], spec: &ImageSpec, rng: &mut ChaCha8Rng, out: &mu
     }
 }
 
-/// The batch `[N, C, H, W]` of the fitted samples `fitted[i]` for `indices`:
+/// The batch `[N, C, H, W]` of the fitted samples for `indices` (sample
+/// `i` is `fitted[i·L..(i+1)·L]`, `L` = [`ImageSpec::sample_len`]):
 /// augmented when `training` (sample `k` of the batch drawing from stream
 /// `first_draw + k` of `seed`), then normalized. Built in parallel, the
 /// same bit for bit on any number of threads. Every sample must have been
 /// fitted to `spec`, and every index name one.
 pub fn image_batch(
-    fitted: &[Vec<f32>],
+    fitted: &[f32],
     indices: &[usize],
     spec: &ImageSpec,
     seed: &StreamSeed,
@@ -298,14 +299,16 @@ pub fn image_batch(
     if spec.mean.len() != spec.channels as usize || spec.std.len() != spec.channels as usize {
         return Err(invalid("normalization does not match the channels".into()));
     }
-    if let Some(&bad) = indices
-        .iter()
-        .find(|&&i| fitted.get(i).is_none_or(|s| s.len() != len))
-    {
+    let count = fitted.len() / len.max(1);
+    if len == 0 || !fitted.len().is_multiple_of(len) {
         return Err(invalid(format!(
-            "sample {bad} is not one of the {} samples fitted to {} values",
-            fitted.len(),
-            len
+            "{} values are not whole samples of {len}",
+            fitted.len()
+        )));
+    }
+    if let Some(&bad) = indices.iter().find(|&&i| i >= count) {
+        return Err(invalid(format!(
+            "sample {bad} is not one of the {count} samples fitted to {len} values"
         )));
     }
     let mut batch = vec![0.0f32; indices.len() * len];
@@ -321,9 +324,29 @@ pub fn image_batch(
             let mut rng = ChaCha8Rng::from_seed(seed.0);
             rng.set_stream(first_draw + k as u64);
             let used = if training { spec } else { &plain };
-            augment_into(&fitted[index], used, &mut rng, out);
+            augment_into(&fitted[index * len..(index + 1) * len], used, &mut rng, out);
         });
     Ok(batch)
+}
+
+/// Fitted samples (whole ones, back to back) normalized per channel and
+/// nothing else: what prediction sees, equal bit for bit to
+/// [`image_batch`] without training. A channel `spec` has no mean or std
+/// for (never, once [`ImageSpec::check`] passed) is left as it is.
+pub fn normalized(fitted: &[f32], spec: &ImageSpec) -> Vec<f32> {
+    let plane = spec.plane().max(1);
+    let channels = spec.channels.max(1) as usize;
+    fitted
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let c = (i / plane) % channels;
+            match (spec.mean.get(c), spec.std.get(c)) {
+                (Some(mean), Some(std)) => (v - mean) * (1.0 / std),
+                _ => v,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -379,7 +402,10 @@ mod tests {
 
     #[test]
     fn without_augmentation_a_batch_is_the_normalized_samples() {
-        let fitted = vec![vec![0.5f32; 4], vec![1.0f32; 4]];
+        let fitted = [0.5f32; 4]
+            .into_iter()
+            .chain([1.0f32; 4])
+            .collect::<Vec<_>>();
         let s = ImageSpec {
             mean: vec![0.5],
             std: vec![0.25],
@@ -420,25 +446,46 @@ mod tests {
             .num_threads(4)
             .build()
             .unwrap();
-        let a = one.install(|| image_batch(&fitted, &indices, &s, &seed, 32, true).unwrap());
-        let b = four.install(|| image_batch(&fitted, &indices, &s, &seed, 32, true).unwrap());
+        let a =
+            one.install(|| image_batch(&fitted.concat(), &indices, &s, &seed, 32, true).unwrap());
+        let b =
+            four.install(|| image_batch(&fitted.concat(), &indices, &s, &seed, 32, true).unwrap());
         assert_eq!(a, b);
-        let other = image_batch(&fitted, &indices, &s, &StreamSeed([8; 32]), 32, true).unwrap();
+        let other = image_batch(
+            &fitted.concat(),
+            &indices,
+            &s,
+            &StreamSeed([8; 32]),
+            32,
+            true,
+        )
+        .unwrap();
         assert_ne!(a, other, "another seed augments differently");
-        let plain = image_batch(&fitted, &indices, &s, &seed, 32, false).unwrap();
+        let plain = image_batch(&fitted.concat(), &indices, &s, &seed, 32, false).unwrap();
         assert_eq!(
             plain,
             fitted.concat(),
             "validation batches are not augmented"
         );
         // The same sample at another draw index is augmented afresh.
-        let later = image_batch(&fitted, &indices, &s, &seed, 48, true).unwrap();
+        let later = image_batch(&fitted.concat(), &indices, &s, &seed, 48, true).unwrap();
         assert_ne!(a, later);
+        // Prediction's normalization is the validation batch, bit for bit.
+        let scaled = ImageSpec {
+            mean: vec![0.3],
+            std: vec![0.7],
+            ..s.clone()
+        };
+        let all: Vec<usize> = (0..fitted.len()).collect();
+        assert_eq!(
+            normalized(&fitted.concat(), &scaled),
+            image_batch(&fitted.concat(), &all, &scaled, &seed, 0, false).unwrap()
+        );
     }
 
     #[test]
     fn a_flip_mirrors_or_keeps_and_both_happen() {
-        let fitted = vec![vec![1.0, 2.0, 3.0, 4.0]];
+        let fitted = vec![1.0, 2.0, 3.0, 4.0];
         let s = ImageSpec {
             augment: Augment {
                 horizontal_flip: true,
@@ -479,7 +526,7 @@ mod tests {
         };
         assert!(fit_image(&ramp(1, 4), &crop).is_err());
         let seed = StreamSeed([0; 32]);
-        let fitted = vec![vec![0.0f32; 4]];
+        let fitted = vec![0.0f32; 4];
         assert!(image_batch(&fitted, &[1], &spec(1, 2), &seed, 0, true).is_err());
         assert!(image_batch(&fitted, &[0], &spec(1, 3), &seed, 0, true).is_err());
     }

@@ -134,14 +134,56 @@ pub struct ImageSet {
     pub digest: Sha256Digest,
 }
 
-/// The first image's size and mode, which every other image must share.
+/// The first image's size and mode, which every other image must share;
+/// and, when a worker reads the images to train on, the decoded images,
+/// kept within a byte budget.
 pub(super) struct Consistency {
     pub(super) first: Option<(PathBuf, PixelMode, u32, u32)>,
+    kept: Option<(Vec<DecodedImage>, usize)>,
 }
 
 impl Consistency {
-    /// Fail unless `image` (shown as `shown`) has the first image's size and mode.
-    pub(super) fn check(&mut self, shown: &Path, image: &DecodedImage) -> Result<(), DatasetError> {
+    /// Check images and drop them (registration).
+    pub(super) fn checking() -> Self {
+        Consistency {
+            first: None,
+            kept: None,
+        }
+    }
+
+    /// Check images and keep them while they take at most `max_bytes`.
+    pub(super) fn keeping(max_bytes: usize) -> Self {
+        Consistency {
+            first: None,
+            kept: Some((Vec::new(), max_bytes)),
+        }
+    }
+
+    /// The images kept, in the order accepted.
+    pub(super) fn into_kept(self) -> Vec<DecodedImage> {
+        self.kept.map(|(images, _)| images).unwrap_or_default()
+    }
+
+    /// Accept `image` (shown as `shown`) when it has the first image's size
+    /// and mode, and keep it when keeping.
+    pub(super) fn accept(&mut self, shown: &Path, image: DecodedImage) -> Result<(), DatasetError> {
+        self.check(shown, &image)?;
+        if let Some((images, max_bytes)) = &mut self.kept {
+            let bytes = image.pixels.len() * std::mem::size_of::<f32>();
+            let used = bytes * (images.len() + 1);
+            if used > *max_bytes {
+                return Err(DatasetError::Invalid(format!(
+                    "the decoded images take more than the plan's memory budget of {} MiB ({} images so far); raise the node's sandbox memory_mib or register fewer or smaller images",
+                    *max_bytes >> 20,
+                    images.len() + 1
+                )));
+            }
+            images.push(image);
+        }
+        Ok(())
+    }
+
+    fn check(&mut self, shown: &Path, image: &DecodedImage) -> Result<(), DatasetError> {
         let Some((example, mode, height, width)) = &self.first else {
             self.first = Some((shown.to_path_buf(), image.mode, image.height, image.width));
             return Ok(());
@@ -317,6 +359,26 @@ fn sorted_entries(dir: &Path, shown: &Path) -> Result<Vec<(String, PathBuf)>, Da
 /// at least one image; every image decoded once and checked to share the
 /// first one's size and mode.
 pub fn scan_folder(root: &Path, limits: &ImageLimits) -> Result<ImageSet, DatasetError> {
+    read_folder(root, limits, &mut Consistency::checking())
+}
+
+/// [`scan_folder`], keeping the decoded images (in item order) while they
+/// take at most `max_bytes`: what a worker trains on.
+pub fn load_folder(
+    root: &Path,
+    limits: &ImageLimits,
+    max_bytes: usize,
+) -> Result<(ImageSet, Vec<DecodedImage>), DatasetError> {
+    let mut consistency = Consistency::keeping(max_bytes);
+    let set = read_folder(root, limits, &mut consistency)?;
+    Ok((set, consistency.into_kept()))
+}
+
+fn read_folder(
+    root: &Path,
+    limits: &ImageLimits,
+    consistency: &mut Consistency,
+) -> Result<ImageSet, DatasetError> {
     let top = Path::new(".");
     let classes: Vec<(String, PathBuf)> = sorted_entries(root, top)?;
     if let Some((name, _)) = classes.iter().find(|(_, p)| !p.is_dir()) {
@@ -333,7 +395,6 @@ pub fn scan_folder(root: &Path, limits: &ImageLimits) -> Result<ImageSet, Datase
     }
     let mut hasher = Sha256Hasher::default();
     let mut items = Vec::new();
-    let mut consistency = Consistency { first: None };
     for (label, (class, dir)) in classes.iter().enumerate() {
         let files = sorted_entries(dir, Path::new(class))?;
         if files.is_empty() {
@@ -358,7 +419,7 @@ pub fn scan_folder(root: &Path, limits: &ImageLimits) -> Result<ImageSet, Datase
             }
             let bytes = read_bounded(&path, &shown, limits)?;
             let image = decode_bytes(&bytes, &shown, limits)?;
-            consistency.check(&shown, &image)?;
+            consistency.accept(&shown, image)?;
             hash_file(&mut hasher, &shown, &bytes);
             items.push(ImageItem {
                 path: shown,
@@ -368,6 +429,7 @@ pub fn scan_folder(root: &Path, limits: &ImageLimits) -> Result<ImageSet, Datase
     }
     let (_, mode, height, width) = consistency
         .first
+        .clone()
         .ok_or_else(|| malformed(top, "holds no image"))?;
     Ok(ImageSet {
         kind: TargetKind::Class,

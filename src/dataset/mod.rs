@@ -14,6 +14,7 @@
 
 pub(crate) mod batches;
 mod error;
+pub(crate) mod image_data;
 pub(crate) mod image_manifest;
 pub(crate) mod image_pipeline;
 pub(crate) mod images;
@@ -22,11 +23,14 @@ pub(crate) mod table;
 
 pub use batches::BatchSchedule;
 pub use error::DatasetError;
-pub use image_manifest::{ManifestColumns, ManifestTarget, scan_manifest};
-pub use image_pipeline::{Augment, Fit, ImageSpec, fit_image, image_batch};
+pub use image_data::{
+    ImageSource, LoadedImages, image_files, image_info, load_images, prepare_images,
+};
+pub use image_manifest::{ManifestColumns, ManifestTarget, load_manifest, scan_manifest};
+pub use image_pipeline::{Augment, Fit, ImageSpec, fit_image, image_batch, normalized};
 pub use images::{
     DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, PixelMode, TargetKind,
-    decode_bytes, scan_folder,
+    decode_bytes, load_folder, scan_folder,
 };
 pub use prepare::{PreparedData, Split};
 pub use table::{ColumnKind, Table};

@@ -1,8 +1,11 @@
 //! Apply a plan's `data-spec` to a table: select columns, check targets,
 //! split off validation rows, scale with training statistics only.
 
+use std::sync::Arc;
+
 use rand_core::RngCore;
 
+use super::image_pipeline::{ImageSpec, image_batch, normalized};
 use super::{ColumnKind, DatasetError, Table};
 use crate::sandbox::random::StreamSeed;
 use crate::sandbox::types::{
@@ -12,12 +15,26 @@ use crate::sandbox::types::{
 /// Features and targets of a set of samples, features row-major.
 #[derive(Debug, Clone, Default)]
 pub struct Samples {
-    /// [len, n_features], row-major.
+    /// [len, n_features], row-major: a table's scaled rows, or images
+    /// fitted to the plan's size with values in [0, 1], `[C, H, W]` each.
     pub features: Vec<f32>,
     /// One per row.
     pub targets: Vec<f32>,
-    /// Width of a row.
+    /// Floats of one sample.
     pub n_features: usize,
+    /// Set for images: how a batch is finished (augmented when training,
+    /// normalized) and shaped `[N, C, H, W]`.
+    pub images: Option<Arc<ImageFinish>>,
+}
+
+/// What turns fitted images into a plan's batch: its spec and the task's
+/// augmentation seed.
+#[derive(Debug, Clone)]
+pub struct ImageFinish {
+    /// What the plan asked for; checked against the images.
+    pub spec: ImageSpec,
+    /// Seed of every sample's augmentation stream.
+    pub seed: StreamSeed,
 }
 
 impl Samples {
@@ -31,30 +48,52 @@ impl Samples {
         self.targets.is_empty()
     }
 
-    /// The rows at `indices`, as a plan batch.
-    pub fn batch(&self, indices: &[usize]) -> Batch {
-        let d = self.n_features;
-        let mut data = Vec::with_capacity(indices.len() * d);
-        let mut targets = Vec::with_capacity(indices.len());
-        for &i in indices {
-            data.extend_from_slice(&self.features[i * d..(i + 1) * d]);
-            targets.push(self.targets[i]);
-        }
-        Batch {
-            features: Array {
-                shape: vec![indices.len() as u32, d as u32],
-                data,
-            },
-            targets,
+    fn shape(&self, n: usize) -> Vec<u32> {
+        match &self.images {
+            Some(f) => vec![n as u32, f.spec.channels, f.spec.height, f.spec.width],
+            None => vec![n as u32, self.n_features as u32],
         }
     }
 
-    /// Rows `start..end` as a feature array (for prediction).
+    /// The samples at `indices`, as a training batch: images augmented, the
+    /// batch's sample `k` drawing from augmentation stream `first_draw + k`
+    /// (the caller counts the samples drawn so far, so no two draws of a
+    /// task share a stream).
+    pub fn batch(&self, indices: &[usize], first_draw: u64) -> Result<Batch, DatasetError> {
+        let d = self.n_features;
+        let data = match &self.images {
+            Some(f) => image_batch(&self.features, indices, &f.spec, &f.seed, first_draw, true)?,
+            None => {
+                let mut data = Vec::with_capacity(indices.len() * d);
+                for &i in indices {
+                    data.extend_from_slice(&self.features[i * d..(i + 1) * d]);
+                }
+                data
+            }
+        };
+        Ok(Batch {
+            features: Array {
+                shape: self.shape(indices.len()),
+                data,
+            },
+            targets: Array {
+                shape: vec![indices.len() as u32],
+                data: indices.iter().map(|&i| self.targets[i]).collect(),
+            },
+        })
+    }
+
+    /// Samples `start..end` as a feature array for prediction: images
+    /// normalized, never augmented.
     pub fn feature_rows(&self, start: usize, end: usize) -> Array {
         let d = self.n_features;
+        let rows = &self.features[start * d..end * d];
         Array {
-            shape: vec![(end - start) as u32, d as u32],
-            data: self.features[start * d..end * d].to_vec(),
+            shape: self.shape(end - start),
+            data: match &self.images {
+                Some(f) => normalized(rows, &f.spec),
+                None => rows.to_vec(),
+            },
         }
     }
 }
@@ -111,6 +150,7 @@ pub fn dataset_info(table: &Table, target: Option<&str>) -> DatasetInfo {
         sample_count: table.rows() as u64,
         shape: vec![table.rows() as u64, table.width() as u64],
         target: target.map(str::to_string),
+        images: None,
     }
 }
 
@@ -208,13 +248,53 @@ pub fn prepare(
             });
         }
     }
+    let (train_rows, test_rows) = split_rows(table.rows(), split)?;
+
+    let scalers: Vec<(f64, f64)> = feature_cols
+        .iter()
+        .map(|&c| scaler(table, c, &train_rows, spec.scaling))
+        .collect();
+    let gather = |rows: &[usize]| {
+        let mut features = Vec::with_capacity(rows.len() * feature_cols.len());
+        let mut targets = Vec::with_capacity(rows.len());
+        for &r in rows {
+            for (&c, &(shift, scale)) in feature_cols.iter().zip(&scalers) {
+                features.push(((table.get(r, c) - shift) / scale) as f32);
+            }
+            targets.push(table.get(r, target_col) as f32);
+        }
+        Samples {
+            features,
+            targets,
+            n_features: feature_cols.len(),
+            images: None,
+        }
+    };
+    Ok(PreparedData {
+        feature_names: feature_cols
+            .iter()
+            .map(|&c| table.names()[c].clone())
+            .collect(),
+        target_name,
+        task: spec.task,
+        train: gather(&train_rows),
+        test: gather(&test_rows),
+    })
+}
+
+/// The training and held-out sample indices of `n` samples, each sorted:
+/// the designated test part when there is one, otherwise a seeded
+/// `test_ratio` sample. At least one training sample must remain.
+pub(super) fn split_rows(
+    n: usize,
+    split: &Split,
+) -> Result<(Vec<usize>, Vec<usize>), DatasetError> {
     if !(0.0..1.0).contains(&split.test_ratio) {
         return Err(DatasetError::Invalid(format!(
             "test_ratio must be in [0, 1), got {}",
             split.test_ratio
         )));
     }
-    let n = table.rows();
     let (train_rows, test_rows) = match &split.designated_test {
         Some(test) if test.len() == n => {
             let (test, train): (Vec<usize>, Vec<usize>) = (0..n).partition(|&r| test[r]);
@@ -241,36 +321,7 @@ pub fn prepare(
             "no training rows left after the validation split".into(),
         ));
     }
-
-    let scalers: Vec<(f64, f64)> = feature_cols
-        .iter()
-        .map(|&c| scaler(table, c, &train_rows, spec.scaling))
-        .collect();
-    let gather = |rows: &[usize]| {
-        let mut features = Vec::with_capacity(rows.len() * feature_cols.len());
-        let mut targets = Vec::with_capacity(rows.len());
-        for &r in rows {
-            for (&c, &(shift, scale)) in feature_cols.iter().zip(&scalers) {
-                features.push(((table.get(r, c) - shift) / scale) as f32);
-            }
-            targets.push(table.get(r, target_col) as f32);
-        }
-        Samples {
-            features,
-            targets,
-            n_features: feature_cols.len(),
-        }
-    };
-    Ok(PreparedData {
-        feature_names: feature_cols
-            .iter()
-            .map(|&c| table.names()[c].clone())
-            .collect(),
-        target_name,
-        task: spec.task,
-        train: gather(&train_rows),
-        test: gather(&test_rows),
-    })
+    Ok((train_rows, test_rows))
 }
 
 /// (shift, scale) of column `c` over `rows`, so that (x - shift) / scale is the scaled value.
@@ -312,6 +363,7 @@ mod tests {
             target: None,
             task,
             scaling,
+            images: None,
         }
     }
 

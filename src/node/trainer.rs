@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use super::NodeError;
 use super::context::{NodeContext, plan_cache};
 use super::failure::Failure;
+use super::store::DatasetRecord;
+use crate::dataset::ImageSource;
 use crate::digest::Sha256Digest;
 use crate::training::task::{Progress, TrainingTask};
 use crate::training::{TrainingArgs, Worker};
@@ -230,17 +232,7 @@ impl Trainer {
         let dataset = shared
             .store(|s| s.dataset(&r.wire.dataset_id))
             .map_err(|e| Failure::new(ErrorCode::UnknownDataset, e.to_string()))?;
-        if dataset.summary.data_type == "images" {
-            return Err(Failure::new(
-                ErrorCode::Dataset,
-                format!(
-                    "dataset {} holds images ({} classes, shape {:?}); this node feeds plans tables only (plan contract 0.1), images reach plans with contract 0.2",
-                    r.wire.dataset_id,
-                    dataset.summary.classes.len(),
-                    dataset.summary.shape
-                ),
-            ));
-        }
+        let images = image_source(&dataset)?;
         let training_args: TrainingArgs = serde_json::from_value(r.wire.training_args.clone())
             .map_err(|e| {
                 Failure::new(
@@ -301,6 +293,7 @@ impl Trainer {
         let task = TrainingTask {
             plan,
             dataset: dataset.path.clone(),
+            images,
             target: dataset.summary.target.clone(),
             split_column: dataset.split_column.clone(),
             model_args: r.wire.model_args.clone(),
@@ -509,4 +502,25 @@ impl ScalarSource {
             values: [("loss".to_string(), f64::from(loss))].into(),
         })
     }
+}
+
+/// How the worker reads `dataset` when it holds images: folder or
+/// manifest, and the digest its files must still have.
+fn image_source(dataset: &DatasetRecord) -> Result<Option<ImageSource>, Failure> {
+    if dataset.summary.data_type != "images" {
+        return Ok(None);
+    }
+    let digest = dataset.digest.ok_or_else(|| {
+        Failure::new(
+            ErrorCode::Dataset,
+            format!(
+                "image dataset {} has no registration digest; its operator can register it again with `fedwasm node dataset add`",
+                dataset.summary.dataset_id
+            ),
+        )
+    })?;
+    Ok(Some(ImageSource {
+        manifest: dataset.image_columns.clone(),
+        digest,
+    }))
 }

@@ -16,8 +16,9 @@ pub(crate) use gen_::{TrainingPlan, TrainingPlanPre};
 pub mod types {
     pub(crate) use super::gen_::fedwasm::plan::types::Host;
     pub use super::gen_::fedwasm::plan::types::{
-        ArgInfo, Array, Batch, ColumnInfo, ColumnType, DataSpec, DatasetInfo, ErrorKind,
-        FeatureSelection, PlanError, PlanInfo, Scaling, StepReport, Task, Tensor,
+        ArgInfo, Array, Augmentation, Batch, ColumnInfo, ColumnType, DataSpec, DatasetInfo,
+        ErrorKind, FeatureSelection, ImageFit, ImageInfo, ImageSpec, ImageTargetKind, PlanError,
+        PlanInfo, Scaling, StepReport, Task, Tensor,
     };
 }
 

@@ -190,6 +190,16 @@ impl Sandbox {
                 component
             }
         };
+        if let Some(version) = contract_of(&component, &self.engine)
+            && version != super::PLAN_CONTRACT
+        {
+            return Err(SandboxError::WrongWorld {
+                reason: format!(
+                    "it was built for plan contract {version}, and this node serves {}; rebuild the plan with the fedwasm-plan SDK of that contract (`cargo build --release --target wasm32-wasip2`) and have the new build approved",
+                    super::PLAN_CONTRACT
+                ),
+            });
+        }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| SandboxError::WrongWorld {
             reason: format!(
                 "{e:#}; a plan may import only fedwasm:plan/random, fedwasm:plan/log and WASI 0.2"
@@ -231,6 +241,23 @@ impl Sandbox {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+}
+
+/// The plan contract `component` was built for, read off the version of the
+/// `fedwasm:plan/…` interfaces it exports or imports; none when it names
+/// none (a component of another world, refused by linking).
+fn contract_of(component: &Component, engine: &wasmtime::Engine) -> Option<String> {
+    let ty = component.component_type();
+    let names: Vec<String> = ty
+        .exports(engine)
+        .map(|(name, _)| name.to_string())
+        .chain(ty.imports(engine).map(|(name, _)| name.to_string()))
+        .collect();
+    names.iter().find_map(|name| {
+        name.strip_prefix("fedwasm:plan/")
+            .and_then(|rest| rest.split_once('@'))
+            .map(|(_, version)| version.to_string())
+    })
 }
 
 #[cfg(test)]

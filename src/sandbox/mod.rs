@@ -34,6 +34,10 @@ mod output;
 pub mod random;
 mod wasi;
 
+/// The version of `wit/plan.wit` this host serves. A plan built for
+/// another one is refused when it is loaded, naming both.
+pub const PLAN_CONTRACT: &str = "0.2.0";
+
 pub use bindings::error_kind_name;
 pub use bindings::types;
 pub use compile::{COMPILE_SUBCOMMAND, compile_main};

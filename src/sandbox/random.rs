@@ -26,6 +26,12 @@ impl StreamSeed {
         Self::derive("fedwasm:loader:v1", random_seed, round, node)
     }
 
+    /// Seed of the host's image augmentation for the same task: each sample
+    /// drawn takes its own ChaCha stream of it (see `image_pipeline`).
+    pub fn for_augmentation(random_seed: u64, round: u32, node: &str) -> Self {
+        Self::derive("fedwasm:augmentation:v1", random_seed, round, node)
+    }
+
     /// Seed of the validation split on `node`: the same in every round, so a
     /// node validates on the same rows throughout an experiment.
     pub fn for_split(random_seed: u64, node: &str) -> Self {

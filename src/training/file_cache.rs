@@ -27,10 +27,23 @@ impl Stamp {
     }
 }
 
+/// The stamps of `paths`, or none when one cannot be read.
+fn stamps(paths: &[PathBuf]) -> Option<Vec<Stamp>> {
+    paths.iter().map(|p| Stamp::of(p)).collect()
+}
+
+/// One cached value: the files it was made from and their stamps then.
+struct Entry<T> {
+    path: PathBuf,
+    watched: Vec<PathBuf>,
+    stamps: Vec<Stamp>,
+    value: Arc<T>,
+}
+
 /// The last `capacity` values made from files, most recently used first.
 pub struct FileCache<T> {
     capacity: usize,
-    entries: Vec<(PathBuf, Stamp, Arc<T>)>,
+    entries: Vec<Entry<T>>,
 }
 
 impl<T> FileCache<T> {
@@ -49,20 +62,40 @@ impl<T> FileCache<T> {
         path: &Path,
         make: impl FnOnce(&Path) -> Result<T, E>,
     ) -> Result<Arc<T>, E> {
-        let stamp = Stamp::of(path);
-        if let Some(i) = self.entries.iter().position(|(p, _, _)| p == path) {
+        self.get_or_load_watching(path, |_| Vec::new(), make)
+    }
+
+    /// [`FileCache::get_or_load`] for a value made from many files (an
+    /// image folder, a manifest and its images): cached while `path` and
+    /// every file `files_of` the value names are unchanged.
+    pub fn get_or_load_watching<E>(
+        &mut self,
+        path: &Path,
+        files_of: impl Fn(&T) -> Vec<PathBuf>,
+        make: impl FnOnce(&Path) -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        if let Some(i) = self.entries.iter().position(|e| e.path == path) {
             let entry = self.entries.remove(i);
-            if Some(entry.1) == stamp {
-                let value = entry.2.clone();
+            if stamps(&entry.watched).is_some_and(|now| now == entry.stamps) {
+                let value = entry.value.clone();
                 self.entries.insert(0, entry);
                 return Ok(value);
             }
         }
         let value = Arc::new(make(path)?);
+        let mut watched = vec![path.to_path_buf()];
+        watched.extend(files_of(&value));
         // A file whose stamp cannot be read is not cached: nothing would tell a change.
-        if let Some(stamp) = stamp {
-            self.entries
-                .insert(0, (path.to_path_buf(), stamp, value.clone()));
+        if let Some(stamps) = stamps(&watched) {
+            self.entries.insert(
+                0,
+                Entry {
+                    path: path.to_path_buf(),
+                    watched,
+                    stamps,
+                    value: value.clone(),
+                },
+            );
             self.entries.truncate(self.capacity);
         }
         Ok(value)
@@ -101,5 +134,33 @@ mod tests {
         let missing: Result<Arc<String>, std::io::Error> =
             cache.get_or_load(&dir.path().join("missing"), |p| std::fs::read_to_string(p));
         assert!(missing.is_err());
+    }
+
+    #[test]
+    fn a_value_of_many_files_reloads_when_any_of_them_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (list, item) = (dir.path().join("list"), dir.path().join("item"));
+        std::fs::write(&list, "item").unwrap();
+        std::fs::write(&item, "v1").unwrap();
+        let mut cache = FileCache::new(2);
+        let loads = std::cell::Cell::new(0);
+        let read = |cache: &mut FileCache<String>| {
+            cache
+                .get_or_load_watching(
+                    &list,
+                    |_| vec![item.clone()],
+                    |_| {
+                        loads.set(loads.get() + 1);
+                        std::fs::read_to_string(&item)
+                    },
+                )
+                .unwrap()
+        };
+        assert_eq!(*read(&mut cache), "v1");
+        assert_eq!(*read(&mut cache), "v1");
+        assert_eq!(loads.get(), 1);
+        std::fs::write(&item, "v22").unwrap();
+        assert_eq!(*read(&mut cache), "v22", "the listed file changed");
+        assert_eq!(loads.get(), 2);
     }
 }

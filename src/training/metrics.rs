@@ -10,6 +10,9 @@ use crate::sandbox::types::Task;
 
 /// Rows per `predict` call: bounds the memory a prediction needs in the plan.
 const PREDICT_ROWS: usize = 512;
+/// Most feature bytes sent in one `predict` call (2 MiB: 10 RGB images of
+/// 224×224), so the plan's copy fits its memory whatever the sample size.
+const PREDICT_BYTES: usize = 2 << 20;
 
 /// A named metric value.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -85,8 +88,10 @@ pub fn predictions(
         width: expected,
         decisions: Vec::with_capacity(samples.len()),
     };
-    for start in (0..samples.len()).step_by(PREDICT_ROWS) {
-        let end = (start + PREDICT_ROWS).min(samples.len());
+    // Images are large: a call carries at most PREDICT_BYTES of features.
+    let per_call = (PREDICT_BYTES / (samples.n_features.max(1) * 4)).clamp(1, PREDICT_ROWS);
+    for start in (0..samples.len()).step_by(per_call) {
+        let end = (start + per_call).min(samples.len());
         let out = instance.predict(&samples.feature_rows(start, end))?;
         let rows = end - start;
         let fits = matches!(out.shape[..], [r, w] if r as usize == rows && w as usize == expected)

@@ -15,8 +15,11 @@ use super::metrics::{Metric, evaluate};
 use super::privacy::{DpKind, privatize_update};
 use super::validation::validate;
 use super::{TrainingArgs, TrainingError};
-use crate::dataset::prepare::{Split, dataset_info, prepare};
-use crate::dataset::{BatchSchedule, Table};
+use crate::dataset::prepare::{PreparedData, Split, dataset_info, prepare};
+use crate::dataset::{
+    BatchSchedule, ImageSource, LoadedImages, Table, image_files, image_info, load_images,
+    prepare_images,
+};
 use crate::digest::Sha256Digest;
 use crate::sandbox::random::StreamSeed;
 use crate::sandbox::{LoadedPlan, PlanLogRecord, Sandbox, SandboxConfig};
@@ -29,8 +32,12 @@ use crate::wire::{PrivacySpent, ValidationScore};
 pub struct TrainingTask {
     /// The plan component.
     pub plan: PathBuf,
-    /// The CSV dataset.
+    /// The dataset: a CSV or NPY table, or an image folder or manifest
+    /// (then `images` is set).
     pub dataset: PathBuf,
+    /// Set for an image dataset: how it was registered.
+    #[serde(default)]
+    pub images: Option<ImageSource>,
     /// The dataset's registered target column.
     pub target: Option<String>,
     /// The dataset's split column (1 marks its designated test rows): not a
@@ -186,6 +193,47 @@ fn read_tensors(
         .map_err(|e| TrainingError::Parameters(e.to_string()))
 }
 
+/// Ask the plan what it wants of `data` and prepare it: a table's columns
+/// selected, split and scaled; images fitted, split, and augmented per
+/// batch from the task's augmentation seed.
+fn prepare_data(
+    plan: &mut dyn PlanDriver,
+    data: TaskData<'_>,
+    task: &TrainingTask,
+) -> Result<PreparedData, TrainingError> {
+    let args = &task.training_args;
+    let split = |designated_test| Split {
+        test_ratio: args.test_ratio,
+        designated_test,
+        seed: StreamSeed::for_split(args.seed(), &task.node_id),
+        max_bytes: task.sandbox.memory_bytes(),
+    };
+    match data {
+        TaskData::Table(table) => {
+            let target = task.target.as_deref();
+            let (table, designated_test) = match &task.split_column {
+                Some(column) => {
+                    let (rest, test) = table.split_by_column(column)?;
+                    (std::borrow::Cow::Owned(rest), Some(test))
+                }
+                None => (std::borrow::Cow::Borrowed(table), None),
+            };
+            let table = table.as_ref();
+            let spec = plan.training_data(&dataset_info(table, target))?;
+            Ok(prepare(table, &spec, target, &split(designated_test))?)
+        }
+        TaskData::Images(images) => {
+            let spec = plan.training_data(&image_info(&images.set))?;
+            let seed = StreamSeed::for_augmentation(
+                args.seed(),
+                args.seed_round(task.round),
+                &task.node_id,
+            );
+            Ok(prepare_images(images, &spec, &split(None), seed)?)
+        }
+    }
+}
+
 /// Run `task` on `sandbox`, calling `on_progress` as it goes.
 pub fn run_task(
     sandbox: &Sandbox,
@@ -196,9 +244,11 @@ pub fn run_task(
 }
 
 /// What a process running task after task on one sandbox keeps between them:
-/// the last parsed dataset and the last few loaded plans (see `FileCache`).
+/// the last parsed table, the last decoded image dataset and the last few
+/// loaded plans (see `FileCache`).
 pub struct TaskCache {
     tables: FileCache<Table>,
+    images: FileCache<LoadedImages>,
     plans: FileCache<Arc<LoadedPlan>>,
 }
 
@@ -206,8 +256,30 @@ impl Default for TaskCache {
     fn default() -> Self {
         TaskCache {
             tables: FileCache::new(1),
+            images: FileCache::new(1),
             plans: FileCache::new(4),
         }
+    }
+}
+
+/// The data a task trains on, as read from the node's files.
+#[derive(Debug, Clone, Copy)]
+pub enum TaskData<'a> {
+    /// A CSV or NPY table.
+    Table(&'a Table),
+    /// A folder or manifest of images, decoded.
+    Images(&'a LoadedImages),
+}
+
+impl<'a> From<&'a Table> for TaskData<'a> {
+    fn from(table: &'a Table) -> Self {
+        TaskData::Table(table)
+    }
+}
+
+impl<'a> From<&'a LoadedImages> for TaskData<'a> {
+    fn from(images: &'a LoadedImages) -> Self {
+        TaskData::Images(images)
     }
 }
 
@@ -223,10 +295,24 @@ pub fn run_task_cached(
     let plan = cache
         .plans
         .get_or_load(&task.plan, |p| sandbox.load_file(p))?;
-    let table = cache.tables.get_or_load(&task.dataset, Table::open)?;
     let seed = task.plan_seed()?;
-    let mut instance = sandbox.instantiate(&plan, &seed)?;
-    let mut outcome = train(&mut instance, plan.digest(), &table, task, on_progress)?;
+    let mut outcome = match &task.images {
+        None => {
+            let table = cache.tables.get_or_load(&task.dataset, Table::open)?;
+            let mut instance = sandbox.instantiate(&plan, &seed)?;
+            train(&mut instance, plan.digest(), &*table, task, on_progress)?
+        }
+        Some(source) => {
+            let manifest = source.manifest.is_some();
+            let images = cache.images.get_or_load_watching(
+                &task.dataset,
+                |loaded| image_files(&task.dataset, loaded, manifest),
+                |path| load_images(path, source, task.sandbox.memory_bytes()),
+            )?;
+            let mut instance = sandbox.instantiate(&plan, &seed)?;
+            train(&mut instance, plan.digest(), &*images, task, on_progress)?
+        }
+    };
     outcome.total_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(outcome)
 }
@@ -235,10 +321,10 @@ pub fn run_task_cached(
 /// seeded with [`TrainingTask::plan_seed`]: initialise, load parameters,
 /// prepare the data, validate the received parameters, run the updates, add
 /// central DP noise, write the parameters, validate them.
-pub fn train(
+pub fn train<'a>(
     plan: &mut dyn PlanDriver,
     plan_digest: Sha256Digest,
-    table: &Table,
+    data: impl Into<TaskData<'a>>,
     task: &TrainingTask,
     on_progress: &mut dyn FnMut(Progress),
 ) -> Result<TrainingOutcome, TrainingError> {
@@ -278,23 +364,7 @@ pub fn train(
     if let Some(path) = &task.gradient_correction {
         plan.set_gradient_correction(&read_tensors(path, task.sandbox.memory_bytes())?)?;
     }
-    let target = task.target.as_deref();
-    let (table, designated_test) = match &task.split_column {
-        Some(column) => {
-            let (rest, test) = table.split_by_column(column)?;
-            (std::borrow::Cow::Owned(rest), Some(test))
-        }
-        None => (std::borrow::Cow::Borrowed(table), None),
-    };
-    let table = table.as_ref();
-    let spec = plan.training_data(&dataset_info(table, target))?;
-    let split = Split {
-        test_ratio: args.test_ratio,
-        designated_test,
-        seed: StreamSeed::for_split(seed, &task.node_id),
-        max_bytes: task.sandbox.memory_bytes(),
-    };
-    let data = prepare(table, &spec, target, &split)?;
+    let data = prepare_data(plan, data.into(), task)?;
     let validation_global = if args.test_on_global_updates || !task.training {
         Some(validate(plan, &data.test, &data.task, metric, average)?)
     } else {
@@ -348,8 +418,13 @@ pub fn train(
     let loop_start = Instant::now();
     let log_interval = args.log_interval.max(1);
     let (mut update, mut samples_seen, mut final_loss, mut learning_rate) = (0, 0, f32::NAN, None);
+    // Samples drawn so far: each draw of an image takes its own
+    // augmentation stream, numbered by this count.
+    let mut drawn = 0u64;
     while let Some(indices) = schedule.next_batch() {
-        let report = plan.training_step(&data.train.batch(&indices))?;
+        let batch = data.train.batch(&indices, drawn)?;
+        drawn += indices.len() as u64;
+        let report = plan.training_step(&batch)?;
         update += 1;
         samples_seen += report.samples as usize;
         final_loss = report.loss;

@@ -131,7 +131,7 @@ async fn bad_node_ids_are_refused_before_anything_starts() {
 /// says why (plans read tables only under contract 0.1), and the node goes
 /// on serving its tables.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_dataset_is_listed_with_its_classes_and_refused_for_training_by_reason() {
+async fn an_image_dataset_is_listed_and_trains_an_image_plan_and_refuses_a_tabular_one_by_reason() {
     let tmp = tempfile::tempdir().unwrap();
     let images = tmp.path().join("scans");
     for (class, shade) in [("benign", 30u8), ("malignant", 200)] {
@@ -143,6 +143,7 @@ async fn an_image_dataset_is_listed_with_its_classes_and_refused_for_training_by
         }
     }
     let plan = example_plan("logistic-regression");
+    let cnn = example_plan("cnn");
     let mut clinic = node("clinic", &["#bc"]);
     clinic.datasets.push(NewDataset {
         name: "scans".into(),
@@ -155,7 +156,10 @@ async fn an_image_dataset_is_listed_with_its_classes_and_refused_for_training_by
     });
     let mut config =
         LocalFederationConfig::new(tmp.path().join("federation"), vec![clinic], fedwasm_bin());
-    config.approved_plans = vec![(Sha256Digest::of_file(&plan).unwrap(), None)];
+    config.approved_plans = vec![
+        (Sha256Digest::of_file(&plan).unwrap(), None),
+        (Sha256Digest::of_file(&cnn).unwrap(), None),
+    ];
     let federation = LocalFederation::start(config).await.unwrap();
     let settings = |tag: &str| ExperimentSettings {
         tags: Some(Tags::One(tag.into())),
@@ -182,10 +186,33 @@ async fn an_image_dataset_is_listed_with_its_classes_and_refused_for_training_by
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("holds images (2 classes") && err.contains("contract 0.2"),
+        err.contains("the dataset holds images")
+            && err.contains("data-spec.images is none")
+            && err.contains("use an image plan"),
         "{err}"
     );
     experiment.close().await;
+    // The cnn plan asks for 4×4 images of the 8×8 scans and trains on them.
+    let mut images = Experiment::new(ExperimentSettings {
+        training_plan: Some(cnn.clone()),
+        model_args: json!({"input_shape": [1, 4, 4], "n_classes": 2, "channels": [4], "hidden": [8]})
+            .as_object()
+            .cloned()
+            .unwrap(),
+        training_args: serde_json::from_value(
+            json!({"num_updates": 2, "loader_args": {"batch_size": 3}, "test_ratio": 0.34, "test_on_global_updates": true}),
+        )
+        .unwrap(),
+        ..settings("#scans")
+    })
+    .await
+    .unwrap();
+    assert_eq!(images.run(Some(1), false).await.unwrap(), 1);
+    let round = &images.history().rounds[0];
+    assert_eq!(round.nodes[0].training_samples, 4);
+    let score = round.nodes[0].validation_global.as_ref().expect("scored");
+    assert_eq!(score.samples, 2);
+    images.close().await;
     let mut tables = Experiment::new(settings("#bc")).await.unwrap();
     assert_eq!(tables.run(Some(1), false).await.unwrap(), 1);
     tables.close().await;

@@ -103,6 +103,17 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
             sample_count: info.sample_count,
             shape: info.shape.clone(),
             target: info.target.clone(),
+            images: info.images.as_ref().map(|i| sdk::ImageInfo {
+                channels: i.channels,
+                height: i.height,
+                width: i.width,
+                target_kind: match i.target_kind {
+                    host::ImageTargetKind::Class => sdk::ImageTargetKind::Class,
+                    host::ImageTargetKind::MultiLabel => sdk::ImageTargetKind::MultiLabel,
+                    host::ImageTargetKind::Mask => sdk::ImageTargetKind::Mask,
+                },
+                classes: i.classes.clone(),
+            }),
         };
         let spec = self
             .trainer
@@ -124,13 +135,30 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
                 sdk::Scaling::Standardize => host::Scaling::Standardize,
                 sdk::Scaling::MinMax => host::Scaling::MinMax,
             },
+            images: spec.images.map(|i| host::ImageSpec {
+                height: i.height,
+                width: i.width,
+                channels: i.channels,
+                fit: match i.fit {
+                    sdk::ImageFit::Resize => host::ImageFit::Resize,
+                    sdk::ImageFit::CenterCrop => host::ImageFit::CenterCrop,
+                },
+                mean: i.mean,
+                std: i.std,
+                augmentation: host::Augmentation {
+                    horizontal_flip: i.augmentation.horizontal_flip,
+                    vertical_flip: i.augmentation.vertical_flip,
+                    crop_padding: i.augmentation.crop_padding,
+                    max_rotation_degrees: i.augmentation.max_rotation_degrees,
+                },
+            }),
         })
     }
 
     fn training_step(&mut self, batch: &host::Batch) -> Result<host::StepReport, SandboxError> {
         let batch = sdk::Batch {
             features: to_sdk_array(&batch.features),
-            targets: batch.targets.clone(),
+            targets: to_sdk_array(&batch.targets),
         };
         let r = self
             .trainer

@@ -135,6 +135,7 @@ pub fn task(
     TrainingTask {
         plan,
         dataset: data(dataset),
+        images: None,
         target: Some(target.to_string()),
         model_args,
         training_args: TrainingArgs::from_json(training_args).expect("valid training args"),

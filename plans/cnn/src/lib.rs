@@ -3,17 +3,49 @@
 //! (`bn1`, …), ReLU and 2×2 pooling, then either flattening or global
 //! average pooling, dropout and fully connected layers (`fc1`, …, `out`).
 //!
-//! Each row of the node's table is viewed as one `[C, H, W]` image
-//! (`input_shape`), e.g. the 64 pixels of an 8×8 digit as `[1, 8, 8]`.
+//! On an image dataset the plan asks the node for `input_shape` images
+//! (resized or center-cropped, converted to its channels, normalized with
+//! `mean` and `std`, and augmented as its arguments say). On a table, each
+//! row is viewed as one `[C, H, W]` image, e.g. the 64 pixels of an 8×8
+//! digit as `[1, 8, 8]`.
 
 use fedwasm_plan::prelude::*;
 
-/// The plan: the network and its classification head.
+/// The plan: the network, its classification head, and how it wants its data.
 pub struct Cnn {
     model: Sequential,
     classifier: Classifier,
-    pixels: usize,
+    n_classes: usize,
+    shape: [u32; 3],
     scaling: Scaling,
+    fit: ImageFit,
+    normalize: (f32, f32),
+    augmentation: Augmentation,
+}
+
+fn fit(name: &str) -> PlanResult<ImageFit> {
+    match name {
+        "resize" => Ok(ImageFit::Resize),
+        "center-crop" => Ok(ImageFit::CenterCrop),
+        other => Err(invalid_argument(format!(
+            "model_args.fit must be resize or center-crop, got \"{other}\""
+        ))),
+    }
+}
+
+fn augmentation(args: &Args) -> PlanResult<Augmentation> {
+    let rotation = args.number("rotation")?;
+    if !(0.0..=45.0).contains(&rotation) {
+        return Err(invalid_argument(format!(
+            "model_args.rotation must be 0 to 45 degrees, got {rotation}"
+        )));
+    }
+    Ok(Augmentation {
+        horizontal_flip: args.boolean("horizontal_flip")?,
+        vertical_flip: args.boolean("vertical_flip")?,
+        crop_padding: args.count("crop_padding")? as u32,
+        max_rotation_degrees: rotation,
+    })
 }
 
 fn scaling(name: &str) -> PlanResult<Scaling> {
@@ -29,15 +61,16 @@ fn scaling(name: &str) -> PlanResult<Scaling> {
 
 impl TrainingPlan for Cnn {
     const NAME: &'static str = "cnn";
-    const VERSION: &'static str = "0.1.0";
+    const VERSION: &'static str = "0.2.0";
     const DESCRIPTION: &'static str = "Convolutional classifier: blocks of 3x3 convolution, batch normalization, \
          ReLU and 2x2 pooling, then dropout and fully connected layers; PyTorch's default \
-         initialisation; each table row viewed as one [C, H, W] image.";
+         initialisation. Image datasets are fitted to input_shape, normalized and augmented by \
+         the node; a table's rows are viewed as [C, H, W] images.";
     const MODEL_ARGS: &'static [ArgSpec] = &[
         ArgSpec::required(
             "input_shape",
             ArgType::CountList,
-            "[channels, height, width] of one image; their product is the number of feature columns",
+            "[channels, height, width] of one image: asked of an image dataset; for a table, their product is the number of feature columns",
         ),
         ArgSpec::required("n_classes", ArgType::Count, "number of classes"),
         ArgSpec::optional(
@@ -93,7 +126,49 @@ impl TrainingPlan for Cnn {
             "scaling",
             ArgType::Text,
             "\"min-max\"",
-            "feature scaling by the node with its own training statistics: min-max, standardize or none",
+            "tables: feature scaling by the node with its own training statistics: min-max, standardize or none",
+        ),
+        ArgSpec::optional(
+            "fit",
+            ArgType::Text,
+            "\"resize\"",
+            "images: how the node brings them to input_shape: resize or center-crop",
+        ),
+        ArgSpec::optional(
+            "mean",
+            ArgType::Number,
+            "0.5",
+            "images: subtracted from every channel's [0, 1] values",
+        ),
+        ArgSpec::optional(
+            "std",
+            ArgType::Number,
+            "0.5",
+            "images: every channel divided by it after the mean is subtracted",
+        ),
+        ArgSpec::optional(
+            "horizontal_flip",
+            ArgType::Boolean,
+            "false",
+            "images: training samples mirrored left-right at random",
+        ),
+        ArgSpec::optional(
+            "vertical_flip",
+            ArgType::Boolean,
+            "false",
+            "images: training samples mirrored top-bottom at random",
+        ),
+        ArgSpec::optional(
+            "crop_padding",
+            ArgType::Count,
+            "0",
+            "images: training samples padded by this many pixels and cropped back at random",
+        ),
+        ArgSpec::optional(
+            "rotation",
+            ArgType::Number,
+            "0",
+            "images: training samples rotated by up to this many degrees either way",
         ),
     ];
     const OPTIMIZER_ARGS: &'static [ArgSpec] = &optimizer_args("0.05");
@@ -210,23 +285,60 @@ impl TrainingPlan for Cnn {
         model = model
             .push(nn::Dropout::new(dropout)?)
             .add("out", nn::Linear::new(width, classifier.outputs)?);
+        let mean = args.number("mean")?;
+        let std = args.number("std")?;
+        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+            return Err(invalid_argument(format!(
+                "model_args.mean must be finite and std positive, got {mean} and {std}"
+            )));
+        }
         Ok(Cnn {
             model,
             classifier,
-            pixels: c * shape[1] * shape[2],
+            n_classes,
+            shape: [c as u32, shape[1] as u32, shape[2] as u32],
             scaling: scaling(args.text("scaling")?)?,
+            fit: fit(args.text("fit")?)?,
+            normalize: (mean, std),
+            augmentation: augmentation(args)?,
         })
     }
 
     fn training_data(&self, info: &DatasetInfo) -> PlanResult<DataSpec> {
+        let [c, h, w] = self.shape;
+        if let Some(images) = &info.images {
+            if images.target_kind != ImageTargetKind::Class {
+                return Err(invalid_data(
+                    "this plan classifies whole images; the dataset's images are labelled otherwise (labels or masks)",
+                ));
+            }
+            if images.classes.len() != self.n_classes {
+                return Err(invalid_data(format!(
+                    "model_args.n_classes is {} but the dataset has {} classes ({})",
+                    self.n_classes,
+                    images.classes.len(),
+                    images.classes.join(", ")
+                )));
+            }
+            let mut spec = image_data(
+                self.classifier.task,
+                (c, h, w),
+                self.normalize,
+                self.augmentation,
+            );
+            if let Some(images) = spec.images.as_mut() {
+                images.fit = self.fit;
+            }
+            return Ok(spec);
+        }
+        let pixels = (c * h * w) as usize;
         let features = info
             .columns
             .len()
             .saturating_sub(usize::from(info.target.is_some()));
-        if features != self.pixels {
+        if features != pixels {
             return Err(invalid_data(format!(
-                "model_args.input_shape needs {} feature columns per image, the dataset has {features}",
-                self.pixels
+                "model_args.input_shape needs {pixels} feature columns per image, the dataset has {features}"
             )));
         }
         Ok(DataSpec {

@@ -79,7 +79,10 @@ pub mod types {
 pub use args::{ArgSpec, Args};
 pub use error::{PlanError, PlanResult};
 pub use optim::Optimizer;
-pub use plan::{Classifier, Minibatch, Regressor, TrainingPlan, standardized_tabular};
+pub use plan::{
+    Classifier, Minibatch, Regressor, TrainingPlan, image_data, no_augmentation,
+    standardized_tabular,
+};
 pub use tensor::Tensor;
 pub use trainer::{Step, Trainer};
 
@@ -91,8 +94,14 @@ pub mod prelude {
     pub use crate::nn::{self, Module, Sequential, Visitor};
     pub use crate::ops::conv::Conv2dOptions;
     pub use crate::optim::{Optimizer, optimizer_args};
-    pub use crate::plan::{Classifier, Minibatch, Regressor, TrainingPlan, standardized_tabular};
+    pub use crate::plan::{
+        Classifier, Minibatch, Regressor, TrainingPlan, image_data, no_augmentation,
+        standardized_tabular,
+    };
     pub use crate::tensor::{Tensor, is_training, no_grad};
     pub use crate::trainer::Step;
-    pub use crate::types::{DataSpec, DatasetInfo, FeatureSelection, PlanInfo, Scaling, Task};
+    pub use crate::types::{
+        Augmentation, DataSpec, DatasetInfo, FeatureSelection, ImageFit, ImageInfo, ImageSpec,
+        ImageTargetKind, PlanInfo, Scaling, Task,
+    };
 }

@@ -7,14 +7,14 @@ use crate::nn::Module;
 use crate::optim::{OPTIMIZER_ARGS, Optimizer};
 use crate::tensor::Tensor;
 use crate::trainer::Step;
-use crate::types::{DataSpec, DatasetInfo, Task};
+use crate::types::{Augmentation, DataSpec, DatasetInfo, ImageFit, ImageSpec, Task};
 
-/// One mini-batch as tensors: features `[N, …]` and targets `[N]`.
+/// One mini-batch as tensors: features `[N, …]` and targets `[N, …]`.
 #[derive(Debug, Clone)]
 pub struct Minibatch {
-    /// `[N, n_features]` as the node sends it; reshape for images.
+    /// `[N, n_features]` for a table, `[N, C, H, W]` for images.
     pub features: Tensor,
-    /// Class index or regression value per sample.
+    /// `[N]`: class index or regression value per sample.
     pub targets: Tensor,
 }
 
@@ -150,5 +150,43 @@ pub fn standardized_tabular(task: Task) -> DataSpec {
         target: None,
         task,
         scaling: crate::types::Scaling::Standardize,
+        images: None,
+    }
+}
+
+/// The usual answer to `training-data` for images: `height` × `width` with
+/// `channels` (1 or 3), resized, each channel's [0, 1] values normalized with
+/// `mean` and `std`, augmented as `augmentation` says. Build the
+/// augmentation with [`no_augmentation`] and change what you need.
+pub fn image_data(
+    task: Task,
+    (channels, height, width): (u32, u32, u32),
+    (mean, std): (f32, f32),
+    augmentation: Augmentation,
+) -> DataSpec {
+    DataSpec {
+        features: crate::types::FeatureSelection::AllExceptTarget,
+        target: None,
+        task,
+        scaling: crate::types::Scaling::None,
+        images: Some(ImageSpec {
+            height,
+            width,
+            channels,
+            fit: ImageFit::Resize,
+            mean: vec![mean; channels as usize],
+            std: vec![std; channels as usize],
+            augmentation,
+        }),
+    }
+}
+
+/// Augmentation switched off, to start from.
+pub fn no_augmentation() -> Augmentation {
+    Augmentation {
+        horizontal_flip: false,
+        vertical_flip: false,
+        crop_padding: 0,
+        max_rotation_degrees: 0.0,
     }
 }

@@ -61,8 +61,13 @@ impl<P: TrainingPlan> Default for Trainer<P> {
 }
 
 fn to_tensor(a: Array, what: &str) -> PlanResult<Tensor> {
+    to_tensor_of_rank(a, what, 2)
+}
+
+/// `a` as a tensor of at least `min_rank` dimensions, samples first.
+fn to_tensor_of_rank(a: Array, what: &str, min_rank: usize) -> PlanResult<Tensor> {
     let shape: Vec<usize> = a.shape.iter().map(|&d| d as usize).collect();
-    if shape.len() < 2 {
+    if shape.len() < min_rank {
         return Err(invalid_data(format!(
             "{what} must be [samples, …], got shape {shape:?}"
         )));
@@ -145,13 +150,13 @@ impl<P: TrainingPlan> Trainer<P> {
     pub fn training_step(&mut self, batch: Batch) -> PlanResult<StepReport> {
         let features = to_tensor(batch.features, "batch features")?;
         let samples = features.shape()[0];
-        if batch.targets.len() != samples {
+        let targets = to_tensor_of_rank(batch.targets, "batch targets", 1)?;
+        if targets.shape().first() != Some(&samples) {
             return Err(invalid_data(format!(
-                "a batch of {samples} samples came with {} targets",
-                batch.targets.len()
+                "a batch of {samples} samples came with targets of shape {:?}",
+                targets.shape()
             )));
         }
-        let targets = Tensor::new(batch.targets, &[samples])?;
         let Self {
             plan,
             params,

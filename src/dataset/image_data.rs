@@ -1,0 +1,422 @@
+//! An image dataset on a worker: read once (every file decoded, the
+//! registration digest checked), described to the plan, and prepared as the
+//! plan's `data-spec` asks (fitted in parallel, split, batched by
+//! [`Samples`] with seeded augmentation).
+//!
+//! The plan sees tensors only: [`image_info`] gives it counts, sizes and
+//! class names, never a path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::DatasetError;
+use super::image_manifest::{ManifestColumns, load_manifest};
+use super::image_pipeline::{Augment, Fit, ImageSpec, fit_image};
+use super::images::{DecodedImage, ImageLimits, ImageSet, ImageTarget, TargetKind, load_folder};
+use super::prepare::{ImageFinish, PreparedData, Samples, Split, split_rows};
+use crate::digest::Sha256Digest;
+use crate::sandbox::random::StreamSeed;
+use crate::sandbox::types::{
+    DataSpec, DatasetInfo, FeatureSelection, ImageFit, ImageInfo, ImageTargetKind, Scaling, Task,
+};
+
+/// Where a task's images come from, as the node registered them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSource {
+    /// A CSV manifest's columns; none for an image folder.
+    pub manifest: Option<ManifestColumns>,
+    /// The digest recorded at registration, checked when the files are read.
+    pub digest: Sha256Digest,
+}
+
+/// A dataset's images, decoded, as a worker keeps them between tasks.
+#[derive(Debug, Clone)]
+pub struct LoadedImages {
+    /// What registration records: classes, items, size and mode.
+    pub set: ImageSet,
+    /// Every item's image, in item order.
+    pub images: Vec<DecodedImage>,
+}
+
+/// Read every image of the folder or manifest at `path` (at most
+/// `max_bytes` of decoded pixels) and check that the files are those
+/// registered.
+pub fn load_images(
+    path: &Path,
+    source: &ImageSource,
+    max_bytes: usize,
+) -> Result<LoadedImages, DatasetError> {
+    let limits = ImageLimits::default();
+    let (set, images) = match &source.manifest {
+        None => load_folder(path, &limits, max_bytes)?,
+        Some(columns) => load_manifest(path, columns, &limits, max_bytes)?,
+    };
+    if set.digest != source.digest {
+        return Err(DatasetError::Invalid(
+            "the dataset's image files changed since it was registered; the node's operator can see which with `fedwasm node dataset check`, then register the dataset again".into(),
+        ));
+    }
+    Ok(LoadedImages { set, images })
+}
+
+/// The files `loaded` was read from besides the folder or manifest at
+/// `path`: each class folder (for a folder), every image and mask. A worker
+/// keeps the decoded images while none of these changes.
+pub fn image_files(path: &Path, loaded: &LoadedImages, manifest: bool) -> Vec<PathBuf> {
+    let root = if manifest {
+        path.parent().unwrap_or(Path::new("."))
+    } else {
+        path
+    };
+    let mut files = Vec::with_capacity(loaded.set.items.len() + 1);
+    for item in &loaded.set.items {
+        if !manifest && let Some(class) = item.path.parent() {
+            let folder = root.join(class);
+            if files.last() != Some(&folder) {
+                files.push(folder);
+            }
+        }
+    }
+    for item in &loaded.set.items {
+        files.push(root.join(&item.path));
+        if let ImageTarget::Mask(mask) = &item.target {
+            files.push(root.join(mask));
+        }
+    }
+    files
+}
+
+/// What a plan is told about an image dataset (never a path).
+pub fn image_info(set: &ImageSet) -> DatasetInfo {
+    let n = set.items.len() as u64;
+    DatasetInfo {
+        columns: Vec::new(),
+        sample_count: n,
+        shape: vec![
+            n,
+            u64::from(set.mode.channels),
+            u64::from(set.height),
+            u64::from(set.width),
+        ],
+        target: None,
+        images: Some(ImageInfo {
+            channels: set.mode.channels,
+            height: set.height,
+            width: set.width,
+            target_kind: match set.kind {
+                TargetKind::Class => ImageTargetKind::Class,
+                TargetKind::MultiLabel => ImageTargetKind::MultiLabel,
+                TargetKind::Mask => ImageTargetKind::Mask,
+            },
+            classes: set.classes.clone(),
+        }),
+    }
+}
+
+fn invalid(reason: impl Into<String>) -> DatasetError {
+    DatasetError::Invalid(reason.into())
+}
+
+/// The host's image spec from the plan's, checked against images of
+/// `height` × `width`.
+fn image_spec(spec: &DataSpec, height: u32, width: u32) -> Result<ImageSpec, DatasetError> {
+    let Some(asked) = &spec.images else {
+        return Err(invalid(
+            "the dataset holds images, but the plan's training-data asks for table columns (data-spec.images is none); use an image plan (e.g. cnn) or a tabular dataset",
+        ));
+    };
+    if !matches!(spec.features, FeatureSelection::AllExceptTarget) {
+        return Err(invalid(
+            "data-spec.features selects columns, but the dataset holds images; ask for all-except-target",
+        ));
+    }
+    if spec.target.is_some() {
+        return Err(invalid(
+            "data-spec.target names a column, but an image dataset's targets are its labels; leave it none",
+        ));
+    }
+    if spec.scaling != Scaling::None {
+        return Err(invalid(
+            "data-spec.scaling applies to tables; images are normalized by data-spec.images.mean and std, so ask for scaling none",
+        ));
+    }
+    let a = &asked.augmentation;
+    let host = ImageSpec {
+        height: asked.height,
+        width: asked.width,
+        channels: asked.channels,
+        fit: match asked.fit {
+            ImageFit::Resize => Fit::Resize,
+            ImageFit::CenterCrop => Fit::CenterCrop,
+        },
+        mean: asked.mean.clone(),
+        std: asked.std.clone(),
+        augment: Augment {
+            horizontal_flip: a.horizontal_flip,
+            vertical_flip: a.vertical_flip,
+            crop_padding: a.crop_padding,
+            max_rotation_degrees: a.max_rotation_degrees,
+        },
+    };
+    host.check(height, width).map_err(|e| match e {
+        DatasetError::Invalid(reason) => invalid(format!("data-spec.images: {reason}")),
+        other => other,
+    })?;
+    Ok(host)
+}
+
+/// The class index of every item, checked against the plan's task.
+fn class_targets(set: &ImageSet, task: &Task) -> Result<Vec<f32>, DatasetError> {
+    if set.kind != TargetKind::Class {
+        return Err(invalid(format!(
+            "the dataset's images carry {} targets; this node trains plans on one class per image (plan contract 0.2), not yet on labels or masks",
+            set.kind.name()
+        )));
+    }
+    let classes = set.classes.len();
+    match *task {
+        Task::BinaryClassification if classes == 2 => {}
+        Task::MulticlassClassification(n) if n as usize == classes => {}
+        Task::Regression => {
+            return Err(invalid(
+                "the plan asks for regression, but the images carry classes; ask for a classification task",
+            ));
+        }
+        _ => {
+            return Err(invalid(format!(
+                "the plan's task is {task:?}, but the dataset has {classes} classes ({}); set the plan's number of classes to {classes}",
+                set.classes.join(", ")
+            )));
+        }
+    }
+    Ok(set
+        .items
+        .iter()
+        .map(|item| match item.target {
+            ImageTarget::Class(c) => c as f32,
+            _ => 0.0,
+        })
+        .collect())
+}
+
+/// Fit, split and wrap `loaded` as the plan's `spec` asks. Training batches
+/// are augmented with `augmentation` (the task's seed); held-out ones never.
+pub fn prepare_images(
+    loaded: &LoadedImages,
+    spec: &DataSpec,
+    split: &Split,
+    augmentation: StreamSeed,
+) -> Result<PreparedData, DatasetError> {
+    let set = &loaded.set;
+    let image = image_spec(spec, set.height, set.width)?;
+    let targets = class_targets(set, &spec.task)?;
+    if loaded.images.len() != targets.len() {
+        return Err(invalid(format!(
+            "{} images were read for {} items",
+            loaded.images.len(),
+            targets.len()
+        )));
+    }
+    let len = image.sample_len();
+    let needed = targets
+        .len()
+        .checked_mul(len)
+        .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
+    if needed.is_none_or(|n| n > split.max_bytes) {
+        return Err(invalid(format!(
+            "{} images of {}×{}×{} take more than the plan's memory budget of {} MiB; ask for smaller images or raise the node's sandbox memory_mib",
+            targets.len(),
+            image.channels,
+            image.height,
+            image.width,
+            split.max_bytes >> 20
+        )));
+    }
+    let (train, test) = split_rows(targets.len(), split)?;
+    let finish = Arc::new(ImageFinish {
+        spec: image.clone(),
+        seed: augmentation,
+    });
+    let gather = |rows: &[usize]| -> Result<Samples, DatasetError> {
+        let fitted = rows
+            .par_iter()
+            .map(|&r| fit_image(&loaded.images[r], &image))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Samples {
+            features: fitted.concat(),
+            targets: rows.iter().map(|&r| targets[r]).collect(),
+            n_features: len,
+            images: Some(finish.clone()),
+        })
+    };
+    Ok(PreparedData {
+        feature_names: Vec::new(),
+        target_name: "class".into(),
+        task: spec.task,
+        train: gather(&train)?,
+        test: gather(&test)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::images::tests::gray;
+    use crate::dataset::scan_folder;
+    use crate::sandbox::types::{Augmentation, ImageSpec as WitImageSpec};
+
+    fn folder() -> (tempfile::TempDir, LoadedImages) {
+        let dir = tempfile::tempdir().unwrap();
+        for (class, value) in [("benign", 40u8), ("malignant", 200)] {
+            std::fs::create_dir(dir.path().join(class)).unwrap();
+            for i in 0..5 {
+                gray(&dir.path().join(class), &format!("{i}.png"), 8, value + i);
+            }
+        }
+        let digest = scan_folder(dir.path(), &ImageLimits::default())
+            .unwrap()
+            .digest;
+        let source = ImageSource {
+            manifest: None,
+            digest,
+        };
+        let loaded = load_images(dir.path(), &source, 1 << 20).unwrap();
+        (dir, loaded)
+    }
+
+    fn spec(side: u32, fit: ImageFit) -> DataSpec {
+        DataSpec {
+            features: FeatureSelection::AllExceptTarget,
+            target: None,
+            task: Task::BinaryClassification,
+            scaling: Scaling::None,
+            images: Some(WitImageSpec {
+                height: side,
+                width: side,
+                channels: 1,
+                fit,
+                mean: vec![0.5],
+                std: vec![0.25],
+                augmentation: Augmentation {
+                    horizontal_flip: true,
+                    vertical_flip: false,
+                    crop_padding: 1,
+                    max_rotation_degrees: 0.0,
+                },
+            }),
+        }
+    }
+
+    fn split(test_ratio: f64) -> Split {
+        Split {
+            test_ratio,
+            designated_test: None,
+            seed: StreamSeed([1; 32]),
+            max_bytes: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn the_plan_is_told_sizes_and_classes_and_gets_nchw_batches() {
+        let (_dir, loaded) = folder();
+        let info = image_info(&loaded.set);
+        assert_eq!(info.shape, [10, 1, 8, 8]);
+        assert!(info.columns.is_empty() && info.target.is_none());
+        let images = info.images.unwrap();
+        assert_eq!(images.classes, ["benign", "malignant"]);
+        let data = prepare_images(
+            &loaded,
+            &spec(4, ImageFit::Resize),
+            &split(0.2),
+            StreamSeed([2; 32]),
+        )
+        .unwrap();
+        assert_eq!((data.train.len(), data.test.len()), (8, 2));
+        let batch = data.train.batch(&[0, 7], 0).unwrap();
+        assert_eq!(batch.features.shape, [2, 1, 4, 4]);
+        assert_eq!(batch.targets.shape, [2]);
+        assert_eq!(
+            batch.targets.data,
+            [data.train.targets[0], data.train.targets[7]]
+        );
+        let rows = data.test.feature_rows(0, 2);
+        assert_eq!(rows.shape, [2, 1, 4, 4]);
+        // A uniform image normalizes to one value, (v - 0.5) / 0.25, up to
+        // the resize filter's rounding.
+        let v = rows.data[0];
+        assert!(rows.data[..16].iter().all(|&x| (x - v).abs() < 1e-5));
+        // The same draw index gives the same batch.
+        let again = |draw| data.train.batch(&[1, 2], draw).unwrap().features.data;
+        assert_eq!(again(5), again(5));
+    }
+
+    #[test]
+    fn specs_the_images_cannot_serve_are_refused_naming_the_field() {
+        let (_dir, loaded) = folder();
+        let seed = StreamSeed([0; 32]);
+        let err = |s: DataSpec| {
+            prepare_images(&loaded, &s, &split(0.0), seed)
+                .unwrap_err()
+                .to_string()
+        };
+        let crop = err(spec(16, ImageFit::CenterCrop));
+        assert!(
+            crop.contains("data-spec.images") && crop.contains("8×8"),
+            "{crop}"
+        );
+        let huge = err(spec(5000, ImageFit::Resize));
+        assert!(huge.contains("4096"), "{huge}");
+        let tabular = err(DataSpec {
+            images: None,
+            ..spec(4, ImageFit::Resize)
+        });
+        assert!(tabular.contains("data-spec.images is none"), "{tabular}");
+        let scaled = err(DataSpec {
+            scaling: Scaling::Standardize,
+            ..spec(4, ImageFit::Resize)
+        });
+        assert!(scaled.contains("data-spec.scaling"), "{scaled}");
+        let classes = err(DataSpec {
+            task: Task::MulticlassClassification(3),
+            ..spec(4, ImageFit::Resize)
+        });
+        assert!(
+            classes.contains("2 classes (benign, malignant)"),
+            "{classes}"
+        );
+        let big = prepare_images(
+            &loaded,
+            &spec(256, ImageFit::Resize),
+            &Split {
+                max_bytes: 1 << 20,
+                ..split(0.0)
+            },
+            seed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(big.contains("memory budget"), "{big}");
+    }
+
+    #[test]
+    fn changed_files_and_budgets_are_refused_before_training() {
+        let (dir, loaded) = folder();
+        let source = ImageSource {
+            manifest: None,
+            digest: loaded.set.digest,
+        };
+        gray(&dir.path().join("benign"), "0.png", 8, 99);
+        let err = load_images(dir.path(), &source, 1 << 20)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("changed since it was registered"), "{err}");
+        let tiny = load_images(dir.path(), &source, 300)
+            .unwrap_err()
+            .to_string();
+        assert!(tiny.contains("memory budget"), "{tiny}");
+    }
+}
