@@ -14,13 +14,13 @@ use rand_core::SeedableRng;
 use rand_distr::{Distribution, Gamma};
 use serde_json::json;
 
-use crate::dataset::Table;
+use crate::dataset::{LoadedImages, Table, read_images};
 use crate::digest::Sha256Digest;
 use crate::local_federation::{LocalFederation, LocalFederationConfig, LocalNode};
 use crate::node::NewDataset;
 use crate::researcher::{Experiment, ExperimentSettings, History, Tags};
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::training::{Metric, TrainingArgs};
+use crate::training::{Metric, ScoredData, ScoredRows, TrainingArgs};
 
 /// Which example plan (and dataset) the demo trains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,9 @@ pub enum DemoPlan {
     LogisticRegression,
     /// `plans/mlp` on `data/digits.csv`.
     Mlp,
+    /// `plans/cnn` on the image folder `data/nuclei/train` (scored on
+    /// `data/nuclei/test`).
+    Cnn,
 }
 
 /// How rows are dealt to nodes.
@@ -142,9 +145,31 @@ pub fn deal_rows(
     seed: u64,
     min_rows: usize,
 ) -> Result<(Vec<Vec<usize>>, Vec<usize>), DemoError> {
+    deal(labels, nodes, split, seed, min_rows, labels.len() / 5)
+}
+
+/// Every row dealt to `nodes` shards, none held out (the data has a test
+/// part of its own).
+pub fn deal_all(
+    labels: &[f64],
+    nodes: usize,
+    split: ShardSplit,
+    seed: u64,
+    min_rows: usize,
+) -> Result<Vec<Vec<usize>>, DemoError> {
+    Ok(deal(labels, nodes, split, seed, min_rows, 0)?.0)
+}
+
+fn deal(
+    labels: &[f64],
+    nodes: usize,
+    split: ShardSplit,
+    seed: u64,
+    min_rows: usize,
+    holdout_len: usize,
+) -> Result<(Vec<Vec<usize>>, Vec<usize>), DemoError> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let order = crate::dataset::prepare::permutation(labels.len(), &mut rng);
-    let holdout_len = labels.len() / 5;
     let holdout: Vec<usize> = order[..holdout_len].to_vec();
     let rest = &order[holdout_len..];
     if nodes == 0 || rest.len() < nodes * min_rows {
@@ -213,6 +238,120 @@ fn write_csv(table: &Table, rows: &[usize], path: &Path) -> Result<(), DemoError
     std::fs::write(path, out).map_err(setup(&format!("writing {}", path.display())))
 }
 
+/// Where the researcher's held-out samples are.
+enum Holdout {
+    /// Held-out rows (as written to, and read back from, a CSV file).
+    Table(Table),
+    /// Held-out images, decoded.
+    Images(LoadedImages),
+}
+
+/// The nodes' datasets (with their sample counts) and the held-out part.
+struct DemoData {
+    datasets: Vec<(NewDataset, usize)>,
+    holdout: Holdout,
+    holdout_len: usize,
+}
+
+/// Shards of a shipped table, one CSV per node, and 20% held out.
+fn table_shards(
+    options: &DemoOptions,
+    data_file: &str,
+    target: &str,
+    tag: &str,
+) -> Result<DemoData, DemoError> {
+    let table = Table::open(&options.source_dir.join("data").join(data_file))
+        .map_err(setup("reading the demo data"))?;
+    let target_col = table
+        .column(target)
+        .map_err(setup("reading the demo data"))?;
+    let labels: Vec<f64> = (0..table.rows())
+        .map(|r| table.get(r, target_col))
+        .collect();
+    let (shards, holdout) = deal_rows(&labels, options.nodes, options.split, options.seed, 20)?;
+    let holdout_path = options.work_dir.join("holdout.csv");
+    write_csv(&table, &holdout, &holdout_path)?;
+    let mut datasets = Vec::new();
+    for (i, rows) in shards.iter().enumerate() {
+        let shard = options.work_dir.join(format!("node-{}.csv", i + 1));
+        write_csv(&table, rows, &shard)?;
+        datasets.push((
+            NewDataset {
+                name: format!("{data_file} shard {}", i + 1),
+                tags: vec![tag.into()],
+                description: format!("{} rows of {data_file}", rows.len()),
+                path: shard,
+                target: Some(target.into()),
+                split_column: None,
+                image_columns: None,
+            },
+            rows.len(),
+        ));
+    }
+    Ok(DemoData {
+        datasets,
+        holdout: Holdout::Table(
+            Table::open(&holdout_path).map_err(setup("reading the held-out rows"))?,
+        ),
+        holdout_len: holdout.len(),
+    })
+}
+
+/// Shards of the shipped image folder `data/<name>/train`, one image folder
+/// per node (files copied, classes kept), and `data/<name>/test` held out:
+/// its patches come from another part of the image, so none overlaps a
+/// training patch.
+fn image_shards(options: &DemoOptions, name: &str, tag: &str) -> Result<DemoData, DemoError> {
+    let root = options.source_dir.join("data").join(name);
+    let train = crate::dataset::scan_folder(&root.join("train"), &Default::default())
+        .map_err(setup("reading the demo images"))?;
+    let labels: Vec<f64> = train
+        .items
+        .iter()
+        .map(|item| match item.target {
+            crate::dataset::ImageTarget::Class(c) => f64::from(c),
+            _ => 0.0,
+        })
+        .collect();
+    let shards = deal_all(&labels, options.nodes, options.split, options.seed, 20)?;
+    let mut datasets = Vec::new();
+    for (i, rows) in shards.iter().enumerate() {
+        let folder = options.work_dir.join(format!("node-{}-images", i + 1));
+        for &r in rows {
+            let relative = &train.items[r].path;
+            let to = folder.join(relative);
+            if let Some(parent) = to.parent() {
+                std::fs::create_dir_all(parent).map_err(setup("writing a node's images"))?;
+            }
+            std::fs::copy(root.join("train").join(relative), &to)
+                .map_err(setup("writing a node's images"))?;
+        }
+        datasets.push((
+            NewDataset {
+                name: format!("{name} shard {}", i + 1),
+                tags: vec![tag.into()],
+                description: format!("{} image patches of {name}", rows.len()),
+                path: folder,
+                target: None,
+                split_column: None,
+                image_columns: None,
+            },
+            rows.len(),
+        ));
+    }
+    let holdout = read_images(
+        &root.join("test"),
+        None,
+        SandboxConfig::default().memory_bytes(),
+    )
+    .map_err(setup("reading the held-out images"))?;
+    Ok(DemoData {
+        datasets,
+        holdout_len: holdout.images.len(),
+        holdout: Holdout::Images(holdout),
+    })
+}
+
 /// The sandbox the demo's nodes' worker processes run, with a shared cache
 /// of compiled plans in `cache_dir`.
 fn node_sandbox(cache_dir: &Path) -> SandboxConfig {
@@ -244,6 +383,20 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
                    "optimizer_args": {"lr": 0.1, "momentum": 0.9}, "log_interval": 10,
                    "random_seed": options.seed, "seed_per_round": true}),
         ),
+        // 16×16 patches, normalized with the training patches' mean and std
+        // (0.167, 0.120), flipped both ways at random: nuclei have no
+        // orientation.
+        DemoPlan::Cnn => (
+            "cnn",
+            "nuclei",
+            "class",
+            json!({"input_shape": [1, 16, 16], "n_classes": 2, "channels": [8, 16],
+                   "hidden": [32], "dropout": 0.1, "mean": 0.167, "std": 0.12,
+                   "horizontal_flip": true, "vertical_flip": true}),
+            json!({"num_updates": 20, "loader_args": {"batch_size": 32},
+                   "optimizer_args": {"lr": 0.05, "momentum": 0.9}, "log_interval": 5,
+                   "random_seed": options.seed, "seed_per_round": true}),
+        ),
     };
     // Scaffold's control variates assume plain SGD on the nodes: momentum
     // would inflate each node's estimate of its gradient.
@@ -272,6 +425,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let tag = match options.plan {
         DemoPlan::LogisticRegression => "#breast-cancer",
         DemoPlan::Mlp => "#digits",
+        DemoPlan::Cnn => "#nuclei",
     };
     let say = |line: String| {
         if options.console {
@@ -280,19 +434,11 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     };
 
     // Data: shards for the nodes and a held-out part for the researcher.
-    let table = Table::open(&options.source_dir.join("data").join(data_file))
-        .map_err(setup("reading the demo data"))?;
-    let target_col = table
-        .column(target)
-        .map_err(setup("reading the demo data"))?;
-    let labels: Vec<f64> = (0..table.rows())
-        .map(|r| table.get(r, target_col))
-        .collect();
-    let (shards, holdout) = deal_rows(&labels, options.nodes, options.split, options.seed, 20)?;
     std::fs::create_dir_all(&options.work_dir).map_err(setup("creating the work folder"))?;
-    let holdout_path = options.work_dir.join("holdout.csv");
-    write_csv(&table, &holdout, &holdout_path)?;
-
+    let data = match options.plan {
+        DemoPlan::Cnn => image_shards(&options, data_file, tag)?,
+        _ => table_shards(&options, data_file, target, tag)?,
+    };
     // The plan, built and hashed.
     say(format!("building plans/{plan_dir} for wasm32-wasip2 …"));
     let built = crate::plan_build::build_plan(
@@ -319,22 +465,12 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
 
     // The federation: broker, repository, one node per shard.
     let mut nodes = Vec::new();
-    for (i, rows) in shards.iter().enumerate() {
+    for (i, (dataset, samples)) in data.datasets.into_iter().enumerate() {
         let id = format!("node-{}", i + 1);
-        let shard = options.work_dir.join(format!("{id}.csv"));
-        write_csv(&table, rows, &shard)?;
-        say(format!("{id}: {} rows tagged {tag}", rows.len()));
+        say(format!("{id}: {samples} samples tagged {tag}"));
         nodes.push(LocalNode {
             id,
-            datasets: vec![NewDataset {
-                name: format!("{data_file} shard {}", i + 1),
-                tags: vec![tag.into()],
-                description: format!("{} rows of {data_file}", rows.len()),
-                path: shard,
-                target: Some(target.into()),
-                split_column: None,
-                image_columns: None,
-            }],
+            datasets: vec![dataset],
         });
     }
     let mut config = LocalFederationConfig::new(
@@ -398,17 +534,18 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let loaded = sandbox
         .load_file(&built.path)
         .map_err(setup("loading the plan"))?;
-    let holdout_table = Table::open(&holdout_path).map_err(setup("reading the held-out rows"))?;
-    let metric = crate::training::evaluate_parameters(
-        &sandbox,
-        &loaded,
-        &model_args,
-        &global,
-        &holdout_table,
-        Some(target),
-    )
-    .map_err(setup("evaluating the global model"))?
-    .ok_or_else(|| DemoError::Options("no held-out rows".into()))?;
+    let scored = || match &data.holdout {
+        Holdout::Images(images) => ScoredData::Images(images),
+        Holdout::Table(table) => ScoredData::Rows(ScoredRows {
+            table,
+            target: Some(target),
+            split_column: None,
+        }),
+    };
+    let metric =
+        crate::training::evaluate_parameters(&sandbox, &loaded, &model_args, &global, scored())
+            .map_err(setup("evaluating the global model"))?
+            .ok_or_else(|| DemoError::Options("no held-out rows".into()))?;
     // Every round's global model too, for learning curves.
     let mut by_round = Vec::new();
     for (_, path) in experiment.aggregated_params() {
@@ -416,22 +553,16 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
             crate::tensors::read_file(&path).map_err(setup("reading a round's model"))?;
         let params = crate::researcher::aggregators::align_parameters("round", &global, params)
             .map_err(setup("reading a round's model"))?;
-        let value = crate::training::evaluate_parameters(
-            &sandbox,
-            &loaded,
-            &model_args,
-            &params,
-            &holdout_table,
-            Some(target),
-        )
-        .map_err(setup("evaluating a round's model"))?
-        .map_or(f64::NAN, |m| m.value);
+        let value =
+            crate::training::evaluate_parameters(&sandbox, &loaded, &model_args, &params, scored())
+                .map_err(setup("evaluating a round's model"))?
+                .map_or(f64::NAN, |m| m.value);
         by_round.push(value);
     }
     let report = DemoReport {
         holdout: metric,
         holdout_by_round: by_round,
-        holdout_rows: holdout.len(),
+        holdout_rows: data.holdout_len,
         experiment_path: experiment.experimentation_path().to_path_buf(),
         tensorboard_path: experiment.tensorboard_path(),
         history: experiment.history().clone(),

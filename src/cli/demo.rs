@@ -17,6 +17,8 @@ enum PlanChoice {
     LogisticRegression,
     /// A multi-layer perceptron on handwritten digits (data/digits.csv).
     Mlp,
+    /// A CNN on image patches of stained nuclei (data/nuclei/, an image folder).
+    Cnn,
 }
 
 /// How shards are drawn.
@@ -178,6 +180,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         plan: match args.plan {
             PlanChoice::LogisticRegression => DemoPlan::LogisticRegression,
             PlanChoice::Mlp => DemoPlan::Mlp,
+            PlanChoice::Cnn => DemoPlan::Cnn,
         },
         seed: args.seed,
         split: match args.split {
@@ -242,7 +245,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .collect();
     println!("held-out by round: {}", curve.join(" "));
     println!(
-        "held-out {} on {} rows no node saw",
+        "held-out {} on {} samples no node saw",
         report.holdout, report.holdout_rows
     );
     super::summary::print_summary(&report.history);

@@ -1,7 +1,8 @@
-//! `fedwasm evaluate PLAN PARAMS --data FILE --target COLUMN`: score a saved
-//! model (a round's global parameters, a breakpoint's, a `plan check
-//! --output`) on a local table, with the metrics the nodes validate with,
-//! computed by the host from the plan's predictions.
+//! `fedwasm evaluate PLAN PARAMS --data FILE_OR_DIR [--target COLUMN]`:
+//! score a saved model (a round's global parameters, a breakpoint's, a
+//! `plan check --output`) on a local table or image folder (or CSV image
+//! manifest), with the metrics the nodes validate with, computed by the
+//! host from the plan's predictions.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,25 +10,32 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
+use fedwasm::dataset::{ManifestColumns, ManifestTarget, read_images};
 use fedwasm::plan_build::build_plan;
 use fedwasm::researcher::aggregators::{AggregationError, align_parameters};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
-use fedwasm::training::{ScoredRows, TrainingArgs, score_parameters};
+use fedwasm::training::{ScoredData, ScoredRows, TrainingArgs, score_parameters};
 
-/// Score saved parameters on a table.
+/// Score saved parameters on a table or on images.
 #[derive(Args)]
 pub struct EvaluateArgs {
     /// The plan component, or the folder of a plan crate to build first.
     plan: PathBuf,
     /// The parameters (safetensors), e.g. `rounds/global_0010.safetensors`.
     params: PathBuf,
-    /// The CSV or NPY table to score on (header line, numeric cells).
+    /// The CSV or NPY table to score on (header line, numeric cells), an
+    /// image folder (one sub-folder per class), or with --image-column a
+    /// CSV manifest of images.
     #[arg(long)]
     data: PathBuf,
-    /// The target column.
+    /// The target column (a table's, or a manifest's class column).
     #[arg(long)]
     target: Option<String>,
+    /// --data is a CSV manifest of images: the column of image paths
+    /// (relative to the CSV); --target names the class column.
+    #[arg(long)]
+    image_column: Option<String>,
     /// Score only the rows this column marks 1 (a designated test part),
     /// scaled from the others as a node registered with it scales them.
     #[arg(long)]
@@ -101,21 +109,44 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
             args.params.display()
         )
     })?;
-    let table = fedwasm::dataset::Table::open(&args.data)
-        .with_context(|| format!("reading {}", args.data.display()))?;
-    let scores = score_parameters(
-        &sandbox,
-        &loaded,
-        &model_args,
-        &parameters,
-        ScoredRows {
-            table: &table,
+    let budget = sandbox.config().memory_bytes();
+    let manifest = match (&args.image_column, &args.target) {
+        (Some(image), Some(target)) => Some(ManifestColumns {
+            image: image.clone(),
+            target: ManifestTarget::Class(target.clone()),
+        }),
+        (Some(_), None) => bail!("--image-column needs --target: the manifest's class column"),
+        (None, _) => None,
+    };
+    let images = if args.data.is_dir() || manifest.is_some() {
+        if args.split_column.is_some() {
+            bail!("--split-column applies to tables; an image folder is scored whole");
+        }
+        Some(
+            read_images(&args.data, manifest.as_ref(), budget)
+                .with_context(|| format!("reading the images in {}", args.data.display()))?,
+        )
+    } else {
+        None
+    };
+    let table = match &images {
+        Some(_) => None,
+        None => Some(
+            fedwasm::dataset::Table::open(&args.data)
+                .with_context(|| format!("reading {}", args.data.display()))?,
+        ),
+    };
+    let data = match (&images, &table) {
+        (Some(images), _) => ScoredData::Images(images),
+        (None, Some(table)) => ScoredData::Rows(ScoredRows {
+            table,
             target: args.target.as_deref(),
             split_column: args.split_column.as_deref(),
-        },
-        metric,
-    )
-    .context("scoring")?;
+        }),
+        (None, None) => bail!("no data to score"),
+    };
+    let scores = score_parameters(&sandbox, &loaded, &model_args, &parameters, data, metric)
+        .context("scoring")?;
     let origin = match (metadata.get("experiment_id"), metadata.get("round")) {
         (Some(experiment), Some(round)) => format!(" (round {round} of {experiment})"),
         _ => String::new(),

@@ -50,16 +50,29 @@ pub fn load_images(
     source: &ImageSource,
     max_bytes: usize,
 ) -> Result<LoadedImages, DatasetError> {
-    let limits = ImageLimits::default();
-    let (set, images) = match &source.manifest {
-        None => load_folder(path, &limits, max_bytes)?,
-        Some(columns) => load_manifest(path, columns, &limits, max_bytes)?,
-    };
-    if set.digest != source.digest {
+    let loaded = read_images(path, source.manifest.as_ref(), max_bytes)?;
+    if loaded.set.digest != source.digest {
         return Err(DatasetError::Invalid(
             "the dataset's image files changed since it was registered; the node's operator can see which with `fedwasm node dataset check`, then register the dataset again".into(),
         ));
     }
+    Ok(loaded)
+}
+
+/// Read every image of the folder (or, with `manifest`, the CSV manifest)
+/// at `path`, with registration's checks and at most `max_bytes` of
+/// decoded pixels; nothing registered to compare with (the researcher
+/// scoring a saved model on images of their own).
+pub fn read_images(
+    path: &Path,
+    manifest: Option<&ManifestColumns>,
+    max_bytes: usize,
+) -> Result<LoadedImages, DatasetError> {
+    let limits = ImageLimits::default();
+    let (set, images) = match manifest {
+        None => load_folder(path, &limits, max_bytes)?,
+        Some(columns) => load_manifest(path, columns, &limits, max_bytes)?,
+    };
     Ok(LoadedImages { set, images })
 }
 

@@ -24,7 +24,7 @@ pub(crate) mod table;
 pub use batches::BatchSchedule;
 pub use error::DatasetError;
 pub use image_data::{
-    ImageSource, LoadedImages, image_files, image_info, load_images, prepare_images,
+    ImageSource, LoadedImages, image_files, image_info, load_images, prepare_images, read_images,
 };
 pub use image_manifest::{ManifestColumns, ManifestTarget, load_manifest, scan_manifest};
 pub use image_pipeline::{Augment, Fit, ImageSpec, fit_image, image_batch, normalized};

@@ -1,41 +1,35 @@
-//! Evaluate given parameters on a whole table: how the researcher scores a
-//! global model on data no node trained on.
+//! Evaluate given parameters on a whole table or image dataset: how the
+//! researcher scores a global model on data no node trained on.
 
 use serde_json::Value;
 
 use super::TrainingError;
 use super::metrics::{Metric, evaluate, predictions};
 use super::scores::{Average, TestMetric, score_predicted, task_confusion};
-use crate::dataset::Table;
-use crate::dataset::prepare::{Split, dataset_info, prepare};
+use crate::dataset::prepare::{PreparedData, Split, dataset_info, prepare};
+use crate::dataset::{LoadedImages, Table, image_info, prepare_images};
 use crate::sandbox::random::StreamSeed;
 use crate::sandbox::types::Task;
 use crate::sandbox::types::Tensor;
-use crate::sandbox::{LoadedPlan, Sandbox};
+use crate::sandbox::{LoadedPlan, PlanInstance, Sandbox};
 use crate::wire::ValidationScore;
 
-/// Accuracy (or MSE) of `parameters` on every row of `table`, with the
-/// plan's own feature selection and scaling (statistics of `table` itself).
+/// Accuracy (or MSE) of `parameters` on every sample of `data`, with the
+/// plan's own feature selection and scaling (statistics of the table
+/// itself) or image preparation (never augmented).
 pub fn evaluate_parameters(
     sandbox: &Sandbox,
     plan: &LoadedPlan,
     model_args: &Value,
     parameters: &[Tensor],
-    table: &Table,
-    target: Option<&str>,
+    data: ScoredData<'_>,
 ) -> Result<Option<Metric>, TrainingError> {
     let mut instance = sandbox.instantiate(plan, &StreamSeed::for_plan(0, 0, "evaluation"))?;
     instance.init_model(&model_args.to_string())?;
     instance.set_parameters(parameters)?;
-    let spec = instance.training_data(&dataset_info(table, target))?;
-    let split = Split {
-        test_ratio: 0.0,
-        designated_test: None,
-        seed: StreamSeed::for_split(0, "evaluation"),
-        max_bytes: sandbox.config().memory_bytes(),
-    };
-    let data = prepare(table, &spec, target, &split)?;
-    Ok(evaluate(&mut instance, &data.train, &data.task)?)
+    let (data, scored) = prepare_scored(&mut instance, data, sandbox.config().memory_bytes())?;
+    let rows = if scored { &data.test } else { &data.train };
+    Ok(evaluate(&mut instance, rows, &data.task)?)
 }
 
 /// The metrics a task is scored with when none is named: every one that
@@ -69,7 +63,61 @@ pub struct ScoredRows<'a> {
     pub split_column: Option<&'a str>,
 }
 
-/// Scores of `parameters` on `rows` by `metric` (with its `average`) or
+/// The data a saved model is scored on: rows of a table, or every image
+/// of an image dataset.
+#[derive(Debug, Clone, Copy)]
+pub enum ScoredData<'a> {
+    /// Rows of a table.
+    Rows(ScoredRows<'a>),
+    /// Decoded images, prepared as the plan asks but never augmented.
+    Images(&'a LoadedImages),
+}
+
+impl<'a> From<ScoredRows<'a>> for ScoredData<'a> {
+    fn from(rows: ScoredRows<'a>) -> Self {
+        ScoredData::Rows(rows)
+    }
+}
+
+/// `data` prepared as the plan in `instance` asks, and whether the samples
+/// to score are the held-out part (a designated test part) rather than all.
+fn prepare_scored(
+    instance: &mut PlanInstance,
+    data: ScoredData<'_>,
+    max_bytes: usize,
+) -> Result<(PreparedData, bool), TrainingError> {
+    let split = |designated_test| Split {
+        test_ratio: 0.0,
+        designated_test,
+        seed: StreamSeed::for_split(0, "evaluation"),
+        max_bytes,
+    };
+    match data {
+        ScoredData::Rows(rows) => {
+            let (table, target) = (rows.table, rows.target);
+            let (table, designated_test) = match rows.split_column {
+                Some(column) => {
+                    let (rest, test) = table.split_by_column(column)?;
+                    (std::borrow::Cow::Owned(rest), Some(test))
+                }
+                None => (std::borrow::Cow::Borrowed(table), None),
+            };
+            let designated = designated_test.is_some();
+            let spec = instance.training_data(&dataset_info(&table, target))?;
+            Ok((
+                prepare(&table, &spec, target, &split(designated_test))?,
+                designated,
+            ))
+        }
+        ScoredData::Images(images) => {
+            let spec = instance.training_data(&image_info(&images.set))?;
+            let seed = StreamSeed::for_augmentation(0, 0, "evaluation");
+            Ok((prepare_images(images, &spec, &split(None), seed)?, false))
+        }
+    }
+}
+
+/// Scores of `parameters` on `data` by `metric` (with its `average`) or
 /// every metric of the plan's task, computed by the host from the plan's
 /// predictions as a node validates: what `fedwasm evaluate` prints for a
 /// saved model.
@@ -78,29 +126,13 @@ pub fn score_parameters(
     plan: &LoadedPlan,
     model_args: &Value,
     parameters: &[Tensor],
-    rows: ScoredRows<'_>,
+    data: ScoredData<'_>,
     metric: Option<(TestMetric, Option<Average>)>,
 ) -> Result<Vec<ValidationScore>, TrainingError> {
-    let (table, target) = (rows.table, rows.target);
     let mut instance = sandbox.instantiate(plan, &StreamSeed::for_plan(0, 0, "evaluation"))?;
     instance.init_model(&model_args.to_string())?;
     instance.set_parameters(parameters)?;
-    let (table, designated_test) = match rows.split_column {
-        Some(column) => {
-            let (rest, test) = table.split_by_column(column)?;
-            (std::borrow::Cow::Owned(rest), Some(test))
-        }
-        None => (std::borrow::Cow::Borrowed(table), None),
-    };
-    let designated = designated_test.is_some();
-    let spec = instance.training_data(&dataset_info(&table, target))?;
-    let split = Split {
-        test_ratio: 0.0,
-        designated_test,
-        seed: StreamSeed::for_split(0, "evaluation"),
-        max_bytes: sandbox.config().memory_bytes(),
-    };
-    let data = prepare(&table, &spec, target, &split)?;
+    let (data, designated) = prepare_scored(&mut instance, data, sandbox.config().memory_bytes())?;
     let rows = if designated { &data.test } else { &data.train };
     if rows.is_empty() {
         return Err(TrainingError::Args("the data has no row to score".into()));

@@ -16,7 +16,7 @@ pub(crate) mod worker;
 pub use args::{LoaderArgs, TrainingArgs};
 pub use driver::PlanDriver;
 pub use error::{FailureCode, TrainingError};
-pub use holdout::{ScoredRows, evaluate_parameters, score_parameters, task_metrics};
+pub use holdout::{ScoredData, ScoredRows, evaluate_parameters, score_parameters, task_metrics};
 pub use metrics::{Metric, MetricName};
 pub use privacy::{DpArgs, DpKind};
 pub use scores::{Average, MAX_CONFUSION_CLASSES, TestMetric};

@@ -180,6 +180,45 @@ impl Federation {
         extra: &[&str],
         configure: impl FnOnce(&mut NodeConfig),
     ) -> NodeProcess {
+        let node = self.init_node(id, configure);
+        let mut add = vec![
+            "dataset",
+            "add",
+            "--path",
+            csv.to_str().unwrap(),
+            "--tags",
+            tags,
+            "--name",
+            id,
+            "--target",
+            "diagnosis",
+        ];
+        add.extend(extra);
+        node.operator(&add);
+        node
+    }
+
+    /// A node folder holding the image folder `images` under `tags`.
+    pub fn image_node(&self, id: &str, images: &Path, tags: &str) -> NodeProcess {
+        let node = self.init_node(id, |_| {});
+        node.operator(&[
+            "dataset",
+            "add",
+            "--kind",
+            "images",
+            "--path",
+            images.to_str().unwrap(),
+            "--tags",
+            tags,
+            "--name",
+            id,
+        ]);
+        node
+    }
+
+    /// `fedwasm node init` in a folder named `id`, then `configure` on its
+    /// node.toml.
+    fn init_node(&self, id: &str, configure: impl FnOnce(&mut NodeConfig)) -> NodeProcess {
         let dir = self.tmp.path().join(id);
         let out = Command::new(fedwasm_bin())
             .args(["node", "init", "--id", id, "--dir"])
@@ -200,22 +239,7 @@ impl Federation {
         let mut config = NodeConfig::load(&dir).unwrap();
         configure(&mut config);
         std::fs::write(NodeConfig::path(&dir), toml::to_string(&config).unwrap()).unwrap();
-        let node = NodeProcess { dir, child: None };
-        let mut add = vec![
-            "dataset",
-            "add",
-            "--path",
-            csv.to_str().unwrap(),
-            "--tags",
-            tags,
-            "--name",
-            id,
-            "--target",
-            "diagnosis",
-        ];
-        add.extend(extra);
-        node.operator(&add);
-        node
+        NodeProcess { dir, child: None }
     }
 
     /// Two started nodes, `node-a` and `node-b`, with breast-cancer shards of

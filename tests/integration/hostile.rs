@@ -6,7 +6,7 @@ use std::time::Duration;
 use fedwasm::sandbox::{Interruption, Sandbox, SandboxConfig};
 use fedwasm::training::{TrainingError, TrainingTask, run_in_worker, run_task};
 
-use crate::support::{breast_cancer_task, fedwasm_bin, hostile_plan};
+use crate::support::{breast_cancer_task, data, fedwasm_bin, hostile_plan};
 
 fn hostile_task(name: &str) -> TrainingTask {
     let mut t = breast_cancer_task(r#"{"num_updates": 5}"#);
@@ -182,6 +182,64 @@ fn a_plan_gets_no_file_no_environment_no_socket_and_no_clock() {
     );
     assert!(logs.contains(&"clock: frozen at the epoch"), "{logs:?}");
     good_plan_still_trains(&sandbox);
+}
+
+/// On an image dataset the plan is told counts, sizes and class names and
+/// gets tensors: nothing it receives names the folder, and its ways out stay
+/// shut.
+#[test]
+fn a_plan_on_images_sees_sizes_classes_and_tensors_never_a_path() {
+    let tmp = tempfile::tempdir().unwrap();
+    let folder = tmp.path().join("secret-hospital-scans");
+    for class in ["background", "nucleus"] {
+        let from = data("nuclei/train").join(class);
+        std::fs::create_dir_all(folder.join(class)).unwrap();
+        let mut files: Vec<_> = std::fs::read_dir(&from)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for file in files.iter().take(20) {
+            std::fs::copy(file, folder.join(class).join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    let digest = fedwasm::dataset::scan_folder(&folder, &Default::default())
+        .unwrap()
+        .digest;
+    let mut task = hostile_task("hostile-escape");
+    task.dataset = folder.clone();
+    task.target = None;
+    task.images = Some(fedwasm::dataset::ImageSource {
+        manifest: None,
+        digest,
+    });
+    task.model_args = serde_json::json!({"n_features": 256});
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let outcome = run_task(&sandbox, &task, &mut |_| {})
+        .unwrap_or_else(|e| panic!("the plan got out or failed: {e}"));
+    assert_eq!(outcome.updates, 5);
+    let logs: Vec<&str> = outcome
+        .plan_logs
+        .iter()
+        .map(|r| r.message.as_str())
+        .collect();
+    assert!(
+        logs.iter().any(|m| m.starts_with("file: refused")),
+        "{logs:?}"
+    );
+    let info = logs
+        .iter()
+        .find(|m| m.starts_with("dataset-info: "))
+        .expect("the plan reports what it was told");
+    assert!(
+        info.contains("shape: [40, 1, 16, 16]")
+            && info.contains("classes: [\"background\", \"nucleus\"]"),
+        "{info}"
+    );
+    let path = folder.to_string_lossy();
+    for secret in [path.as_ref(), "secret-hospital-scans", ".png"] {
+        assert!(!info.contains(secret), "{secret} reached the plan: {info}");
+    }
 }
 
 /// A kept worker survives plans that fail cleanly, is replaced after one

@@ -13,6 +13,7 @@ mod federation;
 mod fuzz_corpus;
 mod hardening;
 mod hostile;
+mod images;
 mod local_federation;
 mod mosquitto;
 mod node_cli;

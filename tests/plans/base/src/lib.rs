@@ -30,12 +30,25 @@ macro_rules! hostile_plan {
                 $misbehave()?;
                 let n = args.count("n_features")?;
                 Ok(Hostile {
-                    model: Sequential::new().add("linear", nn::Linear::zeros(n, 1)?),
+                    model: Sequential::new()
+                        .push(nn::Flatten(1))
+                        .add("linear", nn::Linear::zeros(n, 1)?),
                 })
             }
 
-            fn training_data(&self, _info: &DatasetInfo) -> PlanResult<DataSpec> {
-                Ok(standardized_tabular(Task::BinaryClassification))
+            /// Reports everything the node tells it about the data, then
+            /// asks for it: a table as it is, images at their own size.
+            fn training_data(&self, info: &DatasetInfo) -> PlanResult<DataSpec> {
+                $crate::fedwasm_plan::log::info(&format!("dataset-info: {info:?}"));
+                Ok(match &info.images {
+                    Some(i) => image_data(
+                        Task::BinaryClassification,
+                        (i.channels, i.height, i.width),
+                        (0.5, 0.5),
+                        no_augmentation(),
+                    ),
+                    None => standardized_tabular(Task::BinaryClassification),
+                })
             }
 
             fn model(&self) -> &dyn Module {
