@@ -154,8 +154,9 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     println!("plan       {name} (sha256 {})", loaded.digest());
     println!("parameters {}{origin}", args.params.display());
     println!(
-        "data       {} rows of {}",
+        "data       {} {} of {}",
         scores.first().map_or(0, |s| s.samples),
+        if images.is_some() { "images" } else { "rows" },
         args.data.display()
     );
     for score in scores {

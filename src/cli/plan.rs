@@ -8,6 +8,9 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use fedwasm::dataset::{
+    ImageLimits, ImageSource, ManifestColumns, ManifestTarget, scan_folder, scan_manifest,
+};
 use fedwasm::plan_build::build_plan;
 use fedwasm::sandbox::types::ArgInfo;
 use fedwasm::sandbox::{Interruption, Sandbox, SandboxConfig};
@@ -29,16 +32,23 @@ pub enum PlanCommand {
         /// The component.
         plan: PathBuf,
     },
-    /// Train a plan on a CSV file exactly as a node would: the plan author's dry run.
+    /// Train a plan on a table or on images exactly as a node would: the
+    /// plan author's dry run.
     Check {
         /// The component, or the folder of a plan crate to build first.
         plan: PathBuf,
-        /// The CSV dataset (header line, numeric cells).
+        /// The CSV or NPY dataset (header line, numeric cells), an image
+        /// folder (one sub-folder per class), or with --image-column a CSV
+        /// manifest of images.
         #[arg(long)]
         data: PathBuf,
-        /// The target column.
+        /// The target column (a table's, or a manifest's class column).
         #[arg(long)]
-        target: String,
+        target: Option<String>,
+        /// --data is a CSV manifest of images: the column of image paths
+        /// (relative to the CSV); --target names the class column.
+        #[arg(long)]
+        image_column: Option<String>,
         /// A column marking the designated test rows (1): held out instead
         /// of a test_ratio sample, as a node registered with it would.
         #[arg(long)]
@@ -86,6 +96,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             plan,
             data,
             target,
+            image_column,
             split_column,
             model_args,
             training_args,
@@ -122,11 +133,18 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                 cache_dir: cache_dir(),
                 ..SandboxConfig::default()
             };
+            let images = image_source(&data, image_column, target.as_deref())?;
+            if images.is_none() && target.is_none() {
+                bail!("--target is required for a table: name its target column");
+            }
+            if images.is_some() && split_column.is_some() {
+                bail!("--split-column applies to tables; images are split by test_ratio");
+            }
             let task = TrainingTask {
                 plan,
                 dataset: data,
-                images: None,
-                target: Some(target),
+                target: if images.is_some() { None } else { target },
+                images,
                 split_column,
                 model_args,
                 training_args,
@@ -144,6 +162,35 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             check(task, Duration::from_secs_f64(deadline), in_process)
         }
     }
+}
+
+/// How `plan check` reads `data` when it holds images: a folder, or a
+/// manifest with `image_column` and the class column `target`; none for a
+/// table. The digest is taken now, as registration takes it.
+fn image_source(
+    data: &Path,
+    image_column: Option<String>,
+    target: Option<&str>,
+) -> anyhow::Result<Option<ImageSource>> {
+    let limits = ImageLimits::default();
+    let manifest = match (image_column, target) {
+        (Some(image), Some(target)) => Some(ManifestColumns {
+            image,
+            target: ManifestTarget::Class(target.to_string()),
+        }),
+        (Some(_), None) => bail!("--image-column needs --target: the manifest's class column"),
+        (None, _) if data.is_dir() => None,
+        (None, _) => return Ok(None),
+    };
+    let set = match &manifest {
+        None => scan_folder(data, &limits),
+        Some(columns) => scan_manifest(data, columns, &limits),
+    }
+    .with_context(|| format!("reading the images in {}", data.display()))?;
+    Ok(Some(ImageSource {
+        manifest,
+        digest: set.digest,
+    }))
 }
 
 /// Where compiled plans are cached between runs: `$FEDWASM_DIR/cache/compiled`
@@ -244,7 +291,7 @@ fn check(task: TrainingTask, deadline: Duration, in_process: bool) -> anyhow::Re
                 say(format!("warning: {w}"));
             }
             say(format!(
-                "plan {plan_name}: {training_samples} training rows, {test_samples} held out, {total_updates} updates"
+                "plan {plan_name}: {training_samples} training samples, {test_samples} held out, {total_updates} updates"
             ));
             bar.set_length(total_updates as u64);
         }

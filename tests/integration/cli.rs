@@ -262,3 +262,75 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
         assert!(stderr.contains(expected), "{extra:?}: {stderr}");
     }
 }
+
+/// `plan check` trains the cnn on an image folder as a node would, and
+/// `evaluate` scores the result on another folder; a size the images cannot
+/// give is refused naming the argument.
+#[test]
+fn plan_check_and_evaluate_work_on_image_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let params = dir.path().join("cnn.safetensors");
+    let plan = example_plan("cnn");
+    let digest = Sha256Digest::of_file(&plan).unwrap().to_hex();
+    let (train, test) = (data("nuclei/train"), data("nuclei/test"));
+    let model_args = r#"{"input_shape": [1, 16, 16], "n_classes": 2, "channels": [8, 16], "hidden": [32], "mean": 0.167, "std": 0.12, "horizontal_flip": true}"#;
+    let check = |model_args: &str| {
+        fedwasm(
+            &[
+                "plan",
+                "check",
+                plan.to_str().unwrap(),
+                "--data",
+                train.to_str().unwrap(),
+                "--model-args",
+                model_args,
+                "--training-args",
+                r#"{"num_updates": 60, "test_ratio": 0.2, "random_seed": 1, "optimizer_args": {"lr": 0.05, "momentum": 0.9}}"#,
+                "--output",
+                params.to_str().unwrap(),
+            ],
+            &[],
+        )
+    };
+    let (ok, stdout, stderr) = check(model_args);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("plan cnn: 1280 training samples, 320 held out, 60 updates"),
+        "{stdout}"
+    );
+    let (ok, stdout, stderr) = fedwasm(
+        &[
+            "evaluate",
+            plan.to_str().unwrap(),
+            params.to_str().unwrap(),
+            "--data",
+            test.to_str().unwrap(),
+            "--model-args",
+            model_args,
+        ],
+        &[
+            (&digest, "[sha256]"),
+            (test.to_str().unwrap(), "[data]"),
+            (params.to_str().unwrap(), "[params]"),
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let accuracy: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("ACCURACY"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("an ACCURACY line");
+    assert!(accuracy >= 0.9, "{stdout}");
+    insta::assert_snapshot!(stdout);
+
+    let too_big = model_args.replace("[1, 16, 16]", "[1, 32, 32]").replace(
+        "\"horizontal_flip\": true",
+        "\"horizontal_flip\": true, \"fit\": \"center-crop\"",
+    );
+    let (ok, _, stderr) = check(&too_big);
+    assert!(!ok);
+    assert!(
+        stderr.contains("data-spec.images: center-crop to 32×32 asked, but the images are 16×16"),
+        "{stderr}"
+    );
+}

@@ -169,6 +169,32 @@ async fn two_node_processes_train_the_cnn_on_image_folders_seeded_and_bounded() 
     for exp in [first, again, other] {
         exp.close().await;
     }
+
+    // The annotated example file, pointed at this test's broker and
+    // repository: two rounds, each node scoring the global model by AUC
+    // on its held-out images, with a confusion matrix.
+    let text =
+        std::fs::read_to_string(crate::support::root().join("examples/images.toml")).unwrap();
+    let example: ExperimentSettings = toml::from_str(&text).unwrap();
+    let mut from_file = Experiment::new(ExperimentSettings {
+        training_plan: Some(cnn.clone()),
+        experiments_dir: Some(dir.path().to_path_buf()),
+        broker: fed.broker.clone(),
+        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
+        search_wait_secs: 20.0,
+        ..example
+    })
+    .await
+    .unwrap();
+    assert_eq!(from_file.run(Some(2), false).await.unwrap(), 2);
+    for node in &from_file.history().rounds[1].nodes {
+        let score = node.validation_global.as_ref().expect("scored");
+        assert_eq!((score.metric.as_str(), score.samples), ("AUC", 80));
+        assert!(score.value > 0.9, "{score:?}");
+        let confusion = score.confusion.as_ref().expect("a confusion matrix");
+        assert_eq!(confusion.iter().flatten().sum::<u64>(), 80);
+    }
+    from_file.close().await;
     a.terminate();
     b.terminate();
 }
