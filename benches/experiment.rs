@@ -5,9 +5,12 @@
 //! - orchestration overhead per round with 2, 10 and 50 in-process nodes on
 //!   real MQTT (embedded broker) and a one-update plan;
 //! - the demo workload (3 nodes, batch 32, 50 updates, 10 rounds), launch to
-//!   last round done.
+//!   last round done;
+//! - a round of the CNN demo on images (`demo --plan cnn`), the nodes' time
+//!   split into data (reading, preparing, building batches), sandbox
+//!   compute (training steps), transfer (downloads, upload) and the rest.
 //!
-//! `cargo bench --bench experiment [-- fedavg orchestration demo]` (no name: all).
+//! `cargo bench --bench experiment [-- fedavg orchestration demo cnn]` (no name: all).
 
 mod common;
 
@@ -193,6 +196,75 @@ async fn orchestration(n: usize, dir: &Path) {
     federation.stop().await.unwrap();
 }
 
+/// The demo's options: 3 nodes, 10 rounds, iid, in `dir/name`.
+fn demo_options(dir: &Path, name: &str) -> DemoOptions {
+    DemoOptions {
+        nodes: 3,
+        rounds: 10,
+        plan: DemoPlan::LogisticRegression,
+        seed: 0,
+        split: ShardSplit::Iid,
+        plan_target_dir: Path::new(env!("CARGO_TARGET_TMPDIR")).join("plan-components"),
+        source_dir: std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")),
+        work_dir: dir.join(name),
+        experiments_dir: Some(dir.join(format!("{name}-experiments"))),
+        worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
+        aggregator: "fedavg".into(),
+        optimizer_args: None,
+        model_args: None,
+        num_updates: None,
+        agg_optimizer: None,
+        test_ratio: 0.0,
+        fraction: None,
+        dp: None,
+        console: false,
+    }
+}
+
+/// Where a node's time goes in a round of the CNN demo, averaged over the
+/// rounds after the first (which also downloads and compiles the plan) and
+/// the nodes.
+async fn cnn_round_split(dir: &Path) {
+    let report = run_demo(DemoOptions {
+        plan: DemoPlan::Cnn,
+        ..demo_options(dir, "cnn")
+    })
+    .await
+    .unwrap();
+    let nodes: Vec<_> = report
+        .history
+        .rounds
+        .iter()
+        .skip(1)
+        .flat_map(|r| &r.nodes)
+        .collect();
+    let mean = |f: &dyn Fn(&fedwasm::researcher::NodeRound) -> f64| {
+        nodes.iter().map(|n| f(n)).sum::<f64>() / nodes.len() as f64
+    };
+    let total = mean(&|n| n.node_total_ms);
+    let data = mean(&|n| n.data_ms);
+    let sandbox = mean(&|n| n.sandbox_ms);
+    let transfer = mean(&|n| n.transfer_ms);
+    let rest = total - data - sandbox - transfer;
+    let round_trip = mean(&|n| n.round_trip_ms);
+    let share = |ms: f64| 100.0 * ms / total;
+    println!(
+        "\nCNN demo round on images (3 nodes × 533 patches of 16×16, 20 updates of 32, flips; rounds 2–10): held-out {}",
+        report.holdout
+    );
+    println!(
+        "  node total {total:.1} ms: data {data:.1} ms ({:.0}%), sandbox compute {sandbox:.1} ms ({:.0}%), transfer {transfer:.1} ms ({:.0}%), rest (worker, instantiation, init, parameters out) {rest:.1} ms ({:.0}%)",
+        share(data),
+        share(sandbox),
+        share(transfer),
+        share(rest)
+    );
+    println!(
+        "  researcher round trip {round_trip:.1} ms: {:.1} ms beyond the node's total (messaging, parameter download)",
+        round_trip - total
+    );
+}
+
 fn main() {
     let tmp = tempfile::tempdir().unwrap();
     if wanted("fedavg") {
@@ -207,32 +279,17 @@ fn main() {
                 orchestration(n, tmp.path()).await;
             }
         }
+        if wanted("cnn") {
+            cnn_round_split(tmp.path()).await;
+        }
         if !wanted("demo") {
             return;
         }
 
-        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let started = Instant::now();
         let report = run_demo(DemoOptions {
-            nodes: 3,
-            rounds: 10,
             plan: DemoPlan::LogisticRegression,
-            seed: 0,
-            split: ShardSplit::Iid,
-            plan_target_dir: Path::new(env!("CARGO_TARGET_TMPDIR")).join("plan-components"),
-            source_dir: root,
-            work_dir: tmp.path().join("demo"),
-            experiments_dir: Some(tmp.path().join("demo-experiments")),
-            worker_exe: env!("CARGO_BIN_EXE_fedwasm").into(),
-            aggregator: "fedavg".into(),
-            optimizer_args: None,
-            model_args: None,
-            num_updates: None,
-            agg_optimizer: None,
-            test_ratio: 0.0,
-            fraction: None,
-            dp: None,
-            console: false,
+            ..demo_options(tmp.path(), "demo")
         })
         .await
         .unwrap();

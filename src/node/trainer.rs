@@ -268,6 +268,8 @@ impl Trainer {
             ));
         }
         self.check_approval(&r.wire.plan.sha256, &r.wire.model_args)?;
+        // Downloads (a cached plan costs nothing) and the upload below.
+        let downloading = Instant::now();
         let plan = self.plan_file(&r.wire.plan).await?;
         let work = self.work_dir()?;
         let params = self
@@ -280,6 +282,7 @@ impl Trainer {
             ),
             None => None,
         };
+        let mut transfer = downloading.elapsed();
         let output = work.path().join("local.safetensors");
         let noise_key = match training_args.dp_args {
             Some(_) => Some(
@@ -391,9 +394,18 @@ impl Trainer {
             )
             .await;
         }
-        let timings = TrainTimings {
-            training_ms: outcome.training_ms,
+        // Privacy mode sends no timing but the total: how long the loop,
+        // the data or the steps took says something about the data.
+        let timings = |transfer: Duration| TrainTimings {
             total_ms: received.elapsed().as_secs_f64() * 1e3,
+            training_ms: if r.private { 0.0 } else { outcome.training_ms },
+            data_ms: if r.private { 0.0 } else { outcome.data_ms },
+            sandbox_ms: if r.private { 0.0 } else { outcome.step_ms },
+            transfer_ms: if r.private {
+                0.0
+            } else {
+                transfer.as_secs_f64() * 1e3
+            },
         };
         if !r.wire.training {
             let validation = outcome.validation_global.ok_or_else(|| {
@@ -414,10 +426,12 @@ impl Trainer {
                 node_id: shared.config.id.clone(),
                 dataset_id: r.wire.dataset_id.clone(),
                 validation,
-                timings,
+                timings: timings(transfer),
             }));
         }
+        let uploading = Instant::now();
         let uploaded = shared.repository.upload_file(&output).await?;
+        transfer += uploading.elapsed();
         tracing::info!(
             "round {} of {}: {} updates, final loss {:.4}",
             r.wire.round,
@@ -449,10 +463,7 @@ impl Trainer {
             validation_local: outcome.validation_local,
             privacy: outcome.privacy,
             private: r.private,
-            timings: TrainTimings {
-                total_ms: received.elapsed().as_secs_f64() * 1e3,
-                training_ms: if r.private { 0.0 } else { timings.training_ms },
-            },
+            timings: timings(transfer),
         }))
     }
 }

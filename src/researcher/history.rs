@@ -31,6 +31,15 @@ pub struct NodeRound {
     pub training_ms: f64,
     /// Its whole task (downloads, training, upload), ms.
     pub node_total_ms: f64,
+    /// Of which reading and preparing its data and building batches, ms.
+    #[serde(default)]
+    pub data_ms: f64,
+    /// Of which inside the plan's training steps (sandbox compute), ms.
+    #[serde(default)]
+    pub sandbox_ms: f64,
+    /// Of which downloading the plan and parameters and uploading its own, ms.
+    #[serde(default)]
+    pub transfer_ms: f64,
     /// From request sent to parameters downloaded, measured by the researcher, ms.
     pub round_trip_ms: f64,
     /// SHA-256 of the parameters it sent.

@@ -178,6 +178,13 @@ pub struct TrainingOutcome {
     pub plan_logs: Vec<PlanLogRecord>,
     /// Wall time of the update loop, in milliseconds.
     pub training_ms: f64,
+    /// Reading the dataset (or checking the cached copy), preparing it as
+    /// the plan asks and building every training batch, in milliseconds.
+    #[serde(default)]
+    pub data_ms: f64,
+    /// Inside the plan's `training-step` calls, in milliseconds.
+    #[serde(default)]
+    pub step_ms: f64,
     /// Wall time of the whole task, in milliseconds.
     pub total_ms: f64,
 }
@@ -296,11 +303,15 @@ pub fn run_task_cached(
         .plans
         .get_or_load(&task.plan, |p| sandbox.load_file(p))?;
     let seed = task.plan_seed()?;
+    let reading = Instant::now();
     let mut outcome = match &task.images {
         None => {
             let table = cache.tables.get_or_load(&task.dataset, Table::open)?;
+            let read_ms = reading.elapsed().as_secs_f64() * 1e3;
             let mut instance = sandbox.instantiate(&plan, &seed)?;
-            train(&mut instance, plan.digest(), &*table, task, on_progress)?
+            let mut outcome = train(&mut instance, plan.digest(), &*table, task, on_progress)?;
+            outcome.data_ms += read_ms;
+            outcome
         }
         Some(source) => {
             let manifest = source.manifest.is_some();
@@ -309,8 +320,11 @@ pub fn run_task_cached(
                 |loaded| image_files(&task.dataset, loaded, manifest),
                 |path| load_images(path, source, task.sandbox.memory_bytes()),
             )?;
+            let read_ms = reading.elapsed().as_secs_f64() * 1e3;
             let mut instance = sandbox.instantiate(&plan, &seed)?;
-            train(&mut instance, plan.digest(), &*images, task, on_progress)?
+            let mut outcome = train(&mut instance, plan.digest(), &*images, task, on_progress)?;
+            outcome.data_ms += read_ms;
+            outcome
         }
     };
     outcome.total_ms = started.elapsed().as_secs_f64() * 1e3;
@@ -364,7 +378,9 @@ pub fn train<'a>(
     if let Some(path) = &task.gradient_correction {
         plan.set_gradient_correction(&read_tensors(path, task.sandbox.memory_bytes())?)?;
     }
+    let preparing = Instant::now();
     let data = prepare_data(plan, data.into(), task)?;
+    let mut data_ms = preparing.elapsed().as_secs_f64() * 1e3;
     let validation_global = if args.test_on_global_updates || !task.training {
         Some(validate(plan, &data.test, &data.task, metric, average)?)
     } else {
@@ -387,6 +403,8 @@ pub fn train<'a>(
             learning_rate: None,
             plan_logs: plan.take_logs(),
             training_ms: 0.0,
+            data_ms,
+            step_ms: 0.0,
             total_ms: started.elapsed().as_secs_f64() * 1e3,
         });
     }
@@ -421,10 +439,15 @@ pub fn train<'a>(
     // Samples drawn so far: each draw of an image takes its own
     // augmentation stream, numbered by this count.
     let mut drawn = 0u64;
+    let mut step_ms = 0.0;
     while let Some(indices) = schedule.next_batch() {
+        let building = Instant::now();
         let batch = data.train.batch(&indices, drawn)?;
         drawn += indices.len() as u64;
+        let stepping = Instant::now();
+        data_ms += (stepping - building).as_secs_f64() * 1e3;
         let report = plan.training_step(&batch)?;
+        step_ms += stepping.elapsed().as_secs_f64() * 1e3;
         update += 1;
         samples_seen += report.samples as usize;
         final_loss = report.loss;
@@ -503,6 +526,8 @@ pub fn train<'a>(
         learning_rate,
         plan_logs: plan.take_logs(),
         training_ms,
+        data_ms,
+        step_ms,
         total_ms: started.elapsed().as_secs_f64() * 1e3,
     })
 }

@@ -134,6 +134,16 @@ pub struct TrainTimings {
     pub training_ms: f64,
     /// From request received to reply sent (downloads, training, upload), ms.
     pub total_ms: f64,
+    /// Reading the dataset (or checking the worker's copy), preparing it as
+    /// the plan asks and building every batch, ms.
+    #[serde(default)]
+    pub data_ms: f64,
+    /// Inside the plan's training steps, ms: the sandboxed compute.
+    #[serde(default)]
+    pub sandbox_ms: f64,
+    /// Downloading the plan and parameters and uploading the result, ms.
+    #[serde(default)]
+    pub transfer_ms: f64,
 }
 
 /// A validation score a node computed on its held-out rows.
@@ -728,6 +738,9 @@ mod tests {
                 timings: TrainTimings {
                     training_ms: 12.5,
                     total_ms: 40.0,
+                    data_ms: 2.5,
+                    sandbox_ms: 10.0,
+                    transfer_ms: 6.0,
                 },
             }),
             Message::ValidationReply(ValidationReply {
@@ -746,6 +759,9 @@ mod tests {
                 timings: TrainTimings {
                     training_ms: 0.0,
                     total_ms: 3.5,
+                    data_ms: 0.5,
+                    sandbox_ms: 0.0,
+                    transfer_ms: 1.0,
                 },
             }),
             Message::Error(ErrorMessage {

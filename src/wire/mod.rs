@@ -22,7 +22,9 @@ pub use messages::*;
 /// 2.0: blobs are named by digest and size only (no URL), a `busy` error code.
 /// 3.0: train requests no longer carry `aggregator_args` (sent empty, never
 /// read: a node refusing unknown fields cannot take a 2.0 request).
-pub const PROTOCOL_VERSION: &str = "3.0";
+/// 4.0: a node's timings split into data, sandbox and transfer (a 3.0
+/// researcher refusing unknown fields cannot read a 4.0 reply).
+pub const PROTOCOL_VERSION: &str = "4.0";
 
 /// Longest free text (an error's message, a log record) a node sends: a
 /// plan's own text is cut to this, so a message always fits the broker's

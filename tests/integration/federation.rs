@@ -561,7 +561,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             "malformed message",
         ),
         (
-            r#"{"command": "dance", "protocol_version": "3.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
+            r#"{"command": "dance", "protocol_version": "4.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
                 .to_string(),
             ErrorCode::UnknownCommand,
             "unknown command `dance`",
@@ -573,7 +573,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             "protocol version",
         ),
         (
-            r#"{"command": "list_request", "protocol_version": "3.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
+            r#"{"command": "list_request", "protocol_version": "4.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
                 .to_string(),
             ErrorCode::MalformedMessage,
             "unknown field `colour`",

@@ -457,6 +457,9 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                         timings: TrainTimings {
                             training_ms: 1.0,
                             total_ms: 1.0,
+                            data_ms: 0.0,
+                            sandbox_ms: 0.0,
+                            transfer_ms: 0.0,
                         },
                     });
                     let bytes = encode(&reply);
@@ -665,7 +668,17 @@ async fn privacy_mode_keeps_logs_losses_and_error_text_on_the_node() {
         Some(0.05),
         "the researcher's own rate, not the plan's"
     );
-    assert_eq!(timings.training_ms, 0.0);
+    // Only the total leaves a node in privacy mode.
+    assert_eq!(
+        (
+            timings.training_ms,
+            timings.data_ms,
+            timings.sandbox_ms,
+            timings.transfer_ms
+        ),
+        (0.0, 0.0, 0.0, 0.0)
+    );
+    assert!(timings.total_ms > 0.0);
     assert_eq!(privacy.unwrap().mode, "central");
     let request = leaky_request(&mut link, &dataset, &plan, &params, true, true);
     let (reply, around) = exchange(&mut link, "node-a", request).await;

@@ -135,6 +135,14 @@ async fn two_node_processes_train_the_cnn_on_image_folders_seeded_and_bounded() 
         .unwrap();
     assert_eq!(other.run(Some(1), false).await.unwrap(), 1);
     assert_ne!(globals(&other)[0], globals(&first)[0]);
+    // Each node says where its time went: data, sandbox, transfer, within
+    // its total.
+    for node in first.history().rounds.iter().flat_map(|r| &r.nodes) {
+        let parts = [node.data_ms, node.sandbox_ms, node.transfer_ms];
+        assert!(parts.iter().all(|&ms| ms > 0.0), "{node:?}");
+        assert!(parts.iter().sum::<f64>() <= node.node_total_ms, "{node:?}");
+        assert!(node.sandbox_ms <= node.training_ms, "{node:?}");
+    }
     let round = &first.history().rounds[0];
     assert_eq!(
         round.nodes.iter().map(|n| n.training_samples).sum::<u64>(),

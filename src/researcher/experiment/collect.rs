@@ -195,6 +195,9 @@ mod tests {
             timings: TrainTimings {
                 training_ms: 0.0,
                 total_ms: 0.0,
+                data_ms: 0.0,
+                sandbox_ms: 0.0,
+                transfer_ms: 0.0,
             },
         })
     }
