@@ -50,7 +50,12 @@ pub fn load_images(
     source: &ImageSource,
     max_bytes: usize,
 ) -> Result<LoadedImages, DatasetError> {
-    let loaded = read_images(path, source.manifest.as_ref(), max_bytes)?;
+    let loaded = read_images(path, source.manifest.as_ref(), max_bytes).map_err(|e| match e {
+        DatasetError::Malformed { .. } => DatasetError::Invalid(format!(
+            "an image file changed since the dataset was registered: {e}; the node's operator can check the files with `fedwasm node dataset check`, then register the dataset again"
+        )),
+        other => other,
+    })?;
     if loaded.set.digest != source.digest {
         return Err(DatasetError::Invalid(
             "the dataset's image files changed since it was registered; the node's operator can see which with `fedwasm node dataset check`, then register the dataset again".into(),

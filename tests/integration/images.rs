@@ -1,7 +1,8 @@
 //! Plans on images through real nodes: two `fedwasm node start` processes
 //! holding image folders of the shipped nucleus patches train the `cnn` plan
 //! over the broker; augmentation is seeded; a plan asking for what the images
-//! cannot give is refused by argument and the nodes go on serving.
+//! cannot give, or a file corrupted after registration, is refused by name
+//! and the nodes go on serving.
 
 use std::path::Path;
 
@@ -203,6 +204,36 @@ async fn two_node_processes_train_the_cnn_on_image_folders_seeded_and_bounded() 
         assert_eq!(confusion.iter().flatten().sum::<u64>(), 80);
     }
     from_file.close().await;
+
+    // A file of node-b's folder corrupted after registration: node-b answers
+    // with an error naming the file (within the folder, never the folder's
+    // path), node-a trains, and once the file is back node-b trains again.
+    let victim = std::fs::read_dir(b_images.join("nucleus"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .min()
+        .unwrap();
+    let original = std::fs::read(&victim).unwrap();
+    std::fs::write(&victim, &original[..original.len() / 2]).unwrap();
+    let shown = format!("nucleus/{}", victim.file_name().unwrap().to_string_lossy());
+    let mut broken = Experiment::new(settings(&fed, dir.path(), cnn_args(), 7))
+        .await
+        .unwrap();
+    let err = broken.run(Some(1), false).await.unwrap_err().to_string();
+    assert!(
+        err.contains("node-b")
+            && err.contains("an image file changed since the dataset was registered")
+            && err.contains(&format!("{shown}: cannot decode")),
+        "{err}"
+    );
+    assert!(!err.contains(b_images.to_str().unwrap()), "{err}");
+    broken.close().await;
+    std::fs::write(&victim, &original).unwrap();
+    let mut mended = Experiment::new(settings(&fed, dir.path(), cnn_args(), 7))
+        .await
+        .unwrap();
+    assert_eq!(mended.run(Some(1), false).await.unwrap(), 1);
+    mended.close().await;
     a.terminate();
     b.terminate();
 }
