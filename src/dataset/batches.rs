@@ -9,7 +9,7 @@
 use rand_chacha::ChaCha8Rng;
 
 use super::DatasetError;
-use super::prepare::permutation;
+use super::split::permutation;
 
 /// How many updates to run and how to cut batches.
 #[derive(Debug, Clone)]

@@ -16,7 +16,8 @@ use super::DatasetError;
 use super::image_manifest::{ManifestColumns, load_manifest};
 use super::image_pipeline::{Augment, Fit, ImageSpec, fit_image};
 use super::images::{DecodedImage, ImageLimits, ImageSet, ImageTarget, TargetKind, load_folder};
-use super::prepare::{ImageFinish, PreparedData, Samples, Split, split_rows};
+use super::prepare::{ImageFinish, PreparedData, Samples};
+use super::split::{Split, split_rows};
 use crate::digest::Sha256Digest;
 use crate::sandbox::random::StreamSeed;
 use crate::sandbox::types::{

@@ -3,12 +3,15 @@
 //! RGB), seeded augmentation (flips, random crop with padding, small
 //! rotation), per-channel normalization.
 //!
-//! Fitting and channel conversion happen once per image ([`fit_image`]) and
-//! are cached by the worker between rounds; augmentation and normalization
-//! happen per batch ([`image_batch`]). Each sample draws its augmentation
+//! Fitting and channel conversion happen once per image and task
+//! ([`fit_image`], from the decoded images the worker keeps between rounds);
+//! augmentation and normalization happen per batch ([`image_batch`]). Each sample draws its augmentation
 //! from its own stream of the task's seed (the ChaCha stream numbered by the
 //! sample's draw index), so a batch is the same bit for bit whatever the
 //! thread count, and the samples of a batch are prepared in parallel.
+//!
+//! Over 500 lines with its tests (the geometry of each augmentation is
+//! checked pixel by pixel); the pipeline itself is 350.
 
 use image::imageops::{FilterType, resize};
 use image::{ImageBuffer, Luma};

@@ -10,6 +10,9 @@
 //! shape, and a digest of every file's name and bytes — is what the node
 //! records and shows; the digest lets it notice a folder changed since.
 //! Decoding is bounded before it allocates ([`ImageLimits`]).
+//!
+//! Over 500 lines with its tests (one per way a folder can be wrong); the
+//! code itself is 440.
 
 use std::path::{Path, PathBuf};
 

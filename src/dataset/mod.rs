@@ -19,6 +19,7 @@ pub(crate) mod image_manifest;
 pub(crate) mod image_pipeline;
 pub(crate) mod images;
 pub(crate) mod prepare;
+pub(crate) mod split;
 pub(crate) mod table;
 
 pub use batches::BatchSchedule;
@@ -32,5 +33,6 @@ pub use images::{
     DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, PixelMode, TargetKind,
     decode_bytes, load_folder, scan_folder,
 };
-pub use prepare::{PreparedData, Split};
+pub use prepare::PreparedData;
+pub use split::Split;
 pub use table::{ColumnKind, Table};

@@ -175,7 +175,7 @@ impl Strategy for SamplingStrategy {
         let wanted = ((self.fraction * nodes.len() as f64).ceil() as usize)
             .clamp(self.min_nodes, nodes.len());
         let mut rng = ChaCha8Rng::seed_from_u64(self.seed ^ (u64::from(round) << 32));
-        let order = crate::dataset::prepare::permutation(nodes.len(), &mut rng);
+        let order = crate::dataset::split::permutation(nodes.len(), &mut rng);
         let mut sample: Vec<String> = order[..wanted].iter().map(|&i| nodes[i].clone()).collect();
         sample.sort();
         Ok(sample)
