@@ -33,7 +33,8 @@ pub struct EvaluateArgs {
     #[arg(long)]
     target: Option<String>,
     /// --data is a CSV manifest of images: the column of image paths
-    /// (relative to the CSV); --target names the class column.
+    /// (relative to the CSV); --target names the class column, or the
+    /// label columns separated by commas.
     #[arg(long)]
     image_column: Option<String>,
     /// Score only the rows this column marks 1 (a designated test part),
@@ -113,7 +114,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let manifest = match (&args.image_column, &args.target) {
         (Some(image), Some(target)) => Some(ManifestColumns {
             image: image.clone(),
-            target: ManifestTarget::Class(target.clone()),
+            target: ManifestTarget::classes_or_labels(target),
         }),
         (Some(_), None) => bail!("--image-column needs --target: the manifest's class column"),
         (None, _) => None,

@@ -242,13 +242,7 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                     bail!("an image manifest needs --target (classes or labels) or --mask-column")
                 }
                 (Some(image), None, Some(target)) => {
-                    let names: Vec<String> =
-                        target.split(',').map(|t| t.trim().to_string()).collect();
-                    let target = if names.len() == 1 {
-                        ManifestTarget::Class(target)
-                    } else {
-                        ManifestTarget::Labels(names)
-                    };
+                    let target = ManifestTarget::classes_or_labels(&target);
                     (None, Some(ManifestColumns { image, target }))
                 }
             };

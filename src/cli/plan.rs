@@ -46,7 +46,8 @@ pub enum PlanCommand {
         #[arg(long)]
         target: Option<String>,
         /// --data is a CSV manifest of images: the column of image paths
-        /// (relative to the CSV); --target names the class column.
+        /// (relative to the CSV); --target names the class column, or the
+        /// label columns separated by commas.
         #[arg(long)]
         image_column: Option<String>,
         /// A column marking the designated test rows (1): held out instead
@@ -176,7 +177,7 @@ fn image_source(
     let manifest = match (image_column, target) {
         (Some(image), Some(target)) => Some(ManifestColumns {
             image,
-            target: ManifestTarget::Class(target.to_string()),
+            target: ManifestTarget::classes_or_labels(target),
         }),
         (Some(_), None) => bail!("--image-column needs --target: the manifest's class column"),
         (None, _) if data.is_dir() => None,

@@ -188,38 +188,65 @@ fn image_spec(spec: &DataSpec, height: u32, width: u32) -> Result<ImageSpec, Dat
     Ok(host)
 }
 
-/// The class index of every item, checked against the plan's task.
-fn class_targets(set: &ImageSet, task: &Task) -> Result<Vec<f32>, DatasetError> {
-    if set.kind != TargetKind::Class {
-        return Err(invalid(format!(
-            "the dataset's images carry {} targets; this node trains plans on one class per image (plan contract 0.2), not yet on labels or masks",
-            set.kind.name()
-        )));
-    }
+/// Every item's target, checked against the plan's task: a class index,
+/// or (multi-label) one 0/1 per label, with the labels per sample.
+fn targets(set: &ImageSet, task: &Task) -> Result<(Vec<f32>, Option<usize>), DatasetError> {
     let classes = set.classes.len();
-    match *task {
-        Task::BinaryClassification if classes == 2 => {}
-        Task::MulticlassClassification(n) if n as usize == classes => {}
-        Task::Regression => {
-            return Err(invalid(
-                "the plan asks for regression, but the images carry classes; ask for a classification task",
-            ));
+    let listed = || set.classes.join(", ");
+    match (set.kind, *task) {
+        (TargetKind::Mask, _) => Err(invalid(
+            "the dataset's images carry mask targets; this node trains plans on classes or labels per image (plan contract 0.2), not yet on masks",
+        )),
+        (TargetKind::Class, Task::BinaryClassification) if classes == 2 => {
+            Ok((class_indices(set), None))
         }
-        _ => {
-            return Err(invalid(format!(
-                "the plan's task is {task:?}, but the dataset has {classes} classes ({}); set the plan's number of classes to {classes}",
-                set.classes.join(", ")
-            )));
+        (TargetKind::Class, Task::MulticlassClassification(n)) if n as usize == classes => {
+            Ok((class_indices(set), None))
         }
+        (TargetKind::MultiLabel, Task::MultiLabelClassification(n)) if n as usize == classes => {
+            let flags = set
+                .items
+                .iter()
+                .flat_map(|item| match &item.target {
+                    ImageTarget::Labels(flags) => {
+                        flags.iter().map(|&f| f32::from(u8::from(f))).collect()
+                    }
+                    _ => vec![0.0; classes],
+                })
+                .collect();
+            Ok((flags, Some(classes)))
+        }
+        (_, Task::Regression) => Err(invalid(format!(
+            "the plan asks for regression, but the images carry {}; ask for a classification task",
+            set.kind.name()
+        ))),
+        (TargetKind::MultiLabel, Task::MultiLabelClassification(n)) => Err(invalid(format!(
+            "the plan's task has {n} labels, but the dataset has {classes} ({}); set the plan's number of labels to {classes}",
+            listed()
+        ))),
+        (TargetKind::MultiLabel, _) => Err(invalid(format!(
+            "the dataset's images carry {classes} yes/no labels each ({}); ask for multi-label classification",
+            listed()
+        ))),
+        (TargetKind::Class, Task::MultiLabelClassification(_)) => Err(invalid(format!(
+            "the plan asks for multi-label targets, but the dataset's images carry one of {classes} classes each ({}); ask for classification",
+            listed()
+        ))),
+        (TargetKind::Class, _) => Err(invalid(format!(
+            "the plan's task is {task:?}, but the dataset has {classes} classes ({}); set the plan's number of classes to {classes}",
+            listed()
+        ))),
     }
-    Ok(set
-        .items
+}
+
+fn class_indices(set: &ImageSet) -> Vec<f32> {
+    set.items
         .iter()
         .map(|item| match item.target {
             ImageTarget::Class(c) => c as f32,
             _ => 0.0,
         })
-        .collect())
+        .collect()
 }
 
 /// Fit, split and wrap `loaded` as the plan's `spec` asks. Training batches
@@ -232,30 +259,30 @@ pub fn prepare_images(
 ) -> Result<PreparedData, DatasetError> {
     let set = &loaded.set;
     let image = image_spec(spec, set.height, set.width)?;
-    let targets = class_targets(set, &spec.task)?;
-    if loaded.images.len() != targets.len() {
+    let (targets, labels) = targets(set, &spec.task)?;
+    let count = set.items.len();
+    if loaded.images.len() != count {
         return Err(invalid(format!(
-            "{} images were read for {} items",
-            loaded.images.len(),
-            targets.len()
+            "{} images were read for {count} items",
+            loaded.images.len()
         )));
     }
+    let width = labels.unwrap_or(1);
     let len = image.sample_len();
-    let needed = targets
-        .len()
+    let needed = count
         .checked_mul(len)
         .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
     if needed.is_none_or(|n| n > split.max_bytes) {
         return Err(invalid(format!(
             "{} images of {}×{}×{} take more than the plan's memory budget of {} MiB; ask for smaller images or raise the node's sandbox memory_mib",
-            targets.len(),
+            count,
             image.channels,
             image.height,
             image.width,
             split.max_bytes >> 20
         )));
     }
-    let (train, test) = split_rows(targets.len(), split)?;
+    let (train, test) = split_rows(count, split)?;
     let finish = Arc::new(ImageFinish {
         spec: image.clone(),
         seed: augmentation,
@@ -267,7 +294,12 @@ pub fn prepare_images(
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Samples {
             features: fitted.concat(),
-            targets: rows.iter().map(|&r| targets[r]).collect(),
+            targets: rows
+                .iter()
+                .flat_map(|&r| &targets[r * width..(r + 1) * width])
+                .copied()
+                .collect(),
+            labels,
             n_features: len,
             images: Some(finish.clone()),
         })
@@ -406,6 +438,14 @@ mod tests {
         assert!(
             classes.contains("2 classes (benign, malignant)"),
             "{classes}"
+        );
+        let labels = err(DataSpec {
+            task: Task::MultiLabelClassification(2),
+            ..spec(4, ImageFit::Resize)
+        });
+        assert!(
+            labels.contains("one of 2 classes each") && labels.contains("ask for classification"),
+            "{labels}"
         );
         let big = prepare_images(
             &loaded,

@@ -35,6 +35,18 @@ pub enum ManifestTarget {
     Mask(String),
 }
 
+impl ManifestTarget {
+    /// What a `--target` argument names: one class column, or several
+    /// label columns separated by commas.
+    pub fn classes_or_labels(target: &str) -> Self {
+        let names: Vec<String> = target.split(',').map(|t| t.trim().to_string()).collect();
+        match names.as_slice() {
+            [one] => ManifestTarget::Class(one.clone()),
+            _ => ManifestTarget::Labels(names),
+        }
+    }
+}
+
 /// A manifest's path cell as a path inside `root`, or why not: relative,
 /// without `..`, naming a file.
 fn manifest_path(

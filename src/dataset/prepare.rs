@@ -17,8 +17,10 @@ pub struct Samples {
     /// [len, n_features], row-major: a table's scaled rows, or images
     /// fitted to the plan's size with values in [0, 1], `[C, H, W]` each.
     pub features: Vec<f32>,
-    /// One per row.
+    /// One per row, or (multi-label) `labels` per row, row-major.
     pub targets: Vec<f32>,
+    /// Set for multi-label targets: labels per sample.
+    pub labels: Option<usize>,
     /// Floats of one sample.
     pub n_features: usize,
     /// Set for images: how a batch is finished (augmented when training,
@@ -39,7 +41,10 @@ pub struct ImageFinish {
 impl Samples {
     /// Number of samples.
     pub fn len(&self) -> usize {
-        self.targets.len()
+        match self.labels {
+            Some(labels) => self.targets.len() / labels.max(1),
+            None => self.targets.len(),
+        }
     }
 
     /// Whether there is no sample.
@@ -75,9 +80,19 @@ impl Samples {
                 shape: self.shape(indices.len()),
                 data,
             },
-            targets: Array {
-                shape: vec![indices.len() as u32],
-                data: indices.iter().map(|&i| self.targets[i]).collect(),
+            targets: match self.labels {
+                None => Array {
+                    shape: vec![indices.len() as u32],
+                    data: indices.iter().map(|&i| self.targets[i]).collect(),
+                },
+                Some(l) => Array {
+                    shape: vec![indices.len() as u32, l as u32],
+                    data: indices
+                        .iter()
+                        .flat_map(|&i| &self.targets[i * l..(i + 1) * l])
+                        .copied()
+                        .collect(),
+                },
             },
         })
     }
@@ -163,6 +178,11 @@ pub fn prepare(
         .or(registered_target)
         .ok_or(DatasetError::NoTarget)?
         .to_string();
+    if let Task::MultiLabelClassification(_) = spec.task {
+        return Err(DatasetError::Invalid(
+            "the plan asks for multi-label targets, but a table has one target column; multi-label targets come from an image manifest's label columns".into(),
+        ));
+    }
     let target_col = table.column(&target_name)?;
     let feature_cols: Vec<usize> = match &spec.features {
         FeatureSelection::AllExceptTarget => {
@@ -234,6 +254,7 @@ pub fn prepare(
         Samples {
             features,
             targets,
+            labels: None,
             n_features: feature_cols.len(),
             images: None,
         }

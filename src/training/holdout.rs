@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use super::TrainingError;
 use super::metrics::{Metric, evaluate, predictions};
-use super::scores::{Average, TestMetric, score_predicted, task_confusion};
+use super::scores::{Average, TestMetric, score_task, task_confusion};
 use crate::dataset::Split;
 use crate::dataset::prepare::{PreparedData, dataset_info, prepare};
 use crate::dataset::{LoadedImages, Table, image_info, prepare_images};
@@ -158,7 +158,7 @@ pub fn score_parameters(
     chosen
         .into_iter()
         .map(|(metric, average)| {
-            let value = score_predicted(metric, &predicted, &rows.targets, average)
+            let value = score_task(&data.task, metric, &predicted, &rows.targets, average)
                 .map_err(|e| TrainingError::Args(format!("{}: {e}", metric.tag())))?;
             Ok(ValidationScore {
                 metric: metric.tag().to_string(),

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::driver::PlanDriver;
-use super::scores::{Predicted, TestMetric, score};
+use super::scores::{Predicted, TestMetric, score_task};
 use crate::dataset::prepare::Samples;
 use crate::sandbox::SandboxError;
 use crate::sandbox::types::Task;
@@ -43,7 +43,8 @@ impl std::fmt::Display for Metric {
     }
 }
 
-/// The predicted class (or value) of each row of a `predict` output [rows, width].
+/// The predicted class (or value) of each row of a `predict` output [rows,
+/// width]; for multi-label, each label's yes (1) or no (0).
 pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
     match task {
         Task::BinaryClassification => output
@@ -63,6 +64,10 @@ pub fn decisions(task: &Task, width: usize, output: &[f32]) -> Vec<f32> {
             })
             .collect(),
         Task::Regression => output.to_vec(),
+        Task::MultiLabelClassification(_) => output
+            .iter()
+            .map(|&p| if p >= 0.5 { 1.0 } else { 0.0 })
+            .collect(),
     }
 }
 
@@ -80,7 +85,7 @@ pub fn predictions(
     task: &Task,
 ) -> Result<Predicted, SandboxError> {
     let expected = match task {
-        Task::MulticlassClassification(n) => *n as usize,
+        Task::MulticlassClassification(n) | Task::MultiLabelClassification(n) => *n as usize,
         _ => 1,
     };
     let mut predicted = Predicted {
@@ -125,18 +130,19 @@ pub fn evaluate(
     if samples.is_empty() {
         return Ok(None);
     }
-    let predicted = predictions(instance, samples, task)?.decisions;
+    let predicted = predictions(instance, samples, task)?;
     let (name, metric) = match task {
         Task::Regression => (MetricName::Mse, TestMetric::MeanSquareError),
         _ => (MetricName::Accuracy, TestMetric::Accuracy),
     };
-    let value = score(metric, &predicted, &samples.targets, None).map_err(|message| {
-        SandboxError::Plan {
-            function: "predict",
-            kind: "invalid-data",
-            message,
-        }
-    })?;
+    let value =
+        score_task(task, metric, &predicted, &samples.targets, None).map_err(|message| {
+            SandboxError::Plan {
+                function: "predict",
+                kind: "invalid-data",
+                message,
+            }
+        })?;
     Ok(Some(Metric { name, value }))
 }
 

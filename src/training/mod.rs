@@ -7,6 +7,7 @@ mod error;
 pub(crate) mod file_cache;
 pub(crate) mod holdout;
 pub(crate) mod metrics;
+pub(crate) mod multilabel;
 pub(crate) mod outcome;
 pub(crate) mod privacy;
 pub(crate) mod scores;

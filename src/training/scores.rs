@@ -227,9 +227,31 @@ pub fn task_confusion(
     let classes = match task {
         Task::BinaryClassification => 2,
         Task::MulticlassClassification(n) => *n as usize,
-        Task::Regression => return None,
+        Task::Regression | Task::MultiLabelClassification(_) => return None,
     };
     confusion(&predicted.decisions, targets, classes)
+}
+
+/// `metric` of `predicted` against `targets` for the plan's `task`: a
+/// multi-label task is scored label by label from the probabilities
+/// ([`super::multilabel::score_labels`]), any other as [`score_predicted`].
+pub fn score_task(
+    task: &Task,
+    metric: TestMetric,
+    predicted: &Predicted,
+    targets: &[f32],
+    average: Option<Average>,
+) -> Result<f64, String> {
+    match task {
+        Task::MultiLabelClassification(labels) => super::multilabel::score_labels(
+            metric,
+            &predicted.outputs,
+            *labels as usize,
+            targets,
+            average,
+        ),
+        _ => score_predicted(metric, predicted, targets, average),
+    }
 }
 
 /// Counts of (true class, decided class) over the rows, `classes` × `classes`;

@@ -6,7 +6,7 @@
 use super::TrainingError;
 use super::driver::PlanDriver;
 use super::metrics::predictions;
-use super::scores::{Average, TestMetric, score_predicted, task_confusion};
+use super::scores::{Average, TestMetric, score_task, task_confusion};
 use crate::dataset::prepare::Samples;
 use crate::sandbox::types::Task;
 use crate::wire::ValidationScore;
@@ -43,7 +43,7 @@ pub fn validate(
         ));
     }
     let predicted = predictions(plan, held_out, task)?;
-    let value = score_predicted(metric, &predicted, &held_out.targets, average)
+    let value = score_task(task, metric, &predicted, &held_out.targets, average)
         .map_err(|e| TrainingError::Args(format!("test_metric {}: {e}", metric.tag())))?;
     Ok(ValidationScore {
         metric: metric.tag().to_string(),

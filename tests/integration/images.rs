@@ -280,3 +280,86 @@ fn an_image_training_task_repeats_to_the_byte_on_any_thread_count() {
     plain["vertical_flip"] = json!(false);
     assert_ne!(one, run("plain", 1, plain));
 }
+
+/// A CSV manifest of images with two yes/no labels each: the cnn with
+/// `multi_label` gets `[N, 2]` targets, learns both labels, and the node
+/// scores it label by label (subset accuracy, macro F1, AUC). The images are
+/// drawn here: label `left` brightens the left half, `top` the top half,
+/// over noise, so both are learnable and independent.
+#[test]
+fn a_multi_label_manifest_trains_the_cnn_and_is_scored_label_by_label() {
+    use rand_core::{RngCore, SeedableRng};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut csv = String::from("file,left,top\n");
+    std::fs::create_dir_all(tmp.path().join("img")).unwrap();
+    for i in 0..400 {
+        let (left, top) = (rng.next_u32() % 2 == 1, rng.next_u32() % 2 == 1);
+        let mut pixels = vec![0u8; 16 * 16];
+        for (k, p) in pixels.iter_mut().enumerate() {
+            let (r, c) = (k / 16, k % 16);
+            let mut v = (rng.next_u32() % 60) as u8;
+            if left && c < 8 {
+                v += 90;
+            }
+            if top && r < 8 {
+                v += 90;
+            }
+            *p = v;
+        }
+        let name = format!("img/{i:03}.png");
+        image::GrayImage::from_raw(16, 16, pixels)
+            .unwrap()
+            .save(tmp.path().join(&name))
+            .unwrap();
+        csv.push_str(&format!("{name},{},{}\n", u8::from(left), u8::from(top)));
+    }
+    let manifest = tmp.path().join("labels.csv");
+    std::fs::write(&manifest, csv).unwrap();
+    let columns = fedwasm::dataset::ManifestColumns {
+        image: "file".into(),
+        target: fedwasm::dataset::ManifestTarget::Labels(vec!["left".into(), "top".into()]),
+    };
+    let digest = fedwasm::dataset::scan_manifest(&manifest, &columns, &Default::default())
+        .unwrap()
+        .digest;
+    let mut task = crate::support::breast_cancer_task(
+        r#"{"num_updates": 60, "random_seed": 2, "test_ratio": 0.25,
+            "test_on_global_updates": true, "test_on_local_updates": true,
+            "test_metric": "AUC", "optimizer_args": {"lr": 0.05, "momentum": 0.9}}"#,
+    );
+    task.plan = example_plan("cnn");
+    task.dataset = manifest;
+    task.target = None;
+    task.images = Some(fedwasm::dataset::ImageSource {
+        manifest: Some(columns),
+        digest,
+    });
+    let mut args = cnn_args();
+    args["multi_label"] = json!(true);
+    args["mean"] = json!(0.3);
+    args["std"] = json!(0.25);
+    task.model_args = args.clone();
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let outcome = fedwasm::training::run_task(&sandbox, &task, &mut |_| {}).unwrap();
+    assert_eq!((outcome.training_samples, outcome.test_samples), (300, 100));
+    let before = outcome.validation_global.unwrap();
+    let after = outcome.validation_local.unwrap();
+    assert_eq!((after.metric.as_str(), after.samples), ("AUC", 100));
+    assert!(after.confusion.is_none(), "no class confusion for labels");
+    assert!(
+        after.value > 0.95 && after.value > before.value,
+        "{before:?} → {after:?}"
+    );
+    // Subset accuracy on the training split: both labels right.
+    let training = outcome.training_metric.unwrap();
+    assert!(training.value > 0.9, "{training:?}");
+
+    // A classifier of one class per image is refused on these labels, by
+    // what to change.
+    task.model_args = cnn_args();
+    let err = fedwasm::training::run_task(&sandbox, &task, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("set model_args.multi_label to true"), "{err}");
+}

@@ -129,6 +129,7 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
                 sdk::Task::BinaryClassification => host::Task::BinaryClassification,
                 sdk::Task::MulticlassClassification(n) => host::Task::MulticlassClassification(n),
                 sdk::Task::Regression => host::Task::Regression,
+                sdk::Task::MultiLabelClassification(n) => host::Task::MultiLabelClassification(n),
             },
             scaling: match spec.scaling {
                 sdk::Scaling::None => host::Scaling::None,

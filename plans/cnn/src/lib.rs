@@ -72,7 +72,17 @@ impl TrainingPlan for Cnn {
             ArgType::CountList,
             "[channels, height, width] of one image: asked of an image dataset; for a table, their product is the number of feature columns",
         ),
-        ArgSpec::required("n_classes", ArgType::Count, "number of classes"),
+        ArgSpec::required(
+            "n_classes",
+            ArgType::Count,
+            "number of classes, or of labels with multi_label",
+        ),
+        ArgSpec::optional(
+            "multi_label",
+            ArgType::Boolean,
+            "false",
+            "images labelled with several yes/no labels (a manifest's label columns): one sigmoid output per label",
+        ),
         ArgSpec::optional(
             "channels",
             ArgType::CountList,
@@ -185,7 +195,8 @@ impl TrainingPlan for Cnn {
                 "model_args.input_shape: every extent must be at least 1",
             ));
         }
-        let n_classes = args.count_at_least("n_classes", 2)?;
+        let multi_label = args.boolean("multi_label")?;
+        let n_classes = args.count_at_least("n_classes", if multi_label { 1 } else { 2 })?;
         let kernel = args.count_at_least("kernel", 1)?;
         let dropout = args.number("dropout")?;
         if !(0.0..1.0).contains(&dropout) {
@@ -274,7 +285,11 @@ impl TrainingPlan for Cnn {
             c_in * h * w
         };
         model = model.push(nn::Flatten(1));
-        let classifier = Classifier::new(n_classes);
+        let classifier = if multi_label {
+            Classifier::multi_label(n_classes)
+        } else {
+            Classifier::new(n_classes)
+        };
         for (j, &units) in hidden.iter().enumerate() {
             model = model
                 .push(nn::Dropout::new(dropout)?)
@@ -307,14 +322,29 @@ impl TrainingPlan for Cnn {
     fn training_data(&self, info: &DatasetInfo) -> PlanResult<DataSpec> {
         let [c, h, w] = self.shape;
         if let Some(images) = &info.images {
-            if images.target_kind != ImageTargetKind::Class {
-                return Err(invalid_data(
-                    "this plan classifies whole images; the dataset's images are labelled otherwise (labels or masks)",
-                ));
-            }
+            let multi_label = matches!(self.classifier.task, Task::MultiLabelClassification(_));
+            let (kind, what) = match images.target_kind {
+                ImageTargetKind::Class if multi_label => {
+                    return Err(invalid_data(
+                        "the dataset's images carry one class each; drop model_args.multi_label",
+                    ));
+                }
+                ImageTargetKind::MultiLabel if !multi_label => {
+                    return Err(invalid_data(
+                        "the dataset's images carry several labels each; set model_args.multi_label to true",
+                    ));
+                }
+                ImageTargetKind::Mask => {
+                    return Err(invalid_data(
+                        "this plan classifies whole images; the dataset's images are labelled by masks",
+                    ));
+                }
+                ImageTargetKind::Class => ("n_classes", "classes"),
+                ImageTargetKind::MultiLabel => ("n_classes", "labels"),
+            };
             if images.classes.len() != self.n_classes {
                 return Err(invalid_data(format!(
-                    "model_args.n_classes is {} but the dataset has {} classes ({})",
+                    "model_args.{kind} is {} but the dataset has {} {what} ({})",
                     self.n_classes,
                     images.classes.len(),
                     images.classes.join(", ")

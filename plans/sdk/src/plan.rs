@@ -80,7 +80,8 @@ pub trait TrainingPlan: Sized + 'static {
 }
 
 /// A classifier over `n_classes`: one logit and binary cross-entropy for two
-/// classes, one logit per class and softmax cross-entropy otherwise.
+/// classes, one logit per class and softmax cross-entropy otherwise; or,
+/// [`Classifier::multi_label`], one logit and binary cross-entropy per label.
 #[derive(Debug, Clone)]
 pub struct Classifier {
     /// Binary or multiclass classification.
@@ -106,9 +107,26 @@ impl Classifier {
         }
     }
 
-    /// The loss of logits `[N, outputs]` against class indices `[N]`.
+    /// A multi-label classifier over `n_labels` ≥ 1 yes/no labels.
+    pub fn multi_label(n_labels: usize) -> Self {
+        Classifier {
+            task: Task::MultiLabelClassification(n_labels as u32),
+            outputs: n_labels,
+            cross_entropy: CrossEntropy::default(),
+        }
+    }
+
+    fn is_multi_label(&self) -> bool {
+        matches!(self.task, Task::MultiLabelClassification(_))
+    }
+
+    /// The loss of logits `[N, outputs]` against class indices `[N]`, or
+    /// (multi-label) against 0/1 labels `[N, outputs]`: the mean over
+    /// samples and labels.
     pub fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
-        if self.outputs == 1 {
+        if self.is_multi_label() {
+            binary_cross_entropy_with_logits(output, targets, None)
+        } else if self.outputs == 1 {
             let t = targets.reshape(output.shape())?;
             binary_cross_entropy_with_logits(output, &t, None)
         } else {
@@ -116,9 +134,10 @@ impl Classifier {
         }
     }
 
-    /// Probabilities from logits.
+    /// Probabilities from logits: each label's own (multi-label), or over
+    /// the classes.
     pub fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
-        if self.outputs == 1 {
+        if self.outputs == 1 || self.is_multi_label() {
             Ok(output.sigmoid())
         } else {
             output.softmax(1)
