@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use fedwasm::dataset::{ManifestColumns, ManifestTarget, read_images};
+use fedwasm::dataset::read_images;
 use fedwasm::plan_build::build_plan;
 use fedwasm::researcher::aggregators::{AggregationError, align_parameters};
 use fedwasm::sandbox::random::StreamSeed;
@@ -34,9 +34,12 @@ pub struct EvaluateArgs {
     target: Option<String>,
     /// --data is a CSV manifest of images: the column of image paths
     /// (relative to the CSV); --target names the class column, or the
-    /// label columns separated by commas.
+    /// label columns separated by commas, or --mask-column the masks.
     #[arg(long)]
     image_column: Option<String>,
+    /// For an image manifest: the column of mask image paths (segmentation).
+    #[arg(long, requires = "image_column")]
+    mask_column: Option<String>,
     /// Score only the rows this column marks 1 (a designated test part),
     /// scaled from the others as a node registered with it scales them.
     #[arg(long)]
@@ -44,9 +47,9 @@ pub struct EvaluateArgs {
     /// model_args as a JSON object: those the model was trained with.
     #[arg(long, default_value = "{}")]
     model_args: String,
-    /// One metric (ACCURACY, F1_SCORE, PRECISION, RECALL, MEAN_SQUARE_ERROR,
-    /// MEAN_ABSOLUTE_ERROR, EXPLAINED_VARIANCE); default: every metric of
-    /// the plan's task.
+    /// One metric (ACCURACY, F1_SCORE, PRECISION, RECALL, AUC, DICE,
+    /// MEAN_SQUARE_ERROR, MEAN_ABSOLUTE_ERROR, EXPLAINED_VARIANCE); default:
+    /// every metric of the plan's task.
     #[arg(long)]
     metric: Option<String>,
     /// The metric's arguments as JSON, e.g. '{"average": "macro"}'.
@@ -111,14 +114,11 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let budget = sandbox.config().memory_bytes();
-    let manifest = match (&args.image_column, &args.target) {
-        (Some(image), Some(target)) => Some(ManifestColumns {
-            image: image.clone(),
-            target: ManifestTarget::classes_or_labels(target),
-        }),
-        (Some(_), None) => bail!("--image-column needs --target: the manifest's class column"),
-        (None, _) => None,
-    };
+    let manifest = super::manifest::manifest_columns(
+        args.image_column.clone(),
+        args.target.as_deref(),
+        args.mask_column.clone(),
+    )?;
     let images = if args.data.is_dir() || manifest.is_some() {
         if args.split_column.is_some() {
             bail!("--split-column applies to tables; an image folder is scored whole");

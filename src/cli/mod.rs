@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 mod broker;
 mod demo;
 mod evaluate;
+mod manifest;
 mod network;
 mod node;
 mod plan;

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Subcommand;
 
-use fedwasm::dataset::{ManifestColumns, ManifestTarget};
 use fedwasm::digest::Sha256Digest;
 use fedwasm::node::{NewDataset, NodeConfig, NodeRuntime, NodeStore};
 use fedwasm::sandbox::random::StreamSeed;
@@ -226,25 +225,12 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 }
                 _ => {}
             }
-            let (target, image_columns) = match (image_column, mask_column, target) {
-                (None, _, target) => (target, None),
-                (Some(image), Some(mask), None) => (
-                    None,
-                    Some(ManifestColumns {
-                        image,
-                        target: ManifestTarget::Mask(mask),
-                    }),
-                ),
-                (Some(_), Some(_), Some(_)) => {
-                    bail!("label a manifest by --target or by --mask-column, not both")
-                }
-                (Some(_), None, None) => {
-                    bail!("an image manifest needs --target (classes or labels) or --mask-column")
-                }
-                (Some(image), None, Some(target)) => {
-                    let target = ManifestTarget::classes_or_labels(&target);
-                    (None, Some(ManifestColumns { image, target }))
-                }
+            let image_columns =
+                super::manifest::manifest_columns(image_column, target.as_deref(), mask_column)?;
+            let target = if image_columns.is_some() {
+                None
+            } else {
+                target
             };
             let (_, mut store) = open(&dir)?;
             let rec = store.add_dataset(NewDataset {

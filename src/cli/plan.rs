@@ -8,16 +8,16 @@ use anyhow::{Context, bail};
 use clap::Subcommand;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use fedwasm::dataset::{
-    ImageLimits, ImageSource, ManifestColumns, ManifestTarget, scan_folder, scan_manifest,
-};
+use fedwasm::dataset::{ImageLimits, ImageSource, scan_folder, scan_manifest};
 use fedwasm::plan_build::build_plan;
 use fedwasm::sandbox::types::ArgInfo;
 use fedwasm::sandbox::{Interruption, Sandbox, SandboxConfig};
 use fedwasm::training::{Progress, TrainingArgs, TrainingTask, run_in_worker, run_task};
 
-/// Plan author commands.
+/// Plan author commands. `Check` carries many flags and the others few;
+/// the command line is parsed once, so its size does not matter.
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant)]
 pub enum PlanCommand {
     /// Build a plan crate for wasm32-wasip2 and copy the component out.
     Build {
@@ -47,9 +47,12 @@ pub enum PlanCommand {
         target: Option<String>,
         /// --data is a CSV manifest of images: the column of image paths
         /// (relative to the CSV); --target names the class column, or the
-        /// label columns separated by commas.
+        /// label columns separated by commas, or --mask-column the masks.
         #[arg(long)]
         image_column: Option<String>,
+        /// For an image manifest: the column of mask image paths (segmentation).
+        #[arg(long, requires = "image_column")]
+        mask_column: Option<String>,
         /// A column marking the designated test rows (1): held out instead
         /// of a test_ratio sample, as a node registered with it would.
         #[arg(long)]
@@ -98,6 +101,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             data,
             target,
             image_column,
+            mask_column,
             split_column,
             model_args,
             training_args,
@@ -134,7 +138,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
                 cache_dir: cache_dir(),
                 ..SandboxConfig::default()
             };
-            let images = image_source(&data, image_column, target.as_deref())?;
+            let images = image_source(&data, image_column, target.as_deref(), mask_column)?;
             if images.is_none() && target.is_none() {
                 bail!("--target is required for a table: name its target column");
             }
@@ -166,23 +170,19 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
 }
 
 /// How `plan check` reads `data` when it holds images: a folder, or a
-/// manifest with `image_column` and the class column `target`; none for a
-/// table. The digest is taken now, as registration takes it.
+/// manifest (`image_column`, labelled by `target` or `mask_column`); none
+/// for a table. The digest is taken now, as registration takes it.
 fn image_source(
     data: &Path,
     image_column: Option<String>,
     target: Option<&str>,
+    mask_column: Option<String>,
 ) -> anyhow::Result<Option<ImageSource>> {
     let limits = ImageLimits::default();
-    let manifest = match (image_column, target) {
-        (Some(image), Some(target)) => Some(ManifestColumns {
-            image,
-            target: ManifestTarget::classes_or_labels(target),
-        }),
-        (Some(_), None) => bail!("--image-column needs --target: the manifest's class column"),
-        (None, _) if data.is_dir() => None,
-        (None, _) => return Ok(None),
-    };
+    let manifest = super::manifest::manifest_columns(image_column, target, mask_column)?;
+    if manifest.is_none() && !data.is_dir() {
+        return Ok(None);
+    }
     let set = match &manifest {
         None => scan_folder(data, &limits),
         Some(columns) => scan_manifest(data, columns, &limits),

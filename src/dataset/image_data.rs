@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::DatasetError;
 use super::image_manifest::{ManifestColumns, load_manifest};
-use super::image_pipeline::{Augment, Fit, ImageSpec, fit_image};
+use super::image_pipeline::{Augment, Fit, ImageSpec, fit_image, fit_mask};
 use super::images::{DecodedImage, ImageLimits, ImageSet, ImageTarget, TargetKind, load_folder};
 use super::prepare::{ImageFinish, PreparedData, Samples};
 use super::split::{Split, split_rows};
@@ -41,6 +41,9 @@ pub struct LoadedImages {
     pub set: ImageSet,
     /// Every item's image, in item order.
     pub images: Vec<DecodedImage>,
+    /// For a mask dataset, every item's mask, in item order: a class index
+    /// (into the set's classes) per pixel, the image's size. Empty otherwise.
+    pub masks: Vec<Vec<u8>>,
 }
 
 /// Read every image of the folder or manifest at `path` (at most
@@ -75,11 +78,17 @@ pub fn read_images(
     max_bytes: usize,
 ) -> Result<LoadedImages, DatasetError> {
     let limits = ImageLimits::default();
-    let (set, images) = match manifest {
-        None => load_folder(path, &limits, max_bytes)?,
-        Some(columns) => load_manifest(path, columns, &limits, max_bytes)?,
-    };
-    Ok(LoadedImages { set, images })
+    match manifest {
+        None => {
+            let (set, images) = load_folder(path, &limits, max_bytes)?;
+            Ok(LoadedImages {
+                set,
+                images,
+                masks: Vec::new(),
+            })
+        }
+        Some(columns) => load_manifest(path, columns, &limits, max_bytes),
+    }
 }
 
 /// The files `loaded` was read from besides the folder or manifest at
@@ -188,20 +197,44 @@ fn image_spec(spec: &DataSpec, height: u32, width: u32) -> Result<ImageSpec, Dat
     Ok(host)
 }
 
-/// Every item's target, checked against the plan's task: a class index,
-/// or (multi-label) one 0/1 per label, with the labels per sample.
-fn targets(set: &ImageSet, task: &Task) -> Result<(Vec<f32>, Option<usize>), DatasetError> {
+/// How each item's target is given to the plan, checked against its task.
+enum Targets {
+    /// One value per item (a class index), or (multi-label) one 0/1 per
+    /// label: the values back to back and the shape of one item's.
+    PerImage(Vec<f32>, Vec<u32>),
+    /// The items' masks, fitted with their images.
+    Masks,
+}
+
+/// Every item's target, checked against the plan's task.
+fn targets(set: &ImageSet, task: &Task) -> Result<Targets, DatasetError> {
     let classes = set.classes.len();
     let listed = || set.classes.join(", ");
     match (set.kind, *task) {
-        (TargetKind::Mask, _) => Err(invalid(
-            "the dataset's images carry mask targets; this node trains plans on classes or labels per image (plan contract 0.2), not yet on masks",
-        )),
+        (TargetKind::Mask, Task::Segmentation(n)) if n as usize == classes && n >= 2 => {
+            Ok(Targets::Masks)
+        }
+        (TargetKind::Mask, Task::Segmentation(n)) if classes < 2 => Err(invalid(format!(
+            "the plan asks for segmentation into {n} classes, but every mask of the dataset holds the one value {}; a mask needs a background and at least one class",
+            listed()
+        ))),
+        (TargetKind::Mask, Task::Segmentation(n)) => Err(invalid(format!(
+            "the plan's task has {n} classes, but the dataset's masks hold {classes} values ({}); set the plan's number of classes to {classes}",
+            listed()
+        ))),
+        (TargetKind::Mask, _) => Err(invalid(format!(
+            "the dataset's images carry masks of {classes} values ({}); ask for segmentation into {classes} classes",
+            listed()
+        ))),
+        (_, Task::Segmentation(_)) => Err(invalid(format!(
+            "the plan asks for segmentation, but the images carry {}; segmentation trains on a manifest with a mask column",
+            set.kind.name()
+        ))),
         (TargetKind::Class, Task::BinaryClassification) if classes == 2 => {
-            Ok((class_indices(set), None))
+            Ok(Targets::PerImage(class_indices(set), Vec::new()))
         }
         (TargetKind::Class, Task::MulticlassClassification(n)) if n as usize == classes => {
-            Ok((class_indices(set), None))
+            Ok(Targets::PerImage(class_indices(set), Vec::new()))
         }
         (TargetKind::MultiLabel, Task::MultiLabelClassification(n)) if n as usize == classes => {
             let flags = set
@@ -214,7 +247,7 @@ fn targets(set: &ImageSet, task: &Task) -> Result<(Vec<f32>, Option<usize>), Dat
                     _ => vec![0.0; classes],
                 })
                 .collect();
-            Ok((flags, Some(classes)))
+            Ok(Targets::PerImage(flags, vec![classes as u32]))
         }
         (_, Task::Regression) => Err(invalid(format!(
             "the plan asks for regression, but the images carry {}; ask for a classification task",
@@ -259,18 +292,24 @@ pub fn prepare_images(
 ) -> Result<PreparedData, DatasetError> {
     let set = &loaded.set;
     let image = image_spec(spec, set.height, set.width)?;
-    let (targets, labels) = targets(set, &spec.task)?;
+    let targets = targets(set, &spec.task)?;
     let count = set.items.len();
-    if loaded.images.len() != count {
+    let masks = matches!(targets, Targets::Masks);
+    if loaded.images.len() != count || (masks && loaded.masks.len() != count) {
         return Err(invalid(format!(
-            "{} images were read for {count} items",
-            loaded.images.len()
+            "{} images and {} masks were read for {count} items",
+            loaded.images.len(),
+            loaded.masks.len()
         )));
     }
-    let width = labels.unwrap_or(1);
     let len = image.sample_len();
+    let per_sample = if masks {
+        len + image.height as usize * image.width as usize
+    } else {
+        len
+    };
     let needed = count
-        .checked_mul(len)
+        .checked_mul(per_sample)
         .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
     if needed.is_none_or(|n| n > split.max_bytes) {
         return Err(invalid(format!(
@@ -286,27 +325,43 @@ pub fn prepare_images(
     let finish = Arc::new(ImageFinish {
         spec: image.clone(),
         seed: augmentation,
+        masks,
     });
+    let size = (set.height, set.width);
     let gather = |rows: &[usize]| -> Result<Samples, DatasetError> {
         let fitted = rows
             .par_iter()
             .map(|&r| fit_image(&loaded.images[r], &image))
             .collect::<Result<Vec<_>, _>>()?;
+        let (targets, target_shape) = match &targets {
+            Targets::PerImage(values, shape) => {
+                let width = shape.iter().map(|&d| d as usize).product::<usize>();
+                let picked = rows
+                    .iter()
+                    .flat_map(|&r| &values[r * width..(r + 1) * width])
+                    .copied()
+                    .collect();
+                (picked, shape.clone())
+            }
+            Targets::Masks => {
+                let fitted_masks = rows
+                    .par_iter()
+                    .map(|&r| fit_mask(&loaded.masks[r], size, &image))
+                    .collect::<Result<Vec<_>, _>>()?;
+                (fitted_masks.concat(), vec![image.height, image.width])
+            }
+        };
         Ok(Samples {
             features: fitted.concat(),
-            targets: rows
-                .iter()
-                .flat_map(|&r| &targets[r * width..(r + 1) * width])
-                .copied()
-                .collect(),
-            labels,
+            targets,
+            target_shape,
             n_features: len,
             images: Some(finish.clone()),
         })
     };
     Ok(PreparedData {
         feature_names: Vec::new(),
-        target_name: "class".into(),
+        target_name: if masks { "mask" } else { "class" }.into(),
         task: spec.task,
         train: gather(&train)?,
         test: gather(&test)?,
@@ -477,5 +532,101 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(tiny.contains("memory budget"), "{tiny}");
+    }
+
+    /// Six 4×4 images whose left column is bright, each with the mask of
+    /// that column (255) over background (0), in a manifest.
+    fn mask_manifest() -> (tempfile::TempDir, LoadedImages) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut csv = String::from("image,mask\n");
+        for i in 0..6u8 {
+            let pixels: Vec<u8> = (0..16)
+                .map(|k| if k % 4 == 0 { 200 } else { 10 + i })
+                .collect();
+            let mask: Vec<u8> = (0..16).map(|k| if k % 4 == 0 { 255 } else { 0 }).collect();
+            for (name, data) in [(format!("i{i}.png"), pixels), (format!("m{i}.png"), mask)] {
+                image::GrayImage::from_raw(4, 4, data)
+                    .unwrap()
+                    .save(dir.path().join(name))
+                    .unwrap();
+            }
+            csv.push_str(&format!("i{i}.png,m{i}.png\n"));
+        }
+        let manifest = dir.path().join("masks.csv");
+        std::fs::write(&manifest, csv).unwrap();
+        let columns = ManifestColumns {
+            image: "image".into(),
+            target: super::super::ManifestTarget::Mask("mask".into()),
+        };
+        let loaded = read_images(&manifest, Some(&columns), 1 << 20).unwrap();
+        (dir, loaded)
+    }
+
+    #[test]
+    fn masks_become_class_indices_fitted_and_flipped_with_their_images() {
+        let (_dir, loaded) = mask_manifest();
+        assert_eq!(loaded.set.classes, ["0", "255"]);
+        assert_eq!(loaded.masks.len(), 6);
+        assert_eq!(loaded.masks[0][..4], [1, 0, 0, 0]);
+        let info = image_info(&loaded.set);
+        assert!(matches!(
+            info.images.unwrap().target_kind,
+            ImageTargetKind::Mask
+        ));
+        let mut asked = spec(4, ImageFit::Resize);
+        asked.task = Task::Segmentation(2);
+        let data = prepare_images(&loaded, &asked, &split(0.0), StreamSeed([4; 32])).unwrap();
+        assert_eq!(data.train.len(), 6);
+        assert_eq!(data.train.target_shape, [4, 4]);
+        assert_eq!(data.train.targets[..4], [1.0, 0.0, 0.0, 0.0]);
+        // Over many draws the (flipped, shifted) masks still mark exactly the
+        // bright pixels of their images, and both flips happen.
+        let mut mirrored = false;
+        for draw in 0..16 {
+            let batch = data.train.batch(&[0, 3], draw * 2).unwrap();
+            assert_eq!(batch.targets.shape, [2, 4, 4]);
+            for (x, m) in batch.features.data.iter().zip(&batch.targets.data) {
+                // Bright pixels normalize far above the mean, padding and
+                // dark ones below it.
+                assert_eq!(*m == 1.0, *x > 1.0, "{x} with class {m}");
+            }
+            // Only a mirrored column lands in the right half.
+            mirrored |= batch
+                .targets
+                .data
+                .iter()
+                .enumerate()
+                .any(|(k, &m)| m == 1.0 && k % 4 >= 2);
+        }
+        assert!(mirrored, "a horizontal flip moved the bright column right");
+    }
+
+    #[test]
+    fn a_segmentation_task_must_fit_the_masks() {
+        let (_dir, loaded) = mask_manifest();
+        let err = |task: Task| {
+            let mut asked = spec(4, ImageFit::Resize);
+            asked.task = task;
+            prepare_images(&loaded, &asked, &split(0.0), StreamSeed([0; 32]))
+                .unwrap_err()
+                .to_string()
+        };
+        let three = err(Task::Segmentation(3));
+        assert!(
+            three.contains("2 values (0, 255)") && three.contains("number of classes to 2"),
+            "{three}"
+        );
+        let classes = err(Task::BinaryClassification);
+        assert!(
+            classes.contains("ask for segmentation into 2 classes"),
+            "{classes}"
+        );
+        let (_dir, folder) = folder();
+        let mut asked = spec(4, ImageFit::Resize);
+        asked.task = Task::Segmentation(2);
+        let err = prepare_images(&folder, &asked, &split(0.0), StreamSeed([0; 32]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("a manifest with a mask column"), "{err}");
     }
 }

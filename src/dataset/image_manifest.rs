@@ -7,9 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use super::DatasetError;
+use super::image_data::LoadedImages;
 use super::images::{
-    Consistency, DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, TargetKind,
-    decode_bytes, hash_file, malformed, read_bounded,
+    Consistency, ImageItem, ImageLimits, ImageSet, ImageTarget, TargetKind, decode_bytes,
+    hash_file, malformed, read_bounded,
 };
 use crate::digest::Sha256Hasher;
 
@@ -95,16 +96,28 @@ pub fn scan_manifest(
 }
 
 /// [`scan_manifest`], keeping the decoded images (in item order) while
-/// they take at most `max_bytes`: what a worker trains on.
+/// they take at most `max_bytes`, and for a mask manifest every mask as
+/// class indices (an index into the set's classes per pixel): what a
+/// worker trains on.
 pub fn load_manifest(
     manifest: &Path,
     columns: &ManifestColumns,
     limits: &ImageLimits,
     max_bytes: usize,
-) -> Result<(ImageSet, Vec<DecodedImage>), DatasetError> {
+) -> Result<LoadedImages, DatasetError> {
     let mut consistency = Consistency::keeping(max_bytes);
     let set = read_manifest(manifest, columns, limits, &mut consistency)?;
-    Ok((set, consistency.into_kept()))
+    let (images, raw_masks) = consistency.into_kept_with_masks();
+    let values: Vec<u16> = set.classes.iter().filter_map(|c| c.parse().ok()).collect();
+    let masks = raw_masks
+        .into_iter()
+        .map(|raw| {
+            raw.into_iter()
+                .map(|v| values.binary_search(&v).unwrap_or_default() as u8)
+                .collect()
+        })
+        .collect();
+    Ok(LoadedImages { set, images, masks })
 }
 
 fn read_manifest(
@@ -232,8 +245,9 @@ fn read_manifest(
                     ));
                 }
                 let scale = if mask.mode.bits == 8 { 255.0 } else { 65535.0 };
+                let raw = |v: &f32| (v * scale).round() as u16;
                 for v in &mask.pixels {
-                    values.insert((v * scale).round() as u32);
+                    values.insert(raw(v));
                     if values.len() > 256 {
                         return Err(malformed(
                             &relative,
@@ -241,6 +255,7 @@ fn read_manifest(
                         ));
                     }
                 }
+                consistency.keep_mask(|| mask.pixels.iter().map(raw).collect())?;
                 hash_file(&mut hasher, &relative, &bytes);
                 items.push(ImageItem {
                     path,

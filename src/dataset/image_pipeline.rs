@@ -189,94 +189,128 @@ pub fn fit_image(image: &DecodedImage, spec: &ImageSpec) -> Result<Vec<f32>, Dat
     })
 }
 
-/// Augment one fitted sample into `out` with draws from `rng`, then
-/// normalize it. The draws are made in a fixed order whatever is on.
-fn augment_into(sample: &[f32], spec: &ImageSpec, rng: &mut ChaCha8Rng, out: &mut [f32]) {
-    let a = &spec.augment;
-    let (h, w) = (spec.height as usize, spec.width as usize);
-    let plane = h * w;
-    let mut draw = || unit_f32(rng.next_u64());
-    let flip_h = a.horizontal_flip && draw() < 0.5;
-    let flip_v = a.vertical_flip && draw() < 0.5;
-    let pad = a.crop_padding as f32;
-    let (dy, dx) = if a.crop_padding > 0 {
-        let span = 2.0 * pad + 1.0;
-        (
-            (draw() * span).floor().min(2.0 * pad) - pad,
-            (draw() * span).floor().min(2.0 * pad) - pad,
-        )
-    } else {
-        (0.0, 0.0)
-    };
-    let angle = if a.max_rotation_degrees > 0.0 {
-        (draw() * 2.0 - 1.0) * a.max_rotation_degrees.to_radians()
-    } else {
-        0.0
-    };
-    let channels = spec.channels as usize;
-    // Output pixel (r, col) reads source (sr, sc): the flips undone, then
-    // the crop offset, then the rotation about the centre — an affine map,
-    // so along a row the source moves by a constant step.
-    let (sin, cos) = angle.sin_cos();
-    let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
-    let step = if flip_h { -1.0 } else { 1.0 };
-    for r in 0..h {
-        let sr = if flip_v { h - 1 - r } else { r } as f32 + dy;
-        let sc0 = if flip_h { w as f32 - 1.0 } else { 0.0 } + dx;
-        let (y, x0) = (sr - cy, sc0 - cx);
-        let mut src_y = cy + cos * y + sin * x0;
-        let mut src_x = cx - sin * y + cos * x0;
-        let (step_y, step_x) = (sin * step, cos * step);
-        for col in 0..w {
-            let at = r * w + col;
-            if angle == 0.0 {
-                // Whole pixels: a copy or a zero.
-                let (yi, xi) = (src_y.round(), src_x.round());
-                let inside = yi >= 0.0 && xi >= 0.0 && yi < h as f32 && xi < w as f32;
-                let from = yi as usize * w + xi as usize;
-                for c in 0..channels {
-                    let v = if inside {
-                        sample[c * plane + from]
-                    } else {
-                        0.0
-                    };
-                    out[c * plane + at] = v;
-                }
-            } else {
-                let (y0, x0) = (src_y.floor(), src_x.floor());
-                let (fy, fx) = (src_y - y0, src_x - x0);
-                let weights = [
-                    (1.0 - fy) * (1.0 - fx),
-                    (1.0 - fy) * fx,
-                    fy * (1.0 - fx),
-                    fy * fx,
-                ];
-                let corners = [
-                    (y0, x0),
-                    (y0, x0 + 1.0),
-                    (y0 + 1.0, x0),
-                    (y0 + 1.0, x0 + 1.0),
-                ];
-                let index = corners.map(|(yy, xx)| {
-                    (yy >= 0.0 && xx >= 0.0 && yy < h as f32 && xx < w as f32)
-                        .then(|| yy as usize * w + xx as usize)
-                });
-                for c in 0..channels {
-                    let base = &sample[c * plane..(c + 1) * plane];
-                    let mut v = 0.0;
-                    for k in 0..4 {
-                        if let Some(i) = index[k] {
-                            v += weights[k] * base[i];
-                        }
-                    }
-                    out[c * plane + at] = v;
-                }
-            }
-            src_y += step_y;
-            src_x += step_x;
+/// One sample's augmentation, drawn from its stream: where each output
+/// pixel reads from. Images and their masks share it, so they move together.
+#[derive(Debug, Clone, Copy)]
+struct Geometry {
+    flip_h: bool,
+    flip_v: bool,
+    dy: f32,
+    dx: f32,
+    angle: f32,
+}
+
+impl Geometry {
+    /// The draws, made in a fixed order whatever is on.
+    fn draw(a: &Augment, rng: &mut ChaCha8Rng) -> Geometry {
+        let mut draw = || unit_f32(rng.next_u64());
+        let flip_h = a.horizontal_flip && draw() < 0.5;
+        let flip_v = a.vertical_flip && draw() < 0.5;
+        let pad = a.crop_padding as f32;
+        let (dy, dx) = if a.crop_padding > 0 {
+            let span = 2.0 * pad + 1.0;
+            (
+                (draw() * span).floor().min(2.0 * pad) - pad,
+                (draw() * span).floor().min(2.0 * pad) - pad,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let angle = if a.max_rotation_degrees > 0.0 {
+            (draw() * 2.0 - 1.0) * a.max_rotation_degrees.to_radians()
+        } else {
+            0.0
+        };
+        Geometry {
+            flip_h,
+            flip_v,
+            dy,
+            dx,
+            angle,
         }
     }
-    for c in 0..channels {
+
+    /// Write `planes` planes of `h` × `w` from `sample` into `out` through
+    /// this geometry: bilinear between pixels when rotated and `smooth`,
+    /// else the nearest pixel (masks: a class is never blended); outside
+    /// the source reads 0.
+    fn warp(
+        &self,
+        sample: &[f32],
+        (planes, h, w): (usize, usize, usize),
+        smooth: bool,
+        out: &mut [f32],
+    ) {
+        let plane = h * w;
+        // Output pixel (r, col) reads source (sr, sc): the flips undone, then
+        // the crop offset, then the rotation about the centre — an affine map,
+        // so along a row the source moves by a constant step.
+        let (sin, cos) = self.angle.sin_cos();
+        let (cy, cx) = ((h as f32 - 1.0) / 2.0, (w as f32 - 1.0) / 2.0);
+        let step = if self.flip_h { -1.0 } else { 1.0 };
+        let bilinear = smooth && self.angle != 0.0;
+        for r in 0..h {
+            let sr = if self.flip_v { h - 1 - r } else { r } as f32 + self.dy;
+            let sc0 = if self.flip_h { w as f32 - 1.0 } else { 0.0 } + self.dx;
+            let (y, x0) = (sr - cy, sc0 - cx);
+            let mut src_y = cy + cos * y + sin * x0;
+            let mut src_x = cx - sin * y + cos * x0;
+            let (step_y, step_x) = (sin * step, cos * step);
+            for col in 0..w {
+                let at = r * w + col;
+                if bilinear {
+                    let (y0, x0) = (src_y.floor(), src_x.floor());
+                    let (fy, fx) = (src_y - y0, src_x - x0);
+                    let weights = [
+                        (1.0 - fy) * (1.0 - fx),
+                        (1.0 - fy) * fx,
+                        fy * (1.0 - fx),
+                        fy * fx,
+                    ];
+                    let corners = [
+                        (y0, x0),
+                        (y0, x0 + 1.0),
+                        (y0 + 1.0, x0),
+                        (y0 + 1.0, x0 + 1.0),
+                    ];
+                    let index = corners.map(|(yy, xx)| {
+                        (yy >= 0.0 && xx >= 0.0 && yy < h as f32 && xx < w as f32)
+                            .then(|| yy as usize * w + xx as usize)
+                    });
+                    for c in 0..planes {
+                        let base = &sample[c * plane..(c + 1) * plane];
+                        let mut v = 0.0;
+                        for k in 0..4 {
+                            if let Some(i) = index[k] {
+                                v += weights[k] * base[i];
+                            }
+                        }
+                        out[c * plane + at] = v;
+                    }
+                } else {
+                    // Whole pixels: a copy or a zero.
+                    let (yi, xi) = (src_y.round(), src_x.round());
+                    let inside = yi >= 0.0 && xi >= 0.0 && yi < h as f32 && xi < w as f32;
+                    let from = yi as usize * w + xi as usize;
+                    for c in 0..planes {
+                        out[c * plane + at] = if inside {
+                            sample[c * plane + from]
+                        } else {
+                            0.0
+                        };
+                    }
+                }
+                src_y += step_y;
+                src_x += step_x;
+            }
+        }
+    }
+}
+
+/// Normalize one sample's channels in place.
+fn normalize_into(out: &mut [f32], spec: &ImageSpec) {
+    let plane = spec.plane();
+    for c in 0..spec.channels as usize {
         let (mean, inv) = (spec.mean[c], 1.0 / spec.std[c]);
         for v in &mut out[c * plane..(c + 1) * plane] {
             *v = (*v - mean) * inv;
@@ -298,6 +332,46 @@ pub fn image_batch(
     first_draw: u64,
     training: bool,
 ) -> Result<Vec<f32>, DatasetError> {
+    let draws = Draws {
+        seed,
+        first_draw,
+        training,
+    };
+    Ok(batch_with_masks(fitted, None, indices, spec, &draws)?.0)
+}
+
+/// [`image_batch`] with each sample's mask (`masks[i·H·W..]`, class
+/// indices at the plan's size): the masks `[N, H, W]` moved by the same
+/// augmentation as their images, by nearest pixel, class 0 where the
+/// augmentation brings in what lies outside the image.
+pub fn segmentation_batch(
+    fitted: &[f32],
+    masks: &[f32],
+    indices: &[usize],
+    spec: &ImageSpec,
+    draws: &Draws<'_>,
+) -> Result<(Vec<f32>, Vec<f32>), DatasetError> {
+    batch_with_masks(fitted, Some(masks), indices, spec, draws)
+}
+
+/// Where a batch's augmentation draws come from.
+#[derive(Debug, Clone, Copy)]
+pub struct Draws<'a> {
+    /// The task's augmentation seed.
+    pub seed: &'a StreamSeed,
+    /// Stream of the batch's first sample; sample `k` uses `first_draw + k`.
+    pub first_draw: u64,
+    /// Augment (training) or not (validation).
+    pub training: bool,
+}
+
+fn batch_with_masks(
+    fitted: &[f32],
+    masks: Option<&[f32]>,
+    indices: &[usize],
+    spec: &ImageSpec,
+    draws: &Draws<'_>,
+) -> Result<(Vec<f32>, Vec<f32>), DatasetError> {
     let len = spec.sample_len();
     if spec.mean.len() != spec.channels as usize || spec.std.len() != spec.channels as usize {
         return Err(invalid("normalization does not match the channels".into()));
@@ -314,22 +388,102 @@ pub fn image_batch(
             "sample {bad} is not one of the {count} samples fitted to {len} values"
         )));
     }
+    let plane = spec.plane();
+    if let Some(m) = masks
+        && m.len() != count * plane
+    {
+        return Err(invalid(format!(
+            "{} mask values for {count} samples of {}×{}",
+            m.len(),
+            spec.height,
+            spec.width
+        )));
+    }
     let mut batch = vec![0.0f32; indices.len() * len];
-    let plain = ImageSpec {
-        augment: Augment::default(),
-        ..spec.clone()
+    let mut batch_masks = vec![
+        0.0f32;
+        if masks.is_some() {
+            indices.len() * plane
+        } else {
+            0
+        }
+    ];
+    let size = (spec.height as usize, spec.width as usize);
+    let augment = if draws.training {
+        spec.augment
+    } else {
+        Augment::default()
     };
-    batch
-        .par_chunks_mut(len)
-        .zip(indices.par_iter())
-        .enumerate()
-        .for_each(|(k, (out, &index))| {
-            let mut rng = ChaCha8Rng::from_seed(seed.0);
-            rng.set_stream(first_draw + k as u64);
-            let used = if training { spec } else { &plain };
-            augment_into(&fitted[index * len..(index + 1) * len], used, &mut rng, out);
-        });
-    Ok(batch)
+    let work = |k: usize, index: usize, out: &mut [f32], mask_out: &mut [f32]| {
+        let mut rng = ChaCha8Rng::from_seed(draws.seed.0);
+        rng.set_stream(draws.first_draw + k as u64);
+        let geometry = Geometry::draw(&augment, &mut rng);
+        let sample = &fitted[index * len..(index + 1) * len];
+        geometry.warp(sample, (spec.channels as usize, size.0, size.1), true, out);
+        normalize_into(out, spec);
+        if let Some(m) = masks {
+            let mask = &m[index * plane..(index + 1) * plane];
+            geometry.warp(mask, (1, size.0, size.1), false, mask_out);
+        }
+    };
+    if masks.is_some() {
+        batch
+            .par_chunks_mut(len)
+            .zip(batch_masks.par_chunks_mut(plane.max(1)))
+            .zip(indices.par_iter())
+            .enumerate()
+            .for_each(|(k, ((out, mask_out), &index))| work(k, index, out, mask_out));
+    } else {
+        batch
+            .par_chunks_mut(len)
+            .zip(indices.par_iter())
+            .enumerate()
+            .for_each(|(k, (out, &index))| work(k, index, out, &mut []));
+    }
+    Ok((batch, batch_masks))
+}
+
+/// Masks (class indices, one byte per pixel, `h` × `w`) brought to the
+/// plan's size as their images are: the nearest pixel when resized, the
+/// same centre when cropped. The spec must have passed [`ImageSpec::check`].
+pub fn fit_mask(
+    mask: &[u8],
+    (h, w): (u32, u32),
+    spec: &ImageSpec,
+) -> Result<Vec<f32>, DatasetError> {
+    let (h, w) = (h as usize, w as usize);
+    let (th, tw) = (spec.height as usize, spec.width as usize);
+    if mask.len() != h * w || h * w == 0 {
+        return Err(invalid(format!(
+            "a mask of {} values is not {h}×{w}",
+            mask.len()
+        )));
+    }
+    let (rows, cols): (Vec<usize>, Vec<usize>) = match spec.fit {
+        Fit::Resize => (
+            (0..th).map(|r| nearest(r, th, h)).collect(),
+            (0..tw).map(|c| nearest(c, tw, w)).collect(),
+        ),
+        Fit::CenterCrop => {
+            if th > h || tw > w {
+                return Err(invalid(format!(
+                    "center-crop to {th}×{tw} asked of a {h}×{w} mask"
+                )));
+            }
+            let (top, left) = ((h - th) / 2, (w - tw) / 2);
+            ((top..top + th).collect(), (left..left + tw).collect())
+        }
+    };
+    Ok(rows
+        .iter()
+        .flat_map(|&r| cols.iter().map(move |&c| f32::from(mask[r * w + c])))
+        .collect())
+}
+
+/// The source index of output pixel `i` of `to` when resizing from `from`
+/// pixels: the one whose centre is nearest (PyTorch's `nearest-exact`).
+fn nearest(i: usize, to: usize, from: usize) -> usize {
+    (((i as f64 + 0.5) * from as f64 / to as f64).floor() as usize).min(from - 1)
 }
 
 /// Fitted samples (whole ones, back to back) normalized per channel and
@@ -563,5 +717,95 @@ mod tests {
         rotating.augment.max_rotation_degrees = 90.0;
         assert!(err(rotating).contains("at most 45°"));
         assert!(spec(3, 224).check(28, 28).is_ok(), "resizing up is allowed");
+    }
+
+    #[test]
+    fn masks_are_fitted_by_nearest_pixel_or_cropped_like_their_images() {
+        // A 4×4 mask of classes 0..3 by column.
+        let mask: Vec<u8> = (0..16).map(|k| (k % 4) as u8).collect();
+        let up = fit_mask(&mask, (4, 4), &spec(1, 8)).unwrap();
+        assert_eq!(up[..8], [0.0, 0.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0]);
+        // Down, each output pixel takes the source pixel under its centre.
+        let down = fit_mask(&mask, (4, 4), &spec(1, 2)).unwrap();
+        assert_eq!(down, [1.0, 3.0, 1.0, 3.0]);
+        let crop = ImageSpec {
+            fit: Fit::CenterCrop,
+            ..spec(1, 2)
+        };
+        assert_eq!(
+            fit_mask(&mask, (4, 4), &crop).unwrap(),
+            [1.0, 2.0, 1.0, 2.0]
+        );
+        assert!(fit_mask(&mask[..15], (4, 4), &spec(1, 2)).is_err());
+        assert!(
+            fit_mask(
+                &mask,
+                (4, 4),
+                &ImageSpec {
+                    fit: Fit::CenterCrop,
+                    ..spec(1, 8)
+                }
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_rotated_mask_keeps_to_its_image() {
+        // A bright disc and its mask: wherever the rotated image reads only
+        // disc pixels the mask says disc, only background pixels background.
+        let side = 16;
+        let inside = |k: usize| {
+            let (r, c) = ((k / side) as f32 - 7.5, (k % side) as f32 - 5.0);
+            r * r + c * c < 16.0
+        };
+        let fitted: Vec<f32> = (0..side * side)
+            .map(|k| f32::from(u8::from(inside(k))))
+            .collect();
+        let mask = fitted.clone();
+        let s = ImageSpec {
+            augment: Augment {
+                horizontal_flip: true,
+                vertical_flip: true,
+                crop_padding: 2,
+                max_rotation_degrees: 40.0,
+            },
+            ..spec(1, side as u32)
+        };
+        let seed = StreamSeed([9; 32]);
+        let indices = vec![0; 24];
+        let draws = Draws {
+            seed: &seed,
+            first_draw: 0,
+            training: true,
+        };
+        let (images, masks) = segmentation_batch(&fitted, &mask, &indices, &s, &draws).unwrap();
+        assert_eq!(
+            images,
+            image_batch(&fitted, &indices, &s, &seed, 0, true).unwrap(),
+            "the masks do not change the images' draws"
+        );
+        let (mut disc, mut background) = (0, 0);
+        for (x, m) in images.iter().zip(&masks) {
+            if *x == 1.0 {
+                assert_eq!(*m, 1.0);
+                disc += 1;
+            } else if *x == 0.0 {
+                assert_eq!(*m, 0.0);
+                background += 1;
+            }
+        }
+        assert!(disc > 100 && background > 1000, "{disc} {background}");
+        let samples: Vec<&[f32]> = masks.chunks(side * side).collect();
+        assert!(
+            samples.windows(2).any(|w| w[0] != w[1]),
+            "each sample draws its own"
+        );
+        let still = Draws {
+            training: false,
+            ..draws
+        };
+        let (_, plain) = segmentation_batch(&fitted, &mask, &[0], &s, &still).unwrap();
+        assert_eq!(plain, mask, "validation masks are not augmented");
     }
 }

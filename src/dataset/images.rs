@@ -142,7 +142,29 @@ pub struct ImageSet {
 /// kept within a byte budget.
 pub(super) struct Consistency {
     pub(super) first: Option<(PathBuf, PixelMode, u32, u32)>,
-    kept: Option<(Vec<DecodedImage>, usize)>,
+    kept: Option<Kept>,
+}
+
+/// What a worker keeps while reading: decoded images, raw mask values, and
+/// the bytes they take against the plan's budget.
+struct Kept {
+    images: Vec<DecodedImage>,
+    masks: Vec<Vec<u16>>,
+    used: usize,
+    max_bytes: usize,
+}
+
+impl Kept {
+    fn charge(&mut self, bytes: usize, what: &str, count: usize) -> Result<(), DatasetError> {
+        self.used = self.used.saturating_add(bytes);
+        if self.used > self.max_bytes {
+            return Err(DatasetError::Invalid(format!(
+                "the decoded {what} take more than the plan's memory budget of {} MiB ({count} so far); raise the node's sandbox memory_mib or register fewer or smaller images",
+                self.max_bytes >> 20,
+            )));
+        }
+        Ok(())
+    }
 }
 
 impl Consistency {
@@ -154,34 +176,51 @@ impl Consistency {
         }
     }
 
-    /// Check images and keep them while they take at most `max_bytes`.
+    /// Check images and keep them while they (and their masks) take at most
+    /// `max_bytes`.
     pub(super) fn keeping(max_bytes: usize) -> Self {
         Consistency {
             first: None,
-            kept: Some((Vec::new(), max_bytes)),
+            kept: Some(Kept {
+                images: Vec::new(),
+                masks: Vec::new(),
+                used: 0,
+                max_bytes,
+            }),
         }
     }
 
     /// The images kept, in the order accepted.
     pub(super) fn into_kept(self) -> Vec<DecodedImage> {
-        self.kept.map(|(images, _)| images).unwrap_or_default()
+        self.into_kept_with_masks().0
+    }
+
+    /// The images and the masks' raw values kept, each in the order accepted.
+    pub(super) fn into_kept_with_masks(self) -> (Vec<DecodedImage>, Vec<Vec<u16>>) {
+        self.kept.map(|k| (k.images, k.masks)).unwrap_or_default()
     }
 
     /// Accept `image` (shown as `shown`) when it has the first image's size
     /// and mode, and keep it when keeping.
     pub(super) fn accept(&mut self, shown: &Path, image: DecodedImage) -> Result<(), DatasetError> {
         self.check(shown, &image)?;
-        if let Some((images, max_bytes)) = &mut self.kept {
+        if let Some(kept) = &mut self.kept {
             let bytes = image.pixels.len() * std::mem::size_of::<f32>();
-            let used = bytes * (images.len() + 1);
-            if used > *max_bytes {
-                return Err(DatasetError::Invalid(format!(
-                    "the decoded images take more than the plan's memory budget of {} MiB ({} images so far); raise the node's sandbox memory_mib or register fewer or smaller images",
-                    *max_bytes >> 20,
-                    images.len() + 1
-                )));
-            }
-            images.push(image);
+            kept.charge(bytes, "images", kept.images.len() + 1)?;
+            kept.images.push(image);
+        }
+        Ok(())
+    }
+
+    /// Keep a mask's raw values when keeping (it was checked by the caller).
+    pub(super) fn keep_mask(
+        &mut self,
+        values: impl FnOnce() -> Vec<u16>,
+    ) -> Result<(), DatasetError> {
+        if let Some(kept) = &mut self.kept {
+            let values = values();
+            kept.charge(values.len() * 2, "masks", kept.masks.len() + 1)?;
+            kept.masks.push(values);
         }
         Ok(())
     }

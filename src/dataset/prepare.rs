@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::image_pipeline::{ImageSpec, image_batch, normalized};
+use super::image_pipeline::{Draws, ImageSpec, image_batch, normalized, segmentation_batch};
 use super::split::{Split, split_rows};
 use super::{ColumnKind, DatasetError, Table};
 use crate::sandbox::random::StreamSeed;
@@ -17,10 +17,12 @@ pub struct Samples {
     /// [len, n_features], row-major: a table's scaled rows, or images
     /// fitted to the plan's size with values in [0, 1], `[C, H, W]` each.
     pub features: Vec<f32>,
-    /// One per row, or (multi-label) `labels` per row, row-major.
+    /// Each sample's target, back to back: one value, or (multi-label) a
+    /// 0/1 per label, or (segmentation) a class index per pixel, `[H, W]`.
     pub targets: Vec<f32>,
-    /// Set for multi-label targets: labels per sample.
-    pub labels: Option<usize>,
+    /// The shape of one sample's target: `[]` for one value, `[labels]`,
+    /// or `[H, W]` for a mask.
+    pub target_shape: Vec<u32>,
     /// Floats of one sample.
     pub n_features: usize,
     /// Set for images: how a batch is finished (augmented when training,
@@ -36,15 +38,19 @@ pub struct ImageFinish {
     pub spec: ImageSpec,
     /// Seed of every sample's augmentation stream.
     pub seed: StreamSeed,
+    /// Whether the targets are masks, moved with their images.
+    pub masks: bool,
 }
 
 impl Samples {
     /// Number of samples.
     pub fn len(&self) -> usize {
-        match self.labels {
-            Some(labels) => self.targets.len() / labels.max(1),
-            None => self.targets.len(),
-        }
+        self.targets.len() / self.target_len().max(1)
+    }
+
+    /// Values of one sample's target.
+    pub fn target_len(&self) -> usize {
+        self.target_shape.iter().map(|&d| d as usize).product()
     }
 
     /// Whether there is no sample.
@@ -65,34 +71,45 @@ impl Samples {
     /// task share a stream).
     pub fn batch(&self, indices: &[usize], first_draw: u64) -> Result<Batch, DatasetError> {
         let d = self.n_features;
-        let data = match &self.images {
-            Some(f) => image_batch(&self.features, indices, &f.spec, &f.seed, first_draw, true)?,
+        let t = self.target_len();
+        let mut target_shape = vec![indices.len() as u32];
+        target_shape.extend_from_slice(&self.target_shape);
+        let gathered_targets = || {
+            indices
+                .iter()
+                .flat_map(|&i| &self.targets[i * t..(i + 1) * t])
+                .copied()
+                .collect()
+        };
+        let (features, targets) = match &self.images {
+            Some(f) if f.masks => {
+                let draws = Draws {
+                    seed: &f.seed,
+                    first_draw,
+                    training: true,
+                };
+                segmentation_batch(&self.features, &self.targets, indices, &f.spec, &draws)?
+            }
+            Some(f) => (
+                image_batch(&self.features, indices, &f.spec, &f.seed, first_draw, true)?,
+                gathered_targets(),
+            ),
             None => {
                 let mut data = Vec::with_capacity(indices.len() * d);
                 for &i in indices {
                     data.extend_from_slice(&self.features[i * d..(i + 1) * d]);
                 }
-                data
+                (data, gathered_targets())
             }
         };
         Ok(Batch {
             features: Array {
                 shape: self.shape(indices.len()),
-                data,
+                data: features,
             },
-            targets: match self.labels {
-                None => Array {
-                    shape: vec![indices.len() as u32],
-                    data: indices.iter().map(|&i| self.targets[i]).collect(),
-                },
-                Some(l) => Array {
-                    shape: vec![indices.len() as u32, l as u32],
-                    data: indices
-                        .iter()
-                        .flat_map(|&i| &self.targets[i * l..(i + 1) * l])
-                        .copied()
-                        .collect(),
-                },
+            targets: Array {
+                shape: target_shape,
+                data: targets,
             },
         })
     }
@@ -178,10 +195,14 @@ pub fn prepare(
         .or(registered_target)
         .ok_or(DatasetError::NoTarget)?
         .to_string();
-    if let Task::MultiLabelClassification(_) = spec.task {
-        return Err(DatasetError::Invalid(
+    match spec.task {
+        Task::MultiLabelClassification(_) => return Err(DatasetError::Invalid(
             "the plan asks for multi-label targets, but a table has one target column; multi-label targets come from an image manifest's label columns".into(),
-        ));
+        )),
+        Task::Segmentation(_) => return Err(DatasetError::Invalid(
+            "the plan asks for segmentation, but a table has no masks; segmentation trains on an image manifest with a mask column".into(),
+        )),
+        _ => {}
     }
     let target_col = table.column(&target_name)?;
     let feature_cols: Vec<usize> = match &spec.features {
@@ -254,7 +275,7 @@ pub fn prepare(
         Samples {
             features,
             targets,
-            labels: None,
+            target_shape: Vec::new(),
             n_features: feature_cols.len(),
             images: None,
         }

@@ -42,6 +42,13 @@ pub fn task_metrics(task: &Task) -> Vec<TestMetric> {
             TestMetric::MeanAbsoluteError,
             TestMetric::ExplainedVariance,
         ],
+        Task::Segmentation(_) => vec![
+            TestMetric::Dice,
+            TestMetric::Accuracy,
+            TestMetric::F1Score,
+            TestMetric::Precision,
+            TestMetric::Recall,
+        ],
         _ => vec![
             TestMetric::Accuracy,
             TestMetric::F1Score,

@@ -12,10 +12,12 @@ use crate::sandbox::types::Task;
 use crate::wire::ValidationScore;
 
 /// The metric a task is scored with when `test_metric` is not set:
-/// accuracy for classification, mean squared error for regression.
+/// accuracy for classification, Dice for segmentation, mean squared error
+/// for regression.
 pub fn default_metric(task: &Task) -> TestMetric {
     match task {
         Task::Regression => TestMetric::MeanSquareError,
+        Task::Segmentation(_) => TestMetric::Dice,
         _ => TestMetric::Accuracy,
     }
 }

@@ -158,7 +158,8 @@ pub struct ValidationScore {
     /// Held-out rows it was computed on: the node's weight in a federated mean.
     pub samples: u64,
     /// For classification, counts of (true class, decided class) over those
-    /// rows (row = true class); at most 100 classes.
+    /// rows (row = true class), or for segmentation over every pixel of
+    /// their masks; at most 100 classes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confusion: Option<Vec<Vec<u64>>>,
 }

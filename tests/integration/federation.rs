@@ -200,19 +200,32 @@ impl Federation {
 
     /// A node folder holding the image folder `images` under `tags`.
     pub fn image_node(&self, id: &str, images: &Path, tags: &str) -> NodeProcess {
+        self.images_node(id, images, tags, &[])
+    }
+
+    /// A node holding the CSV image manifest `manifest` whose `image`
+    /// column lists images and `mask` column their masks (segmentation).
+    pub fn mask_node(&self, id: &str, manifest: &Path, tags: &str) -> NodeProcess {
+        let columns = ["--image-column", "image", "--mask-column", "mask"];
+        self.images_node(id, manifest, tags, &columns)
+    }
+
+    fn images_node(&self, id: &str, path: &Path, tags: &str, extra: &[&str]) -> NodeProcess {
         let node = self.init_node(id, |_| {});
-        node.operator(&[
+        let mut args = vec![
             "dataset",
             "add",
             "--kind",
             "images",
             "--path",
-            images.to_str().unwrap(),
+            path.to_str().unwrap(),
             "--tags",
             tags,
             "--name",
             id,
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        node.operator(&args);
         node
     }
 

@@ -24,4 +24,5 @@ mod repository;
 mod restart;
 mod resume;
 mod sdk;
+mod segmentation;
 mod training;

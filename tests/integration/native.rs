@@ -130,6 +130,7 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
                 sdk::Task::MulticlassClassification(n) => host::Task::MulticlassClassification(n),
                 sdk::Task::Regression => host::Task::Regression,
                 sdk::Task::MultiLabelClassification(n) => host::Task::MultiLabelClassification(n),
+                sdk::Task::Segmentation(n) => host::Task::Segmentation(n),
             },
             scaling: match spec.scaling {
                 sdk::Scaling::None => host::Scaling::None,

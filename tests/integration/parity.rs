@@ -98,6 +98,48 @@ fn cnn_with_dropout_and_batch_norm_native_and_wasm_give_identical_parameters() {
     ));
 }
 
+/// The U-Net on the shipped mask manifest, images and masks flipped,
+/// shifted and rotated by the host: skip connections (concatenation),
+/// upsampling, batch normalization and the per-pixel loss with soft Dice
+/// give the same bits natively and in wasm.
+#[test]
+fn unet_on_masks_native_and_wasm_give_identical_parameters() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = crate::support::data("nuclei-masks/test.csv");
+    let columns = fedwasm::dataset::ManifestColumns {
+        image: "image".into(),
+        target: fedwasm::dataset::ManifestTarget::Mask("mask".into()),
+    };
+    let mut t = task(
+        example_plan("unet"),
+        "nuclei-masks/test.csv",
+        "mask",
+        serde_json::json!({"input_shape": [1, 32, 32], "n_classes": 2, "base_channels": 4,
+                           "mean": 0.167, "std": 0.12, "horizontal_flip": true,
+                           "crop_padding": 2, "rotation": 10}),
+        r#"{"num_updates": 6, "random_seed": 6, "loader_args": {"batch_size": 8}}"#,
+    );
+    t.target = None;
+    let loaded = fedwasm::dataset::read_images(&manifest, Some(&columns), 1 << 30).unwrap();
+    t.images = Some(fedwasm::dataset::ImageSource {
+        manifest: Some(columns),
+        digest: loaded.set.digest,
+    });
+    t.output_parameters = Some(dir.path().join("wasm.safetensors"));
+    let wasm = run_in_worker(&fedwasm_bin(), &t, Duration::from_secs(300), &mut |_| {}).unwrap();
+    let digest = Sha256Digest::of_file(&t.plan).unwrap();
+    let mut native_plan = NativePlan::<unet::Unet>::new(t.plan_seed().unwrap().0);
+    t.output_parameters = Some(dir.path().join("native.safetensors"));
+    let native = train(&mut native_plan, digest, &loaded, &t, &mut |_| {}).unwrap();
+    assert_eq!(native.final_loss.to_bits(), wasm.final_loss.to_bits());
+    assert_eq!(native.training_metric, wasm.training_metric);
+    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
+    assert!(
+        read("native.safetensors") == read("wasm.safetensors"),
+        "native and wasm parameters differ"
+    );
+}
+
 fn trained_bytes(t: &TrainingTask) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let mut t = t.clone();

@@ -39,18 +39,33 @@ fn same_shape(what: &str, output: &Tensor, target: &Tensor) -> PlanResult<()> {
     }
 }
 
-/// Softmax cross-entropy of `logits` `[N, C]` against class indices `[N]`.
+/// Softmax cross-entropy of `logits` `[N, C]` against class indices `[N]`,
+/// or, as PyTorch's `F.cross_entropy` for K-dimensional outputs, of
+/// `[N, C, d1, …]` (a class per pixel: segmentation) against `[N, d1, …]`,
+/// the mean over every position.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: &CrossEntropy) -> PlanResult<Tensor> {
-    let [n, c] = *logits.shape() else {
-        return Err(invalid_data(format!(
-            "cross_entropy needs logits [N, C], got {:?}",
-            logits.shape()
-        )));
+    let shape = logits.shape().to_vec();
+    let (n, c) = match shape[..] {
+        [n, c, ..] => (n, c),
+        _ => {
+            return Err(invalid_data(format!(
+                "cross_entropy needs logits [N, C] or [N, C, d1, …], got {shape:?}"
+            )));
+        }
     };
-    if targets.numel() != n {
+    // Positions per sample: 1 for [N, C], d1·d2·… beyond it.
+    let inner: usize = shape[2..].iter().product();
+    let positions = n * inner;
+    let expected: Vec<usize> = [&shape[..1], &shape[2..]].concat();
+    let fits = if inner == 1 && shape.len() == 2 {
+        targets.numel() == n
+    } else {
+        targets.shape() == expected.as_slice()
+    };
+    if !fits {
         return Err(invalid_data(format!(
-            "cross_entropy: {n} rows of logits but {} targets",
-            targets.numel()
+            "cross_entropy: logits {shape:?} need targets {expected:?}, got {:?}",
+            targets.shape()
         )));
     }
     let eps = opts.label_smoothing;
@@ -77,23 +92,28 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: &CrossEntropy) -> 
         .collect::<PlanResult<_>>()?;
     let target_weights = weights.clone();
     let x = logits.values();
-    let mut softmax = vec![0.0f32; n * c];
+    // Logit k of position p (sample p / inner, offset p % inner).
+    let at = move |p: usize, k: usize| (p / inner) * c * inner + k * inner + p % inner;
+    let mut softmax = vec![0.0f32; positions * c];
     let mut total = 0.0f32;
     let mut denominator = 0.0f32;
-    // coef[c] of row r: the weight of log p_c in the row's loss.
+    // coef[c] of position p: the weight of log p_c in the position's loss.
     let coef = move |y: usize, k: usize| {
         let hot = if k == y { 1.0 - eps } else { 0.0 };
         weights[k] * (hot + eps / c as f32)
     };
-    for (r, &y) in classes.iter().enumerate() {
-        let row = &x[r * c..(r + 1) * c];
+    let mut row = vec![0.0f32; c];
+    for (p, &y) in classes.iter().enumerate() {
+        for (k, slot) in row.iter_mut().enumerate() {
+            *slot = x[at(p, k)];
+        }
         let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
         let sum = row.iter().fold(0.0f32, |s, &v| s + libm::expf(v - max));
         let lse = max + libm::logf(sum);
         let mut loss = 0.0f32;
         for k in 0..c {
             let logp = row[k] - lse;
-            softmax[r * c + k] = libm::expf(logp);
+            softmax[at(p, k)] = libm::expf(logp);
             loss -= coef(y, k) * logp;
         }
         total += loss;
@@ -116,11 +136,12 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: &CrossEntropy) -> 
                 return Ok(vec![None]);
             }
             let scale = g[0] / denominator;
-            let mut dx = vec![0.0f32; n * c];
-            for (r, &y) in classes.iter().enumerate() {
+            let mut dx = vec![0.0f32; positions * c];
+            for (p, &y) in classes.iter().enumerate() {
                 let mass = (0..c).fold(0.0f32, |s, k| s + coef(y, k));
                 for k in 0..c {
-                    dx[r * c + k] = scale * (mass * softmax[r * c + k] - coef(y, k));
+                    let i = at(p, k);
+                    dx[i] = scale * (mass * softmax[i] - coef(y, k));
                 }
             }
             Ok(vec![Some(Grad::Sum(dx))])

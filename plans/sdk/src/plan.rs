@@ -2,7 +2,8 @@
 
 use crate::args::{ArgSpec, Args};
 use crate::error::PlanResult;
-use crate::loss::{CrossEntropy, binary_cross_entropy_with_logits, cross_entropy, mse};
+use crate::error::invalid_argument;
+use crate::loss::{CrossEntropy, binary_cross_entropy_with_logits, cross_entropy, mse, soft_dice};
 use crate::nn::Module;
 use crate::optim::{OPTIMIZER_ARGS, Optimizer};
 use crate::tensor::Tensor;
@@ -14,7 +15,8 @@ use crate::types::{Augmentation, DataSpec, DatasetInfo, ImageFit, ImageSpec, Tas
 pub struct Minibatch {
     /// `[N, n_features]` for a table, `[N, C, H, W]` for images.
     pub features: Tensor,
-    /// `[N]`: class index or regression value per sample.
+    /// `[N]`: class index or regression value per sample; `[N, labels]`
+    /// of 0/1 (multi-label); `[N, H, W]` class indices (segmentation).
     pub targets: Tensor,
 }
 
@@ -142,6 +144,80 @@ impl Classifier {
         } else {
             output.softmax(1)
         }
+    }
+}
+
+/// A class per pixel (segmentation) over `n_classes` ≥ 2, class 0 the
+/// background: the model outputs logits `[N, n_classes, H, W]`, trained
+/// with softmax cross-entropy per pixel plus, with a `dice_weight`, soft
+/// Dice over the foreground classes (which keeps small structures from
+/// drowning in background pixels); `predict` gives each class's
+/// probability per pixel.
+#[derive(Debug, Clone)]
+pub struct Segmenter {
+    /// `segmentation(n_classes)`.
+    pub task: Task,
+    /// Classes per pixel, background included.
+    pub classes: usize,
+    /// Class weights and label smoothing of the per-pixel cross-entropy.
+    pub cross_entropy: CrossEntropy,
+    /// Weight of the soft Dice term (0: cross-entropy only).
+    pub dice_weight: f32,
+}
+
+impl Segmenter {
+    /// The segmenter over `n_classes` ≥ 2, cross-entropy only.
+    pub fn new(n_classes: usize) -> PlanResult<Self> {
+        if n_classes < 2 {
+            return Err(invalid_argument(format!(
+                "segmentation needs at least 2 classes (background and one), got {n_classes}"
+            )));
+        }
+        Ok(Segmenter {
+            task: Task::Segmentation(n_classes as u32),
+            classes: n_classes,
+            cross_entropy: CrossEntropy::default(),
+            dice_weight: 0.0,
+        })
+    }
+
+    /// Per-pixel cross-entropy of logits `[N, C, H, W]` against class
+    /// indices `[N, H, W]`, plus `dice_weight` × soft Dice of the softmax
+    /// against the one-hot masks, background left out.
+    pub fn loss(&self, output: &Tensor, targets: &Tensor) -> PlanResult<Tensor> {
+        let ce = cross_entropy(output, targets, &self.cross_entropy)?;
+        if self.dice_weight == 0.0 {
+            return Ok(ce);
+        }
+        let shape = output.shape().to_vec();
+        let plane: usize = shape[2..].iter().product();
+        let classes = self.classes;
+        let mut one_hot = vec![0.0f32; output.numel()];
+        for (p, &t) in targets.values().iter().enumerate() {
+            let (sample, pixel) = (p / plane, p % plane);
+            let k = t as usize;
+            if k > 0 && k < classes {
+                one_hot[(sample * classes + k) * plane + pixel] = 1.0;
+            }
+        }
+        let foreground: Vec<f32> = (0..output.numel())
+            .map(|i| {
+                if (i / plane).is_multiple_of(classes) {
+                    0.0
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let foreground = Tensor::new(foreground, &shape)?;
+        let probs = output.softmax(1)?.mul(&foreground)?;
+        let dice = soft_dice(&probs, &Tensor::new(one_hot, &shape)?, 1.0)?;
+        ce.add(&dice.scale(self.dice_weight))
+    }
+
+    /// Each class's probability per pixel, `[N, C, H, W]`.
+    pub fn predict(&self, output: &Tensor) -> PlanResult<Tensor> {
+        output.softmax(1)
     }
 }
 

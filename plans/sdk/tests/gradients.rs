@@ -230,6 +230,36 @@ fn broadcast_reduction_and_layout_gradients_match_finite_differences() {
     assert_gradients(std::slice::from_ref(&a), || {
         Ok(project(&a.reshape(&[4, 6])?))
     });
+    let c = leaf(&[2, 1, 4], -1.0, 1.0);
+    assert_gradients(&[a.clone(), c.clone()], || Ok(project(&a.cat(&c, 1)?)));
+    let maps = leaf(&[2, 2, 2, 3], -1.0, 1.0);
+    assert_gradients(std::slice::from_ref(&maps), || {
+        Ok(project(&maps.upsample_nearest2d(2)?))
+    });
+}
+
+#[test]
+fn concatenation_and_upsampling_equal_pytorch() {
+    // torch.cat([a, b], 1) of [2, 1] and [2, 2]: each row joined.
+    let a = Tensor::new(vec![1.0, 2.0], &[2, 1]).unwrap();
+    let b = Tensor::new(vec![3.0, 4.0, 5.0, 6.0], &[2, 2]).unwrap();
+    let joined = a.cat(&b, 1).unwrap();
+    assert_eq!(joined.shape(), &[2, 3]);
+    assert_eq!(joined.to_vec(), [1.0, 3.0, 4.0, 2.0, 5.0, 6.0]);
+    assert!(
+        a.cat(&b, 0).is_err(),
+        "extents off the joined dimension must agree"
+    );
+    // F.interpolate([[[[1, 2], [3, 4]]]], scale_factor=2, mode="nearest")
+    let x = Tensor::new(vec![1.0, 2.0, 3.0, 4.0], &[1, 1, 2, 2]).unwrap();
+    let up = x.upsample_nearest2d(2).unwrap();
+    assert_eq!(up.shape(), &[1, 1, 4, 4]);
+    assert_eq!(
+        up.to_vec(),
+        [
+            1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 4.0, 4.0, 3.0, 3.0, 4.0, 4.0
+        ]
+    );
 }
 
 #[test]
@@ -294,6 +324,19 @@ fn loss_gradients_match_finite_differences() {
     assert_gradients(std::slice::from_ref(&probs), || {
         loss::soft_dice(&probs, &mask, 1.0)
     });
+    // A class per pixel: logits [N, C, H, W] against [N, H, W].
+    let maps = leaf(&[2, 3, 2, 2], -2.0, 2.0);
+    let pixels = Tensor::new(vec![0.0, 1.0, 2.0, 2.0, 1.0, 0.0, 0.0, 1.0], &[2, 2, 2]).unwrap();
+    for opts in [&plain, &fancy] {
+        assert_gradients(std::slice::from_ref(&maps), || {
+            loss::cross_entropy(&maps, &pixels, opts)
+        });
+    }
+    let mut segmenter = fedwasm_plan::Segmenter::new(3).unwrap();
+    segmenter.dice_weight = 0.5;
+    assert_gradients(std::slice::from_ref(&maps), || {
+        segmenter.loss(&maps, &pixels)
+    });
 }
 
 #[test]
@@ -315,6 +358,17 @@ fn losses_equal_pytorch_on_known_values() {
     let t = Tensor::new(vec![0.0, 1.0], &[2, 1]).unwrap();
     let bce = loss::binary_cross_entropy_with_logits(&z, &t, None).unwrap();
     assert!((bce.item().unwrap() - std::f32::consts::LN_2).abs() < 1e-6);
+    // Per pixel, the mean over pixels of each pixel's cross-entropy: pixel
+    // (0, 0) holds logits [1, 2, 3] of class 2, pixel (0, 1) [0, 0, 0] of
+    // class 0 (loss ln 3).
+    let maps = Tensor::new(vec![1.0, 0.0, 2.0, 0.0, 3.0, 0.0], &[1, 3, 1, 2]).unwrap();
+    let pixels = Tensor::new(vec![2.0, 0.0], &[1, 1, 2]).unwrap();
+    let ce = loss::cross_entropy(&maps, &pixels, &CrossEntropy::default()).unwrap();
+    let expected = (0.407_605_96 + 3f32.ln()) / 2.0;
+    assert!((ce.item().unwrap() - expected).abs() < 1e-6);
+    let flat = Tensor::new(vec![2.0, 0.0], &[1, 2]).unwrap();
+    let err = loss::cross_entropy(&maps, &flat, &CrossEntropy::default()).unwrap_err();
+    assert!(err.message.contains("need targets [1, 1, 2]"), "{err}");
     let bad = Tensor::new(vec![3.0], &[1]).unwrap();
     let err = loss::cross_entropy(&logits, &bad, &CrossEntropy::default()).unwrap_err();
     assert!(err.message.contains("target 3 in row 0"), "{err}");

@@ -85,8 +85,13 @@ pub(super) fn check_validation_reply(
 
 /// A validation score must be computed on at most `rows` samples, and its
 /// confusion matrix, if any, be square (at most 100 classes) and count
-/// exactly those samples. Its value may be infinite: a diverged model
+/// exactly those samples, or (segmentation) the same number of pixels of
+/// each, at most 4096 × 4096. Its value may be infinite: a diverged model
 /// honestly scores so.
+/// The most pixels of one mask a confusion matrix counts: plan specs ask
+/// for at most 4096 × 4096.
+const MAX_PIXELS_PER_SAMPLE: u64 = 4096 * 4096;
+
 fn check_score(node: &str, rows: u64, score: &ValidationScore) -> Result<(), String> {
     if score.samples == 0 || score.samples > rows {
         return Err(format!(
@@ -102,9 +107,12 @@ fn check_score(node: &str, rows: u64, score: &ValidationScore) -> Result<(), Str
             .iter()
             .flatten()
             .try_fold(0u64, |sum, &c| sum.checked_add(c));
-        if !square || total != Some(score.samples) {
+        let per_sample = total
+            .filter(|t| t % score.samples == 0)
+            .map(|t| t / score.samples);
+        if !square || !per_sample.is_some_and(|p| (1..=MAX_PIXELS_PER_SAMPLE).contains(&p)) {
             return Err(format!(
-                "node {node} reported a confusion matrix that is not square (at most {} classes) or does not count its {} samples",
+                "node {node} reported a confusion matrix that is not square (at most {} classes) or does not count its {} samples (or as many pixels of each)",
                 crate::training::MAX_CONFUSION_CLASSES,
                 score.samples
             ));
@@ -302,8 +310,11 @@ mod tests {
             check_train_reply("node-a", &fds(), &record)
         };
         assert_eq!(with(vec![vec![2, 1], vec![0, 1]]), Ok(()));
+        // Segmentation: 4 masks of 3 pixels each.
+        assert_eq!(with(vec![vec![6, 1], vec![2, 3]]), Ok(()));
         for bad in [
             vec![vec![2, 1], vec![0, 2]],
+            vec![vec![0, 0], vec![0, 0]],
             vec![vec![2, 1, 0], vec![1]],
             vec![vec![u64::MAX, 5], vec![0, 0]],
         ] {

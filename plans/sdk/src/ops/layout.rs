@@ -1,4 +1,5 @@
-//! Changing how the same values are viewed: reshape, flatten, transpose.
+//! Changing how the same values are viewed: reshape, flatten, transpose,
+//! and joining tensors (concatenation, as U-Net's skip connections need).
 
 use crate::error::PlanResult;
 use crate::tensor::{Grad, Need, Tensor, numel};
@@ -58,6 +59,51 @@ impl Tensor {
         Tensor::from_op("t", data, &[cols, rows], &[self], move |g, need| {
             Ok(vec![
                 (need[0] == Need::Sum).then(|| Grad::Sum(transpose(g, cols, rows))),
+            ])
+        })
+    }
+
+    /// `self` and `other` joined along dimension `dim` (PyTorch's
+    /// `torch.cat([self, other], dim)`): every other extent must agree,
+    /// e.g. `[N, C1, H, W]` and `[N, C2, H, W]` along 1 give `[N, C1+C2, H, W]`.
+    pub fn cat(&self, other: &Tensor, dim: usize) -> PlanResult<Tensor> {
+        let (a, b) = (self.shape().to_vec(), other.shape().to_vec());
+        let agree = a.len() == b.len()
+            && dim < a.len()
+            && a.iter()
+                .zip(&b)
+                .enumerate()
+                .all(|(d, (x, y))| d == dim || x == y);
+        if !agree {
+            return Err(shape_error(
+                "cat",
+                format!("cannot join {a:?} and {b:?} along dimension {dim}"),
+            ));
+        }
+        let outer: usize = a[..dim].iter().product();
+        let inner: usize = a[dim + 1..].iter().product();
+        let (left, right) = (a[dim] * inner, b[dim] * inner);
+        let mut data = Vec::with_capacity(self.numel() + other.numel());
+        {
+            let (x, y) = (self.values(), other.values());
+            for o in 0..outer {
+                data.extend_from_slice(&x[o * left..(o + 1) * left]);
+                data.extend_from_slice(&y[o * right..(o + 1) * right]);
+            }
+        }
+        let mut shape = a.clone();
+        shape[dim] += b[dim];
+        Tensor::from_op("cat", data, &shape, &[self, other], move |g, need| {
+            let mut gx = Vec::with_capacity(outer * left);
+            let mut gy = Vec::with_capacity(outer * right);
+            for o in 0..outer {
+                let row = &g[o * (left + right)..(o + 1) * (left + right)];
+                gx.extend_from_slice(&row[..left]);
+                gy.extend_from_slice(&row[left..]);
+            }
+            Ok(vec![
+                (need[0] == Need::Sum).then_some(Grad::Sum(gx)),
+                (need[1] == Need::Sum).then_some(Grad::Sum(gy)),
             ])
         })
     }

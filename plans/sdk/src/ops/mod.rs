@@ -8,10 +8,11 @@
 //! - [`elementwise`]: activations and other functions of one tensor.
 //! - [`binary`]: `add`, `sub`, `mul`, `div` with broadcasting.
 //! - [`reduce`]: sums and means.
-//! - [`layout`]: reshape, flatten, transpose.
+//! - [`layout`]: reshape, flatten, transpose, concatenation.
 //! - [`linear`]: matrix product and the fused affine map.
 //! - [`conv`]: 2-D convolution.
 //! - [`pool`]: max, average and adaptive average pooling.
+//! - [`upsample`]: nearest-neighbour upsampling.
 //! - [`norm`]: batch and layer normalization.
 //! - [`softmax`]: softmax and log-softmax.
 //! - [`embedding`]: table lookup.
@@ -28,6 +29,7 @@ pub mod norm;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod upsample;
 
 use crate::error::{PlanResult, invalid_data, invalid_state};
 
