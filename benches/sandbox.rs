@@ -6,7 +6,7 @@
 //!   or a worker process under a watchdog (what nodes use);
 //! - a DP-SGD step (per-sample clipping and noise) vs a plain SGD step;
 //! - the issue-11 reference models (MLP 784→128→10, LeNet-5, a BatchNorm
-//!   CNN on 64×64) in the sandbox vs natively vs PyTorch on CPU, the anchor
+//!   CNN on 64×64) and a U-Net on 64×64 masks in the sandbox vs natively vs PyTorch on CPU, the anchor
 //!   run in the same session when `FEDWASM_BENCH_TORCH` names a Python
 //!   with torch installed;
 //! - what validation on the node (before and after training) adds to a round;
@@ -224,6 +224,20 @@ fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
             6,
         ),
     ];
+    let cell = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{ms:.2}ms"));
+    let report = |label: &str, key: &str, tn: f64, tw: f64| {
+        let t1 = torch_ms(&torch1, key);
+        println!(
+            "{:<26} {:>10} {:>10} {:>8.2}ms {:>8.2}ms {:>11} {:>10.2}×",
+            label,
+            cell(t1),
+            cell(torch_ms(&torch2, key)),
+            tn * 1e3,
+            tw * 1e3,
+            t1.map_or("—".to_string(), |t| format!("{:.2}×", tw * 1e3 / t)),
+            tw / tn,
+        );
+    };
     for (key, label, path, args, rows, features, classes) in cases {
         let b = batch(rows, features, classes);
         let plan = sandbox.load_file(path).unwrap();
@@ -239,19 +253,30 @@ fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
             init(&mut native, &args);
             step_median(&mut native, &b, steps)
         };
-        let cell = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{ms:.2}ms"));
-        let t1 = torch_ms(&torch1, key);
-        println!(
-            "{:<26} {:>10} {:>10} {:>8.2}ms {:>8.2}ms {:>11} {:>10.2}×",
-            label,
-            cell(t1),
-            cell(torch_ms(&torch2, key)),
-            tn * 1e3,
-            tw * 1e3,
-            t1.map_or("—".to_string(), |t| format!("{:.2}×", tw * 1e3 / t)),
-            tw / tn,
-        );
+        report(label, key, tn, tw);
     }
+    // The U-Net on 64×64 masks of two classes: per-pixel cross-entropy and
+    // soft Dice, skip connections and upsampling.
+    let unet_args =
+        r#"{"input_shape": [1, 64, 64], "n_classes": 2, "base_channels": 8, "depth": 2}"#;
+    let (rows, side) = (16, 64);
+    let mut b = batch(rows, side * side, 2);
+    b.features.shape = vec![rows as u32, 1, side as u32, side as u32];
+    let mut rng = StreamSeed([6; 32]).rng();
+    b.targets = Array {
+        shape: vec![rows as u32, side as u32, side as u32],
+        data: (0..rows * side * side)
+            .map(|_| (rng.next_u64() % 2) as f32)
+            .collect(),
+    };
+    let plan = sandbox.load_file(&component("unet")).unwrap();
+    let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
+    init(&mut wasm, unet_args);
+    let tw = step_median(&mut wasm, &b, steps / 2);
+    let mut native = native::NativePlan::<unet::Unet>::new(seed.0);
+    init(&mut native, unet_args);
+    let tn = step_median(&mut native, &b, steps / 2);
+    report("U-Net 64×64 / 16", "unet", tn, tw);
 }
 
 /// `count` PNG files of `side`² pixels in `channels` channels, of seeded noise.
@@ -357,6 +382,71 @@ fn image_pipeline(sandbox: &Sandbox, seed: &StreamSeed) {
             rate / trains
         );
     }
+    segmentation_pipeline(sandbox, seed, &augment);
+}
+
+/// Images and their masks moved together (64×64, batches of 32, fitted
+/// and cached as in later rounds) against the U-Net's training rate.
+fn segmentation_pipeline(
+    sandbox: &Sandbox,
+    seed: &StreamSeed,
+    augment: &fedwasm::dataset::Augment,
+) {
+    use fedwasm::dataset::{Draws, Fit, ImageSpec, image_batch, segmentation_batch};
+    let (side, count) = (64usize, 512usize);
+    let spec = ImageSpec {
+        height: side as u32,
+        width: side as u32,
+        channels: 1,
+        fit: Fit::Resize,
+        mean: vec![0.5],
+        std: vec![0.25],
+        augment: *augment,
+    };
+    let mut rng = StreamSeed([7; 32]).rng();
+    let fitted: Vec<f32> = (0..count * side * side)
+        .map(|_| fedwasm::sandbox::random::next_unit_f32(&mut rng))
+        .collect();
+    let masks: Vec<f32> = (0..count * side * side)
+        .map(|_| (rng.next_u64() % 2) as f32)
+        .collect();
+    let indices: Vec<usize> = (0..count).collect();
+    let images_only = median(5, 1, || {
+        for (k, chunk) in indices.chunks(32).enumerate() {
+            black_box(image_batch(&fitted, chunk, &spec, seed, (k * 32) as u64, true).unwrap());
+        }
+    });
+    let with_masks = median(5, 1, || {
+        for (k, chunk) in indices.chunks(32).enumerate() {
+            let draws = Draws {
+                seed,
+                first_draw: (k * 32) as u64,
+                training: true,
+            };
+            black_box(segmentation_batch(&fitted, &masks, chunk, &spec, &draws).unwrap());
+        }
+    });
+    let per_s = |d: Duration| count as f64 / d.as_secs_f64();
+    let plan = sandbox.load_file(&component("unet")).unwrap();
+    let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
+    init(
+        &mut wasm,
+        r#"{"input_shape": [1, 64, 64], "n_classes": 2, "base_channels": 8, "depth": 2}"#,
+    );
+    let rows = 16;
+    let mut b = batch(rows, side * side, 2);
+    b.features.shape = vec![rows as u32, 1, side as u32, side as u32];
+    b.targets = Array {
+        shape: vec![rows as u32, side as u32, side as u32],
+        data: masks[..rows * side * side].to_vec(),
+    };
+    let trains = rows as f64 / step_median(&mut wasm, &b, 6);
+    println!(
+        "  64×64 gray + masks {:>9.0} images/s from the cache ({:.0} without masks); the U-Net trains {trains:.1} samples/s in the sandbox (batch {rows}): the pipeline is {:.0}× that",
+        per_s(with_masks),
+        per_s(images_only),
+        per_s(with_masks) / trains
+    );
 }
 
 /// One node's CNN task on the shipped image folder (1,600 16×16 patches,

@@ -19,6 +19,8 @@ enum PlanChoice {
     Mlp,
     /// A CNN on image patches of stained nuclei (data/nuclei/, an image folder).
     Cnn,
+    /// A U-Net segmenting nuclei in image tiles (data/nuclei-masks/, mask manifests).
+    Unet,
 }
 
 /// How shards are drawn.
@@ -181,6 +183,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             PlanChoice::LogisticRegression => DemoPlan::LogisticRegression,
             PlanChoice::Mlp => DemoPlan::Mlp,
             PlanChoice::Cnn => DemoPlan::Cnn,
+            PlanChoice::Unet => DemoPlan::Unet,
         },
         seed: args.seed,
         split: match args.split {

@@ -28,7 +28,10 @@ pub use image_data::{
     ImageSource, LoadedImages, image_files, image_info, load_images, prepare_images, read_images,
 };
 pub use image_manifest::{ManifestColumns, ManifestTarget, load_manifest, scan_manifest};
-pub use image_pipeline::{Augment, Fit, ImageSpec, fit_image, image_batch, normalized};
+pub use image_pipeline::{
+    Augment, Draws, Fit, ImageSpec, fit_image, fit_mask, image_batch, normalized,
+    segmentation_batch,
+};
 pub use images::{
     DecodedImage, ImageItem, ImageLimits, ImageSet, ImageTarget, PixelMode, TargetKind,
     decode_bytes, load_folder, scan_folder,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use self::shards::{Holdout, image_shards, table_shards};
+use self::shards::{Holdout, image_shards, mask_shards, table_shards};
 pub use self::shards::{ShardSplit, deal_all, deal_rows};
 use crate::digest::Sha256Digest;
 use crate::local_federation::{LocalFederation, LocalFederationConfig, LocalNode};
@@ -31,6 +31,9 @@ pub enum DemoPlan {
     /// `plans/cnn` on the image folder `data/nuclei/train` (scored on
     /// `data/nuclei/test`).
     Cnn,
+    /// `plans/unet` on the mask manifest `data/nuclei-masks/train.csv`
+    /// (scored by Dice on `data/nuclei-masks/test.csv`).
+    Unet,
 }
 /// Everything the demo can vary.
 #[derive(Debug, Clone)]
@@ -164,6 +167,18 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
                    "optimizer_args": {"lr": 0.05, "momentum": 0.9}, "log_interval": 5,
                    "random_seed": options.seed, "seed_per_round": true}),
         ),
+        // 32×32 tiles and their masks, normalized as the patches are,
+        // flipped both ways at random (the masks with them).
+        DemoPlan::Unet => (
+            "unet",
+            "nuclei-masks",
+            "mask",
+            json!({"input_shape": [1, 32, 32], "n_classes": 2, "base_channels": 8, "depth": 2,
+                   "mean": 0.167, "std": 0.12, "horizontal_flip": true, "vertical_flip": true}),
+            json!({"num_updates": 20, "loader_args": {"batch_size": 16},
+                   "optimizer_args": {"lr": 0.05, "momentum": 0.9}, "log_interval": 5,
+                   "random_seed": options.seed, "seed_per_round": true}),
+        ),
     };
     // Scaffold's control variates assume plain SGD on the nodes: momentum
     // would inflate each node's estimate of its gradient.
@@ -193,6 +208,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         DemoPlan::LogisticRegression => "#breast-cancer",
         DemoPlan::Mlp => "#digits",
         DemoPlan::Cnn => "#nuclei",
+        DemoPlan::Unet => "#nuclei-masks",
     };
     let say = |line: String| {
         if options.console {
@@ -204,6 +220,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     std::fs::create_dir_all(&options.work_dir).map_err(setup("creating the work folder"))?;
     let data = match options.plan {
         DemoPlan::Cnn => image_shards(&options, data_file, tag)?,
+        DemoPlan::Unet => mask_shards(&options, data_file, tag)?,
         _ => table_shards(&options, data_file, target, tag)?,
     };
     // The plan, built and hashed.

@@ -1,6 +1,8 @@
 //! Dealing a shipped dataset to the demo's nodes: seeded shards of a table
-//! (one CSV per node, 20% held out) or of an image folder (one folder per
-//! node, the dataset's own test part held out), iid or label-skewed.
+//! (one CSV per node, 20% held out), of an image folder (one folder per
+//! node, the dataset's own test part held out) or of a mask manifest (one
+//! manifest per node beside its copied tiles and masks, the dataset's test
+//! manifest held out), iid or label-skewed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -10,7 +12,7 @@ use rand_core::SeedableRng;
 use rand_distr::{Distribution, Gamma};
 
 use super::{DemoError, DemoOptions, setup};
-use crate::dataset::{LoadedImages, Table, read_images};
+use crate::dataset::{LoadedImages, ManifestColumns, ManifestTarget, Table, read_images};
 use crate::node::NewDataset;
 use crate::sandbox::SandboxConfig;
 
@@ -240,6 +242,80 @@ pub(super) fn image_shards(
         SandboxConfig::default().memory_bytes(),
     )
     .map_err(setup("reading the held-out images"))?;
+    Ok(DemoData {
+        datasets,
+        holdout_len: holdout.images.len(),
+        holdout: Holdout::Images(holdout),
+    })
+}
+
+/// The columns of the shipped mask manifests.
+fn mask_columns() -> ManifestColumns {
+    ManifestColumns {
+        image: "image".into(),
+        target: ManifestTarget::Mask("mask".into()),
+    }
+}
+
+/// Shards of the shipped mask manifest `data/<name>/train.csv`: each node
+/// gets a folder with its tiles and masks copied and a manifest of them;
+/// `data/<name>/test.csv` is held out (tiles of another part of the image).
+/// For a label-skewed split a tile's label is whether its mask holds any
+/// foreground.
+pub(super) fn mask_shards(
+    options: &DemoOptions,
+    name: &str,
+    tag: &str,
+) -> Result<DemoData, DemoError> {
+    let root = options.source_dir.join("data").join(name);
+    let budget = SandboxConfig::default().memory_bytes();
+    let train = read_images(&root.join("train.csv"), Some(&mask_columns()), budget)
+        .map_err(setup("reading the demo tiles"))?;
+    let labels: Vec<f64> = train
+        .masks
+        .iter()
+        .map(|m| f64::from(u8::from(m.iter().any(|&c| c > 0))))
+        .collect();
+    let shards = deal_all(&labels, options.nodes, options.split, options.seed, 20)?;
+    let mut datasets = Vec::new();
+    for (i, rows) in shards.iter().enumerate() {
+        let folder = options.work_dir.join(format!("node-{}-tiles", i + 1));
+        let mut manifest = String::from("image,mask\n");
+        for &r in rows {
+            let item = &train.set.items[r];
+            let crate::dataset::ImageTarget::Mask(mask) = &item.target else {
+                continue;
+            };
+            for relative in [&item.path, mask] {
+                let to = folder.join(relative);
+                if let Some(parent) = to.parent() {
+                    std::fs::create_dir_all(parent).map_err(setup("writing a node's tiles"))?;
+                }
+                std::fs::copy(root.join(relative), &to).map_err(setup("writing a node's tiles"))?;
+            }
+            manifest.push_str(&format!(
+                "{},{}\n",
+                item.path.to_string_lossy(),
+                mask.to_string_lossy()
+            ));
+        }
+        let path = folder.join("tiles.csv");
+        std::fs::write(&path, manifest).map_err(setup("writing a node's manifest"))?;
+        datasets.push((
+            NewDataset {
+                name: format!("{name} shard {}", i + 1),
+                tags: vec![tag.into()],
+                description: format!("{} tiles of {name} with their masks", rows.len()),
+                path,
+                target: None,
+                split_column: None,
+                image_columns: Some(mask_columns()),
+            },
+            rows.len(),
+        ));
+    }
+    let holdout = read_images(&root.join("test.csv"), Some(&mask_columns()), budget)
+        .map_err(setup("reading the held-out tiles"))?;
     Ok(DemoData {
         datasets,
         holdout_len: holdout.images.len(),

@@ -149,6 +149,28 @@ async fn two_node_processes_train_the_unet_on_mask_manifests() {
     assert_eq!(globals(&first)[..2], globals(&again)[..]);
     again.close().await;
 
+    // The annotated example file, pointed at this test's broker and
+    // repository: one round, each node scoring the global model by Dice.
+    let text =
+        std::fs::read_to_string(crate::support::root().join("examples/segmentation.toml")).unwrap();
+    let example: ExperimentSettings = toml::from_str(&text).unwrap();
+    let mut from_file = Experiment::new(ExperimentSettings {
+        training_plan: Some(unet.clone()),
+        experiments_dir: Some(dir.path().to_path_buf()),
+        broker: fed.broker.clone(),
+        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
+        search_wait_secs: 20.0,
+        ..example
+    })
+    .await
+    .unwrap();
+    assert_eq!(from_file.run(Some(1), false).await.unwrap(), 1);
+    for node in &from_file.history().rounds[0].nodes {
+        let score = node.validation_global.as_ref().expect("scored");
+        assert_eq!(score.metric, "DICE");
+    }
+    from_file.close().await;
+
     // Each node scores the global model by Dice (the default for masks) on
     // its held-out tiles, with a confusion matrix of pixels.
     let last = first.history().rounds.last().unwrap();
