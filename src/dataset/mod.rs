@@ -6,12 +6,15 @@
 //! - `table`: read a CSV file into a numeric [`Table`].
 //! - `prepare`: apply a plan's `data-spec` (columns, target checks, split, scaling).
 //! - `batches`: the seeded order of mini-batches.
-//! - `image_pipeline`: decoded images to the `[N, C, H, W]` batches a plan
-//!   asks for (fit, channels, seeded augmentation, normalization).
+//! - `image_pipeline`: decoded images (and masks) to the `[N, C, H, W]`
+//!   batches a plan asks for (fit, channels, augmentation, normalization);
+//!   `augment`: the seeded flips, crop and rotation, one draw per sample
+//!   shared by an image and its mask.
 //! - `images`: image folders (one sub-folder per class), checked and
 //!   digested at registration, decoded within bounds; `image_manifest`: CSV
 //!   manifests (class, multi-label or mask targets) on the same checks.
 
+mod augment;
 pub(crate) mod batches;
 mod error;
 pub(crate) mod image_data;
