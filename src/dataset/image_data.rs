@@ -7,7 +7,7 @@
 //! class names, never a path.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,68 @@ pub struct LoadedImages {
     /// For a mask dataset, every item's mask, in item order: a class index
     /// (into the set's classes) per pixel, the image's size. Empty otherwise.
     pub masks: Vec<Vec<u8>>,
+    /// Every item fitted to the size and channels the last task asked
+    /// for: the next task of the same plan (the next round) reuses it.
+    fitted: Arc<Mutex<Option<Arc<Fitted>>>>,
+}
+
+/// Every item of a dataset fitted to one size and channel count (values
+/// in [0, 1], before augmentation and normalization), with the masks.
+#[derive(Debug)]
+struct Fitted {
+    /// What they were fitted to: height, width, channels, fit.
+    key: (u32, u32, u32, Fit),
+    /// Every item's fitted image, back to back.
+    images: Vec<f32>,
+    /// Every item's fitted mask, back to back, when asked for.
+    masks: Option<Vec<f32>>,
+}
+
+impl LoadedImages {
+    /// The decoded images (and masks) of `set`.
+    pub fn new(set: ImageSet, images: Vec<DecodedImage>, masks: Vec<Vec<u8>>) -> Self {
+        LoadedImages {
+            set,
+            images,
+            masks,
+            fitted: Arc::default(),
+        }
+    }
+
+    /// Every item fitted to `spec` (with its mask when `masks`), from the
+    /// last task's work when it asked for the same size and channels.
+    /// Fitting is the same bit for bit either way.
+    fn fitted(&self, spec: &ImageSpec, masks: bool) -> Result<Arc<Fitted>, DatasetError> {
+        let key = (spec.height, spec.width, spec.channels, spec.fit);
+        let mut memo = self.fitted.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(done) = memo.as_ref()
+            && done.key == key
+            && (!masks || done.masks.is_some())
+        {
+            return Ok(done.clone());
+        }
+        let images = self
+            .images
+            .par_iter()
+            .map(|image| fit_image(image, spec))
+            .collect::<Result<Vec<_>, _>>()?
+            .concat();
+        let size = (self.set.height, self.set.width);
+        let masks = if masks {
+            Some(
+                self.masks
+                    .par_iter()
+                    .map(|mask| fit_mask(mask, size, spec))
+                    .collect::<Result<Vec<_>, _>>()?
+                    .concat(),
+            )
+        } else {
+            None
+        };
+        let done = Arc::new(Fitted { key, images, masks });
+        *memo = Some(done.clone());
+        Ok(done)
+    }
 }
 
 /// Read every image of the folder or manifest at `path` (at most
@@ -81,11 +143,7 @@ pub fn read_images(
     match manifest {
         None => {
             let (set, images) = load_folder(path, &limits, max_bytes)?;
-            Ok(LoadedImages {
-                set,
-                images,
-                masks: Vec::new(),
-            })
+            Ok(LoadedImages::new(set, images, Vec::new()))
         }
         Some(columns) => load_manifest(path, columns, &limits, max_bytes),
     }
@@ -327,32 +385,27 @@ pub fn prepare_images(
         seed: augmentation,
         masks,
     });
-    let size = (set.height, set.width);
+    let fitted = loaded.fitted(&image, masks)?;
+    let plane = image.height as usize * image.width as usize;
+    let pick = |all: &[f32], rows: &[usize], width: usize| -> Vec<f32> {
+        rows.iter()
+            .flat_map(|&r| &all[r * width..(r + 1) * width])
+            .copied()
+            .collect()
+    };
     let gather = |rows: &[usize]| -> Result<Samples, DatasetError> {
-        let fitted = rows
-            .par_iter()
-            .map(|&r| fit_image(&loaded.images[r], &image))
-            .collect::<Result<Vec<_>, _>>()?;
-        let (targets, target_shape) = match &targets {
-            Targets::PerImage(values, shape) => {
+        let (targets, target_shape) = match (&targets, &fitted.masks) {
+            (Targets::PerImage(values, shape), _) => {
                 let width = shape.iter().map(|&d| d as usize).product::<usize>();
-                let picked = rows
-                    .iter()
-                    .flat_map(|&r| &values[r * width..(r + 1) * width])
-                    .copied()
-                    .collect();
-                (picked, shape.clone())
+                (pick(values, rows, width), shape.clone())
             }
-            Targets::Masks => {
-                let fitted_masks = rows
-                    .par_iter()
-                    .map(|&r| fit_mask(&loaded.masks[r], size, &image))
-                    .collect::<Result<Vec<_>, _>>()?;
-                (fitted_masks.concat(), vec![image.height, image.width])
+            (Targets::Masks, Some(all)) => {
+                (pick(all, rows, plane), vec![image.height, image.width])
             }
+            (Targets::Masks, None) => return Err(invalid("the masks were not fitted")),
         };
         Ok(Samples {
-            features: fitted.concat(),
+            features: pick(&fitted.images, rows, len),
             targets,
             target_shape,
             n_features: len,
@@ -628,5 +681,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("a manifest with a mask column"), "{err}");
+    }
+
+    #[test]
+    fn a_second_task_of_the_same_size_reuses_the_fitted_images() {
+        let (_dir, loaded) = folder();
+        let asked = spec(4, ImageFit::Resize);
+        let prepare = |asked: &DataSpec| {
+            prepare_images(&loaded, asked, &split(0.2), StreamSeed([2; 32])).unwrap()
+        };
+        let first = prepare(&asked);
+        let memo = loaded.fitted.lock().unwrap().clone().unwrap();
+        let again = prepare(&asked);
+        let reused = loaded.fitted.lock().unwrap().clone().unwrap();
+        assert!(Arc::ptr_eq(&memo, &reused), "fitted once");
+        assert_eq!(first.train.features, again.train.features);
+        assert_eq!(first.test.targets, again.test.targets);
+        // Another size is fitted afresh, and replaces the memo.
+        let smaller = prepare(&spec(2, ImageFit::Resize));
+        assert_eq!(smaller.train.features.len(), 8 * 4);
+        let replaced = loaded.fitted.lock().unwrap().clone().unwrap();
+        assert!(!Arc::ptr_eq(&memo, &replaced));
     }
 }

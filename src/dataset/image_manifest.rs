@@ -117,7 +117,7 @@ pub fn load_manifest(
                 .collect()
         })
         .collect();
-    Ok(LoadedImages { set, images, masks })
+    Ok(LoadedImages::new(set, images, masks))
 }
 
 fn read_manifest(
