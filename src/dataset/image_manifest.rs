@@ -381,6 +381,16 @@ mod tests {
                 ManifestTarget::Mask("y".into()),
                 "img/big.png: is a 8-bit grayscale mask of 8×8",
             ),
+            (
+                "file,y\nimg/a.png,img/gone.png\n",
+                ManifestTarget::Mask("y".into()),
+                "img/gone.png: unreadable",
+            ),
+            (
+                "file,y\nimg/a.png,../a.png\n",
+                ManifestTarget::Mask("y".into()),
+                "stay inside it",
+            ),
             ("file,y\n", class(), "lists no image"),
         ];
         for (text, target, expected) in cases {

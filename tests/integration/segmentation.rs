@@ -214,3 +214,37 @@ async fn two_node_processes_train_the_unet_on_mask_manifests() {
     a.terminate();
     b.terminate();
 }
+
+/// A plan whose `predict` flattens its class maps (`[n, 2·H·W]`): the node
+/// refuses the shape, naming the one it expected, when it validates; the
+/// same plan trains without validation, so nothing else was at fault.
+#[test]
+fn a_prediction_of_the_wrong_shape_is_refused_by_name() {
+    let manifest = data("nuclei-masks/test.csv");
+    let digest = fedwasm::dataset::scan_manifest(&manifest, &mask_columns(), &Default::default())
+        .unwrap()
+        .digest;
+    let mut task = crate::support::breast_cancer_task(
+        r#"{"num_updates": 2, "random_seed": 1, "test_ratio": 0.25,
+            "test_on_local_updates": true, "loader_args": {"batch_size": 8}}"#,
+    );
+    task.plan = crate::support::hostile_plan("hostile-misshapen");
+    task.dataset = manifest;
+    task.target = None;
+    task.images = Some(fedwasm::dataset::ImageSource {
+        manifest: Some(mask_columns()),
+        digest,
+    });
+    task.model_args = json!({});
+    task.report_split_metrics = false;
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let err = fedwasm::training::run_task(&sandbox, &task, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("returned shape [16, 2048] for 16 rows; expected [16, 2, 32, 32]"),
+        "{err}"
+    );
+    task.training_args.test_on_local_updates = false;
+    fedwasm::training::run_task(&sandbox, &task, &mut |_| {}).unwrap();
+}
