@@ -126,6 +126,25 @@ fn batch(rows: usize, features: usize, classes: usize) -> Batch {
     }
 }
 
+/// The U-Net the benchmarks train: 64×64 gray images, two classes.
+const UNET_ARGS: &str =
+    r#"{"input_shape": [1, 64, 64], "n_classes": 2, "base_channels": 8, "depth": 2}"#;
+
+/// A batch of `rows` 64×64 gray images with masks of two classes, seeded.
+fn mask_batch(rows: usize) -> Batch {
+    let side = 64;
+    let mut b = batch(rows, side * side, 2);
+    b.features.shape = vec![rows as u32, 1, side as u32, side as u32];
+    let mut rng = StreamSeed([6; 32]).rng();
+    b.targets = Array {
+        shape: vec![rows as u32, side as u32, side as u32],
+        data: (0..rows * side * side)
+            .map(|_| (rng.next_u64() % 2) as f32)
+            .collect(),
+    };
+    b
+}
+
 fn init(plan: &mut dyn PlanDriver, model_args: &str) {
     plan.init_model(model_args).unwrap();
     plan.init_optimizer(r#"{"lr": 0.01, "momentum": 0.9}"#)
@@ -257,24 +276,13 @@ fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
     }
     // The U-Net on 64×64 masks of two classes: per-pixel cross-entropy and
     // soft Dice, skip connections and upsampling.
-    let unet_args =
-        r#"{"input_shape": [1, 64, 64], "n_classes": 2, "base_channels": 8, "depth": 2}"#;
-    let (rows, side) = (16, 64);
-    let mut b = batch(rows, side * side, 2);
-    b.features.shape = vec![rows as u32, 1, side as u32, side as u32];
-    let mut rng = StreamSeed([6; 32]).rng();
-    b.targets = Array {
-        shape: vec![rows as u32, side as u32, side as u32],
-        data: (0..rows * side * side)
-            .map(|_| (rng.next_u64() % 2) as f32)
-            .collect(),
-    };
+    let b = mask_batch(16);
     let plan = sandbox.load_file(&component("unet")).unwrap();
     let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
-    init(&mut wasm, unet_args);
+    init(&mut wasm, UNET_ARGS);
     let tw = step_median(&mut wasm, &b, steps / 2);
     let mut native = native::NativePlan::<unet::Unet>::new(seed.0);
-    init(&mut native, unet_args);
+    init(&mut native, UNET_ARGS);
     let tn = step_median(&mut native, &b, steps / 2);
     report("U-Net 64×64 / 16", "unet", tn, tw);
 }
@@ -429,17 +437,9 @@ fn segmentation_pipeline(
     let per_s = |d: Duration| count as f64 / d.as_secs_f64();
     let plan = sandbox.load_file(&component("unet")).unwrap();
     let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
-    init(
-        &mut wasm,
-        r#"{"input_shape": [1, 64, 64], "n_classes": 2, "base_channels": 8, "depth": 2}"#,
-    );
+    init(&mut wasm, UNET_ARGS);
     let rows = 16;
-    let mut b = batch(rows, side * side, 2);
-    b.features.shape = vec![rows as u32, 1, side as u32, side as u32];
-    b.targets = Array {
-        shape: vec![rows as u32, side as u32, side as u32],
-        data: masks[..rows * side * side].to_vec(),
-    };
+    let b = mask_batch(rows);
     let trains = rows as f64 / step_median(&mut wasm, &b, 6);
     println!(
         "  64×64 gray + masks {:>9.0} images/s from the cache ({:.0} without masks); the U-Net trains {trains:.1} samples/s in the sandbox (batch {rows}): the pipeline is {:.0}× that",

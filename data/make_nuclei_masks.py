@@ -23,8 +23,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import tifffile
 from PIL import Image
+
+from make_nuclei_patches import read_image_and_mask
 
 TILE = 32
 SPLIT_X = 384
@@ -32,11 +33,7 @@ STRIDE = {"train": 16, "test": 32}
 
 
 def main(images: Path, out: Path) -> None:
-    image = tifffile.imread(images / "img2d.tif")
-    mask = tifffile.imread(images / "mask2d.tif")
-    assert image.shape == mask.shape == (512, 512), image.shape
-    assert image.max() <= 255, "the image's values fit 8 bits"
-    image = image.astype(np.uint8)
+    image, mask = read_image_and_mask(images)
     nucleus = np.where(mask > 0, 255, 0).astype(np.uint8)
     for folder in ("images", "masks"):
         (out / folder).mkdir(parents=True, exist_ok=True)

@@ -35,12 +35,17 @@ SPLIT_X = 384
 PER_CLASS = {"train": 800, "test": 250}
 
 
-def main(images: Path, out: Path) -> None:
+def read_image_and_mask(images: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The 512x512 image as 8-bit values and its instance mask (0: background)."""
     image = tifffile.imread(images / "img2d.tif")
     mask = tifffile.imread(images / "mask2d.tif")
     assert image.shape == mask.shape == (512, 512), image.shape
     assert image.max() <= 255, "the image's values fit 8 bits"
-    image = image.astype(np.uint8)
+    return image.astype(np.uint8), mask
+
+
+def main(images: Path, out: Path) -> None:
+    image, mask = read_image_and_mask(images)
     parts = {"train": {"background": [], "nucleus": []}, "test": {"background": [], "nucleus": []}}
     for top in range(0, image.shape[0] - PATCH + 1, STRIDE):
         for left in range(0, image.shape[1] - PATCH + 1, STRIDE):

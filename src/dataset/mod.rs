@@ -20,6 +20,7 @@ mod error;
 pub(crate) mod image_data;
 pub(crate) mod image_manifest;
 pub(crate) mod image_pipeline;
+mod image_targets;
 pub(crate) mod images;
 pub(crate) mod prepare;
 pub(crate) mod split;

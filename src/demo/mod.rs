@@ -346,7 +346,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let report = DemoReport {
         holdout: metric,
         holdout_by_round: by_round,
-        holdout_rows: data.holdout_len,
+        holdout_rows: data.holdout.len(),
         experiment_path: experiment.experimentation_path().to_path_buf(),
         tensorboard_path: experiment.tensorboard_path(),
         history: experiment.history().clone(),

@@ -143,7 +143,26 @@ pub(super) enum Holdout {
 pub(super) struct DemoData {
     pub(super) datasets: Vec<(NewDataset, usize)>,
     pub(super) holdout: Holdout,
-    pub(super) holdout_len: usize,
+}
+
+impl DemoData {
+    /// Image shards and the held-out images.
+    fn images(datasets: Vec<(NewDataset, usize)>, holdout: LoadedImages) -> Self {
+        DemoData {
+            datasets,
+            holdout: Holdout::Images(holdout),
+        }
+    }
+}
+
+impl Holdout {
+    /// Rows or images held out.
+    pub(super) fn len(&self) -> usize {
+        match self {
+            Holdout::Table(table) => table.rows(),
+            Holdout::Images(images) => images.images.len(),
+        }
+    }
 }
 
 /// Shards of a shipped table, one CSV per node, and 20% held out.
@@ -186,7 +205,6 @@ pub(super) fn table_shards(
         holdout: Holdout::Table(
             Table::open(&holdout_path).map_err(setup("reading the held-out rows"))?,
         ),
-        holdout_len: holdout.len(),
     })
 }
 
@@ -215,13 +233,7 @@ pub(super) fn image_shards(
     for (i, rows) in shards.iter().enumerate() {
         let folder = options.work_dir.join(format!("node-{}-images", i + 1));
         for &r in rows {
-            let relative = &train.items[r].path;
-            let to = folder.join(relative);
-            if let Some(parent) = to.parent() {
-                std::fs::create_dir_all(parent).map_err(setup("writing a node's images"))?;
-            }
-            std::fs::copy(root.join("train").join(relative), &to)
-                .map_err(setup("writing a node's images"))?;
+            copy_relative(&root.join("train"), &folder, &train.items[r].path)?;
         }
         datasets.push((
             NewDataset {
@@ -242,11 +254,17 @@ pub(super) fn image_shards(
         SandboxConfig::default().memory_bytes(),
     )
     .map_err(setup("reading the held-out images"))?;
-    Ok(DemoData {
-        datasets,
-        holdout_len: holdout.images.len(),
-        holdout: Holdout::Images(holdout),
-    })
+    Ok(DemoData::images(datasets, holdout))
+}
+
+/// Copy the file `relative` of folder `from` to the same place in `to`.
+fn copy_relative(from: &Path, to: &Path, relative: &Path) -> Result<(), DemoError> {
+    let target = to.join(relative);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(setup("writing a node's images"))?;
+    }
+    std::fs::copy(from.join(relative), &target).map_err(setup("writing a node's images"))?;
+    Ok(())
 }
 
 /// The columns of the shipped mask manifests.
@@ -287,11 +305,7 @@ pub(super) fn mask_shards(
                 continue;
             };
             for relative in [&item.path, mask] {
-                let to = folder.join(relative);
-                if let Some(parent) = to.parent() {
-                    std::fs::create_dir_all(parent).map_err(setup("writing a node's tiles"))?;
-                }
-                std::fs::copy(root.join(relative), &to).map_err(setup("writing a node's tiles"))?;
+                copy_relative(&root, &folder, relative)?;
             }
             manifest.push_str(&format!(
                 "{},{}\n",
@@ -316,11 +330,7 @@ pub(super) fn mask_shards(
     }
     let holdout = read_images(&root.join("test.csv"), Some(&mask_columns()), budget)
         .map_err(setup("reading the held-out tiles"))?;
-    Ok(DemoData {
-        datasets,
-        holdout_len: holdout.images.len(),
-        holdout: Holdout::Images(holdout),
-    })
+    Ok(DemoData::images(datasets, holdout))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! process that runs it under a deadline.
 
 pub(crate) mod args;
+pub(crate) mod dice;
 pub(crate) mod driver;
 mod error;
 pub(crate) mod file_cache;

@@ -248,7 +248,9 @@ pub fn score_task(
     average: Option<Average>,
 ) -> Result<f64, String> {
     match (task, metric) {
-        (Task::Segmentation(n), TestMetric::Dice) => dice(&predicted.decisions, targets, *n as usize),
+        (Task::Segmentation(n), TestMetric::Dice) => {
+            super::dice::dice(&predicted.decisions, targets, *n as usize)
+        }
         (Task::Segmentation(_), TestMetric::Auc) => Err(
             "AUC ranks one probability per sample; score masks by DICE, or pixel by pixel by ACCURACY, F1_SCORE, PRECISION or RECALL".into(),
         ),
@@ -266,51 +268,6 @@ pub fn score_task(
 
 /// Why DICE is refused for a task of classes per sample.
 const DICE_ON_CLASSES: &str = "DICE scores segmentation masks; for classes per sample use F1_SCORE (the same formula over samples)";
-
-/// Dice of per-pixel `decisions` against `targets` (class indices below
-/// `classes`): 2·TP / (2·TP + FP + FN) over all pixels for each class but
-/// the background (0), averaged over the classes seen in the targets or
-/// the decisions. With no foreground anywhere, predicted or true, the
-/// masks agree perfectly: 1.
-pub fn dice(decisions: &[f32], targets: &[f32], classes: usize) -> Result<f64, String> {
-    if decisions.len() != targets.len() {
-        return Err(format!(
-            "{} decided pixels for {} target pixels",
-            decisions.len(),
-            targets.len()
-        ));
-    }
-    if targets.is_empty() {
-        return Err("no pixel to score".into());
-    }
-    let index = |v: f32| {
-        (v >= 0.0 && v.fract() == 0.0 && (v as usize) < classes)
-            .then_some(v as usize)
-            .ok_or_else(|| format!("{v} is not a class index below {classes}"))
-    };
-    // (true positives, false positives, false negatives) per class.
-    let mut counts = vec![(0u64, 0u64, 0u64); classes];
-    for (&d, &t) in decisions.iter().zip(targets) {
-        let (d, t) = (index(d)?, index(t)?);
-        if d == t {
-            counts[t].0 += 1;
-        } else {
-            counts[d].1 += 1;
-            counts[t].2 += 1;
-        }
-    }
-    let per_class: Vec<f64> = counts
-        .iter()
-        .skip(1)
-        .filter(|(tp, fp, fn_)| tp + fp + fn_ > 0)
-        .map(|&(tp, fp, fn_)| 2.0 * tp as f64 / (2 * tp + fp + fn_) as f64)
-        .collect();
-    Ok(if per_class.is_empty() {
-        1.0
-    } else {
-        per_class.iter().sum::<f64>() / per_class.len() as f64
-    })
-}
 
 /// Counts of (true class, decided class) over the rows, `classes` × `classes`;
 /// `None` above [`MAX_CONFUSION_CLASSES`] or for labels outside the classes.
@@ -565,30 +522,21 @@ mod tests {
     }
 
     #[test]
-    fn dice_is_per_foreground_class_over_all_pixels() {
-        // Class 1: TP 2, FP 2, FN 1 → 4/7; class 2: TP 1, FP 0, FN 1 → 2/3.
-        let targets = [0.0, 1.0, 1.0, 1.0, 2.0, 2.0, 0.0];
-        let decided = [0.0, 1.0, 1.0, 0.0, 2.0, 1.0, 1.0];
-        let d = dice(&decided, &targets, 3).unwrap();
-        assert!((d - (4.0 / 7.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12, "{d}");
-        // With two classes Dice is F1 of class 1, pixel by pixel.
+    fn masks_are_scored_by_dice_and_refuse_auc_and_classes_refuse_dice() {
         let t = [0.0, 1.0, 1.0, 0.0, 1.0];
         let p = [0.0, 1.0, 0.0, 1.0, 1.0];
-        let f1 = score(TestMetric::F1Score, &p, &t, None).unwrap();
-        assert!((dice(&p, &t, 2).unwrap() - f1).abs() < 1e-12);
-        assert_eq!(
-            dice(&[0.0; 4], &[0.0; 4], 2).unwrap(),
-            1.0,
-            "no foreground anywhere"
-        );
-        assert!(dice(&[0.0], &[3.0], 2).is_err());
-        assert!(dice(&[0.0], &[], 2).is_err());
         let seg = Task::Segmentation(2);
         let predicted = Predicted {
             outputs: Vec::new(),
             width: 2,
             decisions: p.to_vec(),
         };
+        let f1 = score(TestMetric::F1Score, &p, &t, None).unwrap();
+        let dice = score_task(&seg, TestMetric::Dice, &predicted, &t, None).unwrap();
+        assert!(
+            (dice - f1).abs() < 1e-12,
+            "two classes: Dice is F1 of class 1"
+        );
         assert!(
             score_task(&seg, TestMetric::Auc, &predicted, &t, None)
                 .unwrap_err()

@@ -4,10 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use fedwasm::repository::RepositoryLink;
-use fedwasm::researcher::{
-    Experiment, ExperimentError, ExperimentSettings, RepositorySetting, Tags,
-};
+use fedwasm::researcher::{Experiment, ExperimentError, ExperimentSettings, Tags};
 use fedwasm::training::TrainingArgs;
 use serde_json::json;
 
@@ -21,11 +18,7 @@ pub fn settings(fed: &Federation, dir: &std::path::Path) -> ExperimentSettings {
         training_plan: Some(example_plan("logistic-regression")),
         model_args: lr_args().as_object().cloned().unwrap(),
         training_args: serde_json::from_value(json!({"num_updates": 5})).unwrap(),
-        experiments_dir: Some(dir.to_path_buf()),
-        broker: fed.broker.clone(),
-        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
-        search_wait_secs: 20.0,
-        ..ExperimentSettings::default()
+        ..fed.settings_in(dir)
     }
 }
 

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use fedwasm::digest::Sha256Digest;
 use fedwasm::node::NodeConfig;
+use fedwasm::repository::RepositoryLink;
 use fedwasm::repository::{RepositoryClient, RepositoryConfig, serve};
-use fedwasm::researcher::{NodeLink, Reply};
+use fedwasm::researcher::{Experiment, ExperimentSettings, NodeLink, Reply, RepositorySetting};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::transport::BrokerConfig;
@@ -203,6 +204,35 @@ impl Federation {
         self.images_node(id, images, tags, &[])
     }
 
+    /// Default experiment settings pointed at this federation's broker and
+    /// repository, writing into `dir`, waiting up to 20 s for search replies.
+    pub fn settings_in(&self, dir: &Path) -> ExperimentSettings {
+        ExperimentSettings {
+            experiments_dir: Some(dir.to_path_buf()),
+            broker: self.broker.clone(),
+            repository: RepositorySetting::Remote(RepositoryLink::new(self.repository_url(), None)),
+            search_wait_secs: 20.0,
+            ..ExperimentSettings::default()
+        }
+    }
+
+    /// The annotated example file `examples/<name>`, its plan, experiments
+    /// folder, broker and repository pointed at this federation.
+    pub fn example_settings(&self, name: &str, plan: &Path, dir: &Path) -> ExperimentSettings {
+        let path = crate::support::root().join("examples").join(name);
+        let example: ExperimentSettings =
+            toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let here = self.settings_in(dir);
+        ExperimentSettings {
+            training_plan: Some(plan.to_path_buf()),
+            experiments_dir: here.experiments_dir,
+            broker: here.broker,
+            repository: here.repository,
+            search_wait_secs: here.search_wait_secs,
+            ..example
+        }
+    }
+
     /// A node holding the CSV image manifest `manifest` whose `image`
     /// column lists images and `mask` column their masks (segmentation).
     pub fn mask_node(&self, id: &str, manifest: &Path, tags: &str) -> NodeProcess {
@@ -324,6 +354,30 @@ pub async fn wait_for_nodes(link: &mut NodeLink, ids: &[&str]) {
             replies.keys()
         );
     }
+}
+
+/// A tensor's name, shape and the bits of its values.
+pub type Bits = (String, Vec<u32>, Vec<u32>);
+
+/// Every round's global parameters as (name, shape, bits): the tensors,
+/// not the files, whose metadata names the experiment.
+pub fn global_bits(exp: &Experiment) -> Vec<Vec<Bits>> {
+    exp.aggregated_params()
+        .into_values()
+        .map(|path| {
+            let (tensors, _) = fedwasm::tensors::read_file(&path).unwrap();
+            tensors
+                .into_iter()
+                .map(|t| {
+                    (
+                        t.name,
+                        t.shape,
+                        t.data.iter().map(|v| v.to_bits()).collect(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
 }
 
 /// Ping `node` until it says it is busy training.

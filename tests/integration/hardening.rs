@@ -479,19 +479,14 @@ fn fake_settings(
     fed: &Federation,
     dir: &std::path::Path,
 ) -> fedwasm::researcher::ExperimentSettings {
-    use fedwasm::repository::RepositoryLink;
-    use fedwasm::researcher::{ExperimentSettings, RepositorySetting, Tags};
+    use fedwasm::researcher::{ExperimentSettings, Tags};
     ExperimentSettings {
         tags: Some(Tags::One("#fake".into())),
         training_plan: Some(example_plan("logistic-regression")),
         model_args: lr_args().as_object().cloned().unwrap(),
         training_args: serde_json::from_value(json!({"num_updates": 1})).unwrap(),
-        experiments_dir: Some(dir.to_path_buf()),
-        broker: fed.broker.clone(),
-        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
-        search_wait_secs: 20.0,
         round_limit: Some(1),
-        ..ExperimentSettings::default()
+        ..fed.settings_in(dir)
     }
 }
 

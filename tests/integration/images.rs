@@ -6,13 +6,12 @@
 
 use std::path::Path;
 
-use fedwasm::repository::RepositoryLink;
-use fedwasm::researcher::{Experiment, ExperimentSettings, RepositorySetting, Tags};
+use fedwasm::researcher::{Experiment, ExperimentSettings, Tags};
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::training::{ScoredData, evaluate_parameters};
 use serde_json::{Value, json};
 
-use crate::federation::{Federation, wait_for_nodes};
+use crate::federation::{Federation, global_bits, wait_for_nodes};
 use crate::support::{data, example_plan};
 
 /// The demo's CNN on 16×16 patches, with random flips both ways.
@@ -54,36 +53,8 @@ fn settings(fed: &Federation, dir: &Path, model_args: Value, seed: u64) -> Exper
         }))
         .unwrap(),
         round_limit: Some(5),
-        experiments_dir: Some(dir.to_path_buf()),
-        broker: fed.broker.clone(),
-        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
-        search_wait_secs: 20.0,
-        ..ExperimentSettings::default()
+        ..fed.settings_in(dir)
     }
-}
-
-/// A tensor's name, shape and the bits of its values.
-type Bits = (String, Vec<u32>, Vec<u32>);
-
-/// Every round's global parameters as (name, shape, bits): the tensors,
-/// not the files, whose metadata names the experiment.
-fn globals(exp: &Experiment) -> Vec<Vec<Bits>> {
-    exp.aggregated_params()
-        .into_values()
-        .map(|path| {
-            let (tensors, _) = fedwasm::tensors::read_file(&path).unwrap();
-            tensors
-                .into_iter()
-                .map(|t| {
-                    (
-                        t.name,
-                        t.shape,
-                        t.data.iter().map(|v| v.to_bits()).collect(),
-                    )
-                })
-                .collect()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -129,13 +100,13 @@ async fn two_node_processes_train_the_cnn_on_image_folders_seeded_and_bounded() 
         .await
         .unwrap();
     assert_eq!(again.run(None, false).await.unwrap(), 5);
-    assert_eq!(globals(&first), globals(&again));
+    assert_eq!(global_bits(&first), global_bits(&again));
     // Another seed draws other flips (and another initialisation).
     let mut other = Experiment::new(settings(&fed, dir.path(), cnn_args(), 8))
         .await
         .unwrap();
     assert_eq!(other.run(Some(1), false).await.unwrap(), 1);
-    assert_ne!(globals(&other)[0], globals(&first)[0]);
+    assert_ne!(global_bits(&other)[0], global_bits(&first)[0]);
     // Each node says where its time went: data, sandbox, transfer, within
     // its total.
     for node in first.history().rounds.iter().flat_map(|r| &r.nodes) {
@@ -182,19 +153,9 @@ async fn two_node_processes_train_the_cnn_on_image_folders_seeded_and_bounded() 
     // The annotated example file, pointed at this test's broker and
     // repository: two rounds, each node scoring the global model by AUC
     // on its held-out images, with a confusion matrix.
-    let text =
-        std::fs::read_to_string(crate::support::root().join("examples/images.toml")).unwrap();
-    let example: ExperimentSettings = toml::from_str(&text).unwrap();
-    let mut from_file = Experiment::new(ExperimentSettings {
-        training_plan: Some(cnn.clone()),
-        experiments_dir: Some(dir.path().to_path_buf()),
-        broker: fed.broker.clone(),
-        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
-        search_wait_secs: 20.0,
-        ..example
-    })
-    .await
-    .unwrap();
+    let mut from_file = Experiment::new(fed.example_settings("images.toml", &cnn, dir.path()))
+        .await
+        .unwrap();
     assert_eq!(from_file.run(Some(2), false).await.unwrap(), 2);
     for node in &from_file.history().rounds[1].nodes {
         let score = node.validation_global.as_ref().expect("scored");

@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use fedwasm::repository::RepositoryLink;
-use fedwasm::researcher::{Experiment, ExperimentSettings, RepositorySetting, Tags};
+use fedwasm::researcher::{Experiment, ExperimentSettings, Tags};
 use fedwasm::transport::BrokerConfig;
 use serde_json::json;
 
@@ -132,13 +131,9 @@ async fn a_round_survives_a_broker_restart(kind: Kind) {
         model_args: lr_args().as_object().cloned().unwrap(),
         // Long enough that the broker goes away while the nodes train.
         training_args: serde_json::from_value(json!({"num_updates": 200_000})).unwrap(),
-        experiments_dir: Some(experiments.path().to_path_buf()),
-        broker: fed.broker.clone(),
-        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
-        search_wait_secs: 20.0,
         round_limit: Some(2),
         researcher_id: Some("researcher-r".into()),
-        ..ExperimentSettings::default()
+        ..fed.settings_in(experiments.path())
     })
     .await
     .unwrap();

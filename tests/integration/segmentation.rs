@@ -8,13 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use fedwasm::dataset::{ManifestColumns, ManifestTarget, read_images};
-use fedwasm::repository::RepositoryLink;
-use fedwasm::researcher::{Experiment, ExperimentSettings, RepositorySetting, Tags};
+use fedwasm::researcher::{Experiment, ExperimentSettings, Tags};
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::training::{ScoredData, TestMetric, score_parameters};
 use serde_json::{Value, json};
 
-use crate::federation::{Federation, wait_for_nodes};
+use crate::federation::{Federation, global_bits, wait_for_nodes};
 use crate::support::{data, example_plan};
 
 /// A small U-Net on the 32×32 tiles, flipped at random both ways.
@@ -78,26 +77,8 @@ fn settings(
         }))
         .unwrap(),
         round_limit: Some(4),
-        experiments_dir: Some(dir.to_path_buf()),
-        broker: fed.broker.clone(),
-        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
-        search_wait_secs: 20.0,
-        ..ExperimentSettings::default()
+        ..fed.settings_in(dir)
     }
-}
-
-/// Every round's global tensors as bits.
-fn globals(exp: &Experiment) -> Vec<Vec<(String, Vec<u32>)>> {
-    exp.aggregated_params()
-        .into_values()
-        .map(|path| {
-            let (tensors, _) = fedwasm::tensors::read_file(&path).unwrap();
-            tensors
-                .into_iter()
-                .map(|t| (t.name, t.data.iter().map(|v| v.to_bits()).collect()))
-                .collect()
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,24 +127,15 @@ async fn two_node_processes_train_the_unet_on_mask_manifests() {
         .await
         .unwrap();
     assert_eq!(again.run(Some(2), false).await.unwrap(), 2);
-    assert_eq!(globals(&first)[..2], globals(&again)[..]);
+    assert_eq!(global_bits(&first)[..2], global_bits(&again)[..]);
     again.close().await;
 
     // The annotated example file, pointed at this test's broker and
     // repository: one round, each node scoring the global model by Dice.
-    let text =
-        std::fs::read_to_string(crate::support::root().join("examples/segmentation.toml")).unwrap();
-    let example: ExperimentSettings = toml::from_str(&text).unwrap();
-    let mut from_file = Experiment::new(ExperimentSettings {
-        training_plan: Some(unet.clone()),
-        experiments_dir: Some(dir.path().to_path_buf()),
-        broker: fed.broker.clone(),
-        repository: RepositorySetting::Remote(RepositoryLink::new(fed.repository_url(), None)),
-        search_wait_secs: 20.0,
-        ..example
-    })
-    .await
-    .unwrap();
+    let mut from_file =
+        Experiment::new(fed.example_settings("segmentation.toml", &unet, dir.path()))
+            .await
+            .unwrap();
     assert_eq!(from_file.run(Some(1), false).await.unwrap(), 1);
     for node in &from_file.history().rounds[0].nodes {
         let score = node.validation_global.as_ref().expect("scored");

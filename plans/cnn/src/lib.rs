@@ -18,34 +18,7 @@ pub struct Cnn {
     n_classes: usize,
     shape: [u32; 3],
     scaling: Scaling,
-    fit: ImageFit,
-    normalize: (f32, f32),
-    augmentation: Augmentation,
-}
-
-fn fit(name: &str) -> PlanResult<ImageFit> {
-    match name {
-        "resize" => Ok(ImageFit::Resize),
-        "center-crop" => Ok(ImageFit::CenterCrop),
-        other => Err(invalid_argument(format!(
-            "model_args.fit must be resize or center-crop, got \"{other}\""
-        ))),
-    }
-}
-
-fn augmentation(args: &Args) -> PlanResult<Augmentation> {
-    let rotation = args.number("rotation")?;
-    if !(0.0..=45.0).contains(&rotation) {
-        return Err(invalid_argument(format!(
-            "model_args.rotation must be 0 to 45 degrees, got {rotation}"
-        )));
-    }
-    Ok(Augmentation {
-        horizontal_flip: args.boolean("horizontal_flip")?,
-        vertical_flip: args.boolean("vertical_flip")?,
-        crop_padding: args.count("crop_padding")? as u32,
-        max_rotation_degrees: rotation,
-    })
+    images: ImageArgs,
 }
 
 fn scaling(name: &str) -> PlanResult<Scaling> {
@@ -300,22 +273,13 @@ impl TrainingPlan for Cnn {
         model = model
             .push(nn::Dropout::new(dropout)?)
             .add("out", nn::Linear::new(width, classifier.outputs)?);
-        let mean = args.number("mean")?;
-        let std = args.number("std")?;
-        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
-            return Err(invalid_argument(format!(
-                "model_args.mean must be finite and std positive, got {mean} and {std}"
-            )));
-        }
         Ok(Cnn {
             model,
             classifier,
             n_classes,
             shape: [c as u32, shape[1] as u32, shape[2] as u32],
             scaling: scaling(args.text("scaling")?)?,
-            fit: fit(args.text("fit")?)?,
-            normalize: (mean, std),
-            augmentation: augmentation(args)?,
+            images: ImageArgs::from_args(args)?,
         })
     }
 
@@ -350,16 +314,7 @@ impl TrainingPlan for Cnn {
                     images.classes.join(", ")
                 )));
             }
-            let mut spec = image_data(
-                self.classifier.task,
-                (c, h, w),
-                self.normalize,
-                self.augmentation,
-            );
-            if let Some(images) = spec.images.as_mut() {
-                images.fit = self.fit;
-            }
-            return Ok(spec);
+            return Ok(self.images.data_spec(self.classifier.task, (c, h, w)));
         }
         let pixels = (c * h * w) as usize;
         let features = info

@@ -80,8 +80,8 @@ pub use args::{ArgSpec, Args};
 pub use error::{PlanError, PlanResult};
 pub use optim::Optimizer;
 pub use plan::{
-    Classifier, Minibatch, Regressor, Segmenter, TrainingPlan, image_data, no_augmentation,
-    standardized_tabular,
+    Classifier, ImageArgs, Minibatch, Regressor, Segmenter, TrainingPlan, image_data,
+    no_augmentation, standardized_tabular,
 };
 pub use tensor::Tensor;
 pub use trainer::{Step, Trainer};
@@ -95,8 +95,8 @@ pub mod prelude {
     pub use crate::ops::conv::Conv2dOptions;
     pub use crate::optim::{Optimizer, optimizer_args};
     pub use crate::plan::{
-        Classifier, Minibatch, Regressor, Segmenter, TrainingPlan, image_data, no_augmentation,
-        standardized_tabular,
+        Classifier, ImageArgs, Minibatch, Regressor, Segmenter, TrainingPlan, image_data,
+        no_augmentation, standardized_tabular,
     };
     pub use crate::tensor::{Tensor, is_training, no_grad};
     pub use crate::trainer::Step;

@@ -276,6 +276,71 @@ pub fn image_data(
     }
 }
 
+/// How a plan wants its images prepared, read from the model arguments
+/// image plans share (the `cnn` and `unet` plans declare them): `fit`
+/// (`"resize"` or `"center-crop"`), `mean`, `std`, `horizontal_flip`,
+/// `vertical_flip`, `crop_padding` and `rotation` (0 to 45 degrees).
+#[derive(Debug, Clone, Copy)]
+pub struct ImageArgs {
+    /// How the node brings images to the plan's size.
+    pub fit: ImageFit,
+    /// Subtracted from every channel's [0, 1] values.
+    pub mean: f32,
+    /// Every channel divided by it after the mean is subtracted; positive.
+    pub std: f32,
+    /// Seeded augmentation of training batches.
+    pub augmentation: Augmentation,
+}
+
+impl ImageArgs {
+    /// Read and check the arguments; an error names the one at fault.
+    pub fn from_args(args: &Args) -> PlanResult<Self> {
+        let mean = args.number("mean")?;
+        let std = args.number("std")?;
+        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+            return Err(invalid_argument(format!(
+                "model_args.mean must be finite and std positive, got {mean} and {std}"
+            )));
+        }
+        let fit = match args.text("fit")? {
+            "resize" => ImageFit::Resize,
+            "center-crop" => ImageFit::CenterCrop,
+            other => {
+                return Err(invalid_argument(format!(
+                    "model_args.fit must be resize or center-crop, got \"{other}\""
+                )));
+            }
+        };
+        let rotation = args.number("rotation")?;
+        if !(0.0..=45.0).contains(&rotation) {
+            return Err(invalid_argument(format!(
+                "model_args.rotation must be 0 to 45 degrees, got {rotation}"
+            )));
+        }
+        Ok(ImageArgs {
+            fit,
+            mean,
+            std,
+            augmentation: Augmentation {
+                horizontal_flip: args.boolean("horizontal_flip")?,
+                vertical_flip: args.boolean("vertical_flip")?,
+                crop_padding: args.count("crop_padding")? as u32,
+                max_rotation_degrees: rotation,
+            },
+        })
+    }
+
+    /// The answer to `training-data` for `task` on images of `(channels,
+    /// height, width)` prepared as these arguments say.
+    pub fn data_spec(&self, task: Task, shape: (u32, u32, u32)) -> DataSpec {
+        let mut spec = image_data(task, shape, (self.mean, self.std), self.augmentation);
+        if let Some(images) = spec.images.as_mut() {
+            images.fit = self.fit;
+        }
+        spec
+    }
+}
+
 /// Augmentation switched off, to start from.
 pub fn no_augmentation() -> Augmentation {
     Augmentation {

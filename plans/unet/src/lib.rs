@@ -74,9 +74,7 @@ pub struct Unet {
     model: UNet,
     segmenter: Segmenter,
     shape: [u32; 3],
-    fit: ImageFit,
-    normalize: (f32, f32),
-    augmentation: Augmentation,
+    images: ImageArgs,
 }
 
 impl TrainingPlan for Unet {
@@ -219,28 +217,6 @@ impl TrainingPlan for Unet {
                 segmenter.dice_weight
             )));
         }
-        let rotation = args.number("rotation")?;
-        if !(0.0..=45.0).contains(&rotation) {
-            return Err(invalid_argument(format!(
-                "model_args.rotation must be 0 to 45 degrees, got {rotation}"
-            )));
-        }
-        let mean = args.number("mean")?;
-        let std = args.number("std")?;
-        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
-            return Err(invalid_argument(format!(
-                "model_args.mean must be finite and std positive, got {mean} and {std}"
-            )));
-        }
-        let fit = match args.text("fit")? {
-            "resize" => ImageFit::Resize,
-            "center-crop" => ImageFit::CenterCrop,
-            other => {
-                return Err(invalid_argument(format!(
-                    "model_args.fit must be resize or center-crop, got \"{other}\""
-                )));
-            }
-        };
         Ok(Unet {
             model: UNet {
                 down,
@@ -251,14 +227,7 @@ impl TrainingPlan for Unet {
             },
             segmenter,
             shape: [c as u32, h as u32, w as u32],
-            fit,
-            normalize: (mean, std),
-            augmentation: Augmentation {
-                horizontal_flip: args.boolean("horizontal_flip")?,
-                vertical_flip: args.boolean("vertical_flip")?,
-                crop_padding: args.count("crop_padding")? as u32,
-                max_rotation_degrees: rotation,
-            },
+            images: ImageArgs::from_args(args)?,
         })
     }
 
@@ -282,16 +251,7 @@ impl TrainingPlan for Unet {
             )));
         }
         let [c, h, w] = self.shape;
-        let mut spec = image_data(
-            self.segmenter.task,
-            (c, h, w),
-            self.normalize,
-            self.augmentation,
-        );
-        if let Some(images) = spec.images.as_mut() {
-            images.fit = self.fit;
-        }
-        Ok(spec)
+        Ok(self.images.data_spec(self.segmenter.task, (c, h, w)))
     }
 
     fn model(&self) -> &dyn Module {
