@@ -19,7 +19,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{component, median, wanted};
+use common::{component, median, signature_costs, wanted};
 use fedwasm::demo::{DemoOptions, DemoPlan, ShardSplit, run_demo};
 use fedwasm::digest::Sha256Digest;
 use fedwasm::node::NewDataset;
@@ -134,7 +134,11 @@ fn fedavg_benchmark(dir: &Path) {
 }
 
 /// Per-round time with `n` in-process nodes and a one-update task.
-async fn orchestration(n: usize, dir: &Path) {
+/// Signed messages per node and round, counted generously: the train
+/// request, its reply, and a scalar and a log record.
+const SIGNED_PER_NODE: u32 = 4;
+
+async fn orchestration(n: usize, dir: &Path, signing: Duration) {
     let plan = component("logistic-regression");
     let digest = Sha256Digest::of_file(&plan).unwrap();
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/breast_cancer.csv");
@@ -171,7 +175,6 @@ async fn orchestration(n: usize, dir: &Path) {
         training_args: serde_json::from_value(json!({"num_updates": 1})).unwrap(),
         experiments_dir: Some(dir.join("experiments")),
         search_wait_secs: 5.0,
-        researcher_id: Some(format!("bench-{n}")),
         ..federation.experiment_settings()
     })
     .await
@@ -187,10 +190,13 @@ async fn orchestration(n: usize, dir: &Path) {
         .flat_map(|r| r.nodes.iter().map(|x| x.node_total_ms))
         .collect();
     node_times.sort_by(f64::total_cmp);
+    let round = durations[durations.len() / 2];
+    // What signatures add: each message signed once and verified once.
+    let signatures = (signing * SIGNED_PER_NODE * n as u32).as_secs_f64() * 1e3;
     println!(
-        "  {n:>2} nodes: round {:.1} ms (median of 10); a node's own task {:.1} ms (median; worker start, downloads, upload)",
-        durations[durations.len() / 2],
-        node_times[node_times.len() / 2]
+        "  {n:>2} nodes: round {round:.1} ms (median of 10); a node's own task {:.1} ms (median; worker start, downloads, upload); signing and verifying {signatures:.2} ms of it: {:.3}× the round without",
+        node_times[node_times.len() / 2],
+        round / (round - signatures)
     );
     exp.close().await;
     federation.stop().await.unwrap();
@@ -275,8 +281,15 @@ fn main() {
     runtime.block_on(async {
         if wanted("orchestration") {
             println!("\nOrchestration, one-update LR task, in-process nodes, embedded broker");
+            let (encode, seal, open, decode) = signature_costs();
+            let signing = (seal - encode) + (open - decode);
+            println!(
+                "  a message's signature: sign {:.1} µs, verify {:.1} µs (beyond encoding and decoding)",
+                (seal - encode).as_secs_f64() * 1e6,
+                (open - decode).as_secs_f64() * 1e6
+            );
             for n in [2, 10, 50] {
-                orchestration(n, tmp.path()).await;
+                orchestration(n, tmp.path(), signing).await;
             }
         }
         if wanted("cnn") {

@@ -3,7 +3,8 @@
 //! - a one-update train request: researcher round trip, the node's total
 //!   time, and the part of it that is training (the rest is downloads,
 //!   worker start, upload);
-//! - repository upload and download of a 64 MiB blob vs a file copy.
+//! - repository upload and download of a 64 MiB blob vs a file copy;
+//! - what signing and verifying a message cost, beside encoding alone.
 //!
 //! `cargo bench --bench network`. Timings are medians of repeated runs.
 
@@ -13,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{component, median};
+use common::{component, median, signature_costs};
 use fedwasm::digest::Sha256Digest;
 use fedwasm::node::NewDataset;
 use fedwasm::repository::RepositoryClient;
@@ -68,7 +69,24 @@ async fn repository_throughput(client: &RepositoryClient, dir: &Path) {
     );
 }
 
+/// Print what signing and verifying cost one message, beside encoding alone.
+fn signatures() {
+    let (encode, seal, open, decode) = signature_costs();
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!("Signed messages: a train reply (median of 2,000)");
+    println!(
+        "  encode {:.1} µs → encode + Ed25519 sign {:.1} µs (+{:.1}); decode {:.1} µs → verify against the roster + decode {:.1} µs (+{:.1})\n",
+        us(encode),
+        us(seal),
+        us(seal) - us(encode),
+        us(decode),
+        us(open),
+        us(open) - us(decode)
+    );
+}
+
 fn main() {
+    signatures();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
         let tmp = tempfile::tempdir().unwrap();
@@ -96,7 +114,8 @@ fn main() {
         let repository = RepositoryClient::new(federation.repository_url(), None);
         let dataset = federation.dataset_ids("node-a").unwrap()[0].clone();
 
-        let mut link = NodeLink::connect(&federation.broker(), "bench")
+        let credentials = federation.admit("bench").unwrap();
+        let mut link = NodeLink::connect(&federation.broker(), &credentials)
             .await
             .unwrap();
         let only = BTreeSet::from(["node-a".to_string()]);

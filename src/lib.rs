@@ -22,6 +22,8 @@
 //! - [`repository`]: the content-addressed file repository (server and client).
 //! - [`wire`]: the researcher–node protocol and its MQTT topics.
 //! - [`digest`]: SHA-256 identities of plans and blobs.
+//! - [`identity`]: Ed25519 keys of nodes and researchers, and the roster
+//!   of keys each trusts (who sent this?).
 //! - [`prelude`]: what a program driving fedwasm usually needs, in one `use`.
 //! - `fuzzing`: what the `cargo fuzz` targets in `fuzz/` check.
 //! - `src/cli/`: the `fedwasm` command line (the only place that uses `anyhow`).
@@ -37,6 +39,7 @@ pub mod demo;
 pub mod digest;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod identity;
 #[cfg(all(
     feature = "node",
     feature = "researcher",

@@ -6,7 +6,9 @@
 //! The nodes are the real daemon (`node::run`): they train in worker
 //! processes under the sandbox and answer over the broker exactly as
 //! `fedwasm node start` does. Only their start-up is shortened: folder,
-//! datasets and plan approvals in one call.
+//! datasets and plan approvals in one call, and keys: the federation makes
+//! a key for every node and for its researcher and pins each in the others'
+//! rosters, as operators would exchange them out of band.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,11 +18,15 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::digest::Sha256Digest;
+use crate::identity::{Credentials, IdentityError, Role, Roster, node_roster_file};
 use crate::node::{NewDataset, NodeConfig, NodeError, NodeRuntime, NodeStore};
 use crate::repository::{RepositoryConfig, RepositoryLink, serve};
 use crate::researcher::{ExperimentSettings, NodeLink, RepositorySetting};
 use crate::transport::{BrokerConfig, EmbeddedBroker};
 use crate::wire::PlanStatus;
+
+/// The id of a local federation's own researcher (its experiments, its probe).
+pub const LOCAL_RESEARCHER: &str = "local-researcher";
 
 /// One node of a local federation.
 #[derive(Debug, Clone)]
@@ -99,6 +105,9 @@ pub enum LocalFederationError {
         /// What happened.
         reason: String,
     },
+    /// A key or roster could not be made.
+    #[error("making the federation's keys: {0}")]
+    Keys(#[from] IdentityError),
     /// Not every node answered in time.
     #[error("nodes {missing:?} did not connect within {timeout:?}")]
     NotReady {
@@ -114,6 +123,8 @@ pub enum LocalFederationError {
 pub struct LocalFederation {
     broker: EmbeddedBroker,
     repository_url: String,
+    /// Where the researcher's key and roster live.
+    researcher_dir: PathBuf,
     stop: watch::Sender<bool>,
     nodes: BTreeMap<String, NodeHandle>,
 }
@@ -182,9 +193,14 @@ impl LocalFederation {
                 let _ = repository_stop.wait_for(|s| *s).await;
             },
         ));
+        let researcher_dir = config.work_dir.join("researcher");
+        if researcher_dir.exists() {
+            std::fs::remove_dir_all(&researcher_dir).map_err(|e| service("researcher keys")(&e))?;
+        }
         let mut federation = LocalFederation {
             broker,
             repository_url,
+            researcher_dir,
             stop,
             nodes: BTreeMap::new(),
         };
@@ -195,6 +211,7 @@ impl LocalFederation {
                     source,
                 }
             })?;
+            federation.pin_node(&dir, &node.id)?;
             let mut node_stop = stopped.clone();
             let task = tokio::spawn(crate::node::run(
                 NodeRuntime {
@@ -253,6 +270,47 @@ impl LocalFederation {
         Ok((dir, dataset_ids))
     }
 
+    /// The researcher's credentials for `id`: its key (one per id, made on
+    /// first use in the federation's folder), pinned in every node's roster
+    /// (the nodes re-read it), and the roster of every node's key.
+    pub fn admit(&self, id: &str) -> Result<Credentials, LocalFederationError> {
+        let key_file = self.researcher_dir.join(format!("{id}.key"));
+        let credentials =
+            Credentials::researcher(Some(&key_file), Some(&self.researcher_roster()), Some(id))?;
+        for node in self.nodes.values() {
+            let path = node_roster_file(&node.dir);
+            let mut roster = Roster::load(&path)?;
+            roster.pin(Role::Researcher, id, credentials.identity.public())?;
+            roster.save(&path)?;
+        }
+        Ok(credentials)
+    }
+
+    /// The researcher's roster: every node's key.
+    fn researcher_roster(&self) -> PathBuf {
+        self.researcher_dir.join("roster.toml")
+    }
+
+    /// Pin the key of the node in `dir` in the researcher's roster.
+    fn pin_node(&self, dir: &Path, id: &str) -> Result<(), LocalFederationError> {
+        let config = NodeConfig::load(dir).map_err(|source| LocalFederationError::Node {
+            node: id.to_string(),
+            source,
+        })?;
+        let key = config
+            .credentials(dir)
+            .map_err(|source| LocalFederationError::Node {
+                node: id.to_string(),
+                source,
+            })?
+            .identity
+            .public();
+        let path = self.researcher_roster();
+        let mut roster = Roster::load(&path)?;
+        roster.pin(Role::Node, id, key)?;
+        Ok(roster.save(&path)?)
+    }
+
     /// Wait until every node answers a ping, or `timeout` passes.
     async fn wait_ready(&self, timeout: Duration) -> Result<(), LocalFederationError> {
         let ids: BTreeSet<String> = self.nodes.keys().cloned().collect();
@@ -260,7 +318,8 @@ impl LocalFederation {
             return Ok(());
         }
         let not_ready = |missing: Vec<String>| LocalFederationError::NotReady { missing, timeout };
-        let mut probe = NodeLink::connect(&self.broker(), "local-federation-probe")
+        let credentials = self.admit(LOCAL_RESEARCHER)?;
+        let mut probe = NodeLink::connect(&self.broker(), &credentials)
             .await
             .map_err(|_| not_ready(ids.iter().cloned().collect()))?;
         let ready = probe.wait_for_nodes(&ids, timeout).await;
@@ -303,10 +362,14 @@ impl LocalFederation {
     }
 
     /// Experiment settings that reach this federation: its broker, its
-    /// repository, and its nodes only. Everything else is the default.
+    /// repository, its nodes only, and its researcher's key and roster.
+    /// Everything else is the default.
     pub fn experiment_settings(&self) -> ExperimentSettings {
         ExperimentSettings {
             nodes: Some(self.node_ids()),
+            researcher_id: Some(LOCAL_RESEARCHER.into()),
+            identity_file: Some(self.researcher_dir.join(format!("{LOCAL_RESEARCHER}.key"))),
+            roster_file: Some(self.researcher_roster()),
             broker: self.broker(),
             repository: RepositorySetting::Remote(self.repository()),
             ..ExperimentSettings::default()

@@ -39,6 +39,12 @@ enum AggregatorChoice {
     Fedavg,
     /// Scaffold (control variates; server_lr 1).
     Scaffold,
+    /// Coordinate-wise median (robust; every node weighs the same).
+    Median,
+    /// Coordinate-wise mean without the top and bottom 20% (robust).
+    TrimmedMean,
+    /// FedAvg of updates clipped to the round's median norm (robust).
+    ClippedFedavg,
 }
 
 /// Optimizers of the global model.
@@ -214,6 +220,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         aggregator: match args.aggregator {
             AggregatorChoice::Fedavg => "fedavg".into(),
             AggregatorChoice::Scaffold => "scaffold".into(),
+            AggregatorChoice::Median => "median".into(),
+            AggregatorChoice::TrimmedMean => "trimmed_mean".into(),
+            AggregatorChoice::ClippedFedavg => "clipped_fedavg".into(),
         },
         agg_optimizer: args
             .agg_optimizer

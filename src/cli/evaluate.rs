@@ -55,6 +55,12 @@ pub struct EvaluateArgs {
     /// The metric's arguments as JSON, e.g. '{"average": "macro"}'.
     #[arg(long, default_value = "{}")]
     metric_args: String,
+    /// Longest time compiling the plan may take, in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    compile_timeout_secs: f64,
+    /// Most memory compiling the plan may take, in MiB.
+    #[arg(long, default_value_t = 2048)]
+    compile_memory_mib: u64,
 }
 
 /// Run `fedwasm evaluate`.
@@ -85,7 +91,15 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     } else {
         args.plan.clone()
     };
-    let sandbox = Sandbox::new(SandboxConfig::default()).context("starting the sandbox")?;
+    // The plan may come from anyone: it is compiled in a child process
+    // under limits, as a node compiles it.
+    let exe = std::env::current_exe().context("locating the fedwasm executable")?;
+    let config = SandboxConfig {
+        compile_timeout_secs: args.compile_timeout_secs,
+        compile_memory_mib: args.compile_memory_mib,
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::new(config.compiling_with(exe)).context("starting the sandbox")?;
     let loaded = sandbox
         .load_file(&plan)
         .with_context(|| format!("loading {}", plan.display()))?;

@@ -12,6 +12,7 @@ mod network;
 mod node;
 mod plan;
 mod repository;
+mod roster;
 mod run;
 mod signals;
 mod summary;
@@ -46,6 +47,9 @@ enum Command {
     /// Build, inspect and dry-run training plans.
     #[command(subcommand)]
     Plan(plan::PlanCommand),
+    /// Show our key and manage the keys we trust (node ids and researcher ids).
+    #[command(subcommand)]
+    Roster(roster::RosterCommand),
     /// Run the content-addressed file repository on its own.
     Repository(repository::RepositoryArgs),
     /// Run one training task read from stdin (used by nodes; not for people).
@@ -79,12 +83,15 @@ pub fn run() -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: a log file keeps plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Node(cmd) => node::run(cmd),
         Command::Plan(cmd) => plan::run(cmd),
         Command::Evaluate(args) => evaluate::run(args),
         Command::Repository(args) => repository::run(args),
+        Command::Roster(cmd) => roster::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::Run(args) => run::run(args),
         Command::Resume(args) => run::resume(args),

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Args;
 
-use fedwasm::researcher::{NodeLink, Reply, generated_researcher_id};
+use fedwasm::identity::Credentials;
+use fedwasm::researcher::{NodeLink, Reply};
 use fedwasm::transport::BrokerConfig;
 use fedwasm::wire::{DatasetSummary, ErrorMessage, Message, Pong};
 
@@ -27,9 +28,15 @@ pub struct BrokerOptions {
     /// CA certificate (PEM) of an mqtts:// broker.
     #[arg(long)]
     ca_file: Option<PathBuf>,
-    /// Researcher id on the broker (default: generated).
+    /// Researcher id to sign as (default: one derived from the key).
     #[arg(long)]
     researcher_id: Option<String>,
+    /// The researcher's secret key (default: $FEDWASM_DIR/identity.key, made on first use).
+    #[arg(long, env = "FEDWASM_IDENTITY")]
+    identity: Option<PathBuf>,
+    /// The nodes' pinned keys (default: $FEDWASM_DIR/roster.toml; `fedwasm roster`).
+    #[arg(long, env = "FEDWASM_ROSTER")]
+    roster: Option<PathBuf>,
 }
 
 impl BrokerOptions {
@@ -44,13 +51,15 @@ impl BrokerOptions {
         }
     }
 
-    /// Connect a link with the given or a generated researcher id.
+    /// Connect a link signing with the researcher's key.
     pub async fn connect(&self) -> anyhow::Result<NodeLink> {
-        let id = self
-            .researcher_id
-            .clone()
-            .unwrap_or_else(generated_researcher_id);
-        NodeLink::connect(&self.config(), &id)
+        let credentials = Credentials::researcher(
+            self.identity.as_deref(),
+            self.roster.as_deref(),
+            self.researcher_id.as_deref(),
+        )
+        .context("loading the researcher's key and roster")?;
+        NodeLink::connect(&self.config(), &credentials)
             .await
             .with_context(|| format!("connecting to the broker at {}", self.broker))
     }

@@ -184,7 +184,17 @@ pub fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
         } => {
             let config = NodeConfig::init(&dir, id, name, broker, repository)?;
             NodeStore::open(&NodeConfig::store_path(&dir))?;
+            let key = config.credentials(&dir)?.identity.public();
             println!("node {} created in {}", config.id, dir.display());
+            println!("its key: {key} (fingerprint {})", key.fingerprint());
+            println!(
+                "each researcher pins it with: fedwasm roster add node {} {key}",
+                config.id
+            );
+            println!(
+                "and this node serves a researcher once you run: fedwasm roster add --dir {} researcher <id> <its key>",
+                dir.display()
+            );
         }
         NodeCommand::Start { dir } => {
             let worker_exe = std::env::current_exe().context("locating the fedwasm executable")?;

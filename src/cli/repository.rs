@@ -35,6 +35,12 @@ pub struct RepositoryArgs {
     /// Connections open at once; more wait for one to close.
     #[arg(long, default_value_t = 256)]
     max_connections: usize,
+    /// Connections open at once from one peer address; more are closed.
+    #[arg(long, default_value_t = 32)]
+    max_connections_per_peer: usize,
+    /// Seconds a request's headers may take from their first byte.
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
 }
 
 /// Serve until Ctrl-C.
@@ -56,6 +62,8 @@ pub fn run(args: RepositoryArgs) -> anyhow::Result<ExitCode> {
             max_concurrent_uploads: args.max_uploads.max(1),
             read_timeout: std::time::Duration::from_secs(args.read_timeout_secs.max(1)),
             max_connections: args.max_connections.max(1),
+            max_connections_per_peer: args.max_connections_per_peer.max(1),
+            header_timeout: std::time::Duration::from_secs(args.header_timeout_secs.max(1)),
             ..RepositoryConfig::new(&args.dir)
         };
         println!(

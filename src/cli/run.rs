@@ -50,6 +50,8 @@ pub fn read_settings(file: &Path) -> anyhow::Result<ExperimentSettings> {
         &mut settings.training_plan,
         &mut settings.initial_parameters,
         &mut settings.experiments_dir,
+        &mut settings.identity_file,
+        &mut settings.roster_file,
     ]
     .into_iter()
     .flatten()
@@ -59,6 +61,7 @@ pub fn read_settings(file: &Path) -> anyhow::Result<ExperimentSettings> {
         }
     }
     settings.console = true;
+    settings.compiler = Some(std::env::current_exe().context("locating the fedwasm executable")?);
     Ok(settings)
 }
 
@@ -119,6 +122,7 @@ pub fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
             ResumeOptions {
                 experiments_dir: args.experiments_dir,
                 console: true,
+                compiler: Some(std::env::current_exe().context("locating the fedwasm executable")?),
                 ..ResumeOptions::default()
             },
         )

@@ -89,21 +89,27 @@ impl LoadedImages {
         {
             return Ok(done.clone());
         }
-        let images = self
-            .images
-            .par_iter()
-            .map(|image| fit_image(image, spec))
-            .collect::<Result<Vec<_>, _>>()?
-            .concat();
+        // The old fit goes first: the budget counts one fitted copy.
+        *memo = None;
+        let mut images = vec![0.0f32; self.images.len() * spec.sample_len()];
+        images
+            .par_chunks_mut(spec.sample_len().max(1))
+            .zip(self.images.par_iter())
+            .try_for_each(|(out, image)| {
+                out.copy_from_slice(&fit_image(image, spec)?);
+                Ok::<_, DatasetError>(())
+            })?;
         let size = (self.set.height, self.set.width);
         let masks = if masks {
-            Some(
-                self.masks
-                    .par_iter()
-                    .map(|mask| fit_mask(mask, size, spec))
-                    .collect::<Result<Vec<_>, _>>()?
-                    .concat(),
-            )
+            let plane = spec.plane();
+            let mut all = vec![0.0f32; self.masks.len() * plane];
+            all.par_chunks_mut(plane.max(1))
+                .zip(self.masks.par_iter())
+                .try_for_each(|(out, mask)| {
+                    out.copy_from_slice(&fit_mask(mask, size, spec)?);
+                    Ok::<_, DatasetError>(())
+                })?;
+            Some(all)
         } else {
             None
         };
@@ -260,6 +266,47 @@ fn image_spec(spec: &DataSpec, height: u32, width: u32) -> Result<ImageSpec, Dat
     Ok(host)
 }
 
+/// Refuse, before anything is fitted, a size whose images do not fit the
+/// plan's memory budget together with the decoded ones: the worker holds
+/// the decoded images, one fitted copy (kept for the next round) and the
+/// samples gathered from it. The error names the largest square size that
+/// fits.
+fn check_budget(
+    loaded: &LoadedImages,
+    image: &ImageSpec,
+    per_sample: usize,
+    max_bytes: usize,
+) -> Result<(), DatasetError> {
+    const F32: usize = std::mem::size_of::<f32>();
+    let count = loaded.set.items.len();
+    let decoded = loaded
+        .images
+        .iter()
+        .map(|i| i.pixels.len() * F32)
+        .chain(loaded.masks.iter().map(Vec::len))
+        .fold(0usize, usize::saturating_add);
+    let fitted = count
+        .checked_mul(per_sample)
+        .and_then(|n| n.checked_mul(2 * F32));
+    let needed = fitted.and_then(|f| f.checked_add(decoded));
+    if needed.is_some_and(|n| n <= max_bytes) {
+        return Ok(());
+    }
+    // Per pixel of a square side s: channels (and a mask) twice, as f32.
+    let per_pixel = (per_sample / image.plane().max(1)) * 2 * F32 * count.max(1);
+    let room = max_bytes.saturating_sub(decoded) / per_pixel.max(1);
+    let side = (room as f64).sqrt().floor() as u64;
+    Err(invalid(format!(
+        "{count} images of {}×{}×{} need {} MiB fitted (twice: kept and batched) beside {} MiB decoded, more than the plan's memory budget of {} MiB; ask for at most {side}×{side}, or raise the node's sandbox memory_mib",
+        image.channels,
+        image.height,
+        image.width,
+        fitted.map_or(u64::MAX, |f| (f >> 20) as u64),
+        decoded >> 20,
+        max_bytes >> 20
+    )))
+}
+
 /// Fit, split and wrap `loaded` as the plan's `spec` asks. Training batches
 /// are augmented with `augmentation` (the task's seed); held-out ones never.
 pub fn prepare_images(
@@ -286,19 +333,7 @@ pub fn prepare_images(
     } else {
         len
     };
-    let needed = count
-        .checked_mul(per_sample)
-        .and_then(|n| n.checked_mul(std::mem::size_of::<f32>()));
-    if needed.is_none_or(|n| n > split.max_bytes) {
-        return Err(invalid(format!(
-            "{} images of {}×{}×{} take more than the plan's memory budget of {} MiB; ask for smaller images or raise the node's sandbox memory_mib",
-            count,
-            image.channels,
-            image.height,
-            image.width,
-            split.max_bytes >> 20
-        )));
-    }
+    check_budget(loaded, &image, per_sample, split.max_bytes)?;
     let (train, test) = split_rows(count, split)?;
     let finish = Arc::new(ImageFinish {
         spec: image.clone(),
@@ -487,6 +522,37 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(big.contains("memory budget"), "{big}");
+    }
+
+    #[test]
+    fn fitted_images_count_against_the_budget_with_the_decoded_ones() {
+        let (_dir, loaded) = folder();
+        let seed = StreamSeed([3; 32]);
+        // 10 images of 1×60×60 take 144,000 bytes fitted once: under the
+        // budget alone, over it twice beside the 2,560 decoded bytes.
+        let budget = 200_000;
+        let err = prepare_images(
+            &loaded,
+            &spec(60, ImageFit::Resize),
+            &Split {
+                max_bytes: budget,
+                ..split(0.0)
+            },
+            seed,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("ask for at most 49×49"), "{err}");
+        let fits = prepare_images(
+            &loaded,
+            &spec(49, ImageFit::Resize),
+            &Split {
+                max_bytes: budget,
+                ..split(0.0)
+            },
+            seed,
+        );
+        assert!(fits.is_ok(), "the size the error names fits");
     }
 
     #[test]

@@ -69,6 +69,17 @@ fn manifest_path(
             "manifest row {row}: `{column}` = {cell:?}; image paths are relative to the manifest's folder and stay inside it"
         )));
     }
+    // No folder on the way may be a link that leads out of the manifest's folder.
+    let mut folder = root.to_path_buf();
+    for part in relative.parent().into_iter().flat_map(Path::components) {
+        folder.push(part);
+        let linked = std::fs::symlink_metadata(&folder).is_ok_and(|m| m.file_type().is_symlink());
+        if linked {
+            return Err(DatasetError::Invalid(format!(
+                "manifest row {row}: `{column}` = {cell:?} goes through a symbolic link; image paths stay inside the manifest's folder"
+            )));
+        }
+    }
     Ok((root.join(&relative), relative))
 }
 
@@ -127,6 +138,10 @@ fn read_manifest(
     consistency: &mut Consistency,
 ) -> Result<ImageSet, DatasetError> {
     let shown_manifest = Path::new(manifest.file_name().unwrap_or_default());
+    // The operator's own path may be a link; the files it lists may not.
+    let manifest = &manifest
+        .canonicalize()
+        .map_err(|e| malformed(shown_manifest, format!("unreadable: {e}")))?;
     let bytes = read_bounded(manifest, shown_manifest, limits)?;
     let root = manifest.parent().unwrap_or(Path::new("."));
     let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
@@ -392,7 +407,24 @@ mod tests {
                 "stay inside it",
             ),
             ("file,y\n", class(), "lists no image"),
+            (
+                "file,y\nout/x.png,1\n",
+                class(),
+                "goes through a symbolic link",
+            ),
+            (
+                "file,y\nimg/zero.png,1\n",
+                class(),
+                "img/zero.png: is a symbolic link",
+            ),
         ];
+        let outside = tempfile::tempdir().unwrap();
+        gray(outside.path(), "x.png", 4, 10);
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+            std::os::unix::fs::symlink("/dev/zero", dir.path().join("img/zero.png")).unwrap();
+        }
         for (text, target, expected) in cases {
             let err = manifest(dir.path(), text, target).expect_err(expected);
             assert!(err.contains(expected), "{expected}: {err}");

@@ -113,7 +113,8 @@ impl ImageSpec {
         Ok(())
     }
 
-    fn plane(&self) -> usize {
+    /// Pixels of one fitted image plane: height × width.
+    pub(crate) fn plane(&self) -> usize {
         self.height as usize * self.width as usize
     }
 

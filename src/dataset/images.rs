@@ -360,25 +360,75 @@ fn channels_first<T>(raw: &[T], channels: usize, scale: impl Fn(&T) -> f32) -> V
     out
 }
 
-/// Read `path` (shown as `shown`) within the file-size bound.
+/// Why `meta` is not a regular file a dataset may hold, if it is not.
+fn not_regular(meta: &std::fs::Metadata) -> Option<&'static str> {
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        Some(
+            "is a symbolic link; a dataset holds its files themselves (copy the file into the folder)",
+        )
+    } else if !kind.is_file() {
+        Some("is not a regular file (a device, a FIFO or a socket); a dataset holds image files")
+    } else {
+        None
+    }
+}
+
+/// Refuse `path` (shown as `shown`) unless it is a regular file, looked at
+/// without following a link and before anything opens it.
+pub(super) fn regular_file(path: &Path, shown: &Path) -> Result<u64, DatasetError> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| malformed(shown, format!("unreadable: {e}")))?;
+    match not_regular(&meta) {
+        Some(reason) => Err(malformed(shown, reason)),
+        None => Ok(meta.len()),
+    }
+}
+
+/// Read `path` (shown as `shown`) within the file-size bound: a regular
+/// file only, opened without following a link nor waiting on a FIFO (the
+/// file could have been swapped since it was looked at), read no further
+/// than the bound whatever its size says.
 pub(super) fn read_bounded(
     path: &Path,
     shown: &Path,
     limits: &ImageLimits,
 ) -> Result<Vec<u8>, DatasetError> {
-    let size = std::fs::metadata(path)
-        .map_err(|e| malformed(shown, format!("unreadable: {e}")))?
-        .len();
-    if size > limits.max_file_bytes {
-        return Err(malformed(
+    use std::io::Read as _;
+    let unreadable = |e: std::io::Error| malformed(shown, format!("unreadable: {e}"));
+    let too_large = |size: u64| {
+        malformed(
             shown,
             format!(
                 "is {size} bytes, more than the {} an image may take",
                 limits.max_file_bytes
             ),
-        ));
+        )
+    };
+    let size = regular_file(path, shown)?;
+    if size > limits.max_file_bytes {
+        return Err(too_large(size));
     }
-    std::fs::read(path).map_err(|e| malformed(shown, format!("unreadable: {e}")))
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(
+        &mut options,
+        libc::O_NOFOLLOW | libc::O_NONBLOCK,
+    );
+    let file = options.open(path).map_err(unreadable)?;
+    let meta = file.metadata().map_err(unreadable)?;
+    if let Some(reason) = not_regular(&meta) {
+        return Err(malformed(shown, reason));
+    }
+    let mut bytes = Vec::with_capacity(meta.len().min(limits.max_file_bytes) as usize);
+    file.take(limits.max_file_bytes + 1)
+        .read_to_end(&mut bytes)
+        .map_err(unreadable)?;
+    if bytes.len() as u64 > limits.max_file_bytes {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Entries of `dir` sorted by name, hidden ones (`.name`) left out.
@@ -423,6 +473,16 @@ fn read_folder(
 ) -> Result<ImageSet, DatasetError> {
     let top = Path::new(".");
     let classes: Vec<(String, PathBuf)> = sorted_entries(root, top)?;
+    for (name, path) in &classes {
+        let meta = std::fs::symlink_metadata(path)
+            .map_err(|e| malformed(Path::new(name), format!("unreadable: {e}")))?;
+        if meta.file_type().is_symlink() {
+            return Err(malformed(
+                Path::new(name),
+                "is a symbolic link; an image folder holds its class folders themselves",
+            ));
+        }
+    }
     if let Some((name, _)) = classes.iter().find(|(_, p)| !p.is_dir()) {
         return Err(malformed(
             Path::new(name),
@@ -572,6 +632,36 @@ pub(super) mod tests {
         .unwrap();
         assert_eq!((image.mode.channels, image.height, image.width), (3, 1, 2));
         assert_eq!(image.pixels, [1.0, 1.0, 0.0, 0.0, 0.2, 0.4]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn only_regular_files_are_read_never_links_devices_or_fifos() {
+        // A link to /dev/zero would be read without end; a FIFO would hang.
+        let zero = tempfile::tempdir().unwrap();
+        gray(zero.path(), "a/ok.png", 4, 0);
+        std::os::unix::fs::symlink("/dev/zero", zero.path().join("a/zero.png")).unwrap();
+        assert!(error(zero.path()).contains("a/zero.png: is a symbolic link"));
+
+        let fifo = tempfile::tempdir().unwrap();
+        gray(fifo.path(), "a/ok.png", 4, 0);
+        let path = std::ffi::CString::new(
+            fifo.path()
+                .join("a/pipe.png")
+                .as_os_str()
+                .as_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: a valid, NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0);
+        assert!(error(fifo.path()).contains("a/pipe.png: is not a regular file"));
+
+        let outside = tempfile::tempdir().unwrap();
+        gray(outside.path(), "b/x.png", 4, 0);
+        let linked = tempfile::tempdir().unwrap();
+        gray(linked.path(), "a/ok.png", 4, 0);
+        std::os::unix::fs::symlink(outside.path().join("b"), linked.path().join("b")).unwrap();
+        assert!(error(linked.path()).contains("b: is a symbolic link"));
     }
 
     #[test]

@@ -204,6 +204,11 @@ pub fn prepare(
         )),
         _ => {}
     }
+    if spec.images.is_some() {
+        return Err(DatasetError::Invalid(
+            "the plan's data-spec asks for images (`data-spec.images`), but this dataset is a table: use a plan for tables on it, or register an image folder or manifest for this plan".into(),
+        ));
+    }
     let target_col = table.column(&target_name)?;
     let feature_cols: Vec<usize> = match &spec.features {
         FeatureSelection::AllExceptTarget => {
@@ -342,6 +347,35 @@ mod tests {
             seed: StreamSeed([0; 32]),
             max_bytes: 1 << 30,
         }
+    }
+
+    #[test]
+    fn an_image_spec_on_a_table_is_refused_not_trained_as_a_table() {
+        use crate::sandbox::types::{Augmentation, ImageFit, ImageSpec};
+        let asks_images = DataSpec {
+            images: Some(ImageSpec {
+                height: 4,
+                width: 4,
+                channels: 1,
+                fit: ImageFit::Resize,
+                mean: vec![0.0],
+                std: vec![1.0],
+                augmentation: Augmentation {
+                    horizontal_flip: false,
+                    vertical_flip: false,
+                    crop_padding: 0,
+                    max_rotation_degrees: 0.0,
+                },
+            }),
+            ..spec(Task::BinaryClassification, Scaling::None)
+        };
+        let err = prepare(&table(), &asks_images, Some("y"), &no_split())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("data-spec.images") && err.contains("is a table"),
+            "{err}"
+        );
     }
 
     #[test]

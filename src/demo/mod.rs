@@ -279,9 +279,9 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
         agg_optimizer: options.agg_optimizer.clone(),
         aggregator: options.aggregator.clone(),
         experiments_dir: options.experiments_dir.clone(),
-        researcher_id: Some("demo-researcher".into()),
         console: options.console,
         search_wait_secs: 30.0,
+        compiler: Some(options.worker_exe.clone()),
         ..federation.experiment_settings()
     };
     if let Some(fraction) = options.fraction {

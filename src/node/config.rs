@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::NodeError;
 use crate::digest::Sha256Digest;
+use crate::identity::{Credentials, Role, node_key_file, node_roster_file};
 use crate::repository::RepositoryLink;
 use crate::sandbox::SandboxConfig;
 use crate::transport::BrokerConfig;
@@ -148,7 +149,19 @@ impl NodeConfig {
         std::fs::create_dir_all(dir)
             .map_err(|e| NodeError::Config(format!("cannot create {}: {e}", dir.display())))?;
         config.save(dir)?;
+        config.credentials(dir)?;
         Ok(config)
+    }
+
+    /// The node's key (`<dir>/identity.key`, made on first use) and the
+    /// roster of researchers it serves (`<dir>/roster.toml`).
+    pub fn credentials(&self, dir: &Path) -> Result<Credentials, NodeError> {
+        Ok(Credentials::load(
+            &node_key_file(dir),
+            &node_roster_file(dir),
+            Role::Node,
+            &self.id,
+        )?)
     }
 
     /// Write this configuration to `dir/node.toml`.

@@ -37,6 +37,10 @@ pub(crate) struct NodeContext {
     pub(crate) worker_exe: PathBuf,
     /// Train requests in hand or answered, so a re-sent one runs once.
     pub(crate) recent: Mutex<RecentRequests>,
+    /// The researchers this node serves (and refusal counts).
+    pub(crate) keyring: std::sync::Arc<crate::identity::KeyRing>,
+    /// How often each researcher key may ask for an approval.
+    pub(crate) approvals: Mutex<super::approval_limit::ApprovalLimit>,
 }
 
 impl NodeContext {
@@ -58,19 +62,23 @@ impl NodeContext {
 
     /// `text` without this node's local paths, which never leave the node.
     pub(crate) fn redact(&self, text: &str, more: &[&Path]) -> String {
-        let mut text = text.to_string();
-        let private = [
-            (self.worker_exe.as_path(), "<fedwasm>"),
-            (self.dir.as_path(), "<node folder>"),
-        ];
-        let more = more.iter().map(|p| (*p, "<dataset>"));
-        for (path, name) in private.into_iter().chain(more) {
-            let shown = path.display().to_string();
-            if !shown.is_empty() {
-                text = text.replace(&shown, name);
-            }
+        let mut private = vec![(self.worker_exe.clone(), "<fedwasm>")];
+        private.extend(
+            spellings(&self.dir)
+                .into_iter()
+                .map(|p| (p, "<node folder>")),
+        );
+        if let Some(parent) = std::path::absolute(&self.dir)
+            .ok()
+            .and_then(|d| d.parent().map(Path::to_path_buf))
+            .filter(|p| p.parent().is_some())
+        {
+            private.push((parent, "<node folder's parent>"));
         }
-        text
+        for path in more {
+            private.extend(spellings(path).into_iter().map(|p| (p, "<dataset>")));
+        }
+        redact(text, private)
     }
 
     /// An error reply: its text without local paths (the node's own, and
@@ -106,6 +114,16 @@ impl NodeContext {
         self.reply(reply).await;
     }
 
+    /// Run `f` on the approval requests' rate limit.
+    pub(crate) fn approvals<T>(
+        &self,
+        f: impl FnOnce(&mut super::approval_limit::ApprovalLimit) -> T,
+    ) -> T {
+        // Nothing under this lock can panic half-way, so a poisoned lock is consistent.
+        let mut guard = self.approvals.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut guard)
+    }
+
     /// Run `f` on the record of recent train requests.
     pub(crate) fn recent<T>(&self, f: impl FnOnce(&mut RecentRequests) -> T) -> T {
         // Nothing under this lock can panic half-way, so a poisoned lock is consistent.
@@ -114,7 +132,57 @@ impl NodeContext {
     }
 }
 
+/// The ways `path` may be spelt in an error: as given, absolute (a
+/// relative `--dir` becomes absolute in what the node builds from it) and
+/// with its links resolved.
+fn spellings(path: &Path) -> Vec<PathBuf> {
+    let mut all = vec![path.to_path_buf()];
+    all.extend(std::path::absolute(path).ok());
+    all.extend(path.canonicalize().ok());
+    all
+}
+
+/// `text` with each private path replaced by its name, the longest path
+/// first (so a folder's path inside a longer one is replaced as a whole).
+fn redact(text: &str, mut private: Vec<(PathBuf, &str)>) -> String {
+    private.retain(|(path, _)| !path.as_os_str().is_empty());
+    private.sort_by_key(|(path, _)| std::cmp::Reverse(path.as_os_str().len()));
+    let mut text = text.to_string();
+    for (path, name) in private {
+        text = text.replace(&path.display().to_string(), name);
+    }
+    text
+}
+
 /// Where downloaded plans are cached, by hash.
 pub(crate) fn plan_cache(dir: &Path) -> PathBuf {
     dir.join("plans")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_folder_is_redacted_in_every_spelling() {
+        let relative = Path::new("hospital-a");
+        let absolute = std::path::absolute(relative).unwrap();
+        let parent = absolute.parent().unwrap().to_path_buf();
+        let text = format!(
+            "cannot read {}/cache/x and {}/work and {}/other",
+            absolute.display(),
+            relative.display(),
+            parent.display()
+        );
+        let mut private: Vec<(PathBuf, &str)> = spellings(relative)
+            .into_iter()
+            .map(|p| (p, "<node folder>"))
+            .collect();
+        private.push((parent.clone(), "<node folder's parent>"));
+        let shown = redact(&text, private);
+        assert_eq!(
+            shown,
+            "cannot read <node folder>/cache/x and <node folder>/work and <node folder's parent>/other"
+        );
+    }
 }

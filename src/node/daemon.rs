@@ -12,20 +12,23 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::approval_limit::{ApprovalLimit, loggable};
 use super::context::NodeContext;
 use super::job::TrainJob;
 use super::queue::{FairQueue, QueueFull};
 use super::recent::{RecentRequests, Seen};
 use super::trainer::Trainer;
 use super::{NodeConfig, NodeError, NodeStore};
+use crate::identity::{PublicKey, Refusal};
 use crate::transport::{Delivery, MqttClient, Session};
 use crate::wire::{
-    ErrorCode, ListReply, ListRequest, Message, NodeStatus, Ping, PlanApprovalRequest, PlanStatus,
-    PlanStatusReply, PlanStatusRequest, Pong, RequestRef, SearchReply, SearchRequest, WireError,
-    decode, topics,
+    ErrorCode, ListReply, ListRequest, Message, NodeStatus, OpenError, Opened, Ping,
+    PlanApprovalRequest, PlanStatus, PlanStatusReply, PlanStatusRequest, Pong, RequestRef,
+    SearchReply, SearchRequest, WireError, open, topics,
 };
 
 /// How many answered train requests a node remembers, to answer them again.
@@ -48,6 +51,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), NodeError> {
     let config = NodeConfig::load(&runtime.dir)?;
+    let credentials = config.credentials(&runtime.dir)?;
     let store = NodeStore::open(&NodeConfig::store_path(&runtime.dir))?;
     let status = |online| {
         Message::NodeStatus(NodeStatus {
@@ -60,13 +64,22 @@ pub async fn run(
         subscriptions: vec![topics::all_nodes(), topics::node(&config.id)],
         last_will: Some((topics::node_status(&config.id), status(false))),
         announce: Some((topics::node_status(&config.id), status(true))),
+        identity: credentials.identity.clone(),
     };
     let (client, mut inbox) = MqttClient::connect(&config.broker, session).await?;
     tracing::info!(
-        "node {} online on {} with {} dataset(s)",
+        "node {} online on {} with {} dataset(s); key {} (fingerprint {}); serving {} researcher(s){}",
         config.id,
         config.broker.url,
-        store.datasets()?.len()
+        store.datasets()?.len(),
+        credentials.identity.public(),
+        credentials.identity.public().fingerprint(),
+        credentials.keyring.roster().researchers.len(),
+        if credentials.keyring.roster().trust_on_first_use {
+            " and, trusting on first use, any new one"
+        } else {
+            ""
+        }
     );
     let shared = Arc::new(NodeContext {
         dir: runtime.dir.clone(),
@@ -80,6 +93,8 @@ pub async fn run(
         cancel: CancellationToken::new(),
         worker_exe: runtime.worker_exe.clone(),
         recent: Mutex::new(RecentRequests::new(RECENT_ANSWERS)),
+        keyring: credentials.keyring.clone(),
+        approvals: Mutex::new(ApprovalLimit::default()),
     });
     let trainer = tokio::spawn(
         Trainer {
@@ -105,35 +120,57 @@ pub async fn run(
         }
     }
 
-    tracing::info!("node {} stopping", config.id);
+    tracing::info!(
+        "node {} stopping; {} message(s) refused for their signature",
+        config.id,
+        shared.keyring.refused()
+    );
     shared.stopping.store(true, Ordering::Relaxed);
     shared.cancel.cancel();
-    for job in shared.queue.close() {
-        let (researcher, request) = job.identity();
-        let refusal = QueueFull::Closed.to_string();
-        shared
-            .error(
-                Some(researcher),
-                ErrorCode::ShuttingDown,
-                refusal,
-                Some(request),
-            )
-            .await;
-    }
+    let queued = shared.queue.close();
     if let Err(e) = trainer.await {
         tracing::error!("trainer task failed: {e}");
     }
-    // A clean disconnect suppresses the last will, so say goodbye ourselves.
-    if let Err(e) = shared
-        .publisher
-        .publish_retained(&topics::node_status(&config.id), &status(false))
-        .await
-    {
-        tracing::warn!("cannot publish offline status: {e}");
+    // Goodbyes go out while the broker is there; with it away, nothing
+    // waits for it: the node stops at once whatever the broker's state.
+    if client.is_connected() {
+        let goodbyes = async {
+            for job in queued {
+                let (researcher, request) = job.identity();
+                let refusal = QueueFull::Closed.to_string();
+                shared
+                    .error(
+                        Some(researcher),
+                        ErrorCode::ShuttingDown,
+                        refusal,
+                        Some(request),
+                    )
+                    .await;
+            }
+            // A clean disconnect suppresses the last will, so say goodbye ourselves.
+            if let Err(e) = shared
+                .publisher
+                .publish_retained(&topics::node_status(&config.id), &status(false))
+                .await
+            {
+                tracing::warn!("cannot publish offline status: {e}");
+            }
+        };
+        if tokio::time::timeout(GOODBYE_WAIT, goodbyes).await.is_err() {
+            tracing::warn!("the broker took too long to take the goodbyes; stopping without them");
+        }
+    } else {
+        tracing::warn!(
+            "the broker is away: {} queued request(s) stay unanswered (their researchers send them again)",
+            queued.len()
+        );
     }
     client.disconnect().await;
     Ok(())
 }
+
+/// Longest a stopping node waits to send its goodbyes.
+const GOODBYE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Reply to a search or list request with `datasets` (summaries only: paths
 /// never leave the node), or with an error if the store failed.
@@ -185,21 +222,13 @@ async fn answer_datasets(
 /// Answer one delivery.
 async fn handle(shared: &NodeContext, delivery: Delivery) {
     let node_id = shared.config.id.clone();
-    let message = match decode(&delivery.payload) {
-        Ok(message) => message,
-        Err(e) => {
-            let code = match &e {
-                WireError::Malformed { .. } | WireError::TooLarge(_) => ErrorCode::MalformedMessage,
-                WireError::Version { .. } => ErrorCode::ProtocolVersion,
-                WireError::UnknownCommand { .. } => ErrorCode::UnknownCommand,
-                WireError::BadFields { .. } => ErrorCode::MalformedMessage,
-            };
-            let researcher = WireError::researcher_id(&delivery.payload);
-            shared
-                .error(researcher, code, e.to_string(), e.request().cloned())
-                .await;
-            return;
-        }
+    let Opened {
+        message,
+        key: sender,
+        ..
+    } = match open(&delivery.payload, &shared.keyring) {
+        Ok(opened) => opened,
+        Err(e) => return refuse(shared, &delivery.payload, e).await,
     };
     match message {
         Message::Ping(Ping {
@@ -243,17 +272,32 @@ async fn handle(shared: &NodeContext, delivery: Delivery) {
             plan,
             description,
         }) => {
+            let allowed = shared.approvals(|a| a.allow(&sender.to_string(), Instant::now()));
+            if !allowed {
+                let request = RequestRef {
+                    command: "plan_approval_request".into(),
+                    request_id: Some(request_id),
+                };
+                let text = "too many approval requests from this researcher's key; wait a minute before asking again".to_string();
+                shared
+                    .error(Some(researcher_id), ErrorCode::Busy, text, Some(request))
+                    .await;
+                return;
+            }
             tracing::info!(
-                "approval requested for plan {} by {researcher_id}: {description}",
-                plan.sha256
+                "approval requested for plan {} by {researcher_id} (key {}): {}",
+                plan.sha256,
+                sender.fingerprint(),
+                loggable(&description)
             );
             plan_status(shared, researcher_id, request_id, plan.sha256, true).await;
         }
         Message::TrainRequest(request) => {
-            let job = TrainJob::new(request);
+            let job = TrainJob::new(request, sender);
             let (researcher, request) = job.identity();
             let request_id = request.request_id.clone().unwrap_or_default();
-            match shared.recent(|r| r.begin(&researcher, &request_id)) {
+            let key = sender.to_string();
+            match shared.recent(|r| r.begin(&key, &request_id)) {
                 Seen::New => {}
                 Seen::InHand => {
                     tracing::info!("{researcher} sent request {request_id} again; it is in hand");
@@ -265,8 +309,8 @@ async fn handle(shared: &NodeContext, delivery: Delivery) {
                     return;
                 }
             }
-            if let Err(full) = shared.queue.push(&researcher, job) {
-                shared.recent(|r| r.forget(&researcher, &request_id));
+            if let Err(full) = shared.queue.push(&key, job) {
+                shared.recent(|r| r.forget(&key, &request_id));
                 let code = match full {
                     QueueFull::Closed => ErrorCode::ShuttingDown,
                     QueueFull::Total(_) | QueueFull::Researcher(_) => ErrorCode::Busy,
@@ -293,6 +337,47 @@ async fn handle(shared: &NodeContext, delivery: Delivery) {
                 .await
         }
     }
+}
+
+/// Answer what could not be opened. A message from an older protocol or a
+/// malformed one gets an error naming the problem; a researcher this node
+/// does not serve is told which key to have added; a forged signature, a
+/// changed key or a signer speaking for another is dropped (and counted):
+/// answering it would only help whoever forged it.
+async fn refuse(shared: &NodeContext, payload: &[u8], error: OpenError) {
+    let researcher = error.researcher_id(payload);
+    let request = error.request(payload);
+    let (code, text) = match &error {
+        OpenError::Wire(wire) => (
+            match wire {
+                WireError::Malformed { .. } | WireError::TooLarge(_) => ErrorCode::MalformedMessage,
+                WireError::Version { .. } => ErrorCode::ProtocolVersion,
+                WireError::UnknownCommand { .. } => ErrorCode::UnknownCommand,
+                WireError::BadFields { .. } => ErrorCode::MalformedMessage,
+            },
+            wire.to_string(),
+        ),
+        OpenError::Refused(Refusal::Unknown { id, key, .. }) => (
+            ErrorCode::UnknownKey,
+            unknown_researcher(&shared.config.id, id, key),
+        ),
+        OpenError::Refused(_) | OpenError::Impostor { .. } => {
+            if matches!(error, OpenError::Impostor { .. }) {
+                shared.keyring.count_refusal();
+            }
+            tracing::warn!("dropped a message: {error}");
+            return;
+        }
+    };
+    shared.error(researcher, code, text, request).await;
+}
+
+/// What a researcher this node does not serve is told.
+fn unknown_researcher(node: &str, id: &str, key: &PublicKey) -> String {
+    format!(
+        "node `{node}` does not serve researcher `{id}` with key {key} (fingerprint {}): send the key to the node's operator, who adds it with `fedwasm roster add --dir <node folder> researcher {id} {key}`",
+        key.fingerprint()
+    )
 }
 
 /// Answer a plan status request; with `note`, record the plan as pending

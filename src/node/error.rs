@@ -32,6 +32,9 @@ pub enum NodeError {
     /// node.toml is missing, unreadable or invalid.
     #[error("node configuration: {0}")]
     Config(String),
+    /// The node's key or roster cannot be used.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     /// The broker connection could not be set up.
     #[error(transparent)]
     Transport(#[from] crate::transport::TransportError),

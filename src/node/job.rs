@@ -2,19 +2,25 @@
 
 use std::time::Instant;
 
+use crate::identity::PublicKey;
 use crate::wire::{RequestRef, TrainRequest};
 
-/// A train request waiting in the queue, with the time it arrived.
+/// A train request waiting in the queue, with the key that signed it and
+/// the time it arrived.
 pub(crate) struct TrainJob {
     pub(crate) request: TrainRequest,
+    /// The researcher's verified key: what queue places and the memory of
+    /// answered requests are counted by, never the id a message claims.
+    pub(crate) sender: PublicKey,
     pub(crate) received: Instant,
 }
 
 impl TrainJob {
-    /// Queue `request` now.
-    pub(crate) fn new(request: TrainRequest) -> Self {
+    /// Queue `request`, signed by `sender`, now.
+    pub(crate) fn new(request: TrainRequest, sender: PublicKey) -> Self {
         TrainJob {
             request,
+            sender,
             received: Instant::now(),
         }
     }

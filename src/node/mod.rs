@@ -8,10 +8,12 @@
 //! - `noise_key`: the private key that seeds differential-privacy noise.
 //! - `queue`: the bounded train-request queue, fair between researchers.
 //! - `recent`: requests in hand or answered, so a re-sent one runs once.
+//! - `approval_limit`: how often one researcher key may ask for an approval.
 //! - `trainer`: works through that queue, one request at a time.
 //! - `context`: what the daemon and the trainer share; `job`: a queued train
 //!   request. Dependencies point one way: daemon → trainer → context → job.
 
+mod approval_limit;
 pub(crate) mod config;
 mod context;
 pub(crate) mod daemon;

@@ -50,6 +50,7 @@ impl Trainer {
                     .training_args
                     .get("dp_args")
                     .is_some_and(|dp| !dp.is_null());
+            let sender = job.sender.to_string();
             let request = Request {
                 wire: job.request,
                 private,
@@ -114,13 +115,8 @@ impl Trainer {
                     )
                 }
             };
-            self.shared.recent(|r| {
-                r.answer(
-                    &request.wire.researcher_id,
-                    &request.wire.request_id,
-                    answer.clone(),
-                )
-            });
+            self.shared
+                .recent(|r| r.answer(&sender, &request.wire.request_id, answer.clone()));
             self.shared.reply(answer).await;
         }
     }
@@ -394,10 +390,15 @@ impl Trainer {
             )
             .await;
         }
-        // Privacy mode sends no timing but the total: how long the loop,
-        // the data or the steps took says something about the data.
+        // Privacy mode sends no timing: how long the loop, the data or the
+        // steps took — and so the total — is steered by the plan and can
+        // say something about the data.
         let timings = |transfer: Duration| TrainTimings {
-            total_ms: received.elapsed().as_secs_f64() * 1e3,
+            total_ms: if r.private {
+                0.0
+            } else {
+                received.elapsed().as_secs_f64() * 1e3
+            },
             training_ms: if r.private { 0.0 } else { outcome.training_ms },
             data_ms: if r.private { 0.0 } else { outcome.data_ms },
             sandbox_ms: if r.private { 0.0 } else { outcome.step_ms },

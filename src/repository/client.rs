@@ -149,6 +149,11 @@ impl Upload<'_> {
     }
 }
 
+/// Uploads larger than this ask first whether the repository holds the
+/// blob already (one round trip saves sending it again); smaller ones are
+/// sent at once, and the repository answers a stored one without reading it.
+const ASK_FIRST_BYTES: u64 = 64 * 1024;
+
 impl RepositoryClient {
     /// A client of the repository at `base_url` (e.g. `http://127.0.0.1:8844`)
     /// with the default timeouts.
@@ -205,7 +210,8 @@ impl RepositoryClient {
         }
     }
 
-    /// Upload a file, streamed; returns its digest and size.
+    /// Upload a file, streamed; returns its digest and size. A blob the
+    /// repository holds already is not sent again.
     pub async fn upload_file(&self, path: &Path) -> Result<BlobRef, RepositoryError> {
         let shown = path.display().to_string();
         let file = std::fs::File::open(path).map_err(io(format!("opening {shown}")))?;
@@ -234,6 +240,13 @@ impl RepositoryClient {
         size: u64,
         source: &Upload<'_>,
     ) -> Result<BlobRef, RepositoryError> {
+        let blob = BlobRef {
+            sha256: digest,
+            size,
+        };
+        if size > ASK_FIRST_BYTES && self.has(&blob).await {
+            return Ok(blob);
+        }
         let give_up = tokio::time::Instant::now() + self.total;
         let mut wait = Duration::from_millis(50);
         loop {
@@ -260,11 +273,25 @@ impl RepositoryClient {
                 }
             }
             Self::check(response, &digest)?;
-            return Ok(BlobRef {
-                sha256: digest,
-                size,
-            });
+            return Ok(blob);
         }
+    }
+
+    /// Whether the repository holds `blob` already (a HEAD request; any
+    /// failure means "not known to": the upload then says what is wrong).
+    async fn has(&self, blob: &BlobRef) -> bool {
+        let response = self
+            .request(reqwest::Method::HEAD, &blob.sha256)
+            .send()
+            .await;
+        response.is_ok_and(|r| {
+            r.status() == StatusCode::OK
+                && r.headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    == Some(blob.size)
+        })
     }
 
     /// Download `blob` from this repository to `dest`, streamed, resuming a

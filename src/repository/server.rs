@@ -21,7 +21,7 @@ use tower::ServiceExt;
 use tower_http::services::ServeFile;
 
 use super::RepositoryError;
-use super::guarded::GuardedListener;
+use super::guarded::{ConnectionLimits, GuardedListener};
 use crate::digest::{Sha256Digest, Sha256Hasher};
 
 /// How a repository server runs, and what it refuses: every upload is
@@ -43,14 +43,20 @@ pub struct RepositoryConfig {
     pub read_timeout: Duration,
     /// Connections open at once; more wait until one closes.
     pub max_connections: usize,
+    /// Connections open at once from one peer address; more are closed at
+    /// once, so one client cannot take every place.
+    pub max_connections_per_peer: usize,
+    /// Longest time from a request's first byte to the end of its headers:
+    /// a client trickling its headers is closed past it.
+    pub header_timeout: Duration,
     /// Longest time one upload may take.
     pub upload_timeout: Duration,
 }
 
 impl RepositoryConfig {
     /// A repository in `dir` with no token, a 4 GiB blob limit, a 64 GiB
-    /// quota, 16 uploads and 256 connections at once, 30 s of silence and
-    /// 1 h per upload.
+    /// quota, 16 uploads and 256 connections at once (32 per peer address),
+    /// 30 s of silence, 10 s for a request's headers and 1 h per upload.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RepositoryConfig {
             dir: dir.into(),
@@ -60,6 +66,8 @@ impl RepositoryConfig {
             max_concurrent_uploads: 16,
             read_timeout: Duration::from_secs(30),
             max_connections: 256,
+            max_connections_per_peer: 32,
+            header_timeout: Duration::from_secs(10),
             upload_timeout: Duration::from_secs(3600),
         }
     }
@@ -123,8 +131,27 @@ fn bad_digest() -> Response {
     )
 }
 
+/// The answer to an upload of a blob that is now stored.
+fn stored(digest: &Sha256Digest, size: u64) -> Response {
+    (
+        StatusCode::CREATED,
+        format!("{{\"sha256\":\"{digest}\",\"size\":{size}}}"),
+    )
+        .into_response()
+}
+
 fn blob_path(config: &RepositoryConfig, digest: &Sha256Digest) -> PathBuf {
     config.dir.join("blobs").join(digest.to_hex())
+}
+
+/// Whether `given` is `token`, in time that tells nothing of how much of
+/// it matched: both are hashed first (hiding the length too) and the
+/// digests compared in constant time.
+fn same_token(given: &str, token: &str) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let given = Sha256Digest::of(given.as_bytes());
+    let token = Sha256Digest::of(token.as_bytes());
+    given.bytes().ct_eq(token.bytes()).into()
 }
 
 async fn check_token(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
@@ -134,7 +161,7 @@ async fn check_token(State(shared): State<Arc<Shared>>, request: Request, next: 
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_str()) {
+        if !given.is_some_and(|given| same_token(given, token)) {
             return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         }
     }
@@ -189,6 +216,12 @@ async fn put_blob(
             format!("blob over the limit of {} bytes", config.max_blob_bytes),
         );
     }
+    // A blob stored already is answered at once, without reading the body
+    // or writing anything: a re-upload costs neither disk nor quota.
+    let target = blob_path(config, &expected);
+    if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+        return stored(&expected, size);
+    }
     // Wait a little for a place (many nodes finish a round at once), then
     // ask the client to come back: the body is not read meanwhile.
     let slot = tokio::time::timeout(
@@ -208,9 +241,7 @@ async fn put_blob(
             .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
         return busy;
     };
-    let target = blob_path(config, &expected);
-    let already = tokio::fs::try_exists(&target).await.unwrap_or(false);
-    let reserved = if already { 0 } else { size };
+    let reserved = size;
     if let Err(left) = shared.reserve(reserved) {
         return text(
             StatusCode::INSUFFICIENT_STORAGE,
@@ -262,8 +293,12 @@ async fn put_blob(
                 format!("the body does not have the SHA-256 {expected} its URL names"),
             )));
         }
+        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+            // Another upload of the same blob finished first.
+            return Ok(Ok(false));
+        }
         tokio::fs::rename(&tmp, &target).await?;
-        Ok::<_, std::io::Error>(Ok(size))
+        Ok::<_, std::io::Error>(Ok(true))
     };
     let result = match tokio::time::timeout(config.upload_timeout, receive).await {
         Ok(result) => result,
@@ -277,11 +312,12 @@ async fn put_blob(
     };
     let _ = tokio::fs::remove_file(&tmp).await;
     match result {
-        Ok(Ok(size)) => (
-            StatusCode::CREATED,
-            format!("{{\"sha256\":\"{expected}\",\"size\":{size}}}"),
-        )
-            .into_response(),
+        Ok(Ok(kept)) => {
+            if !kept {
+                shared.release(reserved);
+            }
+            stored(&expected, size)
+        }
         Ok(Err(refusal)) => {
             shared.release(reserved);
             refusal
@@ -328,11 +364,35 @@ pub async fn serve(
 ) -> Result<(), RepositoryError> {
     // Twice the body's read timeout, so that a stalled upload is answered by
     // the handler (408) before its connection is closed under it.
-    let idle = config.read_timeout.saturating_mul(2);
-    let listener = GuardedListener::new(listener, config.max_connections, idle);
+    let limits = ConnectionLimits {
+        total: config.max_connections,
+        per_peer: config.max_connections_per_peer,
+        idle: config.read_timeout.saturating_mul(2),
+        headers: config.header_timeout,
+    };
+    let listener = GuardedListener::new(listener, limits);
     let app = router(config)?;
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(|e| RepositoryError::Server(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_compare_by_digest_whatever_their_length() {
+        assert!(same_token("s3cret", "s3cret"));
+        for wrong in [
+            "",
+            "s3cre",
+            "s3cret!",
+            "S3cret",
+            "x".repeat(10_000).as_str(),
+        ] {
+            assert!(!same_token(wrong, "s3cret"), "{wrong}");
+        }
+    }
 }

@@ -8,12 +8,15 @@
 use std::time::Duration;
 
 use super::ExperimentError;
-use super::aggregators::{Aggregator, FedAvg, Scaffold};
+use super::aggregators::{
+    Aggregator, ClippedFedAvg, CoordinateRule, CoordinateWise, FedAvg, Scaffold,
+};
 use super::settings::{ExperimentSettings, RepositorySetting};
 use super::strategy::{DefaultStrategy, FailurePolicy, SamplingStrategy, Strategy};
 use crate::training::TrainingArgs;
 
-/// An aggregator with its arguments (`aggregator`, `server_lr` in settings).
+/// An aggregator with its arguments (`aggregator`, `server_lr`,
+/// `trim_fraction`, `clip_norm` in settings).
 #[derive(Debug, Clone, PartialEq)]
 pub enum AggregatorConfig {
     /// `"fedavg"`: the sample-weighted mean of the nodes' parameters.
@@ -23,13 +26,46 @@ pub enum AggregatorConfig {
         /// The server learning rate, positive.
         server_lr: f32,
     },
+    /// `"median"` or `"trimmed_mean"`: a robust statistic of each coordinate.
+    Coordinate(CoordinateRule),
+    /// `"clipped_fedavg"`: FedAvg of updates clipped to a norm bound.
+    Clipped {
+        /// The bound; `None` for each round's median update norm.
+        clip_norm: Option<f32>,
+    },
 }
 
+/// Every aggregator name, for error messages.
+const AGGREGATORS: &str = "fedavg, scaffold, median, trimmed_mean, clipped_fedavg";
+
 impl AggregatorConfig {
-    /// The aggregator `name` of the settings, with `server_lr` for Scaffold.
+    /// The aggregator the settings name, with its arguments.
+    pub fn from_settings(settings: &ExperimentSettings) -> Result<Self, ExperimentError> {
+        let config = match settings.aggregator.as_str() {
+            "median" => AggregatorConfig::Coordinate(CoordinateRule::Median),
+            "trimmed_mean" => AggregatorConfig::Coordinate(CoordinateRule::TrimmedMean {
+                fraction: settings.trim_fraction,
+            }),
+            "clipped_fedavg" => AggregatorConfig::Clipped {
+                clip_norm: settings.clip_norm,
+            },
+            name => return AggregatorConfig::from_name(name, settings.server_lr),
+        };
+        config.init()?;
+        Ok(config)
+    }
+
+    /// The aggregator `name` with its default arguments, and `server_lr`
+    /// for Scaffold.
     pub fn from_name(name: &str, server_lr: f32) -> Result<Self, ExperimentError> {
         let config = match name {
             "fedavg" => AggregatorConfig::FedAvg,
+            "median" | "trimmed_mean" | "clipped_fedavg" => {
+                return AggregatorConfig::from_settings(&ExperimentSettings {
+                    aggregator: name.into(),
+                    ..ExperimentSettings::default()
+                });
+            }
             "scaffold" if server_lr.is_finite() && server_lr > 0.0 => {
                 AggregatorConfig::Scaffold { server_lr }
             }
@@ -40,7 +76,7 @@ impl AggregatorConfig {
             }
             other => {
                 return Err(ExperimentError::Argument(format!(
-                    "unknown aggregator `{other}`; available: fedavg, scaffold"
+                    "unknown aggregator `{other}`; available: {AGGREGATORS}"
                 )));
             }
         };
@@ -53,6 +89,8 @@ impl AggregatorConfig {
         match self {
             AggregatorConfig::FedAvg => "fedavg",
             AggregatorConfig::Scaffold { .. } => "scaffold",
+            AggregatorConfig::Coordinate(rule) => rule.name(),
+            AggregatorConfig::Clipped { .. } => "clipped_fedavg",
         }
     }
 
@@ -61,6 +99,13 @@ impl AggregatorConfig {
         Ok(match *self {
             AggregatorConfig::FedAvg => Box::new(FedAvg::new()),
             AggregatorConfig::Scaffold { server_lr } => Box::new(Scaffold::new(server_lr)?),
+            AggregatorConfig::Coordinate(rule) => Box::new(
+                CoordinateWise::new(rule).map_err(|e| ExperimentError::Argument(e.to_string()))?,
+            ),
+            AggregatorConfig::Clipped { clip_norm } => Box::new(
+                ClippedFedAvg::new(clip_norm)
+                    .map_err(|e| ExperimentError::Argument(e.to_string()))?,
+            ),
         })
     }
 }
@@ -221,7 +266,7 @@ impl ExperimentSettings {
             .map_err(|e| ExperimentError::Argument(e.to_string()))?;
         let round_deadline = seconds(self.round_deadline_secs, "round_deadline_secs")?;
         let search_wait = seconds(self.search_wait_secs, "search_wait_secs")?;
-        let aggregator = AggregatorConfig::from_name(&self.aggregator, self.server_lr)?;
+        let aggregator = AggregatorConfig::from_settings(&self)?;
         let warnings = check_aggregator(aggregator.init()?.as_ref(), &self.training_args)?;
         if let Some(optimizer) = &self.agg_optimizer {
             optimizer.check().map_err(ExperimentError::Argument)?;

@@ -28,6 +28,9 @@ pub enum ExperimentError {
     /// The file repository failed.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+    /// The researcher's key or roster cannot be used.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     /// The plan could not be loaded or run on the researcher side.
     #[error(transparent)]
     Sandbox(#[from] SandboxError),

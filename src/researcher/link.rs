@@ -18,21 +18,51 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 use super::ResearcherError;
+use crate::identity::{Credentials, Identity, KeyRing};
 use crate::transport::{BrokerConfig, Delivery, MqttClient, Publisher, Session};
 use crate::wire::{
-    Answer, DatasetSummary, ErrorMessage, ListReply, ListRequest, Message, NodeStatus, Ping, Pong,
-    SearchReply, SearchRequest, decode, topics,
+    Answer, DatasetSummary, ErrorMessage, ListReply, ListRequest, Message, NodeLog, NodeStatus,
+    OpenError, Ping, Pong, SearchReply, SearchRequest, open, topics,
 };
 
-/// A researcher id for a link that was not given one: the process id and a
-/// count of the ids made so far in this process. The id is also the link's
-/// MQTT client id, and a broker hands a client id's session to its newest
-/// connection, so two live links with one id (two experiments in one program)
-/// would keep taking the connection from each other and lose replies.
-pub fn generated_researcher_id() -> String {
+/// An MQTT client id for a link of `researcher_id`: the id, the process
+/// and a count of links made in this process. A broker hands a client id's
+/// session to its newest connection, so two live links with one client id
+/// (two experiments of one researcher in one program) would keep taking the
+/// connection from each other and lose replies.
+fn client_id(researcher_id: &str) -> String {
     static MADE: AtomicU64 = AtomicU64::new(0);
     let n = MADE.fetch_add(1, Ordering::Relaxed);
-    format!("researcher-{}-{n}", std::process::id())
+    format!("{researcher_id}-{}-{n}", std::process::id())
+}
+
+/// Request ids this link sent, so that a reply to anything else (a reply
+/// that came before its request, or one to another researcher's request)
+/// is ignored. Bounded: the oldest are forgotten first.
+#[derive(Debug, Default)]
+struct SentRequests {
+    ids: std::collections::HashSet<String>,
+    order: VecDeque<String>,
+}
+
+/// Request ids remembered; far more than any round has in flight.
+const MAX_SENT: usize = 1 << 16;
+
+impl SentRequests {
+    fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > MAX_SENT {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
 }
 
 /// A node's answer to a request: its reply, or the error it sent instead.
@@ -63,9 +93,13 @@ pub struct NodeLink {
     backlog: VecDeque<Message>,
     /// Last status heard from each node (retained messages included).
     online: BTreeMap<String, bool>,
-    /// Makes this link's request ids unlike those of any earlier link with
-    /// the same researcher id, whose late replies may still arrive.
-    nonce: String,
+    /// The nodes we believe, by key.
+    keyring: std::sync::Arc<KeyRing>,
+    /// Our key, for bodies sent as they are ([`NodeLink::send_body`]).
+    identity: std::sync::Arc<Identity>,
+    /// Request ids we sent; replies to others are ignored.
+    sent: SentRequests,
+    /// Ping sequences we sent.
     next_request: u64,
     /// Unanswered train requests by request id: the node and the message.
     tracked: BTreeMap<String, (String, Message)>,
@@ -102,32 +136,20 @@ fn answers(message: &Message, request_id: &str) -> Option<Reply> {
     }
 }
 
-/// Eight hex digits from the clock, the process and a counter.
-fn link_nonce() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LINKS: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let seed = format!(
-        "{nanos}-{}-{}",
-        std::process::id(),
-        LINKS.fetch_add(1, Ordering::Relaxed)
-    );
-    crate::digest::Sha256Digest::of(seed.as_bytes()).to_hex()[..8].to_string()
-}
-
 impl NodeLink {
-    /// Connect as `researcher_id` and listen to replies, monitoring, logs and node status.
+    /// Connect as the researcher of `credentials` (its id and key) and
+    /// listen to replies, monitoring, logs and node status; only messages
+    /// signed by a node its roster pins are believed.
     pub async fn connect(
         broker: &BrokerConfig,
-        researcher_id: &str,
+        credentials: &Credentials,
     ) -> Result<NodeLink, ResearcherError> {
+        let researcher_id = credentials.identity.id();
         if !topics::valid_id(researcher_id) || researcher_id == topics::ANONYMOUS {
             return Err(ResearcherError::BadId(researcher_id.into()));
         }
         let session = Session {
-            client_id: researcher_id.into(),
+            client_id: client_id(researcher_id),
             subscriptions: vec![
                 topics::researcher(researcher_id),
                 topics::replies(None),
@@ -135,6 +157,7 @@ impl NodeLink {
             ],
             last_will: None,
             announce: None,
+            identity: credentials.identity.clone(),
         };
         let (client, inbox) = MqttClient::connect(broker, session).await?;
         Ok(NodeLink {
@@ -144,7 +167,9 @@ impl NodeLink {
             inbox,
             backlog: VecDeque::new(),
             online: BTreeMap::new(),
-            nonce: link_nonce(),
+            keyring: credentials.keyring.clone(),
+            identity: credentials.identity.clone(),
+            sent: SentRequests::default(),
             tracked: BTreeMap::new(),
             sessions_seen: 0,
             next_request: 0,
@@ -156,17 +181,45 @@ impl NodeLink {
         &self.researcher_id
     }
 
-    /// A fresh request id, unique for this link and unlike any other link's.
+    /// A fresh random 128-bit request id.
     pub fn request_id(&mut self) -> String {
-        self.next_request += 1;
-        format!(
-            "{}-{}-{}",
-            self.researcher_id, self.nonce, self.next_request
-        )
+        let mut bytes = [0u8; 16];
+        if getrandom::fill(&mut bytes).is_err() {
+            // No system randomness: still unique, from the clock and a count.
+            self.next_request += 1;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let seed = format!("{nanos}-{}-{}", std::process::id(), self.next_request);
+            bytes.copy_from_slice(&crate::digest::Sha256Digest::of(seed.as_bytes()).bytes()[..16]);
+        }
+        hex::encode(bytes)
     }
 
-    /// Publish `message` to one node, or to every node with `None`.
-    pub async fn send(&self, node: Option<&str>, message: &Message) -> Result<(), ResearcherError> {
+    /// Messages refused so far: unknown nodes, changed keys, forged
+    /// signatures, signers speaking for others.
+    pub fn refused_messages(&self) -> u64 {
+        self.keyring.refused()
+    }
+
+    /// The next ping sequence, remembered as sent.
+    fn ping_sequence(&mut self) -> u64 {
+        self.next_request += 1;
+        self.sent.insert(format!("ping-{}", self.next_request));
+        self.next_request
+    }
+
+    /// Publish `message` to one node, or to every node with `None`. Its
+    /// request id is remembered: only replies to requests this link sent
+    /// are taken.
+    pub async fn send(
+        &mut self,
+        node: Option<&str>,
+        message: &Message,
+    ) -> Result<(), ResearcherError> {
+        if let Some(id) = message.request_id() {
+            self.sent.insert(id.to_string());
+        }
         let topic = node.map_or_else(topics::all_nodes, topics::node);
         Ok(self.publisher.publish(&topic, message).await?)
     }
@@ -214,8 +267,17 @@ impl NodeLink {
         self.backlog.push_back(message);
     }
 
-    /// Publish raw bytes to a node's topic (for tests of bad input).
-    pub async fn send_bytes(&self, node: &str, payload: Vec<u8>) -> Result<(), ResearcherError> {
+    /// Sign `body` as it is, whatever it holds, and publish it to a node's
+    /// topic: for tests of bad input. A request id that can be read in it
+    /// is remembered as sent, so the node's error reply is taken.
+    pub async fn send_body(&mut self, node: &str, body: &str) -> Result<(), ResearcherError> {
+        let id = serde_json::from_str::<serde_json::Value>(body)
+            .ok()
+            .and_then(|v| v.get("request_id")?.as_str().map(str::to_string));
+        if let Some(id) = id {
+            self.sent.insert(id);
+        }
+        let payload = crate::wire::seal_raw(body, &self.identity);
         Ok(self
             .publisher
             .publish_bytes(&topics::node(node), payload)
@@ -264,13 +326,26 @@ impl NodeLink {
                 Ok(None) => return None,
                 Ok(Some(delivery)) => delivery,
             };
-            let message = match decode(&delivery.payload) {
-                Ok(m) => m,
+            let message = match open(&delivery.payload, &self.keyring) {
+                Ok(opened) => opened.message,
                 Err(e) => {
-                    tracing::warn!("ignoring an unreadable message on {}: {e}", delivery.topic);
+                    if matches!(e, OpenError::Impostor { .. }) {
+                        self.keyring.count_refusal();
+                    }
+                    tracing::warn!("ignoring a message on {}: {e}", delivery.topic);
                     continue;
                 }
             };
+            let mut message = message;
+            make_printable(&mut message);
+            if !self.asked_for(&message) {
+                tracing::warn!(
+                    "ignoring a {} from {} that answers no request of ours",
+                    message.command(),
+                    message.sender().1
+                );
+                continue;
+            }
             if let Message::NodeStatus(NodeStatus { node_id, online }) = &message {
                 self.online.insert(node_id.clone(), *online);
                 // A node announces itself after every (re)connection, once
@@ -287,6 +362,15 @@ impl NodeLink {
                 }
                 return Some(message);
             }
+        }
+    }
+
+    /// Whether `message`, if it is a reply, answers a request this link sent.
+    fn asked_for(&self, message: &Message) -> bool {
+        match message.answers() {
+            Some(Answer::Request(id)) => self.sent.contains(id),
+            Some(Answer::Ping(sequence)) => self.sent.contains(&format!("ping-{sequence}")),
+            None => true,
         }
     }
 
@@ -346,8 +430,7 @@ impl NodeLink {
         nodes: Option<&BTreeSet<String>>,
         window: Duration,
     ) -> Result<BTreeMap<String, Reply>, ResearcherError> {
-        self.next_request += 1;
-        let sequence = self.next_request;
+        let sequence = self.ping_sequence();
         let ping = Message::Ping(Ping {
             researcher_id: self.researcher_id.clone(),
             sequence,
@@ -380,8 +463,7 @@ impl NodeLink {
             }
             if now >= next_ping {
                 let missing: BTreeSet<String> = nodes.difference(&answered).cloned().collect();
-                self.next_request += 1;
-                let sequence = self.next_request;
+                let sequence = self.ping_sequence();
                 sent.insert(sequence);
                 let ping = Message::Ping(Ping {
                     researcher_id: self.researcher_id.clone(),
@@ -436,7 +518,7 @@ impl NodeLink {
 
     /// Send to each node of `nodes`, or to every node.
     async fn broadcast(
-        &self,
+        &mut self,
         nodes: Option<&BTreeSet<String>>,
         message: &Message,
     ) -> Result<(), ResearcherError> {
@@ -454,6 +536,47 @@ impl NodeLink {
     /// Disconnect cleanly.
     pub async fn disconnect(self) {
         self.client.disconnect().await;
+    }
+}
+
+/// Text a node chose, as it may be printed on a terminal: control
+/// characters (terminal escapes, bells, carriage returns) become `�`;
+/// newlines and tabs stay.
+pub(crate) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect()
+}
+
+/// Every free text of a node's message made [`printable`]: what the
+/// researcher's console, CLI and errors print of it.
+fn make_printable(message: &mut Message) {
+    let clean = |text: &mut String| {
+        if text.chars().any(char::is_control) {
+            *text = printable(text);
+        }
+    };
+    match message {
+        Message::Error(ErrorMessage { message, .. }) | Message::Log(NodeLog { message, .. }) => {
+            clean(message)
+        }
+        Message::SearchReply(SearchReply { datasets, .. })
+        | Message::ListReply(ListReply { datasets, .. }) => {
+            for d in datasets {
+                clean(&mut d.name);
+                clean(&mut d.description);
+                d.tags.iter_mut().for_each(clean);
+                d.columns.iter_mut().for_each(clean);
+                d.classes.iter_mut().for_each(clean);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -480,9 +603,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn generated_ids_differ_and_are_valid_topic_ids() {
-        let (a, b) = (generated_researcher_id(), generated_researcher_id());
+    fn client_ids_differ_per_link_and_are_valid_topic_ids() {
+        let (a, b) = (client_id("alice"), client_id("alice"));
         assert_ne!(a, b);
         assert!(topics::valid_id(&a) && topics::valid_id(&b), "{a} {b}");
+    }
+
+    #[test]
+    fn remote_text_loses_its_terminal_escapes() {
+        assert_eq!(
+            printable("a\u{1b}[2Jb\u{7}\r\nc\td"),
+            "a\u{fffd}[2Jb\u{fffd}\u{fffd}\nc\td"
+        );
+        let mut error = Message::Error(ErrorMessage {
+            researcher_id: None,
+            node_id: "n".into(),
+            code: crate::wire::ErrorCode::Plan,
+            message: "\u{1b}[31mred".into(),
+            request: None,
+        });
+        make_printable(&mut error);
+        assert!(
+            matches!(error, Message::Error(ErrorMessage { ref message, .. }) if message == "\u{fffd}[31mred")
+        );
+    }
+
+    #[test]
+    fn sent_requests_are_bounded_and_forget_the_oldest() {
+        let mut sent = SentRequests::default();
+        for n in 0..MAX_SENT + 2 {
+            sent.insert(n.to_string());
+        }
+        assert!(!sent.contains("0") && !sent.contains("1"));
+        assert!(sent.contains("2") && sent.contains(&(MAX_SENT + 1).to_string()));
+        assert_eq!(sent.ids.len(), MAX_SENT);
     }
 }

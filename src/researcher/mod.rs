@@ -41,7 +41,7 @@ pub use federated_dataset::FederatedDataset;
 pub use history::{
     DroppedNode, FinalValidation, History, NodeEpsilon, NodeRound, NodeValidation, RoundRecord,
 };
-pub use link::{NodeLink, Reply, generated_researcher_id};
+pub use link::{NodeLink, Reply};
 pub use optimizers::{OptimizerState, ServerOptimizer};
 pub use settings::{ExperimentSettings, RepositorySetting, Tags};
 pub use strategy::{DefaultStrategy, FailurePolicy, SamplingStrategy, Strategy};

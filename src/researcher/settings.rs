@@ -78,10 +78,18 @@ pub struct ExperimentSettings {
     pub model_args: Map<String, Value>,
     /// Local training arguments.
     pub training_args: TrainingArgs,
-    /// `"fedavg"` or `"scaffold"`.
+    /// `"fedavg"`, `"scaffold"`, or a robust rule against a dishonest or
+    /// broken node: `"median"`, `"trimmed_mean"` (coordinate-wise, each
+    /// node weighing the same) or `"clipped_fedavg"` (update norms clipped).
     pub aggregator: String,
     /// Scaffold's server learning rate.
     pub server_lr: f32,
+    /// `trimmed_mean`: share of the nodes dropped at each end of every
+    /// coordinate's values, in [0, 0.5).
+    pub trim_fraction: f64,
+    /// `clipped_fedavg`: the bound on an update's L2 norm; unset, each
+    /// round's median update norm.
+    pub clip_norm: Option<f32>,
     /// Optimizer of the global model (FedOpt); none means the aggregate is the new model.
     pub agg_optimizer: Option<crate::researcher::ServerOptimizer>,
     /// `"default"`: every node of the training data, every round;
@@ -108,14 +116,29 @@ pub struct ExperimentSettings {
     pub round_deadline_secs: f64,
     /// How long a search waits for nodes to answer, in seconds.
     pub search_wait_secs: f64,
-    /// Our id on the broker (default: generated).
+    /// The id we sign as (default: one derived from our key).
     pub researcher_id: Option<String>,
+    /// Our secret key (default: `$FEDWASM_DIR/identity.key`, made on the
+    /// first run with mode 0600).
+    pub identity_file: Option<PathBuf>,
+    /// The nodes' pinned keys (default: `$FEDWASM_DIR/roster.toml`).
+    pub roster_file: Option<PathBuf>,
     /// The broker.
     pub broker: BrokerConfig,
     /// The file repository.
     pub repository: RepositorySetting,
     /// Print progress bars and a line per round.
     pub console: bool,
+    /// Longest time compiling the plan on the researcher's side may take,
+    /// in seconds (with a `compiler`).
+    pub compile_timeout_secs: f64,
+    /// Most memory compiling the plan may take, in MiB (with a `compiler`).
+    pub compile_memory_mib: u64,
+    /// The `fedwasm` executable that compiles the plan in a child process
+    /// under the two limits above (`fedwasm run`, `resume` and `demo` set
+    /// it to themselves); `None` compiles in this process, without them.
+    #[serde(skip)]
+    pub compiler: Option<PathBuf>,
 }
 
 impl Default for ExperimentSettings {
@@ -131,6 +154,8 @@ impl Default for ExperimentSettings {
             training_args: TrainingArgs::default(),
             aggregator: "fedavg".into(),
             server_lr: 1.0,
+            trim_fraction: 0.2,
+            clip_norm: None,
             agg_optimizer: None,
             node_selection_strategy: "default".into(),
             sampling_fraction: 1.0,
@@ -144,9 +169,14 @@ impl Default for ExperimentSettings {
             round_deadline_secs: 600.0,
             search_wait_secs: 2.0,
             researcher_id: None,
+            identity_file: None,
+            roster_file: None,
             broker: BrokerConfig::default(),
             repository: RepositorySetting::default(),
             console: false,
+            compile_timeout_secs: 120.0,
+            compile_memory_mib: 2048,
+            compiler: None,
         }
     }
 }

@@ -67,7 +67,7 @@ pub(crate) fn compile_in_child(
                 let _ = child.kill();
                 let _ = child.wait();
                 return Err(failed(format!(
-                    "compiling took longer than {:.0} s, the node's compile_timeout_secs; the component is refused",
+                    "compiling took longer than {:.0} s, the compile_timeout_secs limit; the component is refused",
                     config.compile_timeout_secs
                 )));
             }
@@ -86,7 +86,7 @@ pub(crate) fn compile_in_child(
         let out_of_memory = text.contains("memory allocation") || text.contains("out of memory");
         return Err(failed(if out_of_memory {
             format!(
-                "compiling needed more than {} MiB, the node's compile_memory_mib; the component is refused",
+                "compiling needed more than {} MiB, the compile_memory_mib limit; the component is refused",
                 config.compile_memory_mib
             )
         } else {

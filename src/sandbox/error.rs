@@ -73,6 +73,14 @@ pub enum SandboxError {
         /// The plan's message.
         message: String,
     },
+    /// The plan returned more than the host takes from it.
+    #[error("plan output refused in `{function}`: {reason}")]
+    Output {
+        /// The plan function that returned it.
+        function: &'static str,
+        /// What was over which limit.
+        reason: String,
+    },
     /// The host could not set up or reach the instance.
     #[error("sandbox failure in `{function}`: {reason}")]
     Host {
@@ -104,6 +112,7 @@ impl SandboxError {
             SandboxError::Deadline { .. } => "deadline",
             SandboxError::Trap { .. } => "trap",
             SandboxError::Plan { .. } => "plan-error",
+            SandboxError::Output { .. } => "output",
             SandboxError::Host { .. } => "host",
         }
     }

@@ -12,6 +12,13 @@ use super::error::SandboxError;
 use super::host::{HostState, PlanLogRecord};
 use super::random::StreamSeed;
 
+/// Host bytes one tensor takes besides its values, name and shape (its
+/// struct and the allocations' headers): counted in the budget.
+const TENSOR_OVERHEAD: usize = 128;
+
+/// The most tensors a plan may return: what a parameter file may hold.
+pub use crate::tensors::MAX_TENSORS;
+
 /// Frames of a trap's backtrace that wasmtime keeps (see the engine config).
 pub(crate) const BACKTRACE_FRAMES: usize = 64;
 
@@ -194,11 +201,36 @@ impl PlanInstance {
         })
     }
 
-    /// `get-parameters`
+    /// `get-parameters`, refused when it returns more tensors than a
+    /// parameter file may hold ([`MAX_TENSORS`]) or more bytes than the
+    /// plan's memory budget, before the host does anything with them.
+    /// Copying them out is itself bounded: wasmtime's hostcall fuel is the
+    /// memory budget (set in [`PlanInstance::new`]).
     pub fn get_parameters(&mut self) -> Result<Vec<Tensor>, SandboxError> {
-        self.call("get-parameters", |p, s| {
+        const FUNCTION: &str = "get-parameters";
+        let tensors = self.call(FUNCTION, |p, s| {
             p.fedwasm_plan_plan().call_get_parameters(s)
-        })
+        })?;
+        if tensors.len() > MAX_TENSORS {
+            return Err(SandboxError::Output {
+                function: FUNCTION,
+                reason: format!(
+                    "returned {} tensors, more than the {MAX_TENSORS} a parameter file may hold",
+                    tensors.len()
+                ),
+            });
+        }
+        let bytes = tensors
+            .iter()
+            .map(|t| t.data.len() * 4 + t.name.len() + t.shape.len() * 4 + TENSOR_OVERHEAD)
+            .fold(0usize, usize::saturating_add);
+        if bytes > (self.config_memory_mib as usize).saturating_mul(1 << 20) {
+            return Err(SandboxError::MemoryLimit {
+                function: FUNCTION,
+                limit_mib: self.config_memory_mib,
+            });
+        }
+        Ok(tensors)
     }
 
     /// `set-parameters`

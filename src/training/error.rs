@@ -73,7 +73,7 @@ impl FailureCode {
             SandboxError::StackOverflow { .. } => FailureCode::StackOverflow,
             SandboxError::Deadline { .. } => FailureCode::Deadline,
             SandboxError::Trap { .. } => FailureCode::Trap,
-            SandboxError::Plan { .. } => FailureCode::PlanError,
+            SandboxError::Plan { .. } | SandboxError::Output { .. } => FailureCode::PlanError,
             SandboxError::Host { .. } => FailureCode::Host,
         }
     }

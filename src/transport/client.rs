@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::{BrokerConfig, TransportError};
-use crate::wire::{MAX_MESSAGE_BYTES, Message, encode};
+use crate::identity::Identity;
+use crate::wire::{MAX_MESSAGE_BYTES, Message, seal};
 
 /// A publication received on one of the session's subscriptions.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,18 +42,22 @@ pub struct Session {
     pub last_will: Option<(String, Message)>,
     /// Published (retained) after every successful connection, e.g. "online".
     pub announce: Option<(String, Message)>,
+    /// Signs every message published on this connection.
+    pub identity: Arc<Identity>,
 }
 
-/// Publishes messages on the connection; cheap to clone and share between tasks.
+/// Publishes messages on the connection, each signed with the session's
+/// identity; cheap to clone and share between tasks.
 #[derive(Debug, Clone)]
 pub struct Publisher {
     client: AsyncClient,
+    identity: Arc<Identity>,
 }
 
-/// `message` encoded, unless it is over the size a peer accepts: rumqttc
+/// `message` signed, unless it is over the size a peer accepts: rumqttc
 /// would otherwise drop the whole connection over one packet.
-fn encoded(message: &Message) -> Result<Vec<u8>, TransportError> {
-    let bytes = encode(message);
+fn encoded(message: &Message, identity: &Identity) -> Result<Vec<u8>, TransportError> {
+    let bytes = seal(message, identity);
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(TransportError::TooLarge(bytes.len()));
     }
@@ -63,7 +68,12 @@ impl Publisher {
     /// Publish `message` on `topic` with QoS 1.
     pub async fn publish(&self, topic: &str, message: &Message) -> Result<(), TransportError> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, false, encoded(message)?)
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                false,
+                encoded(message, &self.identity)?,
+            )
             .await
             .map_err(|_| TransportError::Closed)
     }
@@ -83,7 +93,12 @@ impl Publisher {
         message: &Message,
     ) -> Result<(), TransportError> {
         self.client
-            .publish(topic, QoS::AtLeastOnce, true, encoded(message)?)
+            .publish(
+                topic,
+                QoS::AtLeastOnce,
+                true,
+                encoded(message, &self.identity)?,
+            )
             .await
             .map_err(|_| TransportError::Closed)
     }
@@ -95,7 +110,12 @@ pub struct MqttClient {
     publisher: Publisher,
     driver: JoinHandle<()>,
     sessions: Arc<AtomicU64>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Longest wait for a clean disconnection (what is queued sent, the broker
+/// told) before the connection is dropped instead.
+const DISCONNECT_WAIT: Duration = Duration::from_secs(2);
 
 /// Delay before reconnection attempt `attempt` (0-based): 100 ms doubling up to 5 s.
 fn backoff(attempt: u32) -> Duration {
@@ -142,7 +162,7 @@ fn options(config: &BrokerConfig, session: &Session) -> Result<MqttOptions, Tran
     if let Some((topic, message)) = &session.last_will {
         options.set_last_will(LastWill::new(
             topic,
-            encode(message),
+            seal(message, &session.identity),
             QoS::AtLeastOnce,
             true,
         ));
@@ -177,6 +197,7 @@ impl MqttClient {
         session: Session,
     ) -> Result<(MqttClient, mpsc::UnboundedReceiver<Delivery>), TransportError> {
         let options = options(config, &session)?;
+        let identity = session.identity.clone();
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         // Messages are small and latency matters: without TCP_NODELAY, Nagle's
         // algorithm meets delayed ACKs and every exchange waits ~40 ms.
@@ -186,8 +207,10 @@ impl MqttClient {
         let (deliveries, inbox) = mpsc::unbounded_channel();
         let (ready, connected) = oneshot::channel();
         let sessions = Arc::new(AtomicU64::new(0));
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let driver = Driver {
             sessions: sessions.clone(),
+            connected: up.clone(),
             client: client.clone(),
             url: config.url.clone(),
             session,
@@ -200,9 +223,10 @@ impl MqttClient {
         match connected.await {
             Ok(Ok(())) => Ok((
                 MqttClient {
-                    publisher: Publisher { client },
+                    publisher: Publisher { client, identity },
                     driver,
                     sessions,
+                    connected: up,
                 },
                 inbox,
             )),
@@ -224,20 +248,41 @@ impl MqttClient {
         self.sessions.load(Ordering::SeqCst)
     }
 
+    /// Whether the broker connection is up now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::SeqCst)
+    }
+
     /// Disconnect cleanly (the broker then does not publish the last will)
-    /// after sending what is queued, and wait for the connection to end.
+    /// after sending what is queued, and wait for the connection to end —
+    /// at most [`DISCONNECT_WAIT`]. With the broker away, nothing can be
+    /// sent: the connection is dropped at once.
     pub async fn disconnect(self) {
-        if self.publisher.client.disconnect().await.is_ok() {
-            let _ = tokio::time::timeout(Duration::from_secs(10), self.driver).await;
-        } else {
+        if !self.is_connected() {
             self.driver.abort();
+            return;
         }
+        let MqttClient {
+            publisher,
+            mut driver,
+            ..
+        } = self;
+        let clean = async {
+            if publisher.client.disconnect().await.is_ok() {
+                let _ = (&mut driver).await;
+            }
+        };
+        let _ = tokio::time::timeout(DISCONNECT_WAIT, clean).await;
+        // Ended already, or stuck: either way it goes now.
+        driver.abort();
     }
 }
 
 /// The task that drives rumqttc's event loop.
 struct Driver {
     sessions: Arc<AtomicU64>,
+    /// Whether the broker acknowledged the connection and it has not failed since.
+    connected: Arc<std::sync::atomic::AtomicBool>,
     client: AsyncClient,
     url: String,
     session: Session,
@@ -264,6 +309,7 @@ impl Driver {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failures = 0;
+                    self.connected.store(true, Ordering::SeqCst);
                     self.on_connected();
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -318,6 +364,7 @@ impl Driver {
                     return;
                 }
                 Err(e) => {
+                    self.connected.store(false, Ordering::SeqCst);
                     failures += 1;
                     if self.ready.is_some() && failures >= self.attempts {
                         let error = TransportError::Unreachable {
@@ -356,9 +403,12 @@ impl Driver {
             tracing::error!("cannot subscribe: {e}");
         }
         if let Some((topic, message)) = &self.session.announce
-            && let Err(e) = self
-                .client
-                .try_publish(topic, QoS::AtLeastOnce, true, encode(message))
+            && let Err(e) = self.client.try_publish(
+                topic,
+                QoS::AtLeastOnce,
+                true,
+                seal(message, &self.session.identity),
+            )
         {
             tracing::error!("cannot announce on {topic}: {e}");
         }

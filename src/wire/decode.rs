@@ -123,7 +123,8 @@ pub fn encode(message: &Message) -> Vec<u8> {
     serde_json::to_vec(&value).expect("a JSON value always serialises")
 }
 
-fn major(version: &str) -> Option<&str> {
+/// The major part of a `major.minor` version.
+pub(super) fn major(version: &str) -> Option<&str> {
     let (major, minor) = version.split_once('.')?;
     (major.parse::<u32>().is_ok() && minor.parse::<u32>().is_ok()).then_some(major)
 }
@@ -202,7 +203,7 @@ mod tests {
     #[test]
     fn round_trips_with_the_version() {
         let bytes = encode(&ping());
-        assert!(String::from_utf8_lossy(&bytes).contains(r#""protocol_version":"4.0""#));
+        assert!(String::from_utf8_lossy(&bytes).contains(r#""protocol_version":"5.0""#));
         assert_eq!(decode(&bytes).unwrap(), ping());
     }
 
@@ -218,7 +219,7 @@ mod tests {
             WireError::Version { theirs: None, .. }
         ));
         let minor =
-            br#"{"protocol_version":"4.7","command":"ping","researcher_id":"r","sequence":1}"#;
+            br#"{"protocol_version":"5.7","command":"ping","researcher_id":"r","sequence":1}"#;
         assert_eq!(
             decode(minor).unwrap(),
             Message::Ping(Ping {
@@ -250,24 +251,24 @@ mod tests {
         assert_eq!(err.request().unwrap().request_id.as_deref(), Some("q7"));
         assert!(err.to_string().contains("upgrade the older side"), "{err}");
         // The same request in current words still names the stray field.
-        let stray = String::from_utf8_lossy(old).replace(r#""2.0""#, r#""4.0""#);
+        let stray = String::from_utf8_lossy(old).replace(r#""2.0""#, r#""5.0""#);
         let err = decode(stray.as_bytes()).unwrap_err().to_string();
         assert!(err.contains("aggregator_args"), "{err}");
     }
 
     #[test]
     fn names_the_bad_field_and_unknown_commands() {
-        let extra = br#"{"protocol_version":"4.0","command":"ping","researcher_id":"r","sequence":1,"seqence":2}"#;
+        let extra = br#"{"protocol_version":"5.0","command":"ping","researcher_id":"r","sequence":1,"seqence":2}"#;
         let err = decode(extra).unwrap_err().to_string();
         assert!(
             err.contains("bad `ping` message") && err.contains("seqence"),
             "{err}"
         );
         let typed =
-            br#"{"protocol_version":"4.0","command":"ping","researcher_id":"r","sequence":"one"}"#;
+            br#"{"protocol_version":"5.0","command":"ping","researcher_id":"r","sequence":"one"}"#;
         let err = decode(typed).unwrap_err().to_string();
         assert!(err.contains("invalid type"), "{err}");
-        let unknown = br#"{"protocol_version":"4.0","command":"reboot","request_id":"x"}"#;
+        let unknown = br#"{"protocol_version":"5.0","command":"reboot","request_id":"x"}"#;
         let err = decode(unknown).unwrap_err();
         assert!(
             matches!(err, WireError::UnknownCommand { ref command, .. } if command == "reboot"),

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::digest::Sha256Digest;
+use crate::identity::Role;
 
 /// A file in the repository, named by its content. There is no URL: a
 /// receiver fetches the blob by digest from the repository *it* trusts (a
@@ -112,6 +113,9 @@ pub enum ErrorCode {
     /// The node's training queue is full (for everyone, or for this
     /// researcher); the request was not queued: send it again later.
     Busy,
+    /// The signer's key is not in the node's roster: the node does not
+    /// serve this researcher (the text names the key to have added).
+    UnknownKey,
     /// Anything else on the node.
     Internal,
 }
@@ -506,9 +510,18 @@ pub enum Answer<'a> {
 }
 
 impl Message {
-    /// The node a node → researcher message comes from. Every variant is
-    /// named, so a new message must say whether it has one.
+    /// The node a node → researcher message comes from.
     pub fn sender_node(&self) -> Option<&str> {
+        match self.sender() {
+            (Role::Node, node) => Some(node),
+            (Role::Researcher, _) => None,
+        }
+    }
+
+    /// Who sends this message: the node for a node → researcher message,
+    /// the researcher for a request. Its signature must be that party's.
+    /// Every variant is named, so a new message must say who sends it.
+    pub fn sender(&self) -> (Role, &str) {
         match self {
             Message::SearchReply(SearchReply { node_id, .. })
             | Message::ListReply(ListReply { node_id, .. })
@@ -519,13 +532,15 @@ impl Message {
             | Message::Log(NodeLog { node_id, .. })
             | Message::Scalar(Scalar { node_id, .. })
             | Message::PlanStatusReply(PlanStatusReply { node_id, .. })
-            | Message::NodeStatus(NodeStatus { node_id, .. }) => Some(node_id),
-            Message::SearchRequest(SearchRequest { .. })
-            | Message::ListRequest(ListRequest { .. })
-            | Message::Ping(Ping { .. })
-            | Message::TrainRequest(TrainRequest { .. })
-            | Message::PlanApprovalRequest(PlanApprovalRequest { .. })
-            | Message::PlanStatusRequest(PlanStatusRequest { .. }) => None,
+            | Message::NodeStatus(NodeStatus { node_id, .. }) => (Role::Node, node_id),
+            Message::SearchRequest(SearchRequest { researcher_id, .. })
+            | Message::ListRequest(ListRequest { researcher_id, .. })
+            | Message::Ping(Ping { researcher_id, .. })
+            | Message::TrainRequest(TrainRequest { researcher_id, .. })
+            | Message::PlanApprovalRequest(PlanApprovalRequest { researcher_id, .. })
+            | Message::PlanStatusRequest(PlanStatusRequest { researcher_id, .. }) => {
+                (Role::Researcher, researcher_id)
+            }
         }
     }
 
@@ -555,6 +570,19 @@ impl Message {
             | Message::PlanApprovalRequest(PlanApprovalRequest { .. })
             | Message::PlanStatusRequest(PlanStatusRequest { .. })
             | Message::NodeStatus(NodeStatus { .. }) => None,
+        }
+    }
+
+    /// The id of a request (none for pings, which carry a sequence, and
+    /// for replies).
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Message::SearchRequest(SearchRequest { request_id, .. })
+            | Message::ListRequest(ListRequest { request_id, .. })
+            | Message::TrainRequest(TrainRequest { request_id, .. })
+            | Message::PlanApprovalRequest(PlanApprovalRequest { request_id, .. })
+            | Message::PlanStatusRequest(PlanStatusRequest { request_id, .. }) => Some(request_id),
+            _ => None,
         }
     }
 

@@ -11,11 +11,13 @@
 //! SHA-256 do ([`BlobRef`]).
 
 mod decode;
+mod envelope;
 pub(crate) mod float;
 mod messages;
 pub mod topics;
 
 pub use decode::{MAX_MESSAGE_BYTES, WireError, decode, encode};
+pub use envelope::{OpenError, Opened, SignerRef, open, seal, seal_raw};
 pub use messages::*;
 
 /// The protocol version this build speaks. Peers must share the major version.
@@ -24,7 +26,9 @@ pub use messages::*;
 /// read: a node refusing unknown fields cannot take a 2.0 request).
 /// 4.0: a node's timings split into data, sandbox and transfer (a 3.0
 /// researcher refusing unknown fields cannot read a 4.0 reply).
-pub const PROTOCOL_VERSION: &str = "4.0";
+/// 5.0: every message is signed by its sender's Ed25519 key and travels in
+/// an envelope (see [`seal`] and [`open`]); request ids are random 128-bit.
+pub const PROTOCOL_VERSION: &str = "5.0";
 
 /// Longest free text (an error's message, a log record) a node sends: a
 /// plan's own text is cut to this, so a message always fits the broker's

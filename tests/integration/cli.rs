@@ -413,3 +413,27 @@ fn plan_check_and_evaluate_segment_mask_manifests() {
     let (ok, _, stderr) = evaluate(&["--mask-column", "mask", "--metric", "AUC"]);
     assert!(!ok && stderr.contains("score masks by DICE"), "{stderr}");
 }
+
+/// `fedwasm evaluate` compiles a plan it was given as a node does: in a
+/// child process, under a time and a memory limit.
+#[test]
+fn evaluate_compiles_the_plan_under_limits() {
+    let plan = example_plan("mlp");
+    let (ok, _, err) = fedwasm(
+        &[
+            "evaluate",
+            plan.to_str().unwrap(),
+            "params.safetensors",
+            "--data",
+            data("digits.csv").to_str().unwrap(),
+            "--compile-memory-mib",
+            "48",
+        ],
+        &[],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("more than 48 MiB, the compile_memory_mib limit"),
+        "{err}"
+    );
+}

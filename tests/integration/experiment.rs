@@ -525,3 +525,26 @@ async fn two_experiments_open_at_once_each_get_their_replies() {
     first.close().await;
     second.close().await;
 }
+
+/// The researcher compiles the plan under the settings' limits, in a child
+/// process, when it has a compiler (as `fedwasm run`, `resume` and `demo` do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_researcher_compiles_the_plan_under_limits() {
+    let fed = Federation::embedded().await;
+    let dir = tempfile::tempdir().unwrap();
+    let err = Experiment::new(ExperimentSettings {
+        training_plan: Some(example_plan("mlp")),
+        training_args: serde_json::from_value(json!({"num_updates": 1})).unwrap(),
+        compiler: Some(crate::support::fedwasm_bin()),
+        compile_memory_mib: 48,
+        ..fed.settings_in(dir.path())
+    })
+    .await
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        err.contains("more than 48 MiB, the compile_memory_mib limit"),
+        "{err}"
+    );
+}

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fedwasm::digest::Sha256Digest;
+use fedwasm::identity::{Credentials, PublicKey, Role, Roster, node_roster_file};
 use fedwasm::node::NodeConfig;
 use fedwasm::repository::RepositoryLink;
 use fedwasm::repository::{RepositoryClient, RepositoryConfig, serve};
@@ -15,8 +16,8 @@ use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
 use fedwasm::transport::BrokerConfig;
 use fedwasm::wire::{
-    BlobRef, ErrorCode, ErrorMessage, Message, PlanApprovalRequest, PlanStatus, PlanStatusReply,
-    PlanStatusRequest, Pong, Scalar, TrainReply, TrainRequest,
+    BlobRef, ErrorCode, ErrorMessage, Message, PROTOCOL_VERSION, PlanApprovalRequest, PlanStatus,
+    PlanStatusReply, PlanStatusRequest, Pong, Scalar, TrainReply, TrainRequest,
 };
 use fedwasm::{LocalFederation, LocalFederationConfig};
 use serde_json::{Value, json};
@@ -94,15 +95,110 @@ impl NodeProcess {
     }
 }
 
+impl NodeProcess {
+    /// `fedwasm roster ARGS --dir <node folder>`: the operator's roster
+    /// commands; panics with their error when they fail.
+    pub fn operator_roster(&self, args: &[&str]) -> String {
+        let out = Command::new(fedwasm_bin())
+            .arg("roster")
+            .args(args)
+            .arg("--dir")
+            .arg(&self.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into()
+    }
+}
+
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
     }
 }
 
+/// The keys of one test's parties, exchanged as operators would: every
+/// node's key pinned in the researchers' roster, every researcher's key
+/// pinned in every node's roster (nodes re-read it while running).
+pub struct TestKeys {
+    dir: PathBuf,
+    nodes: std::sync::Mutex<Vec<PathBuf>>,
+    researchers: std::sync::Mutex<Vec<(String, PublicKey)>>,
+}
+
+/// The researcher id of [`Federation::settings_in`]'s experiments.
+pub const EXPERIMENTER: &str = "experimenter";
+
+impl TestKeys {
+    fn new(dir: PathBuf) -> TestKeys {
+        TestKeys {
+            dir,
+            nodes: Default::default(),
+            researchers: Default::default(),
+        }
+    }
+
+    /// The roster the researchers read: every node's key.
+    pub fn roster(&self) -> PathBuf {
+        self.dir.join("roster.toml")
+    }
+
+    /// The key file of researcher `id`.
+    pub fn key_file(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.key"))
+    }
+
+    /// Pin the node in `node_dir` for the researchers, and every researcher
+    /// so far in its roster.
+    pub fn node_made(&self, node_dir: &Path) {
+        let config = NodeConfig::load(node_dir).unwrap();
+        let key = config.credentials(node_dir).unwrap().identity.public();
+        let mut roster = Roster::load(&self.roster()).unwrap();
+        roster.pin(Role::Node, &config.id, key).unwrap();
+        roster.save(&self.roster()).unwrap();
+        let mut served = Roster::load(&node_roster_file(node_dir)).unwrap();
+        for (id, key) in self.researchers.lock().unwrap().iter() {
+            served.pin(Role::Researcher, id, *key).unwrap();
+        }
+        served.save(&node_roster_file(node_dir)).unwrap();
+        self.nodes.lock().unwrap().push(node_dir.to_path_buf());
+    }
+
+    /// Pin `key` as node `id`'s in the researchers' roster (a node made
+    /// without `node init`: a bare MQTT client with a key of its own).
+    pub fn pin_node(&self, id: &str, key: PublicKey) {
+        let mut roster = Roster::load(&self.roster()).unwrap();
+        roster.pin(Role::Node, id, key).unwrap();
+        roster.save(&self.roster()).unwrap();
+    }
+
+    /// Researcher `id`'s credentials (its key made on first use), pinned in
+    /// every node's roster.
+    pub fn researcher(&self, id: &str) -> Credentials {
+        let credentials =
+            Credentials::researcher(Some(&self.key_file(id)), Some(&self.roster()), Some(id))
+                .unwrap();
+        let key = credentials.identity.public();
+        for node in self.nodes.lock().unwrap().iter() {
+            let path = node_roster_file(node);
+            let mut roster = Roster::load(&path).unwrap();
+            roster.pin(Role::Researcher, id, key).unwrap();
+            roster.save(&path).unwrap();
+        }
+        self.researchers.lock().unwrap().push((id.to_string(), key));
+        credentials
+    }
+}
+
 /// Broker, repository and node folders of one test.
 pub struct Federation {
     pub tmp: tempfile::TempDir,
+    /// Every party's keys.
+    pub keys: TestKeys,
     /// How the researcher reaches the broker.
     pub broker: BrokerConfig,
     pub repository: RepositoryClient,
@@ -132,6 +228,7 @@ impl Federation {
             repository: RepositoryClient::new(&repository_url, None),
             repository_url,
             broker,
+            keys: TestKeys::new(tmp.path().join("keys")),
             tmp,
             _local: None,
             _stop_repository: Some(stop),
@@ -154,6 +251,7 @@ impl Federation {
             repository: RepositoryClient::new(local.repository_url(), None),
             repository_url: local.repository_url().to_string(),
             broker: local.broker(),
+            keys: TestKeys::new(tmp.path().join("keys")),
             tmp,
             _local: Some(local),
             _stop_repository: None,
@@ -207,7 +305,11 @@ impl Federation {
     /// Default experiment settings pointed at this federation's broker and
     /// repository, writing into `dir`, waiting up to 20 s for search replies.
     pub fn settings_in(&self, dir: &Path) -> ExperimentSettings {
+        self.keys.researcher(EXPERIMENTER);
         ExperimentSettings {
+            researcher_id: Some(EXPERIMENTER.into()),
+            identity_file: Some(self.keys.key_file(EXPERIMENTER)),
+            roster_file: Some(self.keys.roster()),
             experiments_dir: Some(dir.to_path_buf()),
             broker: self.broker.clone(),
             repository: RepositorySetting::Remote(RepositoryLink::new(self.repository_url(), None)),
@@ -226,6 +328,9 @@ impl Federation {
         ExperimentSettings {
             training_plan: Some(plan.to_path_buf()),
             experiments_dir: here.experiments_dir,
+            researcher_id: here.researcher_id,
+            identity_file: here.identity_file,
+            roster_file: here.roster_file,
             broker: here.broker,
             repository: here.repository,
             search_wait_secs: here.search_wait_secs,
@@ -282,6 +387,7 @@ impl Federation {
         let mut config = NodeConfig::load(&dir).unwrap();
         configure(&mut config);
         std::fs::write(NodeConfig::path(&dir), toml::to_string(&config).unwrap()).unwrap();
+        self.keys.node_made(&dir);
         NodeProcess { dir, child: None }
     }
 
@@ -318,7 +424,9 @@ impl Federation {
 
     /// Connect a researcher.
     pub async fn researcher(&self, id: &str) -> NodeLink {
-        NodeLink::connect(&self.broker, id).await.unwrap()
+        NodeLink::connect(&self.broker, &self.keys.researcher(id))
+            .await
+            .unwrap()
     }
 
     /// Upload a plan component and the initial parameters for `model_args`.
@@ -628,8 +736,7 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             "malformed message",
         ),
         (
-            r#"{"command": "dance", "protocol_version": "4.0", "researcher_id": "researcher-1", "request_id": "r2"}"#
-                .to_string(),
+            format!(r#"{{"command": "dance", "protocol_version": "{PROTOCOL_VERSION}", "researcher_id": "researcher-1", "request_id": "r2"}}"#),
             ErrorCode::UnknownCommand,
             "unknown command `dance`",
         ),
@@ -640,16 +747,13 @@ async fn bad_input_gets_a_clear_error_and_the_node_keeps_answering() {
             "protocol version",
         ),
         (
-            r#"{"command": "list_request", "protocol_version": "4.0", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}"#
-                .to_string(),
+            format!(r#"{{"command": "list_request", "protocol_version": "{PROTOCOL_VERSION}", "researcher_id": "researcher-1", "request_id": "r4", "colour": "red"}}"#),
             ErrorCode::MalformedMessage,
             "unknown field `colour`",
         ),
     ];
     for (payload, code, text) in raw {
-        link.send_bytes("node-a", payload.into_bytes())
-            .await
-            .unwrap();
+        link.send_body("node-a", &payload).await.unwrap();
         let until = Instant::now() + PATIENCE;
         let error = loop {
             match link.next_message(until).await {
@@ -878,24 +982,75 @@ async fn the_cli_runs_a_broker_and_shows_nodes_and_datasets() {
     let dataset = only_dataset(&mut link, "node-a").await;
     link.disconnect().await;
 
-    let (ok, out, err) = fedwasm(&[
-        "datasets", "--broker", &url, "--tags", "#bc", "--nodes", "node-a",
+    // The README's key exchange, by the CLI: the researcher's key into the
+    // node's roster, the node's key into the researcher's.
+    let key_file = fed.tmp.path().join("cli.key");
+    let roster = fed.tmp.path().join("cli-roster.toml");
+    let key_of = |args: &[&str]| -> String {
+        let (ok, out, err) = fedwasm(args);
+        assert!(ok, "{err}");
+        let line = out.lines().find_map(|l| l.strip_prefix("key: ")).unwrap();
+        line.to_string()
+    };
+    let mine = key_of(&[
+        "roster",
+        "whoami",
+        "--identity",
+        key_file.to_str().unwrap(),
+        "--researcher-id",
+        "cli-user",
     ]);
+    node.operator_roster(&["add", "researcher", "cli-user", &mine]);
+    let theirs = key_of(&["roster", "whoami", "--dir", node.dir.to_str().unwrap()]);
+    let (ok, out, err) = fedwasm(&[
+        "roster",
+        "add",
+        "--roster",
+        roster.to_str().unwrap(),
+        "node",
+        "node-a",
+        &theirs,
+    ]);
+    assert!(ok && out.starts_with("pinned node `node-a`"), "{out}{err}");
+    let me = [
+        "--identity",
+        key_file.to_str().unwrap(),
+        "--roster",
+        roster.to_str().unwrap(),
+        "--researcher-id",
+        "cli-user",
+    ];
+
+    let (ok, out, err) = fedwasm(
+        &[
+            &[
+                "datasets", "--broker", &url, "--tags", "#bc", "--nodes", "node-a",
+            ][..],
+            &me[..],
+        ]
+        .concat(),
+    );
     assert!(ok, "{err}");
     insta::assert_snapshot!(
         "datasets_table",
         out.replace(&dataset, "dataset-xxxxxxxxxxxx")
     );
 
-    let (ok, out, err) = fedwasm(&[
-        "ping",
-        "--broker",
-        &url,
-        "--nodes",
-        "node-a,node-z",
-        "--wait",
-        "1",
-    ]);
+    let (ok, out, err) = fedwasm(
+        &[
+            &[
+                "ping",
+                "--broker",
+                &url,
+                "--nodes",
+                "node-a,node-z",
+                "--wait",
+                "1",
+            ][..],
+            &me[..],
+        ]
+        .concat(),
+    );
     assert!(!ok, "a missing node is a failure");
     assert!(out.starts_with("NODE    STATE\nnode-a  idle\n"), "{out}");
     assert!(

@@ -1,7 +1,7 @@
 //! What a hostile researcher, node or plan tried, and what the node and the
 //! researcher now do about it: each test here failed before its fix.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -170,7 +170,7 @@ async fn a_train_request_cannot_point_a_node_at_another_server() {
     let mut request = serde_json::to_value(Message::TrainRequest(TrainRequest {
         researcher_id: "researcher-ssrf".into(),
         experiment_id: "Experiment_0001".into(),
-        request_id: "ssrf-1".into(),
+        request_id: link.request_id(),
         round: 1,
         dataset_id: dataset.clone(),
         plan: plan.clone(),
@@ -184,7 +184,7 @@ async fn a_train_request_cannot_point_a_node_at_another_server() {
     .unwrap();
     request["params"]["url"] = json!(format!("{}/blobs/{}", elsewhere.url, params.sha256));
     request["protocol_version"] = json!(fedwasm::wire::PROTOCOL_VERSION);
-    link.send_bytes("node-a", serde_json::to_vec(&request).unwrap())
+    link.send_body("node-a", &request.to_string())
         .await
         .unwrap();
     let until = Instant::now() + PATIENCE;
@@ -360,29 +360,45 @@ enum Lie {
     /// Sends these monitoring scalars (raw JSON, any node id) first, then an
     /// honest-looking reply.
     Scalars(&'static [&'static str]),
+    /// Sends the global parameters plus this much on every value, trained
+    /// (it says) on all 100 of its rows.
+    Shift(f32),
+    /// Fails every task with an error text full of terminal escapes.
+    Escapes,
 }
 
 /// A node made of a bare MQTT client: it answers searches with one dataset of
 /// 100 rows and train requests by sending the global parameters back, lying
 /// as `lie` says. What a compromised hospital could run.
 async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task::JoinHandle<()> {
+    let repository = fed.repository.clone();
+    use fedwasm::identity::{Identity, KeyRing, Role, Roster};
     use fedwasm::transport::{MqttClient, Session};
-    use fedwasm::wire::{DatasetSummary, TrainTimings, decode, encode, topics};
+    use fedwasm::wire::{DatasetSummary, TrainTimings, open, seal_raw, topics};
+    // A signed hospital: its key is pinned by the researcher; it believes
+    // any researcher.
+    let identity = std::sync::Arc::new(Identity::generate(Role::Node, id).unwrap());
+    fed.keys.pin_node(id, identity.public());
+    let researchers = KeyRing::in_memory(Roster {
+        trust_on_first_use: true,
+        ..Roster::default()
+    });
     let session = Session {
         client_id: id.into(),
         subscriptions: vec![topics::all_nodes(), topics::node(id)],
         last_will: None,
         announce: None,
+        identity: identity.clone(),
     };
     let (client, mut inbox) = MqttClient::connect(&fed.broker, session).await.unwrap();
     let publisher = client.publisher();
     tokio::spawn(async move {
         let _client = client;
         while let Some(delivery) = inbox.recv().await {
-            let Ok(message) = decode(&delivery.payload) else {
+            let Ok(opened) = open(&delivery.payload, &researchers) else {
                 continue;
             };
-            match message {
+            match opened.message {
                 Message::SearchRequest(SearchRequest {
                     researcher_id,
                     request_id,
@@ -419,8 +435,25 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                     params,
                     ..
                 }) => {
-                    let samples = match lie {
-                        Lie::Samples(n) => n,
+                    if let Lie::Escapes = lie {
+                        let error = Message::Error(ErrorMessage {
+                            researcher_id: Some(researcher_id.clone()),
+                            node_id: id.into(),
+                            code: ErrorCode::Plan,
+                            message: "boom\u{1b}[2J\u{1b}]0;pwned\u{7}\r".into(),
+                            request: Some(fedwasm::wire::RequestRef {
+                                command: "train_request".into(),
+                                request_id: Some(request_id.clone()),
+                            }),
+                        });
+                        let topic = topics::replies(error.addressee());
+                        publisher.publish(&topic, &error).await.unwrap();
+                        continue;
+                    }
+                    let (samples, params) = match lie {
+                        Lie::Samples(n) => (n, params),
+                        Lie::Shift(shift) => (100, shifted(&repository, &params, shift).await),
+                        Lie::Escapes => unreachable!("answered above"),
                         Lie::Scalars(raw) => {
                             for scalar in raw {
                                 let text = scalar
@@ -430,12 +463,12 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                                 publisher
                                     .publish_bytes(
                                         &topics::monitoring(&researcher_id),
-                                        text.into_bytes(),
+                                        seal_raw(&text, &identity),
                                     )
                                     .await
                                     .unwrap();
                             }
-                            50
+                            (50, params)
                         }
                     };
                     let reply = Message::TrainReply(TrainReply {
@@ -462,9 +495,8 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
                             transfer_ms: 0.0,
                         },
                     });
-                    let bytes = encode(&reply);
                     publisher
-                        .publish_bytes(&topics::replies(reply.addressee()), bytes)
+                        .publish(&topics::replies(reply.addressee()), &reply)
                         .await
                         .unwrap();
                 }
@@ -472,6 +504,23 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
             }
         }
     })
+}
+
+/// The parameters of `blob` plus `shift` on every value, uploaded.
+async fn shifted(
+    repository: &fedwasm::repository::RepositoryClient,
+    blob: &BlobRef,
+    shift: f32,
+) -> BlobRef {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("global.safetensors");
+    repository.download(blob, &file, u64::MAX).await.unwrap();
+    let (mut tensors, _) = fedwasm::tensors::read_file(&file).unwrap();
+    for t in &mut tensors {
+        t.data.iter_mut().for_each(|v| *v += shift);
+    }
+    let bytes = fedwasm::tensors::to_bytes(&tensors, &BTreeMap::new()).unwrap();
+    repository.upload_bytes(bytes).await.unwrap()
 }
 
 /// Settings of an experiment on the `#fake` nodes.
@@ -663,17 +712,18 @@ async fn privacy_mode_keeps_logs_losses_and_error_text_on_the_node() {
         Some(0.05),
         "the researcher's own rate, not the plan's"
     );
-    // Only the total leaves a node in privacy mode.
+    // No timing leaves a node in privacy mode, the total neither: a plan
+    // can steer it (spin in proportion to a data value).
     assert_eq!(
         (
             timings.training_ms,
             timings.data_ms,
             timings.sandbox_ms,
-            timings.transfer_ms
+            timings.transfer_ms,
+            timings.total_ms
         ),
-        (0.0, 0.0, 0.0, 0.0)
+        (0.0, 0.0, 0.0, 0.0, 0.0)
     );
-    assert!(timings.total_ms > 0.0);
     assert_eq!(privacy.unwrap().mode, "central");
     let request = leaky_request(&mut link, &dataset, &plan, &params, true, true);
     let (reply, around) = exchange(&mut link, "node-a", request).await;
@@ -765,6 +815,11 @@ async fn the_embedded_broker_wants_passwords_off_loopback_and_checks_them() {
         subscriptions: vec![],
         last_will: None,
         announce: None,
+        identity: std::sync::Arc::new(fedwasm::identity::Identity::from_seed(
+            fedwasm::identity::Role::Node,
+            id,
+            [1; 32],
+        )),
     };
     let (client, _) = MqttClient::connect(&login("node-a", "s3cret"), session("node-a"))
         .await
@@ -783,4 +838,158 @@ async fn the_embedded_broker_wants_passwords_off_loopback_and_checks_them() {
     assert!(anonymous.is_err(), "no password, no entry");
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+/// Four signed hospitals send small updates and a fifth a huge one, each
+/// claiming its 100 pinned rows. FedAvg follows the huge one; the median
+/// and the trimmed mean move the global model by at most the honest nodes'
+/// largest shift (0.01), and clipped FedAvg by at most its bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn robust_aggregators_bound_what_one_hospital_of_five_can_do() {
+    let fed = Federation::embedded().await;
+    const FIVE: [&str; 5] = ["fake-a", "fake-b", "fake-c", "fake-d", "fake-x"];
+    let honest = [0.01, -0.01, 0.005, -0.005];
+    let mut fakes = Vec::new();
+    for (id, shift) in ["fake-a", "fake-b", "fake-c", "fake-d"]
+        .into_iter()
+        .zip(honest)
+    {
+        fakes.push(fake_node(&fed, id, Lie::Shift(shift)).await);
+    }
+    fakes.push(fake_node(&fed, "fake-x", Lie::Shift(1e6)).await);
+    let moved = |exp: &fedwasm::researcher::Experiment,
+                 initial: &[fedwasm::sandbox::types::Tensor]| {
+        let mut now = exp.global_parameters().unwrap().to_vec();
+        now.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut initial = initial.to_vec();
+        initial.sort_by(|a, b| a.name.cmp(&b.name));
+        now.iter()
+            .zip(&initial)
+            .flat_map(|(a, b)| a.data.iter().zip(&b.data).map(|(x, y)| (x - y).abs()))
+            .fold(0.0f32, f32::max)
+    };
+    // Every run starts from the same file, so "moved" is measured from it.
+    let sandbox =
+        fedwasm::sandbox::Sandbox::new(fedwasm::sandbox::SandboxConfig::default()).unwrap();
+    let loaded = sandbox
+        .load_file(&example_plan("logistic-regression"))
+        .unwrap();
+    let mut instance = sandbox
+        .instantiate(&loaded, &fedwasm::sandbox::random::StreamSeed([0; 32]))
+        .unwrap();
+    instance.init_model(&lr_args().to_string()).unwrap();
+    let initial = instance.get_parameters().unwrap();
+    let start = fed.tmp.path().join("start.safetensors");
+    std::fs::write(
+        &start,
+        fedwasm::tensors::to_bytes(&initial, &BTreeMap::new()).unwrap(),
+    )
+    .unwrap();
+    let mut worst = BTreeMap::new();
+    for (aggregator, clip_norm) in [
+        ("fedavg", None),
+        ("median", None),
+        ("trimmed_mean", None),
+        ("clipped_fedavg", Some(0.05f32)),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut exp =
+            fedwasm::researcher::Experiment::new(fedwasm::researcher::ExperimentSettings {
+                aggregator: aggregator.into(),
+                clip_norm,
+                initial_parameters: Some(start.clone()),
+                // The search returns once these answered (fake nodes
+                // announce no status, so it would wait its whole window).
+                nodes: Some(FIVE.map(String::from).to_vec()),
+                ..fake_settings(&fed, dir.path())
+            })
+            .await
+            .unwrap();
+        assert_eq!(exp.training_data().unwrap().node_ids().len(), 5);
+        exp.run_once(false).await.unwrap();
+        worst.insert(aggregator, moved(&exp, &initial));
+        if aggregator == "clipped_fedavg" {
+            let warnings = exp.take_warnings();
+            assert!(
+                warnings
+                    .iter()
+                    .any(|w| w.contains("clipped") && w.contains("fake-x")),
+                "{warnings:?}"
+            );
+        }
+        exp.close().await;
+    }
+    assert!(worst["fedavg"] > 1e5, "{worst:?}");
+    assert!(worst["median"] <= 0.01 + 1e-6, "{worst:?}");
+    assert!(worst["trimmed_mean"] <= 0.01 + 1e-6, "{worst:?}");
+    // Clipped: the model moves by an update of norm ≤ 0.05, so no value by more.
+    assert!(worst["clipped_fedavg"] <= 0.05 + 1e-6, "{worst:?}");
+    for fake in fakes {
+        fake.abort();
+    }
+}
+
+/// Approval requests cannot flood a node's log: descriptions are cut and
+/// lose their terminal escapes, and one key gets ten at once, then one
+/// every few seconds (`busy` meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approval_requests_are_cut_and_rate_limited_per_key() {
+    let fed = Federation::embedded().await;
+    let (a, _b) = fed.two_nodes().await;
+    let mut link = fed.researcher("asker").await;
+    let log = a.dir.join("node.log");
+    let before = std::fs::metadata(&log).unwrap().len();
+    let description = format!("\u{1b}[2J{}", "please approve ".repeat(20_000));
+    let only_a = BTreeSet::from(["node-a".to_string()]);
+    let mut answers = Vec::new();
+    for n in 0..30u32 {
+        let request_id = link.request_id();
+        let request = Message::PlanApprovalRequest(fedwasm::wire::PlanApprovalRequest {
+            researcher_id: "asker".into(),
+            request_id: request_id.clone(),
+            plan: BlobRef {
+                sha256: fedwasm::digest::Sha256Digest::of(&n.to_be_bytes()),
+                size: 10,
+            },
+            description: description.clone(),
+        });
+        link.send(Some("node-a"), &request).await.unwrap();
+        let reply = link.gather(&request_id, Some(&only_a), PATIENCE).await;
+        answers.push(match &reply["node-a"] {
+            Reply::Answer(_) => "noted",
+            Reply::Error(_) => {
+                let (code, _) = error_of(&reply["node-a"]);
+                assert_eq!(code, ErrorCode::Busy);
+                "busy"
+            }
+        });
+    }
+    assert_eq!(
+        answers.iter().filter(|a| **a == "noted").count(),
+        10,
+        "{answers:?}"
+    );
+    let grown = std::fs::metadata(&log).unwrap().len() - before;
+    assert!(grown < 30_000, "the log grew by {grown} bytes");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text.contains("\u{1b}[2J"),
+        "a terminal escape reached the log"
+    );
+    assert!(text.contains("more characters cut"));
+}
+
+/// A node's error text reaches the researcher without its terminal escapes
+/// (which `fedwasm run` would print as they are).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_error_text_loses_its_terminal_escapes() {
+    let fed = Federation::embedded().await;
+    let _a = fake_node(&fed, "fake-a", Lie::Escapes).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut exp = fedwasm::researcher::Experiment::new(fake_settings(&fed, dir.path()))
+        .await
+        .unwrap();
+    let err = exp.run_once(false).await.unwrap_err().to_string();
+    assert!(err.contains("boom"), "{err}");
+    assert!(!err.chars().any(|c| c.is_control() && c != '\n'), "{err:?}");
 }

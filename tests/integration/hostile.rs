@@ -305,13 +305,13 @@ fn compiling_a_component_is_bounded_in_time_and_memory() {
     let err = compiling(0.001, 2048).load_file(&plan).err().unwrap();
     assert!(
         err.to_string()
-            .contains("longer than 0 s, the node's compile_timeout_secs"),
+            .contains("longer than 0 s, the compile_timeout_secs limit"),
         "{err}"
     );
     let err = compiling(120.0, 48).load_file(&plan).err().unwrap();
     assert!(
         err.to_string()
-            .contains("more than 48 MiB, the node's compile_memory_mib"),
+            .contains("more than 48 MiB, the compile_memory_mib limit"),
         "{err}"
     );
     // Within the limits, the child's artifact runs like an in-process compile.
@@ -321,4 +321,24 @@ fn compiling_a_component_is_bounded_in_time_and_memory() {
         .instantiate(&loaded, &fedwasm::sandbox::random::StreamSeed([0; 32]))
         .unwrap();
     assert_eq!(instance.describe().unwrap().name, "mlp");
+}
+
+/// A plan returning more tensors than a parameter file may hold is refused
+/// before anything is written or uploaded, and the sandbox goes on to
+/// train the next plan.
+#[test]
+fn parameters_past_the_tensor_limit_are_refused_before_they_are_written() {
+    let mut task = hostile_task("hostile-swarm");
+    task.model_args = serde_json::json!({"n_features": 30});
+    task.sandbox.memory_mib = 512;
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    expect_error(
+        run_task(&sandbox, &task, &mut |_| {}),
+        "plan-error",
+        &[
+            "get-parameters",
+            "returned 70002 tensors, more than the 65536",
+        ],
+    );
+    good_plan_still_trains(&sandbox);
 }

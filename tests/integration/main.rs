@@ -13,6 +13,7 @@ mod federation;
 mod fuzz_corpus;
 mod hardening;
 mod hostile;
+mod identities;
 mod images;
 mod local_federation;
 mod mosquitto;

@@ -15,9 +15,9 @@ use crate::federation::{Federation, PATIENCE, lr_args, only_dataset, train, wait
 use crate::support::example_plan;
 
 /// A mosquitto process, killed when dropped.
-struct Mosquitto {
+pub(crate) struct Mosquitto {
     child: Child,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl Drop for Mosquitto {
@@ -61,7 +61,7 @@ fn acl(researchers: &[&str], nodes: &[&str]) -> String {
 
 /// Start mosquitto on a free port with `users` (password file and ACL), plus
 /// `extra` configuration lines for the listener.
-fn start_mosquitto(dir: &Path, users: &[(&str, &str)], extra: &str) -> Mosquitto {
+pub(crate) fn start_mosquitto(dir: &Path, users: &[(&str, &str)], extra: &str) -> Mosquitto {
     let passwd = dir.join("passwd");
     for (i, (user, password)) in users.iter().enumerate() {
         let mut cmd = Command::new(program("mosquitto_passwd"));
@@ -120,7 +120,7 @@ fn start_mosquitto(dir: &Path, users: &[(&str, &str)], extra: &str) -> Mosquitto
     }
 }
 
-fn credentials(url: &str, user: &str, password: &str) -> BrokerConfig {
+pub(crate) fn credentials(url: &str, user: &str, password: &str) -> BrokerConfig {
     BrokerConfig {
         username: Some(user.into()),
         password: Some(password.into()),
@@ -199,6 +199,7 @@ async fn nodes_work_through_mosquitto_with_passwords_and_an_acl() {
             subscriptions: vec![topics::node("node-b"), topics::all_nodes()],
             last_will: None,
             announce: None,
+            identity: crate::support::stray_identity(),
         },
     )
     .await
@@ -224,7 +225,7 @@ async fn nodes_work_through_mosquitto_with_passwords_and_an_acl() {
             topics::node("node-b"),
             "node-a read node-b's topic"
         );
-        if fedwasm::wire::decode(&delivery.payload).ok() == Some(marker.clone()) {
+        if crate::support::body_of(&delivery.payload) == Some(marker.clone()) {
             break;
         }
     }
@@ -343,6 +344,7 @@ async fn tls_brokers_are_reached_with_the_configured_ca_and_refused_without_it()
             subscriptions: vec![],
             last_will: None,
             announce: None,
+            identity: crate::support::stray_identity(),
         },
     )
     .await;
@@ -376,6 +378,7 @@ async fn a_researcher_cannot_read_another_researchers_replies() {
             subscriptions: vec![topics::researcher("alice"), topics::researcher("bob")],
             last_will: None,
             announce: None,
+            identity: crate::support::stray_identity(),
         },
     )
     .await
@@ -385,7 +388,7 @@ async fn a_researcher_cannot_read_another_researchers_replies() {
     assert_eq!(listed.len(), 1, "alice gets her own reply");
     // Then Bob asks the node something; the node answers Alice first, so
     // anything of hers that reached Bob would arrive before his own answer.
-    let bob = fedwasm::researcher::NodeLink::connect(&bob_broker, "bob")
+    let mut bob = fedwasm::researcher::NodeLink::connect(&bob_broker, &fed.keys.researcher("bob"))
         .await
         .unwrap();
     bob.send(
@@ -408,8 +411,8 @@ async fn a_researcher_cannot_read_another_researchers_replies() {
             delivery.topic
         );
         if matches!(
-            fedwasm::wire::decode(&delivery.payload),
-            Ok(Message::Pong(Pong { ref researcher_id, .. })) if researcher_id == "bob"
+            crate::support::body_of(&delivery.payload),
+            Some(Message::Pong(Pong { ref researcher_id, .. })) if researcher_id == "bob"
         ) {
             break;
         }

@@ -309,3 +309,111 @@ async fn uploads_are_bounded_in_number_time_and_disk() {
     drop((stalled, chunked));
     server.shutdown().await;
 }
+
+/// A connection to `url` from the loopback address `source` (another
+/// "host" on this machine: the whole of 127.0.0.0/8 is local).
+async fn connect_from(source: [u8; 4], url: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from((source, 0)))
+        .unwrap();
+    let target: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
+    socket.connect(target).await.unwrap()
+}
+
+/// Slowloris: 256 connections from one host each send a byte of headers
+/// and hold on. One host holds at most its share of the places, so an
+/// honest download from another host completes at once (within 2 s).
+#[tokio::test]
+async fn slowloris_from_one_host_leaves_room_for_the_others() {
+    let server = start_with(|_| {}).await;
+    let client = RepositoryClient::new(&server.url, None);
+    let blob = client.upload_bytes(bytes(100_000)).await.unwrap();
+    let mut held = Vec::new();
+    for _ in 0..256 {
+        let mut socket = connect_from([127, 0, 0, 2], &server.url).await;
+        // Refused connections may already be closed: a failed write is fine.
+        let _ = socket.write_all(b"G").await;
+        held.push(socket);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let got = tokio::time::timeout(
+        crate::federation::PATIENCE,
+        client.download(&blob, &dir.path().join("b"), u64::MAX),
+    )
+    .await
+    .expect("the download is served")
+    .unwrap();
+    assert_eq!(got, 100_000);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the honest download took {:?}",
+        started.elapsed()
+    );
+    drop(held);
+    server.shutdown().await;
+}
+
+/// A client that trickles its headers, one byte at a time and never
+/// silent for long, is closed once the headers' deadline passes.
+#[tokio::test]
+async fn headers_trickled_past_their_deadline_close_the_connection() {
+    let server = start_with(|c| c.header_timeout = Duration::from_secs(1)).await;
+    let mut socket = TcpStream::connect(server.url.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // Bounded: the safety net is PATIENCE, never reached when things work.
+    while started.elapsed() < crate::federation::PATIENCE {
+        if socket.write_all(b"X").await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), socket.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "the trickling connection was never closed");
+    // The idle timeout (60 s) never fired: the headers' deadline did.
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    server.shutdown().await;
+}
+
+/// A re-upload of a stored blob is answered at once: nothing is read into
+/// `tmp/`, nothing counts against the quota.
+#[tokio::test]
+async fn a_reupload_of_a_stored_blob_writes_nothing() {
+    let server = start_with(|c| c.max_total_bytes = 1_000).await;
+    let client = RepositoryClient::new(&server.url, None);
+    let blob = client.upload_bytes(bytes(600)).await.unwrap();
+    // The same digest again, announcing far more than the quota and
+    // sending only a little: answered before the body.
+    let mut again = stalled_upload(&server.url, &blob.sha256, 600, 10).await;
+    let line = status_line(&mut again).await;
+    assert!(line.contains("201"), "{line}");
+    let tmp: Vec<_> = std::fs::read_dir(server.dir.path().join("tmp"))
+        .unwrap()
+        .collect();
+    assert!(tmp.is_empty(), "{tmp:?}");
+    // The quota still has its 400 bytes.
+    assert!(client.upload_bytes(vec![3u8; 400]).await.is_ok());
+    // A large blob the repository holds is not sent again at all.
+    let big = start_with(|_| {}).await;
+    let client = RepositoryClient::new(&big.url, None);
+    let first = client.upload_bytes(bytes(200_000)).await.unwrap();
+    assert_eq!(client.upload_bytes(bytes(200_000)).await.unwrap(), first);
+    drop(again);
+    server.shutdown().await;
+    big.shutdown().await;
+}

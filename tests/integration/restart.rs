@@ -132,7 +132,6 @@ async fn a_round_survives_a_broker_restart(kind: Kind) {
         // Long enough that the broker goes away while the nodes train.
         training_args: serde_json::from_value(json!({"num_updates": 200_000})).unwrap(),
         round_limit: Some(2),
-        researcher_id: Some("researcher-r".into()),
         ..fed.settings_in(experiments.path())
     })
     .await
@@ -236,4 +235,20 @@ async fn a_lost_request_is_sent_again_and_a_repeated_one_runs_once() {
     assert_eq!(trainings(&node.log(), 1), 1, "{}", node.log());
     assert!(node.log().contains("answering again"), "{}", node.log());
     link.disconnect().await;
+}
+
+/// SIGTERM stops a node at once when its broker is gone (it used to wait
+/// 11–45 s for a broker that would never take its goodbyes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_the_broker_down_stops_the_node_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::new(Kind::Fedwasm, dir.path());
+    let fed = Federation::start(BrokerConfig::new(broker.url())).await;
+    let (mut a, _b) = fed.two_nodes().await;
+    broker.stop();
+    let started = Instant::now();
+    let status = a.terminate();
+    let took = started.elapsed();
+    assert!(status.success(), "{}", a.log());
+    assert!(took < Duration::from_secs(5), "SIGTERM took {took:?}");
 }

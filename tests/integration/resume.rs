@@ -81,6 +81,7 @@ async fn resume_is_byte_identical(extra: &str) {
     let fed = Federation::embedded().await;
     let plan = example_plan("logistic-regression");
     let _nodes = fed.two_nodes().await;
+    fed.keys.researcher(crate::federation::EXPERIMENTER);
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("experiment.toml");
@@ -95,6 +96,9 @@ save_breakpoints = true
 tensorboard = true
 experiments_dir = "first"
 search_wait_secs = 20.0
+researcher_id = "{}"
+identity_file = "{}"
+roster_file = "{}"
 
 [model_args]
 n_features = 30
@@ -116,6 +120,9 @@ url = "{}"
 url = "{}"
 "##,
             plan.display(),
+            crate::federation::EXPERIMENTER,
+            fed.keys.key_file(crate::federation::EXPERIMENTER).display(),
+            fed.keys.roster().display(),
             fed.broker.url,
             fed.repository_url()
         ),

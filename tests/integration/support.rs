@@ -163,3 +163,18 @@ pub fn breast_cancer_task(training_args: &str) -> TrainingTask {
         training_args,
     )
 }
+
+/// The message inside a signed envelope, unchecked: for tests that watch
+/// the broker's traffic rather than take part in it.
+pub fn body_of(payload: &[u8]) -> Option<fedwasm::wire::Message> {
+    let envelope: serde_json::Value = serde_json::from_slice(payload).ok()?;
+    fedwasm::wire::decode(envelope.get("body")?.as_str()?.as_bytes()).ok()
+}
+
+/// A key nobody pinned, for connections that only listen or are refused.
+pub fn stray_identity() -> std::sync::Arc<fedwasm::identity::Identity> {
+    std::sync::Arc::new(
+        fedwasm::identity::Identity::generate(fedwasm::identity::Role::Researcher, "stray")
+            .unwrap(),
+    )
+}

@@ -5,11 +5,20 @@
 //! memory is O(model), not O(nodes × model). [`OrderedFolder`] calls `fold` in
 //! node-id order whatever the order replies arrive in — floating-point sums
 //! depend on their order, and the same inputs must give the same bytes.
+//!
+//! Against a signed but dishonest or broken hospital (a huge update, a
+//! claimed sample count as large as the rows it pinned): [`CoordinateWise`]
+//! (coordinate-wise median, trimmed mean) and [`ClippedFedAvg`] (update
+//! norms clipped to a bound each round).
 
+mod clipped;
+mod coordinate;
 mod fedavg;
 mod ordered;
 mod scaffold;
 
+pub use clipped::ClippedFedAvg;
+pub use coordinate::{CoordinateRule, CoordinateWise};
 pub use fedavg::FedAvg;
 pub use ordered::OrderedFolder;
 pub use scaffold::Scaffold;
@@ -76,11 +85,40 @@ pub trait Aggregator: Send {
     /// round that fails before it leaves the aggregator as it was.
     fn finish(&mut self) -> Result<Vec<Tensor>, AggregationError>;
 
+    /// What the last [`Aggregator::finish`] wants the researcher told (a
+    /// bound, the nodes it clipped), taken once; none by default.
+    fn notes(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// State to save in a breakpoint.
     fn state(&self) -> Value;
 
     /// Restore what [`Aggregator::state`] saved.
     fn load_state(&mut self, state: &Value) -> Result<(), AggregationError>;
+}
+
+/// Refuse `params` unless they are as many tensors as `model`'s, each of
+/// the same size: what an aggregator folds must line up with what it
+/// started the round on.
+pub(super) fn same_sizes(
+    node: &str,
+    params: &[Tensor],
+    model: &[Tensor],
+) -> Result<(), AggregationError> {
+    let fits = params.len() == model.len()
+        && params
+            .iter()
+            .zip(model)
+            .all(|(p, m)| p.data.len() == m.data.len());
+    if fits {
+        Ok(())
+    } else {
+        Err(AggregationError::Mismatch {
+            node: node.into(),
+            reason: "its tensors do not have the global model's sizes".into(),
+        })
+    }
 }
 
 /// `params` in the order of `global`'s tensors, after checking that they have

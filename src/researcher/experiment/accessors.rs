@@ -119,6 +119,12 @@ impl Experiment {
         self.global.as_deref()
     }
 
+    /// Messages refused so far for who signed them: from keys the roster
+    /// does not pin, forged signatures, signers speaking for others.
+    pub fn refused_messages(&self) -> u64 {
+        self.link.refused_messages()
+    }
+
     /// Completed rounds.
     pub fn history(&self) -> &History {
         &self.history

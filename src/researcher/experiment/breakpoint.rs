@@ -55,6 +55,11 @@ struct State {
     round_deadline_secs: f64,
     search_wait_secs: f64,
     researcher_id: Option<String>,
+    /// The researcher's key file (never the key) and roster.
+    #[serde(default)]
+    identity_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    roster_file: Option<std::path::PathBuf>,
     broker: BrokerConfig,
     repository: RepositorySetting,
     history: History,
@@ -74,6 +79,9 @@ pub struct ResumeOptions {
     pub repository: Option<RepositorySetting>,
     /// Print progress.
     pub console: bool,
+    /// The `fedwasm` executable that compiles the plan under limits (see
+    /// [`ExperimentSettings::compiler`]).
+    pub compiler: Option<PathBuf>,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> ExperimentError {
@@ -178,6 +186,8 @@ impl Experiment {
             round_deadline_secs: self.round_deadline.as_secs_f64(),
             search_wait_secs: self.search_wait.as_secs_f64(),
             researcher_id: self.origin.researcher_id.clone(),
+            identity_file: self.origin.identity_file.clone(),
+            roster_file: self.origin.roster_file.clone(),
             broker: self.origin.broker.clone(),
             repository: self.origin.repository.clone(),
             history: self.history.clone(),
@@ -269,9 +279,12 @@ impl Experiment {
             round_deadline_secs: state.round_deadline_secs,
             search_wait_secs: state.search_wait_secs,
             researcher_id: state.researcher_id.clone(),
+            identity_file: state.identity_file.clone(),
+            roster_file: state.roster_file.clone(),
             broker: options.broker.unwrap_or(state.broker.clone()),
             repository: options.repository.unwrap_or(state.repository.clone()),
             console: options.console,
+            compiler: options.compiler,
             // The strategy's own settings come back with its state below.
             ..ExperimentSettings::default()
         };

@@ -60,7 +60,7 @@ use super::monitor::Monitor;
 use super::optimizers::{OptimizerState, ServerOptimizer};
 use super::settings::{ExperimentSettings, RepositorySetting};
 use super::strategy::Strategy;
-use super::{ExperimentError, FederatedDataset, NodeLink, generated_researcher_id};
+use super::{ExperimentError, FederatedDataset, NodeLink};
 use crate::repository::RepositoryClient;
 use crate::sandbox::types::Tensor;
 use crate::sandbox::{Sandbox, SandboxConfig};
@@ -97,6 +97,21 @@ pub struct Experiment {
     repository: RepositoryClient,
     observers: Observers,
     _repository_server: Option<oneshot::Sender<()>>,
+}
+
+/// The researcher's sandbox: default limits, the plan compiled under the
+/// settings' compile limits in a child process when a compiler is given
+/// (a plan received from someone else is as hostile on this side).
+fn researcher_sandbox(settings: &ExperimentSettings) -> SandboxConfig {
+    let config = SandboxConfig {
+        compile_timeout_secs: settings.compile_timeout_secs,
+        compile_memory_mib: settings.compile_memory_mib,
+        ..SandboxConfig::default()
+    };
+    match &settings.compiler {
+        Some(exe) => config.compiling_with(exe.clone()),
+        None => config,
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ExperimentError {
@@ -146,12 +161,13 @@ impl Experiment {
                 (client, Some(stop))
             }
         };
-        let researcher_id = settings
-            .researcher_id
-            .clone()
-            .unwrap_or_else(generated_researcher_id);
-        let link = NodeLink::connect(&settings.broker, &researcher_id).await?;
-        let sandbox = Sandbox::new(SandboxConfig::default())?;
+        let credentials = crate::identity::Credentials::researcher(
+            settings.identity_file.as_deref(),
+            settings.roster_file.as_deref(),
+            settings.researcher_id.as_deref(),
+        )?;
+        let link = NodeLink::connect(&settings.broker, &credentials).await?;
+        let sandbox = Sandbox::new(researcher_sandbox(settings))?;
 
         warnings.extend(checked.warnings().iter().cloned());
         let mut experiment = Experiment {

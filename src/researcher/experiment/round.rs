@@ -258,6 +258,9 @@ impl Experiment {
         .map_err(failed)?;
         debug_assert!(folder.complete());
         let aggregated = self.aggregator.finish()?;
+        for note in self.aggregator.notes() {
+            self.warn(format!("round {round}: {note}"));
+        }
         let (new_global, optimizer_state) = match &self.agg_optimizer {
             Some(opt) => {
                 let (params, state) = opt.step(&self.optimizer_state, global, aggregated);
