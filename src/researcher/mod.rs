@@ -1,7 +1,8 @@
 //! The researcher's side.
 //!
-//! - `link`: [`NodeLink`], the connection to the nodes: send requests,
-//!   gather the replies, watch node status and monitoring.
+//! - `link`: [`NodeLink`], the connection to the nodes: send signed
+//!   requests, gather the replies (only to requests it sent, only from
+//!   pinned nodes), watch node status and monitoring.
 //! - `experiment`: [`Experiment`], federated training round by round, in
 //!   a folder whose files are the steps of a round; observers
 //!   ([`RoundObserver`]) watch its [`RoundEvent`]s.
@@ -9,7 +10,8 @@
 //!   `checked_settings`: [`CheckedSettings`] and the typed
 //!   [`AggregatorConfig`] / [`StrategyConfig`] the names resolve to.
 //! - `federated_dataset`: [`FederatedDataset`], node → dataset.
-//! - [`aggregators`]: the [`Aggregator`] trait and [`FedAvg`].
+//! - [`aggregators`]: the [`Aggregator`] trait, [`FedAvg`], Scaffold and
+//!   the robust rules (median, trimmed mean, clipped FedAvg).
 //! - `optimizers`: [`ServerOptimizer`], optimizing the global model (FedOpt).
 //! - [`strategy`]: the [`Strategy`] trait and [`DefaultStrategy`].
 //! - `history`: what each round did.

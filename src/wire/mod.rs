@@ -7,8 +7,13 @@
 //! answered with a clear error rather than a confusing field error, then
 //! decodes the body, refusing unknown fields (a misspelt field in a train
 //! request must not be silently ignored). Large payloads — plans and
-//! parameters — never travel in messages: only their repository URL and
-//! SHA-256 do ([`BlobRef`]).
+//! parameters — never travel in messages: only their SHA-256 and size do
+//! ([`BlobRef`]).
+//!
+//! Since 5.0 every message is signed by its sender and travels in an
+//! envelope ([`seal`], [`open`]): a receiver believes a message only when
+//! the signature verifies under the key its roster pins for the sender the
+//! message names (see [`crate::identity`]).
 
 mod decode;
 mod envelope;
