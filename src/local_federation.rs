@@ -186,13 +186,17 @@ impl LocalFederation {
         );
         let (stop, stopped) = watch::channel(false);
         let mut repository_stop = stopped.clone();
-        tokio::spawn(serve(
-            listener,
-            RepositoryConfig::new(config.work_dir.join("repository")),
-            async move {
-                let _ = repository_stop.wait_for(|s| *s).await;
-            },
-        ));
+        // Every node of a local federation connects from 127.0.0.1: the
+        // per-peer share that keeps one remote host from taking every
+        // place would cut them off past 32.
+        let repository = RepositoryConfig::new(config.work_dir.join("repository"));
+        let repository = RepositoryConfig {
+            max_connections_per_peer: repository.max_connections,
+            ..repository
+        };
+        tokio::spawn(serve(listener, repository, async move {
+            let _ = repository_stop.wait_for(|s| *s).await;
+        }));
         let researcher_dir = config.work_dir.join("researcher");
         if researcher_dir.exists() {
             std::fs::remove_dir_all(&researcher_dir).map_err(|e| service("researcher keys")(&e))?;

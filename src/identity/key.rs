@@ -44,12 +44,25 @@ impl PublicKey {
     /// Whether `signature` signs `bytes` with this key (strict verification:
     /// no malleable or small-order encodings).
     pub fn verifies(&self, bytes: &[u8], signature: &[u8; 64]) -> bool {
-        VerifyingKey::from_bytes(&self.0).is_ok_and(|key| {
-            key.verify_strict(bytes, &Signature::from_bytes(signature))
-                .is_ok()
-        })
+        self.point()
+            .is_some_and(|point| verifies_with(&point, bytes, signature))
+    }
+
+    /// The key as a curve point: decompressing it is a good part of a
+    /// verification, so a receiver keeps the points of the keys it pins.
+    pub(crate) fn point(&self) -> Option<VerifyingKey> {
+        VerifyingKey::from_bytes(&self.0).ok()
     }
 }
+
+/// Whether `signature` signs `bytes` under `point` (strict verification).
+pub(crate) fn verifies_with(point: &VerifyingKey, bytes: &[u8], signature: &[u8; 64]) -> bool {
+    point
+        .verify_strict(bytes, &Signature::from_bytes(signature))
+        .is_ok()
+}
+
+impl PublicKey {}
 
 impl fmt::Display for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -11,7 +11,7 @@
 //! other way, into each node's roster. A key that changes is refused loudly:
 //! the operator must remove the old one first.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +19,9 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use ed25519_dalek::VerifyingKey;
+
+use super::key::verifies_with;
 use super::{IdentityError, PublicKey, Role};
 
 /// The keys one party trusts: node id → key, researcher id → key.
@@ -190,8 +193,13 @@ fn stamp(path: &Path) -> Option<Stamp> {
 pub struct KeyRing {
     path: Option<PathBuf>,
     state: Mutex<(Roster, Option<Stamp>)>,
+    /// The curve points of the pinned keys seen, decompressed once.
+    points: Mutex<HashMap<PublicKey, VerifyingKey>>,
     refused: AtomicU64,
 }
+
+/// Points kept; past this the cache starts over.
+const MAX_POINTS: usize = 4096;
 
 impl KeyRing {
     /// A roster that lives in memory only.
@@ -199,17 +207,19 @@ impl KeyRing {
         KeyRing {
             path: None,
             state: Mutex::new((roster, None)),
+            points: Mutex::default(),
             refused: AtomicU64::new(0),
         }
     }
 
     /// The roster in `path` (absent: empty), re-read whenever the file
-    /// changes, so a key added while the party runs is honoured at once.
+    /// changes, so a key added or removed while the party runs counts at once.
     pub fn open(path: &Path) -> Result<KeyRing, IdentityError> {
         let roster = Roster::load(path)?;
         Ok(KeyRing {
             path: Some(path.to_path_buf()),
             state: Mutex::new((roster, stamp(path))),
+            points: Mutex::default(),
             refused: AtomicU64::new(0),
         })
     }
@@ -239,6 +249,27 @@ impl KeyRing {
             state.1 = stamp(path);
         }
         Ok(())
+    }
+
+    /// [`PublicKey::verifies`] for a pinned key, its point decompressed once.
+    fn verifies_pinned(&self, key: &PublicKey, bytes: &[u8], signature: &[u8; 64]) -> bool {
+        let point = {
+            let mut points = self.points.lock().unwrap_or_else(|p| p.into_inner());
+            match points.get(key) {
+                Some(point) => *point,
+                None => {
+                    let Some(point) = key.point() else {
+                        return false;
+                    };
+                    if points.len() >= MAX_POINTS {
+                        points.clear();
+                    }
+                    points.insert(*key, point);
+                    point
+                }
+            }
+        };
+        verifies_with(&point, bytes, signature)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (Roster, Option<Stamp>)> {
@@ -291,9 +322,9 @@ impl KeyRing {
         signature: &[u8; 64],
     ) -> Result<Trust, Refusal> {
         let mut state = self.lock();
-        if !state.0.of(role).contains_key(id) {
-            self.refresh(&mut state);
-        }
+        // One metadata call: a key added or removed by the operator counts
+        // from the next message on.
+        self.refresh(&mut state);
         let bad_signature = || Refusal::BadSignature {
             role,
             id: id.to_string(),
@@ -305,8 +336,8 @@ impl KeyRing {
                 pinned: *pinned,
                 offered: *key,
             }),
-            Some(_) => key
-                .verifies(bytes, signature)
+            Some(_) => self
+                .verifies_pinned(key, bytes, signature)
                 .then_some(Trust::Pinned)
                 .ok_or_else(bad_signature),
             None if state.0.trust_on_first_use => {
@@ -404,6 +435,28 @@ mod tests {
                 .is_err()
         );
         assert_eq!(Roster::load(&path).unwrap().nodes["n1"], first.public());
+    }
+
+    #[test]
+    fn a_key_removed_from_the_file_while_running_is_refused_from_then_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("roster.toml");
+        let n = node(6);
+        let mut roster = Roster::default();
+        roster.pin(Role::Node, "n1", n.public()).unwrap();
+        roster.save(&path).unwrap();
+        let ring = KeyRing::open(&path).unwrap();
+        let sig = n.sign(b"m");
+        assert!(
+            ring.verify(Role::Node, "n1", &n.public(), b"m", &sig)
+                .is_ok()
+        );
+        roster.remove(Role::Node, "n1");
+        roster.save(&path).unwrap();
+        assert!(
+            ring.verify(Role::Node, "n1", &n.public(), b"m", &sig)
+                .is_err()
+        );
     }
 
     #[test]

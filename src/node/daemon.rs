@@ -23,12 +23,12 @@ use super::queue::{FairQueue, QueueFull};
 use super::recent::{RecentRequests, Seen};
 use super::trainer::Trainer;
 use super::{NodeConfig, NodeError, NodeStore};
-use crate::identity::{PublicKey, Refusal};
+use crate::identity::{Credentials, PublicKey, Refusal};
 use crate::transport::{Delivery, MqttClient, Session};
 use crate::wire::{
     ErrorCode, ListReply, ListRequest, Message, NodeStatus, OpenError, Opened, Ping,
     PlanApprovalRequest, PlanStatus, PlanStatusReply, PlanStatusRequest, Pong, RequestRef,
-    SearchReply, SearchRequest, WireError, open, topics,
+    SearchReply, SearchRequest, TrainRequest, WireError, open, topics,
 };
 
 /// How many answered train requests a node remembers, to answer them again.
@@ -67,20 +67,7 @@ pub async fn run(
         identity: credentials.identity.clone(),
     };
     let (client, mut inbox) = MqttClient::connect(&config.broker, session).await?;
-    tracing::info!(
-        "node {} online on {} with {} dataset(s); key {} (fingerprint {}); serving {} researcher(s){}",
-        config.id,
-        config.broker.url,
-        store.datasets()?.len(),
-        credentials.identity.public(),
-        credentials.identity.public().fingerprint(),
-        credentials.keyring.roster().researchers.len(),
-        if credentials.keyring.roster().trust_on_first_use {
-            " and, trusting on first use, any new one"
-        } else {
-            ""
-        }
-    );
+    announce(&config, &credentials, store.datasets()?.len());
     let shared = Arc::new(NodeContext {
         dir: runtime.dir.clone(),
         config: config.clone(),
@@ -131,42 +118,67 @@ pub async fn run(
     if let Err(e) = trainer.await {
         tracing::error!("trainer task failed: {e}");
     }
-    // Goodbyes go out while the broker is there; with it away, nothing
-    // waits for it: the node stops at once whatever the broker's state.
-    if client.is_connected() {
-        let goodbyes = async {
-            for job in queued {
-                let (researcher, request) = job.identity();
-                let refusal = QueueFull::Closed.to_string();
-                shared
-                    .error(
-                        Some(researcher),
-                        ErrorCode::ShuttingDown,
-                        refusal,
-                        Some(request),
-                    )
-                    .await;
-            }
-            // A clean disconnect suppresses the last will, so say goodbye ourselves.
-            if let Err(e) = shared
-                .publisher
-                .publish_retained(&topics::node_status(&config.id), &status(false))
-                .await
-            {
-                tracing::warn!("cannot publish offline status: {e}");
-            }
-        };
-        if tokio::time::timeout(GOODBYE_WAIT, goodbyes).await.is_err() {
-            tracing::warn!("the broker took too long to take the goodbyes; stopping without them");
-        }
-    } else {
-        tracing::warn!(
-            "the broker is away: {} queued request(s) stay unanswered (their researchers send them again)",
-            queued.len()
-        );
-    }
+    say_goodbye(&shared, &client, queued, status(false)).await;
     client.disconnect().await;
     Ok(())
+}
+
+/// Log who this node is, whom it serves and what it holds.
+fn announce(config: &NodeConfig, credentials: &Credentials, datasets: usize) {
+    let roster = credentials.keyring.roster();
+    tracing::info!(
+        "node {} online on {} with {datasets} dataset(s); key {} (fingerprint {}); serving {} researcher(s){}",
+        config.id,
+        config.broker.url,
+        credentials.identity.public(),
+        credentials.identity.public().fingerprint(),
+        roster.researchers.len(),
+        if roster.trust_on_first_use {
+            " and, trusting on first use, any new one"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Answer the requests still queued and say offline — while the broker is
+/// there. With it away nothing waits for it: the node stops at once
+/// whatever the broker's state (their researchers send them again).
+async fn say_goodbye(
+    shared: &NodeContext,
+    client: &MqttClient,
+    queued: Vec<TrainJob>,
+    offline: Message,
+) {
+    if !client.is_connected() {
+        tracing::warn!(
+            "the broker is away: {} queued request(s) stay unanswered",
+            queued.len()
+        );
+        return;
+    }
+    let goodbyes = async {
+        for job in queued {
+            let (researcher, request) = job.identity();
+            let refusal = QueueFull::Closed.to_string();
+            shared
+                .error(
+                    Some(researcher),
+                    ErrorCode::ShuttingDown,
+                    refusal,
+                    Some(request),
+                )
+                .await;
+        }
+        // A clean disconnect suppresses the last will, so say goodbye ourselves.
+        let topic = topics::node_status(&shared.config.id);
+        if let Err(e) = shared.publisher.publish_retained(&topic, &offline).await {
+            tracing::warn!("cannot publish offline status: {e}");
+        }
+    };
+    if tokio::time::timeout(GOODBYE_WAIT, goodbyes).await.is_err() {
+        tracing::warn!("the broker took too long to take the goodbyes; stopping without them");
+    }
 }
 
 /// Longest a stopping node waits to send its goodbyes.
@@ -266,60 +278,8 @@ async fn handle(shared: &NodeContext, delivery: Delivery) {
         }) => {
             plan_status(shared, researcher_id, request_id, plan_sha256, false).await;
         }
-        Message::PlanApprovalRequest(PlanApprovalRequest {
-            researcher_id,
-            request_id,
-            plan,
-            description,
-        }) => {
-            let allowed = shared.approvals(|a| a.allow(&sender.to_string(), Instant::now()));
-            if !allowed {
-                let request = RequestRef {
-                    command: "plan_approval_request".into(),
-                    request_id: Some(request_id),
-                };
-                let text = "too many approval requests from this researcher's key; wait a minute before asking again".to_string();
-                shared
-                    .error(Some(researcher_id), ErrorCode::Busy, text, Some(request))
-                    .await;
-                return;
-            }
-            tracing::info!(
-                "approval requested for plan {} by {researcher_id} (key {}): {}",
-                plan.sha256,
-                sender.fingerprint(),
-                loggable(&description)
-            );
-            plan_status(shared, researcher_id, request_id, plan.sha256, true).await;
-        }
-        Message::TrainRequest(request) => {
-            let job = TrainJob::new(request, sender);
-            let (researcher, request) = job.identity();
-            let request_id = request.request_id.clone().unwrap_or_default();
-            let key = sender.to_string();
-            match shared.recent(|r| r.begin(&key, &request_id)) {
-                Seen::New => {}
-                Seen::InHand => {
-                    tracing::info!("{researcher} sent request {request_id} again; it is in hand");
-                    return;
-                }
-                Seen::Answered(reply) => {
-                    tracing::info!("{researcher} sent request {request_id} again; answering again");
-                    shared.reply(*reply).await;
-                    return;
-                }
-            }
-            if let Err(full) = shared.queue.push(&key, job) {
-                shared.recent(|r| r.forget(&key, &request_id));
-                let code = match full {
-                    QueueFull::Closed => ErrorCode::ShuttingDown,
-                    QueueFull::Total(_) | QueueFull::Researcher(_) => ErrorCode::Busy,
-                };
-                shared
-                    .error(Some(researcher), code, full.to_string(), Some(request))
-                    .await;
-            }
-        }
+        Message::PlanApprovalRequest(request) => approval(shared, request, sender).await,
+        Message::TrainRequest(request) => queue_train(shared, request, sender).await,
         other => {
             let command = other.command();
             shared
@@ -337,6 +297,72 @@ async fn handle(shared: &NodeContext, delivery: Delivery) {
                 .await
         }
     }
+}
+
+/// Queue a train request signed by `sender`, unless it is in hand or
+/// answered already (then: nothing, or the same answer again) or the queue
+/// has no place for it (then: `busy`, or `shutting-down`).
+async fn queue_train(shared: &NodeContext, request: TrainRequest, sender: PublicKey) {
+    let job = TrainJob::new(request, sender);
+    let (researcher, request) = job.identity();
+    let request_id = request.request_id.clone().unwrap_or_default();
+    let key = sender.to_string();
+    match shared.recent(|r| r.begin(&key, &request_id)) {
+        Seen::New => {}
+        Seen::InHand => {
+            tracing::info!("{researcher} sent request {request_id} again; it is in hand");
+            return;
+        }
+        Seen::Answered(reply) => {
+            tracing::info!("{researcher} sent request {request_id} again; answering again");
+            shared.reply(*reply).await;
+            return;
+        }
+    }
+    if let Err(full) = shared.queue.push(&key, job) {
+        shared.recent(|r| r.forget(&key, &request_id));
+        let code = match full {
+            QueueFull::Closed => ErrorCode::ShuttingDown,
+            QueueFull::Total(_) | QueueFull::Researcher(_) => ErrorCode::Busy,
+        };
+        shared
+            .error(Some(researcher), code, full.to_string(), Some(request))
+            .await;
+    }
+}
+
+/// Note an approval request signed by `sender` for the operator, within
+/// the key's rate limit (past it: `busy`).
+async fn approval(shared: &NodeContext, request: PlanApprovalRequest, sender: PublicKey) {
+    let PlanApprovalRequest {
+        researcher_id,
+        request_id,
+        plan,
+        description,
+    } = request;
+    if !shared.approvals(|a| a.allow(&sender.to_string(), Instant::now())) {
+        let request = RequestRef {
+            command: "plan_approval_request".into(),
+            request_id: Some(request_id),
+        };
+        let text = "too many approval requests from this researcher's key; wait a minute before asking again";
+        shared
+            .error(
+                Some(researcher_id),
+                ErrorCode::Busy,
+                text.into(),
+                Some(request),
+            )
+            .await;
+        return;
+    }
+    tracing::info!(
+        "approval requested for plan {} by {researcher_id} (key {}): {}",
+        plan.sha256,
+        sender.fingerprint(),
+        loggable(&description)
+    );
+    plan_status(shared, researcher_id, request_id, plan.sha256, true).await;
 }
 
 /// Answer what could not be opened. A message from an older protocol or a

@@ -244,7 +244,10 @@ async fn sigterm_with_the_broker_down_stops_the_node_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = BrokerProcess::new(Kind::Fedwasm, dir.path());
     let fed = Federation::start(BrokerConfig::new(broker.url())).await;
-    let (mut a, _b) = fed.two_nodes().await;
+    let (mut a, mut b) = fed.two_nodes().await;
+    // Node b goes first, with the broker up: left running, it would go on
+    // knocking at the freed port, which another test's broker may take.
+    assert!(b.terminate().success());
     broker.stop();
     let started = Instant::now();
     let status = a.terminate();
