@@ -118,6 +118,19 @@ impl NodeProcess {
 impl Drop for NodeProcess {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what its nodes said (the end of each log).
+        if std::thread::panicking() {
+            let log = self.log();
+            let mut start = log.len().saturating_sub(4000);
+            while !log.is_char_boundary(start) {
+                start += 1;
+            }
+            eprintln!(
+                "--- end of {}'s log ---\n{}",
+                self.dir.display(),
+                &log[start..]
+            );
+        }
     }
 }
 

@@ -296,6 +296,10 @@ async fn a_designated_test_part_replaces_test_ratio_everywhere() {
     let plan = crate::support::example_plan("logistic-regression");
     node.operator(&["plan", "approve", plan.to_str().unwrap()]);
     node.start();
+    // The search below asks whoever is online: the node must be there.
+    let mut waiter = fed.researcher("waiter").await;
+    crate::federation::wait_for_nodes(&mut waiter, &["node-s"]).await;
+    waiter.disconnect().await;
 
     let dir = tempfile::tempdir().unwrap();
     let mut exp = Experiment::new(ExperimentSettings {

@@ -260,13 +260,20 @@ async fn uploads_are_bounded_in_number_time_and_disk() {
         },
     );
     let mut refused = None;
+    let mut size = 100;
     for _ in 0..200 {
-        match impatient.upload_bytes(bytes(100)).await {
+        match impatient.upload_bytes(bytes(size)).await {
             Err(RepositoryError::Http { status: 503 }) => {
                 refused = Some(503);
                 break;
             }
-            // The stalled uploads' headers may not have been read yet.
+            // Stored before the stalled uploads' headers were read: a
+            // stored blob is answered at once, without taking a place, so
+            // the next try sends a new one.
+            Ok(_) => {
+                size += 1;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             _ => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
