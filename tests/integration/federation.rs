@@ -79,28 +79,20 @@ impl NodeProcess {
 
     /// Run an operator command (`fedwasm node …`) on this node's folder.
     pub fn operator(&self, args: &[&str]) -> String {
-        let out = Command::new(fedwasm_bin())
-            .arg("node")
-            .args(args)
-            .arg("--dir")
-            .arg(&self.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into()
+        self.on_folder("node", args)
     }
-}
 
-impl NodeProcess {
     /// `fedwasm roster ARGS --dir <node folder>`: the operator's roster
-    /// commands; panics with their error when they fail.
+    /// commands.
     pub fn operator_roster(&self, args: &[&str]) -> String {
+        self.on_folder("roster", args)
+    }
+
+    /// `fedwasm COMMAND ARGS --dir <node folder>`'s output; panics with its
+    /// error when it fails.
+    fn on_folder(&self, command: &str, args: &[&str]) -> String {
         let out = Command::new(fedwasm_bin())
-            .arg("roster")
+            .arg(command)
             .args(args)
             .arg("--dir")
             .arg(&self.dir)
@@ -108,7 +100,7 @@ impl NodeProcess {
             .unwrap();
         assert!(
             out.status.success(),
-            "{args:?}: {}",
+            "{command} {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into()

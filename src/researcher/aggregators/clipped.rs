@@ -222,15 +222,8 @@ impl Aggregator for ClippedFedAvg {
 
 #[cfg(test)]
 mod tests {
+    use super::super::vector as params;
     use super::*;
-
-    fn params(data: &[f32]) -> Vec<Tensor> {
-        vec![Tensor {
-            name: "w".into(),
-            shape: vec![data.len() as u32],
-            data: data.to_vec(),
-        }]
-    }
 
     fn run(agg: &mut ClippedFedAvg, updates: &[(&str, u64, [f32; 2])]) -> Vec<f32> {
         agg.start_round(&params(&[0.0, 0.0])).unwrap();

@@ -189,15 +189,8 @@ impl Aggregator for CoordinateWise {
 
 #[cfg(test)]
 mod tests {
+    use super::super::vector as params;
     use super::*;
-
-    fn params(data: &[f32]) -> Vec<Tensor> {
-        vec![Tensor {
-            name: "w".into(),
-            shape: vec![data.len() as u32],
-            data: data.to_vec(),
-        }]
-    }
 
     /// Four honest nodes within ±0.01 of the global model and one sending
     /// a huge update, in any fold order.

@@ -162,6 +162,16 @@ pub fn align_parameters(
     Ok(aligned)
 }
 
+/// One tensor `w` holding `data`: the parameters of the aggregators' tests.
+#[cfg(test)]
+pub(super) fn vector(data: &[f32]) -> Vec<Tensor> {
+    vec![Tensor {
+        name: "w".into(),
+        shape: vec![data.len() as u32],
+        data: data.to_vec(),
+    }]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
