@@ -383,11 +383,17 @@ async fn fake_node(fed: &Federation, id: &'static str, lie: Lie) -> tokio::task:
         trust_on_first_use: true,
         ..Roster::default()
     });
+    // Online, as a node says after connecting: a search then ends as soon
+    // as every online node has answered instead of waiting its window.
+    let online = Message::NodeStatus(fedwasm::wire::NodeStatus {
+        node_id: id.into(),
+        online: true,
+    });
     let session = Session {
         client_id: id.into(),
         subscriptions: vec![topics::all_nodes(), topics::node(id)],
         last_will: None,
-        announce: None,
+        announce: Some((topics::node_status(id), online)),
         identity: identity.clone(),
     };
     let (client, mut inbox) = MqttClient::connect(&fed.broker, session).await.unwrap();
