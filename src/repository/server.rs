@@ -190,6 +190,72 @@ async fn get_blob(
     }
 }
 
+/// 503 with `Retry-After`: every one of the `places` uploads is under way.
+fn busy(places: usize) -> Response {
+    let mut busy = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("{places} uploads are under way, the limit; retry shortly"),
+    );
+    busy.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    busy
+}
+
+/// Stream `body` into `tmp`, hashing it, and move it to `target` when it
+/// has the digest `expected`: `Ok(true)` stored, `Ok(false)` another upload
+/// of the same blob finished first, `Err` the refusal to answer with.
+async fn receive_blob(
+    config: &RepositoryConfig,
+    body: Body,
+    tmp: &std::path::Path,
+    target: &std::path::Path,
+    expected: &Sha256Digest,
+) -> std::io::Result<Result<bool, Response>> {
+    // Large buffer: each write of a tokio file is a trip to a blocking thread.
+    let mut file =
+        tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
+    let mut hasher = Sha256Hasher::default();
+    let mut stream = body.into_data_stream();
+    loop {
+        let next = tokio::time::timeout(config.read_timeout, stream.next()).await;
+        let chunk = match next {
+            Err(_) => {
+                return Ok(Err(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the upload sent nothing for {} s",
+                        config.read_timeout.as_secs()
+                    ),
+                )));
+            }
+            Ok(None) => break,
+            Ok(Some(Ok(chunk))) => chunk,
+            // The client's side of the connection failed or went silent.
+            Ok(Some(Err(_))) => {
+                return Ok(Err(text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the upload broke off before its end",
+                )));
+            }
+        };
+        hasher.update(&chunk);
+        file.write_all(&chunk).await?;
+    }
+    file.flush().await?;
+    if hasher.finish() != *expected {
+        return Ok(Err(text(
+            StatusCode::BAD_REQUEST,
+            format!("the body does not have the SHA-256 {expected} its URL names"),
+        )));
+    }
+    if tokio::fs::try_exists(&target).await.unwrap_or(false) {
+        // Another upload of the same blob finished first.
+        return Ok(Ok(false));
+    }
+    tokio::fs::rename(&tmp, &target).await?;
+    Ok(Ok(true))
+}
+
 async fn put_blob(
     State(shared): State<Arc<Shared>>,
     Path(digest): Path<String>,
@@ -230,19 +296,9 @@ async fn put_blob(
     )
     .await;
     let Ok(Ok(_slot)) = slot else {
-        let mut busy = text(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!(
-                "{} uploads are under way, the limit; retry shortly",
-                config.max_concurrent_uploads
-            ),
-        );
-        busy.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return busy;
+        return busy(config.max_concurrent_uploads);
     };
-    let reserved = size;
-    if let Err(left) = shared.reserve(reserved) {
+    if let Err(left) = shared.reserve(size) {
         return text(
             StatusCode::INSUFFICIENT_STORAGE,
             format!(
@@ -255,51 +311,7 @@ async fn put_blob(
         .dir
         .join("tmp")
         .join(format!("{}-{n}", expected.short()));
-    let receive = async {
-        // Large buffer: each write of a tokio file is a trip to a blocking thread.
-        let mut file =
-            tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&tmp).await?);
-        let mut hasher = Sha256Hasher::default();
-        let mut stream = body.into_data_stream();
-        loop {
-            let next = tokio::time::timeout(config.read_timeout, stream.next()).await;
-            let chunk = match next {
-                Err(_) => {
-                    return Ok(Err(text(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "the upload sent nothing for {} s",
-                            config.read_timeout.as_secs()
-                        ),
-                    )));
-                }
-                Ok(None) => break,
-                Ok(Some(Ok(chunk))) => chunk,
-                // The client's side of the connection failed or went silent.
-                Ok(Some(Err(_))) => {
-                    return Ok(Err(text(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "the upload broke off before its end",
-                    )));
-                }
-            };
-            hasher.update(&chunk);
-            file.write_all(&chunk).await?;
-        }
-        file.flush().await?;
-        if hasher.finish() != expected {
-            return Ok(Err(text(
-                StatusCode::BAD_REQUEST,
-                format!("the body does not have the SHA-256 {expected} its URL names"),
-            )));
-        }
-        if tokio::fs::try_exists(&target).await.unwrap_or(false) {
-            // Another upload of the same blob finished first.
-            return Ok(Ok(false));
-        }
-        tokio::fs::rename(&tmp, &target).await?;
-        Ok::<_, std::io::Error>(Ok(true))
-    };
+    let receive = receive_blob(config, body, &tmp, &target, &expected);
     let result = match tokio::time::timeout(config.upload_timeout, receive).await {
         Ok(result) => result,
         Err(_) => Ok(Err(text(
@@ -314,16 +326,16 @@ async fn put_blob(
     match result {
         Ok(Ok(kept)) => {
             if !kept {
-                shared.release(reserved);
+                shared.release(size);
             }
             stored(&expected, size)
         }
         Ok(Err(refusal)) => {
-            shared.release(reserved);
+            shared.release(size);
             refusal
         }
         Err(e) => {
-            shared.release(reserved);
+            shared.release(size);
             tracing::warn!("storing blob {expected} failed: {e}");
             text(
                 StatusCode::INTERNAL_SERVER_ERROR,

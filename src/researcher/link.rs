@@ -21,8 +21,8 @@ use super::ResearcherError;
 use crate::identity::{Credentials, Identity, KeyRing};
 use crate::transport::{BrokerConfig, Delivery, MqttClient, Publisher, Session};
 use crate::wire::{
-    Answer, DatasetSummary, ErrorMessage, ListReply, ListRequest, Message, NodeLog, NodeStatus,
-    OpenError, Ping, Pong, SearchReply, SearchRequest, open, topics,
+    Answer, DatasetSummary, ErrorMessage, ListReply, ListRequest, Message, NodeStatus, OpenError,
+    Ping, Pong, SearchReply, SearchRequest, open, topics,
 };
 
 /// An MQTT client id for a link of `researcher_id`: the id, the process
@@ -337,7 +337,7 @@ impl NodeLink {
                 }
             };
             let mut message = message;
-            make_printable(&mut message);
+            super::printable::make_printable(&mut message);
             if !self.asked_for(&message) {
                 tracing::warn!(
                     "ignoring a {} from {} that answers no request of ours",
@@ -539,47 +539,6 @@ impl NodeLink {
     }
 }
 
-/// Text a node chose, as it may be printed on a terminal: control
-/// characters (terminal escapes, bells, carriage returns) become `�`;
-/// newlines and tabs stay.
-pub(crate) fn printable(text: &str) -> String {
-    text.chars()
-        .map(|c| {
-            if c.is_control() && c != '\n' && c != '\t' {
-                '\u{fffd}'
-            } else {
-                c
-            }
-        })
-        .collect()
-}
-
-/// Every free text of a node's message made [`printable`]: what the
-/// researcher's console, CLI and errors print of it.
-fn make_printable(message: &mut Message) {
-    let clean = |text: &mut String| {
-        if text.chars().any(char::is_control) {
-            *text = printable(text);
-        }
-    };
-    match message {
-        Message::Error(ErrorMessage { message, .. }) | Message::Log(NodeLog { message, .. }) => {
-            clean(message)
-        }
-        Message::SearchReply(SearchReply { datasets, .. })
-        | Message::ListReply(ListReply { datasets, .. }) => {
-            for d in datasets {
-                clean(&mut d.name);
-                clean(&mut d.description);
-                d.tags.iter_mut().for_each(clean);
-                d.columns.iter_mut().for_each(clean);
-                d.classes.iter_mut().for_each(clean);
-            }
-        }
-        _ => {}
-    }
-}
-
 fn datasets_of(
     replies: BTreeMap<String, Reply>,
 ) -> BTreeMap<String, Result<Vec<DatasetSummary>, Message>> {
@@ -607,25 +566,6 @@ mod tests {
         let (a, b) = (client_id("alice"), client_id("alice"));
         assert_ne!(a, b);
         assert!(topics::valid_id(&a) && topics::valid_id(&b), "{a} {b}");
-    }
-
-    #[test]
-    fn remote_text_loses_its_terminal_escapes() {
-        assert_eq!(
-            printable("a\u{1b}[2Jb\u{7}\r\nc\td"),
-            "a\u{fffd}[2Jb\u{fffd}\u{fffd}\nc\td"
-        );
-        let mut error = Message::Error(ErrorMessage {
-            researcher_id: None,
-            node_id: "n".into(),
-            code: crate::wire::ErrorCode::Plan,
-            message: "\u{1b}[31mred".into(),
-            request: None,
-        });
-        make_printable(&mut error);
-        assert!(
-            matches!(error, Message::Error(ErrorMessage { ref message, .. }) if message == "\u{fffd}[31mred")
-        );
     }
 
     #[test]

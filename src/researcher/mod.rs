@@ -13,6 +13,7 @@
 //! - [`aggregators`]: the [`Aggregator`] trait, [`FedAvg`], Scaffold and
 //!   the robust rules (median, trimmed mean, clipped FedAvg).
 //! - `optimizers`: [`ServerOptimizer`], optimizing the global model (FedOpt).
+//! - `printable`: a node's free text without control characters.
 //! - [`strategy`]: the [`Strategy`] trait and [`DefaultStrategy`].
 //! - `history`: what each round did.
 //! - `accountant`: the RDP accountant behind the ε each node has spent.
@@ -31,6 +32,7 @@ pub(crate) mod history;
 pub(crate) mod link;
 pub(crate) mod monitor;
 pub(crate) mod optimizers;
+mod printable;
 pub(crate) mod settings;
 pub mod strategy;
 pub mod tensorboard;
