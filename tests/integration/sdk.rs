@@ -10,7 +10,8 @@ fn plan_workspace_tests_pass_natively() {
     let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plans-native");
     let output = Command::new(env!("CARGO"))
         .current_dir(root().join("plans"))
-        .args(["test", "--workspace"])
+        // The kernels' thread-count tests need their rayon pools.
+        .args(["test", "--workspace", "--features", "fedwasm-kernels/parallel"])
         .env("CARGO_TARGET_DIR", target)
         .output()
         .expect("cargo runs");

@@ -1,0 +1,350 @@
+//! 2-D convolution over `[N, C, H, W]` batches with PyTorch's weight layout
+//! `[O, C, kh, kw]`, as matrix products over im2col columns.
+//!
+//! Forward and the input gradient are split over images (each image's
+//! output is its own); the weight gradient sums over images, so images are
+//! taken in order, each adding its product to the fused running sum: the
+//! same bits as one product over the whole batch, on any thread count.
+
+use std::cell::RefCell;
+
+use crate::gemm::{MatRef, gemm};
+use crate::im2col::{Window, col2im, im2col};
+use crate::parallel::for_each_chunk_mut;
+use crate::sum::sum;
+
+/// A convolution of a batch: its window over one image and its output channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv2d {
+    /// Images in the batch.
+    pub batch: usize,
+    /// Input channels, size, kernel, stride, padding and dilation.
+    pub window: Window,
+    /// Output channels.
+    pub out_channels: usize,
+}
+
+/// The sizes a convolution works with, all checked against overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSizes {
+    /// Output height and width.
+    pub output: [usize; 2],
+    /// Floats of one input image (C·H·W).
+    pub image: usize,
+    /// Rows of the column matrix (C·kh·kw).
+    pub patch: usize,
+    /// Output positions per image (oh·ow).
+    pub positions: usize,
+    /// Floats of the whole input, weight and output.
+    pub input_len: usize,
+    pub weight_len: usize,
+    pub output_len: usize,
+}
+
+impl Conv2d {
+    /// The sizes, or `None` when the kernel does not fit the padded input,
+    /// a stride, dilation or kernel is zero, or a size overflows.
+    pub fn sizes(&self) -> Option<ConvSizes> {
+        let w = &self.window;
+        let output = w.output()?;
+        let image = w
+            .channels
+            .checked_mul(w.input[0])?
+            .checked_mul(w.input[1])?;
+        let patch = w
+            .channels
+            .checked_mul(w.kernel[0])?
+            .checked_mul(w.kernel[1])?;
+        let positions = output[0].checked_mul(output[1])?;
+        Some(ConvSizes {
+            output,
+            image,
+            patch,
+            positions,
+            input_len: self.batch.checked_mul(image)?,
+            weight_len: self.out_channels.checked_mul(patch)?,
+            output_len: self
+                .batch
+                .checked_mul(self.out_channels)?
+                .checked_mul(positions)?,
+        })
+    }
+
+    /// Floats of scratch one task needs (one image's columns).
+    pub fn scratch(&self) -> Option<usize> {
+        let s = self.sizes()?;
+        s.patch.checked_mul(s.positions)
+    }
+
+    fn checked(&self) -> ConvSizes {
+        self.sizes()
+            .expect("convolution geometry checked by the caller")
+    }
+}
+
+thread_local! {
+    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `f` with this thread's column scratch of `len` floats.
+fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    COLUMNS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() < len {
+            c.resize(len, 0.0);
+        }
+        f(&mut c[..len])
+    })
+}
+
+/// `out[n, o] = bias[o] + Σ w[o, ·] ⋆ x[n, ·]`: `x` `[N, C, H, W]`, `w`
+/// `[O, C, kh, kw]`, `out` `[N, O, oh, ow]`; each output starts at its bias
+/// (or +0.0).
+pub fn conv2d(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let s = conv.checked();
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    for_each_chunk_mut(&mut out[..s.output_len], (o * l).max(1), |n, dst| {
+        for (ch, plane) in dst.chunks_exact_mut(l.max(1)).enumerate() {
+            plane.fill(bias.map_or(0.0, |b| b[ch]));
+        }
+        with_columns(k * l, |cols| {
+            im2col(&conv.window, &x[n * s.image..(n + 1) * s.image], cols);
+            gemm(
+                MatRef::row_major(w, o, k),
+                MatRef::row_major(cols, k, l),
+                dst,
+                true,
+            );
+        });
+    });
+}
+
+/// The input gradient: `dx[n] = col2im(wᵀ · g[n])` for the output gradient
+/// `g` `[N, O, oh, ow]`.
+pub fn conv2d_input_grad(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) {
+    let s = conv.checked();
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    for_each_chunk_mut(&mut dx[..s.input_len], s.image.max(1), |n, dst| {
+        dst.fill(0.0);
+        with_columns(k * l, |dcols| {
+            gemm(
+                MatRef::row_major(w, o, k).t(),
+                MatRef::row_major(&g[n * o * l..(n + 1) * o * l], o, l),
+                dcols,
+                false,
+            );
+            col2im(&conv.window, dcols, dst);
+        });
+    });
+}
+
+/// The weight gradient `Σ_n g[n] · im2col(x[n])ᵀ` (`[O, C·kh·kw]`), or with
+/// `per_sample` each image's own (`[N, O, C·kh·kw]`, for DP-SGD).
+pub fn conv2d_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32], per_sample: bool) {
+    let s = conv.checked();
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    let product = |n: usize, dst: &mut [f32], accumulate: bool| {
+        with_columns(k * l, |cols| {
+            im2col(&conv.window, &x[n * s.image..(n + 1) * s.image], cols);
+            gemm(
+                MatRef::row_major(&g[n * o * l..(n + 1) * o * l], o, l),
+                MatRef::row_major(cols, k, l).t(),
+                dst,
+                accumulate,
+            );
+        })
+    };
+    if per_sample {
+        for_each_chunk_mut(&mut dw[..conv.batch * o * k], (o * k).max(1), |n, dst| {
+            product(n, dst, false)
+        });
+    } else {
+        let dw = &mut dw[..o * k];
+        dw.fill(0.0);
+        for n in 0..conv.batch {
+            product(n, dw, n > 0);
+        }
+    }
+}
+
+/// Per channel, the sum of `g` `[N, C, L]` over images and positions (a
+/// bias gradient), or with `per_sample` each image's own (`[N, C]`). Each
+/// plane is summed in the fixed tree; images are added in order.
+pub fn channel_sums(
+    g: &[f32],
+    batch: usize,
+    channels: usize,
+    plane: usize,
+    per_sample: bool,
+    out: &mut [f32],
+) {
+    let planes =
+        |n: usize, ch: usize| &g[(n * channels + ch) * plane..(n * channels + ch + 1) * plane];
+    if per_sample {
+        for_each_chunk_mut(&mut out[..batch * channels], channels.max(1), |n, dst| {
+            for (ch, v) in dst.iter_mut().enumerate() {
+                *v = sum(planes(n, ch));
+            }
+        });
+    } else {
+        for_each_chunk_mut(&mut out[..channels], 1, |ch, v| {
+            v[0] = (0..batch).fold(0.0, |acc, n| acc + sum(planes(n, ch)));
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 2001) as f32 / 1000.0 - 1.0
+            })
+            .collect()
+    }
+
+    fn conv() -> Conv2d {
+        Conv2d {
+            batch: 5,
+            window: Window {
+                channels: 3,
+                input: [11, 9],
+                kernel: [3, 3],
+                stride: [2, 1],
+                padding: [1, 1],
+                dilation: [1, 1],
+            },
+            out_channels: 4,
+        }
+    }
+
+    /// The definition, straight from the formula, fused in (c, i, j) order.
+    fn naive(conv: &Conv2d, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let s = conv.sizes().unwrap();
+        let win = &conv.window;
+        let [oh, ow] = s.output;
+        let mut out = vec![0.0; s.output_len];
+        for n in 0..conv.batch {
+            for o in 0..conv.out_channels {
+                for oy in 0..oh {
+                    for ox in 0..ow {
+                        let mut acc = 0.0f32;
+                        for c in 0..win.channels {
+                            for i in 0..win.kernel[0] {
+                                for j in 0..win.kernel[1] {
+                                    let y =
+                                        (oy * win.stride[0] + i) as isize - win.padding[0] as isize;
+                                    let xx =
+                                        (ox * win.stride[1] + j) as isize - win.padding[1] as isize;
+                                    let v = if y < 0
+                                        || xx < 0
+                                        || y >= win.input[0] as isize
+                                        || xx >= win.input[1] as isize
+                                    {
+                                        0.0
+                                    } else {
+                                        x[((n * win.channels + c) * win.input[0] + y as usize)
+                                            * win.input[1]
+                                            + xx as usize]
+                                    };
+                                    let wv = w[((o * win.channels + c) * win.kernel[0] + i)
+                                        * win.kernel[1]
+                                        + j];
+                                    acc = wv.mul_add(v, acc);
+                                }
+                            }
+                        }
+                        out[((n * conv.out_channels + o) * oh + oy) * ow + ox] = acc;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn forward_equals_the_definition_bit_for_bit() {
+        let c = conv();
+        let s = c.sizes().unwrap();
+        let (x, w) = (values(s.input_len, 1), values(s.weight_len, 2));
+        let mut out = vec![0.0; s.output_len];
+        conv2d(&c, &x, &w, None, &mut out);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&out), bits(&naive(&c, &x, &w)));
+    }
+
+    #[test]
+    fn gradients_are_the_adjoints_of_forward() {
+        // ⟨conv(x, w), g⟩ = ⟨x, dx(g)⟩ = ⟨w, dw(g)⟩, on small integers (exact).
+        let c = conv();
+        let s = c.sizes().unwrap();
+        let int = |n: usize, m: usize| {
+            (0..n)
+                .map(|i| ((i * 7 + m) % 5) as f32 - 2.0)
+                .collect::<Vec<_>>()
+        };
+        let (x, w, g) = (
+            int(s.input_len, 1),
+            int(s.weight_len, 2),
+            int(s.output_len, 3),
+        );
+        let mut y = vec![0.0; s.output_len];
+        conv2d(&c, &x, &w, None, &mut y);
+        let mut dx = vec![0.0; s.input_len];
+        conv2d_input_grad(&c, &g, &w, &mut dx);
+        let mut dw = vec![0.0; s.weight_len];
+        conv2d_weight_grad(&c, &g, &x, &mut dw, false);
+        let dot = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(p, q)| (p * q) as f64).sum::<f64>();
+        assert_eq!(dot(&y, &g), dot(&x, &dx));
+        assert_eq!(dot(&y, &g), dot(&w, &dw));
+        let mut each = vec![0.0; c.batch * s.weight_len];
+        conv2d_weight_grad(&c, &g, &x, &mut each, true);
+        let summed: Vec<f32> = (0..s.weight_len)
+            .map(|i| (0..c.batch).map(|n| each[n * s.weight_len + i]).sum())
+            .collect();
+        assert_eq!(summed, dw);
+    }
+
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn thread_counts_do_not_change_a_bit() {
+        let c = Conv2d { batch: 7, ..conv() };
+        let s = c.sizes().unwrap();
+        let (x, w, g) = (
+            values(s.input_len, 4),
+            values(s.weight_len, 5),
+            values(s.output_len, 6),
+        );
+        let run = |threads: usize| {
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap()
+                .install(|| {
+                    let mut y = vec![0.0; s.output_len];
+                    conv2d(&c, &x, &w, Some(&[0.5, -1.0, 0.25, 2.0]), &mut y);
+                    let mut dx = vec![0.0; s.input_len];
+                    conv2d_input_grad(&c, &g, &w, &mut dx);
+                    let mut dw = vec![0.0; s.weight_len];
+                    conv2d_weight_grad(&c, &g, &x, &mut dw, false);
+                    let mut db = vec![0.0; 4];
+                    channel_sums(&g, c.batch, 4, s.positions, false, &mut db);
+                    [y, dx, dw, db]
+                        .concat()
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .collect::<Vec<_>>()
+                })
+        };
+        let one = run(1);
+        for threads in [2, 3, 8] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
+    }
+}

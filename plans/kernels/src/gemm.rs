@@ -1,0 +1,447 @@
+//! Matrix products `C ← A·B` or `C ← C + A·B`, with transposes for free.
+//!
+//! Every element of `C` is the fused left-to-right sum
+//! `fma(a_{k-1}, b_{k-1}, … fma(a_0, b_0, c))` over the inner dimension in
+//! order, whatever the tiling, the packing, the thread count or the vector
+//! width; that is what makes the product fast *and* the same bits on every
+//! node. The work is split into tiles of `C` (rows × columns), each owned by
+//! one task: a task packs the panels of `A` and `B` its tile reads, one depth
+//! block at a time, and runs register tiles ([`crate::micro`]) over them.
+
+use std::cell::RefCell;
+
+use crate::isa::active;
+use crate::micro::{Micro, Portable};
+use crate::parallel::{SharedMut, for_each_task, threads};
+
+/// Depth of one packed block of the inner dimension.
+const KC: usize = 256;
+/// Most rows of C one task owns.
+const MB_MAX: usize = 96;
+/// Most columns of C one task owns.
+const NB_MAX: usize = 512;
+/// Products smaller than this many multiply-adds run on one thread: handing
+/// them out costs more than it saves.
+const SERIAL_FMAS: usize = 1 << 18;
+
+/// A read-only matrix view with arbitrary strides, so transposes cost nothing.
+#[derive(Clone, Copy, Debug)]
+pub struct MatRef<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    row_stride: usize,
+    col_stride: usize,
+}
+
+impl<'a> MatRef<'a> {
+    /// A row-major `rows × cols` matrix over `data`, or `None` when `data`
+    /// is too short.
+    pub fn new(data: &'a [f32], rows: usize, cols: usize) -> Option<Self> {
+        (rows.checked_mul(cols)? <= data.len()).then_some(MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        })
+    }
+
+    /// A row-major `rows × cols` matrix over `data`.
+    ///
+    /// # Panics
+    /// When `data` holds fewer than `rows·cols` values (a caller's bug:
+    /// shapes from outside are checked before a view is made).
+    pub fn row_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        Self::new(data, rows, cols).expect("matrix data shorter than its shape")
+    }
+
+    /// The transpose, sharing the data.
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Number of columns.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    #[cfg(test)]
+    fn at(&self, r: usize, c: usize) -> f32 {
+        self.data[r * self.row_stride + c * self.col_stride]
+    }
+}
+
+/// `C ← A·B`, or `C ← C + A·B` when `accumulate`, for a row-major `C` of
+/// `a.rows() × b.cols()` (its previous values are not read unless accumulating).
+///
+/// # Panics
+/// When the inner dimensions differ or `c` is too short (callers check
+/// shapes first).
+pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    assert_eq!(b.rows, k, "inner dimensions differ");
+    assert!(c.len() >= m * n, "output too short");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            c[..m * n].fill(0.0);
+        }
+        return;
+    }
+    match active() {
+        #[cfg(target_arch = "x86_64")]
+        crate::isa::Isa::Avx2Fma => tiled::<crate::micro::Avx2Fma>(a, b, c, accumulate),
+        _ => tiled::<Portable>(a, b, c, accumulate),
+    }
+}
+
+/// How C is cut into tasks: tiles of `mb × nb`.
+#[derive(Debug, Clone, Copy)]
+struct Tiling {
+    mb: usize,
+    nb: usize,
+    row_tiles: usize,
+    col_tiles: usize,
+}
+
+impl Tiling {
+    /// Tiles as large as the caches like, halved (columns first, they are
+    /// cheaper to split) until every thread has a few to take.
+    fn choose(m: usize, k: usize, n: usize, mr: usize, nr: usize) -> Tiling {
+        let mut mb = m.next_multiple_of(mr).min(MB_MAX.next_multiple_of(mr));
+        let mut nb = n.next_multiple_of(nr).min(NB_MAX);
+        let threads = threads();
+        let wanted = if threads > 1 && m * k * n >= SERIAL_FMAS {
+            threads * 3
+        } else {
+            1
+        };
+        let count = |mb: usize, nb: usize| m.div_ceil(mb) * n.div_ceil(nb);
+        while count(mb, nb) < wanted {
+            if nb >= 4 * nr && nb / nr >= mb / mr {
+                nb = (nb / 2).next_multiple_of(nr);
+            } else if mb >= 4 * mr {
+                mb = (mb / 2).next_multiple_of(mr);
+            } else if nb > nr {
+                nb = (nb / 2).next_multiple_of(nr);
+            } else {
+                break;
+            }
+        }
+        Tiling {
+            mb,
+            nb,
+            row_tiles: m.div_ceil(mb),
+            col_tiles: n.div_ceil(nb),
+        }
+    }
+}
+
+thread_local! {
+    /// Each thread's packing space, reused across products: every value a
+    /// register tile reads is written by packing first, so it is never cleared.
+    static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+fn tiled<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let tiling = Tiling::choose(m, k, n, K::MR, K::NR);
+    let out = SharedMut(c.as_mut_ptr());
+    for_each_task(tiling.row_tiles * tiling.col_tiles, |task| {
+        let (i0, j0) = (
+            (task / tiling.col_tiles) * tiling.mb,
+            (task % tiling.col_tiles) * tiling.nb,
+        );
+        let tile = Block {
+            i0,
+            j0,
+            mb: tiling.mb.min(m - i0),
+            nb: tiling.nb.min(n - j0),
+        };
+        PACKS.with(|packs| {
+            let (pa, pb) = &mut *packs.borrow_mut();
+            // SAFETY: tiles are disjoint, so this task alone writes `tile`
+            // of C, which lies inside `c` (m × n, checked by `gemm`).
+            unsafe { block::<K>(a, b, out, n, tile, accumulate, pa, pb) };
+        });
+    });
+}
+
+/// One task's tile of C.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    i0: usize,
+    j0: usize,
+    mb: usize,
+    nb: usize,
+}
+
+/// C's tile `t` (row stride `ldc`) from all of the inner dimension, one
+/// packed depth block at a time.
+///
+/// # Safety
+/// No other thread touches `t` of C while this runs, and `t` lies inside C.
+#[allow(clippy::too_many_arguments)]
+unsafe fn block<K: Micro>(
+    a: MatRef<'_>,
+    b: MatRef<'_>,
+    c: SharedMut,
+    ldc: usize,
+    t: Block,
+    accumulate: bool,
+    pa: &mut Vec<f32>,
+    pb: &mut Vec<f32>,
+) {
+    let k = a.cols;
+    let (mr, nr) = (K::MR, K::NR);
+    let (mp, np) = (t.mb.next_multiple_of(mr), t.nb.next_multiple_of(nr));
+    grow(pa, mp * KC.min(k));
+    grow(pb, np * KC.min(k));
+    let mut edge = vec![0.0f32; mr * nr];
+    for p0 in (0..k).step_by(KC) {
+        let kc = KC.min(k - p0);
+        pack(&a, t.i0, t.mb, p0, kc, mr, pa);
+        pack(&b.t(), t.j0, t.nb, p0, kc, nr, pb);
+        let fresh = p0 == 0 && !accumulate;
+        for jr in (0..t.nb).step_by(nr) {
+            let bp = pb[jr * kc..].as_ptr();
+            for ir in (0..t.mb).step_by(mr) {
+                let ap = pa[ir * kc..].as_ptr();
+                let (rows, cols) = (mr.min(t.mb - ir), nr.min(t.nb - jr));
+                // SAFETY: inside this task's tile (the caller's promise).
+                let at = unsafe { c.0.add((t.i0 + ir) * ldc + t.j0 + jr) };
+                // SAFETY: the panels hold kc·mr and kc·nr values (packed
+                // above), and `isa::active` chose K for this CPU.
+                unsafe {
+                    if rows == mr && cols == nr {
+                        K::tile(kc, ap, bp, at, ldc, fresh);
+                    } else {
+                        edge_tile::<K>(kc, ap, bp, at, ldc, rows, cols, fresh, &mut edge);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A tile cut by C's edge: through a full-size buffer.
+///
+/// # Safety
+/// As for [`Micro::tile`], with only `rows × cols` of the tile inside C.
+#[allow(clippy::too_many_arguments)]
+unsafe fn edge_tile<K: Micro>(
+    kc: usize,
+    ap: *const f32,
+    bp: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    fresh: bool,
+    buf: &mut [f32],
+) {
+    let nr = K::NR;
+    for r in 0..rows {
+        for j in 0..cols {
+            // SAFETY: (r, j) is inside C's part of the tile.
+            buf[r * nr + j] = unsafe { *c.add(r * ldc + j) };
+        }
+    }
+    // SAFETY: `buf` is a full MR × NR tile with row stride NR.
+    unsafe { K::tile(kc, ap, bp, buf.as_mut_ptr(), nr, fresh) };
+    for r in 0..rows {
+        for j in 0..cols {
+            // SAFETY: as above.
+            unsafe { *c.add(r * ldc + j) = buf[r * nr + j] };
+        }
+    }
+}
+
+fn grow(buffer: &mut Vec<f32>, len: usize) {
+    if buffer.len() < len {
+        buffer.resize(len, 0.0);
+    }
+}
+
+/// Panels of `width` rows of `m[r0..r0+rows, p0..p0+kc]`: for each depth,
+/// `width` consecutive values, zero past the last row. (B is packed as the
+/// rows of its transpose.)
+fn pack(
+    m: &MatRef<'_>,
+    r0: usize,
+    rows: usize,
+    p0: usize,
+    kc: usize,
+    width: usize,
+    out: &mut [f32],
+) {
+    for (panel, i0) in (0..rows).step_by(width).enumerate() {
+        let dst = &mut out[panel * width * kc..(panel + 1) * width * kc];
+        let height = width.min(rows - i0);
+        if m.row_stride == 1 {
+            // Each depth's `height` values are contiguous.
+            for p in 0..kc {
+                let start = (p0 + p) * m.col_stride + r0 + i0;
+                let col = &mut dst[p * width..(p + 1) * width];
+                col[..height].copy_from_slice(&m.data[start..start + height]);
+                col[height..].fill(0.0);
+            }
+        } else {
+            // Each row's depths are contiguous (stride `col_stride`).
+            for r in 0..width {
+                if r < height {
+                    let base = (r0 + i0 + r) * m.row_stride + p0 * m.col_stride;
+                    for p in 0..kc {
+                        dst[p * width + r] = m.data[base + p * m.col_stride];
+                    }
+                } else {
+                    for p in 0..kc {
+                        dst[p * width + r] = 0.0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isa::force_portable;
+
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2654435761).wrapping_add(1);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s % 20001) as f32 / 10000.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// The definition: each element fused left to right over the depth.
+    fn naive(a: &MatRef<'_>, b: &MatRef<'_>, c0: &[f32]) -> Vec<f32> {
+        let mut c = c0.to_vec();
+        for i in 0..a.rows {
+            for j in 0..b.cols {
+                let mut s = c[i * b.cols + j];
+                for p in 0..a.cols {
+                    s = a.at(i, p).mul_add(b.at(p, j), s);
+                }
+                c[i * b.cols + j] = s;
+            }
+        }
+        c
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    const SHAPES: [(usize, usize, usize); 7] = [
+        (1, 1, 1),
+        (3, 5, 7),
+        (6, 16, 16),
+        (13, 300, 9),
+        (130, 17, 1030),
+        (64, 784, 128),
+        (97, 600, 61),
+    ];
+
+    fn check_every_shape() {
+        for &(m, k, n) in &SHAPES {
+            for (ta, tb) in [(false, false), (true, false), (false, true), (true, true)] {
+                let da = values(m * k, 1);
+                let db = values(k * n, 2);
+                let a = if ta {
+                    MatRef::row_major(&da, k, m).t()
+                } else {
+                    MatRef::row_major(&da, m, k)
+                };
+                let b = if tb {
+                    MatRef::row_major(&db, n, k).t()
+                } else {
+                    MatRef::row_major(&db, k, n)
+                };
+                let c0 = values(m * n, 3);
+                let mut c = c0.clone();
+                gemm(a, b, &mut c, true);
+                assert_eq!(
+                    bits(&c),
+                    bits(&naive(&a, &b, &c0)),
+                    "{m}x{k}x{n} {ta} {tb} +="
+                );
+                gemm(a, b, &mut c, false);
+                let zero = vec![0.0; m * n];
+                assert_eq!(
+                    bits(&c),
+                    bits(&naive(&a, &b, &zero)),
+                    "{m}x{k}x{n} {ta} {tb}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn products_equal_the_fused_naive_sum_bit_for_bit() {
+        check_every_shape();
+    }
+
+    #[test]
+    fn the_portable_path_gives_the_same_bits() {
+        // Other tests may run meanwhile: they expect the same bits either way.
+        force_portable(true);
+        check_every_shape();
+        force_portable(false);
+    }
+
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn thread_counts_do_not_change_a_bit() {
+        let (m, k, n) = (200, 700, 300);
+        let (da, db) = (values(m * k, 4), values(k * n, 5));
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let mut c = vec![0.0; m * n];
+            pool.install(|| {
+                gemm(
+                    MatRef::row_major(&da, m, k),
+                    MatRef::row_major(&db, n, k).t(),
+                    &mut c,
+                    false,
+                )
+            });
+            bits(&c)
+        };
+        let one = run(1);
+        for threads in [2, 3, 8] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
+    }
+
+    #[test]
+    fn tilings_give_every_thread_work_and_cover_c() {
+        let t = Tiling::choose(64, 10_000, 576, 6, 16);
+        assert!(t.row_tiles * t.col_tiles >= 1);
+        assert!(t.mb * t.row_tiles >= 64 && t.nb * t.col_tiles >= 576);
+    }
+}

@@ -1,0 +1,42 @@
+//! # fedwasm-kernels: the arithmetic of fedwasm plans, with the same bits everywhere
+//!
+//! A plan keeps its model, its autodiff graph and every decision inside the
+//! wasm sandbox; the arithmetic runs here, natively, on every core the node
+//! gives it. The node's host calls these kernels on the tensors a plan
+//! holds; the plan SDK calls the very same functions when a plan is built
+//! natively (its tests, `plan check --in-process`). One crate, so one
+//! answer.
+//!
+//! Every kernel promises **the same bits whatever the thread count, the
+//! tiling and the CPU**:
+//! - work is split over *outputs* (tiles of a matrix, rows, chunks of an
+//!   elementwise map), never over the terms one output sums, so each
+//!   element is reduced in one fixed order;
+//! - a sum that needs a tree (a loss, a batch statistic) uses one fixed tree
+//!   of fixed lane count ([`sum`]), independent of the vector width;
+//! - every multiply-add is **fused** (one rounding), with the hardware's FMA
+//!   where the CPU has one and a correctly rounded software `fma` where it
+//!   does not ([`isa`]), so a node's hardware never changes a result.
+//!
+//! # Layout
+//! - [`isa`]: which instruction set the kernels use, and the switch that
+//!   forces the portable path (for tests that compare the two).
+//! - [`gemm`]: matrix products with transposes, on packed panels and
+//!   register tiles, split over output tiles.
+//! - [`micro`]: the register tiles themselves, one per instruction set.
+//! - [`im2col`]: convolution windows laid out as matrix columns, and back.
+//! - [`conv`]: 2-D convolution forward, input and weight gradients.
+//! - [`sum`]: sums in the fixed tree.
+//! - [`parallel`]: how work is handed to rayon (or run inline without it).
+
+pub mod conv;
+pub mod gemm;
+pub mod im2col;
+pub mod isa;
+pub mod micro;
+pub mod parallel;
+pub mod sum;
+
+pub use conv::Conv2d;
+pub use gemm::{MatRef, gemm};
+pub use im2col::Window;
