@@ -61,6 +61,10 @@ pub struct EvaluateArgs {
     /// Most memory compiling the plan may take, in MiB.
     #[arg(long, default_value_t = 2048)]
     compile_memory_mib: u64,
+    /// Threads the plan's tensor operations run on (0: every core); the
+    /// scores are the same whatever the number.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
 /// Run `fedwasm evaluate`.
@@ -97,6 +101,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let config = SandboxConfig {
         compile_timeout_secs: args.compile_timeout_secs,
         compile_memory_mib: args.compile_memory_mib,
+        compute_threads: args.threads,
         ..SandboxConfig::default()
     };
     let sandbox = Sandbox::new(config.compiling_with(exe)).context("starting the sandbox")?;

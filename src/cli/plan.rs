@@ -81,6 +81,10 @@ pub enum PlanCommand {
         /// Run in this process with epoch interruption instead of a worker process.
         #[arg(long)]
         in_process: bool,
+        /// Threads the plan's tensor operations run on (0: every core);
+        /// the results are the same bits whatever the number.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
 }
 
@@ -111,6 +115,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             deadline,
             memory_mib,
             in_process,
+            threads,
         } => {
             let model_args =
                 serde_json::from_str(&model_args).context("--model-args is not valid JSON")?;
@@ -135,6 +140,7 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             let sandbox = SandboxConfig {
                 memory_mib,
                 call_timeout_secs: deadline,
+                compute_threads: threads,
                 cache_dir: cache_dir(),
                 ..SandboxConfig::default()
             };

@@ -40,6 +40,9 @@ pub struct SandboxConfig {
     pub compile_timeout_secs: f64,
     /// Most memory compiling one component may take, in MiB.
     pub compile_memory_mib: u64,
+    /// Threads a plan's host tensor operations run on; 0 (the default)
+    /// means every core. The results are the same bits whatever the number.
+    pub compute_threads: usize,
     /// The `fedwasm` executable that compiles components in a child process
     /// under the two limits above; `None` compiles in this process, without
     /// them (for plans one built oneself). Set by fedwasm, never configured.
@@ -59,6 +62,7 @@ impl Default for SandboxConfig {
             interruption: Interruption::Epoch,
             compile_timeout_secs: 120.0,
             compile_memory_mib: 2048,
+            compute_threads: 0,
             compiler: None,
         }
     }
@@ -81,6 +85,15 @@ impl SandboxConfig {
         SandboxConfig {
             compiler: Some(exe),
             ..self
+        }
+    }
+
+    /// Threads host tensor operations run on: `compute_threads`, or every
+    /// core when it is 0.
+    pub fn threads(&self) -> usize {
+        match self.compute_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
         }
     }
 

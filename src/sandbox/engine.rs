@@ -202,7 +202,7 @@ impl Sandbox {
         }
         let instance_pre = self.linker.instantiate_pre(&component).map_err(|e| SandboxError::WrongWorld {
             reason: format!(
-                "{e:#}; a plan may import only fedwasm:plan/random, fedwasm:plan/log and WASI 0.2"
+                "{e:#}; a plan may import only fedwasm:plan/compute, fedwasm:plan/random, fedwasm:plan/log and WASI 0.2"
             ),
         })?;
         let pre = TrainingPlanPre::new(instance_pre).map_err(|e| SandboxError::WrongWorld {

@@ -12,7 +12,7 @@ pub enum SandboxError {
         reason: String,
     },
     /// A component that does not implement the `fedwasm:plan/training-plan` world.
-    #[error("the component does not implement fedwasm:plan/training-plan@0.2.0: {reason}")]
+    #[error("the component does not implement fedwasm:plan/training-plan@0.3.0: {reason}")]
     WrongWorld {
         /// What is missing or mismatched.
         reason: String,

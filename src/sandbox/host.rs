@@ -43,19 +43,50 @@ pub struct PlanLogRecord {
 
 /// Refuses memory growth past the cap and remembers that it did, so a trap that
 /// follows can be reported as what it is. It also knows how much linear
-/// memory the plan holds, so host allocations a plan asks for (random
-/// floats) are bounded by what is left of the same budget.
+/// memory and how many bytes of host tensors the plan holds, so both come
+/// out of one budget, and host allocations a plan asks for (tensors, random
+/// floats, scratch) are refused before they are made.
 pub(crate) struct MemoryCap {
     limit: usize,
     /// Bytes of linear memory of all the instance's memories.
     used: usize,
+    /// Bytes of the plan's host tensors.
+    host: usize,
     pub(crate) hit: bool,
 }
 
 impl MemoryCap {
-    /// Bytes of the budget not yet taken by linear memory.
+    /// Bytes of the budget not yet taken by linear memory or host tensors.
     fn left(&self) -> usize {
-        self.limit.saturating_sub(self.used)
+        self.limit
+            .saturating_sub(self.used)
+            .saturating_sub(self.host)
+    }
+
+    /// Refuse `bytes` that would not fit in what is left, naming `what`.
+    pub(crate) fn check_transient(&mut self, what: &str, bytes: usize) -> wasmtime::Result<()> {
+        let left = self.left();
+        if bytes > left {
+            self.hit = true;
+            wasmtime::bail!(
+                "{what} needs {} MiB, more than the {} MiB left of the plan's memory budget",
+                bytes.div_ceil(1 << 20),
+                left >> 20
+            );
+        }
+        Ok(())
+    }
+
+    /// Take `bytes` of host tensors from the budget, or refuse them.
+    pub(crate) fn take_host(&mut self, what: &str, bytes: usize) -> wasmtime::Result<()> {
+        self.check_transient(what, bytes)?;
+        self.host += bytes;
+        Ok(())
+    }
+
+    /// Give back the bytes of a dropped host tensor.
+    pub(crate) fn give_back_host(&mut self, bytes: usize) {
+        self.host = self.host.saturating_sub(bytes);
     }
 }
 
@@ -67,7 +98,7 @@ impl ResourceLimiter for MemoryCap {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let total = self.used.saturating_sub(current).saturating_add(desired);
-        if total > self.limit {
+        if total.saturating_add(self.host) > self.limit {
             self.hit = true;
             return Ok(false);
         }
@@ -88,8 +119,10 @@ impl ResourceLimiter for MemoryCap {
 /// Everything a plan instance's store holds.
 pub(crate) struct HostState {
     wasi: WasiCtx,
-    table: ResourceTable,
+    pub(crate) table: ResourceTable,
     pub(crate) memory: MemoryCap,
+    /// The threads host tensor operations run on.
+    pub(crate) pool: std::sync::Arc<rayon::ThreadPool>,
     random: ChaCha8Rng,
     pub(crate) logs: Vec<PlanLogRecord>,
     pub(crate) logs_dropped: usize,
@@ -108,8 +141,10 @@ impl HostState {
             memory: MemoryCap {
                 limit: config.memory_bytes(),
                 used: 0,
+                host: 0,
                 hit: false,
             },
+            pool: super::compute::pool(config.threads()),
             random: seed.rng(),
             logs: Vec::new(),
             logs_dropped: 0,
@@ -126,14 +161,10 @@ impl HostState {
     /// what is left of the plan's memory budget besides its linear memory.
     fn fill_allowed(&mut self, import: &str, count: u32) -> wasmtime::Result<usize> {
         let count = count as usize;
-        let left = self.memory.left();
-        if count.saturating_mul(8) > left {
-            self.memory.hit = true;
-            wasmtime::bail!(
-                "random.{import} asked for {count} floats, more than the {} MiB left of the plan's memory budget",
-                left >> 20
-            );
-        }
+        self.memory.check_transient(
+            &format!("random.{import} of {count} floats"),
+            count.saturating_mul(8),
+        )?;
         Ok(count)
     }
 }

@@ -6,7 +6,7 @@ use wasmtime::{Engine, Store, Trap, WasmBacktrace};
 use super::bindings::types::{
     Array, Batch, DataSpec, DatasetInfo, PlanError, PlanInfo, StepReport, Tensor,
 };
-use super::bindings::{TrainingPlan, TrainingPlanPre, error_kind_name};
+use super::bindings::{TrainingPlan, TrainingPlanPre, WitBatch, error_kind_name};
 use super::config::{Interruption, SandboxConfig};
 use super::error::SandboxError;
 use super::host::{HostState, PlanLogRecord};
@@ -187,17 +187,27 @@ impl PlanInstance {
         })
     }
 
-    /// `training-step`
+    /// `training-step`: the batch is handed over as two host tensors.
     pub fn training_step(&mut self, batch: &Batch) -> Result<StepReport, SandboxError> {
         self.fallible("training-step", |p, s| {
-            p.fedwasm_plan_plan().call_training_step(s, batch)
+            let state = s.data_mut();
+            let batch = WitBatch {
+                features: state.hold("training-step's features", batch.features.data.clone())?,
+                features_shape: batch.features.shape.clone(),
+                targets: state.hold("training-step's targets", batch.targets.data.clone())?,
+                targets_shape: batch.targets.shape.clone(),
+            };
+            p.fedwasm_plan_plan().call_training_step(s, &batch)
         })
     }
 
-    /// `predict`
+    /// `predict`: the features are handed over as a host tensor.
     pub fn predict(&mut self, features: &Array) -> Result<Array, SandboxError> {
         self.fallible("predict", |p, s| {
-            p.fedwasm_plan_plan().call_predict(s, features)
+            let held = s
+                .data_mut()
+                .hold("predict's features", features.data.clone())?;
+            p.fedwasm_plan_plan().call_predict(s, held, &features.shape)
         })
     }
 

@@ -9,6 +9,8 @@
 //! and a trap never poisons the next one.
 //!
 //! # What a plan can reach
+//! - `fedwasm:plan/compute`: tensors the host holds and the operations on
+//!   them, run natively on `compute_threads` cores (see [`compute`]).
 //! - `fedwasm:plan/random` (seeded per task, see [`random`]) and `fedwasm:plan/log`.
 //! - WASI 0.2 (`wasi:io`, `wasi:cli`, `wasi:clocks`, `wasi:random`,
 //!   `wasi:filesystem`, `wasi:sockets`), linked because Rust's std imports it,
@@ -25,6 +27,7 @@
 mod bindings;
 mod cache;
 mod compile;
+pub mod compute;
 mod config;
 mod engine;
 mod error;
@@ -36,7 +39,7 @@ mod wasi;
 
 /// The version of `wit/plan.wit` this host serves. A plan built for
 /// another one is refused when it is loaded, naming both.
-pub const PLAN_CONTRACT: &str = "0.2.0";
+pub const PLAN_CONTRACT: &str = "0.3.0";
 
 pub use bindings::error_kind_name;
 pub use bindings::types;

@@ -43,23 +43,25 @@ fn a_component_of_another_world_is_refused() {
         .err()
         .unwrap();
     assert!(matches!(err, SandboxError::WrongWorld { .. }), "{err}");
-    assert!(err.to_string().contains("fedwasm:plan/plan@0.2.0"), "{err}");
+    assert!(err.to_string().contains("fedwasm:plan/plan@0.3.0"), "{err}");
 }
 
 #[test]
-fn a_plan_built_for_contract_0_1_is_refused_naming_both_contracts() {
-    let err = sandbox()
-        .load_file(&hostile_plan("hostile-contract-0-1"))
-        .err()
-        .unwrap();
-    assert!(matches!(err, SandboxError::WrongWorld { .. }), "{err}");
-    let text = err.to_string();
-    assert!(
-        text.contains("built for plan contract 0.1.0")
-            && text.contains("this node serves 0.2.0")
-            && text.contains("rebuild the plan"),
-        "{text}"
-    );
+fn plans_built_for_earlier_contracts_are_refused_naming_both_contracts() {
+    for (fixture, contract) in [
+        ("hostile-contract-0-1", "0.1.0"),
+        ("hostile-contract-0-2", "0.2.0"),
+    ] {
+        let err = sandbox().load_file(&hostile_plan(fixture)).err().unwrap();
+        assert!(matches!(err, SandboxError::WrongWorld { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("built for plan contract {contract}"))
+                && text.contains("this node serves 0.3.0")
+                && text.contains("rebuild the plan"),
+            "{text}"
+        );
+    }
 }
 
 #[test]

@@ -79,6 +79,34 @@ fn in_process_sandbox_stops_each_hostile_plan_and_goes_on() {
 }
 
 #[test]
+fn hostile_calls_to_the_compute_imports_are_refused_and_the_host_goes_on() {
+    let sandbox = Sandbox::new(SandboxConfig {
+        memory_mib: 64,
+        call_timeout_secs: 10.0,
+        interruption: Interruption::Epoch,
+        ..SandboxConfig::default()
+    })
+    .unwrap();
+    let run = |name: &str| run_task(&sandbox, &hostile_task(name), &mut |_| {});
+    // Dimensions that overflow are refused (the plan checks that); ones
+    // that do not fit the tensors come back as the plan's own error.
+    expect_error(
+        run("hostile-compute-shape"),
+        "plan-error",
+        &["matmul", "a should hold 8 values, it holds 6"],
+    );
+    // 4 GiB of output from 4 MiB of inputs: refused before it is allocated.
+    expect_error(
+        run("hostile-compute-budget"),
+        "memory-limit",
+        &["memory limit of 64 MiB", "`init-model`"],
+    );
+    // A handle the host never made: wasmtime's resource table refuses it.
+    expect_error(run("hostile-compute-handle"), "trap", &["`init-model`"]);
+    good_plan_still_trains(&sandbox);
+}
+
+#[test]
 fn worker_is_killed_at_the_deadline_and_reports_limits() {
     let spin = run_in_worker(
         &fedwasm_bin(),

@@ -44,11 +44,13 @@ fn to_sdk_tensor(t: &host::Tensor) -> sdk::Tensor {
     }
 }
 
-fn to_sdk_array(a: &host::Array) -> sdk::Array {
-    sdk::Array {
-        shape: a.shape.clone(),
-        data: a.data.clone(),
-    }
+/// The SDK tensor over a copy of `a`'s values.
+fn to_sdk_tensor_of(
+    a: &host::Array,
+    what: &'static str,
+) -> Result<fedwasm_plan::Tensor, SandboxError> {
+    let shape: Vec<usize> = a.shape.iter().map(|&d| d as usize).collect();
+    fedwasm_plan::Tensor::new(a.data.clone(), &shape).map_err(|e| plan_error(what, e))
 }
 
 fn to_host_args(args: Vec<sdk::ArgInfo>) -> Vec<host::ArgInfo> {
@@ -158,13 +160,11 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
     }
 
     fn training_step(&mut self, batch: &host::Batch) -> Result<host::StepReport, SandboxError> {
-        let batch = sdk::Batch {
-            features: to_sdk_array(&batch.features),
-            targets: to_sdk_array(&batch.targets),
-        };
+        let features = to_sdk_tensor_of(&batch.features, "training-step")?;
+        let targets = to_sdk_tensor_of(&batch.targets, "training-step")?;
         let r = self
             .trainer
-            .training_step(batch)
+            .training_step(features, targets)
             .map_err(|e| plan_error("training-step", e))?;
         Ok(host::StepReport {
             loss: r.loss,
@@ -176,7 +176,7 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
     fn predict(&mut self, features: &host::Array) -> Result<host::Array, SandboxError> {
         let out = self
             .trainer
-            .predict(to_sdk_array(features))
+            .predict(to_sdk_tensor_of(features, "predict")?)
             .map_err(|e| plan_error("predict", e))?;
         Ok(host::Array {
             shape: out.shape,

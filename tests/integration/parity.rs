@@ -11,10 +11,29 @@ use fedwasm_plan::TrainingPlan;
 use crate::native::NativePlan;
 use crate::support::{breast_cancer_task, example_plan, fedwasm_bin, task};
 
+/// The plan trained in a worker (wasm, its tensor operations on
+/// `compute_threads` threads of the host) and natively give the same
+/// parameter bytes; so do the other thread counts, 8 of them on this
+/// 2-core machine too (oversubscribed).
 fn assert_same_bytes<P: TrainingPlan>(mut t: TrainingTask) {
     let dir = tempfile::tempdir().unwrap();
+    let mut other_counts = Vec::new();
+    for threads in [2, 3, 8] {
+        t.sandbox.compute_threads = threads;
+        t.output_parameters = Some(dir.path().join(format!("wasm-{threads}.safetensors")));
+        run_in_worker(&fedwasm_bin(), &t, Duration::from_secs(300), &mut |_| {}).unwrap();
+        other_counts.push((threads, t.output_parameters.clone().unwrap()));
+    }
+    t.sandbox.compute_threads = 1;
     t.output_parameters = Some(dir.path().join("wasm.safetensors"));
     let wasm = run_in_worker(&fedwasm_bin(), &t, Duration::from_secs(300), &mut |_| {}).unwrap();
+    let one_thread = std::fs::read(t.output_parameters.as_ref().unwrap()).unwrap();
+    for (threads, path) in other_counts {
+        assert!(
+            std::fs::read(path).unwrap() == one_thread,
+            "{threads} threads and 1 thread gave different parameters"
+        );
+    }
 
     let digest = Sha256Digest::of_file(&t.plan).unwrap();
     let mut native_plan = NativePlan::<P>::new(t.plan_seed().unwrap().0);
@@ -65,6 +84,28 @@ fn mlp_with_local_privacy_native_and_wasm_give_identical_parameters() {
         r#"{"num_updates": 30, "random_seed": 5,
             "dp_args": {"type": "local", "sigma": 0.7, "clip": 1.5}}"#,
     ));
+}
+
+#[test]
+fn the_software_fma_path_gives_the_hardware_paths_bits() {
+    let t = task(
+        example_plan("mlp"),
+        "digits.csv",
+        "digit",
+        serde_json::json!({"n_features": 64, "n_classes": 10, "hidden": [32]}),
+        r#"{"num_updates": 20, "optimizer_args": {"lr": 0.1, "momentum": 0.9}}"#,
+    );
+    let digest = Sha256Digest::of_file(&t.plan).unwrap();
+    let table = Table::from_csv(&t.dataset).unwrap();
+    let train_native = |portable: bool| {
+        fedwasm_kernels::isa::force_portable(portable);
+        let mut plan = NativePlan::<mlp::Mlp>::new(t.plan_seed().unwrap().0);
+        let outcome = train(&mut plan, digest, &table, &t, &mut |_| {});
+        fedwasm_kernels::isa::force_portable(false);
+        outcome.unwrap().final_loss.to_bits()
+    };
+    let hardware = train_native(false);
+    assert_eq!(train_native(true), hardware);
 }
 
 #[test]

@@ -11,7 +11,12 @@ fn plan_workspace_tests_pass_natively() {
     let output = Command::new(env!("CARGO"))
         .current_dir(root().join("plans"))
         // The kernels' thread-count tests need their rayon pools.
-        .args(["test", "--workspace", "--features", "fedwasm-kernels/parallel"])
+        .args([
+            "test",
+            "--workspace",
+            "--features",
+            "fedwasm-kernels/parallel",
+        ])
         .env("CARGO_TARGET_DIR", target)
         .output()
         .expect("cargo runs");

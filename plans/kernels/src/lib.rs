@@ -27,6 +27,7 @@
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
 //! - [`sum`]: sums in the fixed tree.
+//! - [`op`]: [`Op`], an operation on host tensors: checked, then run.
 //! - [`parallel`]: how work is handed to rayon (or run inline without it).
 
 pub mod conv;
@@ -34,9 +35,11 @@ pub mod gemm;
 pub mod im2col;
 pub mod isa;
 pub mod micro;
+pub mod op;
 pub mod parallel;
 pub mod sum;
 
 pub use conv::Conv2d;
 pub use gemm::{MatRef, gemm};
 pub use im2col::Window;
+pub use op::{MatMul, Op, OpError};

@@ -23,6 +23,27 @@ pub fn with_trainer<P: TrainingPlan, R>(f: impl FnOnce(&mut Trainer<P>) -> R) ->
     })
 }
 
+/// A tensor over values the host handed the plan, with their shape.
+#[cfg(target_arch = "wasm32")]
+pub fn host_tensor(
+    tensor: crate::__bindings::fedwasm::plan::compute::Tensor,
+    shape: &[u32],
+) -> crate::PlanResult<crate::Tensor> {
+    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    crate::Tensor::on_host(tensor, &shape)
+}
+
+/// The features and targets of a batch the host holds.
+#[cfg(target_arch = "wasm32")]
+pub fn batch_tensors(
+    batch: crate::__bindings::exports::fedwasm::plan::plan::Batch,
+) -> crate::PlanResult<(crate::Tensor, crate::Tensor)> {
+    Ok((
+        host_tensor(batch.features, &batch.features_shape)?,
+        host_tensor(batch.targets, &batch.targets_shape)?,
+    ))
+}
+
 /// Export a [`TrainingPlan`] type as the `fedwasm:plan/training-plan` world.
 ///
 /// Expands to nothing when compiled natively, so a plan crate can also be used
@@ -53,11 +74,18 @@ macro_rules! export_plan {
                 fn training_data(info: DatasetInfo) -> Result<DataSpec, PlanError> {
                     with_trainer::<$plan, _>(|t| t.training_data(&info))
                 }
-                fn training_step(batch: Batch) -> Result<StepReport, PlanError> {
-                    with_trainer::<$plan, _>(|t| t.training_step(batch))
+                fn training_step(
+                    batch: $crate::__bindings::exports::fedwasm::plan::plan::Batch,
+                ) -> Result<StepReport, PlanError> {
+                    let (features, targets) = $crate::export::batch_tensors(batch)?;
+                    with_trainer::<$plan, _>(|t| t.training_step(features, targets))
                 }
-                fn predict(features: Array) -> Result<Array, PlanError> {
-                    with_trainer::<$plan, _>(|t| t.predict(features))
+                fn predict(
+                    features: $crate::__bindings::fedwasm::plan::compute::Tensor,
+                    shape: Vec<u32>,
+                ) -> Result<Array, PlanError> {
+                    let x = $crate::export::host_tensor(features, &shape)?;
+                    with_trainer::<$plan, _>(|t| t.predict(x))
                 }
                 fn get_parameters() -> Vec<Tensor> {
                     with_trainer::<$plan, _>(|t| t.get_parameters())

@@ -19,10 +19,14 @@
 //! fedwasm_plan::export_plan!(MyPlan);
 //! ```
 //!
-//! Everything here is deterministic: no clocks, no threads, no randomly
-//! seeded hash map is iterated, kernels sum in a fixed order and never fuse
-//! a multiply-add, and transcendental functions come from the pure-Rust
-//! `libm` crate, so the same plan gives the same bits natively and in wasm.
+//! Everything here is deterministic: no clocks, no randomly seeded hash map
+//! is iterated, and transcendental functions come from the pure-Rust `libm`
+//! crate. Matrix products and convolutions run on the node's host, on every
+//! core it gives the plan, in `fedwasm-kernels` (fused multiply-adds, each
+//! output summed in one order whatever the thread count); natively they run
+//! in this process on the same kernels. The operations still computed in
+//! the plan sum in a fixed order and never fuse a multiply-add. So the same
+//! plan gives the same bits natively and in wasm, on any node.
 //!
 //! # Layout
 //! - [`tensor`]: [`Tensor`] and reverse-mode autodiff.
@@ -35,12 +39,15 @@
 //! - [`trainer`]: [`Trainer`], which runs a plan the way the WIT functions ask.
 //! - [`args`]: JSON model/optimizer arguments checked against the plan's declaration.
 //! - [`params`]: named tensors in and out of the model.
-//! - [`kernels`]: the deterministic numerical kernels (GEMM, im2col).
+//! - [`kernels`]: the plan-side numerical kernels (GEMM, im2col) of the
+//!   operations that still run in the plan; matrix products and
+//!   convolutions run on the node's host (`fedwasm-kernels`, see `backend`).
 //! - [`gradcheck`]: finite-difference gradient checks, for layers of your own.
 //! - [`random`]: the host-seeded random stream.
 //! - [`log`]: messages into the node's log.
 
 pub mod args;
+mod backend;
 pub mod error;
 pub mod gradcheck;
 pub mod kernels;

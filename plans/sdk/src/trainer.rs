@@ -8,9 +8,7 @@ use crate::params;
 use crate::plan::{Minibatch, TrainingPlan};
 use crate::privacy::DpSgd;
 use crate::tensor::{Tensor, no_grad, with_training};
-use crate::types::{
-    Array, Batch, DataSpec, DatasetInfo, PlanInfo, StepReport, Tensor as WitTensor,
-};
+use crate::types::{Array, DataSpec, DatasetInfo, PlanInfo, StepReport, Tensor as WitTensor};
 
 /// What a plan's [`TrainingPlan::training_step`] back-propagates through:
 /// plain gradients, or per-sample clipped ones under DP-SGD.
@@ -60,19 +58,15 @@ impl<P: TrainingPlan> Default for Trainer<P> {
     }
 }
 
-fn to_tensor(a: Array, what: &str) -> PlanResult<Tensor> {
-    to_tensor_of_rank(a, what, 2)
-}
-
-/// `a` as a tensor of at least `min_rank` dimensions, samples first.
-fn to_tensor_of_rank(a: Array, what: &str, min_rank: usize) -> PlanResult<Tensor> {
-    let shape: Vec<usize> = a.shape.iter().map(|&d| d as usize).collect();
-    if shape.len() < min_rank {
+/// Check that `t` has at least `min_rank` dimensions, samples first.
+fn check_rank(t: &Tensor, what: &str, min_rank: usize) -> PlanResult<()> {
+    if t.ndim() < min_rank {
         return Err(invalid_data(format!(
-            "{what} must be [samples, …], got shape {shape:?}"
+            "{what} must be [samples, …], got shape {:?}",
+            t.shape()
         )));
     }
-    Tensor::new(a.data, &shape).map_err(|e| invalid_data(format!("{what}: {}", e.message)))
+    Ok(())
 }
 
 fn to_array(t: &Tensor) -> Array {
@@ -146,11 +140,12 @@ impl<P: TrainingPlan> Trainer<P> {
     }
 
     /// `training-step`: the plan's step in training mode, then noise,
-    /// correction and one optimizer update.
-    pub fn training_step(&mut self, batch: Batch) -> PlanResult<StepReport> {
-        let features = to_tensor(batch.features, "batch features")?;
+    /// correction and one optimizer update, on one batch: features and
+    /// targets, samples first.
+    pub fn training_step(&mut self, features: Tensor, targets: Tensor) -> PlanResult<StepReport> {
+        check_rank(&features, "batch features", 2)?;
         let samples = features.shape()[0];
-        let targets = to_tensor_of_rank(batch.targets, "batch targets", 1)?;
+        check_rank(&targets, "batch targets", 1)?;
         if targets.shape().first() != Some(&samples) {
             return Err(invalid_data(format!(
                 "a batch of {samples} samples came with targets of shape {:?}",
@@ -194,9 +189,9 @@ impl<P: TrainingPlan> Trainer<P> {
     }
 
     /// `predict`: probabilities or predictions, in evaluation mode.
-    pub fn predict(&self, features: Array) -> PlanResult<Array> {
+    pub fn predict(&self, x: Tensor) -> PlanResult<Array> {
         let plan = self.plan()?;
-        let x = to_tensor(features, "features")?;
+        check_rank(&x, "features", 2)?;
         let out = no_grad(|| with_training(false, || plan.predict(&plan.forward(&x)?)))?;
         Ok(to_array(&out))
     }

@@ -1,9 +1,31 @@
 //! Matrix products: `matmul` of two matrices and the fused affine map
-//! `linear` (x·Wᵀ + b, PyTorch's `F.linear`), both on the packed GEMM kernel.
+//! `linear` (x·Wᵀ + b, PyTorch's `F.linear`). Forward and the summed
+//! gradients run on the node's host ([`crate::backend`]); DP-SGD's
+//! per-sample and clipped gradients still run in the plan.
 
+use fedwasm_kernels::{MatMul, Op};
+
+use crate::backend::{self, Buf};
 use crate::error::PlanResult;
 use crate::kernels::{MatRef, gemm};
 use crate::tensor::{Grad, Need, Tensor, clip_factors};
+
+/// `op(a)·op(b)` (+ a bias every row starts from) on the backend.
+fn product(mm: MatMul, inputs: &[&Tensor]) -> PlanResult<Buf> {
+    let mut out = backend::run(Op::MatMul(mm), inputs)?;
+    Ok(out.remove(0))
+}
+
+/// A matrix product's dimensions, no transposes.
+fn dims(m: usize, k: usize, n: usize) -> MatMul {
+    MatMul {
+        m,
+        k,
+        n,
+        transpose_a: false,
+        transpose_b: false,
+    }
+}
 
 use super::{per_sample_stride, shape_error};
 
@@ -39,24 +61,21 @@ impl Tensor {
                 format!("inner dimensions differ: [{m}, {k}] · [{k2}, {n}]"),
             ));
         }
-        let mut out = vec![0.0f32; m * n];
-        gemm(
-            MatRef::row_major(&self.values(), m, k),
-            MatRef::row_major(&other.values(), k, n),
-            &mut out,
-            false,
-        );
+        let out = product(dims(m, k, n), &[self, other])?;
         let (a, b) = (self.clone(), other.clone());
-        Tensor::from_op("matmul", out, &[m, n], &[self, other], move |g, need| {
-            let gm = MatRef::row_major(g, m, n);
+        Tensor::from_buf("matmul", out, &[m, n], &[self, other], move |g, need| {
+            let gt = Tensor::new(g.to_vec(), &[m, n])?;
             let da = match need[0] {
                 // Asked only of ghost operations (the linear map).
                 Need::SampleSquares(_) | Need::Clipped(_) => None,
                 Need::Nothing => None,
                 Need::Sum => {
-                    let mut da = vec![0.0f32; m * k];
-                    gemm(gm, MatRef::row_major(&b.values(), k, n).t(), &mut da, false);
-                    Some(Grad::Sum(da))
+                    // da = g·bᵀ
+                    let mm = MatMul {
+                        transpose_b: true,
+                        ..dims(m, n, k)
+                    };
+                    Some(Grad::Sum(product(mm, &[&gt, &b])?.into_vec()))
                 }
                 // The left operand's rows are the samples; a parameter there has no batch.
                 Need::PerSample(_) => None,
@@ -66,9 +85,12 @@ impl Tensor {
                 Need::SampleSquares(_) | Need::Clipped(_) => None,
                 Need::Nothing => None,
                 Need::Sum => {
-                    let mut db = vec![0.0f32; k * n];
-                    gemm(MatRef::row_major(&a.values(), m, k).t(), gm, &mut db, false);
-                    Some(Grad::Sum(db))
+                    // db = aᵀ·g
+                    let mm = MatMul {
+                        transpose_a: true,
+                        ..dims(k, m, n)
+                    };
+                    Some(Grad::Sum(product(mm, &[&a, &gt])?.into_vec()))
                 }
                 Need::PerSample(batch) => {
                     per_sample_stride(&[m, n], batch, "matmul")?;
@@ -117,27 +139,20 @@ impl Tensor {
             ));
         }
         let rows = self.numel() / n_in.max(1);
-        let mut out = vec![0.0f32; rows * n_out];
-        if let Some(b) = bias {
-            let b = b.values();
-            for row in out.chunks_exact_mut(n_out) {
-                row.copy_from_slice(&b);
-            }
-        }
-        gemm(
-            MatRef::row_major(&self.values(), rows, n_in),
-            MatRef::row_major(&weight.values(), n_out, n_in).t(),
-            &mut out,
-            true,
-        );
+        // x·Wᵀ, every row starting from the bias.
+        let forward = MatMul {
+            transpose_b: true,
+            ..dims(rows, n_in, n_out)
+        };
+        let mut operands = vec![self, weight];
+        operands.extend(bias);
+        let out = product(forward, &operands)?;
         let mut shape = self.shape().to_vec();
         *shape.last_mut().expect("checked above") = n_out;
         let out_shape = shape.clone();
         let (x, w) = (self.clone(), weight.clone());
-        let mut inputs = vec![self, weight];
-        inputs.extend(bias);
-        Tensor::from_ghost_op("linear", out, &shape, &inputs, move |g, need| {
-            let gm = MatRef::row_major(g, rows, n_out);
+        Tensor::from_ghost_buf("linear", out, &shape, &operands, move |g, need| {
+            let gt = Tensor::new(g.to_vec(), &[rows, n_out])?;
             // Rows of g belonging to each sample (more than one for [N, T, in] inputs).
             let per_sample = |batch: usize| -> PlanResult<usize> {
                 Ok(per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1))
@@ -148,27 +163,22 @@ impl Tensor {
                     .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
                     .collect()
             };
-            let dx = (need[0] == Need::Sum).then(|| {
-                let mut dx = vec![0.0f32; rows * n_in];
-                gemm(
-                    gm,
-                    MatRef::row_major(&w.values(), n_out, n_in),
-                    &mut dx,
-                    false,
-                );
-                Grad::Sum(dx)
-            });
+            let dx = match need[0] {
+                // dx = g·W
+                Need::Sum => Some(Grad::Sum(
+                    product(dims(rows, n_out, n_in), &[&gt, &w])?.into_vec(),
+                )),
+                _ => None,
+            };
             let dw = match need[1] {
                 Need::Nothing => None,
                 Need::Sum => {
-                    let mut dw = vec![0.0f32; n_out * n_in];
-                    gemm(
-                        gm.t(),
-                        MatRef::row_major(&x.values(), rows, n_in),
-                        &mut dw,
-                        false,
-                    );
-                    Some(Grad::Sum(dw))
+                    // dW = gᵀ·x
+                    let mm = MatMul {
+                        transpose_a: true,
+                        ..dims(n_out, rows, n_in)
+                    };
+                    Some(Grad::Sum(product(mm, &[&gt, &x])?.into_vec()))
                 }
                 Need::SampleSquares(batch) if per_sample(batch)? == 1 => {
                     // Ghost norm: sample b's gradient is g_b ⊗ x_b, whose squared

@@ -12,7 +12,7 @@
 //! error, never a silent wrong answer.
 //!
 //! Materializing `[batch, numel]` is costly for large dense layers, so
-//! operations built with [`Tensor::from_ghost_op`] (the linear map) may
+//! operations built with [`Tensor::from_ghost_buf`] (the linear map) may
 //! answer with each sample's squared norm only ([`Need::SampleSquares`],
 //! "ghost clipping"); a second backward pass then asks them for the clipped
 //! sum directly ([`Need::Clipped`], the factors read from

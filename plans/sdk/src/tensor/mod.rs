@@ -21,6 +21,7 @@ pub use autograd::{BackwardFn, Grad, Need};
 pub(crate) use broadcast::{broadcast_shape, for_each_pair, strides_within};
 pub use mode::{grad_enabled, is_training, no_grad, with_training};
 
+use crate::backend::Buf;
 use crate::error::{PlanResult, invalid_data};
 
 /// An n-dimensional f32 array, possibly a node of an autodiff graph.
@@ -29,7 +30,7 @@ pub struct Tensor(Rc<Inner>);
 
 struct Inner {
     shape: Vec<usize>,
-    data: RefCell<Vec<f32>>,
+    data: RefCell<Buf>,
     grad: RefCell<Option<Vec<f32>>>,
     requires_grad: bool,
     node: Option<autograd::Node>,
@@ -58,6 +59,10 @@ pub fn numel(shape: &[usize]) -> usize {
 
 impl Tensor {
     fn leaf(shape: Vec<usize>, data: Vec<f32>, requires_grad: bool) -> Tensor {
+        Tensor::leaf_buf(shape, Buf::local(data), requires_grad)
+    }
+
+    fn leaf_buf(shape: Vec<usize>, data: Buf, requires_grad: bool) -> Tensor {
         Tensor(Rc::new(Inner {
             shape,
             data: RefCell::new(data),
@@ -98,7 +103,26 @@ impl Tensor {
     pub fn parameter(data: Vec<f32>, shape: &[usize]) -> PlanResult<Tensor> {
         let t = Tensor::new(data, shape)?;
         let Inner { shape, data, .. } = Rc::try_unwrap(t.0).ok().expect("fresh tensor");
-        Ok(Tensor::leaf(shape, data.into_inner(), true))
+        Ok(Tensor::leaf_buf(shape, data.into_inner(), true))
+    }
+
+    /// A tensor over values the node's host holds (a batch it prepared).
+    #[cfg(target_arch = "wasm32")]
+    pub(crate) fn on_host(
+        tensor: crate::__bindings::fedwasm::plan::compute::Tensor,
+        shape: &[usize],
+    ) -> PlanResult<Tensor> {
+        let len = tensor.len();
+        if len != numel(shape) as u64 {
+            return Err(invalid_data(format!(
+                "the host sent {len} values for a tensor of shape {shape:?}"
+            )));
+        }
+        Ok(Tensor::leaf_buf(
+            shape.to_vec(),
+            Buf::remote(tensor, len as usize),
+            false,
+        ))
     }
 
     /// The result of an operation: `data` of `shape`, computed from `inputs`,
@@ -116,11 +140,23 @@ impl Tensor {
         Tensor::build(name, data, shape, inputs, Box::new(backward), false)
     }
 
-    /// [`Tensor::from_op`] for an operation whose backward also answers
-    /// [`Need::SampleSquares`] and [`Need::Clipped`] (ghost clipping).
-    pub(crate) fn from_ghost_op(
+    /// [`Tensor::from_op`] for values an operation left on the host (or
+    /// computed in-process by the same kernels).
+    pub(crate) fn from_buf(
         name: &'static str,
-        data: Vec<f32>,
+        data: Buf,
+        shape: &[usize],
+        inputs: &[&Tensor],
+        backward: impl BackwardFn + 'static,
+    ) -> PlanResult<Tensor> {
+        Tensor::build(name, data, shape, inputs, Box::new(backward), false)
+    }
+
+    /// [`Tensor::from_buf`] for an operation whose backward also answers
+    /// [`Need::SampleSquares`] and [`Need::Clipped`] (ghost clipping).
+    pub(crate) fn from_ghost_buf(
+        name: &'static str,
+        data: Buf,
         shape: &[usize],
         inputs: &[&Tensor],
         backward: impl BackwardFn + 'static,
@@ -130,12 +166,13 @@ impl Tensor {
 
     fn build(
         name: &'static str,
-        data: Vec<f32>,
+        data: impl Into<Buf>,
         shape: &[usize],
         inputs: &[&Tensor],
         backward: Box<dyn BackwardFn>,
         ghost: bool,
     ) -> PlanResult<Tensor> {
+        let data = data.into();
         if numel(shape) != data.len() {
             return Err(invalid_data(format!(
                 "{name}: an output of shape {shape:?} needs {} values, got {}",
@@ -174,20 +211,34 @@ impl Tensor {
         numel(&self.0.shape)
     }
 
-    /// The values, row-major.
+    /// The values, row-major (fetched from the node's host once, when an
+    /// operation left them there).
     pub fn values(&self) -> Ref<'_, [f32]> {
-        Ref::map(self.0.data.borrow(), |v| v.as_slice())
+        self.0.data.borrow_mut().fetch();
+        Ref::map(self.0.data.borrow(), |b| b.values())
     }
 
     /// The values, mutably: for optimizers and parameter loading, which run
     /// outside any graph.
     pub fn values_mut(&self) -> RefMut<'_, [f32]> {
-        RefMut::map(self.0.data.borrow_mut(), |v| v.as_mut_slice())
+        RefMut::map(self.0.data.borrow_mut(), |b| b.values_mut())
     }
 
     /// A copy of the values.
     pub fn to_vec(&self) -> Vec<f32> {
-        self.0.data.borrow().clone()
+        self.values().to_vec()
+    }
+
+    /// Where the values are, for the backend.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn buf(&self) -> Ref<'_, Buf> {
+        self.0.data.borrow()
+    }
+
+    /// Where the values are, mutably, for the backend.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(crate) fn buf_mut(&self) -> RefMut<'_, Buf> {
+        self.0.data.borrow_mut()
     }
 
     /// The value of a one-element tensor.

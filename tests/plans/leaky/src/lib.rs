@@ -53,11 +53,12 @@ impl TrainingPlan for Leaky {
     }
 }
 
-/// The first row of a batch, as text.
+/// The first row of a batch's features, as text.
 #[cfg(target_arch = "wasm32")]
-fn row(batch: &fedwasm_plan::types::Batch) -> String {
-    let width = batch.features.shape.get(1).copied().unwrap_or(1) as usize;
-    let values: Vec<String> = batch.features.data[..width.min(batch.features.data.len())]
+fn row(features: &Tensor) -> String {
+    let width = features.shape().get(1).copied().unwrap_or(1);
+    let data = features.values();
+    let values: Vec<String> = data[..width.min(data.len())]
         .iter()
         .map(|v| format!("{v:.6}"))
         .collect();
@@ -87,21 +88,28 @@ const _: () = {
         fn training_data(info: DatasetInfo) -> Result<DataSpec, PlanError> {
             with_trainer::<Leaky, _>(|t| t.training_data(&info))
         }
-        fn training_step(batch: Batch) -> Result<StepReport, PlanError> {
-            let leak = row(&batch);
+        fn training_step(
+            batch: fedwasm_plan::__bindings::exports::fedwasm::plan::plan::Batch,
+        ) -> Result<StepReport, PlanError> {
+            let (features, targets) = fedwasm_plan::export::batch_tensors(batch)?;
+            let leak = row(&features);
             if FAIL.load(Ordering::Relaxed) {
                 return Err(fedwasm_plan::error::invalid_data(leak));
             }
             fedwasm_plan::log::info(&leak);
-            let first = batch.features.data.first().copied().unwrap_or(0.0);
-            let mut report = with_trainer::<Leaky, _>(|t| t.training_step(batch))?;
+            let first = features.values().first().copied().unwrap_or(0.0);
+            let mut report = with_trainer::<Leaky, _>(|t| t.training_step(features, targets))?;
             // The loss and learning rate carry a value of the data.
             report.loss = first;
             report.learning_rate = Some(first);
             Ok(report)
         }
-        fn predict(features: Array) -> Result<Array, PlanError> {
-            with_trainer::<Leaky, _>(|t| t.predict(features))
+        fn predict(
+            features: fedwasm_plan::__bindings::fedwasm::plan::compute::Tensor,
+            shape: Vec<u32>,
+        ) -> Result<Array, PlanError> {
+            let x = fedwasm_plan::export::host_tensor(features, &shape)?;
+            with_trainer::<Leaky, _>(|t| t.predict(x))
         }
         fn get_parameters() -> Vec<Tensor> {
             with_trainer::<Leaky, _>(|t| t.get_parameters())

@@ -1,0 +1,335 @@
+//! [`Op`]: one operation a plan asks for on tensors the host holds, checked
+//! before anything is allocated, then run on the kernels.
+//!
+//! Host tensors are flat arrays of f32; shapes are the plan's business, so
+//! every operation carries the dimensions it works with and [`Op::outputs`]
+//! checks them against the inputs' lengths (and against overflow) before a
+//! byte is allocated. The node's host and the SDK's in-process backend call
+//! the same two functions, which is what makes them agree.
+
+use std::fmt;
+
+use crate::conv::{Conv2d, channel_sums, conv2d, conv2d_input_grad, conv2d_weight_grad};
+use crate::gemm::{MatRef, gemm};
+
+/// The dimensions of a matrix product `op(A)·op(B)`: A is `[m, k]` (stored
+/// `[k, m]` when `transpose_a`), B is `[k, n]` (stored `[n, k]` when
+/// `transpose_b`), the output `[m, n]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MatMul {
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub transpose_a: bool,
+    pub transpose_b: bool,
+}
+
+/// An operation on host tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Inputs `a`, `b` and optionally a bias `[n]` every output row starts
+    /// from; one output `[m, n]`.
+    MatMul(MatMul),
+    /// Inputs `x` `[N, C, H, W]`, `w` `[O, C, kh, kw]` and optionally a bias
+    /// `[O]`; one output `[N, O, oh, ow]`.
+    Conv2d(Conv2d),
+    /// Inputs the output gradient `[N, O, oh, ow]` and `w`; one output, the
+    /// input gradient `[N, C, H, W]`.
+    Conv2dInputGrad(Conv2d),
+    /// Inputs the output gradient and `x`; one output, the weight gradient
+    /// `[O, C, kh, kw]`, or each image's own `[N, O, C, kh, kw]` when `per_sample`.
+    Conv2dWeightGrad { conv: Conv2d, per_sample: bool },
+    /// Input `g` `[N, C, L]`; one output, per channel the sum over images and
+    /// positions `[C]`, or per image `[N, C]` when `per_sample`.
+    ChannelSums {
+        batch: usize,
+        channels: usize,
+        plane: usize,
+        per_sample: bool,
+    },
+    /// Inputs `a` and `b` of one length; one output `a + b`.
+    Add,
+}
+
+/// Why an operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpError(pub String);
+
+impl fmt::Display for OpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for OpError {}
+
+fn refuse(op: &str, detail: impl fmt::Display) -> OpError {
+    OpError(format!("{op}: {detail}"))
+}
+
+/// `a·b·…`, or an error naming the operation when it overflows.
+fn product(op: &str, dims: &[usize]) -> Result<usize, OpError> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| refuse(op, format!("the sizes {dims:?} overflow")))
+}
+
+/// Check that `inputs` has one of the `counts` lengths.
+fn arity(op: &str, inputs: &[usize], counts: &[usize]) -> Result<(), OpError> {
+    if counts.contains(&inputs.len()) {
+        Ok(())
+    } else {
+        Err(refuse(
+            op,
+            format!("takes {counts:?} inputs, got {}", inputs.len()),
+        ))
+    }
+}
+
+/// Check that input `name` holds `expected` values.
+fn length(op: &str, name: &str, got: usize, expected: usize) -> Result<(), OpError> {
+    if got == expected {
+        Ok(())
+    } else {
+        Err(refuse(
+            op,
+            format!("{name} should hold {expected} values, it holds {got}"),
+        ))
+    }
+}
+
+impl Op {
+    /// A short name, as in error messages.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::MatMul(_) => "matmul",
+            Op::Conv2d(_) => "conv2d",
+            Op::Conv2dInputGrad(_) => "conv2d-input-grad",
+            Op::Conv2dWeightGrad { .. } => "conv2d-weight-grad",
+            Op::ChannelSums { .. } => "channel-sums",
+            Op::Add => "add",
+        }
+    }
+
+    /// The lengths of the outputs, given the inputs' lengths: every
+    /// dimension, length and count checked, nothing allocated.
+    pub fn outputs(&self, inputs: &[usize]) -> Result<Vec<usize>, OpError> {
+        let op = self.name();
+        match *self {
+            Op::MatMul(mm) => {
+                arity(op, inputs, &[2, 3])?;
+                length(op, "a", inputs[0], product(op, &[mm.m, mm.k])?)?;
+                length(op, "b", inputs[1], product(op, &[mm.k, mm.n])?)?;
+                if let Some(&bias) = inputs.get(2) {
+                    length(op, "the bias", bias, mm.n)?;
+                }
+                Ok(vec![product(op, &[mm.m, mm.n])?])
+            }
+            Op::Conv2d(conv) => {
+                arity(op, inputs, &[2, 3])?;
+                let s = conv_sizes(op, &conv)?;
+                length(op, "the input", inputs[0], s.input_len)?;
+                length(op, "the weight", inputs[1], s.weight_len)?;
+                if let Some(&bias) = inputs.get(2) {
+                    length(op, "the bias", bias, conv.out_channels)?;
+                }
+                Ok(vec![s.output_len])
+            }
+            Op::Conv2dInputGrad(conv) => {
+                arity(op, inputs, &[2])?;
+                let s = conv_sizes(op, &conv)?;
+                length(op, "the output gradient", inputs[0], s.output_len)?;
+                length(op, "the weight", inputs[1], s.weight_len)?;
+                Ok(vec![s.input_len])
+            }
+            Op::Conv2dWeightGrad { conv, per_sample } => {
+                arity(op, inputs, &[2])?;
+                let s = conv_sizes(op, &conv)?;
+                length(op, "the output gradient", inputs[0], s.output_len)?;
+                length(op, "the input", inputs[1], s.input_len)?;
+                let copies = if per_sample { conv.batch } else { 1 };
+                Ok(vec![product(op, &[copies, s.weight_len])?])
+            }
+            Op::ChannelSums {
+                batch,
+                channels,
+                plane,
+                per_sample,
+            } => {
+                arity(op, inputs, &[1])?;
+                length(op, "g", inputs[0], product(op, &[batch, channels, plane])?)?;
+                let copies = if per_sample { batch } else { 1 };
+                Ok(vec![product(op, &[copies, channels])?])
+            }
+            Op::Add => {
+                arity(op, inputs, &[2])?;
+                length(op, "b", inputs[1], inputs[0])?;
+                Ok(vec![inputs[0]])
+            }
+        }
+    }
+
+    /// Floats of scratch the operation needs besides its outputs, per
+    /// thread that works on it (im2col columns), for the memory budget.
+    pub fn scratch(&self) -> usize {
+        match self {
+            Op::Conv2d(c) | Op::Conv2dInputGrad(c) | Op::Conv2dWeightGrad { conv: c, .. } => {
+                c.scratch().unwrap_or(usize::MAX)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Run the operation. `inputs` and `outputs` must have the lengths
+    /// [`Op::outputs`] accepted (outputs zero-filled or not: every value is
+    /// written).
+    ///
+    /// # Panics
+    /// When they do not (a caller's bug).
+    pub fn run(&self, inputs: &[&[f32]], outputs: &mut [Vec<f32>]) {
+        let out = &mut outputs[0][..];
+        match *self {
+            Op::MatMul(mm) => {
+                let a = if mm.transpose_a {
+                    MatRef::row_major(inputs[0], mm.k, mm.m).t()
+                } else {
+                    MatRef::row_major(inputs[0], mm.m, mm.k)
+                };
+                let b = if mm.transpose_b {
+                    MatRef::row_major(inputs[1], mm.n, mm.k).t()
+                } else {
+                    MatRef::row_major(inputs[1], mm.k, mm.n)
+                };
+                match inputs.get(2) {
+                    Some(bias) => {
+                        for row in out.chunks_exact_mut(mm.n.max(1)) {
+                            row.copy_from_slice(bias);
+                        }
+                        gemm(a, b, out, true);
+                    }
+                    None => gemm(a, b, out, false),
+                }
+            }
+            Op::Conv2d(conv) => conv2d(&conv, inputs[0], inputs[1], inputs.get(2).copied(), out),
+            Op::Conv2dInputGrad(conv) => conv2d_input_grad(&conv, inputs[0], inputs[1], out),
+            Op::Conv2dWeightGrad { conv, per_sample } => {
+                conv2d_weight_grad(&conv, inputs[0], inputs[1], out, per_sample)
+            }
+            Op::ChannelSums {
+                batch,
+                channels,
+                plane,
+                per_sample,
+            } => channel_sums(inputs[0], batch, channels, plane, per_sample, out),
+            Op::Add => {
+                let (a, b) = (inputs[0], inputs[1]);
+                crate::parallel::for_each_chunk_mut(out, 1 << 16, |i, chunk| {
+                    let at = i << 16;
+                    for (j, v) in chunk.iter_mut().enumerate() {
+                        *v = a[at + j] + b[at + j];
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn conv_sizes(op: &str, conv: &Conv2d) -> Result<crate::conv::ConvSizes, OpError> {
+    conv.sizes().ok_or_else(|| {
+        refuse(
+            op,
+            format!(
+                "a {:?} kernel with stride {:?}, padding {:?} and dilation {:?} does not fit a {:?} input (or a size is zero or overflows)",
+                conv.window.kernel,
+                conv.window.stride,
+                conv.window.padding,
+                conv.window.dilation,
+                conv.window.input
+            ),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Window;
+
+    #[test]
+    fn hostile_sizes_are_refused_before_anything_is_allocated() {
+        let huge = MatMul {
+            m: 1 << 40,
+            k: 1 << 40,
+            n: 1,
+            transpose_a: false,
+            transpose_b: false,
+        };
+        let err = Op::MatMul(huge).outputs(&[4, 4]).unwrap_err();
+        assert!(
+            err.0.contains("overflow") || err.0.contains("should hold"),
+            "{err}"
+        );
+        let small = MatMul {
+            m: 2,
+            k: 3,
+            n: 4,
+            ..huge
+        };
+        assert_eq!(Op::MatMul(small).outputs(&[6, 12]).unwrap(), vec![8]);
+        assert!(
+            Op::MatMul(small)
+                .outputs(&[6, 11])
+                .unwrap_err()
+                .0
+                .contains("b should hold 12")
+        );
+        assert!(
+            Op::MatMul(small)
+                .outputs(&[6])
+                .unwrap_err()
+                .0
+                .contains("inputs")
+        );
+        assert!(
+            Op::MatMul(small)
+                .outputs(&[6, 12, 3])
+                .unwrap_err()
+                .0
+                .contains("bias")
+        );
+        let conv = Conv2d {
+            batch: 1,
+            window: Window {
+                channels: 1,
+                input: [2, 2],
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+            },
+            out_channels: 1,
+        };
+        assert!(
+            Op::Conv2d(conv)
+                .outputs(&[4, 9])
+                .unwrap_err()
+                .0
+                .contains("does not fit")
+        );
+        assert!(Op::Add.outputs(&[3, 4]).is_err());
+    }
+
+    #[test]
+    fn a_bias_starts_every_row() {
+        let mm = MatMul {
+            m: 2,
+            k: 1,
+            n: 2,
+            transpose_a: false,
+            transpose_b: false,
+        };
+        let mut out = vec![vec![0.0; 4]];
+        Op::MatMul(mm).run(&[&[1.0, 2.0], &[3.0, 4.0], &[0.5, -0.5]], &mut out);
+        assert_eq!(out[0], vec![3.5, 3.5, 6.5, 7.5]);
+    }
+}

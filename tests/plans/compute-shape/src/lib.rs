@@ -1,0 +1,36 @@
+//! Asks the host for a matrix product whose dimensions do not fit its
+//! tensors, and one whose sizes overflow: each must come back as a plan
+//! error, never a host panic or an allocation.
+
+use hostile_base::fedwasm_plan::__bindings::fedwasm::plan::compute::{
+    Matmul, Op, Tensor as HostTensor, run,
+};
+
+hostile_base::hostile_plan!(
+    "hostile-compute-shape",
+    "Asks the host for products that do not fit their tensors.",
+    misbehave
+);
+
+fn misbehave() -> PlanResult<()> {
+    let a = HostTensor::upload(&[1.0; 6])?;
+    let b = HostTensor::upload(&[1.0; 12])?;
+    let huge = Matmul {
+        m: u32::MAX,
+        k: u32::MAX,
+        n: u32::MAX,
+        transpose_a: false,
+        transpose_b: false,
+    };
+    if run(Op::Matmul(huge), &[&a, &b]).is_ok() {
+        return Err(invalid_data("the host ran a product of 2^96 values"));
+    }
+    let misfit = Matmul {
+        m: 2,
+        k: 4,
+        n: 4,
+        ..huge
+    };
+    run(Op::Matmul(misfit), &[&a, &b])?;
+    Ok(())
+}
