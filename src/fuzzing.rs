@@ -58,3 +58,62 @@ pub fn worker_protocol(data: &[u8]) {
         assert_eq!(again, encoded);
     }
 }
+
+/// Bytes as a plan's calls to the `compute` import: uploads, operations
+/// with arbitrary dimensions on arbitrary (also dropped and forged)
+/// handles, reads and drops, against a 16 MiB budget on 3 threads. Each
+/// call succeeds, is refused with a plan error, or stops the plan; none
+/// panics, and the host never holds more than the budget.
+pub fn compute_ops(data: &[u8]) {
+    use crate::sandbox::compute::{HostTensor, fuzz_op};
+    use crate::sandbox::random::StreamSeed;
+    use crate::sandbox::{SandboxConfig, bindings::compute};
+    use wasmtime::component::Resource;
+
+    let config = SandboxConfig {
+        memory_mib: 16,
+        compute_threads: 3,
+        ..SandboxConfig::default()
+    };
+    let mut state = crate::sandbox::host::HostState::new(&config, &StreamSeed([7; 32]));
+    let mut bytes = data.iter().copied();
+    let mut next = move || bytes.next();
+    let mut handles: Vec<u32> = Vec::new();
+    let borrow = |rep: u32| Resource::<HostTensor>::new_borrow(rep);
+    while let Some(tag) = next() {
+        let pick = |b: Option<u8>, handles: &[u32]| -> u32 {
+            let b = b.unwrap_or(0) as usize;
+            // Mostly live handles, sometimes one never made.
+            handles
+                .get(b % (handles.len() + 1))
+                .copied()
+                .unwrap_or(1000 + b as u32)
+        };
+        match tag % 4 {
+            0 => {
+                let len = u16::from_le_bytes([next().unwrap_or(0), next().unwrap_or(0)]) as usize;
+                let values: Vec<f32> = (0..len).map(|i| (i % 7) as f32 - 3.0).collect();
+                if let Ok(Ok(t)) = compute::HostTensor::upload(&mut state, values) {
+                    handles.push(t.rep());
+                }
+            }
+            1 => {
+                let op = fuzz_op(tag / 4, &mut next);
+                let count = next().unwrap_or(0) % 4;
+                let inputs = (0..count).map(|_| borrow(pick(next(), &handles))).collect();
+                if let Ok(Ok(outputs)) = compute::Host::run(&mut state, op, inputs) {
+                    handles.extend(outputs.iter().map(|t| t.rep()));
+                }
+            }
+            2 => {
+                let rep = pick(next(), &handles);
+                handles.retain(|&h| h != rep);
+                let _ = compute::HostTensor::drop(&mut state, Resource::new_own(rep));
+            }
+            _ => {
+                let _ = compute::HostTensor::read(&mut state, borrow(pick(next(), &handles)));
+            }
+        }
+        assert!(state.memory.within_budget(), "host tensors past the budget");
+    }
+}

@@ -109,6 +109,62 @@ fn kernel_op(op: &compute::Op) -> Op {
     }
 }
 
+/// An operation made of fuzzer bytes: its kind from `kind`, each dimension
+/// one byte (small) or, one time in eight, far past any budget.
+pub(crate) fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> compute::Op {
+    let mut dim = || match next() {
+        Some(b) if b % 8 == 7 => u32::MAX - u32::from(b),
+        Some(b) => u32::from(b % 40),
+        None => 1,
+    };
+    let mut conv = || compute::Conv2d {
+        batch: dim(),
+        channels: dim(),
+        height: dim(),
+        width: dim(),
+        out_channels: dim(),
+        kernel_height: dim(),
+        kernel_width: dim(),
+        stride_height: dim(),
+        stride_width: dim(),
+        padding_height: dim(),
+        padding_width: dim(),
+        dilation_height: dim(),
+        dilation_width: dim(),
+    };
+    match kind % 6 {
+        0 => {
+            let (m, k, n) = (dim(), dim(), dim());
+            compute::Op::Matmul(compute::Matmul {
+                m,
+                k,
+                n,
+                transpose_a: k % 2 == 0,
+                transpose_b: n % 2 == 0,
+            })
+        }
+        1 => compute::Op::Conv2d(conv()),
+        2 => compute::Op::Conv2dInputGrad(conv()),
+        3 => {
+            let conv = conv();
+            compute::Op::Conv2dWeightGrad(compute::Conv2dWeightGrad {
+                per_sample: conv.batch % 2 == 0,
+                conv,
+            })
+        }
+        4 => {
+            let (batch, channels, plane) = (dim(), dim(), dim());
+            compute::Op::ChannelSums(compute::ChannelSums {
+                batch,
+                channels,
+                plane,
+                per_sample: plane % 2 == 0,
+            })
+        }
+        _ => compute::Op::Add,
+    }
+}
+
 impl HostState {
     /// Hold `data` for the plan, its bytes taken from the budget.
     pub(crate) fn hold(
@@ -197,5 +253,76 @@ impl compute::Host for HostState {
             handles.push(self.table.push(HostTensor { data })?);
         }
         Ok(Ok(handles))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::SandboxConfig;
+    use crate::sandbox::random::StreamSeed;
+    use compute::{Host, HostTensor as _};
+
+    fn state(memory_mib: u64) -> HostState {
+        let config = SandboxConfig {
+            memory_mib,
+            compute_threads: 2,
+            ..SandboxConfig::default()
+        };
+        HostState::new(&config, &StreamSeed([1; 32]))
+    }
+
+    fn borrow(t: &Resource<HostTensor>) -> Resource<HostTensor> {
+        Resource::new_borrow(t.rep())
+    }
+
+    #[test]
+    fn a_product_runs_on_held_tensors_and_its_bytes_are_counted() {
+        let mut s = state(16);
+        let a = s
+            .upload(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+            .unwrap()
+            .unwrap();
+        let b = s
+            .upload(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
+            .unwrap()
+            .unwrap();
+        let op = compute::Op::Matmul(compute::Matmul {
+            m: 2,
+            k: 3,
+            n: 2,
+            transpose_a: false,
+            transpose_b: false,
+        });
+        let out = s.run(op, vec![borrow(&a), borrow(&b)]).unwrap().unwrap();
+        assert_eq!(s.memory.host, 4 * (6 + 6 + 4));
+        let c = s.read(borrow(&out[0])).unwrap();
+        assert_eq!(c, vec![4.0, 5.0, 10.0, 11.0]);
+        for t in [a, b].into_iter().chain(out) {
+            s.drop(t).unwrap();
+        }
+        assert_eq!(s.memory.host, 0);
+    }
+
+    #[test]
+    fn misfits_are_plan_errors_and_budget_breaches_stop_the_call() {
+        let mut s = state(1);
+        let a = s.upload(vec![0.0; 6]).unwrap().unwrap();
+        let op = compute::Op::Add;
+        let misfit = s.upload(vec![0.0; 5]).unwrap().unwrap();
+        let err = s
+            .run(op, vec![borrow(&a), borrow(&misfit)])
+            .unwrap()
+            .unwrap_err();
+        assert!(
+            err.message.contains("add: b should hold 6 values"),
+            "{}",
+            err.message
+        );
+        let breach = s.upload(vec![0.0; 1 << 20]).unwrap_err();
+        assert!(breach.to_string().contains("memory budget"), "{breach}");
+        assert!(s.memory.hit);
+        let forged = Resource::<HostTensor>::new_borrow(999);
+        assert!(s.run(compute::Op::Add, vec![borrow(&a), forged]).is_err());
     }
 }

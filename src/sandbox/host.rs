@@ -51,7 +51,7 @@ pub(crate) struct MemoryCap {
     /// Bytes of linear memory of all the instance's memories.
     used: usize,
     /// Bytes of the plan's host tensors.
-    host: usize,
+    pub(crate) host: usize,
     pub(crate) hit: bool,
 }
 
@@ -82,6 +82,11 @@ impl MemoryCap {
         self.check_transient(what, bytes)?;
         self.host += bytes;
         Ok(())
+    }
+
+    /// Whether linear memory and host tensors together fit the budget.
+    pub(crate) fn within_budget(&self) -> bool {
+        self.used.saturating_add(self.host) <= self.limit
     }
 
     /// Give back the bytes of a dropped host tensor.

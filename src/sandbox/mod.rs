@@ -24,14 +24,14 @@
 //! 1.5–3× in SIMD loops). Each breach is a [`SandboxError`] naming the limit
 //! and the plan function.
 
-mod bindings;
+pub(crate) mod bindings;
 mod cache;
 mod compile;
 pub mod compute;
 mod config;
 mod engine;
 mod error;
-mod host;
+pub(crate) mod host;
 mod instance;
 mod output;
 pub mod random;

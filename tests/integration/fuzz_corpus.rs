@@ -56,4 +56,5 @@ fn fuzz_targets_hold_on_their_corpus_and_its_mutations() {
     replay("safetensors_read", fedwasm::fuzzing::safetensors_read, 300);
     replay("table_load", fedwasm::fuzzing::table_load, 300);
     replay("worker_protocol", fedwasm::fuzzing::worker_protocol, 300);
+    replay("compute_ops", fedwasm::fuzzing::compute_ops, 300);
 }
