@@ -100,9 +100,10 @@ pub fn compute_ops(data: &[u8]) {
             1 => {
                 let op = fuzz_op(tag / 4, &mut next);
                 let count = next().unwrap_or(0) % 4;
-                let inputs = (0..count).map(|_| borrow(pick(next(), &handles))).collect();
-                if let Ok(Ok(outputs)) = compute::Host::run(&mut state, op, inputs) {
-                    handles.extend(outputs.iter().map(|t| t.rep()));
+                let inputs: Vec<_> = (0..count).map(|_| borrow(pick(next(), &handles))).collect();
+                let inputs: Vec<_> = inputs.iter().collect();
+                if let Ok(Ok(output)) = state.run_op(op, &inputs) {
+                    handles.push(output.rep());
                 }
             }
             2 => {

@@ -14,15 +14,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use fedwasm_kernels::{Conv2d, MatMul, Op, Window};
+use fedwasm_kernels::{Activation, Conv2d, MatMul, Op, Pool2d, Window};
 use wasmtime::component::Resource;
 
 use super::bindings::compute;
 use super::bindings::types::{ErrorKind, PlanError};
 use super::host::HostState;
-
-/// Most inputs one operation takes.
-const MAX_INPUTS: usize = 8;
 
 /// A flat array of f32 a plan asked the host to hold.
 pub struct HostTensor {
@@ -71,9 +68,8 @@ fn invalid_data(message: String) -> PlanError {
     }
 }
 
-/// The kernels' operation for the WIT one, its dimensions widened.
-fn kernel_op(op: &compute::Op) -> Op {
-    let conv = |c: &compute::Conv2d| Conv2d {
+fn conv(c: &compute::Conv2dGeometry) -> Conv2d {
+    Conv2d {
         batch: c.batch as usize,
         window: Window {
             channels: c.channels as usize,
@@ -84,58 +80,78 @@ fn kernel_op(op: &compute::Op) -> Op {
             dilation: [c.dilation_height as usize, c.dilation_width as usize],
         },
         out_channels: c.out_channels as usize,
-    };
-    match op {
-        compute::Op::Matmul(m) => Op::MatMul(MatMul {
-            m: m.m as usize,
-            k: m.k as usize,
-            n: m.n as usize,
-            transpose_a: m.transpose_a,
-            transpose_b: m.transpose_b,
-        }),
-        compute::Op::Conv2d(c) => Op::Conv2d(conv(c)),
-        compute::Op::Conv2dInputGrad(c) => Op::Conv2dInputGrad(conv(c)),
-        compute::Op::Conv2dWeightGrad(w) => Op::Conv2dWeightGrad {
-            conv: conv(&w.conv),
-            per_sample: w.per_sample,
-        },
-        compute::Op::ChannelSums(c) => Op::ChannelSums {
-            batch: c.batch as usize,
-            channels: c.channels as usize,
-            plane: c.plane as usize,
-            per_sample: c.per_sample,
-        },
-        compute::Op::Add => Op::Add,
     }
 }
 
-/// An operation made of fuzzer bytes: its kind from `kind`, each dimension
-/// one byte (small) or, one time in eight, far past any budget.
-pub(crate) fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> compute::Op {
-    let mut dim = || match next() {
-        Some(b) if b % 8 == 7 => u32::MAX - u32::from(b),
-        Some(b) => u32::from(b % 40),
+fn pooling(p: &compute::Pool2dWindow) -> Pool2d {
+    Pool2d {
+        planes: p.planes as usize,
+        window: Window {
+            channels: 1,
+            input: [p.height as usize, p.width as usize],
+            kernel: [p.kernel_height as usize, p.kernel_width as usize],
+            stride: [p.stride_height as usize, p.stride_width as usize],
+            padding: [p.padding_height as usize, p.padding_width as usize],
+            dilation: [p.dilation_height as usize, p.dilation_width as usize],
+        },
+    }
+}
+
+fn activation(a: compute::Activation) -> Activation {
+    match a {
+        compute::Activation::Relu => Activation::Relu,
+        compute::Activation::LeakyRelu(slope) => Activation::LeakyRelu(slope),
+        compute::Activation::Sigmoid => Activation::Sigmoid,
+        compute::Activation::Tanh => Activation::Tanh,
+        compute::Activation::Gelu => Activation::Gelu,
+    }
+}
+
+/// One fuzzed dimension: a byte (small) or, one time in eight, far past
+/// any budget.
+fn fuzz_dim(next: &mut impl FnMut() -> Option<u8>) -> usize {
+    match next() {
+        Some(b) if b % 8 == 7 => usize::MAX - usize::from(b),
+        Some(b) => usize::from(b % 40),
         None => 1,
+    }
+}
+
+/// A fuzzed convolution or pooling window.
+fn fuzz_window(next: &mut impl FnMut() -> Option<u8>, channels: usize) -> Window {
+    let mut pair = || [fuzz_dim(next), fuzz_dim(next)];
+    Window {
+        channels,
+        input: pair(),
+        kernel: pair(),
+        stride: pair(),
+        padding: pair(),
+        dilation: pair(),
+    }
+}
+
+/// An operation made of fuzzer bytes, its kind from `kind`.
+pub(crate) fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
+    let activation = match kind / 16 % 5 {
+        0 => Activation::Relu,
+        1 => Activation::LeakyRelu(0.1),
+        2 => Activation::Sigmoid,
+        3 => Activation::Tanh,
+        _ => Activation::Gelu,
     };
-    let mut conv = || compute::Conv2d {
-        batch: dim(),
-        channels: dim(),
-        height: dim(),
-        width: dim(),
-        out_channels: dim(),
-        kernel_height: dim(),
-        kernel_width: dim(),
-        stride_height: dim(),
-        stride_width: dim(),
-        padding_height: dim(),
-        padding_width: dim(),
-        dilation_height: dim(),
-        dilation_width: dim(),
+    let conv = |next: &mut dyn FnMut() -> Option<u8>| {
+        let mut next = next;
+        let channels = fuzz_dim(&mut next);
+        Conv2d {
+            window: fuzz_window(&mut next, channels),
+            batch: fuzz_dim(&mut next),
+            out_channels: fuzz_dim(&mut next),
+        }
     };
-    match kind % 6 {
+    match kind % 10 {
         0 => {
-            let (m, k, n) = (dim(), dim(), dim());
-            compute::Op::Matmul(compute::Matmul {
+            let (m, k, n) = (fuzz_dim(next), fuzz_dim(next), fuzz_dim(next));
+            Op::MatMul(MatMul {
                 m,
                 k,
                 n,
@@ -143,25 +159,32 @@ pub(crate) fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> comput
                 transpose_b: n % 2 == 0,
             })
         }
-        1 => compute::Op::Conv2d(conv()),
-        2 => compute::Op::Conv2dInputGrad(conv()),
-        3 => {
-            let conv = conv();
-            compute::Op::Conv2dWeightGrad(compute::Conv2dWeightGrad {
-                per_sample: conv.batch % 2 == 0,
-                conv,
-            })
+        1 => Op::Conv2d(conv(next)),
+        2 => Op::Conv2dInputGrad(conv(next)),
+        3 => Op::Conv2dWeightGrad {
+            conv: conv(next),
+            per_sample: kind.is_multiple_of(3),
+        },
+        4 => Op::ChannelSums {
+            batch: fuzz_dim(next),
+            channels: fuzz_dim(next),
+            plane: fuzz_dim(next),
+            per_sample: kind.is_multiple_of(3),
+        },
+        5 => Op::Activate(activation),
+        6 => Op::ActivateGrad(activation),
+        7 | 8 => {
+            let pool = Pool2d {
+                planes: fuzz_dim(next),
+                window: fuzz_window(next, 1),
+            };
+            if kind % 10 == 7 {
+                Op::MaxPool2d(pool)
+            } else {
+                Op::MaxPool2dGrad(pool)
+            }
         }
-        4 => {
-            let (batch, channels, plane) = (dim(), dim(), dim());
-            compute::Op::ChannelSums(compute::ChannelSums {
-                batch,
-                channels,
-                plane,
-                per_sample: plane % 2 == 0,
-            })
-        }
-        _ => compute::Op::Add,
+        _ => Op::Add,
     }
 }
 
@@ -209,38 +232,28 @@ impl compute::HostTensor for HostState {
     }
 }
 
-impl compute::Host for HostState {
-    fn run(
+impl HostState {
+    /// Run `op` on `inputs` (handles the plan lent): checked, budgeted, then
+    /// computed on the pool. The path every `compute` function takes.
+    pub(crate) fn run_op(
         &mut self,
-        op: compute::Op,
-        inputs: Vec<Resource<HostTensor>>,
-    ) -> wasmtime::Result<Result<Vec<Resource<HostTensor>>, PlanError>> {
-        let op = kernel_op(&op);
-        if inputs.len() > MAX_INPUTS {
-            return Ok(Err(invalid_data(format!(
-                "{}: at most {MAX_INPUTS} inputs, got {}",
-                op.name(),
-                inputs.len()
-            ))));
-        }
+        op: Op,
+        inputs: &[&Resource<HostTensor>],
+    ) -> wasmtime::Result<Result<Resource<HostTensor>, PlanError>> {
         let lens = inputs
             .iter()
             .map(|t| Ok(self.tensor(t)?.data.len()))
             .collect::<wasmtime::Result<Vec<usize>>>()?;
-        let out_lens = match op.outputs(&lens) {
-            Ok(lens) => lens,
+        let out_len = match op.outputs(&lens) {
+            Ok(lens) => lens[0],
             Err(e) => return Ok(Err(invalid_data(e.0))),
         };
-        let what = format!("compute.run({})", op.name());
+        let what = format!("compute.{}", op.name());
         let scratch =
             HostTensor::bytes(op.scratch()).saturating_mul(self.pool.current_num_threads());
         self.memory.check_transient(&what, scratch)?;
-        let out_bytes = out_lens
-            .iter()
-            .map(|&n| HostTensor::bytes(n))
-            .fold(0usize, usize::saturating_add);
-        self.memory.take_host(&what, out_bytes)?;
-        let mut outputs: Vec<Vec<f32>> = out_lens.iter().map(|&n| vec![0.0; n]).collect();
+        self.memory.take_host(&what, HostTensor::bytes(out_len))?;
+        let mut outputs = vec![vec![0.0f32; out_len]];
         {
             let slices = inputs
                 .iter()
@@ -248,11 +261,114 @@ impl compute::Host for HostState {
                 .collect::<wasmtime::Result<Vec<&[f32]>>>()?;
             self.pool.install(|| op.run(&slices, &mut outputs));
         }
-        let mut handles = Vec::with_capacity(outputs.len());
-        for data in outputs {
-            handles.push(self.table.push(HostTensor { data })?);
-        }
-        Ok(Ok(handles))
+        let data = outputs.pop().unwrap_or_default();
+        Ok(Ok(self.table.push(HostTensor { data })?))
+    }
+}
+
+/// A `compute` function's result.
+type Made = wasmtime::Result<Result<Resource<HostTensor>, PlanError>>;
+
+impl compute::Host for HostState {
+    fn matmul(
+        &mut self,
+        dims: compute::MatmulDims,
+        a: Resource<HostTensor>,
+        b: Resource<HostTensor>,
+        bias: Option<Resource<HostTensor>>,
+    ) -> Made {
+        let op = Op::MatMul(MatMul {
+            m: dims.m as usize,
+            k: dims.k as usize,
+            n: dims.n as usize,
+            transpose_a: dims.transpose_a,
+            transpose_b: dims.transpose_b,
+        });
+        let mut inputs = vec![&a, &b];
+        inputs.extend(bias.as_ref());
+        self.run_op(op, &inputs)
+    }
+
+    fn conv2d(
+        &mut self,
+        geometry: compute::Conv2dGeometry,
+        x: Resource<HostTensor>,
+        weight: Resource<HostTensor>,
+        bias: Option<Resource<HostTensor>>,
+    ) -> Made {
+        let mut inputs = vec![&x, &weight];
+        inputs.extend(bias.as_ref());
+        self.run_op(Op::Conv2d(conv(&geometry)), &inputs)
+    }
+
+    fn conv2d_input_grad(
+        &mut self,
+        geometry: compute::Conv2dGeometry,
+        g: Resource<HostTensor>,
+        weight: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::Conv2dInputGrad(conv(&geometry)), &[&g, &weight])
+    }
+
+    fn conv2d_weight_grad(
+        &mut self,
+        geometry: compute::Conv2dGeometry,
+        per_sample: bool,
+        g: Resource<HostTensor>,
+        x: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::Conv2dWeightGrad {
+            conv: conv(&geometry),
+            per_sample,
+        };
+        self.run_op(op, &[&g, &x])
+    }
+
+    fn channel_sums(
+        &mut self,
+        batch: u32,
+        channels: u32,
+        plane: u32,
+        per_sample: bool,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::ChannelSums {
+            batch: batch as usize,
+            channels: channels as usize,
+            plane: plane as usize,
+            per_sample,
+        };
+        self.run_op(op, &[&g])
+    }
+
+    fn add(&mut self, a: Resource<HostTensor>, b: Resource<HostTensor>) -> Made {
+        self.run_op(Op::Add, &[&a, &b])
+    }
+
+    fn activate(&mut self, f: compute::Activation, x: Resource<HostTensor>) -> Made {
+        self.run_op(Op::Activate(activation(f)), &[&x])
+    }
+
+    fn activate_grad(
+        &mut self,
+        f: compute::Activation,
+        x: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::ActivateGrad(activation(f)), &[&x, &g])
+    }
+
+    fn max_pool2d(&mut self, window: compute::Pool2dWindow, x: Resource<HostTensor>) -> Made {
+        self.run_op(Op::MaxPool2d(pooling(&window)), &[&x])
+    }
+
+    fn max_pool2d_grad(
+        &mut self,
+        window: compute::Pool2dWindow,
+        x: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::MaxPool2dGrad(pooling(&window)), &[&x, &g])
     }
 }
 
@@ -287,18 +403,21 @@ mod tests {
             .upload(vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0])
             .unwrap()
             .unwrap();
-        let op = compute::Op::Matmul(compute::Matmul {
+        let dims = compute::MatmulDims {
             m: 2,
             k: 3,
             n: 2,
             transpose_a: false,
             transpose_b: false,
-        });
-        let out = s.run(op, vec![borrow(&a), borrow(&b)]).unwrap().unwrap();
+        };
+        let out = s
+            .matmul(dims, borrow(&a), borrow(&b), None)
+            .unwrap()
+            .unwrap();
         assert_eq!(s.memory.host, 4 * (6 + 6 + 4));
-        let c = s.read(borrow(&out[0])).unwrap();
+        let c = s.read(borrow(&out)).unwrap();
         assert_eq!(c, vec![4.0, 5.0, 10.0, 11.0]);
-        for t in [a, b].into_iter().chain(out) {
+        for t in [a, b, out] {
             s.drop(t).unwrap();
         }
         assert_eq!(s.memory.host, 0);
@@ -308,12 +427,8 @@ mod tests {
     fn misfits_are_plan_errors_and_budget_breaches_stop_the_call() {
         let mut s = state(1);
         let a = s.upload(vec![0.0; 6]).unwrap().unwrap();
-        let op = compute::Op::Add;
         let misfit = s.upload(vec![0.0; 5]).unwrap().unwrap();
-        let err = s
-            .run(op, vec![borrow(&a), borrow(&misfit)])
-            .unwrap()
-            .unwrap_err();
+        let err = s.add(borrow(&a), borrow(&misfit)).unwrap().unwrap_err();
         assert!(
             err.message.contains("add: b should hold 6 values"),
             "{}",
@@ -323,6 +438,6 @@ mod tests {
         assert!(breach.to_string().contains("memory budget"), "{breach}");
         assert!(s.memory.hit);
         let forged = Resource::<HostTensor>::new_borrow(999);
-        assert!(s.run(compute::Op::Add, vec![borrow(&a), forged]).is_err());
+        assert!(s.add(borrow(&a), forged).is_err());
     }
 }

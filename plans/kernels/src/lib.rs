@@ -24,12 +24,15 @@
 //! - [`gemm`]: matrix products with transposes, on packed panels and
 //!   register tiles, split over output tiles.
 //! - [`micro`]: the register tiles themselves, one per instruction set.
+//! - [`activation`]: activation functions and their derivatives.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
+//! - [`pool`]: max pooling and its gradient.
 //! - [`sum`]: sums in the fixed tree.
 //! - [`op`]: [`Op`], an operation on host tensors: checked, then run.
 //! - [`parallel`]: how work is handed to rayon (or run inline without it).
 
+pub mod activation;
 pub mod conv;
 pub mod gemm;
 pub mod im2col;
@@ -37,9 +40,12 @@ pub mod isa;
 pub mod micro;
 pub mod op;
 pub mod parallel;
+pub mod pool;
 pub mod sum;
 
+pub use activation::Activation;
 pub use conv::Conv2d;
 pub use gemm::{MatRef, gemm};
 pub use im2col::Window;
 pub use op::{MatMul, Op, OpError};
+pub use pool::Pool2d;

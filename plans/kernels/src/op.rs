@@ -9,8 +9,10 @@
 
 use std::fmt;
 
+use crate::activation::{Activation, activate, activate_grad};
 use crate::conv::{Conv2d, channel_sums, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use crate::gemm::{MatRef, gemm};
+use crate::pool::{Pool2d, max_pool2d, max_pool2d_grad};
 
 /// The dimensions of a matrix product `op(A)·op(B)`: A is `[m, k]` (stored
 /// `[k, m]` when `transpose_a`), B is `[k, n]` (stored `[n, k]` when
@@ -25,7 +27,7 @@ pub struct MatMul {
 }
 
 /// An operation on host tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Op {
     /// Inputs `a`, `b` and optionally a bias `[n]` every output row starts
     /// from; one output `[m, n]`.
@@ -49,6 +51,15 @@ pub enum Op {
     },
     /// Inputs `a` and `b` of one length; one output `a + b`.
     Add,
+    /// Input `x`; one output `f(x)`.
+    Activate(Activation),
+    /// Inputs `x` and the output gradient `g`, of one length; one output
+    /// `g · f'(x)`.
+    ActivateGrad(Activation),
+    /// Input `x` `[planes, H, W]`; one output, each window's maximum.
+    MaxPool2d(Pool2d),
+    /// Inputs `x` and the output gradient; one output, the input gradient.
+    MaxPool2dGrad(Pool2d),
 }
 
 /// Why an operation was refused.
@@ -108,6 +119,9 @@ impl Op {
             Op::Conv2dWeightGrad { .. } => "conv2d-weight-grad",
             Op::ChannelSums { .. } => "channel-sums",
             Op::Add => "add",
+            Op::Activate(a) | Op::ActivateGrad(a) => a.name(),
+            Op::MaxPool2d(_) => "max_pool2d",
+            Op::MaxPool2dGrad(_) => "max_pool2d-grad",
         }
     }
 
@@ -165,6 +179,28 @@ impl Op {
                 arity(op, inputs, &[2])?;
                 length(op, "b", inputs[1], inputs[0])?;
                 Ok(vec![inputs[0]])
+            }
+            Op::Activate(_) => {
+                arity(op, inputs, &[1])?;
+                Ok(vec![inputs[0]])
+            }
+            Op::ActivateGrad(_) => {
+                arity(op, inputs, &[2])?;
+                length(op, "the output gradient", inputs[1], inputs[0])?;
+                Ok(vec![inputs[0]])
+            }
+            Op::MaxPool2d(pool) => {
+                arity(op, inputs, &[1])?;
+                let (_, input, output) = pool_sizes(op, &pool)?;
+                length(op, "the input", inputs[0], input)?;
+                Ok(vec![output])
+            }
+            Op::MaxPool2dGrad(pool) => {
+                arity(op, inputs, &[2])?;
+                let (_, input, output) = pool_sizes(op, &pool)?;
+                length(op, "the input", inputs[0], input)?;
+                length(op, "the output gradient", inputs[1], output)?;
+                Ok(vec![input])
             }
         }
     }
@@ -230,8 +266,28 @@ impl Op {
                     }
                 });
             }
+            Op::Activate(a) => activate(a, inputs[0], out),
+            Op::ActivateGrad(a) => activate_grad(a, inputs[0], inputs[1], out),
+            Op::MaxPool2d(pool) => max_pool2d(&pool, inputs[0], out),
+            Op::MaxPool2dGrad(pool) => max_pool2d_grad(&pool, inputs[0], inputs[1], out),
         }
     }
+}
+
+fn pool_sizes(op: &str, pool: &Pool2d) -> Result<([usize; 2], usize, usize), OpError> {
+    pool.sizes().ok_or_else(|| {
+        refuse(
+            op,
+            format!(
+                "a {:?} window with stride {:?}, padding {:?} (at most half the window) and dilation {:?} does not fit a {:?} plane, or a size overflows",
+                pool.window.kernel,
+                pool.window.stride,
+                pool.window.padding,
+                pool.window.dilation,
+                pool.window.input
+            ),
+        )
+    })
 }
 
 fn conv_sizes(op: &str, conv: &Conv2d) -> Result<crate::conv::ConvSizes, OpError> {

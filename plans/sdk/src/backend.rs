@@ -54,6 +54,11 @@ impl Buf {
         self.len
     }
 
+    /// Whether the values are in the plan already.
+    pub(crate) fn is_local(&self) -> bool {
+        self.local.is_some()
+    }
+
     /// Make sure the values are in the plan (one copy from the host, once).
     pub(crate) fn fetch(&mut self) {
         #[cfg(target_arch = "wasm32")]
@@ -83,12 +88,6 @@ impl Buf {
             .expect("values fetched before they are changed")
     }
 
-    /// The values, taken out.
-    pub(crate) fn into_vec(mut self) -> Vec<f32> {
-        self.fetch();
-        self.local.take().unwrap_or_default()
-    }
-
     /// Make sure the host has the values (wasm), uploading them once.
     #[cfg(target_arch = "wasm32")]
     fn upload(&mut self) -> PlanResult<()> {
@@ -104,6 +103,30 @@ impl From<Vec<f32>> for Buf {
     fn from(values: Vec<f32>) -> Buf {
         Buf::local(values)
     }
+}
+
+/// `a + b` of two tensors of one length: in the plan when both are there
+/// already, on the host otherwise (the same bits either way: one rounded
+/// addition per element).
+pub(crate) fn add(a: &Tensor, b: &Tensor) -> PlanResult<Tensor> {
+    if a.numel() != b.numel() {
+        return Err(invalid_data(format!(
+            "adding gradients of {} and {} values",
+            a.numel(),
+            b.numel()
+        )));
+    }
+    if a.buf().is_local() && b.buf().is_local() {
+        let sum: Vec<f32> = a
+            .values()
+            .iter()
+            .zip(b.values().iter())
+            .map(|(x, y)| x + y)
+            .collect();
+        return Ok(Tensor::from_values(Buf::local(sum), a.shape()));
+    }
+    let sum = run(Op::Add, &[a, b])?.remove(0);
+    Ok(Tensor::from_values(sum, a.shape()))
 }
 
 /// Run `op` on the values of `inputs`, giving its outputs' values: on the
@@ -126,26 +149,25 @@ fn execute(op: Op, inputs: &[&Tensor], out_lens: &[usize]) -> PlanResult<Vec<Buf
 #[cfg(target_arch = "wasm32")]
 fn execute(op: Op, inputs: &[&Tensor], out_lens: &[usize]) -> PlanResult<Vec<Buf>> {
     for t in inputs {
-        t.buf_mut().upload()?;
+        if t.buf().remote.is_none() {
+            t.buf_mut().upload()?;
+        }
     }
     let held: Vec<std::cell::Ref<'_, Buf>> = inputs.iter().map(|t| t.buf()).collect();
-    let handles: Vec<&compute::Tensor> = held
+    let h: Vec<&compute::Tensor> = held
         .iter()
         .map(|b| b.remote.as_ref().expect("uploaded above"))
         .collect();
-    let outputs = compute::run(wit_op(&op), &handles)?;
-    Ok(outputs
-        .into_iter()
-        .zip(out_lens)
-        .map(|(t, &len)| Buf::remote(t, len))
-        .collect())
+    let out = call(&op, &h)?;
+    Ok(vec![Buf::remote(out, out_lens[0])])
 }
 
-/// The WIT operation for the kernels' one (dimensions the SDK checked).
+/// The `compute` function for `op`, on the handles `h` (as many as
+/// [`Op::outputs`] accepted).
 #[cfg(target_arch = "wasm32")]
-fn wit_op(op: &Op) -> compute::Op {
+fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
     let d = |v: usize| v as u32;
-    let conv = |c: &fedwasm_kernels::Conv2d| compute::Conv2d {
+    let conv = |c: &fedwasm_kernels::Conv2d| compute::Conv2dGeometry {
         batch: d(c.batch),
         channels: d(c.window.channels),
         height: d(c.window.input[0]),
@@ -160,34 +182,58 @@ fn wit_op(op: &Op) -> compute::Op {
         dilation_height: d(c.window.dilation[0]),
         dilation_width: d(c.window.dilation[1]),
     };
+    let pool = |p: &fedwasm_kernels::Pool2d| compute::Pool2dWindow {
+        planes: d(p.planes),
+        height: d(p.window.input[0]),
+        width: d(p.window.input[1]),
+        kernel_height: d(p.window.kernel[0]),
+        kernel_width: d(p.window.kernel[1]),
+        stride_height: d(p.window.stride[0]),
+        stride_width: d(p.window.stride[1]),
+        padding_height: d(p.window.padding[0]),
+        padding_width: d(p.window.padding[1]),
+        dilation_height: d(p.window.dilation[0]),
+        dilation_width: d(p.window.dilation[1]),
+    };
     match op {
-        Op::MatMul(m) => compute::Op::Matmul(compute::Matmul {
-            m: d(m.m),
-            k: d(m.k),
-            n: d(m.n),
-            transpose_a: m.transpose_a,
-            transpose_b: m.transpose_b,
-        }),
-        Op::Conv2d(c) => compute::Op::Conv2d(conv(c)),
-        Op::Conv2dInputGrad(c) => compute::Op::Conv2dInputGrad(conv(c)),
+        Op::MatMul(m) => {
+            let dims = compute::MatmulDims {
+                m: d(m.m),
+                k: d(m.k),
+                n: d(m.n),
+                transpose_a: m.transpose_a,
+                transpose_b: m.transpose_b,
+            };
+            compute::matmul(dims, h[0], h[1], h.get(2).copied())
+        }
+        Op::Conv2d(c) => compute::conv2d(conv(c), h[0], h[1], h.get(2).copied()),
+        Op::Conv2dInputGrad(c) => compute::conv2d_input_grad(conv(c), h[0], h[1]),
         Op::Conv2dWeightGrad {
             conv: c,
             per_sample,
-        } => compute::Op::Conv2dWeightGrad(compute::Conv2dWeightGrad {
-            conv: conv(c),
-            per_sample: *per_sample,
-        }),
+        } => compute::conv2d_weight_grad(conv(c), *per_sample, h[0], h[1]),
         Op::ChannelSums {
             batch,
             channels,
             plane,
             per_sample,
-        } => compute::Op::ChannelSums(compute::ChannelSums {
-            batch: d(*batch),
-            channels: d(*channels),
-            plane: d(*plane),
-            per_sample: *per_sample,
-        }),
-        Op::Add => compute::Op::Add,
+        } => compute::channel_sums(d(*batch), d(*channels), d(*plane), *per_sample, h[0]),
+        Op::Add => compute::add(h[0], h[1]),
+        Op::Activate(a) => compute::activate(wit_activation(*a), h[0]),
+        Op::ActivateGrad(a) => compute::activate_grad(wit_activation(*a), h[0], h[1]),
+        Op::MaxPool2d(p) => compute::max_pool2d(pool(p), h[0]),
+        Op::MaxPool2dGrad(p) => compute::max_pool2d_grad(pool(p), h[0], h[1]),
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn wit_activation(a: fedwasm_kernels::Activation) -> compute::Activation {
+    use fedwasm_kernels::Activation;
+    match a {
+        Activation::Relu => compute::Activation::Relu,
+        Activation::LeakyRelu(slope) => compute::Activation::LeakyRelu(slope),
+        Activation::Sigmoid => compute::Activation::Sigmoid,
+        Activation::Tanh => compute::Activation::Tanh,
+        Activation::Gelu => compute::Activation::Gelu,
     }
 }

@@ -10,7 +10,7 @@ use fedwasm_kernels::{Conv2d, Op, Window as KernelWindow};
 
 use crate::backend;
 use crate::error::PlanResult;
-use crate::tensor::{Grad, Need, Tensor};
+use crate::tensor::{HostGrad, Need, Tensor};
 
 use super::shape_error;
 
@@ -101,23 +101,40 @@ impl Tensor {
         inputs.extend(bias);
         let out = backend::run(Op::Conv2d(conv), &inputs)?.remove(0);
         let (x, w) = (self.clone(), weight.clone());
-        Tensor::from_buf("conv2d", out, &[n, o, oh, ow], &inputs, move |g, need| {
-            let gt = Tensor::new(g.to_vec(), &[n, o, oh, ow])?;
-            let host = |op: Op, inputs: &[&Tensor]| -> PlanResult<Vec<f32>> {
-                Ok(backend::run(op, inputs)?.remove(0).into_vec())
+        let (weight_len, x_shape, w_shape) = (
+            weight.numel(),
+            self.shape().to_vec(),
+            weight.shape().to_vec(),
+        );
+        Tensor::from_buf("conv2d", out, &[n, o, oh, ow], &inputs, move |gt, need| {
+            let host = |op: Op, inputs: &[&Tensor], shape: &[usize]| -> PlanResult<Tensor> {
+                Ok(Tensor::from_values(
+                    backend::run(op, inputs)?.remove(0),
+                    shape,
+                ))
             };
             let dx = match need[0] {
-                Need::Sum => Some(Grad::Sum(host(Op::Conv2dInputGrad(conv), &[&gt, &w])?)),
+                Need::Sum => Some(HostGrad::Sum(host(
+                    Op::Conv2dInputGrad(conv),
+                    &[gt, &w],
+                    &x_shape,
+                )?)),
                 _ => None,
             };
-            let weight_grad =
-                |per_sample| host(Op::Conv2dWeightGrad { conv, per_sample }, &[&gt, &x]);
+            let weight_grad = |per_sample: bool| {
+                let shape = if per_sample {
+                    vec![n, weight_len]
+                } else {
+                    w_shape.clone()
+                };
+                host(Op::Conv2dWeightGrad { conv, per_sample }, &[gt, &x], &shape)
+            };
             let dw = match need[1] {
                 // Asked only of ghost operations (the linear map).
                 Need::SampleSquares(_) | Need::Clipped(_) => None,
                 Need::Nothing => None,
-                Need::Sum => Some(Grad::Sum(weight_grad(false)?)),
-                Need::PerSample(b) if b == n => Some(Grad::PerSample(weight_grad(true)?)),
+                Need::Sum => Some(HostGrad::Sum(weight_grad(false)?)),
+                Need::PerSample(b) if b == n => Some(HostGrad::PerSample(weight_grad(true)?)),
                 Need::PerSample(b) => {
                     return Err(shape_error(
                         "conv2d",
@@ -127,23 +144,22 @@ impl Tensor {
             };
             let mut grads = vec![dx, dw];
             if need.len() == 3 {
-                let sums = |per_sample| {
-                    host(
-                        Op::ChannelSums {
-                            batch: n,
-                            channels: o,
-                            plane: l,
-                            per_sample,
-                        },
-                        &[&gt],
-                    )
+                let sums = |per_sample: bool| {
+                    let shape = if per_sample { vec![n, o] } else { vec![o] };
+                    let op = Op::ChannelSums {
+                        batch: n,
+                        channels: o,
+                        plane: l,
+                        per_sample,
+                    };
+                    host(op, &[gt], &shape)
                 };
                 grads.push(match need[2] {
                     // Asked only of ghost operations (the linear map).
                     Need::SampleSquares(_) | Need::Clipped(_) => None,
                     Need::Nothing => None,
-                    Need::Sum => Some(Grad::Sum(sums(false)?)),
-                    Need::PerSample(_) => Some(Grad::PerSample(sums(true)?)),
+                    Need::Sum => Some(HostGrad::Sum(sums(false)?)),
+                    Need::PerSample(_) => Some(HostGrad::PerSample(sums(true)?)),
                 });
             }
             Ok(grads)

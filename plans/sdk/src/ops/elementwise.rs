@@ -1,32 +1,37 @@
-//! Functions applied to every element: activations, `exp`, `log`, powers,
-//! scaling. Each derivative comes from the saved input or output.
+//! Functions applied to every element: activations (on the node's host,
+//! [`crate::backend`]), `exp`, `log`, powers, scaling (in the plan). Each
+//! derivative comes from the saved input or output.
 
-use crate::tensor::{Grad, Need, Tensor};
+use fedwasm_kernels::{Activation, Op};
+
+pub use fedwasm_kernels::activation::sigmoid;
+
+use crate::backend;
+use crate::tensor::{Grad, HostGrad, Need, Tensor};
 
 use super::tracking;
 
-/// The logistic function, without overflow for any input.
-pub fn sigmoid(x: f32) -> f32 {
-    if x >= 0.0 {
-        1.0 / (1.0 + libm::expf(-x))
-    } else {
-        let e = libm::expf(x);
-        e / (1.0 + e)
-    }
-}
-
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-
-fn gelu(x: f32) -> f32 {
-    0.5 * x * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
-}
-
-fn gelu_derivative(x: f32) -> f32 {
-    0.5 * (1.0 + libm::erff(x * std::f32::consts::FRAC_1_SQRT_2))
-        + x * FRAC_1_SQRT_2PI * libm::expf(-0.5 * x * x)
-}
-
 impl Tensor {
+    /// An activation on the backend; its derivative from the saved input.
+    fn activation(&self, a: Activation) -> Tensor {
+        const SAME_LENGTH: &str = "an activation keeps its input's length";
+        let out = backend::run(Op::Activate(a), &[self])
+            .expect(SAME_LENGTH)
+            .remove(0);
+        let input = self.clone();
+        Tensor::from_buf(a.name(), out, self.shape(), &[self], move |g, need| {
+            if need[0] == Need::Nothing {
+                return Ok(vec![None]);
+            }
+            let dx = backend::run(Op::ActivateGrad(a), &[&input, g])?.remove(0);
+            Ok(vec![Some(HostGrad::Sum(Tensor::from_values(
+                dx,
+                input.shape(),
+            )))])
+        })
+        .expect(SAME_LENGTH)
+    }
+
     /// `f(x)` element-wise, the derivative computed from the input.
     fn map_with_input(
         &self,
@@ -72,38 +77,27 @@ impl Tensor {
 
     /// max(0, x).
     pub fn relu(&self) -> Tensor {
-        // The derivative from the input (x > 0 ⇔ y > 0) saves keeping a copy
-        // of the output; a comparison rather than `f32::max`, which wasm
-        // cannot do in one instruction (its `f32.max` treats NaN differently).
-        self.map_with_input(
-            "relu",
-            |x| if x > 0.0 { x } else { 0.0 },
-            |x| if x > 0.0 { 1.0 } else { 0.0 },
-        )
+        self.activation(Activation::Relu)
     }
 
     /// x for x ≥ 0, slope·x otherwise.
     pub fn leaky_relu(&self, slope: f32) -> Tensor {
-        self.map_with_input(
-            "leaky_relu",
-            move |x| if x >= 0.0 { x } else { slope * x },
-            move |x| if x >= 0.0 { 1.0 } else { slope },
-        )
+        self.activation(Activation::LeakyRelu(slope))
     }
 
     /// x·Φ(x), Φ the standard normal distribution function (PyTorch's exact GELU).
     pub fn gelu(&self) -> Tensor {
-        self.map_with_input("gelu", gelu, gelu_derivative)
+        self.activation(Activation::Gelu)
     }
 
     /// 1 / (1 + e^−x).
     pub fn sigmoid(&self) -> Tensor {
-        self.map_with_output("sigmoid", sigmoid, |y| y * (1.0 - y))
+        self.activation(Activation::Sigmoid)
     }
 
     /// tanh(x).
     pub fn tanh(&self) -> Tensor {
-        self.map_with_output("tanh", libm::tanhf, |y| 1.0 - y * y)
+        self.activation(Activation::Tanh)
     }
 
     /// e^x.

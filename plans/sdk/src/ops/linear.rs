@@ -8,12 +8,25 @@ use fedwasm_kernels::{MatMul, Op};
 use crate::backend::{self, Buf};
 use crate::error::PlanResult;
 use crate::kernels::{MatRef, gemm};
-use crate::tensor::{Grad, Need, Tensor, clip_factors};
+use crate::tensor::{HostGrad, Need, Tensor, clip_factors};
 
 /// `op(a)·op(b)` (+ a bias every row starts from) on the backend.
 fn product(mm: MatMul, inputs: &[&Tensor]) -> PlanResult<Buf> {
     let mut out = backend::run(Op::MatMul(mm), inputs)?;
     Ok(out.remove(0))
+}
+
+/// A copy of the output gradient's values in the plan, when a need is one
+/// of DP-SGD's (computed plan-side); nothing is fetched otherwise.
+fn plan_side(gt: &Tensor, need: &[Need]) -> Option<Vec<f32>> {
+    need.iter()
+        .any(|n| !matches!(n, Need::Nothing | Need::Sum))
+        .then(|| gt.to_vec())
+}
+
+/// A tensor over values computed in the plan.
+fn local(values: Vec<f32>, shape: &[usize]) -> Tensor {
+    Tensor::from_values(Buf::local(values), shape)
 }
 
 /// A matrix product's dimensions, no transposes.
@@ -63,8 +76,9 @@ impl Tensor {
         }
         let out = product(dims(m, k, n), &[self, other])?;
         let (a, b) = (self.clone(), other.clone());
-        Tensor::from_buf("matmul", out, &[m, n], &[self, other], move |g, need| {
-            let gt = Tensor::new(g.to_vec(), &[m, n])?;
+        Tensor::from_buf("matmul", out, &[m, n], &[self, other], move |gt, need| {
+            let gv = plan_side(gt, need);
+            let g: &[f32] = gv.as_deref().unwrap_or(&[]);
             let da = match need[0] {
                 // Asked only of ghost operations (the linear map).
                 Need::SampleSquares(_) | Need::Clipped(_) => None,
@@ -75,7 +89,10 @@ impl Tensor {
                         transpose_b: true,
                         ..dims(m, n, k)
                     };
-                    Some(Grad::Sum(product(mm, &[&gt, &b])?.into_vec()))
+                    Some(HostGrad::Sum(Tensor::from_values(
+                        product(mm, &[gt, &b])?,
+                        &[m, k],
+                    )))
                 }
                 // The left operand's rows are the samples; a parameter there has no batch.
                 Need::PerSample(_) => None,
@@ -90,7 +107,10 @@ impl Tensor {
                         transpose_a: true,
                         ..dims(k, m, n)
                     };
-                    Some(Grad::Sum(product(mm, &[&a, &gt])?.into_vec()))
+                    Some(HostGrad::Sum(Tensor::from_values(
+                        product(mm, &[&a, gt])?,
+                        &[k, n],
+                    )))
                 }
                 Need::PerSample(batch) => {
                     per_sample_stride(&[m, n], batch, "matmul")?;
@@ -104,7 +124,7 @@ impl Tensor {
                             false,
                         );
                     }
-                    Some(Grad::PerSample(db))
+                    Some(HostGrad::PerSample(local(db, &[batch, k * n])))
                 }
             };
             Ok(vec![da, db])
@@ -151,8 +171,9 @@ impl Tensor {
         *shape.last_mut().expect("checked above") = n_out;
         let out_shape = shape.clone();
         let (x, w) = (self.clone(), weight.clone());
-        Tensor::from_ghost_buf("linear", out, &shape, &operands, move |g, need| {
-            let gt = Tensor::new(g.to_vec(), &[rows, n_out])?;
+        Tensor::from_ghost_buf("linear", out, &shape, &operands, move |gt, need| {
+            let gv = plan_side(gt, need);
+            let g: &[f32] = gv.as_deref().unwrap_or(&[]);
             // Rows of g belonging to each sample (more than one for [N, T, in] inputs).
             let per_sample = |batch: usize| -> PlanResult<usize> {
                 Ok(per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1))
@@ -165,9 +186,10 @@ impl Tensor {
             };
             let dx = match need[0] {
                 // dx = g·W
-                Need::Sum => Some(Grad::Sum(
-                    product(dims(rows, n_out, n_in), &[&gt, &w])?.into_vec(),
-                )),
+                Need::Sum => Some(HostGrad::Sum(Tensor::from_values(
+                    product(dims(rows, n_out, n_in), &[gt, &w])?,
+                    x.shape(),
+                ))),
                 _ => None,
             };
             let dw = match need[1] {
@@ -178,14 +200,17 @@ impl Tensor {
                         transpose_a: true,
                         ..dims(n_out, rows, n_in)
                     };
-                    Some(Grad::Sum(product(mm, &[&gt, &x])?.into_vec()))
+                    Some(HostGrad::Sum(Tensor::from_values(
+                        product(mm, &[gt, &x])?,
+                        &[n_out, n_in],
+                    )))
                 }
                 Need::SampleSquares(batch) if per_sample(batch)? == 1 => {
                     // Ghost norm: sample b's gradient is g_b ⊗ x_b, whose squared
                     // norm is ‖g_b‖²·‖x_b‖².
                     let gs = row_squares(g, n_out);
                     let xs = row_squares(&x.values(), n_in);
-                    Some(Grad::SampleSquares(
+                    Some(HostGrad::SampleSquares(
                         gs.iter().zip(&xs).map(|(a, b)| a * b).collect(),
                     ))
                 }
@@ -202,7 +227,7 @@ impl Tensor {
                             false,
                         );
                     }
-                    Some(Grad::PerSample(dw))
+                    Some(HostGrad::PerSample(local(dw, &[batch, n_out * n_in])))
                 }
                 Need::Clipped(batch) => {
                     // Σ_b c_b·g_bᵀx_b: the rows of g scaled by their sample's factor.
@@ -215,7 +240,7 @@ impl Tensor {
                         &mut dw,
                         false,
                     );
-                    Some(Grad::Sum(dw))
+                    Some(HostGrad::Sum(local(dw, &[n_out, n_in])))
                 }
             };
             let mut grads = vec![dx, dw];
@@ -223,14 +248,18 @@ impl Tensor {
                 grads.push(match need[2] {
                     Need::Nothing => None,
                     Need::Sum => {
-                        let mut db = vec![0.0f32; n_out];
-                        for row in g.chunks_exact(n_out) {
-                            crate::kernels::simd::add_assign(&mut db, row);
-                        }
-                        Some(Grad::Sum(db))
+                        // Each column summed over the rows, in row order.
+                        let sums = Op::ChannelSums {
+                            batch: rows,
+                            channels: n_out,
+                            plane: 1,
+                            per_sample: false,
+                        };
+                        let db = backend::run(sums, &[gt])?.remove(0);
+                        Some(HostGrad::Sum(Tensor::from_values(db, &[n_out])))
                     }
                     Need::SampleSquares(batch) if per_sample(batch)? == 1 => {
-                        Some(Grad::SampleSquares(row_squares(g, n_out)))
+                        Some(HostGrad::SampleSquares(row_squares(g, n_out)))
                     }
                     Need::PerSample(batch) | Need::SampleSquares(batch) => {
                         let per = per_sample(batch)?;
@@ -241,7 +270,7 @@ impl Tensor {
                                 crate::kernels::simd::add_assign(dst, row);
                             }
                         }
-                        Some(Grad::PerSample(db))
+                        Some(HostGrad::PerSample(local(db, &[batch, n_out])))
                     }
                     Need::Clipped(batch) => {
                         let scaled = clipped_rows(g, n_out, per_sample(batch)?);
@@ -249,7 +278,7 @@ impl Tensor {
                         for row in scaled.chunks_exact(n_out) {
                             crate::kernels::simd::add_assign(&mut db, row);
                         }
-                        Some(Grad::Sum(db))
+                        Some(HostGrad::Sum(local(db, &[n_out])))
                     }
                 });
             }

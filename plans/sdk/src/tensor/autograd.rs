@@ -22,6 +22,7 @@
 use std::collections::HashMap;
 
 use super::Tensor;
+use crate::backend::Buf;
 use crate::error::{PlanResult, internal, invalid_state};
 
 /// What backward asks an operation for, per input.
@@ -69,13 +70,78 @@ pub(crate) fn clip_factors() -> Vec<f32> {
 pub trait BackwardFn: Fn(&[f32], &[Need]) -> PlanResult<Vec<Option<Grad>>> {}
 impl<F: Fn(&[f32], &[Need]) -> PlanResult<Vec<Option<Grad>>>> BackwardFn for F {}
 
+/// An input's gradient as a tensor, which stays on the node's host when
+/// the operation computed it there.
+pub(crate) enum HostGrad {
+    /// Shaped like the input.
+    Sum(Tensor),
+    /// `[batch, numel]`.
+    PerSample(Tensor),
+    /// `[batch]` squared norms.
+    SampleSquares(Vec<f64>),
+}
+
+/// The SDK's own backward functions: [`BackwardFn`] on tensors rather than
+/// plan-side values.
+pub(crate) trait HostBackwardFn:
+    Fn(&Tensor, &[Need]) -> PlanResult<Vec<Option<HostGrad>>>
+{
+}
+impl<F: Fn(&Tensor, &[Need]) -> PlanResult<Vec<Option<HostGrad>>>> HostBackwardFn for F {}
+
+/// A node's backward function, of either kind.
+pub(crate) enum Backward {
+    /// An author's (or a plan-side) operation: values in, values out.
+    Values(Box<dyn BackwardFn>),
+    /// An operation on the backend: tensors in, tensors out.
+    Host(Box<dyn HostBackwardFn>),
+}
+
+impl Backward {
+    /// The inputs' gradients for the output gradient `g`.
+    fn call(
+        &self,
+        g: &Tensor,
+        needs: &[Need],
+        inputs: &[Tensor],
+    ) -> PlanResult<Vec<Option<HostGrad>>> {
+        match self {
+            Backward::Host(f) => f(g, needs),
+            Backward::Values(f) => {
+                let grads = f(&g.values(), needs)?;
+                Ok(grads
+                    .into_iter()
+                    .zip(inputs)
+                    .map(|(grad, input)| {
+                        grad.map(|grad| match grad {
+                            Grad::Sum(v) => {
+                                let shape = if v.len() == input.numel() {
+                                    input.shape().to_vec()
+                                } else {
+                                    vec![v.len()]
+                                };
+                                HostGrad::Sum(Tensor::from_values(Buf::local(v), &shape))
+                            }
+                            Grad::PerSample(v) => {
+                                let len = v.len();
+                                HostGrad::PerSample(Tensor::from_values(Buf::local(v), &[len]))
+                            }
+                            Grad::SampleSquares(sq) => HostGrad::SampleSquares(sq),
+                        })
+                    })
+                    .collect())
+            }
+        }
+    }
+}
+
 /// How a non-leaf tensor was computed.
 pub(crate) struct Node {
     pub name: &'static str,
     /// Whether the operation answers [`Need::SampleSquares`] and [`Need::Clipped`].
     pub ghost: bool,
     pub inputs: Vec<Tensor>,
-    pub backward: Box<dyn BackwardFn>,
+    pub backward: Backward,
 }
 
 /// Tensors that lead to `root` and need a gradient, inputs before outputs.
@@ -103,13 +169,13 @@ fn topological(root: &Tensor) -> Vec<Tensor> {
     order
 }
 
-fn add_into(map: &mut HashMap<usize, Vec<f32>>, key: usize, g: Vec<f32>) {
-    match map.get_mut(&key) {
-        Some(acc) => crate::kernels::simd::add_assign(acc, &g),
-        None => {
-            map.insert(key, g);
-        }
-    }
+fn add_into(map: &mut HashMap<usize, Tensor>, key: usize, g: Tensor) -> PlanResult<()> {
+    let sum = match map.remove(&key) {
+        Some(acc) => crate::backend::add(&acc, &g)?,
+        None => g,
+    };
+    map.insert(key, sum);
+    Ok(())
 }
 
 /// How a backward pass treats the leaves (parameters).
@@ -128,17 +194,18 @@ enum Mode<'a> {
 /// What a per-sample pass found for one parameter.
 #[derive(Default)]
 struct Found {
-    full: Option<Vec<f32>>,
+    full: Option<Tensor>,
     squares: Vec<Vec<f64>>,
 }
 
 fn run(root: &Tensor, seed: Vec<f32>, mode: Mode<'_>) -> PlanResult<HashMap<usize, Found>> {
+    let seed = Tensor::from_values(Buf::local(seed), root.shape());
     if !root.requires_grad() {
         return Err(invalid_state(
             "backward(): the loss does not depend on any parameter (was it computed under no_grad?)",
         ));
     }
-    let mut pending: HashMap<usize, Vec<f32>> = HashMap::new();
+    let mut pending: HashMap<usize, Tensor> = HashMap::new();
     let mut found: HashMap<usize, Found> = HashMap::new();
     pending.insert(root.key(), seed);
     for t in topological(root).iter().rev() {
@@ -146,7 +213,7 @@ fn run(root: &Tensor, seed: Vec<f32>, mode: Mode<'_>) -> PlanResult<HashMap<usiz
             continue;
         };
         let Some(node) = t.node() else {
-            t.accumulate_grad(grad);
+            t.accumulate_grad(grad)?;
             continue;
         };
         let needs: Vec<Need> = node
@@ -167,7 +234,7 @@ fn run(root: &Tensor, seed: Vec<f32>, mode: Mode<'_>) -> PlanResult<HashMap<usiz
                 (true, true, Mode::Clipped { .. }) => Need::Nothing,
             })
             .collect();
-        let grads = (node.backward)(&grad, &needs)?;
+        let grads = node.backward.call(&grad, &needs, &node.inputs)?;
         drop(grad);
         if grads.len() != node.inputs.len() {
             return Err(internal(format!(
@@ -181,27 +248,27 @@ fn run(root: &Tensor, seed: Vec<f32>, mode: Mode<'_>) -> PlanResult<HashMap<usiz
             let size = input.numel();
             match (need, g) {
                 (Need::Nothing, _) | (Need::Sum, None) => {}
-                (Need::Sum, Some(Grad::Sum(g))) if g.len() == size => {
-                    add_into(&mut pending, input.key(), g)
+                (Need::Sum, Some(HostGrad::Sum(g))) if g.numel() == size => {
+                    add_into(&mut pending, input.key(), g)?
                 }
-                (Need::Clipped(_), Some(Grad::Sum(g))) if g.len() == size => {
-                    input.accumulate_grad(g)
+                (Need::Clipped(_), Some(HostGrad::Sum(g))) if g.numel() == size => {
+                    input.accumulate_grad(g)?
                 }
-                (Need::PerSample(b) | Need::SampleSquares(b), Some(Grad::PerSample(g)))
-                    if g.len() == b * size =>
+                (Need::PerSample(b) | Need::SampleSquares(b), Some(HostGrad::PerSample(g)))
+                    if g.numel() == b * size =>
                 {
                     let entry = found.entry(input.key()).or_default();
-                    match entry.full.as_mut() {
-                        Some(acc) => crate::kernels::simd::add_assign(acc, &g),
-                        None => entry.full = Some(g),
-                    }
+                    entry.full = Some(match entry.full.take() {
+                        Some(acc) => crate::backend::add(&acc, &g)?,
+                        None => g,
+                    });
                 }
-                (Need::SampleSquares(b), Some(Grad::SampleSquares(sq))) if sq.len() == *b => {
+                (Need::SampleSquares(b), Some(HostGrad::SampleSquares(sq))) if sq.len() == *b => {
                     found.entry(input.key()).or_default().squares.push(sq)
                 }
                 (
                     Need::PerSample(_) | Need::SampleSquares(_) | Need::Clipped(_),
-                    Some(Grad::Sum(_)) | None,
+                    Some(HostGrad::Sum(_)) | None,
                 ) => {
                     return Err(invalid_state(format!(
                         "DP-SGD needs each sample's gradient, and `{}` cannot give one for the \
@@ -261,6 +328,7 @@ pub(crate) fn dp_backward(
             sq.iter_mut().zip(squares).for_each(|(a, b)| *a += b);
         }
         if let Some(full) = &f.full {
+            let full = full.values();
             for (a, share) in sq.iter_mut().zip(full.chunks_exact(p.numel().max(1))) {
                 *a += share.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
             }
@@ -284,10 +352,10 @@ pub(crate) fn dp_backward(
         };
         if let Some(full) = f.full {
             let mut sum = vec![0.0f32; p.numel()];
-            for (share, &c) in full.chunks_exact(p.numel().max(1)).zip(&factors) {
+            for (share, &c) in full.values().chunks_exact(p.numel().max(1)).zip(&factors) {
                 crate::kernels::simd::axpy(c, share, &mut sum);
             }
-            p.accumulate_grad(sum);
+            p.accumulate_grad(Tensor::from_values(Buf::local(sum), p.shape()))?;
         } else if !f.squares.is_empty() {
             ghost_keys.push(p.key());
         }

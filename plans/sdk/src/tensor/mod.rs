@@ -18,6 +18,7 @@ use std::rc::Rc;
 pub(crate) use autograd::clip_factors;
 pub(crate) use autograd::dp_backward;
 pub use autograd::{BackwardFn, Grad, Need};
+pub(crate) use autograd::{HostBackwardFn, HostGrad};
 pub(crate) use broadcast::{broadcast_shape, for_each_pair, strides_within};
 pub use mode::{grad_enabled, is_training, no_grad, with_training};
 
@@ -31,7 +32,7 @@ pub struct Tensor(Rc<Inner>);
 struct Inner {
     shape: Vec<usize>,
     data: RefCell<Buf>,
-    grad: RefCell<Option<Vec<f32>>>,
+    grad: RefCell<Option<Buf>>,
     requires_grad: bool,
     node: Option<autograd::Node>,
 }
@@ -137,19 +138,23 @@ impl Tensor {
         inputs: &[&Tensor],
         backward: impl BackwardFn + 'static,
     ) -> PlanResult<Tensor> {
-        Tensor::build(name, data, shape, inputs, Box::new(backward), false)
+        let backward = autograd::Backward::Values(Box::new(backward));
+        Tensor::build(name, Buf::local(data), shape, inputs, backward, false)
     }
 
     /// [`Tensor::from_op`] for values an operation left on the host (or
     /// computed in-process by the same kernels).
+    /// Its backward takes and gives gradients as tensors, which stay on
+    /// the host when the operations computing them run there.
     pub(crate) fn from_buf(
         name: &'static str,
         data: Buf,
         shape: &[usize],
         inputs: &[&Tensor],
-        backward: impl BackwardFn + 'static,
+        backward: impl HostBackwardFn + 'static,
     ) -> PlanResult<Tensor> {
-        Tensor::build(name, data, shape, inputs, Box::new(backward), false)
+        let backward = autograd::Backward::Host(Box::new(backward));
+        Tensor::build(name, data, shape, inputs, backward, false)
     }
 
     /// [`Tensor::from_buf`] for an operation whose backward also answers
@@ -159,20 +164,34 @@ impl Tensor {
         data: Buf,
         shape: &[usize],
         inputs: &[&Tensor],
-        backward: impl BackwardFn + 'static,
+        backward: impl HostBackwardFn + 'static,
     ) -> PlanResult<Tensor> {
-        Tensor::build(name, data, shape, inputs, Box::new(backward), true)
+        let backward = autograd::Backward::Host(Box::new(backward));
+        Tensor::build(name, data, shape, inputs, backward, true)
+    }
+
+    /// A tensor over values an operation gave, outside any graph (a
+    /// gradient, or an intermediate of a backward pass).
+    pub(crate) fn from_values(data: Buf, shape: &[usize]) -> Tensor {
+        Tensor::leaf_buf(shape.to_vec(), data, false)
+    }
+
+    /// The values, taken out (copied when another handle shares them).
+    pub(crate) fn into_buf(self) -> Buf {
+        match Rc::try_unwrap(self.0) {
+            Ok(inner) => inner.data.into_inner(),
+            Err(shared) => Buf::local(Tensor(shared).to_vec()),
+        }
     }
 
     fn build(
         name: &'static str,
-        data: impl Into<Buf>,
+        data: Buf,
         shape: &[usize],
         inputs: &[&Tensor],
-        backward: Box<dyn BackwardFn>,
+        backward: autograd::Backward,
         ghost: bool,
     ) -> PlanResult<Tensor> {
-        let data = data.into();
         if numel(shape) != data.len() {
             return Err(invalid_data(format!(
                 "{name}: an output of shape {shape:?} needs {} values, got {}",
@@ -214,7 +233,9 @@ impl Tensor {
     /// The values, row-major (fetched from the node's host once, when an
     /// operation left them there).
     pub fn values(&self) -> Ref<'_, [f32]> {
-        self.0.data.borrow_mut().fetch();
+        if !self.0.data.borrow().is_local() {
+            self.0.data.borrow_mut().fetch();
+        }
         Ref::map(self.0.data.borrow(), |b| b.values())
     }
 
@@ -230,7 +251,6 @@ impl Tensor {
     }
 
     /// Where the values are, for the backend.
-    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
     pub(crate) fn buf(&self) -> Ref<'_, Buf> {
         self.0.data.borrow()
     }
@@ -263,28 +283,50 @@ impl Tensor {
         self.0.node.is_none()
     }
 
-    /// The accumulated gradient of a leaf, if `backward` reached it.
+    /// The accumulated gradient of a leaf, if `backward` reached it
+    /// (fetched from the node's host once, when it was computed there).
     pub fn grad(&self) -> Option<Ref<'_, [f32]>> {
-        Ref::filter_map(self.0.grad.borrow(), |g| g.as_deref()).ok()
+        if self.0.grad.borrow().as_ref().is_some_and(|g| !g.is_local())
+            && let Some(g) = self.0.grad.borrow_mut().as_mut()
+        {
+            g.fetch();
+        }
+        Ref::filter_map(self.0.grad.borrow(), |g| g.as_ref().map(|b| b.values())).ok()
     }
 
     /// The gradient, mutably (gradient clipping, noise, corrections).
     pub fn grad_mut(&self) -> Option<RefMut<'_, [f32]>> {
-        RefMut::filter_map(self.0.grad.borrow_mut(), |g| g.as_deref_mut()).ok()
+        RefMut::filter_map(self.0.grad.borrow_mut(), |g| {
+            g.as_mut().map(|b| b.values_mut())
+        })
+        .ok()
     }
 
     /// Replace the gradient (or clear it with `None`).
     pub fn set_grad(&self, grad: Option<Vec<f32>>) {
-        *self.0.grad.borrow_mut() = grad;
+        *self.0.grad.borrow_mut() = grad.map(Buf::local);
+    }
+
+    /// The gradient as a tensor shaped like this one, for operations on it
+    /// (taken out of the slot; put it back with [`Tensor::put_grad`]).
+    pub(crate) fn take_grad(&self) -> Option<Tensor> {
+        let g = self.0.grad.borrow_mut().take()?;
+        Some(Tensor::from_values(g, self.shape()))
+    }
+
+    /// Store `g` as the gradient.
+    pub(crate) fn put_grad(&self, g: Tensor) {
+        *self.0.grad.borrow_mut() = Some(g.into_buf());
     }
 
     /// Add `g` to the gradient, creating it if needed.
-    pub(crate) fn accumulate_grad(&self, g: Vec<f32>) {
-        let mut slot = self.0.grad.borrow_mut();
-        match slot.as_mut() {
-            Some(acc) => crate::kernels::simd::add_assign(acc, &g),
-            None => *slot = Some(g),
-        }
+    pub(crate) fn accumulate_grad(&self, g: Tensor) -> PlanResult<()> {
+        let sum = match self.take_grad() {
+            Some(acc) => crate::backend::add(&acc, &g)?,
+            None => g,
+        };
+        self.put_grad(sum);
+        Ok(())
     }
 
     /// The same values, cut from the graph.

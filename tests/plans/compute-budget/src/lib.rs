@@ -3,7 +3,7 @@
 //! refused before anything is allocated.
 
 use hostile_base::fedwasm_plan::__bindings::fedwasm::plan::compute::{
-    Conv2d, Conv2dWeightGrad, Op, Tensor as HostTensor, run,
+    Conv2dGeometry, Tensor as HostTensor, conv2d_weight_grad,
 };
 
 hostile_base::hostile_plan!(
@@ -16,7 +16,7 @@ fn misbehave() -> PlanResult<()> {
     // One 32×32 image convolved with 2^20 kernels as large as itself: one
     // output position per kernel, so the output gradient holds 2^20 values
     // and each image's own weight gradient 2^20 · 1024.
-    let conv = Conv2d {
+    let conv = Conv2dGeometry {
         batch: 1,
         channels: 1,
         height: 32,
@@ -33,10 +33,6 @@ fn misbehave() -> PlanResult<()> {
     };
     let g = HostTensor::upload(&vec![1.0; 1 << 20])?;
     let x = HostTensor::upload(&[1.0; 1024])?;
-    let op = Op::Conv2dWeightGrad(Conv2dWeightGrad {
-        conv,
-        per_sample: true,
-    });
-    run(op, &[&g, &x])?;
+    conv2d_weight_grad(conv, true, &g, &x)?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 //! error, never a host panic or an allocation.
 
 use hostile_base::fedwasm_plan::__bindings::fedwasm::plan::compute::{
-    Matmul, Op, Tensor as HostTensor, run,
+    MatmulDims, Tensor as HostTensor, matmul,
 };
 
 hostile_base::hostile_plan!(
@@ -15,22 +15,22 @@ hostile_base::hostile_plan!(
 fn misbehave() -> PlanResult<()> {
     let a = HostTensor::upload(&[1.0; 6])?;
     let b = HostTensor::upload(&[1.0; 12])?;
-    let huge = Matmul {
+    let huge = MatmulDims {
         m: u32::MAX,
         k: u32::MAX,
         n: u32::MAX,
         transpose_a: false,
         transpose_b: false,
     };
-    if run(Op::Matmul(huge), &[&a, &b]).is_ok() {
+    if matmul(huge, &a, &b, None).is_ok() {
         return Err(invalid_data("the host ran a product of 2^96 values"));
     }
-    let misfit = Matmul {
+    let misfit = MatmulDims {
         m: 2,
         k: 4,
         n: 4,
         ..huge
     };
-    run(Op::Matmul(misfit), &[&a, &b])?;
+    matmul(misfit, &a, &b, None)?;
     Ok(())
 }
