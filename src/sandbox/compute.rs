@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use fedwasm_kernels::{Activation, Conv2d, MatMul, Op, Pool2d, Window};
+use fedwasm_kernels::{Activation, BatchNorm, Conv2d, MatMul, Op, Pool2d, Window};
 use wasmtime::component::Resource;
 
 use super::bindings::compute;
@@ -97,6 +97,14 @@ fn pooling(p: &compute::Pool2dWindow) -> Pool2d {
     }
 }
 
+fn batch_norm(d: &compute::BatchNormDims) -> BatchNorm {
+    BatchNorm {
+        batch: d.batch as usize,
+        channels: d.channels as usize,
+        spatial: d.spatial as usize,
+    }
+}
+
 fn activation(a: compute::Activation) -> Activation {
     match a {
         compute::Activation::Relu => Activation::Relu,
@@ -148,7 +156,25 @@ pub(crate) fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
             out_channels: fuzz_dim(&mut next),
         }
     };
-    match kind % 10 {
+    let bn = |next: &mut dyn FnMut() -> Option<u8>| {
+        let mut next = next;
+        BatchNorm {
+            batch: fuzz_dim(&mut next),
+            channels: fuzz_dim(&mut next),
+            spatial: fuzz_dim(&mut next),
+        }
+    };
+    match kind % 14 {
+        10 => Op::BatchNormStats {
+            bn: bn(next),
+            eps: 1e-5,
+        },
+        11 => Op::BatchNormApply(bn(next)),
+        12 => Op::BatchNormInputGrad {
+            bn: bn(next),
+            training: kind.is_multiple_of(3),
+        },
+        13 => Op::BatchNormAffineGrads(bn(next)),
         0 => {
             let (m, k, n) = (fuzz_dim(next), fuzz_dim(next), fuzz_dim(next));
             Op::MatMul(MatMul {
@@ -178,7 +204,7 @@ pub(crate) fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
                 planes: fuzz_dim(next),
                 window: fuzz_window(next, 1),
             };
-            if kind % 10 == 7 {
+            if kind % 14 == 7 {
                 Op::MaxPool2d(pool)
             } else {
                 Op::MaxPool2dGrad(pool)
@@ -369,6 +395,58 @@ impl compute::Host for HostState {
         g: Resource<HostTensor>,
     ) -> Made {
         self.run_op(Op::MaxPool2dGrad(pooling(&window)), &[&x, &g])
+    }
+
+    fn batch_norm_stats(
+        &mut self,
+        dims: compute::BatchNormDims,
+        eps: f32,
+        x: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::BatchNormStats {
+            bn: batch_norm(&dims),
+            eps,
+        };
+        self.run_op(op, &[&x])
+    }
+
+    fn batch_norm(
+        &mut self,
+        dims: compute::BatchNormDims,
+        x: Resource<HostTensor>,
+        stats: Resource<HostTensor>,
+        weight: Resource<HostTensor>,
+        bias: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::BatchNormApply(batch_norm(&dims));
+        self.run_op(op, &[&x, &stats, &weight, &bias])
+    }
+
+    fn batch_norm_input_grad(
+        &mut self,
+        dims: compute::BatchNormDims,
+        training: bool,
+        x: Resource<HostTensor>,
+        stats: Resource<HostTensor>,
+        weight: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::BatchNormInputGrad {
+            bn: batch_norm(&dims),
+            training,
+        };
+        self.run_op(op, &[&x, &stats, &weight, &g])
+    }
+
+    fn batch_norm_affine_grads(
+        &mut self,
+        dims: compute::BatchNormDims,
+        x: Resource<HostTensor>,
+        stats: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::BatchNormAffineGrads(batch_norm(&dims));
+        self.run_op(op, &[&x, &stats, &g])
     }
 }
 

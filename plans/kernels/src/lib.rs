@@ -27,6 +27,7 @@
 //! - [`activation`]: activation functions and their derivatives.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
+//! - [`norm`]: batch normalization: statistics, output and gradients.
 //! - [`pool`]: max pooling and its gradient.
 //! - [`sum`]: sums in the fixed tree.
 //! - [`op`]: [`Op`], an operation on host tensors: checked, then run.
@@ -38,6 +39,7 @@ pub mod gemm;
 pub mod im2col;
 pub mod isa;
 pub mod micro;
+pub mod norm;
 pub mod op;
 pub mod parallel;
 pub mod pool;
@@ -47,5 +49,6 @@ pub use activation::Activation;
 pub use conv::Conv2d;
 pub use gemm::{MatRef, gemm};
 pub use im2col::Window;
+pub use norm::BatchNorm;
 pub use op::{MatMul, Op, OpError};
 pub use pool::Pool2d;

@@ -12,6 +12,9 @@ use std::fmt;
 use crate::activation::{Activation, activate, activate_grad};
 use crate::conv::{Conv2d, channel_sums, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use crate::gemm::{MatRef, gemm};
+use crate::norm::{
+    BatchNorm, batch_norm_affine_grads, batch_norm_apply, batch_norm_input_grad, batch_norm_stats,
+};
 use crate::pool::{Pool2d, max_pool2d, max_pool2d_grad};
 
 /// The dimensions of a matrix product `op(A)·op(B)`: A is `[m, k]` (stored
@@ -60,6 +63,17 @@ pub enum Op {
     MaxPool2d(Pool2d),
     /// Inputs `x` and the output gradient; one output, the input gradient.
     MaxPool2dGrad(Pool2d),
+    /// Input `x`; one output `[mean; C] ++ [σ⁻¹; C] ++ [unbiased var; C]`.
+    BatchNormStats { bn: BatchNorm, eps: f32 },
+    /// Inputs `x`, the statistics (at least `2C`), γ and β (`C` each); one
+    /// output `x̂·γ + β`.
+    BatchNormApply(BatchNorm),
+    /// Inputs `x`, the statistics, γ and the output gradient; one output,
+    /// the input gradient (batch statistics' when `training`).
+    BatchNormInputGrad { bn: BatchNorm, training: bool },
+    /// Inputs `x`, the statistics and the output gradient; one output
+    /// `[Σ g·x̂; C] ++ [Σ g; C]` (γ's and β's gradients).
+    BatchNormAffineGrads(BatchNorm),
 }
 
 /// Why an operation was refused.
@@ -122,6 +136,10 @@ impl Op {
             Op::Activate(a) | Op::ActivateGrad(a) => a.name(),
             Op::MaxPool2d(_) => "max_pool2d",
             Op::MaxPool2dGrad(_) => "max_pool2d-grad",
+            Op::BatchNormStats { .. } => "batch_norm-stats",
+            Op::BatchNormApply(_) => "batch_norm",
+            Op::BatchNormInputGrad { .. } => "batch_norm-input-grad",
+            Op::BatchNormAffineGrads(_) => "batch_norm-affine-grads",
         }
     }
 
@@ -202,6 +220,53 @@ impl Op {
                 length(op, "the output gradient", inputs[1], output)?;
                 Ok(vec![input])
             }
+            Op::BatchNormStats { bn, .. } => {
+                arity(op, inputs, &[1])?;
+                let len = bn_len(op, &bn)?;
+                length(op, "the input", inputs[0], len)?;
+                Ok(vec![product(op, &[3, bn.channels])?])
+            }
+            Op::BatchNormApply(bn) => {
+                arity(op, inputs, &[4])?;
+                let len = bn_len(op, &bn)?;
+                length(op, "the input", inputs[0], len)?;
+                at_least(
+                    op,
+                    "the statistics",
+                    inputs[1],
+                    product(op, &[2, bn.channels])?,
+                )?;
+                length(op, "the weight", inputs[2], bn.channels)?;
+                length(op, "the bias", inputs[3], bn.channels)?;
+                Ok(vec![len])
+            }
+            Op::BatchNormInputGrad { bn, .. } => {
+                arity(op, inputs, &[4])?;
+                let len = bn_len(op, &bn)?;
+                length(op, "the input", inputs[0], len)?;
+                at_least(
+                    op,
+                    "the statistics",
+                    inputs[1],
+                    product(op, &[2, bn.channels])?,
+                )?;
+                length(op, "the weight", inputs[2], bn.channels)?;
+                length(op, "the output gradient", inputs[3], len)?;
+                Ok(vec![len])
+            }
+            Op::BatchNormAffineGrads(bn) => {
+                arity(op, inputs, &[3])?;
+                let len = bn_len(op, &bn)?;
+                length(op, "the input", inputs[0], len)?;
+                at_least(
+                    op,
+                    "the statistics",
+                    inputs[1],
+                    product(op, &[2, bn.channels])?,
+                )?;
+                length(op, "the output gradient", inputs[2], len)?;
+                Ok(vec![product(op, &[2, bn.channels])?])
+            }
         }
     }
 
@@ -270,7 +335,42 @@ impl Op {
             Op::ActivateGrad(a) => activate_grad(a, inputs[0], inputs[1], out),
             Op::MaxPool2d(pool) => max_pool2d(&pool, inputs[0], out),
             Op::MaxPool2dGrad(pool) => max_pool2d_grad(&pool, inputs[0], inputs[1], out),
+            Op::BatchNormStats { bn, eps } => batch_norm_stats(&bn, inputs[0], eps, out),
+            Op::BatchNormApply(bn) => {
+                batch_norm_apply(&bn, inputs[0], inputs[1], inputs[2], inputs[3], out)
+            }
+            Op::BatchNormInputGrad { bn, training } => batch_norm_input_grad(
+                &bn, training, inputs[0], inputs[1], inputs[2], inputs[3], out,
+            ),
+            Op::BatchNormAffineGrads(bn) => {
+                batch_norm_affine_grads(&bn, inputs[0], inputs[1], inputs[2], out)
+            }
         }
+    }
+}
+
+/// Check that input `name` holds at least `expected` values.
+fn at_least(op: &str, name: &str, got: usize, expected: usize) -> Result<(), OpError> {
+    if got >= expected {
+        Ok(())
+    } else {
+        Err(refuse(
+            op,
+            format!("{name} should hold at least {expected} values, it holds {got}"),
+        ))
+    }
+}
+
+fn bn_len(op: &str, bn: &BatchNorm) -> Result<usize, OpError> {
+    match bn.len() {
+        Some(len) if bn.batch * bn.spatial >= 1 => Ok(len),
+        _ => Err(refuse(
+            op,
+            format!(
+                "[{}, {}, {}] has no value per channel or overflows",
+                bn.batch, bn.channels, bn.spatial
+            ),
+        )),
     }
 }
 

@@ -195,6 +195,11 @@ fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
         dilation_height: d(p.window.dilation[0]),
         dilation_width: d(p.window.dilation[1]),
     };
+    let bn = |b: &fedwasm_kernels::BatchNorm| compute::BatchNormDims {
+        batch: d(b.batch),
+        channels: d(b.channels),
+        spatial: d(b.spatial),
+    };
     match op {
         Op::MatMul(m) => {
             let dims = compute::MatmulDims {
@@ -223,6 +228,12 @@ fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
         Op::ActivateGrad(a) => compute::activate_grad(wit_activation(*a), h[0], h[1]),
         Op::MaxPool2d(p) => compute::max_pool2d(pool(p), h[0]),
         Op::MaxPool2dGrad(p) => compute::max_pool2d_grad(pool(p), h[0], h[1]),
+        Op::BatchNormStats { bn: b, eps } => compute::batch_norm_stats(bn(b), *eps, h[0]),
+        Op::BatchNormApply(b) => compute::batch_norm(bn(b), h[0], h[1], h[2], h[3]),
+        Op::BatchNormInputGrad { bn: b, training } => {
+            compute::batch_norm_input_grad(bn(b), *training, h[0], h[1], h[2], h[3])
+        }
+        Op::BatchNormAffineGrads(b) => compute::batch_norm_affine_grads(bn(b), h[0], h[1], h[2]),
     }
 }
 

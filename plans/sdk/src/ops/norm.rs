@@ -7,8 +7,11 @@
 //! cannot give the per-sample gradients DP-SGD needs and says so (as Opacus
 //! does); in evaluation it is a per-channel affine map and can.
 
+use fedwasm_kernels::{BatchNorm, Op};
+
+use crate::backend;
 use crate::error::{PlanResult, invalid_state};
-use crate::tensor::{Grad, Need, Tensor};
+use crate::tensor::{Grad, HostGrad, Need, Tensor};
 
 use super::{per_sample_stride, shape_error};
 
@@ -41,33 +44,59 @@ fn normalized_backward(dxhat: &[f32], xhat: &[f32], m: usize) -> (f32, f32) {
     ((s1 / m as f64) as f32, (s2 / m as f64) as f32)
 }
 
-/// Σ f(v) over every value of `planes`, in f64, in four interleaved lanes
-/// added in a fixed order: as reproducible as one running sum, and
-/// vectorizable.
-fn lane_sum<'a>(planes: impl Iterator<Item = &'a [f32]>, f: impl Fn(f64) -> f64) -> f64 {
-    let mut acc = [0.0f64; 4];
-    for plane in planes {
-        let mut chunks = plane.chunks_exact(4);
-        for q in &mut chunks {
-            for (a, &v) in acc.iter_mut().zip(q) {
-                *a += f(v as f64);
+/// `[mean; C] ++ [σ⁻¹; C] ++ …` for the batch: the batch's own (on the
+/// host), which also move the running averages, in training; the running
+/// ones in evaluation.
+fn batch_statistics(x: &Tensor, bn: BatchNorm, args: &BatchNormArgs<'_>) -> PlanResult<Tensor> {
+    let c = bn.channels;
+    if args.training {
+        let op = Op::BatchNormStats { bn, eps: args.eps };
+        let stats = Tensor::from_values(backend::run(op, &[x])?.remove(0), &[3 * c]);
+        {
+            let s = stats.values();
+            let mut rm = args.running_mean.values_mut();
+            let mut rv = args.running_var.values_mut();
+            for ch in 0..c {
+                rm[ch] = (1.0 - args.momentum) * rm[ch] + args.momentum * s[ch];
+                rv[ch] = (1.0 - args.momentum) * rv[ch] + args.momentum * s[2 * c + ch];
             }
         }
-        for (a, &v) in acc.iter_mut().zip(chunks.remainder()) {
-            *a += f(v as f64);
+        return Ok(stats);
+    }
+    let (rm, rv) = (args.running_mean.values(), args.running_var.values());
+    let mut stats = vec![0.0f32; 3 * c];
+    for ch in 0..c {
+        stats[ch] = rm[ch];
+        stats[c + ch] = 1.0 / libm::sqrtf(rv[ch].max(0.0) + args.eps);
+    }
+    Tensor::new(stats, &[3 * c])
+}
+
+/// Each sample's gradient of the weight (`which` 0: Σ g·x̂) or the bias
+/// (1: Σ g), `[N, C]`, computed in the plan (DP-SGD in evaluation mode).
+fn per_sample_affine(bn: BatchNorm, x: &[f32], stats: &[f32], g: &[f32], which: usize) -> Vec<f32> {
+    let (n, c, l) = (bn.batch, bn.channels, bn.spatial);
+    let mut d = vec![0.0f32; n * c];
+    for s in 0..n {
+        for ch in 0..c {
+            let r = (s * c + ch) * l..(s * c + ch + 1) * l;
+            let (mu, inv) = (stats[ch], stats[c + ch]);
+            let xhat: Vec<f32> = x[r.clone()].iter().map(|&v| (v - mu) * inv).collect();
+            let (gx, gs) = affine_sums(&g[r.clone()], &xhat, std::iter::once(0..r.len()));
+            d[s * c + ch] = (if which == 0 { gx } else { gs }) as f32;
         }
     }
-    (acc[0] + acc[1]) + (acc[2] + acc[3])
+    d
 }
 
 /// Append the gradients of the optional affine weight (`which` 0) and bias
 /// (1), whose needs follow the input's in `need`.
-fn push_affine(
-    grads: &mut Vec<Option<Grad>>,
+fn push_affine<G>(
+    grads: &mut Vec<Option<G>>,
     need: &[Need],
     has_weight: bool,
     has_bias: bool,
-    affine: impl Fn(usize, Need) -> PlanResult<Option<Grad>>,
+    affine: impl Fn(usize, Need) -> PlanResult<Option<G>>,
 ) -> PlanResult<()> {
     let present = [(0, has_weight), (1, has_bias)];
     for ((which, _), &n) in present.iter().filter(|(_, has)| *has).zip(need) {
@@ -140,108 +169,61 @@ impl Tensor {
                 format!("training needs more than one value per channel, got input {shape:?}"),
             ));
         }
-        let xv = self.values();
-        let at = move |s: usize, ch: usize| (s * c + ch) * spatial;
-        let mut mean = vec![0.0f32; c];
-        let mut invstd = vec![0.0f32; c];
-        if args.training {
-            let mut rm = args.running_mean.values_mut();
-            let mut rv = args.running_var.values_mut();
-            for ch in 0..c {
-                let planes = || (0..n).map(|s| &xv[at(s, ch)..at(s, ch) + spatial]);
-                let mu = lane_sum(planes(), |v| v) / m as f64;
-                let sq = lane_sum(planes(), |v| (v - mu) * (v - mu));
-                let var = sq / m as f64;
-                mean[ch] = mu as f32;
-                invstd[ch] = (1.0 / (var + args.eps as f64).sqrt()) as f32;
-                let unbiased = (sq / (m - 1) as f64) as f32;
-                rm[ch] = (1.0 - args.momentum) * rm[ch] + args.momentum * mean[ch];
-                rv[ch] = (1.0 - args.momentum) * rv[ch] + args.momentum * unbiased;
-            }
-        } else {
-            let (rm, rv) = (args.running_mean.values(), args.running_var.values());
-            for ch in 0..c {
-                mean[ch] = rm[ch];
-                invstd[ch] = 1.0 / libm::sqrtf(rv[ch].max(0.0) + args.eps);
-            }
-        }
-        let gamma: Vec<f32> = args.weight.map_or(vec![1.0; c], |w| w.to_vec());
-        let beta: Vec<f32> = args.bias.map_or(vec![0.0; c], |b| b.to_vec());
-        // Written in index order, so the vectors are built without zeroing first.
-        let mut xhat = Vec::with_capacity(xv.len());
-        let mut out = Vec::with_capacity(xv.len());
-        for s in 0..n {
-            for ch in 0..c {
-                let (mu, inv, ga, be) = (mean[ch], invstd[ch], gamma[ch], beta[ch]);
-                let r = at(s, ch)..at(s, ch) + spatial;
-                xhat.extend(xv[r.clone()].iter().map(|&v| (v - mu) * inv));
-                out.extend(xhat[r].iter().map(|&h| h * ga + be));
-            }
-        }
-        drop(xv);
+        let bn = BatchNorm {
+            batch: n,
+            channels: c,
+            spatial,
+        };
+        let stats = batch_statistics(self, bn, &args)?;
+        let gamma = args
+            .weight
+            .cloned()
+            .unwrap_or_else(|| Tensor::full(&[c], 1.0));
+        let beta = args.bias.cloned().unwrap_or_else(|| Tensor::zeros(&[c]));
+        let out = backend::run(Op::BatchNormApply(bn), &[self, &stats, &gamma, &beta])?.remove(0);
         let training = args.training;
         let mut inputs = vec![self];
         inputs.extend(args.weight);
         inputs.extend(args.bias);
         let (has_weight, has_bias) = (args.weight.is_some(), args.bias.is_some());
-        Tensor::from_op("batch_norm", out, &shape, &inputs, move |g, need| {
+        let x = self.clone();
+        Tensor::from_buf("batch_norm", out, &shape, &inputs, move |g, need| {
             if training && need.iter().any(|n| matches!(n, Need::PerSample(_))) {
                 return Err(invalid_state(
                     "DP-SGD needs each sample's gradient, and BatchNorm in training mixes the \
                      samples of a batch; use LayerNorm, or a model without batch normalization",
                 ));
             }
-            let planes = |ch: usize| (0..n).map(move |s| at(s, ch)..at(s, ch) + spatial);
-            // Σ g·x̂ and Σ g per channel: the affine gradients, and (times γ)
-            // the two means the input gradient needs in training.
-            let want_sums = (need[0] == Need::Sum && training) || need[1..].contains(&Need::Sum);
-            let sums: Vec<(f64, f64)> = if want_sums {
-                (0..c).map(|ch| affine_sums(g, &xhat, planes(ch))).collect()
+            let mut grads = Vec::with_capacity(need.len());
+            grads.push(if need[0] == Need::Sum {
+                let op = Op::BatchNormInputGrad { bn, training };
+                let dx = backend::run(op, &[&x, &stats, &gamma, g])?.remove(0);
+                Some(HostGrad::Sum(Tensor::from_values(dx, x.shape())))
+            } else {
+                None
+            });
+            // [Σ g·x̂; C] ++ [Σ g; C]: the weight's and the bias's gradients.
+            let sums = if need[1..].contains(&Need::Sum) {
+                let op = Op::BatchNormAffineGrads(bn);
+                let both = backend::run(op, &[&x, &stats, g])?.remove(0);
+                Tensor::from_values(both, &[2 * c]).to_vec()
             } else {
                 Vec::new()
             };
-            let mut grads = Vec::with_capacity(need.len());
-            grads.push((need[0] == Need::Sum).then(|| {
-                let mut dx = vec![0.0f32; g.len()];
-                for ch in 0..c {
-                    let (ga, inv) = (gamma[ch], invstd[ch]);
-                    // mean(dx̂) and mean(dx̂·x̂) with dx̂ = g·γ (training only).
-                    let (mean_d, mean_dx) = if training {
-                        let (sgx, sg) = sums[ch];
-                        (
-                            (ga as f64 * sg / m as f64) as f32,
-                            (ga as f64 * sgx / m as f64) as f32,
-                        )
-                    } else {
-                        (0.0, 0.0)
-                    };
-                    for r in planes(ch) {
-                        for ((o, &gi), &xi) in
-                            dx[r.clone()].iter_mut().zip(&g[r.clone()]).zip(&xhat[r])
-                        {
-                            *o = inv * (gi * ga - mean_d - xi * mean_dx);
-                        }
-                    }
-                }
-                Grad::Sum(dx)
-            }));
-            let affine = |which: usize, n_need: Need| -> PlanResult<Option<Grad>> {
-                let pick = |(gx, gs): (f64, f64)| (if which == 0 { gx } else { gs }) as f32;
+            let affine = |which: usize, n_need: Need| -> PlanResult<Option<HostGrad>> {
                 Ok(match n_need {
                     // Asked only of ghost operations (the linear map).
                     Need::SampleSquares(_) | Need::Clipped(_) => None,
                     Need::Nothing => None,
-                    Need::Sum => Some(Grad::Sum(sums.iter().map(|&s| pick(s)).collect())),
+                    Need::Sum => Some(HostGrad::Sum(Tensor::new(
+                        sums[which * c..(which + 1) * c].to_vec(),
+                        &[c],
+                    )?)),
                     Need::PerSample(batch) => {
                         per_sample_stride(&[n], batch, "batch_norm")?;
-                        let mut d = vec![0.0f32; n * c];
-                        for s in 0..n {
-                            for ch in 0..c {
-                                let r = at(s, ch)..at(s, ch) + spatial;
-                                d[s * c + ch] = pick(affine_sums(g, &xhat, std::iter::once(r)));
-                            }
-                        }
-                        Some(Grad::PerSample(d))
+                        let d =
+                            per_sample_affine(bn, &x.values(), &stats.values(), &g.values(), which);
+                        Some(HostGrad::PerSample(Tensor::new(d, &[n, c])?))
                     }
                 })
             };
