@@ -190,13 +190,30 @@ fn torch_steps(threads: usize, steps: usize) -> Option<Vec<(String, f64)>> {
     )
 }
 
+/// A plan that steps on a batch: in the sandbox, or native under a rayon
+/// pool of the thread count being measured.
+fn native_step<P: fedwasm_plan::TrainingPlan>(
+    seed: &StreamSeed,
+    args: &str,
+    b: &Batch,
+    steps: usize,
+    pool: &rayon::ThreadPool,
+) -> f64 {
+    pool.install(|| {
+        let mut native = native::NativePlan::<P>::new(seed.0);
+        init(&mut native, args);
+        step_median(&mut native, b, steps)
+    })
+}
+
 /// The reference models of the plan SDK: one SGD-momentum step, median,
-/// in the sandbox and natively, with PyTorch's when available.
-fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
+/// in the sandbox (its tensor operations on 1 and on 2 host threads) and
+/// natively (the same kernels in-process, on a pool of as many), with
+/// PyTorch's at the same thread counts when available.
+fn reference_models(seed: &StreamSeed) {
     let steps = 100;
-    let torch1 = torch_steps(1, steps);
-    let torch2 = torch_steps(2, steps);
-    if torch1.is_none() {
+    let torch = [torch_steps(1, steps), torch_steps(2, steps)];
+    if torch[0].is_none() {
         println!("(set FEDWASM_BENCH_TORCH=<python with torch> for the PyTorch anchor)");
     }
     let torch_ms = |t: &Option<Vec<(String, f64)>>, name: &str| {
@@ -205,86 +222,92 @@ fn reference_models(sandbox: &Sandbox, seed: &StreamSeed) {
     };
     println!("\nReference models: SGD-momentum step, median of {steps}");
     println!(
-        "{:<26} {:>10} {:>10} {:>10} {:>10} {:>11} {:>11}",
-        "model / batch", "torch 1t", "torch 2t", "native", "wasm", "wasm/torch", "wasm/native"
+        "{:<22} {:>7} {:>10} {:>10} {:>10} {:>11} {:>11}",
+        "model / batch", "threads", "torch", "native", "wasm", "wasm/torch", "wasm/native"
     );
     let mlp = component("mlp");
     let cnn = component("cnn");
+    let unet_plan = component("unet");
     let lenet = r#"{"input_shape": [1, 28, 28], "n_classes": 10, "channels": [6, 16], "kernel": 5,
         "padding": [2, 0], "batch_norm": false, "hidden": [120, 84], "dropout": 0.0, "scaling": "none"}"#;
     let bn_cnn = r#"{"input_shape": [1, 64, 64], "n_classes": 6, "channels": [16, 32, 64],
         "pooled_blocks": [1, 2], "global_pool": true, "hidden": [], "dropout": 0.0, "scaling": "none"}"#;
-    let cases: [(&str, &str, &std::path::Path, String, usize, usize, usize); 3] = [
+    let mlp_args = r#"{"n_features": 784, "n_classes": 10, "hidden": [128]}"#;
+    let cases: [(&str, &str, &std::path::Path, &str, Batch, usize); 4] = [
         (
             "mlp",
             "MLP 784→128→10 / 64",
             &mlp,
-            r#"{"n_features": 784, "n_classes": 10, "hidden": [128]}"#.to_string(),
-            64,
-            784,
-            10,
+            mlp_args,
+            batch(64, 784, 10),
+            steps,
         ),
         (
             "lenet5",
             "LeNet-5 28×28 / 32",
             &cnn,
-            lenet.to_string(),
-            32,
-            784,
-            10,
+            lenet,
+            batch(32, 784, 10),
+            steps,
         ),
         (
             "bn-cnn",
             "BN-CNN 64×64 / 32",
             &cnn,
-            bn_cnn.to_string(),
-            32,
-            4096,
-            6,
+            bn_cnn,
+            batch(32, 4096, 6),
+            steps,
+        ),
+        (
+            "unet",
+            "U-Net 64×64 / 16",
+            &unet_plan,
+            UNET_ARGS,
+            mask_batch(16),
+            steps / 2,
         ),
     ];
     let cell = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{ms:.2}ms"));
-    let report = |label: &str, key: &str, tn: f64, tw: f64| {
-        let t1 = torch_ms(&torch1, key);
-        println!(
-            "{:<26} {:>10} {:>10} {:>8.2}ms {:>8.2}ms {:>11} {:>10.2}×",
-            label,
-            cell(t1),
-            cell(torch_ms(&torch2, key)),
-            tn * 1e3,
-            tw * 1e3,
-            t1.map_or("—".to_string(), |t| format!("{:.2}×", tw * 1e3 / t)),
-            tw / tn,
-        );
-    };
-    for (key, label, path, args, rows, features, classes) in cases {
-        let b = batch(rows, features, classes);
-        let plan = sandbox.load_file(path).unwrap();
-        let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
-        init(&mut wasm, &args);
-        let tw = step_median(&mut wasm, &b, steps);
-        let tn = if key == "mlp" {
-            let mut native = native::NativePlan::<mlp::Mlp>::new(seed.0);
-            init(&mut native, &args);
-            step_median(&mut native, &b, steps)
-        } else {
-            let mut native = native::NativePlan::<cnn::Cnn>::new(seed.0);
-            init(&mut native, &args);
-            step_median(&mut native, &b, steps)
-        };
-        report(label, key, tn, tw);
+    let mut wasm_at = std::collections::BTreeMap::new();
+    for (key, label, path, args, b, steps) in &cases {
+        for (t, threads) in [1usize, 2].into_iter().enumerate() {
+            let sandbox = Sandbox::new(SandboxConfig {
+                interruption: Interruption::External,
+                compute_threads: threads,
+                ..Default::default()
+            })
+            .unwrap();
+            let plan = sandbox.load_file(path).unwrap();
+            let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
+            init(&mut wasm, args);
+            let tw = step_median(&mut wasm, b, *steps);
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let tn = match *key {
+                "mlp" => native_step::<mlp::Mlp>(seed, args, b, *steps, &pool),
+                "unet" => native_step::<unet::Unet>(seed, args, b, *steps, &pool),
+                _ => native_step::<cnn::Cnn>(seed, args, b, *steps, &pool),
+            };
+            wasm_at.insert((*key, threads), tw);
+            let torch_t = torch_ms(&torch[t], key);
+            println!(
+                "{:<22} {:>7} {:>10} {:>8.2}ms {:>8.2}ms {:>11} {:>10.2}×",
+                label,
+                threads,
+                cell(torch_t),
+                tn * 1e3,
+                tw * 1e3,
+                torch_t.map_or("—".to_string(), |ms| format!("{:.2}×", tw * 1e3 / ms)),
+                tw / tn,
+            );
+        }
     }
-    // The U-Net on 64×64 masks of two classes: per-pixel cross-entropy and
-    // soft Dice, skip connections and upsampling.
-    let b = mask_batch(16);
-    let plan = sandbox.load_file(&component("unet")).unwrap();
-    let mut wasm = sandbox.instantiate(&plan, seed).unwrap();
-    init(&mut wasm, UNET_ARGS);
-    let tw = step_median(&mut wasm, &b, steps / 2);
-    let mut native = native::NativePlan::<unet::Unet>::new(seed.0);
-    init(&mut native, UNET_ARGS);
-    let tn = step_median(&mut native, &b, steps / 2);
-    report("U-Net 64×64 / 16", "unet", tn, tw);
+    for (key, label, ..) in &cases {
+        let speedup = wasm_at[&(*key, 1)] / wasm_at[&(*key, 2)];
+        println!("{label}: wasm step at 2 threads is {speedup:.2}× faster than at 1");
+    }
 }
 
 /// `count` PNG files of `side`² pixels in `channels` channels, of seeded noise.
@@ -562,7 +585,7 @@ fn main() {
         }
     }
     if wanted("models") {
-        reference_models(&external, &seed);
+        reference_models(&seed);
     }
     if wanted("instantiation") {
         println!("\nInstantiation and compilation");

@@ -75,7 +75,8 @@ pub fn compute_ops(data: &[u8]) {
         compute_threads: 3,
         ..SandboxConfig::default()
     };
-    let mut state = crate::sandbox::host::HostState::new(&config, &StreamSeed([7; 32]));
+    let mut state = crate::sandbox::host::HostState::new(&config, &StreamSeed([7; 32]))
+        .expect("the compute threads start");
     let mut bytes = data.iter().copied();
     let mut next = move || bytes.next();
     let mut handles: Vec<u32> = Vec::new();

@@ -21,6 +21,15 @@ use super::bindings::compute;
 use super::bindings::types::{ErrorKind, PlanError};
 use super::host::HostState;
 
+/// Room a compute thread's stack keeps for the host's frames besides the
+/// plan's wasm stack (`stack_kib`): plan calls run on these threads.
+const HOST_FRAMES: usize = 32 << 20;
+
+/// Operations doing less than this many multiply-adds (or element visits)
+/// run on the plan's thread: handing them to the pool and waiting costs
+/// more than they take.
+const PARALLEL_WORK: usize = 1 << 16;
+
 /// A flat array of f32 a plan asked the host to hold.
 pub struct HostTensor {
     data: Vec<f32>,
@@ -33,32 +42,31 @@ impl HostTensor {
     }
 }
 
-/// The rayon pool of `threads` threads, made once per process and shared by
-/// every instance that asks for that many.
-pub(crate) fn pool(threads: usize) -> Arc<rayon::ThreadPool> {
-    static POOLS: OnceLock<Mutex<HashMap<usize, Arc<rayon::ThreadPool>>>> = OnceLock::new();
+/// The rayon pool of `threads` threads with room for a wasm stack of
+/// `wasm_stack` bytes, made once per process and shared by every instance
+/// that asks for the same; an error says why the threads could not start.
+pub(crate) fn pool(threads: usize, wasm_stack: usize) -> Result<Arc<rayon::ThreadPool>, String> {
+    type Pools = HashMap<(usize, usize), Arc<rayon::ThreadPool>>;
+    static POOLS: OnceLock<Mutex<Pools>> = OnceLock::new();
     let mut pools = POOLS
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    pools
-        .entry(threads)
-        .or_insert_with(|| {
-            let built = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .thread_name(|i| format!("fedwasm-compute-{i}"))
-                .build();
-            // A pool that cannot start threads still computes: on the
-            // calling thread, with the same bits.
-            Arc::new(built.unwrap_or_else(|_| {
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(1)
-                    .use_current_thread()
-                    .build()
-                    .expect("a one-thread pool on the current thread")
-            }))
-        })
-        .clone()
+    let stack = wasm_stack.saturating_add(HOST_FRAMES);
+    if let Some(pool) = pools.get(&(threads, stack)) {
+        return Ok(pool.clone());
+    }
+    // Plan calls run on these threads (see `PlanInstance::call`): room for
+    // the wasm stack and the host's frames below it.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .stack_size(stack)
+        .thread_name(|i| format!("fedwasm-compute-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| format!("cannot start {threads} compute threads: {e}"))?;
+    pools.insert((threads, stack), pool.clone());
+    Ok(pool)
 }
 
 fn invalid_data(message: String) -> PlanError {
@@ -285,7 +293,12 @@ impl HostState {
                 .iter()
                 .map(|t| Ok(self.tensor(t)?.data.as_slice()))
                 .collect::<wasmtime::Result<Vec<&[f32]>>>()?;
-            self.pool.install(|| op.run(&slices, &mut outputs));
+            // The plan call runs on a thread of the pool (`PlanInstance::call`).
+            if op.work(&lens) < PARALLEL_WORK {
+                fedwasm_kernels::parallel::serial(|| op.run(&slices, &mut outputs));
+            } else {
+                self.pool.install(|| op.run(&slices, &mut outputs));
+            }
         }
         let data = outputs.pop().unwrap_or_default();
         Ok(Ok(self.table.push(HostTensor { data })?))
@@ -463,7 +476,7 @@ mod tests {
             compute_threads: 2,
             ..SandboxConfig::default()
         };
-        HostState::new(&config, &StreamSeed([1; 32]))
+        HostState::new(&config, &StreamSeed([1; 32])).unwrap()
     }
 
     fn borrow(t: &Resource<HostTensor>) -> Resource<HostTensor> {

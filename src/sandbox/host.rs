@@ -137,10 +137,13 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(config: &SandboxConfig, seed: &StreamSeed) -> Self {
+    /// The state of a fresh instance; an error when its compute threads
+    /// cannot start.
+    pub(crate) fn new(config: &SandboxConfig, seed: &StreamSeed) -> Result<Self, String> {
         let stdout = CappedOutput::new(config.output_bytes);
         let stderr = CappedOutput::new(config.output_bytes);
-        HostState {
+        let pool = super::compute::pool(config.threads(), config.stack_kib.saturating_mul(1024))?;
+        Ok(HostState {
             wasi: wasi::deny_all(seed, stdout.clone(), stderr.clone()),
             table: ResourceTable::new(),
             memory: MemoryCap {
@@ -149,14 +152,14 @@ impl HostState {
                 host: 0,
                 hit: false,
             },
-            pool: super::compute::pool(config.threads()),
+            pool,
             random: seed.rng(),
             logs: Vec::new(),
             logs_dropped: 0,
             max_logs: config.log_messages,
             stdout,
             stderr,
-        }
+        })
     }
 }
 

@@ -56,7 +56,11 @@ impl PlanInstance {
         pre: &TrainingPlanPre<HostState>,
         seed: &StreamSeed,
     ) -> Result<Self, SandboxError> {
-        let mut store = Store::new(engine, HostState::new(config, seed));
+        let state = HostState::new(config, seed).map_err(|reason| SandboxError::Host {
+            function: "instantiate",
+            reason,
+        })?;
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.memory);
         // What one call may copy out of the plan (parameters, predictions):
         // wasmtime's default of 128 MiB would stop an honest model larger
@@ -139,20 +143,26 @@ impl PlanInstance {
         }
     }
 
-    fn call<T>(
+    /// Run one plan call on a thread of the instance's compute pool: the
+    /// plan's own thread is then one of the workers its tensor operations
+    /// spread over, and no operation waits for a hand-off between threads.
+    fn call<T: Send>(
         &mut self,
         function: &'static str,
-        f: impl FnOnce(&TrainingPlan, &mut Store<HostState>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&TrainingPlan, &mut Store<HostState>) -> wasmtime::Result<T> + Send,
     ) -> Result<T, SandboxError> {
         self.reset_deadline();
-        let result = f(&self.plan, &mut self.store);
+        let pool = self.store.data().pool.clone();
+        let (plan, store) = (&self.plan, &mut self.store);
+        let result = pool.install(|| f(plan, store));
         result.map_err(|e| self.classify(function, e))
     }
 
-    fn fallible<T>(
+    fn fallible<T: Send>(
         &mut self,
         function: &'static str,
-        f: impl FnOnce(&TrainingPlan, &mut Store<HostState>) -> wasmtime::Result<Result<T, PlanError>>,
+        f: impl FnOnce(&TrainingPlan, &mut Store<HostState>) -> wasmtime::Result<Result<T, PlanError>>
+        + Send,
     ) -> Result<T, SandboxError> {
         self.call(function, f)?.map_err(|e| SandboxError::Plan {
             function,

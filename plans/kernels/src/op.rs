@@ -270,6 +270,19 @@ impl Op {
         }
     }
 
+    /// Roughly how many multiply-adds (or element visits) the operation
+    /// does, to decide whether handing it to other threads pays.
+    pub fn work(&self, inputs: &[usize]) -> usize {
+        let elements = inputs.iter().fold(0usize, |a, &n| a.saturating_add(n));
+        match *self {
+            Op::MatMul(mm) => mm.m.saturating_mul(mm.k).saturating_mul(mm.n),
+            Op::Conv2d(c) | Op::Conv2dInputGrad(c) | Op::Conv2dWeightGrad { conv: c, .. } => c
+                .sizes()
+                .map_or(usize::MAX, |s| s.output_len.saturating_mul(s.patch)),
+            _ => elements,
+        }
+    }
+
     /// Floats of scratch the operation needs besides its outputs, per
     /// thread that works on it (im2col columns), for the memory budget.
     pub fn scratch(&self) -> usize {

@@ -7,8 +7,29 @@
 //! a task never shares an output with another, the order they run in never
 //! changes a bit.
 
-/// Threads the current pool runs tasks on (1 without the `parallel` feature).
+use std::cell::Cell;
+
+thread_local! {
+    /// Whether kernels on this thread run every task inline ([`serial`]).
+    static SERIAL: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` with every kernel it calls on this thread alone: for one
+/// configured thread, or work too small to hand out (handing a job to a
+/// pool and waiting for it costs microseconds). The same bits either way.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    let before = SERIAL.with(|s| s.replace(true));
+    let out = f();
+    SERIAL.with(|s| s.set(before));
+    out
+}
+
+/// Threads the current pool runs tasks on (1 without the `parallel`
+/// feature, or inside [`serial`]).
 pub fn threads() -> usize {
+    if SERIAL.with(Cell::get) {
+        return 1;
+    }
     #[cfg(feature = "parallel")]
     {
         rayon::current_num_threads()

@@ -53,6 +53,18 @@ fn better(best: (f32, usize), next: (f32, usize)) -> (f32, usize) {
 #[inline]
 fn winner(w: &Window, plane: &[f32], oy: usize, ox: usize) -> (f32, usize) {
     let width = w.input[1];
+    if w.padding == [0, 0] && w.dilation == [1, 1] {
+        // A plain rectangle inside the plane: no tap to skip.
+        let (y0, x0) = (oy * w.stride[0], ox * w.stride[1]);
+        let mut best = (plane[y0 * width + x0], y0 * width + x0);
+        for y in y0..y0 + w.kernel[0] {
+            let row = y * width;
+            for (x, &v) in plane[row + x0..row + x0 + w.kernel[1]].iter().enumerate() {
+                best = better(best, (v, row + x0 + x));
+            }
+        }
+        return best;
+    }
     let mut best: Option<(f32, usize)> = None;
     for i in 0..w.kernel[0] {
         let Some(y) = (oy * w.stride[0] + i * w.dilation[0]).checked_sub(w.padding[0]) else {
