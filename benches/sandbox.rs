@@ -6,7 +6,9 @@
 //!   or a worker process under a watchdog (what nodes use);
 //! - a DP-SGD step (per-sample clipping and noise) vs a plain SGD step;
 //! - the issue-11 reference models (MLP 784→128→10, LeNet-5, a BatchNorm
-//!   CNN on 64×64) and a U-Net on 64×64 masks in the sandbox vs natively vs PyTorch on CPU, the anchor
+//!   CNN on 64×64), a U-Net on 64×64 masks and ResNet-18 on 64×64 and
+//!   224×224 RGB, at 1 and 2 compute threads, in the sandbox vs natively vs
+//!   PyTorch on CPU, the anchor
 //!   run in the same session when `FEDWASM_BENCH_TORCH` names a Python
 //!   with torch installed;
 //! - what validation on the node (before and after training) adds to a round;
@@ -145,6 +147,13 @@ fn mask_batch(rows: usize) -> Batch {
     b
 }
 
+/// A batch of `rows` RGB images of `side`² pixels, `classes` classes, seeded.
+fn image_batch(rows: usize, side: usize, classes: usize) -> Batch {
+    let mut b = batch(rows, 3 * side * side, classes);
+    b.features.shape = vec![rows as u32, 3, side as u32, side as u32];
+    b
+}
+
 fn init(plan: &mut dyn PlanDriver, model_args: &str) {
     plan.init_model(model_args).unwrap();
     plan.init_optimizer(r#"{"lr": 0.01, "momentum": 0.9}"#)
@@ -233,7 +242,10 @@ fn reference_models(seed: &StreamSeed) {
     let bn_cnn = r#"{"input_shape": [1, 64, 64], "n_classes": 6, "channels": [16, 32, 64],
         "pooled_blocks": [1, 2], "global_pool": true, "hidden": [], "dropout": 0.0, "scaling": "none"}"#;
     let mlp_args = r#"{"n_features": 784, "n_classes": 10, "hidden": [128]}"#;
-    let cases: [(&str, &str, &std::path::Path, &str, Batch, usize); 4] = [
+    let resnet = component("resnet");
+    let resnet64 = r#"{"input_shape": [3, 64, 64], "n_classes": 10}"#;
+    let resnet224 = r#"{"input_shape": [3, 224, 224], "n_classes": 10}"#;
+    let cases: [(&str, &str, &std::path::Path, &str, Batch, usize); 6] = [
         (
             "mlp",
             "MLP 784→128→10 / 64",
@@ -266,14 +278,32 @@ fn reference_models(seed: &StreamSeed) {
             mask_batch(16),
             steps / 2,
         ),
+        (
+            "resnet18-64",
+            "ResNet-18 64×64 / 16",
+            &resnet,
+            resnet64,
+            image_batch(16, 64, 10),
+            steps / 5,
+        ),
+        (
+            "resnet18-224",
+            "ResNet-18 224×224 / 8",
+            &resnet,
+            resnet224,
+            image_batch(8, 224, 10),
+            steps / 20,
+        ),
     ];
     let cell = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{ms:.2}ms"));
     let mut wasm_at = std::collections::BTreeMap::new();
     for (key, label, path, args, b, steps) in &cases {
         for (t, threads) in [1usize, 2].into_iter().enumerate() {
+            // ResNet-18 on 224×224 keeps ~1 GiB of activations for backward.
             let sandbox = Sandbox::new(SandboxConfig {
                 interruption: Interruption::External,
                 compute_threads: threads,
+                memory_mib: 4096,
                 ..Default::default()
             })
             .unwrap();
@@ -288,6 +318,9 @@ fn reference_models(seed: &StreamSeed) {
             let tn = match *key {
                 "mlp" => native_step::<mlp::Mlp>(seed, args, b, *steps, &pool),
                 "unet" => native_step::<unet::Unet>(seed, args, b, *steps, &pool),
+                "resnet18-64" | "resnet18-224" => {
+                    native_step::<resnet::ResNet>(seed, args, b, *steps, &pool)
+                }
                 _ => native_step::<cnn::Cnn>(seed, args, b, *steps, &pool),
             };
             wasm_at.insert((*key, threads), tw);

@@ -71,6 +71,14 @@ models = [
     ("bn-cnn", bn_cnn(), (32, 1, 64, 64), 6),
 ]
 models.append(("unet", UNet(), (16, 1, 64, 64), 2))
+try:
+    import torchvision
+
+    models.append(("resnet18-64", torchvision.models.resnet18(num_classes=10), (16, 3, 64, 64), 10))
+    models.append(("resnet18-224", torchvision.models.resnet18(num_classes=10), (8, 3, 224, 224), 10))
+except ImportError:
+    print("torchvision missing: no ResNet anchor", file=sys.stderr)
+
 for name, model, shape, classes in models:
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     x = torch.rand(shape) * 2 - 1
@@ -81,7 +89,7 @@ for name, model, shape, classes in models:
     else:
         y = torch.arange(shape[0]) % classes
         loss = nn.functional.cross_entropy
-        n = steps
+        n = {"resnet18-64": steps // 5, "resnet18-224": steps // 20}.get(name, steps)
     times = []
     for _ in range(n + 5):
         t = time.perf_counter()

@@ -21,6 +21,8 @@ enum PlanChoice {
     Cnn,
     /// A U-Net segmenting nuclei in image tiles (data/nuclei-masks/, mask manifests).
     Unet,
+    /// A ResNet-18 (torchvision's names; small-input stem, width 8) on the nuclei patches.
+    Resnet,
 }
 
 /// How shards are drawn.
@@ -190,6 +192,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             PlanChoice::Mlp => DemoPlan::Mlp,
             PlanChoice::Cnn => DemoPlan::Cnn,
             PlanChoice::Unet => DemoPlan::Unet,
+            PlanChoice::Resnet => DemoPlan::Resnet,
         },
         seed: args.seed,
         split: match args.split {

@@ -34,6 +34,9 @@ pub enum DemoPlan {
     /// `plans/unet` on the mask manifest `data/nuclei-masks/train.csv`
     /// (scored by Dice on `data/nuclei-masks/test.csv`).
     Unet,
+    /// `plans/resnet` (ResNet-18, small-input stem, width 8) on the same
+    /// image folders as [`DemoPlan::Cnn`].
+    Resnet,
 }
 /// Everything the demo can vary.
 #[derive(Debug, Clone)]
@@ -167,6 +170,19 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
                    "optimizer_args": {"lr": 0.05, "momentum": 0.9}, "log_interval": 5,
                    "random_seed": options.seed, "seed_per_round": true}),
         ),
+        // A ResNet-18 on the same patches: the small-input stem (16×16 is
+        // far below ImageNet's 224×224) and 8 channels in its first layer.
+        DemoPlan::Resnet => (
+            "resnet",
+            "nuclei",
+            "class",
+            json!({"input_shape": [1, 16, 16], "n_classes": 2, "depth": 18, "width": 8,
+                   "small_input": true, "mean": 0.167, "std": 0.12,
+                   "horizontal_flip": true, "vertical_flip": true}),
+            json!({"num_updates": 20, "loader_args": {"batch_size": 32},
+                   "optimizer_args": {"lr": 0.05, "momentum": 0.9}, "log_interval": 5,
+                   "random_seed": options.seed, "seed_per_round": true}),
+        ),
         // 32×32 tiles and their masks, normalized as the patches are,
         // flipped both ways at random (the masks with them).
         DemoPlan::Unet => (
@@ -207,7 +223,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let tag = match options.plan {
         DemoPlan::LogisticRegression => "#breast-cancer",
         DemoPlan::Mlp => "#digits",
-        DemoPlan::Cnn => "#nuclei",
+        DemoPlan::Cnn | DemoPlan::Resnet => "#nuclei",
         DemoPlan::Unet => "#nuclei-masks",
     };
     let say = |line: String| {
@@ -219,7 +235,7 @@ pub async fn run_demo(options: DemoOptions) -> Result<DemoReport, DemoError> {
     // Data: shards for the nodes and a held-out part for the researcher.
     std::fs::create_dir_all(&options.work_dir).map_err(setup("creating the work folder"))?;
     let data = match options.plan {
-        DemoPlan::Cnn => image_shards(&options, data_file, tag)?,
+        DemoPlan::Cnn | DemoPlan::Resnet => image_shards(&options, data_file, tag)?,
         DemoPlan::Unet => mask_shards(&options, data_file, tag)?,
         _ => table_shards(&options, data_file, target, tag)?,
     };

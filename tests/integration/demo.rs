@@ -82,6 +82,18 @@ fn demo_trains_the_cnn_on_nucleus_images_to_90_percent_held_out() {
     assert_eq!(out.matches(" samples tagged #nuclei").count(), 3, "{out}");
 }
 
+/// The ResNet demo: torchvision's ResNet-18 layout (small-input stem, 8
+/// channels wide) on the same nucleus patches, its convolutions, batch
+/// normalization and residual sums on the nodes' host threads; the same
+/// floor as the CNN's.
+#[test]
+fn demo_trains_a_resnet_on_nucleus_images_to_90_percent_held_out() {
+    let (accuracy, out) = demo(&["--plan", "resnet", "--rounds", "4"]);
+    assert!(accuracy >= 0.90, "{out}");
+    assert!(out.contains("round 4/4"), "{out}");
+    assert!(out.contains("on 500 samples no node saw"), "{out}");
+}
+
 /// The segmentation demo: the U-Net on nucleus tiles and their masks dealt
 /// to three nodes as manifests; scored by Dice on the 64 held-out tiles of
 /// another part of the image. Floor 0.88 as in `segmentation.rs` (a

@@ -139,19 +139,65 @@ fn cnn_with_dropout_and_batch_norm_native_and_wasm_give_identical_parameters() {
     ));
 }
 
+/// [`assert_same_bytes`] for a plan on an image dataset (`images` under
+/// `data/`, a folder or, with `columns`, a manifest): wasm at 1, 2, 3 and 8
+/// compute threads and native give the same parameter bytes.
+fn assert_same_image_bytes<P: TrainingPlan>(
+    mut t: TrainingTask,
+    images: &str,
+    columns: Option<fedwasm::dataset::ManifestColumns>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let source = crate::support::data(images);
+    let loaded = fedwasm::dataset::read_images(&source, columns.as_ref(), 1 << 30).unwrap();
+    t.target = None;
+    t.images = Some(fedwasm::dataset::ImageSource {
+        manifest: columns,
+        digest: loaded.set.digest,
+    });
+    let mut wasm = Vec::new();
+    for threads in [1, 2, 3, 8] {
+        t.sandbox.compute_threads = threads;
+        let path = dir.path().join(format!("wasm-{threads}.safetensors"));
+        t.output_parameters = Some(path.clone());
+        let outcome =
+            run_in_worker(&fedwasm_bin(), &t, Duration::from_secs(300), &mut |_| {}).unwrap();
+        wasm.push((threads, outcome, std::fs::read(path).unwrap()));
+    }
+    let digest = Sha256Digest::of_file(&t.plan).unwrap();
+    let mut native_plan = NativePlan::<P>::new(t.plan_seed().unwrap().0);
+    let native_path = dir.path().join("native.safetensors");
+    t.output_parameters = Some(native_path.clone());
+    let native = train(&mut native_plan, digest, &loaded, &t, &mut |_| {}).unwrap();
+    let native_bytes = std::fs::read(native_path).unwrap();
+    for (threads, outcome, bytes) in wasm {
+        assert_eq!(
+            native.final_loss.to_bits(),
+            outcome.final_loss.to_bits(),
+            "{threads} threads"
+        );
+        assert_eq!(
+            native.training_metric, outcome.training_metric,
+            "{threads} threads"
+        );
+        assert!(
+            bytes == native_bytes,
+            "wasm on {threads} threads and native gave different parameters"
+        );
+    }
+}
+
 /// The U-Net on the shipped mask manifest, images and masks flipped,
 /// shifted and rotated by the host: skip connections (concatenation),
 /// upsampling, batch normalization and the per-pixel loss with soft Dice
 /// give the same bits natively and in wasm.
 #[test]
 fn unet_on_masks_native_and_wasm_give_identical_parameters() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = crate::support::data("nuclei-masks/test.csv");
     let columns = fedwasm::dataset::ManifestColumns {
         image: "image".into(),
         target: fedwasm::dataset::ManifestTarget::Mask("mask".into()),
     };
-    let mut t = task(
+    let t = task(
         example_plan("unet"),
         "nuclei-masks/test.csv",
         "mask",
@@ -160,25 +206,25 @@ fn unet_on_masks_native_and_wasm_give_identical_parameters() {
                            "crop_padding": 2, "rotation": 10}),
         r#"{"num_updates": 6, "random_seed": 6, "loader_args": {"batch_size": 8}}"#,
     );
-    t.target = None;
-    let loaded = fedwasm::dataset::read_images(&manifest, Some(&columns), 1 << 30).unwrap();
-    t.images = Some(fedwasm::dataset::ImageSource {
-        manifest: Some(columns),
-        digest: loaded.set.digest,
-    });
-    t.output_parameters = Some(dir.path().join("wasm.safetensors"));
-    let wasm = run_in_worker(&fedwasm_bin(), &t, Duration::from_secs(300), &mut |_| {}).unwrap();
-    let digest = Sha256Digest::of_file(&t.plan).unwrap();
-    let mut native_plan = NativePlan::<unet::Unet>::new(t.plan_seed().unwrap().0);
-    t.output_parameters = Some(dir.path().join("native.safetensors"));
-    let native = train(&mut native_plan, digest, &loaded, &t, &mut |_| {}).unwrap();
-    assert_eq!(native.final_loss.to_bits(), wasm.final_loss.to_bits());
-    assert_eq!(native.training_metric, wasm.training_metric);
-    let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
-    assert!(
-        read("native.safetensors") == read("wasm.safetensors"),
-        "native and wasm parameters differ"
+    assert_same_image_bytes::<unet::Unet>(t, "nuclei-masks/test.csv", Some(columns));
+}
+
+/// ResNet-18 (small-input stem) on the nucleus patches: strided and 1×1
+/// convolutions, batch normalization, residual sums, max and adaptive
+/// pooling give the same bits natively and in wasm, on any thread count.
+#[test]
+fn resnet_native_and_wasm_give_identical_parameters_on_any_thread_count() {
+    let t = task(
+        example_plan("resnet"),
+        "nuclei/test",
+        "class",
+        serde_json::json!({"input_shape": [1, 16, 16], "n_classes": 2, "width": 4,
+                           "small_input": true, "mean": 0.167, "std": 0.12,
+                           "horizontal_flip": true}),
+        r#"{"num_updates": 4, "random_seed": 7, "loader_args": {"batch_size": 16},
+            "optimizer_args": {"lr": 0.05, "momentum": 0.9}}"#,
     );
+    assert_same_image_bytes::<resnet::ResNet>(t, "nuclei/test", None);
 }
 
 fn trained_bytes(t: &TrainingTask) -> Vec<u8> {

@@ -70,10 +70,30 @@ impl Conv2d {
         })
     }
 
-    /// Floats of scratch one task needs (one image's columns).
+    /// Floats of scratch one task needs: one image's columns, or a group's
+    /// columns twice (staged, then side by side) and its outputs.
     pub fn scratch(&self) -> Option<usize> {
         let s = self.sizes()?;
-        s.patch.checked_mul(s.positions)
+        let one = s.patch.checked_mul(s.positions)?;
+        let group = self.group();
+        let side_by_side = one.checked_mul(group)?;
+        let outputs = self
+            .out_channels
+            .checked_mul(s.positions)?
+            .checked_mul(group)?;
+        one.checked_add(side_by_side.checked_mul(2)?)?
+            .checked_add(outputs)
+    }
+
+    /// Images whose columns are laid side by side for one matrix product:
+    /// small images give matrices too narrow for the register tiles, so up
+    /// to [`GROUP_FLOATS`] of columns are multiplied at once. 1 when one
+    /// image's columns fill that already.
+    fn group(&self) -> usize {
+        let one = self
+            .sizes()
+            .map_or(usize::MAX, |s| s.patch.saturating_mul(s.positions));
+        (GROUP_FLOATS / one.max(1)).clamp(1, self.batch.max(1))
     }
 
     fn checked(&self) -> ConvSizes {
@@ -81,6 +101,9 @@ impl Conv2d {
             .expect("convolution geometry checked by the caller")
     }
 }
+
+/// Most floats of im2col columns multiplied at once when images are small.
+const GROUP_FLOATS: usize = 1 << 21;
 
 thread_local! {
     static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -101,6 +124,14 @@ fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// `[O, C, kh, kw]`, `out` `[N, O, oh, ow]`; each output starts at its bias
 /// (or +0.0).
 pub fn conv2d(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    if conv.group() > 1 {
+        return grouped_forward(conv, x, w, bias, out);
+    }
+    each_image_forward(conv, x, w, bias, out);
+}
+
+/// [`conv2d`] one image at a time.
+fn each_image_forward(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let s = conv.checked();
     let (o, k, l) = (conv.out_channels, s.patch, s.positions);
     for_each_chunk_mut(&mut out[..s.output_len], (o * l).max(1), |n, dst| {
@@ -122,6 +153,14 @@ pub fn conv2d(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &m
 /// The input gradient: `dx[n] = col2im(wᵀ · g[n])` for the output gradient
 /// `g` `[N, O, oh, ow]`.
 pub fn conv2d_input_grad(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) {
+    if conv.group() > 1 {
+        return grouped_input_grad(conv, g, w, dx);
+    }
+    each_image_input_grad(conv, g, w, dx);
+}
+
+/// [`conv2d_input_grad`] one image at a time.
+fn each_image_input_grad(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) {
     let s = conv.checked();
     let (o, k, l) = (conv.out_channels, s.patch, s.positions);
     for_each_chunk_mut(&mut dx[..s.input_len], s.image.max(1), |n, dst| {
@@ -158,12 +197,148 @@ pub fn conv2d_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32], p
         for_each_chunk_mut(&mut dw[..conv.batch * o * k], (o * k).max(1), |n, dst| {
             product(n, dst, false)
         });
+    } else if conv.group() > 1 {
+        grouped_weight_grad(conv, g, x, &mut dw[..o * k]);
     } else {
-        let dw = &mut dw[..o * k];
-        dw.fill(0.0);
-        for n in 0..conv.batch {
-            product(n, dw, n > 0);
+        each_image_weight_grad(conv, g, x, &mut dw[..o * k]);
+    }
+}
+
+/// The summed weight gradient one image at a time.
+fn each_image_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
+    let s = conv.checked();
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    dw.fill(0.0);
+    for n in 0..conv.batch {
+        with_columns(k * l, |cols| {
+            im2col(&conv.window, &x[n * s.image..(n + 1) * s.image], cols);
+            gemm(
+                MatRef::row_major(&g[n * o * l..(n + 1) * o * l], o, l),
+                MatRef::row_major(cols, k, l).t(),
+                dw,
+                n > 0,
+            );
+        });
+    }
+}
+
+/// Images `n0..n1`'s im2col columns side by side, `[K, G·L]` (image `j`'s
+/// in columns `j·L..(j+1)·L`).
+fn side_by_side(conv: &Conv2d, x: &[f32], n0: usize, n1: usize) -> Vec<f32> {
+    let s = conv.checked();
+    let (k, l, g) = (s.patch, s.positions, n1 - n0);
+    let mut staged = vec![0.0f32; g * k * l];
+    for_each_chunk_mut(&mut staged, (k * l).max(1), |j, dst| {
+        let n = n0 + j;
+        im2col(&conv.window, &x[n * s.image..(n + 1) * s.image], dst);
+    });
+    let mut cols = vec![0.0f32; k * g * l];
+    for_each_chunk_mut(&mut cols, (g * l).max(1), |r, row| {
+        for j in 0..g {
+            row[j * l..(j + 1) * l].copy_from_slice(&staged[(j * k + r) * l..(j * k + r + 1) * l]);
         }
+    });
+    cols
+}
+
+/// The output gradient of images `n0..n1` as `[O, G·L]`.
+fn gradient_side_by_side(g: &[f32], o: usize, l: usize, n0: usize, n1: usize) -> Vec<f32> {
+    let count = n1 - n0;
+    let mut out = vec![0.0f32; o * count * l];
+    for_each_chunk_mut(&mut out, (count * l).max(1), |ch, row| {
+        for j in 0..count {
+            let at = ((n0 + j) * o + ch) * l;
+            row[j * l..(j + 1) * l].copy_from_slice(&g[at..at + l]);
+        }
+    });
+    out
+}
+
+/// Groups of images, in order: `(first, end)`.
+fn groups(conv: &Conv2d) -> impl Iterator<Item = (usize, usize)> {
+    let (batch, size) = (conv.batch, conv.group());
+    (0..batch)
+        .step_by(size)
+        .map(move |n0| (n0, (n0 + size).min(batch)))
+}
+
+/// [`conv2d`] for small images: one product per group of them. Each output
+/// is still its bias plus the fused sum over the patch in order.
+fn grouped_forward(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    let s = conv.checked();
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    for (n0, n1) in groups(conv) {
+        let gl = (n1 - n0) * l;
+        let cols = side_by_side(conv, x, n0, n1);
+        let mut y = vec![0.0f32; o * gl];
+        for (ch, row) in y.chunks_exact_mut(gl.max(1)).enumerate() {
+            row.fill(bias.map_or(0.0, |b| b[ch]));
+        }
+        gemm(
+            MatRef::row_major(w, o, k),
+            MatRef::row_major(&cols, k, gl),
+            &mut y,
+            true,
+        );
+        for_each_chunk_mut(
+            &mut out[n0 * o * l..n1 * o * l],
+            (o * l).max(1),
+            |j, dst| {
+                for (ch, plane) in dst.chunks_exact_mut(l.max(1)).enumerate() {
+                    plane.copy_from_slice(&y[ch * gl + j * l..ch * gl + (j + 1) * l]);
+                }
+            },
+        );
+    }
+}
+
+/// [`conv2d_input_grad`] for small images: `wᵀ` times a group's output
+/// gradients at once, then each image's columns added back (col2im).
+fn grouped_input_grad(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) {
+    let s = conv.checked();
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    for (n0, n1) in groups(conv) {
+        let gl = (n1 - n0) * l;
+        let gs = gradient_side_by_side(g, o, l, n0, n1);
+        let mut d = vec![0.0f32; k * gl];
+        gemm(
+            MatRef::row_major(w, o, k).t(),
+            MatRef::row_major(&gs, o, gl),
+            &mut d,
+            false,
+        );
+        for_each_chunk_mut(
+            &mut dx[n0 * s.image..n1 * s.image],
+            s.image.max(1),
+            |j, dst| {
+                dst.fill(0.0);
+                with_columns(k * l, |dcols| {
+                    for (r, row) in dcols.chunks_exact_mut(l.max(1)).enumerate() {
+                        row.copy_from_slice(&d[r * gl + j * l..r * gl + (j + 1) * l]);
+                    }
+                    col2im(&conv.window, dcols, dst);
+                });
+            },
+        );
+    }
+}
+
+/// The summed weight gradient for small images: one product per group, the
+/// groups in order, so every weight's fused sum runs over images and
+/// positions in the same order as one image at a time.
+fn grouped_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
+    let s = conv.checked();
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    for (i, (n0, n1)) in groups(conv).enumerate() {
+        let gl = (n1 - n0) * l;
+        let gs = gradient_side_by_side(g, o, l, n0, n1);
+        let cols = side_by_side(conv, x, n0, n1);
+        gemm(
+            MatRef::row_major(&gs, o, gl),
+            MatRef::row_major(&cols, k, gl).t(),
+            dw,
+            i > 0,
+        );
     }
 }
 
@@ -309,6 +484,32 @@ mod tests {
             .map(|i| (0..c.batch).map(|n| each[n * s.weight_len + i]).sum())
             .collect();
         assert_eq!(summed, dw);
+    }
+
+    #[test]
+    fn grouped_products_give_the_bits_of_one_image_at_a_time() {
+        let c = Conv2d { batch: 6, ..conv() };
+        assert!(c.group() > 1);
+        let s = c.sizes().unwrap();
+        let (x, w, g) = (
+            values(s.input_len, 7),
+            values(s.weight_len, 8),
+            values(s.output_len, 9),
+        );
+        let bias = [0.25, -0.5, 1.0, 0.0];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (mut a, mut b) = (vec![0.0; s.output_len], vec![0.0; s.output_len]);
+        grouped_forward(&c, &x, &w, Some(&bias), &mut a);
+        each_image_forward(&c, &x, &w, Some(&bias), &mut b);
+        assert_eq!(bits(&a), bits(&b));
+        let (mut a, mut b) = (vec![0.0; s.input_len], vec![0.0; s.input_len]);
+        grouped_input_grad(&c, &g, &w, &mut a);
+        each_image_input_grad(&c, &g, &w, &mut b);
+        assert_eq!(bits(&a), bits(&b));
+        let (mut a, mut b) = (vec![0.0; s.weight_len], vec![0.0; s.weight_len]);
+        grouped_weight_grad(&c, &g, &x, &mut a);
+        each_image_weight_grad(&c, &g, &x, &mut b);
+        assert_eq!(bits(&a), bits(&b));
     }
 
     #[cfg(feature = "parallel")]

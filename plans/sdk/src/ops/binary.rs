@@ -3,7 +3,9 @@
 //! parameter broadcast over the batch gets per-sample gradients for DP-SGD.
 
 use crate::error::PlanResult;
-use crate::tensor::{Grad, Need, Tensor, broadcast_shape, for_each_pair, numel, strides_within};
+use crate::tensor::{
+    Grad, HostGrad, Need, Tensor, broadcast_shape, for_each_pair, numel, strides_within,
+};
 
 use super::{per_sample_stride, shape_error};
 
@@ -48,7 +50,39 @@ impl Op {
 }
 
 impl Tensor {
+    /// `self + other` of one shape (a residual connection) on the backend:
+    /// each operand's gradient is the output's, passed on as it is.
+    fn add_same_shape(&self, other: &Tensor) -> PlanResult<Tensor> {
+        let out = crate::backend::run(fedwasm_kernels::Op::Add, &[self, other])?.remove(0);
+        let (a, b) = (self.clone(), other.clone());
+        Tensor::from_buf("add", out, self.shape(), &[self, other], move |g, need| {
+            let mut grads = Vec::with_capacity(2);
+            for (operand, n) in [(&a, need[0]), (&b, need[1])] {
+                grads.push(match n {
+                    Need::Nothing => None,
+                    Need::Sum => Some(HostGrad::Sum(g.clone())),
+                    // Sample s's gradient: its own rows of g, zero elsewhere.
+                    Need::PerSample(batch) => {
+                        let stride = per_sample_stride(operand.shape(), batch, "add")?;
+                        let size = operand.numel();
+                        let mut each = vec![0.0f32; batch * size];
+                        for (o, &v) in g.values().iter().enumerate() {
+                            each[(o / stride.max(1)) * size + o] = 0.0 + v;
+                        }
+                        Some(HostGrad::PerSample(Tensor::new(each, &[batch, size])?))
+                    }
+                    // Asked only of ghost operations (the linear map).
+                    Need::SampleSquares(_) | Need::Clipped(_) => None,
+                });
+            }
+            Ok(grads)
+        })
+    }
+
     fn binary(&self, other: &Tensor, op: Op) -> PlanResult<Tensor> {
+        if matches!(op, Op::Add) && self.shape() == other.shape() {
+            return self.add_same_shape(other);
+        }
         let out = broadcast_shape(self.shape(), other.shape()).ok_or_else(|| {
             shape_error(
                 op.name(),
