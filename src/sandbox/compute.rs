@@ -294,10 +294,17 @@ impl HostState {
                 .map(|t| Ok(self.tensor(t)?.data.as_slice()))
                 .collect::<wasmtime::Result<Vec<&[f32]>>>()?;
             // The plan call runs on a thread of the pool (`PlanInstance::call`).
-            if op.work(&lens) < PARALLEL_WORK {
-                fedwasm_kernels::parallel::serial(|| op.run(&slices, &mut outputs));
-            } else {
-                self.pool.install(|| op.run(&slices, &mut outputs));
+            // A kernel's bug stops this call, never the process serving it.
+            let small = op.work(&lens) < PARALLEL_WORK;
+            let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                if small {
+                    fedwasm_kernels::parallel::serial(|| op.run(&slices, &mut outputs));
+                } else {
+                    self.pool.install(|| op.run(&slices, &mut outputs));
+                }
+            }));
+            if ran.is_err() {
+                wasmtime::bail!("compute.{}: the host's kernel failed", op.name());
             }
         }
         let data = outputs.pop().unwrap_or_default();

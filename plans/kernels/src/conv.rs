@@ -6,8 +6,6 @@
 //! taken in order, each adding its product to the fused running sum: the
 //! same bits as one product over the whole batch, on any thread count.
 
-use std::cell::RefCell;
-
 use crate::gemm::{MatRef, gemm};
 use crate::im2col::{Window, col2im, im2col};
 use crate::parallel::for_each_chunk_mut;
@@ -86,14 +84,17 @@ impl Conv2d {
     }
 
     /// Images whose columns are laid side by side for one matrix product:
-    /// small images give matrices too narrow for the register tiles, so up
-    /// to [`GROUP_FLOATS`] of columns are multiplied at once. 1 when one
-    /// image's columns fill that already.
+    /// an image of few output positions gives a matrix too narrow for the
+    /// register tiles, so images are grouped up to [`GROUP_COLUMNS`]
+    /// positions (and [`GROUP_FLOATS`] of columns). 1 when one image is
+    /// wide enough: then images run in parallel, one product each.
     fn group(&self) -> usize {
-        let one = self
-            .sizes()
-            .map_or(usize::MAX, |s| s.patch.saturating_mul(s.positions));
-        (GROUP_FLOATS / one.max(1)).clamp(1, self.batch.max(1))
+        let Some(s) = self.sizes() else {
+            return 1;
+        };
+        let by_columns = GROUP_COLUMNS / s.positions.max(1);
+        let by_floats = GROUP_FLOATS / s.patch.saturating_mul(s.positions).max(1);
+        by_columns.min(by_floats).clamp(1, self.batch.max(1))
     }
 
     fn checked(&self) -> ConvSizes {
@@ -102,22 +103,18 @@ impl Conv2d {
     }
 }
 
+/// Output positions a group of small images is made up to (measured: one
+/// product per image wins from 256 positions up, a group below).
+const GROUP_COLUMNS: usize = 256;
 /// Most floats of im2col columns multiplied at once when images are small.
 const GROUP_FLOATS: usize = 1 << 21;
 
-thread_local! {
-    static COLUMNS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `f` with this thread's column scratch of `len` floats.
+/// `f` with `len` floats of column scratch of its own. Not a thread-local
+/// buffer: while a task waits inside a product, rayon may run another task
+/// of the same loop on its thread, which would need the buffer too.
 fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
-    COLUMNS.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() < len {
-            c.resize(len, 0.0);
-        }
-        f(&mut c[..len])
-    })
+    let mut columns = vec![0.0f32; len];
+    f(&mut columns)
 }
 
 /// `out[n, o] = bias[o] + Σ w[o, ·] ⋆ x[n, ·]`: `x` `[N, C, H, W]`, `w`
@@ -488,7 +485,14 @@ mod tests {
 
     #[test]
     fn grouped_products_give_the_bits_of_one_image_at_a_time() {
-        let c = Conv2d { batch: 6, ..conv() };
+        let c = Conv2d {
+            batch: 6,
+            window: Window {
+                input: [5, 4],
+                ..conv().window
+            },
+            ..conv()
+        };
         assert!(c.group() > 1);
         let s = c.sizes().unwrap();
         let (x, w, g) = (
@@ -515,7 +519,24 @@ mod tests {
     #[cfg(feature = "parallel")]
     #[test]
     fn thread_counts_do_not_change_a_bit() {
-        let c = Conv2d { batch: 7, ..conv() };
+        // Grouped images, and images one at a time (whose tasks may run
+        // inside each other's products on one thread: no shared scratch).
+        let wide = Conv2d {
+            batch: 7,
+            window: Window {
+                input: [40, 20],
+                ..conv().window
+            },
+            ..conv()
+        };
+        assert_eq!(wide.group(), 1);
+        for c in [Conv2d { batch: 7, ..conv() }, wide] {
+            threads_agree(c);
+        }
+    }
+
+    #[cfg(feature = "parallel")]
+    fn threads_agree(c: Conv2d) {
         let s = c.sizes().unwrap();
         let (x, w, g) = (
             values(s.input_len, 4),
