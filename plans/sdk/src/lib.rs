@@ -39,7 +39,7 @@
 //! - [`trainer`]: [`Trainer`], which runs a plan the way the WIT functions ask.
 //! - [`args`]: JSON model/optimizer arguments checked against the plan's declaration.
 //! - [`params`]: named tensors in and out of the model.
-//! - [`kernels`]: the plan-side numerical kernels (GEMM, im2col) of the
+//! - [`kernels`]: the plan-side numerical kernels (GEMM) of the
 //!   operations that still run in the plan; matrix products and
 //!   convolutions run on the node's host (`fedwasm-kernels`, see `backend`).
 //! - [`gradcheck`]: finite-difference gradient checks, for layers of your own.
