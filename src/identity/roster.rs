@@ -215,10 +215,14 @@ impl KeyRing {
     /// The roster in `path` (absent: empty), re-read whenever the file
     /// changes, so a key added or removed while the party runs counts at once.
     pub fn open(path: &Path) -> Result<KeyRing, IdentityError> {
+        // The stamp before the contents: a file replaced in between is then
+        // read again at the next message, instead of its change being missed
+        // for good (as when an operator adds a key while the node starts).
+        let seen = stamp(path);
         let roster = Roster::load(path)?;
         Ok(KeyRing {
             path: Some(path.to_path_buf()),
-            state: Mutex::new((roster, stamp(path))),
+            state: Mutex::new((roster, seen)),
             points: Mutex::default(),
             refused: AtomicU64::new(0),
         })
