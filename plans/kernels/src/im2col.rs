@@ -21,15 +21,19 @@ pub struct Window {
 
 impl Window {
     /// Output height and width, or `None` when the (dilated) kernel does not
-    /// fit in the padded input or a stride or dilation is zero.
+    /// fit in the padded input, a stride or dilation is zero, or a size
+    /// overflows.
     pub fn output(&self) -> Option<[usize; 2]> {
         let mut out = [0; 2];
         for (d, out) in out.iter_mut().enumerate() {
             if self.stride[d] == 0 || self.dilation[d] == 0 || self.kernel[d] == 0 {
                 return None;
             }
-            let span = self.dilation[d] * (self.kernel[d] - 1) + 1;
-            let padded = self.input[d] + 2 * self.padding[d];
+            // Checked: a plan may ask for any size; one that overflows fits nothing.
+            let span = self.dilation[d]
+                .checked_mul(self.kernel[d] - 1)?
+                .checked_add(1)?;
+            let padded = self.padding[d].checked_mul(2)?.checked_add(self.input[d])?;
             if span > padded {
                 return None;
             }

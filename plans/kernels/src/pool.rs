@@ -23,7 +23,8 @@ impl Pool2d {
     /// overflows.
     pub fn sizes(&self) -> Option<([usize; 2], usize, usize)> {
         let w = &self.window;
-        if w.channels != 1 || w.padding[0] * 2 > w.kernel[0] || w.padding[1] * 2 > w.kernel[1] {
+        let at_most_half = |d: usize| w.padding[d] <= w.kernel[d] / 2;
+        if w.channels != 1 || !at_most_half(0) || !at_most_half(1) {
             return None;
         }
         let out = w.output()?;
