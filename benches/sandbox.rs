@@ -162,11 +162,11 @@ fn init(plan: &mut dyn PlanDriver, model_args: &str) {
 
 fn step_time(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> Duration {
     for _ in 0..5 {
-        plan.training_step(batch).unwrap();
+        plan.training_step(batch.clone()).unwrap();
     }
     median(7, steps, || {
         for _ in 0..steps {
-            black_box(plan.training_step(batch).unwrap());
+            black_box(plan.training_step(batch.clone()).unwrap());
         }
     })
 }
@@ -557,10 +557,10 @@ fn image_task_split(sandbox: &Sandbox) {
 /// Median seconds of `steps` single training steps, after five warm-up steps.
 fn step_median(plan: &mut dyn PlanDriver, batch: &Batch, steps: usize) -> f64 {
     for _ in 0..5 {
-        plan.training_step(batch).unwrap();
+        plan.training_step(batch.clone()).unwrap();
     }
     median(steps, 1, || {
-        black_box(plan.training_step(batch).unwrap());
+        black_box(plan.training_step(batch.clone()).unwrap());
     })
     .as_secs_f64()
 }

@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+use fedwasm_kernels::{Activation, BatchNorm, Conv2d, MatMul, Op, Pool2d, Window};
+
 /// Bytes from the broker: as a signed envelope, opened or refused (with a
 /// roster that trusts on first use, so a valid signature reaches the body);
 /// as a message body, decoded or refused. What opens or decodes encodes to
@@ -65,7 +67,7 @@ pub fn worker_protocol(data: &[u8]) {
 /// call succeeds, is refused with a plan error, or stops the plan; none
 /// panics, and the host never holds more than the budget.
 pub fn compute_ops(data: &[u8]) {
-    use crate::sandbox::compute::{HostTensor, fuzz_op};
+    use crate::sandbox::compute::HostTensor;
     use crate::sandbox::random::StreamSeed;
     use crate::sandbox::{SandboxConfig, bindings::compute};
     use wasmtime::component::Resource;
@@ -117,5 +119,104 @@ pub fn compute_ops(data: &[u8]) {
             }
         }
         assert!(state.memory.within_budget(), "host tensors past the budget");
+    }
+}
+
+/// One fuzzed dimension: a byte (small) or, one time in eight, far past
+/// any budget.
+fn fuzz_dim(next: &mut impl FnMut() -> Option<u8>) -> usize {
+    match next() {
+        Some(b) if b % 8 == 7 => usize::MAX - usize::from(b),
+        Some(b) => usize::from(b % 40),
+        None => 1,
+    }
+}
+
+/// A fuzzed convolution or pooling window.
+fn fuzz_window(next: &mut impl FnMut() -> Option<u8>, channels: usize) -> Window {
+    let mut pair = || [fuzz_dim(next), fuzz_dim(next)];
+    Window {
+        channels,
+        input: pair(),
+        kernel: pair(),
+        stride: pair(),
+        padding: pair(),
+        dilation: pair(),
+    }
+}
+
+/// An operation made of fuzzer bytes, its kind from `kind`.
+fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
+    let activation = match kind / 16 % 5 {
+        0 => Activation::Relu,
+        1 => Activation::LeakyRelu(0.1),
+        2 => Activation::Sigmoid,
+        3 => Activation::Tanh,
+        _ => Activation::Gelu,
+    };
+    let conv = |next: &mut dyn FnMut() -> Option<u8>| {
+        let mut next = next;
+        let channels = fuzz_dim(&mut next);
+        Conv2d {
+            window: fuzz_window(&mut next, channels),
+            batch: fuzz_dim(&mut next),
+            out_channels: fuzz_dim(&mut next),
+        }
+    };
+    let bn = |next: &mut dyn FnMut() -> Option<u8>| {
+        let mut next = next;
+        BatchNorm {
+            batch: fuzz_dim(&mut next),
+            channels: fuzz_dim(&mut next),
+            spatial: fuzz_dim(&mut next),
+        }
+    };
+    match kind % 14 {
+        10 => Op::BatchNormStats {
+            bn: bn(next),
+            eps: 1e-5,
+        },
+        11 => Op::BatchNormApply(bn(next)),
+        12 => Op::BatchNormInputGrad {
+            bn: bn(next),
+            training: kind.is_multiple_of(3),
+        },
+        13 => Op::BatchNormAffineGrads(bn(next)),
+        0 => {
+            let (m, k, n) = (fuzz_dim(next), fuzz_dim(next), fuzz_dim(next));
+            Op::MatMul(MatMul {
+                m,
+                k,
+                n,
+                transpose_a: k % 2 == 0,
+                transpose_b: n % 2 == 0,
+            })
+        }
+        1 => Op::Conv2d(conv(next)),
+        2 => Op::Conv2dInputGrad(conv(next)),
+        3 => Op::Conv2dWeightGrad {
+            conv: conv(next),
+            per_sample: kind.is_multiple_of(3),
+        },
+        4 => Op::ChannelSums {
+            batch: fuzz_dim(next),
+            channels: fuzz_dim(next),
+            plane: fuzz_dim(next),
+            per_sample: kind.is_multiple_of(3),
+        },
+        5 => Op::Activate(activation),
+        6 => Op::ActivateGrad(activation),
+        7 | 8 => {
+            let pool = Pool2d {
+                planes: fuzz_dim(next),
+                window: fuzz_window(next, 1),
+            };
+            if kind % 14 == 7 {
+                Op::MaxPool2d(pool)
+            } else {
+                Op::MaxPool2dGrad(pool)
+            }
+        }
+        _ => Op::Add,
     }
 }

@@ -4,7 +4,7 @@
 //! Everything a plan passes here is hostile. A handle is checked by
 //! wasmtime's resource table (a dropped or foreign one traps); an
 //! operation's dimensions are checked against its inputs' lengths by
-//! [`Op::outputs`] before anything is allocated; every byte of a host
+//! [`Op::output_len`] before anything is allocated; every byte of a host
 //! tensor, and of the scratch an operation needs on each of its threads,
 //! is taken from the same memory budget as the plan's linear memory, and a
 //! request past it stops the call as a memory-limit breach. A kernel that
@@ -123,105 +123,6 @@ fn activation(a: compute::Activation) -> Activation {
     }
 }
 
-/// One fuzzed dimension: a byte (small) or, one time in eight, far past
-/// any budget.
-fn fuzz_dim(next: &mut impl FnMut() -> Option<u8>) -> usize {
-    match next() {
-        Some(b) if b % 8 == 7 => usize::MAX - usize::from(b),
-        Some(b) => usize::from(b % 40),
-        None => 1,
-    }
-}
-
-/// A fuzzed convolution or pooling window.
-fn fuzz_window(next: &mut impl FnMut() -> Option<u8>, channels: usize) -> Window {
-    let mut pair = || [fuzz_dim(next), fuzz_dim(next)];
-    Window {
-        channels,
-        input: pair(),
-        kernel: pair(),
-        stride: pair(),
-        padding: pair(),
-        dilation: pair(),
-    }
-}
-
-/// An operation made of fuzzer bytes, its kind from `kind`.
-pub(crate) fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
-    let activation = match kind / 16 % 5 {
-        0 => Activation::Relu,
-        1 => Activation::LeakyRelu(0.1),
-        2 => Activation::Sigmoid,
-        3 => Activation::Tanh,
-        _ => Activation::Gelu,
-    };
-    let conv = |next: &mut dyn FnMut() -> Option<u8>| {
-        let mut next = next;
-        let channels = fuzz_dim(&mut next);
-        Conv2d {
-            window: fuzz_window(&mut next, channels),
-            batch: fuzz_dim(&mut next),
-            out_channels: fuzz_dim(&mut next),
-        }
-    };
-    let bn = |next: &mut dyn FnMut() -> Option<u8>| {
-        let mut next = next;
-        BatchNorm {
-            batch: fuzz_dim(&mut next),
-            channels: fuzz_dim(&mut next),
-            spatial: fuzz_dim(&mut next),
-        }
-    };
-    match kind % 14 {
-        10 => Op::BatchNormStats {
-            bn: bn(next),
-            eps: 1e-5,
-        },
-        11 => Op::BatchNormApply(bn(next)),
-        12 => Op::BatchNormInputGrad {
-            bn: bn(next),
-            training: kind.is_multiple_of(3),
-        },
-        13 => Op::BatchNormAffineGrads(bn(next)),
-        0 => {
-            let (m, k, n) = (fuzz_dim(next), fuzz_dim(next), fuzz_dim(next));
-            Op::MatMul(MatMul {
-                m,
-                k,
-                n,
-                transpose_a: k % 2 == 0,
-                transpose_b: n % 2 == 0,
-            })
-        }
-        1 => Op::Conv2d(conv(next)),
-        2 => Op::Conv2dInputGrad(conv(next)),
-        3 => Op::Conv2dWeightGrad {
-            conv: conv(next),
-            per_sample: kind.is_multiple_of(3),
-        },
-        4 => Op::ChannelSums {
-            batch: fuzz_dim(next),
-            channels: fuzz_dim(next),
-            plane: fuzz_dim(next),
-            per_sample: kind.is_multiple_of(3),
-        },
-        5 => Op::Activate(activation),
-        6 => Op::ActivateGrad(activation),
-        7 | 8 => {
-            let pool = Pool2d {
-                planes: fuzz_dim(next),
-                window: fuzz_window(next, 1),
-            };
-            if kind % 14 == 7 {
-                Op::MaxPool2d(pool)
-            } else {
-                Op::MaxPool2dGrad(pool)
-            }
-        }
-        _ => Op::Add,
-    }
-}
-
 impl HostState {
     /// Hold `data` for the plan, its bytes taken from the budget.
     pub(crate) fn hold(
@@ -278,8 +179,8 @@ impl HostState {
             .iter()
             .map(|t| Ok(self.tensor(t)?.data.len()))
             .collect::<wasmtime::Result<Vec<usize>>>()?;
-        let out_len = match op.outputs(&lens) {
-            Ok(lens) => lens[0],
+        let out_len = match op.output_len(&lens) {
+            Ok(len) => len,
             Err(e) => return Ok(Err(invalid_data(e.0))),
         };
         let what = format!("compute.{}", op.name());
@@ -287,7 +188,7 @@ impl HostState {
             HostTensor::bytes(op.scratch()).saturating_mul(self.pool.current_num_threads());
         self.memory.check_transient(&what, scratch)?;
         self.memory.take_host(&what, HostTensor::bytes(out_len))?;
-        let mut outputs = vec![vec![0.0f32; out_len]];
+        let mut out = vec![0.0f32; out_len];
         {
             let slices = inputs
                 .iter()
@@ -298,17 +199,16 @@ impl HostState {
             let small = op.work(&lens) < PARALLEL_WORK;
             let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 if small {
-                    fedwasm_kernels::parallel::serial(|| op.run(&slices, &mut outputs));
+                    fedwasm_kernels::parallel::serial(|| op.run(&slices, &mut out));
                 } else {
-                    self.pool.install(|| op.run(&slices, &mut outputs));
+                    self.pool.install(|| op.run(&slices, &mut out));
                 }
             }));
             if ran.is_err() {
                 wasmtime::bail!("compute.{}: the host's kernel failed", op.name());
             }
         }
-        let data = outputs.pop().unwrap_or_default();
-        Ok(Ok(self.table.push(HostTensor { data })?))
+        Ok(Ok(self.table.push(HostTensor { data: out })?))
     }
 }
 

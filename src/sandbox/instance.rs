@@ -197,26 +197,26 @@ impl PlanInstance {
         })
     }
 
-    /// `training-step`: the batch is handed over as two host tensors.
-    pub fn training_step(&mut self, batch: &Batch) -> Result<StepReport, SandboxError> {
+    /// `training-step`: the batch is handed over as two host tensors,
+    /// moved, not copied.
+    pub fn training_step(&mut self, batch: Batch) -> Result<StepReport, SandboxError> {
+        let Batch { features, targets } = batch;
         self.fallible("training-step", |p, s| {
             let state = s.data_mut();
             let batch = WitBatch {
-                features: state.hold("training-step's features", batch.features.data.clone())?,
-                features_shape: batch.features.shape.clone(),
-                targets: state.hold("training-step's targets", batch.targets.data.clone())?,
-                targets_shape: batch.targets.shape.clone(),
+                features: state.hold("training-step's features", features.data)?,
+                features_shape: features.shape,
+                targets: state.hold("training-step's targets", targets.data)?,
+                targets_shape: targets.shape,
             };
             p.fedwasm_plan_plan().call_training_step(s, &batch)
         })
     }
 
-    /// `predict`: the features are handed over as a host tensor.
-    pub fn predict(&mut self, features: &Array) -> Result<Array, SandboxError> {
+    /// `predict`: the features are handed over as a host tensor, moved.
+    pub fn predict(&mut self, features: Array) -> Result<Array, SandboxError> {
         self.fallible("predict", |p, s| {
-            let held = s
-                .data_mut()
-                .hold("predict's features", features.data.clone())?;
+            let held = s.data_mut().hold("predict's features", features.data)?;
             p.fedwasm_plan_plan().call_predict(s, held, &features.shape)
         })
     }

@@ -17,10 +17,10 @@ pub trait PlanDriver {
     fn init_optimizer(&mut self, optimizer_args: &str) -> Result<(), SandboxError>;
     /// `training-data`
     fn training_data(&mut self, info: &DatasetInfo) -> Result<DataSpec, SandboxError>;
-    /// `training-step`
-    fn training_step(&mut self, batch: &Batch) -> Result<StepReport, SandboxError>;
-    /// `predict`
-    fn predict(&mut self, features: &Array) -> Result<Array, SandboxError>;
+    /// `training-step`, on a batch the plan then owns (no copy of it is made).
+    fn training_step(&mut self, batch: Batch) -> Result<StepReport, SandboxError>;
+    /// `predict`, on features the plan then owns.
+    fn predict(&mut self, features: Array) -> Result<Array, SandboxError>;
     /// `get-parameters`
     fn get_parameters(&mut self) -> Result<Vec<Tensor>, SandboxError>;
     /// `set-parameters`
@@ -46,10 +46,10 @@ impl PlanDriver for PlanInstance {
     fn training_data(&mut self, info: &DatasetInfo) -> Result<DataSpec, SandboxError> {
         PlanInstance::training_data(self, info)
     }
-    fn training_step(&mut self, batch: &Batch) -> Result<StepReport, SandboxError> {
+    fn training_step(&mut self, batch: Batch) -> Result<StepReport, SandboxError> {
         PlanInstance::training_step(self, batch)
     }
-    fn predict(&mut self, features: &Array) -> Result<Array, SandboxError> {
+    fn predict(&mut self, features: Array) -> Result<Array, SandboxError> {
         PlanInstance::predict(self, features)
     }
     fn get_parameters(&mut self) -> Result<Vec<Tensor>, SandboxError> {

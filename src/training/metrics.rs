@@ -123,7 +123,7 @@ pub fn predictions(
     let per_call = (PREDICT_BYTES / per_row).clamp(1, PREDICT_ROWS);
     for start in (0..samples.len()).step_by(per_call) {
         let end = (start + per_call).min(samples.len());
-        let out = instance.predict(&samples.feature_rows(start, end))?;
+        let out = instance.predict(samples.feature_rows(start, end))?;
         let rows = end - start;
         let fits = out.shape.first() == Some(&(rows as u32))
             && out.shape[1..] == shape[..]

@@ -370,7 +370,7 @@ pub fn train<'a>(
         drawn += indices.len() as u64;
         let stepping = Instant::now();
         data_ms += (stepping - building).as_secs_f64() * 1e3;
-        let report = plan.training_step(&batch)?;
+        let report = plan.training_step(batch)?;
         step_ms += stepping.elapsed().as_secs_f64() * 1e3;
         update += 1;
         samples_seen += report.samples as usize;

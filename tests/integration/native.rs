@@ -46,11 +46,11 @@ fn to_sdk_tensor(t: &host::Tensor) -> sdk::Tensor {
 
 /// The SDK tensor over a copy of `a`'s values.
 fn to_sdk_tensor_of(
-    a: &host::Array,
+    a: host::Array,
     what: &'static str,
 ) -> Result<fedwasm_plan::Tensor, SandboxError> {
     let shape: Vec<usize> = a.shape.iter().map(|&d| d as usize).collect();
-    fedwasm_plan::Tensor::new(a.data.clone(), &shape).map_err(|e| plan_error(what, e))
+    fedwasm_plan::Tensor::new(a.data, &shape).map_err(|e| plan_error(what, e))
 }
 
 fn to_host_args(args: Vec<sdk::ArgInfo>) -> Vec<host::ArgInfo> {
@@ -159,9 +159,9 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
         })
     }
 
-    fn training_step(&mut self, batch: &host::Batch) -> Result<host::StepReport, SandboxError> {
-        let features = to_sdk_tensor_of(&batch.features, "training-step")?;
-        let targets = to_sdk_tensor_of(&batch.targets, "training-step")?;
+    fn training_step(&mut self, batch: host::Batch) -> Result<host::StepReport, SandboxError> {
+        let features = to_sdk_tensor_of(batch.features, "training-step")?;
+        let targets = to_sdk_tensor_of(batch.targets, "training-step")?;
         let r = self
             .trainer
             .training_step(features, targets)
@@ -173,7 +173,7 @@ impl<P: TrainingPlan> PlanDriver for NativePlan<P> {
         })
     }
 
-    fn predict(&mut self, features: &host::Array) -> Result<host::Array, SandboxError> {
+    fn predict(&mut self, features: host::Array) -> Result<host::Array, SandboxError> {
         let out = self
             .trainer
             .predict(to_sdk_tensor_of(features, "predict")?)

@@ -2,7 +2,7 @@
 //! before anything is allocated, then run on the kernels.
 //!
 //! Host tensors are flat arrays of f32; shapes are the plan's business, so
-//! every operation carries the dimensions it works with and [`Op::outputs`]
+//! every operation carries the dimensions it works with and [`Op::output_len`]
 //! checks them against the inputs' lengths (and against overflow) before a
 //! byte is allocated. The node's host and the SDK's in-process backend call
 //! the same two functions, which is what makes them agree.
@@ -143,44 +143,14 @@ impl Op {
         }
     }
 
-    /// The lengths of the outputs, given the inputs' lengths: every
+    /// The length of the output, given the inputs' lengths: every
     /// dimension, length and count checked, nothing allocated.
-    pub fn outputs(&self, inputs: &[usize]) -> Result<Vec<usize>, OpError> {
+    pub fn output_len(&self, inputs: &[usize]) -> Result<usize, OpError> {
         let op = self.name();
         match *self {
-            Op::MatMul(mm) => {
-                arity(op, inputs, &[2, 3])?;
-                length(op, "a", inputs[0], product(op, &[mm.m, mm.k])?)?;
-                length(op, "b", inputs[1], product(op, &[mm.k, mm.n])?)?;
-                if let Some(&bias) = inputs.get(2) {
-                    length(op, "the bias", bias, mm.n)?;
-                }
-                Ok(vec![product(op, &[mm.m, mm.n])?])
-            }
-            Op::Conv2d(conv) => {
-                arity(op, inputs, &[2, 3])?;
-                let s = conv_sizes(op, &conv)?;
-                length(op, "the input", inputs[0], s.input_len)?;
-                length(op, "the weight", inputs[1], s.weight_len)?;
-                if let Some(&bias) = inputs.get(2) {
-                    length(op, "the bias", bias, conv.out_channels)?;
-                }
-                Ok(vec![s.output_len])
-            }
-            Op::Conv2dInputGrad(conv) => {
-                arity(op, inputs, &[2])?;
-                let s = conv_sizes(op, &conv)?;
-                length(op, "the output gradient", inputs[0], s.output_len)?;
-                length(op, "the weight", inputs[1], s.weight_len)?;
-                Ok(vec![s.input_len])
-            }
-            Op::Conv2dWeightGrad { conv, per_sample } => {
-                arity(op, inputs, &[2])?;
-                let s = conv_sizes(op, &conv)?;
-                length(op, "the output gradient", inputs[0], s.output_len)?;
-                length(op, "the input", inputs[1], s.input_len)?;
-                let copies = if per_sample { conv.batch } else { 1 };
-                Ok(vec![product(op, &[copies, s.weight_len])?])
+            Op::MatMul(mm) => matmul_len(op, &mm, inputs),
+            Op::Conv2d(_) | Op::Conv2dInputGrad(_) | Op::Conv2dWeightGrad { .. } => {
+                conv_len(op, self, inputs)
             }
             Op::ChannelSums {
                 batch,
@@ -191,82 +161,27 @@ impl Op {
                 arity(op, inputs, &[1])?;
                 length(op, "g", inputs[0], product(op, &[batch, channels, plane])?)?;
                 let copies = if per_sample { batch } else { 1 };
-                Ok(vec![product(op, &[copies, channels])?])
+                product(op, &[copies, channels])
             }
             Op::Add => {
                 arity(op, inputs, &[2])?;
                 length(op, "b", inputs[1], inputs[0])?;
-                Ok(vec![inputs[0]])
+                Ok(inputs[0])
             }
             Op::Activate(_) => {
                 arity(op, inputs, &[1])?;
-                Ok(vec![inputs[0]])
+                Ok(inputs[0])
             }
             Op::ActivateGrad(_) => {
                 arity(op, inputs, &[2])?;
                 length(op, "the output gradient", inputs[1], inputs[0])?;
-                Ok(vec![inputs[0]])
+                Ok(inputs[0])
             }
-            Op::MaxPool2d(pool) => {
-                arity(op, inputs, &[1])?;
-                let (_, input, output) = pool_sizes(op, &pool)?;
-                length(op, "the input", inputs[0], input)?;
-                Ok(vec![output])
-            }
-            Op::MaxPool2dGrad(pool) => {
-                arity(op, inputs, &[2])?;
-                let (_, input, output) = pool_sizes(op, &pool)?;
-                length(op, "the input", inputs[0], input)?;
-                length(op, "the output gradient", inputs[1], output)?;
-                Ok(vec![input])
-            }
-            Op::BatchNormStats { bn, .. } => {
-                arity(op, inputs, &[1])?;
-                let len = bn_len(op, &bn)?;
-                length(op, "the input", inputs[0], len)?;
-                Ok(vec![product(op, &[3, bn.channels])?])
-            }
-            Op::BatchNormApply(bn) => {
-                arity(op, inputs, &[4])?;
-                let len = bn_len(op, &bn)?;
-                length(op, "the input", inputs[0], len)?;
-                at_least(
-                    op,
-                    "the statistics",
-                    inputs[1],
-                    product(op, &[2, bn.channels])?,
-                )?;
-                length(op, "the weight", inputs[2], bn.channels)?;
-                length(op, "the bias", inputs[3], bn.channels)?;
-                Ok(vec![len])
-            }
-            Op::BatchNormInputGrad { bn, .. } => {
-                arity(op, inputs, &[4])?;
-                let len = bn_len(op, &bn)?;
-                length(op, "the input", inputs[0], len)?;
-                at_least(
-                    op,
-                    "the statistics",
-                    inputs[1],
-                    product(op, &[2, bn.channels])?,
-                )?;
-                length(op, "the weight", inputs[2], bn.channels)?;
-                length(op, "the output gradient", inputs[3], len)?;
-                Ok(vec![len])
-            }
-            Op::BatchNormAffineGrads(bn) => {
-                arity(op, inputs, &[3])?;
-                let len = bn_len(op, &bn)?;
-                length(op, "the input", inputs[0], len)?;
-                at_least(
-                    op,
-                    "the statistics",
-                    inputs[1],
-                    product(op, &[2, bn.channels])?,
-                )?;
-                length(op, "the output gradient", inputs[2], len)?;
-                Ok(vec![product(op, &[2, bn.channels])?])
-            }
+            Op::MaxPool2d(pool) | Op::MaxPool2dGrad(pool) => pool_len(op, self, &pool, inputs),
+            Op::BatchNormStats { bn, .. }
+            | Op::BatchNormApply(bn)
+            | Op::BatchNormInputGrad { bn, .. }
+            | Op::BatchNormAffineGrads(bn) => batch_norm_len(op, self, &bn, inputs),
         }
     }
 
@@ -294,14 +209,13 @@ impl Op {
         }
     }
 
-    /// Run the operation. `inputs` and `outputs` must have the lengths
-    /// [`Op::outputs`] accepted (outputs zero-filled or not: every value is
-    /// written).
+    /// Run the operation. `inputs` and `out` must have the lengths
+    /// [`Op::output_len`] accepted (`out` zero-filled or not: every value
+    /// is written).
     ///
     /// # Panics
     /// When they do not (a caller's bug).
-    pub fn run(&self, inputs: &[&[f32]], outputs: &mut [Vec<f32>]) {
-        let out = &mut outputs[0][..];
+    pub fn run(&self, inputs: &[&[f32]], out: &mut [f32]) {
         match *self {
             Op::MatMul(mm) => {
                 let a = if mm.transpose_a {
@@ -359,6 +273,103 @@ impl Op {
                 batch_norm_affine_grads(&bn, inputs[0], inputs[1], inputs[2], out)
             }
         }
+    }
+}
+
+/// [`Op::output_len`] of a matrix product: a, b and an optional bias.
+fn matmul_len(op: &str, mm: &MatMul, inputs: &[usize]) -> Result<usize, OpError> {
+    arity(op, inputs, &[2, 3])?;
+    length(op, "a", inputs[0], product(op, &[mm.m, mm.k])?)?;
+    length(op, "b", inputs[1], product(op, &[mm.k, mm.n])?)?;
+    if let Some(&bias) = inputs.get(2) {
+        length(op, "the bias", bias, mm.n)?;
+    }
+    product(op, &[mm.m, mm.n])
+}
+
+/// [`Op::output_len`] of a convolution or one of its gradients.
+fn conv_len(op: &str, which: &Op, inputs: &[usize]) -> Result<usize, OpError> {
+    let (Op::Conv2d(conv) | Op::Conv2dInputGrad(conv) | Op::Conv2dWeightGrad { conv, .. }) = which
+    else {
+        unreachable!("conv_len is called for convolutions only");
+    };
+    let s = conv_sizes(op, conv)?;
+    match *which {
+        Op::Conv2d(_) => {
+            arity(op, inputs, &[2, 3])?;
+            length(op, "the input", inputs[0], s.input_len)?;
+            length(op, "the weight", inputs[1], s.weight_len)?;
+            if let Some(&bias) = inputs.get(2) {
+                length(op, "the bias", bias, conv.out_channels)?;
+            }
+            Ok(s.output_len)
+        }
+        Op::Conv2dInputGrad(_) => {
+            arity(op, inputs, &[2])?;
+            length(op, "the output gradient", inputs[0], s.output_len)?;
+            length(op, "the weight", inputs[1], s.weight_len)?;
+            Ok(s.input_len)
+        }
+        _ => {
+            arity(op, inputs, &[2])?;
+            length(op, "the output gradient", inputs[0], s.output_len)?;
+            length(op, "the input", inputs[1], s.input_len)?;
+            let per_sample = matches!(
+                which,
+                Op::Conv2dWeightGrad {
+                    per_sample: true,
+                    ..
+                }
+            );
+            let copies = if per_sample { conv.batch } else { 1 };
+            product(op, &[copies, s.weight_len])
+        }
+    }
+}
+
+/// [`Op::output_len`] of max pooling (x) or its gradient (x, g).
+fn pool_len(op: &str, which: &Op, pool: &Pool2d, inputs: &[usize]) -> Result<usize, OpError> {
+    let (_, input, output) = pool_sizes(op, pool)?;
+    if matches!(which, Op::MaxPool2d(_)) {
+        arity(op, inputs, &[1])?;
+        length(op, "the input", inputs[0], input)?;
+        return Ok(output);
+    }
+    arity(op, inputs, &[2])?;
+    length(op, "the input", inputs[0], input)?;
+    length(op, "the output gradient", inputs[1], output)?;
+    Ok(input)
+}
+
+/// [`Op::output_len`] of batch normalization's operations: each takes x
+/// first, then (except the statistics) the statistics, then its own.
+fn batch_norm_len(
+    op: &str,
+    which: &Op,
+    bn: &BatchNorm,
+    inputs: &[usize],
+) -> Result<usize, OpError> {
+    let len = bn_len(op, bn)?;
+    let c = bn.channels;
+    let (count, rest): (usize, &[(&str, usize)]) = match which {
+        Op::BatchNormStats { .. } => (1, &[]),
+        Op::BatchNormApply(_) => (4, &[("the weight", c), ("the bias", c)]),
+        Op::BatchNormInputGrad { .. } => (4, &[("the weight", c), ("the output gradient", len)]),
+        _ => (3, &[("the output gradient", len)]),
+    };
+    arity(op, inputs, &[count])?;
+    length(op, "the input", inputs[0], len)?;
+    if matches!(which, Op::BatchNormStats { .. }) {
+        return product(op, &[3, c]);
+    }
+    at_least(op, "the statistics", inputs[1], product(op, &[2, c])?)?;
+    for (&got, &(name, expected)) in inputs[2..].iter().zip(rest) {
+        length(op, name, got, expected)?;
+    }
+    if matches!(which, Op::BatchNormAffineGrads(_)) {
+        product(op, &[2, c])
+    } else {
+        Ok(len)
     }
 }
 
@@ -433,7 +444,7 @@ mod tests {
             transpose_a: false,
             transpose_b: false,
         };
-        let err = Op::MatMul(huge).outputs(&[4, 4]).unwrap_err();
+        let err = Op::MatMul(huge).output_len(&[4, 4]).unwrap_err();
         assert!(
             err.0.contains("overflow") || err.0.contains("should hold"),
             "{err}"
@@ -444,24 +455,24 @@ mod tests {
             n: 4,
             ..huge
         };
-        assert_eq!(Op::MatMul(small).outputs(&[6, 12]).unwrap(), vec![8]);
+        assert_eq!(Op::MatMul(small).output_len(&[6, 12]).unwrap(), 8);
         assert!(
             Op::MatMul(small)
-                .outputs(&[6, 11])
+                .output_len(&[6, 11])
                 .unwrap_err()
                 .0
                 .contains("b should hold 12")
         );
         assert!(
             Op::MatMul(small)
-                .outputs(&[6])
+                .output_len(&[6])
                 .unwrap_err()
                 .0
                 .contains("inputs")
         );
         assert!(
             Op::MatMul(small)
-                .outputs(&[6, 12, 3])
+                .output_len(&[6, 12, 3])
                 .unwrap_err()
                 .0
                 .contains("bias")
@@ -480,12 +491,12 @@ mod tests {
         };
         assert!(
             Op::Conv2d(conv)
-                .outputs(&[4, 9])
+                .output_len(&[4, 9])
                 .unwrap_err()
                 .0
                 .contains("does not fit")
         );
-        assert!(Op::Add.outputs(&[3, 4]).is_err());
+        assert!(Op::Add.output_len(&[3, 4]).is_err());
     }
 
     #[test]
@@ -497,8 +508,8 @@ mod tests {
             transpose_a: false,
             transpose_b: false,
         };
-        let mut out = vec![vec![0.0; 4]];
+        let mut out = vec![0.0; 4];
         Op::MatMul(mm).run(&[&[1.0, 2.0], &[3.0, 4.0], &[0.5, -0.5]], &mut out);
-        assert_eq!(out[0], vec![3.5, 3.5, 6.5, 7.5]);
+        assert_eq!(out, vec![3.5, 3.5, 6.5, 7.5]);
     }
 }

@@ -99,12 +99,6 @@ impl Buf {
     }
 }
 
-impl From<Vec<f32>> for Buf {
-    fn from(values: Vec<f32>) -> Buf {
-        Buf::local(values)
-    }
-}
-
 /// `a + b` of two tensors of one length: in the plan when both are there
 /// already, on the host otherwise (the same bits either way: one rounded
 /// addition per element).
@@ -125,29 +119,29 @@ pub(crate) fn add(a: &Tensor, b: &Tensor) -> PlanResult<Tensor> {
             .collect();
         return Ok(Tensor::from_values(Buf::local(sum), a.shape()));
     }
-    let sum = run(Op::Add, &[a, b])?.remove(0);
+    let sum = run(Op::Add, &[a, b])?;
     Ok(Tensor::from_values(sum, a.shape()))
 }
 
-/// Run `op` on the values of `inputs`, giving its outputs' values: on the
+/// Run `op` on the values of `inputs`, giving its output's values: on the
 /// node's host in wasm, in this process natively, with the same kernels.
-pub(crate) fn run(op: Op, inputs: &[&Tensor]) -> PlanResult<Vec<Buf>> {
+pub(crate) fn run(op: Op, inputs: &[&Tensor]) -> PlanResult<Buf> {
     let lens: Vec<usize> = inputs.iter().map(|t| t.numel()).collect();
-    let out_lens = op.outputs(&lens).map_err(|e| invalid_data(e.0))?;
-    execute(op, inputs, &out_lens)
+    let out_len = op.output_len(&lens).map_err(|e| invalid_data(e.0))?;
+    execute(op, inputs, out_len)
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn execute(op: Op, inputs: &[&Tensor], out_lens: &[usize]) -> PlanResult<Vec<Buf>> {
+fn execute(op: Op, inputs: &[&Tensor], out_len: usize) -> PlanResult<Buf> {
     let held: Vec<std::cell::Ref<'_, [f32]>> = inputs.iter().map(|t| t.values()).collect();
     let slices: Vec<&[f32]> = held.iter().map(|v| &**v).collect();
-    let mut outputs: Vec<Vec<f32>> = out_lens.iter().map(|&n| vec![0.0; n]).collect();
-    op.run(&slices, &mut outputs);
-    Ok(outputs.into_iter().map(Buf::local).collect())
+    let mut out = vec![0.0; out_len];
+    op.run(&slices, &mut out);
+    Ok(Buf::local(out))
 }
 
 #[cfg(target_arch = "wasm32")]
-fn execute(op: Op, inputs: &[&Tensor], out_lens: &[usize]) -> PlanResult<Vec<Buf>> {
+fn execute(op: Op, inputs: &[&Tensor], out_len: usize) -> PlanResult<Buf> {
     for t in inputs {
         if t.buf().remote.is_none() {
             t.buf_mut().upload()?;
@@ -158,12 +152,11 @@ fn execute(op: Op, inputs: &[&Tensor], out_lens: &[usize]) -> PlanResult<Vec<Buf
         .iter()
         .map(|b| b.remote.as_ref().expect("uploaded above"))
         .collect();
-    let out = call(&op, &h)?;
-    Ok(vec![Buf::remote(out, out_lens[0])])
+    Ok(Buf::remote(call(&op, &h)?, out_len))
 }
 
 /// The `compute` function for `op`, on the handles `h` (as many as
-/// [`Op::outputs`] accepted).
+/// [`Op::output_len`] accepted).
 #[cfg(target_arch = "wasm32")]
 fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
     let d = |v: usize| v as u32;

@@ -53,7 +53,7 @@ impl Tensor {
     /// `self + other` of one shape (a residual connection) on the backend:
     /// each operand's gradient is the output's, passed on as it is.
     fn add_same_shape(&self, other: &Tensor) -> PlanResult<Tensor> {
-        let out = crate::backend::run(fedwasm_kernels::Op::Add, &[self, other])?.remove(0);
+        let out = crate::backend::run(fedwasm_kernels::Op::Add, &[self, other])?;
         let (a, b) = (self.clone(), other.clone());
         Tensor::from_buf("add", out, self.shape(), &[self, other], move |g, need| {
             let mut grads = Vec::with_capacity(2);

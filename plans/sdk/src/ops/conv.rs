@@ -47,6 +47,56 @@ pub(crate) fn nchw(x: &Tensor, op: &str) -> PlanResult<[usize; 4]> {
     }
 }
 
+/// The convolution of `x` by `weight` (and `bias`), its shapes checked
+/// against each other and the window against the input.
+fn geometry(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    options: Conv2dOptions,
+) -> PlanResult<Conv2d> {
+    let [n, c, h, wd] = nchw(x, "conv2d")?;
+    let [o, ci, kh, kw] = *weight.shape() else {
+        return Err(shape_error(
+            "conv2d",
+            format!("weight must be [out, in, kh, kw], got {:?}", weight.shape()),
+        ));
+    };
+    if ci != c {
+        return Err(shape_error(
+            "conv2d",
+            format!("input has {c} channels, the weight expects {ci}"),
+        ));
+    }
+    if let Some(b) = bias
+        && b.shape() != [o]
+    {
+        return Err(shape_error(
+            "conv2d",
+            format!("bias must be [{o}], got {:?}", b.shape()),
+        ));
+    }
+    let window = KernelWindow {
+        channels: c,
+        input: [h, wd],
+        kernel: [kh, kw],
+        stride: options.stride,
+        padding: options.padding,
+        dilation: options.dilation,
+    };
+    if window.output().is_none() {
+        return Err(shape_error(
+            "conv2d",
+            format!("a {kh}×{kw} kernel with {options:?} does not fit a {h}×{wd} input"),
+        ));
+    }
+    Ok(Conv2d {
+        batch: n,
+        window,
+        out_channels: o,
+    })
+}
+
 impl Tensor {
     /// Cross-correlation of `[N, C, H, W]` with `weight` `[O, C, kh, kw]`,
     /// plus `bias` `[O]`, giving `[N, O, oh, ow]`.
@@ -56,50 +106,13 @@ impl Tensor {
         bias: Option<&Tensor>,
         options: Conv2dOptions,
     ) -> PlanResult<Tensor> {
-        let [n, c, h, wd] = nchw(self, "conv2d")?;
-        let [o, ci, kh, kw] = *weight.shape() else {
-            return Err(shape_error(
-                "conv2d",
-                format!("weight must be [out, in, kh, kw], got {:?}", weight.shape()),
-            ));
-        };
-        if ci != c {
-            return Err(shape_error(
-                "conv2d",
-                format!("input has {c} channels, the weight expects {ci}"),
-            ));
-        }
-        if let Some(b) = bias
-            && b.shape() != [o]
-        {
-            return Err(shape_error(
-                "conv2d",
-                format!("bias must be [{o}], got {:?}", b.shape()),
-            ));
-        }
-        let window = KernelWindow {
-            channels: c,
-            input: [h, wd],
-            kernel: [kh, kw],
-            stride: options.stride,
-            padding: options.padding,
-            dilation: options.dilation,
-        };
-        let [oh, ow] = window.output().ok_or_else(|| {
-            shape_error(
-                "conv2d",
-                format!("a {kh}×{kw} kernel with {options:?} does not fit a {h}×{wd} input"),
-            )
-        })?;
-        let conv = Conv2d {
-            batch: n,
-            window,
-            out_channels: o,
-        };
+        let conv = geometry(self, weight, bias, options)?;
+        let [oh, ow] = conv.window.output().expect("checked by geometry");
+        let (n, o) = (conv.batch, conv.out_channels);
         let l = oh * ow;
         let mut inputs = vec![self, weight];
         inputs.extend(bias);
-        let out = backend::run(Op::Conv2d(conv), &inputs)?.remove(0);
+        let out = backend::run(Op::Conv2d(conv), &inputs)?;
         let (x, w) = (self.clone(), weight.clone());
         let (weight_len, x_shape, w_shape) = (
             weight.numel(),
@@ -108,10 +121,7 @@ impl Tensor {
         );
         Tensor::from_buf("conv2d", out, &[n, o, oh, ow], &inputs, move |gt, need| {
             let host = |op: Op, inputs: &[&Tensor], shape: &[usize]| -> PlanResult<Tensor> {
-                Ok(Tensor::from_values(
-                    backend::run(op, inputs)?.remove(0),
-                    shape,
-                ))
+                Ok(Tensor::from_values(backend::run(op, inputs)?, shape))
             };
             let dx = match need[0] {
                 Need::Sum => Some(HostGrad::Sum(host(

@@ -15,15 +15,13 @@ impl Tensor {
     /// An activation on the backend; its derivative from the saved input.
     fn activation(&self, a: Activation) -> Tensor {
         const SAME_LENGTH: &str = "an activation keeps its input's length";
-        let out = backend::run(Op::Activate(a), &[self])
-            .expect(SAME_LENGTH)
-            .remove(0);
+        let out = backend::run(Op::Activate(a), &[self]).expect(SAME_LENGTH);
         let input = self.clone();
         Tensor::from_buf(a.name(), out, self.shape(), &[self], move |g, need| {
             if need[0] == Need::Nothing {
                 return Ok(vec![None]);
             }
-            let dx = backend::run(Op::ActivateGrad(a), &[&input, g])?.remove(0);
+            let dx = backend::run(Op::ActivateGrad(a), &[&input, g])?;
             Ok(vec![Some(HostGrad::Sum(Tensor::from_values(
                 dx,
                 input.shape(),

@@ -12,8 +12,7 @@ use crate::tensor::{HostGrad, Need, Tensor, clip_factors};
 
 /// `op(a)·op(b)` (+ a bias every row starts from) on the backend.
 fn product(mm: MatMul, inputs: &[&Tensor]) -> PlanResult<Buf> {
-    let mut out = backend::run(Op::MatMul(mm), inputs)?;
-    Ok(out.remove(0))
+    backend::run(Op::MatMul(mm), inputs)
 }
 
 /// A copy of the output gradient's values in the plan, when a need is one
@@ -255,7 +254,7 @@ impl Tensor {
                             plane: 1,
                             per_sample: false,
                         };
-                        let db = backend::run(sums, &[gt])?.remove(0);
+                        let db = backend::run(sums, &[gt])?;
                         Some(HostGrad::Sum(Tensor::from_values(db, &[n_out])))
                     }
                     Need::SampleSquares(batch) if per_sample(batch)? == 1 => {

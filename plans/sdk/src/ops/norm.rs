@@ -51,7 +51,7 @@ fn batch_statistics(x: &Tensor, bn: BatchNorm, args: &BatchNormArgs<'_>) -> Plan
     let c = bn.channels;
     if args.training {
         let op = Op::BatchNormStats { bn, eps: args.eps };
-        let stats = Tensor::from_values(backend::run(op, &[x])?.remove(0), &[3 * c]);
+        let stats = Tensor::from_values(backend::run(op, &[x])?, &[3 * c]);
         {
             let s = stats.values();
             let mut rm = args.running_mean.values_mut();
@@ -180,7 +180,7 @@ impl Tensor {
             .cloned()
             .unwrap_or_else(|| Tensor::full(&[c], 1.0));
         let beta = args.bias.cloned().unwrap_or_else(|| Tensor::zeros(&[c]));
-        let out = backend::run(Op::BatchNormApply(bn), &[self, &stats, &gamma, &beta])?.remove(0);
+        let out = backend::run(Op::BatchNormApply(bn), &[self, &stats, &gamma, &beta])?;
         let training = args.training;
         let mut inputs = vec![self];
         inputs.extend(args.weight);
@@ -197,7 +197,7 @@ impl Tensor {
             let mut grads = Vec::with_capacity(need.len());
             grads.push(if need[0] == Need::Sum {
                 let op = Op::BatchNormInputGrad { bn, training };
-                let dx = backend::run(op, &[&x, &stats, &gamma, g])?.remove(0);
+                let dx = backend::run(op, &[&x, &stats, &gamma, g])?;
                 Some(HostGrad::Sum(Tensor::from_values(dx, x.shape())))
             } else {
                 None
@@ -205,7 +205,7 @@ impl Tensor {
             // [Σ g·x̂; C] ++ [Σ g; C]: the weight's and the bias's gradients.
             let sums = if need[1..].contains(&Need::Sum) {
                 let op = Op::BatchNormAffineGrads(bn);
-                let both = backend::run(op, &[&x, &stats, g])?.remove(0);
+                let both = backend::run(op, &[&x, &stats, g])?;
                 Tensor::from_values(both, &[2 * c]).to_vec()
             } else {
                 Vec::new()

@@ -80,7 +80,7 @@ impl Tensor {
             planes: n * c,
             window: Window { channels: 1, ..win },
         };
-        let out = backend::run(Op::MaxPool2d(pool), &[self])?.remove(0);
+        let out = backend::run(Op::MaxPool2d(pool), &[self])?;
         let x = self.clone();
         Tensor::from_buf(
             "max_pool2d",
@@ -91,7 +91,7 @@ impl Tensor {
                 if need[0] != Need::Sum {
                     return Ok(vec![None]);
                 }
-                let dx = backend::run(Op::MaxPool2dGrad(pool), &[&x, g])?.remove(0);
+                let dx = backend::run(Op::MaxPool2dGrad(pool), &[&x, g])?;
                 Ok(vec![Some(HostGrad::Sum(Tensor::from_values(
                     dx,
                     x.shape(),
