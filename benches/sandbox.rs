@@ -297,6 +297,16 @@ fn reference_models(seed: &StreamSeed) {
     ];
     let cell = |ms: Option<f64>| ms.map_or("—".to_string(), |ms| format!("{ms:.2}ms"));
     let mut wasm_at = std::collections::BTreeMap::new();
+    // `-- models bn-cnn unet` measures only the models named.
+    let named: Vec<&str> = cases
+        .iter()
+        .map(|c| c.0)
+        .filter(|k| wanted_only(k))
+        .collect();
+    let cases: Vec<_> = cases
+        .into_iter()
+        .filter(|c| named.is_empty() || named.contains(&c.0))
+        .collect();
     for (key, label, path, args, b, steps) in &cases {
         for (t, threads) in [1usize, 2].into_iter().enumerate() {
             // ResNet-18 on 224×224 keeps ~1 GiB of activations for backward.
@@ -341,6 +351,12 @@ fn reference_models(seed: &StreamSeed) {
         let speedup = wasm_at[&(*key, 1)] / wasm_at[&(*key, 2)];
         println!("{label}: wasm step at 2 threads is {speedup:.2}× faster than at 1");
     }
+}
+
+/// Whether `name` is among the benchmark's arguments (not a section: a
+/// filter inside one).
+fn wanted_only(name: &str) -> bool {
+    std::env::args().skip(1).any(|a| a == name)
 }
 
 /// `count` PNG files of `side`² pixels in `channels` channels, of seeded noise.

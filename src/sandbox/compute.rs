@@ -161,8 +161,7 @@ impl compute::HostTensor for HostState {
 
     fn drop(&mut self, tensor: Resource<HostTensor>) -> wasmtime::Result<()> {
         let held = self.table.delete(tensor)?;
-        self.memory
-            .give_back_host(HostTensor::bytes(held.data.len()));
+        self.memory.give_back_host(held.data);
         Ok(())
     }
 }
@@ -188,7 +187,7 @@ impl HostState {
             HostTensor::bytes(op.scratch()).saturating_mul(self.pool.current_num_threads());
         self.memory.check_transient(&what, scratch)?;
         self.memory.take_host(&what, HostTensor::bytes(out_len))?;
-        let mut out = vec![0.0f32; out_len];
+        let mut out = self.memory.zeroed(out_len);
         {
             let slices = inputs
                 .iter()
@@ -437,5 +436,30 @@ mod tests {
         assert!(s.memory.hit);
         let forged = Resource::<HostTensor>::new_borrow(999);
         assert!(s.add(borrow(&a), forged).is_err());
+    }
+
+    /// A dropped tensor's buffer serves the next output of its length,
+    /// zeroed; spares never make the plan fail: they are freed first.
+    #[test]
+    fn spares_are_reused_and_freed_before_the_budget_refuses() {
+        let mut s = state(1);
+        let quarter = (1 << 20) / 16;
+        let a = s.upload(vec![1.0; quarter]).unwrap().unwrap();
+        let b = s.upload(vec![2.0; quarter]).unwrap().unwrap();
+        let sum = s.add(borrow(&a), borrow(&b)).unwrap().unwrap();
+        s.drop(sum).unwrap();
+        assert_eq!(s.memory.spares.bytes(), 4 * quarter);
+        let again = s.add(borrow(&a), borrow(&b)).unwrap().unwrap();
+        assert_eq!(s.memory.spares.bytes(), 0, "the spare was reused");
+        assert_eq!(s.read(borrow(&again)).unwrap(), vec![3.0; quarter]);
+        s.drop(again).unwrap();
+        s.drop(b).unwrap();
+        assert_eq!(s.memory.spares.bytes(), 8 * quarter);
+        // A half of the budget fits only once the spares are freed.
+        let half = s.upload(vec![0.0; 2 * quarter]).unwrap().unwrap();
+        assert_eq!(s.memory.spares.bytes(), 0);
+        assert!(!s.memory.hit && s.memory.within_budget());
+        s.drop(half).unwrap();
+        s.drop(a).unwrap();
     }
 }

@@ -9,8 +9,10 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{log, random, types};
+use super::compute::HostTensor;
 use super::config::SandboxConfig;
 use super::random::{StreamSeed, fill_normal, unit_f32};
+use super::spares::Spares;
 use super::wasi;
 
 /// Longest log message kept, in bytes; longer ones are cut.
@@ -52,19 +54,43 @@ pub(crate) struct MemoryCap {
     used: usize,
     /// Bytes of the plan's host tensors.
     pub(crate) host: usize,
+    /// Buffers of dropped host tensors, kept for reuse while there is room.
+    pub(crate) spares: Spares,
     pub(crate) hit: bool,
 }
 
 impl MemoryCap {
-    /// Bytes of the budget not yet taken by linear memory or host tensors.
+    /// A budget of `limit` bytes, nothing taken.
+    fn new(limit: usize) -> Self {
+        MemoryCap {
+            limit,
+            used: 0,
+            host: 0,
+            spares: Spares::default(),
+            hit: false,
+        }
+    }
+
+    /// Bytes of the budget not yet taken by linear memory, host tensors or
+    /// spares.
     fn left(&self) -> usize {
         self.limit
             .saturating_sub(self.used)
             .saturating_sub(self.host)
+            .saturating_sub(self.spares.bytes())
+    }
+
+    /// Free the spares when `bytes` more would not fit with them: they are
+    /// the host's cache, never a reason to refuse the plan.
+    fn make_room(&mut self, bytes: usize) {
+        if bytes > self.left() {
+            self.spares.clear();
+        }
     }
 
     /// Refuse `bytes` that would not fit in what is left, naming `what`.
     pub(crate) fn check_transient(&mut self, what: &str, bytes: usize) -> wasmtime::Result<()> {
+        self.make_room(bytes);
         let left = self.left();
         if bytes > left {
             self.hit = true;
@@ -84,14 +110,24 @@ impl MemoryCap {
         Ok(())
     }
 
-    /// Whether linear memory and host tensors together fit the budget.
+    /// Whether linear memory, host tensors and spares together fit the budget.
     pub(crate) fn within_budget(&self) -> bool {
-        self.used.saturating_add(self.host) <= self.limit
+        self.used
+            .saturating_add(self.host)
+            .saturating_add(self.spares.bytes())
+            <= self.limit
     }
 
-    /// Give back the bytes of a dropped host tensor.
-    pub(crate) fn give_back_host(&mut self, bytes: usize) {
-        self.host = self.host.saturating_sub(bytes);
+    /// Give back a dropped host tensor's buffer: kept as a spare.
+    pub(crate) fn give_back_host(&mut self, buffer: Vec<f32>) {
+        self.host = self.host.saturating_sub(HostTensor::bytes(buffer.len()));
+        self.spares.keep(buffer);
+    }
+
+    /// A zeroed buffer of `len` values for a host tensor whose bytes
+    /// [`Self::take_host`] took.
+    pub(crate) fn zeroed(&mut self, len: usize) -> Vec<f32> {
+        self.spares.zeroed(len)
     }
 }
 
@@ -103,6 +139,7 @@ impl ResourceLimiter for MemoryCap {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let total = self.used.saturating_sub(current).saturating_add(desired);
+        self.make_room(desired.saturating_sub(current));
         if total.saturating_add(self.host) > self.limit {
             self.hit = true;
             return Ok(false);
@@ -146,12 +183,7 @@ impl HostState {
         Ok(HostState {
             wasi: wasi::deny_all(seed, stdout.clone(), stderr.clone()),
             table: ResourceTable::new(),
-            memory: MemoryCap {
-                limit: config.memory_bytes(),
-                used: 0,
-                host: 0,
-                hit: false,
-            },
+            memory: MemoryCap::new(config.memory_bytes()),
             pool,
             random: seed.rng(),
             logs: Vec::new(),

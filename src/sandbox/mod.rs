@@ -35,6 +35,7 @@ pub(crate) mod host;
 mod instance;
 mod output;
 pub mod random;
+mod spares;
 mod wasi;
 
 /// The version of `wit/plan.wit` this host serves. A plan built for

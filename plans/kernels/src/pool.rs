@@ -54,18 +54,6 @@ fn better(best: (f32, usize), next: (f32, usize)) -> (f32, usize) {
 #[inline]
 fn winner(w: &Window, plane: &[f32], oy: usize, ox: usize) -> (f32, usize) {
     let width = w.input[1];
-    if w.padding == [0, 0] && w.dilation == [1, 1] {
-        // A plain rectangle inside the plane: no tap to skip.
-        let (y0, x0) = (oy * w.stride[0], ox * w.stride[1]);
-        let mut best = (plane[y0 * width + x0], y0 * width + x0);
-        for y in y0..y0 + w.kernel[0] {
-            let row = y * width;
-            for (x, &v) in plane[row + x0..row + x0 + w.kernel[1]].iter().enumerate() {
-                best = better(best, (v, row + x0 + x));
-            }
-        }
-        return best;
-    }
     let mut best: Option<(f32, usize)> = None;
     for i in 0..w.kernel[0] {
         let Some(y) = (oy * w.stride[0] + i * w.dilation[0]).checked_sub(w.padding[0]) else {
@@ -90,6 +78,102 @@ fn winner(w: &Window, plane: &[f32], oy: usize, ox: usize) -> (f32, usize) {
     best.unwrap_or((f32::NEG_INFINITY, 0))
 }
 
+/// The output columns `lo..hi` of output row `oy` whose windows lie wholly
+/// inside the plane (no tap in the padding): the ones [`row_winners`] scans
+/// tap by tap.
+fn interior(w: &Window, oy: usize, ow: usize) -> (usize, usize) {
+    let span = |d: usize| (w.kernel[d] - 1) * w.dilation[d];
+    let rows_inside =
+        oy * w.stride[0] >= w.padding[0] && oy * w.stride[0] + span(0) < w.input[0] + w.padding[0];
+    if !rows_inside {
+        return (0, 0);
+    }
+    let lo = w.padding[1].div_ceil(w.stride[1]).min(ow);
+    let hi = match (w.input[1] + w.padding[1]).checked_sub(span(1) + 1) {
+        Some(last) => (last / w.stride[1] + 1).min(ow),
+        None => 0,
+    };
+    (lo, hi.max(lo))
+}
+
+/// The winners of output row `oy` of one plane: values into `vals` (`ow`
+/// long) and, when `INDEX`, their indices within the plane into `idx`.
+/// Windows inside the plane are scanned tap by tap along the whole row (the
+/// taps of each window still compared in row-major order, so ties and NaNs
+/// resolve as in [`winner`]); the few that touch the padding go one by one.
+fn row_winners<const INDEX: bool>(
+    w: &Window,
+    plane: &[f32],
+    oy: usize,
+    vals: &mut [f32],
+    idx: &mut [usize],
+) {
+    let ow = vals.len();
+    if w.kernel == [2, 2] && w.stride == [2, 2] && w.padding == [0, 0] && w.dilation == [1, 1] {
+        return row_winners_2x2::<INDEX>(w.input[1], plane, oy, vals, idx);
+    }
+    let (lo, hi) = interior(w, oy, ow);
+    for ox in (0..lo).chain(hi..ow) {
+        let (v, at) = winner(w, plane, oy, ox);
+        vals[ox] = v;
+        if INDEX {
+            idx[ox] = at;
+        }
+    }
+    if lo == hi {
+        return;
+    }
+    let (s, width) = (w.stride[1], w.input[1]);
+    let y0 = oy * w.stride[0] - w.padding[0];
+    let taps = (0..w.kernel[0]).flat_map(|i| (0..w.kernel[1]).map(move |j| (i, j)));
+    for (t, (i, j)) in taps.enumerate() {
+        let base = (y0 + i * w.dilation[0]) * width + lo * s + j * w.dilation[1] - w.padding[1];
+        let column = plane[base..].iter().step_by(s);
+        let best = vals[lo..hi].iter_mut().zip(column);
+        if INDEX {
+            let slots = idx[lo..hi].iter_mut().zip((base..).step_by(s));
+            for ((b, &v), (slot, at)) in best.zip(slots) {
+                (*b, *slot) = if t == 0 {
+                    (v, at)
+                } else {
+                    better((*b, *slot), (v, at))
+                };
+            }
+        } else {
+            for (b, &v) in best {
+                let take = (v > *b) | (v.is_nan() & !b.is_nan());
+                *b = if t == 0 || take { v } else { *b };
+            }
+        }
+    }
+}
+
+/// [`row_winners`] for the pooling most networks use (2×2, stride 2, no
+/// padding): each window's four taps read from two input rows together, so
+/// the compiler keeps the whole row in vector registers.
+fn row_winners_2x2<const INDEX: bool>(
+    width: usize,
+    plane: &[f32],
+    oy: usize,
+    vals: &mut [f32],
+    idx: &mut [usize],
+) {
+    let ow = vals.len();
+    let top = &plane[2 * oy * width..][..2 * ow];
+    let bottom = &plane[(2 * oy + 1) * width..][..2 * ow];
+    let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+    for (ox, (best, (a, b))) in vals.iter_mut().zip(windows).enumerate() {
+        let mut win = (a[0], 0);
+        for (tap, v) in [(1, a[1]), (2, b[0]), (3, b[1])] {
+            win = better(win, (v, tap));
+        }
+        *best = win.0;
+        if INDEX {
+            idx[ox] = (2 * oy + win.1 / 2) * width + 2 * ox + win.1 % 2;
+        }
+    }
+}
+
 /// `out[p, oy, ox]` = the window's maximum.
 pub fn max_pool2d(pool: &Pool2d, x: &[f32], out: &mut [f32]) {
     let ([oh, ow], _, _) = pool
@@ -98,13 +182,14 @@ pub fn max_pool2d(pool: &Pool2d, x: &[f32], out: &mut [f32]) {
     let plane_in = pool.window.input[0] * pool.window.input[1];
     for_each_chunk_mut(out, (oh * ow).max(1), |p, dst| {
         let plane = &x[p * plane_in..(p + 1) * plane_in];
-        for (k, v) in dst.iter_mut().enumerate() {
-            *v = winner(&pool.window, plane, k / ow, k % ow).0;
+        for (oy, row) in dst.chunks_exact_mut(ow.max(1)).enumerate() {
+            row_winners::<false>(&pool.window, plane, oy, row, &mut []);
         }
     });
 }
 
-/// The input gradient: each output's gradient added to its window's winner.
+/// The input gradient: each output's gradient added to its window's winner,
+/// in row-major order of the outputs.
 pub fn max_pool2d_grad(pool: &Pool2d, x: &[f32], g: &[f32], dx: &mut [f32]) {
     let ([oh, ow], _, _) = pool
         .sizes()
@@ -114,9 +199,12 @@ pub fn max_pool2d_grad(pool: &Pool2d, x: &[f32], g: &[f32], dx: &mut [f32]) {
         dst.fill(0.0);
         let plane = &x[p * plane_in..(p + 1) * plane_in];
         let grads = &g[p * oh * ow..(p + 1) * oh * ow];
-        for (k, &gk) in grads.iter().enumerate() {
-            let (_, at) = winner(&pool.window, plane, k / ow, k % ow);
-            dst[at] += gk;
+        let (mut vals, mut idx) = (vec![0.0f32; ow], vec![0usize; ow]);
+        for (oy, row) in grads.chunks_exact(ow.max(1)).enumerate() {
+            row_winners::<true>(&pool.window, plane, oy, &mut vals, &mut idx);
+            for (&at, &gk) in idx.iter().zip(row) {
+                dst[at] += gk;
+            }
         }
     });
 }
@@ -159,6 +247,49 @@ mod tests {
         assert_eq!(dx[14], g[4]);
         if x[0] >= x[6].max(x[7]) {
             assert_eq!(dx[0], 1.0);
+        }
+    }
+
+    /// Every geometry's row scan against the definition: each window alone.
+    #[test]
+    fn row_scans_match_window_by_window_winners() {
+        for (kernel, stride, padding, dilation) in [
+            (2, 2, 0, 1),
+            (3, 2, 1, 1),
+            (3, 1, 1, 2),
+            (2, 3, 1, 1),
+            (5, 2, 2, 1),
+            (1, 1, 0, 1),
+        ] {
+            let window = Window {
+                channels: 1,
+                input: [7, 9],
+                kernel: [kernel, kernel],
+                stride: [stride, stride],
+                padding: [padding, padding],
+                dilation: [dilation, dilation],
+            };
+            let p = Pool2d { planes: 3, window };
+            let ([oh, ow], len, n) = p.sizes().unwrap();
+            let mut x: Vec<f32> = (0..len).map(|i| ((i * 7) % 5) as f32 - 2.0).collect();
+            x[10] = f32::NAN;
+            x[40] = -0.0;
+            let g: Vec<f32> = (0..n).map(|i| (i % 13) as f32 + 0.5).collect();
+            let (mut out, mut dx) = (vec![0.0; n], vec![0.0; len]);
+            max_pool2d(&p, &x, &mut out);
+            max_pool2d_grad(&p, &x, &g, &mut dx);
+            let mut want_dx = vec![0.0f32; len];
+            let plane_in = 7 * 9;
+            for q in 0..3 {
+                let plane = &x[q * plane_in..(q + 1) * plane_in];
+                for k in 0..oh * ow {
+                    let (v, at) = winner(&window, plane, k / ow, k % ow);
+                    let got = out[q * oh * ow + k];
+                    assert_eq!(got.to_bits(), v.to_bits(), "{window:?} output {k}");
+                    want_dx[q * plane_in + at] += g[q * oh * ow + k];
+                }
+            }
+            assert_eq!(dx, want_dx, "{window:?}");
         }
     }
 
