@@ -15,7 +15,7 @@ use fedwasm::plan_build::build_plan;
 use fedwasm::researcher::aggregators::{AggregationError, align_parameters};
 use fedwasm::sandbox::random::StreamSeed;
 use fedwasm::sandbox::{Sandbox, SandboxConfig};
-use fedwasm::training::{ScoredData, ScoredRows, TrainingArgs, score_parameters};
+use fedwasm::training::{ScoredData, ScoredRows, TrainingArgs, image_test_part, score_parameters};
 
 /// Score saved parameters on a table or on images.
 #[derive(Args)]
@@ -40,8 +40,9 @@ pub struct EvaluateArgs {
     /// For an image manifest: the column of mask image paths (segmentation).
     #[arg(long, requires = "image_column")]
     mask_column: Option<String>,
-    /// Score only the rows this column marks 1 (a designated test part),
-    /// scaled from the others as a node registered with it scales them.
+    /// Score only the rows (or a manifest's images) this column marks 1 (a
+    /// designated test part), prepared as a node registered with it
+    /// prepares them.
     #[arg(long)]
     split_column: Option<String>,
     /// model_args as a JSON object: those the model was trained with.
@@ -139,8 +140,10 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         args.mask_column.clone(),
     )?;
     let images = if args.data.is_dir() || manifest.is_some() {
-        if args.split_column.is_some() {
-            bail!("--split-column applies to tables; an image folder is scored whole");
+        if args.split_column.is_some() && manifest.is_none() {
+            bail!(
+                "--split-column applies to tables and image manifests; an image folder is scored whole"
+            );
         }
         Some(
             read_images(&args.data, manifest.as_ref(), budget)
@@ -156,8 +159,18 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("reading {}", args.data.display()))?,
         ),
     };
+    let image_test = match (&images, &args.split_column) {
+        (Some(images), Some(column)) => Some(
+            image_test_part(&args.data, column, images)
+                .with_context(|| format!("reading --split-column from {}", args.data.display()))?,
+        ),
+        _ => None,
+    };
     let data = match (&images, &table) {
-        (Some(images), _) => ScoredData::Images(images),
+        (Some(images), _) => match &image_test {
+            Some(test) => ScoredData::ImageTestPart { images, test },
+            None => ScoredData::Images(images),
+        },
         (None, Some(table)) => ScoredData::Rows(ScoredRows {
             table,
             target: args.target.as_deref(),

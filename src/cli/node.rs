@@ -76,8 +76,9 @@ pub enum DatasetCommand {
         #[arg(long)]
         target: Option<String>,
         /// A column marking the designated test rows (1) and the training
-        /// rows (0): validation uses the test rows instead of a test_ratio
-        /// sample, and they are never trained on.
+        /// rows (0) of a table or an image manifest: validation uses the
+        /// test rows instead of a test_ratio sample, and they are never
+        /// trained on.
         #[arg(long)]
         split_column: Option<String>,
         /// For an image manifest (a CSV): the column of image paths,

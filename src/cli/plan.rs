@@ -148,8 +148,11 @@ pub fn run(cmd: PlanCommand) -> anyhow::Result<ExitCode> {
             if images.is_none() && target.is_none() {
                 bail!("--target is required for a table: name its target column");
             }
-            if images.is_some() && split_column.is_some() {
-                bail!("--split-column applies to tables; images are split by test_ratio");
+            let folder = images.as_ref().is_some_and(|i| i.manifest.is_none());
+            if folder && split_column.is_some() {
+                bail!(
+                    "--split-column applies to tables and image manifests; an image folder is split by test_ratio"
+                );
             }
             let task = TrainingTask {
                 plan,

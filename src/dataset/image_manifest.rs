@@ -131,6 +131,60 @@ pub fn load_manifest(
     Ok(LoadedImages::new(set, images, masks))
 }
 
+/// The designated test part a manifest's `column` marks: one flag per
+/// listed image, in row order (the order of the set's items), true for a
+/// 1, false for a 0. Anything else, or a part left empty, is refused as a
+/// table's split column is.
+pub fn manifest_split(
+    manifest: &Path,
+    column: &str,
+    limits: &ImageLimits,
+) -> Result<Vec<bool>, DatasetError> {
+    let shown = Path::new(manifest.file_name().unwrap_or_default());
+    let bytes = read_bounded(manifest, shown, limits)?;
+    let mut reader = csv::ReaderBuilder::new().from_reader(bytes.as_slice());
+    let headers = reader
+        .headers()
+        .map_err(|e| malformed(shown, format!("unreadable header: {e}")))?
+        .clone();
+    let at =
+        headers
+            .iter()
+            .position(|h| h == column)
+            .ok_or_else(|| DatasetError::UnknownColumn {
+                column: column.to_string(),
+                available: headers.iter().collect::<Vec<_>>().join(", "),
+            })?;
+    let mut test = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| malformed(shown, format!("row {}: {e}", i + 2)))?;
+        if test.len() == limits.max_images {
+            return Err(malformed(
+                shown,
+                format!("lists more than {} images", limits.max_images),
+            ));
+        }
+        test.push(match record[at].trim() {
+            "0" => false,
+            "1" => true,
+            other => {
+                return Err(DatasetError::Invalid(format!(
+                    "manifest row {}: split column `{column}` = {other:?}; it must be 0 (training) or 1 (test)",
+                    i + 2
+                )));
+            }
+        });
+    }
+    let n_test = test.iter().filter(|t| **t).count();
+    if n_test == 0 || n_test == test.len() {
+        return Err(DatasetError::Invalid(format!(
+            "split column `{column}` marks {n_test} of {} images as test; both the training and the test part need images",
+            test.len()
+        )));
+    }
+    Ok(test)
+}
+
 fn read_manifest(
     manifest: &Path,
     columns: &ManifestColumns,
@@ -310,6 +364,26 @@ mod tests {
             target,
         };
         scan_manifest(&path, &columns, &ImageLimits::default()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_split_column_marks_the_test_images_in_row_order_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.csv");
+        let split = |text: &str| {
+            std::fs::write(&path, text).unwrap();
+            manifest_split(&path, "fold", &ImageLimits::default()).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            split("file,fold\na.png,0\nb.png,1\nc.png, 0\n").unwrap(),
+            [false, true, false]
+        );
+        let err = split("file,fold\na.png,0\nb.png,2\n").unwrap_err();
+        assert!(err.contains("row 3: split column `fold` = \"2\""), "{err}");
+        let err = split("file,fold\na.png,1\nb.png,1\n").unwrap_err();
+        assert!(err.contains("marks 2 of 2 images as test"), "{err}");
+        let err = split("file,grade\na.png,1\n").unwrap_err();
+        assert!(err.contains("fold") && err.contains("grade"), "{err}");
     }
 
     #[test]

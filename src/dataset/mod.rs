@@ -31,7 +31,9 @@ pub use error::DatasetError;
 pub use image_data::{
     ImageSource, LoadedImages, image_files, image_info, load_images, prepare_images, read_images,
 };
-pub use image_manifest::{ManifestColumns, ManifestTarget, load_manifest, scan_manifest};
+pub use image_manifest::{
+    ManifestColumns, ManifestTarget, load_manifest, manifest_split, scan_manifest,
+};
 pub use image_pipeline::{
     Augment, Draws, Fit, ImageSpec, fit_image, fit_mask, image_batch, normalized,
     segmentation_batch,

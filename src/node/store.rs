@@ -14,7 +14,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::NodeError;
 use crate::dataset::{
-    ColumnKind, DatasetError, ImageLimits, ManifestColumns, Table, scan_folder, scan_manifest,
+    ColumnKind, DatasetError, ImageLimits, ManifestColumns, Table, manifest_split, scan_folder,
+    scan_manifest,
 };
 use crate::digest::Sha256Digest;
 use crate::wire::{DatasetSummary, PlanStatus};
@@ -254,8 +255,10 @@ impl NodeStore {
                 "an image dataset's labels are its class sub-folders or its manifest's target columns; leave out the table target",
             ));
         }
-        if new.split_column.is_some() {
-            return Err(refuse("image datasets take no split column yet"));
+        if new.split_column.is_some() && new.image_columns.is_none() {
+            return Err(refuse(
+                "an image folder has no column to split by; list the images in a CSV manifest with a 0/1 split column",
+            ));
         }
         let limits = ImageLimits::default();
         let found = match (&new.image_columns, new.path.is_dir()) {
@@ -267,6 +270,14 @@ impl NodeStore {
             }
             (Some(columns), false) => scan_manifest(&new.path, columns, &limits)?,
         };
+        let test_rows = match &new.split_column {
+            Some(column) => {
+                let test = manifest_split(&new.path, column, &limits)?;
+                Some(test.iter().filter(|t| **t).count() as u64)
+            }
+            None => None,
+        };
+        let training_images = found.items.len() as u64 - test_rows.unwrap_or(0);
         let path = std::fs::canonicalize(&new.path).unwrap_or(new.path.clone());
         let id = dataset_id(&path, &tags);
         let record = DatasetRecord {
@@ -277,7 +288,7 @@ impl NodeStore {
                 description: new.description,
                 data_type: "images".into(),
                 shape: vec![
-                    found.items.len() as u64,
+                    training_images,
                     u64::from(found.mode.channels),
                     u64::from(found.height),
                     u64::from(found.width),
@@ -285,12 +296,12 @@ impl NodeStore {
                 columns: Vec::new(),
                 dtypes: Vec::new(),
                 target: None,
-                test_rows: None,
+                test_rows,
                 classes: found.classes,
                 image_target: Some(found.kind.name().to_string()),
             },
             path,
-            split_column: None,
+            split_column: new.split_column,
             digest: Some(found.digest),
             image_columns: new.image_columns,
         };
@@ -645,6 +656,32 @@ mod tests {
         labelled.target = Some("label".into());
         let err = store.add_dataset(labelled).unwrap_err().to_string();
         assert!(err.contains("labels are its class sub-folders"), "{err}");
+        let mut split = folder(&["#split"]);
+        split.split_column = Some("fold".into());
+        let err = store.add_dataset(split).unwrap_err().to_string();
+        assert!(err.contains("list the images in a CSV manifest"), "{err}");
+
+        // Listed by a manifest, the same images take a split column.
+        let manifest = images.join("labels.csv");
+        std::fs::write(
+            &manifest,
+            "file,class,fold\nnormal/0.png,normal,0\nnormal/1.png,normal,1\neffusion/0.png,effusion,0\n",
+        )
+        .unwrap();
+        let rec = store
+            .add_dataset(NewDataset {
+                path: manifest,
+                split_column: Some("fold".into()),
+                image_columns: Some(ManifestColumns {
+                    image: "file".into(),
+                    target: crate::dataset::ManifestTarget::Class("class".into()),
+                }),
+                ..folder(&["#manifest"])
+            })
+            .unwrap();
+        assert_eq!(rec.summary.shape, vec![2, 1, 5, 6], "training images");
+        assert_eq!(rec.summary.test_rows, Some(1));
+        assert_eq!(rec.split_column.as_deref(), Some("fold"));
     }
 
     #[test]

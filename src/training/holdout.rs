@@ -79,6 +79,14 @@ pub enum ScoredData<'a> {
     Rows(ScoredRows<'a>),
     /// Decoded images, prepared as the plan asks but never augmented.
     Images(&'a LoadedImages),
+    /// The designated test part of decoded images: those `test` marks
+    /// (one flag per image, from a manifest's split column).
+    ImageTestPart {
+        /// Every image of the manifest.
+        images: &'a LoadedImages,
+        /// Whether each image is in the test part.
+        test: &'a [bool],
+    },
 }
 
 impl<'a> From<ScoredRows<'a>> for ScoredData<'a> {
@@ -121,6 +129,12 @@ fn prepare_scored(
             let spec = instance.training_data(&image_info(&images.set))?;
             let seed = StreamSeed::for_augmentation(0, 0, "evaluation");
             Ok((prepare_images(images, &spec, &split(None), seed)?, false))
+        }
+        ScoredData::ImageTestPart { images, test } => {
+            let spec = instance.training_data(&image_info(&images.set))?;
+            let seed = StreamSeed::for_augmentation(0, 0, "evaluation");
+            let part = split(Some(test.to_vec()));
+            Ok((prepare_images(images, &spec, &part, seed)?, true))
         }
     }
 }

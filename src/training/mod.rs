@@ -24,6 +24,7 @@ pub use metrics::{Metric, MetricName};
 pub use privacy::{DpArgs, DpKind};
 pub use scores::{Average, MAX_CONFUSION_CLASSES, TestMetric};
 pub use task::{
-    Progress, TaskCache, TrainingOutcome, TrainingTask, run_task, run_task_cached, train,
+    Progress, TaskCache, TrainingOutcome, TrainingTask, image_test_part, run_task, run_task_cached,
+    train,
 };
 pub use worker::{WORKER_SUBCOMMAND, Worker, run_in_worker, run_in_worker_until, worker_main};

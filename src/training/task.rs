@@ -19,8 +19,8 @@ use super::{TrainingArgs, TrainingError};
 use crate::dataset::Split;
 use crate::dataset::prepare::{PreparedData, dataset_info, prepare};
 use crate::dataset::{
-    BatchSchedule, ImageSource, LoadedImages, Table, image_files, image_info, load_images,
-    prepare_images,
+    BatchSchedule, ImageLimits, ImageSource, LoadedImages, Table, image_files, image_info,
+    load_images, manifest_split, prepare_images,
 };
 use crate::digest::Sha256Digest;
 use crate::sandbox::random::StreamSeed;
@@ -160,9 +160,37 @@ fn prepare_data(
                 args.seed_round(task.round),
                 &task.node_id,
             );
-            Ok(prepare_images(images, &spec, &split(None), seed)?)
+            let designated_test = match &task.split_column {
+                Some(column) => Some(image_test_part(&task.dataset, column, images)?),
+                None => None,
+            };
+            Ok(prepare_images(
+                images,
+                &spec,
+                &split(designated_test),
+                seed,
+            )?)
         }
     }
+}
+
+/// The designated test part a manifest's split column marks, one flag per
+/// image of `images` (read from the manifest the images were loaded from).
+pub fn image_test_part(
+    manifest: &std::path::Path,
+    column: &str,
+    images: &LoadedImages,
+) -> Result<Vec<bool>, TrainingError> {
+    let test = manifest_split(manifest, column, &ImageLimits::default())?;
+    if test.len() != images.set.items.len() {
+        return Err(crate::dataset::DatasetError::Invalid(format!(
+            "the manifest now lists {} rows for {} registered images; register the dataset again",
+            test.len(),
+            images.set.items.len()
+        ))
+        .into());
+    }
+    Ok(test)
 }
 
 /// Run `task` on `sandbox`, calling `on_progress` as it goes.

@@ -350,7 +350,9 @@ impl Federation {
         self.images_node(id, manifest, tags, &columns)
     }
 
-    fn images_node(&self, id: &str, path: &Path, tags: &str, extra: &[&str]) -> NodeProcess {
+    /// A node folder holding the images at `path` (a folder, or a manifest
+    /// described by `extra` arguments of `node dataset add`) under `tags`.
+    pub fn images_node(&self, id: &str, path: &Path, tags: &str, extra: &[&str]) -> NodeProcess {
         let node = self.init_node(id, |_| {});
         let mut args = vec![
             "dataset",

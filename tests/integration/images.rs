@@ -324,3 +324,171 @@ fn a_multi_label_manifest_trains_the_cnn_and_is_scored_label_by_label() {
         .to_string();
     assert!(err.contains("set model_args.multi_label to true"), "{err}");
 }
+
+/// `count` images of each class of `data/nuclei/train` (from `skip`) copied
+/// beside a manifest `labels.csv` with columns `file`, `class` and `fold`
+/// (every fourth image is in the test part, fold 1); its path.
+fn nuclei_manifest(into: &Path, skip: usize, count: usize) -> std::path::PathBuf {
+    let mut csv = String::from("file,class,fold\n");
+    std::fs::create_dir_all(into.join("img")).unwrap();
+    for class in ["background", "nucleus"] {
+        let mut files: Vec<_> = std::fs::read_dir(data("nuclei/train").join(class))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        for (i, file) in files.iter().skip(skip).take(count).enumerate() {
+            let name = format!(
+                "img/{class}-{}",
+                file.file_name().unwrap().to_string_lossy()
+            );
+            std::fs::copy(file, into.join(&name)).unwrap();
+            csv.push_str(&format!("{name},{class},{}\n", u8::from(i % 4 == 3)));
+        }
+    }
+    let manifest = into.join("labels.csv");
+    std::fs::write(&manifest, csv).unwrap();
+    manifest
+}
+
+/// A ResNet federation started from a given state_dict (torchvision's
+/// names, here a model trained two rounds): in round 1 each node scores it
+/// on its designated test images (the manifest's `fold` column) exactly as
+/// `fedwasm evaluate --split-column fold` scores that file on those images
+/// — the same samples, the same accuracy (printed to six digits: on 50
+/// images, the same count of right answers) and, through the library, the
+/// same bits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resnet_federation_from_a_state_dict_scores_in_round_1_what_evaluate_gives() {
+    let fed = Federation::embedded().await;
+    let manifests = [
+        nuclei_manifest(&fed.tmp.path().join("images-a"), 0, 100),
+        nuclei_manifest(&fed.tmp.path().join("images-b"), 100, 100),
+    ];
+    let columns = [
+        "--image-column",
+        "file",
+        "--target",
+        "class",
+        "--split-column",
+        "fold",
+    ];
+    let mut nodes = [
+        fed.images_node("node-a", &manifests[0], "#nuclei", &columns),
+        fed.images_node("node-b", &manifests[1], "#nuclei", &columns),
+    ];
+    let resnet = example_plan("resnet");
+    for n in &mut nodes {
+        n.operator(&["plan", "approve", resnet.to_str().unwrap()]);
+        n.start();
+    }
+    let mut link = fed.researcher("waiter").await;
+    wait_for_nodes(&mut link, &["node-a", "node-b"]).await;
+    link.disconnect().await;
+    let dir = tempfile::tempdir().unwrap();
+    let model_args = json!({"input_shape": [1, 16, 16], "n_classes": 2, "depth": 18,
+        "width": 8, "small_input": true, "mean": 0.167, "std": 0.12});
+    let settings = |initial_parameters, num_updates| ExperimentSettings {
+        training_plan: Some(resnet.clone()),
+        training_args: serde_json::from_value(json!({
+            "num_updates": num_updates, "loader_args": {"batch_size": 32},
+            "optimizer_args": {"lr": 0.05, "momentum": 0.9}, "random_seed": 3,
+            "test_ratio": 0.25, "test_on_global_updates": true, "test_metric": "ACCURACY",
+        }))
+        .unwrap(),
+        initial_parameters,
+        ..settings(&fed, dir.path(), model_args.clone(), 3)
+    };
+    let mut first = Experiment::new(settings(None, 20)).await.unwrap();
+    first.run(Some(2), false).await.unwrap();
+    let state_dict = first.aggregated_params()[&2].clone();
+    first.close().await;
+
+    let mut started = Experiment::new(settings(Some(state_dict.clone()), 1))
+        .await
+        .unwrap();
+    started.run(Some(1), false).await.unwrap();
+    let round_1 = started.history().rounds[0].nodes.clone();
+    started.close().await;
+    let sandbox = Sandbox::new(SandboxConfig::default()).unwrap();
+    let loaded = sandbox.load_file(&resnet).unwrap();
+    let (parameters, _) = fedwasm::tensors::read_file(&state_dict).unwrap();
+    for (node, manifest) in ["node-a", "node-b"].into_iter().zip(&manifests) {
+        let score = round_1
+            .iter()
+            .find(|n| n.node_id == node)
+            .and_then(|n| n.validation_global.clone())
+            .unwrap();
+        assert_eq!((score.metric.as_str(), score.samples), ("ACCURACY", 50));
+        assert!(score.value > 0.7, "{node}: a model that learned: {score:?}");
+        let out = std::process::Command::new(crate::support::fedwasm_bin())
+            .arg("evaluate")
+            .args([&resnet, &state_dict])
+            .arg("--data")
+            .arg(manifest)
+            .args([
+                "--model-args",
+                &model_args.to_string(),
+                "--metric",
+                "ACCURACY",
+            ])
+            .args(columns)
+            .output()
+            .unwrap();
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{printed}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(printed.contains("50 images of"), "{printed}");
+        assert!(
+            printed.contains(&format!("ACCURACY             {:.6}", score.value)),
+            "{node} scored {} in round 1:\n{printed}",
+            score.value
+        );
+        let images = fedwasm::dataset::read_images(
+            manifest,
+            Some(&fedwasm::dataset::ManifestColumns {
+                image: "file".into(),
+                target: fedwasm::dataset::ManifestTarget::Class("class".into()),
+            }),
+            SandboxConfig::default().memory_bytes(),
+        )
+        .unwrap();
+        let test = fedwasm::training::image_test_part(manifest, "fold", &images).unwrap();
+        let scores = fedwasm::training::score_parameters(
+            &sandbox,
+            &loaded,
+            &model_args,
+            &parameters,
+            ScoredData::ImageTestPart {
+                images: &images,
+                test: &test,
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(scores[0].value.to_bits(), score.value.to_bits(), "{node}");
+        assert_eq!(scores[0].confusion, score.confusion, "{node}");
+    }
+    // An image folder has no column to split by.
+    let out = std::process::Command::new(crate::support::fedwasm_bin())
+        .arg("evaluate")
+        .args([&resnet, &state_dict])
+        .arg("--data")
+        .arg(data("nuclei/test"))
+        .args([
+            "--model-args",
+            &model_args.to_string(),
+            "--split-column",
+            "fold",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("an image folder is scored whole"),
+        "{err}"
+    );
+}
