@@ -74,6 +74,11 @@ pub struct ExperimentSettings {
     /// `init-model`: a pretrained model, or the same start for every system
     /// compared. Checked against the plan's tensor names and shapes.
     pub initial_parameters: Option<PathBuf>,
+    /// Tensors of `initial_parameters` the plan initialises itself instead
+    /// (its `init-model` values), each said in a warning: a head of another
+    /// size, e.g. `["fc.weight", "fc.bias"]` to start from ImageNet weights
+    /// with another `n_classes`. Each must be a tensor of the plan.
+    pub reinitialize: Vec<String>,
     /// Passed to the plan's `init-model`.
     pub model_args: Map<String, Value>,
     /// Local training arguments.
@@ -150,6 +155,7 @@ impl Default for ExperimentSettings {
             training_plan: None,
             training_plan_name: None,
             initial_parameters: None,
+            reinitialize: Vec::new(),
             model_args: Map::new(),
             training_args: TrainingArgs::default(),
             aggregator: "fedavg".into(),

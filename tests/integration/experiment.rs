@@ -485,7 +485,7 @@ async fn initial_parameters_start_from_a_saved_model_checked_against_the_plan() 
     let wrong = dir.path().join("wrong.safetensors");
     fedwasm::tensors::write_file(&wrong, &tensors, &Default::default()).unwrap();
     let err = match Experiment::new(ExperimentSettings {
-        initial_parameters: Some(wrong),
+        initial_parameters: Some(wrong.clone()),
         ..settings(&fed, dir.path())
     })
     .await
@@ -495,9 +495,28 @@ async fn initial_parameters_start_from_a_saved_model_checked_against_the_plan() 
     };
     assert!(
         err.contains("does not fit the plan `logistic-regression`")
-            && err.contains(&format!("tensor `{}` has shape", tensors[0].name)),
+            && err.contains(&format!("tensor `{}` has shape", tensors[0].name))
+            && err.contains("listed in `reinitialize`"),
         "{err}"
     );
+    // Named in `reinitialize`, the misfit is the plan's own, and a warning says so.
+    let mut headless = Experiment::new(ExperimentSettings {
+        initial_parameters: Some(wrong),
+        reinitialize: vec![tensors[0].name.clone()],
+        ..settings(&fed, dir.path())
+    })
+    .await
+    .unwrap();
+    let warnings = headless.take_warnings();
+    assert!(
+        warnings.iter().any(|w| w.contains(&format!(
+            "`{}` is the plan's own initialisation",
+            tensors[0].name
+        ))),
+        "{warnings:?}"
+    );
+    assert_eq!(headless.run(Some(1), false).await.unwrap(), 1);
+    headless.close().await;
 }
 
 /// Two experiments open at once in one program, on one broker, each with a

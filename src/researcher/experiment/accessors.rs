@@ -10,10 +10,10 @@ use serde_json::{Map, Value};
 
 use super::Experiment;
 use super::events::RoundObserver;
+use super::initial::starting_parameters;
 use super::plan::Plan;
 use crate::digest::Sha256Digest;
 use crate::researcher::aggregators::Aggregator;
-use crate::researcher::aggregators::{AggregationError, align_parameters};
 use crate::researcher::checked_settings::check_aggregator;
 use crate::researcher::history::History;
 use crate::researcher::optimizers::{OptimizerState, ServerOptimizer};
@@ -203,7 +203,9 @@ impl Experiment {
         };
         self.global = None;
         if self.plan.is_some() {
-            self.initial_parameters()?;
+            for note in self.starting_parameters()?.1 {
+                self.warn(note);
+            }
         }
         Ok(())
     }
@@ -211,21 +213,22 @@ impl Experiment {
     /// The initial global parameters: the given ones in the plan's order,
     /// or the plan's own from `init-model`.
     pub(super) fn initial_parameters(&self) -> Result<Vec<Tensor>, ExperimentError> {
+        Ok(self.starting_parameters()?.0)
+    }
+
+    /// [`Self::initial_parameters`], and what `reinitialize` replaced.
+    fn starting_parameters(&self) -> Result<(Vec<Tensor>, Vec<String>), ExperimentError> {
         let plan = self.plan.as_ref().ok_or_else(|| {
             ExperimentError::NotDefined("no training plan; set training_plan".into())
         })?;
         let own =
             plan.initial_parameters(&self.sandbox, self.training_args.seed(), &self.model_args)?;
         let Some((file, given)) = &self.initial else {
-            return Ok(own);
+            return Ok((own, Vec::new()));
         };
-        align_parameters("initial_parameters", &own, given.clone()).map_err(|e| {
-            let reason = match e {
-                AggregationError::Mismatch { reason, .. } => reason,
-                other => other.to_string(),
-            };
+        starting_parameters(&own, given, &self.reinitialize).map_err(|reason| {
             ExperimentError::Argument(format!(
-                "initial_parameters {} does not fit the plan `{}` with these model_args: it {reason}",
+                "initial_parameters {} does not fit the plan `{}` with these model_args: {reason}",
                 file.display(),
                 plan.name
             ))

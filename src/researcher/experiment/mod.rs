@@ -42,6 +42,7 @@ mod dispatch;
 mod embedded_repository;
 mod events;
 mod final_validation;
+mod initial;
 mod persist;
 mod plan;
 mod round;
@@ -75,6 +76,8 @@ pub struct Experiment {
     plan: Option<Plan>,
     /// Given initial parameters (file, tensors), instead of `init-model`'s.
     initial: Option<(PathBuf, Vec<Tensor>)>,
+    /// Tensors of the given initial parameters the plan initialises instead.
+    reinitialize: Vec<String>,
     model_args: Map<String, serde_json::Value>,
     training_args: TrainingArgs,
     aggregator: Box<dyn Aggregator>,
@@ -170,6 +173,10 @@ impl Experiment {
         let sandbox = Sandbox::new(researcher_sandbox(settings))?;
 
         warnings.extend(checked.warnings().iter().cloned());
+        // Later warnings are logged as they are given (`Experiment::warn`).
+        for warning in &warnings {
+            tracing::warn!("{warning}");
+        }
         let mut experiment = Experiment {
             id: name,
             tags: settings.tags.as_ref().map(|t| t.to_vec()),
@@ -177,6 +184,7 @@ impl Experiment {
             training_data: None,
             plan: None,
             initial: None,
+            reinitialize: settings.reinitialize.clone(),
             model_args: settings.model_args.clone(),
             training_args: settings.training_args.clone(),
             aggregator,
@@ -218,9 +226,6 @@ impl Experiment {
                 experiment.set_training_data(None, true).await?;
             }
             None => {}
-        }
-        for warning in &experiment.warnings {
-            tracing::warn!("{warning}");
         }
         Ok(experiment)
     }
