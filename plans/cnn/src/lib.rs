@@ -119,15 +119,15 @@ impl TrainingPlan for Cnn {
         ),
         ArgSpec::optional(
             "mean",
-            ArgType::Number,
+            ArgType::NumberOrList,
             "0.5",
-            "images: subtracted from every channel's [0, 1] values",
+            "images: subtracted from the [0, 1] values: one number, or one per channel (ImageNet's [0.485, 0.456, 0.406])",
         ),
         ArgSpec::optional(
             "std",
-            ArgType::Number,
+            ArgType::NumberOrList,
             "0.5",
-            "images: every channel divided by it after the mean is subtracted",
+            "images: divides each channel after the mean: one number, or one per channel (ImageNet's [0.229, 0.224, 0.225])",
         ),
         ArgSpec::optional(
             "horizontal_flip",
@@ -279,7 +279,7 @@ impl TrainingPlan for Cnn {
             n_classes,
             shape: [c as u32, shape[1] as u32, shape[2] as u32],
             scaling: scaling(args.text("scaling")?)?,
-            images: ImageArgs::from_args(args)?,
+            images: ImageArgs::from_args(args, c)?,
         })
     }
 

@@ -205,15 +205,15 @@ impl TrainingPlan for ResNet {
         ),
         ArgSpec::optional(
             "mean",
-            ArgType::Number,
+            ArgType::NumberOrList,
             "0.5",
-            "subtracted from every channel's [0, 1] values",
+            "subtracted from the [0, 1] values: one number, or one per channel (ImageNet's [0.485, 0.456, 0.406])",
         ),
         ArgSpec::optional(
             "std",
-            ArgType::Number,
+            ArgType::NumberOrList,
             "0.25",
-            "every channel divided by it after the mean",
+            "divides each channel after the mean: one number, or one per channel (ImageNet's [0.229, 0.224, 0.225])",
         ),
         ArgSpec::optional(
             "horizontal_flip",
@@ -266,7 +266,7 @@ impl TrainingPlan for ResNet {
             classifier,
             n_classes,
             shape: [c as u32, h as u32, w as u32],
-            images: ImageArgs::from_args(args)?,
+            images: ImageArgs::from_args(args, c)?,
         })
     }
 

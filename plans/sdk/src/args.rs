@@ -24,6 +24,8 @@ pub enum ArgType {
     Boolean,
     /// A list of whole numbers ≥ 0.
     CountList,
+    /// A finite number, or a non-empty list of them (one per channel, say).
+    NumberOrList,
 }
 
 impl ArgType {
@@ -34,6 +36,7 @@ impl ArgType {
             ArgType::Text => "string",
             ArgType::Boolean => "boolean",
             ArgType::CountList => "list<integer>",
+            ArgType::NumberOrList => "number or list<number>",
         }
     }
 
@@ -46,6 +49,12 @@ impl ArgType {
             ArgType::CountList => value
                 .as_array()
                 .is_some_and(|items| items.iter().all(|v| as_count(v).is_some())),
+            ArgType::NumberOrList => match value.as_array() {
+                Some(items) => {
+                    !items.is_empty() && items.iter().all(|v| ArgType::Number.accepts(v))
+                }
+                None => ArgType::Number.accepts(value),
+            },
         }
     }
 }
@@ -203,6 +212,24 @@ impl Args {
             .as_f64()
             .map(|f| f as f32)
             .ok_or_else(|| invalid_argument(format!("{}.{name} must be a number", self.what)))
+    }
+
+    /// A number or list of numbers, as a list (one number: a list of one).
+    pub fn numbers(&self, name: &str) -> PlanResult<Vec<f32>> {
+        let err = || {
+            invalid_argument(format!(
+                "{}.{name} must be a number or a list of numbers",
+                self.what
+            ))
+        };
+        let value = self.get(name)?;
+        match value.as_array() {
+            Some(items) => items
+                .iter()
+                .map(|v| v.as_f64().map(|f| f as f32).ok_or_else(err))
+                .collect(),
+            None => value.as_f64().map(|f| vec![f as f32]).ok_or_else(err),
+        }
     }
 
     /// A string argument.

@@ -278,28 +278,30 @@ pub fn image_data(
 
 /// How a plan wants its images prepared, read from the model arguments
 /// image plans share (the `cnn` and `unet` plans declare them): `fit`
-/// (`"resize"` or `"center-crop"`), `mean`, `std`, `horizontal_flip`,
-/// `vertical_flip`, `crop_padding` and `rotation` (0 to 45 degrees).
-#[derive(Debug, Clone, Copy)]
+/// (`"resize"` or `"center-crop"`), `mean` and `std` (one value for every
+/// channel, or one per channel), `horizontal_flip`, `vertical_flip`,
+/// `crop_padding` and `rotation` (0 to 45 degrees).
+#[derive(Debug, Clone)]
 pub struct ImageArgs {
     /// How the node brings images to the plan's size.
     pub fit: ImageFit,
-    /// Subtracted from every channel's [0, 1] values.
-    pub mean: f32,
-    /// Every channel divided by it after the mean is subtracted; positive.
-    pub std: f32,
+    /// Subtracted from each channel's [0, 1] values, one per channel.
+    pub mean: Vec<f32>,
+    /// Each channel divided by its value after the mean is subtracted; positive.
+    pub std: Vec<f32>,
     /// Seeded augmentation of training batches.
     pub augmentation: Augmentation,
 }
 
 impl ImageArgs {
-    /// Read and check the arguments; an error names the one at fault.
-    pub fn from_args(args: &Args) -> PlanResult<Self> {
-        let mean = args.number("mean")?;
-        let std = args.number("std")?;
-        if !(mean.is_finite() && std.is_finite() && std > 0.0) {
+    /// Read and check the arguments for images of `channels` channels; an
+    /// error names the one at fault.
+    pub fn from_args(args: &Args, channels: usize) -> PlanResult<Self> {
+        let mean = per_channel(args, "mean", channels)?;
+        let std = per_channel(args, "std", channels)?;
+        if let Some(bad) = std.iter().find(|s| **s <= 0.0 || !s.is_finite()) {
             return Err(invalid_argument(format!(
-                "model_args.mean must be finite and std positive, got {mean} and {std}"
+                "model_args.std must be positive, got {bad}"
             )));
         }
         let fit = match args.text("fit")? {
@@ -333,11 +335,26 @@ impl ImageArgs {
     /// The answer to `training-data` for `task` on images of `(channels,
     /// height, width)` prepared as these arguments say.
     pub fn data_spec(&self, task: Task, shape: (u32, u32, u32)) -> DataSpec {
-        let mut spec = image_data(task, shape, (self.mean, self.std), self.augmentation);
+        let mut spec = image_data(task, shape, (0.0, 1.0), self.augmentation);
         if let Some(images) = spec.images.as_mut() {
             images.fit = self.fit;
+            images.mean = self.mean.clone();
+            images.std = self.std.clone();
         }
         spec
+    }
+}
+
+/// The argument `name` as one value per channel: one number for every
+/// channel, or a list of exactly `channels` numbers.
+fn per_channel(args: &Args, name: &str, channels: usize) -> PlanResult<Vec<f32>> {
+    let values = args.numbers(name)?;
+    match values.len() {
+        1 => Ok(vec![values[0]; channels]),
+        n if n == channels => Ok(values),
+        n => Err(invalid_argument(format!(
+            "model_args.{name} has {n} values for images of {channels} channels; give one for every channel, or one per channel"
+        ))),
     }
 }
 
@@ -348,5 +365,59 @@ pub fn no_augmentation() -> Augmentation {
         vertical_flip: false,
         crop_padding: 0,
         max_rotation_degrees: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::ArgType;
+
+    const IMAGE_ARGS: &[ArgSpec] = &[
+        ArgSpec::optional("fit", ArgType::Text, "\"resize\"", ""),
+        ArgSpec::optional("mean", ArgType::NumberOrList, "0.5", ""),
+        ArgSpec::optional("std", ArgType::NumberOrList, "0.25", ""),
+        ArgSpec::optional("horizontal_flip", ArgType::Boolean, "false", ""),
+        ArgSpec::optional("vertical_flip", ArgType::Boolean, "false", ""),
+        ArgSpec::optional("crop_padding", ArgType::Count, "0", ""),
+        ArgSpec::optional("rotation", ArgType::Number, "0", ""),
+    ];
+
+    fn image_args(json: &str, channels: usize) -> PlanResult<ImageArgs> {
+        ImageArgs::from_args(&Args::parse("model_args", json, IMAGE_ARGS)?, channels)
+    }
+
+    #[test]
+    fn mean_and_std_are_one_for_every_channel_or_one_per_channel() {
+        let one = image_args(r#"{"mean": 0.2}"#, 3).unwrap();
+        assert_eq!((one.mean, one.std), (vec![0.2; 3], vec![0.25; 3]));
+        let imagenet = image_args(
+            r#"{"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}"#,
+            3,
+        )
+        .unwrap();
+        let spec = imagenet.data_spec(Task::MulticlassClassification(10), (3, 8, 8));
+        let images = spec.images.unwrap();
+        assert_eq!(images.mean, [0.485, 0.456, 0.406]);
+        assert_eq!(images.std, [0.229, 0.224, 0.225]);
+        let err = image_args(r#"{"mean": [0.4, 0.5]}"#, 3).unwrap_err();
+        assert!(
+            err.message
+                .contains("model_args.mean has 2 values for images of 3 channels"),
+            "{}",
+            err.message
+        );
+        let err = image_args(r#"{"std": [0.2, 0.0, 0.1]}"#, 3).unwrap_err();
+        assert!(
+            err.message.contains("std must be positive, got 0"),
+            "{}",
+            err.message
+        );
+        let err = image_args(r#"{"mean": []}"#, 1).unwrap_err();
+        assert!(
+            err.message.contains("number or list<number>"),
+            "{}",
+            err.message
+        );
     }
 }
