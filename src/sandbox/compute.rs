@@ -187,7 +187,7 @@ impl HostState {
             HostTensor::bytes(op.scratch()).saturating_mul(self.pool.current_num_threads());
         self.memory.check_transient(&what, scratch)?;
         self.memory.take_host(&what, HostTensor::bytes(out_len))?;
-        let mut out = self.memory.zeroed(out_len);
+        let mut out = self.memory.output_buffer(out_len);
         {
             let slices = inputs
                 .iter()
@@ -438,8 +438,8 @@ mod tests {
         assert!(s.add(borrow(&a), forged).is_err());
     }
 
-    /// A dropped tensor's buffer serves the next output of its length,
-    /// zeroed; spares never make the plan fail: they are freed first.
+    /// A dropped tensor's buffer serves the next output of its length;
+    /// spares never make the plan fail: they are freed first.
     #[test]
     fn spares_are_reused_and_freed_before_the_budget_refuses() {
         let mut s = state(1);

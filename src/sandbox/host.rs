@@ -124,10 +124,10 @@ impl MemoryCap {
         self.spares.keep(buffer);
     }
 
-    /// A zeroed buffer of `len` values for a host tensor whose bytes
-    /// [`Self::take_host`] took.
-    pub(crate) fn zeroed(&mut self, len: usize) -> Vec<f32> {
-        self.spares.zeroed(len)
+    /// A buffer of `len` values for an operation's output, whose bytes
+    /// [`Self::take_host`] took: a spare's values, or zeros.
+    pub(crate) fn output_buffer(&mut self, len: usize) -> Vec<f32> {
+        self.spares.take(len)
     }
 }
 

@@ -33,12 +33,14 @@ impl Spares {
         self.by_len.entry(buffer.len()).or_default().push(buffer);
     }
 
-    /// A zeroed buffer of `len` values, from a spare when one has that length.
-    pub(crate) fn zeroed(&mut self, len: usize) -> Vec<f32> {
+    /// A buffer of `len` values for an operation's output: a spare of that
+    /// length as the plan's last tensor left it (every operation writes its
+    /// whole output and reads none of it: `fedwasm_kernels::Op::run`, tested
+    /// there), or a new zeroed one.
+    pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
         match self.by_len.get_mut(&len).and_then(Vec::pop) {
-            Some(mut buffer) => {
+            Some(buffer) => {
                 self.bytes -= bytes(len);
-                buffer.fill(0.0);
                 buffer
             }
             None => vec![0.0; len],
@@ -61,18 +63,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_spare_of_the_length_asked_is_reused_zeroed() {
+    fn a_spare_of_the_length_asked_is_reused() {
         let mut spares = Spares::default();
         spares.keep(vec![3.0; 8]);
         spares.keep(Vec::new());
         assert_eq!(spares.bytes(), 32);
-        let other = spares.zeroed(4);
+        let other = spares.take(4);
         assert_eq!((other, spares.bytes()), (vec![0.0; 4], 32));
-        let reused = spares.zeroed(8);
-        assert_eq!((reused, spares.bytes()), (vec![0.0; 8], 0));
+        let reused = spares.take(8);
+        assert_eq!((reused, spares.bytes()), (vec![3.0; 8], 0));
         spares.keep(vec![1.0; 2]);
         spares.clear();
         assert_eq!(spares.bytes(), 0);
-        assert_eq!(spares.zeroed(2).capacity(), 2);
+        assert_eq!(spares.take(2), vec![0.0; 2]);
     }
 }

@@ -379,7 +379,7 @@ fn transpose_rows<const W: usize>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::isa::force_portable;
 

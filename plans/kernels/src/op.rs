@@ -512,4 +512,129 @@ mod tests {
         Op::MatMul(mm).run(&[&[1.0, 2.0], &[3.0, 4.0], &[0.5, -0.5]], &mut out);
         assert_eq!(out, vec![3.5, 3.5, 6.5, 7.5]);
     }
+
+    /// Every kind of operation with the lengths of its inputs, in shapes
+    /// that exercise padding, strides, biases and both batch-norm modes.
+    fn every_op() -> Vec<(Op, Vec<usize>)> {
+        let window = Window {
+            channels: 3,
+            input: [7, 6],
+            kernel: [3, 3],
+            stride: [2, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+        };
+        let conv = Conv2d {
+            batch: 2,
+            window,
+            out_channels: 5,
+        };
+        let (x, w) = (2 * 3 * 7 * 6, 5 * 3 * 9);
+        let g = conv.sizes().unwrap().output_len;
+        let pool = Pool2d {
+            planes: 6,
+            window: Window {
+                channels: 1,
+                kernel: [3, 3],
+                stride: [2, 2],
+                ..window
+            },
+        };
+        let pooled = pool.sizes().unwrap().2;
+        let bn = BatchNorm {
+            batch: 2,
+            channels: 3,
+            spatial: 42,
+        };
+        let mm = |transpose_a, transpose_b| {
+            Op::MatMul(MatMul {
+                m: 7,
+                k: 19,
+                n: 13,
+                transpose_a,
+                transpose_b,
+            })
+        };
+        vec![
+            (mm(false, false), vec![7 * 19, 19 * 13]),
+            (mm(true, true), vec![7 * 19, 19 * 13, 13]),
+            (Op::Conv2d(conv), vec![x, w]),
+            (Op::Conv2d(conv), vec![x, w, 5]),
+            (Op::Conv2dInputGrad(conv), vec![g, w]),
+            (
+                Op::Conv2dWeightGrad {
+                    conv,
+                    per_sample: false,
+                },
+                vec![g, x],
+            ),
+            (
+                Op::Conv2dWeightGrad {
+                    conv,
+                    per_sample: true,
+                },
+                vec![g, x],
+            ),
+            (
+                Op::ChannelSums {
+                    batch: 2,
+                    channels: 3,
+                    plane: 42,
+                    per_sample: false,
+                },
+                vec![x],
+            ),
+            (
+                Op::ChannelSums {
+                    batch: 2,
+                    channels: 3,
+                    plane: 42,
+                    per_sample: true,
+                },
+                vec![x],
+            ),
+            (Op::Add, vec![x, x]),
+            (Op::Activate(Activation::Gelu), vec![x]),
+            (Op::ActivateGrad(Activation::LeakyRelu(0.1)), vec![x, x]),
+            (Op::MaxPool2d(pool), vec![x]),
+            (Op::MaxPool2dGrad(pool), vec![x, pooled]),
+            (Op::BatchNormStats { bn, eps: 1e-5 }, vec![x]),
+            (Op::BatchNormApply(bn), vec![x, 9, 3, 3]),
+            (
+                Op::BatchNormInputGrad { bn, training: true },
+                vec![x, 9, 3, x],
+            ),
+            (
+                Op::BatchNormInputGrad {
+                    bn,
+                    training: false,
+                },
+                vec![x, 9, 3, x],
+            ),
+            (Op::BatchNormAffineGrads(bn), vec![x, 9, x]),
+        ]
+    }
+
+    /// `Op::run` writes every value of its output and reads none, so the
+    /// host may hand it a buffer holding anything (a spare of the plan's).
+    #[test]
+    fn every_operation_writes_its_whole_output_and_reads_none_of_it() {
+        for (i, (op, lens)) in every_op().into_iter().enumerate() {
+            let n = op
+                .output_len(&lens)
+                .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+            let inputs: Vec<Vec<f32>> = lens
+                .iter()
+                .enumerate()
+                .map(|(j, &len)| crate::gemm::tests::values(len, (i * 7 + j) as u32 + 1))
+                .collect();
+            let slices: Vec<&[f32]> = inputs.iter().map(Vec::as_slice).collect();
+            let run = |fill: f32| {
+                let mut out = vec![fill; n];
+                op.run(&slices, &mut out);
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            assert_eq!(run(0.0), run(f32::NAN), "{op:?} reads or skips its output");
+        }
+    }
 }
