@@ -33,6 +33,9 @@ const PARALLEL_WORK: usize = 1 << 16;
 /// A flat array of f32 a plan asked the host to hold.
 pub struct HostTensor {
     data: Vec<f32>,
+    /// Made by an operation (its buffer is kept for the next output of its
+    /// length when it drops), not uploaded or handed in.
+    output: bool,
 }
 
 impl HostTensor {
@@ -131,7 +134,10 @@ impl HostState {
         data: Vec<f32>,
     ) -> wasmtime::Result<Resource<HostTensor>> {
         self.memory.take_host(what, HostTensor::bytes(data.len()))?;
-        Ok(self.table.push(HostTensor { data })?)
+        Ok(self.table.push(HostTensor {
+            data,
+            output: false,
+        })?)
     }
 
     fn tensor(&self, handle: &Resource<HostTensor>) -> wasmtime::Result<&HostTensor> {
@@ -161,7 +167,7 @@ impl compute::HostTensor for HostState {
 
     fn drop(&mut self, tensor: Resource<HostTensor>) -> wasmtime::Result<()> {
         let held = self.table.delete(tensor)?;
-        self.memory.give_back_host(held.data);
+        self.memory.give_back_host(held.data, held.output);
         Ok(())
     }
 }
@@ -207,7 +213,10 @@ impl HostState {
                 wasmtime::bail!("compute.{}: the host's kernel failed", op.name());
             }
         }
-        Ok(Ok(self.table.push(HostTensor { data: out })?))
+        Ok(Ok(self.table.push(HostTensor {
+            data: out,
+            output: true,
+        })?))
     }
 }
 
@@ -452,8 +461,11 @@ mod tests {
         let again = s.add(borrow(&a), borrow(&b)).unwrap().unwrap();
         assert_eq!(s.memory.spares.bytes(), 0, "the spare was reused");
         assert_eq!(s.read(borrow(&again)).unwrap(), vec![3.0; quarter]);
+        let third = s.add(borrow(&a), borrow(&b)).unwrap().unwrap();
         s.drop(again).unwrap();
+        s.drop(third).unwrap();
         s.drop(b).unwrap();
+        // Two outputs kept; the uploaded `b` freed, not kept.
         assert_eq!(s.memory.spares.bytes(), 8 * quarter);
         // A half of the budget fits only once the spares are freed.
         let half = s.upload(vec![0.0; 2 * quarter]).unwrap().unwrap();

@@ -118,10 +118,13 @@ impl MemoryCap {
             <= self.limit
     }
 
-    /// Give back a dropped host tensor's buffer: kept as a spare.
-    pub(crate) fn give_back_host(&mut self, buffer: Vec<f32>) {
+    /// Give back a dropped host tensor's buffer: kept as a spare when an
+    /// operation made it (`output`), freed otherwise.
+    pub(crate) fn give_back_host(&mut self, buffer: Vec<f32>, output: bool) {
         self.host = self.host.saturating_sub(HostTensor::bytes(buffer.len()));
-        self.spares.keep(buffer);
+        if output {
+            self.spares.keep(buffer);
+        }
     }
 
     /// A buffer of `len` values for an operation's output, whose bytes

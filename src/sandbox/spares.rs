@@ -11,6 +11,9 @@
 
 use std::collections::HashMap;
 
+/// Most spares kept of one length: a bound whatever a plan does.
+const PER_LENGTH: usize = 256;
+
 /// Reusable buffers by length, and the bytes they hold.
 #[derive(Default)]
 pub(crate) struct Spares {
@@ -24,13 +27,19 @@ impl Spares {
         self.bytes
     }
 
-    /// Keep `buffer` for reuse (empty ones are not worth a slot).
+    /// Keep `buffer`, an operation's output, for reuse, unless it is empty
+    /// or [`PER_LENGTH`] spares of its length are kept already. (Only
+    /// outputs are kept: a tensor the plan uploads every step has a length
+    /// no output may take, and kept it would only make the next upload
+    /// fault fresh memory in.)
     pub(crate) fn keep(&mut self, buffer: Vec<f32>) {
-        if buffer.is_empty() {
+        let len = buffer.len();
+        let kept = self.by_len.entry(len).or_default();
+        if len == 0 || kept.len() == PER_LENGTH {
             return;
         }
-        self.bytes += bytes(buffer.len());
-        self.by_len.entry(buffer.len()).or_default().push(buffer);
+        self.bytes += bytes(len);
+        kept.push(buffer);
     }
 
     /// A buffer of `len` values for an operation's output: a spare of that
@@ -76,5 +85,9 @@ mod tests {
         spares.clear();
         assert_eq!(spares.bytes(), 0);
         assert_eq!(spares.take(2), vec![0.0; 2]);
+        for _ in 0..PER_LENGTH + 3 {
+            spares.keep(vec![1.0; 2]);
+        }
+        assert_eq!(spares.bytes(), 8 * PER_LENGTH);
     }
 }
