@@ -168,120 +168,162 @@ impl Tensor {
         let out = product(forward, &operands)?;
         let mut shape = self.shape().to_vec();
         *shape.last_mut().expect("checked above") = n_out;
-        let out_shape = shape.clone();
-        let (x, w) = (self.clone(), weight.clone());
+        let backward = LinearBackward {
+            x: self.clone(),
+            w: weight.clone(),
+            rows,
+            n_in,
+            n_out,
+            out_shape: shape.clone(),
+        };
         Tensor::from_ghost_buf("linear", out, &shape, &operands, move |gt, need| {
-            let gv = plan_side(gt, need);
-            let g: &[f32] = gv.as_deref().unwrap_or(&[]);
-            // Rows of g belonging to each sample (more than one for [N, T, in] inputs).
-            let per_sample = |batch: usize| -> PlanResult<usize> {
-                Ok(per_sample_stride(&out_shape, batch, "linear")? / n_out.max(1))
-            };
-            // Σ over a sample's rows of the squared norm of row r of `m` (width `w`).
-            let row_squares = |m: &[f32], w: usize| -> Vec<f64> {
-                m.chunks_exact(w.max(1))
-                    .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
-                    .collect()
-            };
-            let dx = match need[0] {
-                // dx = g·W
-                Need::Sum => Some(HostGrad::Sum(Tensor::from_values(
-                    product(dims(rows, n_out, n_in), &[gt, &w])?,
-                    x.shape(),
-                ))),
-                _ => None,
-            };
-            let dw = match need[1] {
-                Need::Nothing => None,
-                Need::Sum => {
-                    // dW = gᵀ·x
-                    let mm = MatMul {
-                        transpose_a: true,
-                        ..dims(n_out, rows, n_in)
-                    };
-                    Some(HostGrad::Sum(Tensor::from_values(
-                        product(mm, &[gt, &x])?,
-                        &[n_out, n_in],
-                    )))
-                }
-                Need::SampleSquares(batch) if per_sample(batch)? == 1 => {
-                    // Ghost norm: sample b's gradient is g_b ⊗ x_b, whose squared
-                    // norm is ‖g_b‖²·‖x_b‖².
-                    let gs = row_squares(g, n_out);
-                    let xs = row_squares(&x.values(), n_in);
-                    Some(HostGrad::SampleSquares(
-                        gs.iter().zip(&xs).map(|(a, b)| a * b).collect(),
-                    ))
-                }
-                Need::PerSample(batch) | Need::SampleSquares(batch) => {
-                    let per = per_sample(batch)?;
-                    let xv = x.values();
-                    let mut dw = vec![0.0f32; batch * n_out * n_in];
-                    for (s, dst) in dw.chunks_exact_mut(n_out * n_in).enumerate() {
-                        let r = s * per..(s + 1) * per;
-                        gemm(
-                            MatRef::row_major(&g[r.start * n_out..r.end * n_out], per, n_out).t(),
-                            MatRef::row_major(&xv[r.start * n_in..r.end * n_in], per, n_in),
-                            dst,
-                            false,
-                        );
-                    }
-                    Some(HostGrad::PerSample(local(dw, &[batch, n_out * n_in])))
-                }
-                Need::Clipped(batch) => {
-                    // Σ_b c_b·g_bᵀx_b: the rows of g scaled by their sample's factor.
-                    let per = per_sample(batch)?;
-                    let scaled = clipped_rows(g, n_out, per);
-                    let mut dw = vec![0.0f32; n_out * n_in];
-                    gemm(
-                        MatRef::row_major(&scaled, rows, n_out).t(),
-                        MatRef::row_major(&x.values(), rows, n_in),
-                        &mut dw,
-                        false,
-                    );
-                    Some(HostGrad::Sum(local(dw, &[n_out, n_in])))
-                }
-            };
-            let mut grads = vec![dx, dw];
-            if need.len() == 3 {
-                grads.push(match need[2] {
-                    Need::Nothing => None,
-                    Need::Sum => {
-                        // Each column summed over the rows, in row order.
-                        let sums = Op::ChannelSums {
-                            batch: rows,
-                            channels: n_out,
-                            plane: 1,
-                            per_sample: false,
-                        };
-                        let db = backend::run(sums, &[gt])?;
-                        Some(HostGrad::Sum(Tensor::from_values(db, &[n_out])))
-                    }
-                    Need::SampleSquares(batch) if per_sample(batch)? == 1 => {
-                        Some(HostGrad::SampleSquares(row_squares(g, n_out)))
-                    }
-                    Need::PerSample(batch) | Need::SampleSquares(batch) => {
-                        let per = per_sample(batch)?;
-                        let mut db = vec![0.0f32; batch * n_out];
-                        for (s, dst) in db.chunks_exact_mut(n_out).enumerate() {
-                            for row in g[s * per * n_out..(s + 1) * per * n_out].chunks_exact(n_out)
-                            {
-                                crate::kernels::simd::add_assign(dst, row);
-                            }
-                        }
-                        Some(HostGrad::PerSample(local(db, &[batch, n_out])))
-                    }
-                    Need::Clipped(batch) => {
-                        let scaled = clipped_rows(g, n_out, per_sample(batch)?);
-                        let mut db = vec![0.0f32; n_out];
-                        for row in scaled.chunks_exact(n_out) {
-                            crate::kernels::simd::add_assign(&mut db, row);
-                        }
-                        Some(HostGrad::Sum(local(db, &[n_out])))
-                    }
-                });
-            }
-            Ok(grads)
+            backward.grads(gt, need)
         })
     }
+}
+
+/// What the linear map's backward needs: its input `x` (`rows × n_in`
+/// values), its weight `[n_out, n_in]` and its output's shape. The summed
+/// gradients run on the host; DP-SGD's per-sample, ghost-norm and clipped
+/// ones in the plan, from the output gradient read once.
+struct LinearBackward {
+    x: Tensor,
+    w: Tensor,
+    rows: usize,
+    n_in: usize,
+    n_out: usize,
+    out_shape: Vec<usize>,
+}
+
+impl LinearBackward {
+    /// The gradients `need` asks for: input, weight and (with a bias) bias.
+    fn grads(&self, gt: &Tensor, need: &[Need]) -> PlanResult<Vec<Option<HostGrad>>> {
+        let gv = plan_side(gt, need);
+        let g: &[f32] = gv.as_deref().unwrap_or(&[]);
+        let mut grads = vec![
+            self.input_grad(gt, need[0])?,
+            self.weight_grad(gt, g, need[1])?,
+        ];
+        if let Some(&bias) = need.get(2) {
+            grads.push(self.bias_grad(gt, g, bias)?);
+        }
+        Ok(grads)
+    }
+
+    /// Rows of g belonging to each sample (more than one for `[N, T, in]` inputs).
+    fn rows_per_sample(&self, batch: usize) -> PlanResult<usize> {
+        Ok(per_sample_stride(&self.out_shape, batch, "linear")? / self.n_out.max(1))
+    }
+
+    /// `dx = g·W`, on the host.
+    fn input_grad(&self, gt: &Tensor, need: Need) -> PlanResult<Option<HostGrad>> {
+        Ok(match need {
+            Need::Sum => Some(HostGrad::Sum(Tensor::from_values(
+                product(dims(self.rows, self.n_out, self.n_in), &[gt, &self.w])?,
+                self.x.shape(),
+            ))),
+            _ => None,
+        })
+    }
+
+    /// `dW = gᵀ·x` on the host; or per sample, its squared norms (a ghost
+    /// norm when each sample is one row), or clipped and summed, in the plan.
+    fn weight_grad(&self, gt: &Tensor, g: &[f32], need: Need) -> PlanResult<Option<HostGrad>> {
+        let (rows, n_in, n_out) = (self.rows, self.n_in, self.n_out);
+        Ok(match need {
+            Need::Nothing => None,
+            Need::Sum => {
+                let mm = MatMul {
+                    transpose_a: true,
+                    ..dims(n_out, rows, n_in)
+                };
+                Some(HostGrad::Sum(Tensor::from_values(
+                    product(mm, &[gt, &self.x])?,
+                    &[n_out, n_in],
+                )))
+            }
+            Need::SampleSquares(batch) if self.rows_per_sample(batch)? == 1 => {
+                // Sample b's gradient is g_b ⊗ x_b: its squared norm is ‖g_b‖²·‖x_b‖².
+                let gs = row_squares(g, n_out);
+                let xs = row_squares(&self.x.values(), n_in);
+                Some(HostGrad::SampleSquares(
+                    gs.iter().zip(&xs).map(|(a, b)| a * b).collect(),
+                ))
+            }
+            Need::PerSample(batch) | Need::SampleSquares(batch) => {
+                let per = self.rows_per_sample(batch)?;
+                let xv = self.x.values();
+                let mut dw = vec![0.0f32; batch * n_out * n_in];
+                for (s, dst) in dw.chunks_exact_mut(n_out * n_in).enumerate() {
+                    let r = s * per..(s + 1) * per;
+                    gemm(
+                        MatRef::row_major(&g[r.start * n_out..r.end * n_out], per, n_out).t(),
+                        MatRef::row_major(&xv[r.start * n_in..r.end * n_in], per, n_in),
+                        dst,
+                        false,
+                    );
+                }
+                Some(HostGrad::PerSample(local(dw, &[batch, n_out * n_in])))
+            }
+            Need::Clipped(batch) => {
+                // Σ_b c_b·g_bᵀx_b: the rows of g scaled by their sample's factor.
+                let scaled = clipped_rows(g, n_out, self.rows_per_sample(batch)?);
+                let mut dw = vec![0.0f32; n_out * n_in];
+                gemm(
+                    MatRef::row_major(&scaled, rows, n_out).t(),
+                    MatRef::row_major(&self.x.values(), rows, n_in),
+                    &mut dw,
+                    false,
+                );
+                Some(HostGrad::Sum(local(dw, &[n_out, n_in])))
+            }
+        })
+    }
+
+    /// Each column of g summed over the rows in order, on the host; or per
+    /// sample, its squared norms, or clipped and summed, in the plan.
+    fn bias_grad(&self, gt: &Tensor, g: &[f32], need: Need) -> PlanResult<Option<HostGrad>> {
+        let n_out = self.n_out;
+        Ok(match need {
+            Need::Nothing => None,
+            Need::Sum => {
+                let sums = Op::ChannelSums {
+                    batch: self.rows,
+                    channels: n_out,
+                    plane: 1,
+                    per_sample: false,
+                };
+                let db = backend::run(sums, &[gt])?;
+                Some(HostGrad::Sum(Tensor::from_values(db, &[n_out])))
+            }
+            Need::SampleSquares(batch) if self.rows_per_sample(batch)? == 1 => {
+                Some(HostGrad::SampleSquares(row_squares(g, n_out)))
+            }
+            Need::PerSample(batch) | Need::SampleSquares(batch) => {
+                let per = self.rows_per_sample(batch)?;
+                let mut db = vec![0.0f32; batch * n_out];
+                for (s, dst) in db.chunks_exact_mut(n_out).enumerate() {
+                    for row in g[s * per * n_out..(s + 1) * per * n_out].chunks_exact(n_out) {
+                        crate::kernels::simd::add_assign(dst, row);
+                    }
+                }
+                Some(HostGrad::PerSample(local(db, &[batch, n_out])))
+            }
+            Need::Clipped(batch) => {
+                let scaled = clipped_rows(g, n_out, self.rows_per_sample(batch)?);
+                let mut db = vec![0.0f32; n_out];
+                for row in scaled.chunks_exact(n_out) {
+                    crate::kernels::simd::add_assign(&mut db, row);
+                }
+                Some(HostGrad::Sum(local(db, &[n_out])))
+            }
+        })
+    }
+}
+
+/// The squared norm of each row of `m` (width `w`), in f64.
+fn row_squares(m: &[f32], w: usize) -> Vec<f64> {
+    m.chunks_exact(w.max(1))
+        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
+        .collect()
 }
