@@ -38,10 +38,15 @@ pub struct HostTensor {
     output: bool,
 }
 
+/// Bytes of the host's own bookkeeping each tensor is charged besides its
+/// values (its table entry and allocation): without it, a plan uploading
+/// empty tensors in a loop would grow the host's memory outside its budget.
+const TENSOR_OVERHEAD: usize = 64;
+
 impl HostTensor {
-    /// Bytes it takes from the plan's memory budget.
+    /// Bytes a tensor of `len` values takes from the plan's memory budget.
     pub(crate) fn bytes(len: usize) -> usize {
-        len.saturating_mul(4)
+        len.saturating_mul(4).saturating_add(TENSOR_OVERHEAD)
     }
 }
 
@@ -161,7 +166,7 @@ impl compute::HostTensor for HostState {
         let len = self.tensor(&tensor)?.data.len();
         // The copy lives on the host while the plan receives its own.
         self.memory
-            .check_transient("compute.tensor.read", HostTensor::bytes(len))?;
+            .check_transient("compute.tensor.read", len.saturating_mul(4))?;
         Ok(self.tensor(&tensor)?.data.clone())
     }
 
@@ -189,8 +194,10 @@ impl HostState {
             Err(e) => return Ok(Err(invalid_data(e.0))),
         };
         let what = format!("compute.{}", op.name());
-        let scratch =
-            HostTensor::bytes(op.scratch()).saturating_mul(self.pool.current_num_threads());
+        let scratch = op
+            .scratch()
+            .saturating_mul(4)
+            .saturating_mul(self.pool.current_num_threads());
         self.memory.check_transient(&what, scratch)?;
         self.memory.take_host(&what, HostTensor::bytes(out_len))?;
         let mut out = self.memory.output_buffer(out_len);
@@ -420,7 +427,8 @@ mod tests {
             .matmul(dims, borrow(&a), borrow(&b), None)
             .unwrap()
             .unwrap();
-        assert_eq!(s.memory.host, 4 * (6 + 6 + 4));
+        let held = [6, 6, 4].map(HostTensor::bytes);
+        assert_eq!(s.memory.host, held.iter().sum::<usize>());
         let c = s.read(borrow(&out)).unwrap();
         assert_eq!(c, vec![4.0, 5.0, 10.0, 11.0]);
         for t in [a, b, out] {
@@ -447,17 +455,35 @@ mod tests {
         assert!(s.add(borrow(&a), forged).is_err());
     }
 
+    /// Empty tensors are not free: each is charged the host's bookkeeping,
+    /// so a plan uploading them in a loop meets its budget.
+    #[test]
+    fn empty_tensors_are_charged_their_bookkeeping() {
+        let mut s = state(1);
+        let mut held = Vec::new();
+        let err = loop {
+            match s.upload(Vec::new()) {
+                Ok(t) => held.push(t.unwrap()),
+                Err(e) => break e,
+            }
+            assert!(held.len() <= 1 << 20, "empty tensors never met the budget");
+        };
+        assert_eq!(held.len(), (1 << 20) / TENSOR_OVERHEAD);
+        assert!(err.to_string().contains("memory budget"), "{err}");
+    }
+
     /// A dropped tensor's buffer serves the next output of its length;
     /// spares never make the plan fail: they are freed first.
     #[test]
     fn spares_are_reused_and_freed_before_the_budget_refuses() {
         let mut s = state(1);
-        let quarter = (1 << 20) / 16;
+        // Floats of a tensor charged a quarter of the 1 MiB budget.
+        let quarter = ((1 << 18) - TENSOR_OVERHEAD) / 4;
         let a = s.upload(vec![1.0; quarter]).unwrap().unwrap();
         let b = s.upload(vec![2.0; quarter]).unwrap().unwrap();
         let sum = s.add(borrow(&a), borrow(&b)).unwrap().unwrap();
         s.drop(sum).unwrap();
-        assert_eq!(s.memory.spares.bytes(), 4 * quarter);
+        assert_eq!(s.memory.spares.bytes(), HostTensor::bytes(quarter));
         let again = s.add(borrow(&a), borrow(&b)).unwrap().unwrap();
         assert_eq!(s.memory.spares.bytes(), 0, "the spare was reused");
         assert_eq!(s.read(borrow(&again)).unwrap(), vec![3.0; quarter]);
@@ -466,7 +492,7 @@ mod tests {
         s.drop(third).unwrap();
         s.drop(b).unwrap();
         // Two outputs kept; the uploaded `b` freed, not kept.
-        assert_eq!(s.memory.spares.bytes(), 8 * quarter);
+        assert_eq!(s.memory.spares.bytes(), 2 * HostTensor::bytes(quarter));
         // A half of the budget fits only once the spares are freed.
         let half = s.upload(vec![0.0; 2 * quarter]).unwrap().unwrap();
         assert_eq!(s.memory.spares.bytes(), 0);

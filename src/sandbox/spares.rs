@@ -34,8 +34,11 @@ impl Spares {
     /// fault fresh memory in.)
     pub(crate) fn keep(&mut self, buffer: Vec<f32>) {
         let len = buffer.len();
+        if len == 0 {
+            return;
+        }
         let kept = self.by_len.entry(len).or_default();
-        if len == 0 || kept.len() == PER_LENGTH {
+        if kept.len() == PER_LENGTH {
             return;
         }
         self.bytes += bytes(len);
@@ -47,13 +50,16 @@ impl Spares {
     /// whole output and reads none of it: `fedwasm_kernels::Op::run`, tested
     /// there), or a new zeroed one.
     pub(crate) fn take(&mut self, len: usize) -> Vec<f32> {
-        match self.by_len.get_mut(&len).and_then(Vec::pop) {
-            Some(buffer) => {
-                self.bytes -= bytes(len);
-                buffer
-            }
-            None => vec![0.0; len],
+        let Some(kept) = self.by_len.get_mut(&len) else {
+            return vec![0.0; len];
+        };
+        let buffer = kept.pop().unwrap_or_else(|| vec![0.0; len]);
+        if kept.is_empty() {
+            // No entry outlives its spares: the map never outgrows them.
+            self.by_len.remove(&len);
         }
+        self.bytes -= bytes(len);
+        buffer
     }
 
     /// Free every spare.
@@ -63,8 +69,9 @@ impl Spares {
     }
 }
 
+/// A spare is charged as the tensor it was.
 fn bytes(len: usize) -> usize {
-    len.saturating_mul(std::mem::size_of::<f32>())
+    super::compute::HostTensor::bytes(len)
 }
 
 #[cfg(test)]
@@ -76,9 +83,9 @@ mod tests {
         let mut spares = Spares::default();
         spares.keep(vec![3.0; 8]);
         spares.keep(Vec::new());
-        assert_eq!(spares.bytes(), 32);
+        assert_eq!(spares.bytes(), bytes(8));
         let other = spares.take(4);
-        assert_eq!((other, spares.bytes()), (vec![0.0; 4], 32));
+        assert_eq!((other, spares.bytes()), (vec![0.0; 4], bytes(8)));
         let reused = spares.take(8);
         assert_eq!((reused, spares.bytes()), (vec![3.0; 8], 0));
         spares.keep(vec![1.0; 2]);
@@ -88,6 +95,8 @@ mod tests {
         for _ in 0..PER_LENGTH + 3 {
             spares.keep(vec![1.0; 2]);
         }
-        assert_eq!(spares.bytes(), 8 * PER_LENGTH);
+        assert_eq!(spares.bytes(), bytes(2) * PER_LENGTH);
+        assert_eq!(spares.take(2), vec![1.0; 2]);
+        assert_eq!(spares.by_len[&2].len(), PER_LENGTH - 1);
     }
 }
