@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use fedwasm::dataset::read_images;
+use fedwasm::dataset::{LoadedImages, Table, read_images};
 use fedwasm::plan_build::build_plan;
 use fedwasm::researcher::aggregators::{AggregationError, align_parameters};
 use fedwasm::sandbox::random::StreamSeed;
@@ -134,49 +134,15 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         )
     })?;
     let budget = sandbox.config().memory_bytes();
-    let manifest = super::manifest::manifest_columns(
-        args.image_column.clone(),
-        args.target.as_deref(),
-        args.mask_column.clone(),
-    )?;
-    let images = if args.data.is_dir() || manifest.is_some() {
-        if args.split_column.is_some() && manifest.is_none() {
-            bail!(
-                "--split-column applies to tables and image manifests; an image folder is scored whole"
-            );
-        }
-        Some(
-            read_images(&args.data, manifest.as_ref(), budget)
-                .with_context(|| format!("reading the images in {}", args.data.display()))?,
-        )
-    } else {
-        None
-    };
-    let table = match &images {
-        Some(_) => None,
-        None => Some(
-            fedwasm::dataset::Table::open(&args.data)
-                .with_context(|| format!("reading {}", args.data.display()))?,
-        ),
-    };
-    let image_test = match (&images, &args.split_column) {
-        (Some(images), Some(column)) => Some(
-            image_test_part(&args.data, column, images)
-                .with_context(|| format!("reading --split-column from {}", args.data.display()))?,
-        ),
-        _ => None,
-    };
-    let data = match (&images, &table) {
-        (Some(images), _) => match &image_test {
-            Some(test) => ScoredData::ImageTestPart { images, test },
-            None => ScoredData::Images(images),
-        },
-        (None, Some(table)) => ScoredData::Rows(ScoredRows {
+    let local = read_data(&args, budget)?;
+    let data = match &local {
+        LocalData::Images(images, None) => ScoredData::Images(images),
+        LocalData::Images(images, Some(test)) => ScoredData::ImageTestPart { images, test },
+        LocalData::Table(table) => ScoredData::Rows(ScoredRows {
             table,
             target: args.target.as_deref(),
             split_column: args.split_column.as_deref(),
         }),
-        (None, None) => bail!("no data to score"),
     };
     let scores = score_parameters(&sandbox, &loaded, &model_args, &parameters, data, metric)
         .context("scoring")?;
@@ -189,11 +155,51 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     println!(
         "data       {} {} of {}",
         scores.first().map_or(0, |s| s.samples),
-        if images.is_some() { "images" } else { "rows" },
+        match local {
+            LocalData::Images(..) => "images",
+            LocalData::Table(_) => "rows",
+        },
         args.data.display()
     );
     for score in scores {
         println!("{:<20} {:.6}", score.metric, score.value);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `--data` holds: images (with a manifest's test part when
+/// `--split-column` names one), or a table.
+enum LocalData {
+    Images(LoadedImages, Option<Vec<bool>>),
+    Table(Table),
+}
+
+/// Read `--data` as the arguments describe it: an image folder or
+/// manifest (within `budget` bytes), or a table.
+fn read_data(args: &EvaluateArgs, budget: usize) -> anyhow::Result<LocalData> {
+    let manifest = super::manifest::manifest_columns(
+        args.image_column.clone(),
+        args.target.as_deref(),
+        args.mask_column.clone(),
+    )?;
+    if !args.data.is_dir() && manifest.is_none() {
+        let table =
+            Table::open(&args.data).with_context(|| format!("reading {}", args.data.display()))?;
+        return Ok(LocalData::Table(table));
+    }
+    if args.split_column.is_some() && manifest.is_none() {
+        bail!(
+            "--split-column applies to tables and image manifests; an image folder is scored whole"
+        );
+    }
+    let images = read_images(&args.data, manifest.as_ref(), budget)
+        .with_context(|| format!("reading the images in {}", args.data.display()))?;
+    let test = match &args.split_column {
+        Some(column) => Some(
+            image_test_part(&args.data, column, &images)
+                .with_context(|| format!("reading --split-column from {}", args.data.display()))?,
+        ),
+        None => None,
+    };
+    Ok(LocalData::Images(images, test))
 }

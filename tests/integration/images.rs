@@ -21,16 +21,21 @@ fn cnn_args() -> Value {
            "horizontal_flip": true, "vertical_flip": true})
 }
 
+/// The files of one class of `data/nuclei/train`, sorted.
+fn nuclei_train(class: &str) -> Vec<std::path::PathBuf> {
+    let mut files: Vec<_> = std::fs::read_dir(data("nuclei/train").join(class))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
 /// `data/nuclei/train` dealt alternately into two image folders.
 fn deal_two(into: &Path) -> [std::path::PathBuf; 2] {
     let folders = [into.join("images-a"), into.join("images-b")];
     for class in ["background", "nucleus"] {
-        let mut files: Vec<_> = std::fs::read_dir(data("nuclei/train").join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for (i, file) in files.iter().enumerate() {
+        for (i, file) in nuclei_train(class).iter().enumerate() {
             let to = folders[i % 2].join(class);
             std::fs::create_dir_all(&to).unwrap();
             std::fs::copy(file, to.join(file.file_name().unwrap())).unwrap();
@@ -332,12 +337,12 @@ fn nuclei_manifest(into: &Path, skip: usize, count: usize) -> std::path::PathBuf
     let mut csv = String::from("file,class,fold\n");
     std::fs::create_dir_all(into.join("img")).unwrap();
     for class in ["background", "nucleus"] {
-        let mut files: Vec<_> = std::fs::read_dir(data("nuclei/train").join(class))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        for (i, file) in files.iter().skip(skip).take(count).enumerate() {
+        for (i, file) in nuclei_train(class)
+            .iter()
+            .skip(skip)
+            .take(count)
+            .enumerate()
+        {
             let name = format!(
                 "img/{class}-{}",
                 file.file_name().unwrap().to_string_lossy()
