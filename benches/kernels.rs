@@ -8,7 +8,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use fedwasm_kernels::{MatRef, gemm};
+use fedwasm_kernels::conv::{conv2d, conv2d_input_grad, conv2d_weight_grad};
+use fedwasm_kernels::{Conv2d, MatRef, Window, gemm};
 
 /// (m, k, n): square products, and the shapes convolutions and linear
 /// layers of the reference models reduce to.
@@ -119,6 +120,166 @@ fn torch_rates(threads: usize) -> Option<Vec<f64>> {
     })
 }
 
+/// ResNet-18's convolutions on a 64×64 batch of 16 (standard stem):
+/// (label, in channels, side, out channels, kernel, stride, padding, count
+/// in the model).
+const RESNET_CONVS: [(&str, usize, usize, usize, usize, usize, usize, usize); 11] = [
+    ("conv1 7×7/2", 3, 64, 64, 7, 2, 3, 1),
+    ("layer1 3×3", 64, 16, 64, 3, 1, 1, 4),
+    ("layer2 3×3/2", 64, 16, 128, 3, 2, 1, 1),
+    ("layer2 3×3", 128, 8, 128, 3, 1, 1, 3),
+    ("layer2 1×1/2", 64, 16, 128, 1, 2, 0, 1),
+    ("layer3 3×3/2", 128, 8, 256, 3, 2, 1, 1),
+    ("layer3 3×3", 256, 4, 256, 3, 1, 1, 3),
+    ("layer3 1×1/2", 128, 8, 256, 1, 2, 0, 1),
+    ("layer4 3×3/2", 256, 4, 512, 3, 2, 1, 1),
+    ("layer4 3×3", 512, 2, 512, 3, 1, 1, 3),
+    ("layer4 1×1/2", 256, 4, 512, 1, 2, 0, 1),
+];
+/// Images per batch in [`RESNET_CONVS`].
+const CONV_BATCH: usize = 16;
+
+fn resnet_conv(c: usize, side: usize, o: usize, k: usize, s: usize, p: usize) -> Conv2d {
+    Conv2d {
+        batch: CONV_BATCH,
+        window: Window {
+            channels: c,
+            input: [side, side],
+            kernel: [k, k],
+            stride: [s, s],
+            padding: [p, p],
+            dilation: [1, 1],
+        },
+        out_channels: o,
+    }
+}
+
+/// Best-of-`runs` seconds of `f`.
+fn best(runs: usize, mut f: impl FnMut()) -> f64 {
+    (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .fold(f64::MAX, f64::min)
+}
+
+/// Forward, input-gradient and weight-gradient milliseconds of one
+/// convolution, best of 10, on `threads` threads.
+fn conv_times(conv: &Conv2d, threads: usize) -> [f64; 3] {
+    let s = conv.sizes().expect("a valid convolution");
+    let x: Vec<f32> = (0..s.input_len).map(|i| (i % 17) as f32 * 0.1).collect();
+    let w: Vec<f32> = (0..s.weight_len).map(|i| (i % 11) as f32 * 0.01).collect();
+    let g: Vec<f32> = (0..s.output_len).map(|i| (i % 5) as f32 * 0.1).collect();
+    let (mut y, mut dx, mut dw) = (
+        vec![0.0f32; s.output_len],
+        vec![0.0f32; s.input_len],
+        vec![0.0f32; s.weight_len],
+    );
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        [
+            best(10, || conv2d(conv, &x, &w, None, &mut y)),
+            best(10, || conv2d_input_grad(conv, &g, &w, &mut dx)),
+            best(10, || conv2d_weight_grad(conv, &g, &x, &mut dw, false)),
+        ]
+        .map(|t| t * 1e3)
+    })
+}
+
+/// PyTorch's milliseconds for the same three, per convolution.
+fn torch_conv_times(threads: usize) -> Option<Vec<[f64; 3]>> {
+    let python = std::env::var_os("FEDWASM_BENCH_TORCH")?;
+    let convs: Vec<String> = RESNET_CONVS
+        .iter()
+        .map(|(_, c, side, o, k, s, p, _)| format!("({c},{side},{o},{k},{s},{p})"))
+        .collect();
+    let script = format!(
+        "import torch, time\n\
+         from torch.nn.grad import conv2d_input, conv2d_weight\n\
+         torch.set_num_threads({threads})\n\
+         def best(f):\n\
+         \x20   b = 1e9\n\
+         \x20   for _ in range(10):\n\
+         \x20       t = time.perf_counter(); f(); b = min(b, time.perf_counter() - t)\n\
+         \x20   return b * 1e3\n\
+         with torch.no_grad():\n\
+         \x20   for c, side, o, k, s, p in [{}]:\n\
+         \x20       x, w = torch.rand({CONV_BATCH}, c, side, side), torch.rand(o, c, k, k)\n\
+         \x20       y = torch.nn.functional.conv2d(x, w, stride=s, padding=p)\n\
+         \x20       g = torch.rand_like(y)\n\
+         \x20       f = best(lambda: torch.nn.functional.conv2d(x, w, stride=s, padding=p))\n\
+         \x20       i = best(lambda: conv2d_input(x.shape, w, g, stride=s, padding=p))\n\
+         \x20       v = best(lambda: conv2d_weight(x, w.shape, g, stride=s, padding=p))\n\
+         \x20       print(f, i, v)\n",
+        convs.join(",")
+    );
+    let out = std::process::Command::new(python)
+        .args(["-c", &script])
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let v: Vec<f64> = l
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
+                (v.len() == 3).then(|| [v[0], v[1], v[2]])
+            })
+            .collect()
+    })
+}
+
+/// Each ResNet-18 convolution's three products beside PyTorch's, and the
+/// totals over the model (each convolution times its count).
+fn resnet_convolutions() {
+    for threads in [1, 2] {
+        let torch = torch_conv_times(threads);
+        println!(
+            "\nResNet-18 convolutions, 64×64 / {CONV_BATCH}, {threads} thread(s), ms (torch in brackets)"
+        );
+        println!(
+            "{:<16} {:>19} {:>19} {:>19}",
+            "conv", "forward", "input grad", "weight grad"
+        );
+        let mut totals = [[0.0f64; 2]; 3];
+        for (i, (label, c, side, o, k, s, p, count)) in RESNET_CONVS.into_iter().enumerate() {
+            let ours = conv_times(&resnet_conv(c, side, o, k, s, p), threads);
+            let theirs = torch.as_ref().and_then(|t| t.get(i).copied());
+            let cells: Vec<String> = (0..3)
+                .map(|j| {
+                    totals[j][0] += ours[j] * count as f64;
+                    match theirs {
+                        Some(t) => {
+                            totals[j][1] += t[j] * count as f64;
+                            format!("{:>7.2} ({:>7.2})", ours[j], t[j])
+                        }
+                        None => format!("{:>7.2} (   —   )", ours[j]),
+                    }
+                })
+                .collect();
+            println!(
+                "{:<16} {:>19} {:>19} {:>19}",
+                label, cells[0], cells[1], cells[2]
+            );
+        }
+        let cells: Vec<String> = totals
+            .iter()
+            .map(|[ours, theirs]| format!("{ours:>7.2} ({theirs:>7.2})"))
+            .collect();
+        println!(
+            "{:<16} {:>19} {:>19} {:>19}",
+            "model total", cells[0], cells[1], cells[2]
+        );
+    }
+}
+
 fn main() {
     let isa = fedwasm_kernels::isa::detected();
     let peak = fma_peak();
@@ -149,4 +310,5 @@ fn main() {
             torch_cell(&torch[1]),
         );
     }
+    resnet_convolutions();
 }

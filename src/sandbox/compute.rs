@@ -195,9 +195,8 @@ impl HostState {
         };
         let what = format!("compute.{}", op.name());
         let scratch = op
-            .scratch()
-            .saturating_mul(4)
-            .saturating_mul(self.pool.current_num_threads());
+            .scratch(self.pool.current_num_threads())
+            .saturating_mul(4);
         self.memory.check_transient(&what, scratch)?;
         self.memory.take_host(&what, HostTensor::bytes(out_len))?;
         let mut out = self.memory.output_buffer(out_len);

@@ -69,18 +69,26 @@ impl Conv2d {
     }
 
     /// Floats of scratch one task needs: one image's columns, or a group's
-    /// columns twice (staged, then side by side) and its outputs.
+    /// columns twice (staged, then side by side) and its outputs; and the
+    /// packing space of the largest matrix product it runs.
     pub fn scratch(&self) -> Option<usize> {
         let s = self.sizes()?;
         let one = s.patch.checked_mul(s.positions)?;
         let group = self.group();
         let side_by_side = one.checked_mul(group)?;
-        let outputs = self
-            .out_channels
-            .checked_mul(s.positions)?
-            .checked_mul(group)?;
+        let columns = s.positions.checked_mul(group)?;
+        let outputs = self.out_channels.checked_mul(columns)?;
+        let (o, k) = (self.out_channels, s.patch);
+        let packing = [
+            crate::gemm::scratch(o, k, columns),
+            crate::gemm::scratch(k, o, columns),
+            crate::gemm::scratch(o, columns, k),
+        ]
+        .into_iter()
+        .max()?;
         one.checked_add(side_by_side.checked_mul(2)?)?
-            .checked_add(outputs)
+            .checked_add(outputs)?
+            .checked_add(packing)
     }
 
     /// Images whose columns are laid side by side for one matrix product:

@@ -9,10 +9,11 @@
 //! block at a time, and runs register tiles ([`crate::micro`]) over them.
 
 use std::cell::RefCell;
+use std::ops::Range;
 
 use crate::isa::active;
 use crate::micro::{Micro, Portable};
-use crate::parallel::{SharedMut, for_each_task, threads};
+use crate::parallel::{SharedMut, for_each_chunk_mut, for_each_task, threads};
 
 /// Depth of one packed block of the inner dimension.
 const KC: usize = 256;
@@ -153,32 +154,107 @@ impl Tiling {
 
 thread_local! {
     /// Each thread's packing space, reused across products: every value a
-    /// register tile reads is written by packing first, so it is never cleared.
+    /// register tile reads is written by packing first, so it is never
+    /// cleared. Taken out while a product runs, so a product nested on the
+    /// same thread (rayon runs another task while one waits) packs into a
+    /// space of its own.
     static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
 }
 
+/// Packing space above this many floats is given back after the product
+/// instead of kept for the next one.
+const KEEP_FLOATS: usize = 1 << 18;
+
+/// Floats of packing space a product of `m × k` by `k × n` uses: one block
+/// of both operands, padded to the widest register tile.
+pub fn scratch(m: usize, k: usize, n: usize) -> usize {
+    let widest = 16;
+    m.next_multiple_of(widest)
+        .saturating_add(n.min(NB_MAX).next_multiple_of(widest))
+        .saturating_mul(k.min(KC))
+}
+
+/// Block by block: C's columns in chunks of [`NB_MAX`], the depth in blocks
+/// of [`KC`]; each block of both operands is packed once (however many
+/// tiles read it), then every tile of the chunk is updated from it. A block
+/// is packed just before it is used, so it is still in cache when the tiles
+/// read it.
 fn tiled<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    let tiling = Tiling::choose(m, k, n, K::MR, K::NR);
+    let tiling = Tiling::choose(m, k, n.min(NB_MAX), K::MR, K::NR);
+    let (mut space_a, mut space_b) = PACKS.with(|packs| std::mem::take(&mut *packs.borrow_mut()));
     let out = SharedMut(c.as_mut_ptr());
-    for_each_task(tiling.row_tiles * tiling.col_tiles, |task| {
-        let (i0, j0) = (
-            (task / tiling.col_tiles) * tiling.mb,
-            (task % tiling.col_tiles) * tiling.nb,
-        );
-        let tile = Block {
-            i0,
-            j0,
-            mb: tiling.mb.min(m - i0),
-            nb: tiling.nb.min(n - j0),
-        };
-        PACKS.with(|packs| {
-            let (pa, pb) = &mut *packs.borrow_mut();
-            // SAFETY: tiles are disjoint, so this task alone writes `tile`
-            // of C, which lies inside `c` (m × n, checked by `gemm`).
-            unsafe { block::<K>(a, b, out, n, tile, accumulate, pa, pb) };
+    for jc in (0..n).step_by(NB_MAX) {
+        let chunk = jc..jc + NB_MAX.min(n - jc);
+        for p0 in (0..k).step_by(KC) {
+            let depth = p0..p0 + KC.min(k - p0);
+            let pa = Packed::new(&a, 0..m, depth.clone(), K::MR, &mut space_a);
+            let pb = Packed::new(&b.t(), chunk.clone(), depth, K::NR, &mut space_b);
+            let fresh = p0 == 0 && !accumulate;
+            let chunk_c = SharedMut(out.0.wrapping_add(jc));
+            for_each_task(tiling.row_tiles * tiling.col_tiles, |task| {
+                let (i0, j0) = (
+                    (task / tiling.col_tiles) * tiling.mb,
+                    (task % tiling.col_tiles) * tiling.nb,
+                );
+                if j0 >= chunk.len() {
+                    return;
+                }
+                let tile = Block {
+                    i0,
+                    j0,
+                    mb: tiling.mb.min(m - i0),
+                    nb: tiling.nb.min(chunk.len() - j0),
+                };
+                // SAFETY: tiles are disjoint, so this task alone writes its
+                // tile of C, which lies inside `c` (m × n, checked by `gemm`).
+                unsafe { block::<K>(&pa, &pb, chunk_c, n, tile, fresh) };
+            });
+        }
+    }
+    for space in [&mut space_a, &mut space_b] {
+        if space.len() > KEEP_FLOATS {
+            *space = Vec::new();
+        }
+    }
+    PACKS.with(|packs| *packs.borrow_mut() = (space_a, space_b));
+}
+
+/// One depth block of a matrix packed for register tiles: its rows in
+/// panels of `width`, each panel `kc · width` values, depth-major, zero
+/// past the last row.
+struct Packed<'a> {
+    data: &'a [f32],
+    width: usize,
+    kc: usize,
+}
+
+impl<'a> Packed<'a> {
+    /// Rows `rows` and depths `depth` of `m` packed into `space` (grown as
+    /// needed), one panel per task.
+    fn new(
+        m: &MatRef<'_>,
+        rows: Range<usize>,
+        depth: Range<usize>,
+        width: usize,
+        space: &'a mut Vec<f32>,
+    ) -> Packed<'a> {
+        let kc = depth.len();
+        let len = rows.len().next_multiple_of(width) * kc;
+        grow(space, len);
+        let data = &mut space[..len];
+        for_each_chunk_mut(data, kc * width, |panel, dst| {
+            let r0 = panel * width;
+            let height = width.min(rows.len() - r0);
+            pack(m, rows.start + r0, height, depth.start, kc, width, dst);
         });
-    });
+        Packed { data, width, kc }
+    }
+
+    /// The panel starting at row `r0` (a multiple of the width).
+    fn panel(&self, r0: usize) -> *const f32 {
+        self.data[r0 * self.kc..][..self.kc * self.width].as_ptr()
+    }
 }
 
 /// One task's tile of C.
@@ -190,48 +266,35 @@ struct Block {
     nb: usize,
 }
 
-/// C's tile `t` (row stride `ldc`) from all of the inner dimension, one
-/// packed depth block at a time.
+/// C's tile `t` (row stride `ldc`) updated from one packed depth block,
+/// starting from zero when `fresh`.
 ///
 /// # Safety
 /// No other thread touches `t` of C while this runs, and `t` lies inside C.
-#[allow(clippy::too_many_arguments)]
 unsafe fn block<K: Micro>(
-    a: MatRef<'_>,
-    b: MatRef<'_>,
+    pa: &Packed<'_>,
+    pb: &Packed<'_>,
     c: SharedMut,
     ldc: usize,
     t: Block,
-    accumulate: bool,
-    pa: &mut Vec<f32>,
-    pb: &mut Vec<f32>,
+    fresh: bool,
 ) {
-    let k = a.cols;
-    let (mr, nr) = (K::MR, K::NR);
-    let (mp, np) = (t.mb.next_multiple_of(mr), t.nb.next_multiple_of(nr));
-    grow(pa, mp * KC.min(k));
-    grow(pb, np * KC.min(k));
-    let mut edge = vec![0.0f32; mr * nr];
-    for p0 in (0..k).step_by(KC) {
-        let kc = KC.min(k - p0);
-        pack(&a, t.i0, t.mb, p0, kc, mr, pa);
-        pack(&b.t(), t.j0, t.nb, p0, kc, nr, pb);
-        let fresh = p0 == 0 && !accumulate;
-        for jr in (0..t.nb).step_by(nr) {
-            let bp = pb[jr * kc..].as_ptr();
-            for ir in (0..t.mb).step_by(mr) {
-                let ap = pa[ir * kc..].as_ptr();
-                let (rows, cols) = (mr.min(t.mb - ir), nr.min(t.nb - jr));
-                // SAFETY: inside this task's tile (the caller's promise).
-                let at = unsafe { c.0.add((t.i0 + ir) * ldc + t.j0 + jr) };
-                // SAFETY: the panels hold kc·mr and kc·nr values (packed
-                // above), and `isa::active` chose K for this CPU.
-                unsafe {
-                    if rows == mr && cols == nr {
-                        K::tile(kc, ap, bp, at, ldc, fresh);
-                    } else {
-                        edge_tile::<K>(kc, ap, bp, at, ldc, rows, cols, fresh, &mut edge);
-                    }
+    let (mr, nr, kc) = (K::MR, K::NR, pa.kc);
+    let mut edge = [0.0f32; 16 * 16];
+    for jr in (0..t.nb).step_by(nr) {
+        let bp = pb.panel(t.j0 + jr);
+        for ir in (0..t.mb).step_by(mr) {
+            let ap = pa.panel(t.i0 + ir);
+            let (rows, cols) = (mr.min(t.mb - ir), nr.min(t.nb - jr));
+            // SAFETY: inside this task's tile (the caller's promise).
+            let at = unsafe { c.0.add((t.i0 + ir) * ldc + t.j0 + jr) };
+            // SAFETY: the panels hold kc·mr and kc·nr values (packed
+            // above), and `isa::active` chose K for this CPU.
+            unsafe {
+                if rows == mr && cols == nr {
+                    K::tile(kc, ap, bp, at, ldc, fresh);
+                } else {
+                    edge_tile::<K>(kc, ap, bp, at, ldc, rows, cols, fresh, &mut edge);
                 }
             }
         }
@@ -414,8 +477,9 @@ pub(crate) mod tests {
         v.iter().map(|x| x.to_bits()).collect()
     }
 
-    const SHAPES: [(usize, usize, usize); 7] = [
+    const SHAPES: [(usize, usize, usize); 8] = [
         (1, 1, 1),
+        (70, 600, 1100),
         (3, 5, 7),
         (6, 16, 16),
         (13, 300, 9),

@@ -198,13 +198,15 @@ impl Op {
         }
     }
 
-    /// Floats of scratch the operation needs besides its outputs, per
-    /// thread that works on it (im2col columns), for the memory budget.
-    pub fn scratch(&self) -> usize {
+    /// Floats of scratch the operation needs besides its outputs when it
+    /// runs on `threads` threads (im2col columns per thread, packed
+    /// operands of matrix products), for the memory budget.
+    pub fn scratch(&self, threads: usize) -> usize {
         match self {
-            Op::Conv2d(c) | Op::Conv2dInputGrad(c) | Op::Conv2dWeightGrad { conv: c, .. } => {
-                c.scratch().unwrap_or(usize::MAX)
-            }
+            Op::MatMul(mm) => crate::gemm::scratch(mm.m, mm.k, mm.n),
+            Op::Conv2d(c) | Op::Conv2dInputGrad(c) | Op::Conv2dWeightGrad { conv: c, .. } => c
+                .scratch()
+                .map_or(usize::MAX, |per_thread| per_thread.saturating_mul(threads)),
             _ => 0,
         }
     }
@@ -434,6 +436,51 @@ fn conv_sizes(op: &str, conv: &Conv2d) -> Result<crate::conv::ConvSizes, OpError
 mod tests {
     use super::*;
     use crate::Window;
+
+    #[test]
+    fn scratch_counts_packed_operands_once_and_columns_per_thread() {
+        let mm = |m: usize, k: usize, n: usize| {
+            Op::MatMul(MatMul {
+                m,
+                k,
+                n,
+                transpose_a: false,
+                transpose_b: false,
+            })
+        };
+        // One depth block of both operands, whatever the thread count.
+        assert_eq!(mm(1000, 300, 40).scratch(1), (1008 + 48) * 256);
+        assert_eq!(mm(1000, 300, 40).scratch(8), (1008 + 48) * 256);
+        assert_eq!(mm(4, 10, 5000).scratch(2), (16 + 512) * 10);
+        let conv = Op::Conv2d(Conv2d {
+            batch: 4,
+            window: Window {
+                channels: 3,
+                input: [32, 32],
+                kernel: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                dilation: [1, 1],
+            },
+            out_channels: 8,
+        });
+        let one = conv.scratch(1);
+        assert!(one >= 27 * 1024, "at least one image's columns: {one}");
+        assert_eq!(conv.scratch(3), 3 * one);
+        let absurd = Conv2d {
+            batch: 1,
+            window: Window {
+                channels: 1 << 30,
+                input: [1 << 20, 1 << 20],
+                kernel: [1, 1],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+            },
+            out_channels: 1,
+        };
+        assert_eq!(Op::Conv2d(absurd).scratch(2), usize::MAX);
+    }
 
     #[test]
     fn hostile_sizes_are_refused_before_anything_is_allocated() {
