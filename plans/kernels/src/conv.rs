@@ -6,8 +6,10 @@
 //! taken in order, each adding its product to the fused running sum: the
 //! same bits as one product over the whole batch, on any thread count.
 
+use std::borrow::Cow;
+
 use crate::gemm::{MatRef, gemm};
-use crate::im2col::{Window, col2im, im2col};
+use crate::im2col::{Window, col2im, im2col, im2col_channel};
 use crate::parallel::for_each_chunk_mut;
 use crate::sum::sum;
 
@@ -74,7 +76,7 @@ impl Conv2d {
     pub fn scratch(&self) -> Option<usize> {
         let s = self.sizes()?;
         let one = s.patch.checked_mul(s.positions)?;
-        let group = self.group();
+        let group = self.group().max(self.weight_group());
         let side_by_side = one.checked_mul(group)?;
         let columns = s.positions.checked_mul(group)?;
         let outputs = self.out_channels.checked_mul(columns)?;
@@ -105,6 +107,18 @@ impl Conv2d {
         by_columns.min(by_floats).clamp(1, self.batch.max(1))
     }
 
+    /// Images whose columns are laid side by side for one product of the
+    /// summed weight gradient: as many as [`WEIGHT_GROUP_FLOATS`] of columns
+    /// hold, so the product sums over a long inner dimension, its columns
+    /// are written in parallel and they are still in cache when packed.
+    fn weight_group(&self) -> usize {
+        let Some(s) = self.sizes() else {
+            return 1;
+        };
+        (WEIGHT_GROUP_FLOATS / s.patch.saturating_mul(s.positions).max(1))
+            .clamp(1, self.batch.max(1))
+    }
+
     fn checked(&self) -> ConvSizes {
         self.sizes()
             .expect("convolution geometry checked by the caller")
@@ -116,6 +130,9 @@ impl Conv2d {
 const GROUP_COLUMNS: usize = 256;
 /// Most floats of im2col columns multiplied at once when images are small.
 const GROUP_FLOATS: usize = 1 << 21;
+/// Most floats of im2col columns in one product of the weight gradient:
+/// what a core's L2 cache holds, so packing reads them from cache.
+const WEIGHT_GROUP_FLOATS: usize = 1 << 18;
 
 /// `f` with `len` floats of column scratch of its own. Not a thread-local
 /// buffer: while a task waits inside a product, rayon may run another task
@@ -202,53 +219,36 @@ pub fn conv2d_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32], p
         for_each_chunk_mut(&mut dw[..conv.batch * o * k], (o * k).max(1), |n, dst| {
             product(n, dst, false)
         });
-    } else if conv.group() > 1 {
-        grouped_weight_grad(conv, g, x, &mut dw[..o * k]);
     } else {
-        each_image_weight_grad(conv, g, x, &mut dw[..o * k]);
-    }
-}
-
-/// The summed weight gradient one image at a time.
-fn each_image_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
-    let s = conv.checked();
-    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
-    dw.fill(0.0);
-    for n in 0..conv.batch {
-        with_columns(k * l, |cols| {
-            im2col(&conv.window, &x[n * s.image..(n + 1) * s.image], cols);
-            gemm(
-                MatRef::row_major(&g[n * o * l..(n + 1) * o * l], o, l),
-                MatRef::row_major(cols, k, l).t(),
-                dw,
-                n > 0,
-            );
-        });
+        grouped_weight_grad(conv, g, x, &mut dw[..o * k]);
     }
 }
 
 /// Images `n0..n1`'s im2col columns side by side, `[K, G·L]` (image `j`'s
-/// in columns `j·L..(j+1)·L`).
+/// in columns `j·L..(j+1)·L`), written channel by channel in parallel.
 fn side_by_side(conv: &Conv2d, x: &[f32], n0: usize, n1: usize) -> Vec<f32> {
     let s = conv.checked();
-    let (k, l, g) = (s.patch, s.positions, n1 - n0);
-    let mut staged = vec![0.0f32; g * k * l];
-    for_each_chunk_mut(&mut staged, (k * l).max(1), |j, dst| {
-        let n = n0 + j;
-        im2col(&conv.window, &x[n * s.image..(n + 1) * s.image], dst);
-    });
-    let mut cols = vec![0.0f32; k * g * l];
-    for_each_chunk_mut(&mut cols, (g * l).max(1), |r, row| {
-        for j in 0..g {
-            row[j * l..(j + 1) * l].copy_from_slice(&staged[(j * k + r) * l..(j * k + r + 1) * l]);
+    let w = &conv.window;
+    let (l, gl) = (s.positions, (n1 - n0) * s.positions);
+    let plane = w.input[0] * w.input[1];
+    let taps = w.kernel[0] * w.kernel[1];
+    let mut cols = vec![0.0f32; s.patch * gl];
+    for_each_chunk_mut(&mut cols, (taps * gl).max(1), |c, rows| {
+        for (j, n) in (n0..n1).enumerate() {
+            let at = n * s.image + c * plane;
+            im2col_channel(w, &x[at..at + plane], rows, gl, j * l);
         }
     });
     cols
 }
 
 /// The output gradient of images `n0..n1` as `[O, G·L]`.
-fn gradient_side_by_side(g: &[f32], o: usize, l: usize, n0: usize, n1: usize) -> Vec<f32> {
+/// One image's is its own slice, borrowed.
+fn gradient_side_by_side(g: &[f32], o: usize, l: usize, n0: usize, n1: usize) -> Cow<'_, [f32]> {
     let count = n1 - n0;
+    if count == 1 {
+        return Cow::Borrowed(&g[n0 * o * l..n1 * o * l]);
+    }
     let mut out = vec![0.0f32; o * count * l];
     for_each_chunk_mut(&mut out, (count * l).max(1), |ch, row| {
         for j in 0..count {
@@ -256,12 +256,12 @@ fn gradient_side_by_side(g: &[f32], o: usize, l: usize, n0: usize, n1: usize) ->
             row[j * l..(j + 1) * l].copy_from_slice(&g[at..at + l]);
         }
     });
-    out
+    Cow::Owned(out)
 }
 
 /// Groups of images, in order: `(first, end)`.
-fn groups(conv: &Conv2d) -> impl Iterator<Item = (usize, usize)> {
-    let (batch, size) = (conv.batch, conv.group());
+fn groups(conv: &Conv2d, size: usize) -> impl Iterator<Item = (usize, usize)> {
+    let (batch, size) = (conv.batch, size.max(1));
     (0..batch)
         .step_by(size)
         .map(move |n0| (n0, (n0 + size).min(batch)))
@@ -272,7 +272,7 @@ fn groups(conv: &Conv2d) -> impl Iterator<Item = (usize, usize)> {
 fn grouped_forward(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
     let s = conv.checked();
     let (o, k, l) = (conv.out_channels, s.patch, s.positions);
-    for (n0, n1) in groups(conv) {
+    for (n0, n1) in groups(conv, conv.group()) {
         let gl = (n1 - n0) * l;
         let cols = side_by_side(conv, x, n0, n1);
         let mut y = vec![0.0f32; o * gl];
@@ -302,7 +302,7 @@ fn grouped_forward(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, ou
 fn grouped_input_grad(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) {
     let s = conv.checked();
     let (o, k, l) = (conv.out_channels, s.patch, s.positions);
-    for (n0, n1) in groups(conv) {
+    for (n0, n1) in groups(conv, conv.group()) {
         let gl = (n1 - n0) * l;
         let gs = gradient_side_by_side(g, o, l, n0, n1);
         let mut d = vec![0.0f32; k * gl];
@@ -328,13 +328,13 @@ fn grouped_input_grad(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) {
     }
 }
 
-/// The summed weight gradient for small images: one product per group, the
-/// groups in order, so every weight's fused sum runs over images and
+/// The summed weight gradient: one product per group of images, the groups
+/// in order, so every weight's fused sum runs over images and
 /// positions in the same order as one image at a time.
 fn grouped_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
     let s = conv.checked();
     let (o, k, l) = (conv.out_channels, s.patch, s.positions);
-    for (i, (n0, n1)) in groups(conv).enumerate() {
+    for (i, (n0, n1)) in groups(conv, conv.weight_group()).enumerate() {
         let gl = (n1 - n0) * l;
         let gs = gradient_side_by_side(g, o, l, n0, n1);
         let cols = side_by_side(conv, x, n0, n1);
@@ -520,7 +520,43 @@ mod tests {
         assert_eq!(bits(&a), bits(&b));
         let (mut a, mut b) = (vec![0.0; s.weight_len], vec![0.0; s.weight_len]);
         grouped_weight_grad(&c, &g, &x, &mut a);
-        each_image_weight_grad(&c, &g, &x, &mut b);
+        weight_grad_one_image_at_a_time(&c, &g, &x, &mut b);
+        assert_eq!(bits(&a), bits(&b));
+    }
+
+    /// Each image's product added to the running sum in turn.
+    fn weight_grad_one_image_at_a_time(c: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
+        let s = c.sizes().unwrap();
+        let (o, k, l) = (c.out_channels, s.patch, s.positions);
+        let mut cols = vec![0.0; k * l];
+        for n in 0..c.batch {
+            im2col(&c.window, &x[n * s.image..(n + 1) * s.image], &mut cols);
+            gemm(
+                MatRef::row_major(&g[n * o * l..(n + 1) * o * l], o, l),
+                MatRef::row_major(&cols, k, l).t(),
+                dw,
+                n > 0,
+            );
+        }
+    }
+
+    #[test]
+    fn wide_images_give_the_summed_weight_gradient_of_one_image_at_a_time() {
+        let c = Conv2d {
+            batch: 3,
+            window: Window {
+                input: [20, 19],
+                ..conv().window
+            },
+            ..conv()
+        };
+        assert_eq!(c.group(), 1);
+        let s = c.sizes().unwrap();
+        let (x, g) = (values(s.input_len, 10), values(s.output_len, 11));
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let (mut a, mut b) = (vec![0.0; s.weight_len], vec![0.0; s.weight_len]);
+        conv2d_weight_grad(&c, &g, &x, &mut a, false);
+        weight_grad_one_image_at_a_time(&c, &g, &x, &mut b);
         assert_eq!(bits(&a), bits(&b));
     }
 

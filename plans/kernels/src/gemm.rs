@@ -13,6 +13,7 @@ use std::ops::Range;
 
 use crate::isa::active;
 use crate::micro::{Micro, Portable};
+use crate::pack::pack;
 use crate::parallel::{SharedMut, for_each_chunk_mut, for_each_task, threads};
 
 /// Depth of one packed block of the inner dimension.
@@ -28,11 +29,11 @@ const SERIAL_FMAS: usize = 1 << 18;
 /// A read-only matrix view with arbitrary strides, so transposes cost nothing.
 #[derive(Clone, Copy, Debug)]
 pub struct MatRef<'a> {
-    data: &'a [f32],
+    pub(crate) data: &'a [f32],
     rows: usize,
     cols: usize,
-    row_stride: usize,
-    col_stride: usize,
+    pub(crate) row_stride: usize,
+    pub(crate) col_stride: usize,
 }
 
 impl<'a> MatRef<'a> {
@@ -79,7 +80,7 @@ impl<'a> MatRef<'a> {
     }
 
     #[inline(always)]
-    fn at(&self, r: usize, c: usize) -> f32 {
+    pub(crate) fn at(&self, r: usize, c: usize) -> f32 {
         self.data[r * self.row_stride + c * self.col_stride]
     }
 }
@@ -337,107 +338,6 @@ unsafe fn edge_tile<K: Micro>(
 fn grow(buffer: &mut Vec<f32>, len: usize) {
     if buffer.len() < len {
         buffer.resize(len, 0.0);
-    }
-}
-
-/// Panels of `width` rows of `m[r0..r0+rows, p0..p0+kc]`: for each depth,
-/// `width` consecutive values, zero past the last row. (B is packed as the
-/// rows of its transpose.)
-fn pack(
-    m: &MatRef<'_>,
-    r0: usize,
-    rows: usize,
-    p0: usize,
-    kc: usize,
-    width: usize,
-    out: &mut [f32],
-) {
-    match width {
-        4 => pack_panels::<4>(m, r0, rows, p0, kc, out),
-        6 => pack_panels::<6>(m, r0, rows, p0, kc, out),
-        8 => pack_panels::<8>(m, r0, rows, p0, kc, out),
-        16 => pack_panels::<16>(m, r0, rows, p0, kc, out),
-        _ => unreachable!("register tiles are 4, 6, 8 or 16 wide"),
-    }
-}
-
-/// [`pack`] for panels `W` wide: fixed-size moves the compiler turns into
-/// vector loads and stores instead of a copy call per depth.
-fn pack_panels<const W: usize>(
-    m: &MatRef<'_>,
-    r0: usize,
-    rows: usize,
-    p0: usize,
-    kc: usize,
-    out: &mut [f32],
-) {
-    for (panel, i0) in (0..rows).step_by(W).enumerate() {
-        let dst = &mut out[panel * W * kc..(panel + 1) * W * kc];
-        let height = W.min(rows - i0);
-        if m.row_stride == 1 {
-            // Each depth's values are contiguous: one move of W per depth.
-            for (p, col) in dst.chunks_exact_mut(W).enumerate() {
-                let start = (p0 + p) * m.col_stride + r0 + i0;
-                if height == W {
-                    let src: &[f32; W] = m.data[start..start + W].try_into().expect("W values");
-                    col.copy_from_slice(src);
-                } else {
-                    col[..height].copy_from_slice(&m.data[start..start + height]);
-                    col[height..].fill(0.0);
-                }
-            }
-        } else if m.col_stride == 1 {
-            // Each row's depths are contiguous: transpose blocks of 8 depths.
-            transpose_rows::<W>(m, r0 + i0, height, p0, kc, dst);
-        } else {
-            for (p, col) in dst.chunks_exact_mut(W).enumerate() {
-                for (r, v) in col.iter_mut().enumerate() {
-                    *v = if r < height {
-                        m.at(r0 + i0 + r, p0 + p)
-                    } else {
-                        0.0
-                    };
-                }
-            }
-        }
-    }
-}
-
-/// `height` rows (from `row`) of a matrix whose rows are contiguous, depths
-/// `p0..p0+kc`, written depth-major into `dst` (`W` values per depth, zero
-/// past `height`).
-fn transpose_rows<const W: usize>(
-    m: &MatRef<'_>,
-    row: usize,
-    height: usize,
-    p0: usize,
-    kc: usize,
-    dst: &mut [f32],
-) {
-    const B: usize = 8;
-    let full = kc / B * B;
-    let mut block = [[0.0f32; W]; B];
-    for p in (0..full).step_by(B) {
-        for r in 0..height {
-            let start = (row + r) * m.row_stride + p0 + p;
-            let src: &[f32; B] = m.data[start..start + B].try_into().expect("B values");
-            for (line, &v) in block.iter_mut().zip(src) {
-                line[r] = v;
-            }
-        }
-        for (q, line) in block.iter().enumerate() {
-            dst[(p + q) * W..(p + q + 1) * W].copy_from_slice(line);
-        }
-    }
-    for p in full..kc {
-        let col = &mut dst[p * W..(p + 1) * W];
-        for (r, v) in col.iter_mut().enumerate() {
-            *v = if r < height {
-                m.data[(row + r) * m.row_stride + p0 + p]
-            } else {
-                0.0
-            };
-        }
     }
 }
 

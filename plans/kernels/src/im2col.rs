@@ -60,39 +60,48 @@ impl Window {
 /// (zero in the padding) for one `[C, H, W]` image; `cols` is
 /// `patch × (oh·ow)`, row-major.
 pub fn im2col(w: &Window, image: &[f32], cols: &mut [f32]) {
-    let [oh, ow] = w.output().expect("checked window");
-    let [h, wd] = w.input;
-    let mut row = 0;
+    let positions = w.output().map_or(0, |[oh, ow]| oh * ow);
+    let plane = w.input[0] * w.input[1];
+    let rows = w.kernel[0] * w.kernel[1];
     for c in 0..w.channels {
-        let plane = &image[c * h * wd..(c + 1) * h * wd];
-        for i in 0..w.kernel[0] {
-            for j in 0..w.kernel[1] {
-                let out = &mut cols[row * oh * ow..(row + 1) * oh * ow];
-                for oy in 0..oh {
-                    let dst = &mut out[oy * ow..(oy + 1) * ow];
-                    let Some(y) = w.source(0, oy, i) else {
-                        dst.fill(0.0);
-                        continue;
-                    };
-                    let src = &plane[y * wd..(y + 1) * wd];
-                    if w.stride[1] == 1 {
-                        // Stride 1: the valid ox form one interval, copied in one go.
-                        let shift = j * w.dilation[1];
-                        let lo = w.padding[1].saturating_sub(shift).min(ow);
-                        let hi = (wd + w.padding[1]).saturating_sub(shift).clamp(lo, ow);
-                        dst[..lo].fill(0.0);
-                        if hi > lo {
-                            let start = lo + shift - w.padding[1];
-                            dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-                        }
-                        dst[hi..].fill(0.0);
-                    } else {
-                        for (ox, v) in dst.iter_mut().enumerate() {
-                            *v = w.source(1, ox, j).map_or(0.0, |x| src[x]);
-                        }
+        let out = &mut cols[c * rows * positions..(c + 1) * rows * positions];
+        im2col_channel(w, &image[c * plane..(c + 1) * plane], out, positions, 0);
+    }
+}
+
+/// The `kh·kw` rows of [`im2col`] that one channel's `plane` gives, written
+/// into `rows` at row stride `ld` from column `offset`: images laid side by
+/// side in one matrix each take their own columns.
+pub fn im2col_channel(w: &Window, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
+    let [oh, ow] = w.output().expect("checked window");
+    let wd = w.input[1];
+    for i in 0..w.kernel[0] {
+        for j in 0..w.kernel[1] {
+            let row = i * w.kernel[1] + j;
+            let out = &mut rows[row * ld + offset..row * ld + offset + oh * ow];
+            for oy in 0..oh {
+                let dst = &mut out[oy * ow..(oy + 1) * ow];
+                let Some(y) = w.source(0, oy, i) else {
+                    dst.fill(0.0);
+                    continue;
+                };
+                let src = &plane[y * wd..(y + 1) * wd];
+                if w.stride[1] == 1 {
+                    // Stride 1: the valid ox form one interval, copied in one go.
+                    let shift = j * w.dilation[1];
+                    let lo = w.padding[1].saturating_sub(shift).min(ow);
+                    let hi = (wd + w.padding[1]).saturating_sub(shift).clamp(lo, ow);
+                    dst[..lo].fill(0.0);
+                    if hi > lo {
+                        let start = lo + shift - w.padding[1];
+                        dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
+                    }
+                    dst[hi..].fill(0.0);
+                } else {
+                    for (ox, v) in dst.iter_mut().enumerate() {
+                        *v = w.source(1, ox, j).map_or(0.0, |x| src[x]);
                     }
                 }
-                row += 1;
             }
         }
     }

@@ -24,6 +24,7 @@
 //! - [`gemm`]: matrix products with transposes, on packed panels and
 //!   register tiles, split over output tiles.
 //! - [`micro`]: the register tiles themselves, one per instruction set.
+//! - `pack`: operands copied into the panels register tiles read.
 //! - [`activation`]: activation functions and their derivatives.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
@@ -41,6 +42,7 @@ pub mod isa;
 pub mod micro;
 pub mod norm;
 pub mod op;
+mod pack;
 pub mod parallel;
 pub mod pool;
 pub mod sum;
