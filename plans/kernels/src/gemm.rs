@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use crate::isa::active;
-use crate::micro::{Micro, Portable};
+use crate::micro::{Micro, PanelA, Portable};
 use crate::pack::pack;
 use crate::parallel::{SharedMut, for_each_chunk_mut, for_each_task, threads};
 
@@ -189,7 +189,7 @@ fn tiled<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool
         let chunk = jc..jc + NB_MAX.min(n - jc);
         for p0 in (0..k).step_by(KC) {
             let depth = p0..p0 + KC.min(k - p0);
-            let pa = Packed::new(&a, 0..m, depth.clone(), K::MR, &mut space_a);
+            let pa = BlockA::new(&a, n, depth.clone(), K::MR, &mut space_a);
             let pb = Packed::new(&b.t(), chunk.clone(), depth, K::NR, &mut space_b);
             let fresh = p0 == 0 && !accumulate;
             let chunk_c = SharedMut(out.0.wrapping_add(jc));
@@ -258,6 +258,88 @@ impl<'a> Packed<'a> {
     }
 }
 
+/// Products at most this many columns wide read A in place (when a
+/// dimension of A is contiguous): each value of A is then read by a few
+/// column panels only, fewer reads than packing it would cost.
+const IN_PLACE_COLUMNS: usize = 256;
+
+/// One depth block of A as the tiles read it: packed, or in place with only
+/// its last rows packed (those that do not fill a panel).
+enum BlockA<'a, 'm> {
+    Packed(Packed<'a>),
+    InPlace {
+        m: MatRef<'m>,
+        p0: usize,
+        kc: usize,
+        full_rows: usize,
+        tail: Packed<'a>,
+    },
+}
+
+impl<'a, 'm> BlockA<'a, 'm> {
+    /// Depths `depth` of `a` for a product `n` columns wide, on tiles `mr`
+    /// rows high.
+    fn new(
+        a: &MatRef<'m>,
+        n: usize,
+        depth: Range<usize>,
+        mr: usize,
+        space: &'a mut Vec<f32>,
+    ) -> BlockA<'a, 'm> {
+        if n > IN_PLACE_COLUMNS || (a.row_stride != 1 && a.col_stride != 1) {
+            return BlockA::Packed(Packed::new(a, 0..a.rows, depth, mr, space));
+        }
+        let full_rows = a.rows / mr * mr;
+        BlockA::InPlace {
+            m: *a,
+            p0: depth.start,
+            kc: depth.len(),
+            full_rows,
+            tail: Packed::new(a, full_rows..a.rows, depth, mr, space),
+        }
+    }
+
+    /// The panel of `mr` rows starting at row `r0` (a multiple of `mr`).
+    fn panel(&self, r0: usize) -> PanelA {
+        match self {
+            BlockA::Packed(p) => PanelA {
+                ptr: p.panel(r0),
+                rs: 1,
+                cs: p.width,
+            },
+            BlockA::InPlace {
+                m,
+                p0,
+                full_rows,
+                tail,
+                ..
+            } => {
+                if r0 < *full_rows {
+                    PanelA {
+                        ptr: m.data[r0 * m.row_stride + p0 * m.col_stride..].as_ptr(),
+                        rs: m.row_stride,
+                        cs: m.col_stride,
+                    }
+                } else {
+                    PanelA {
+                        ptr: tail.panel(r0 - full_rows),
+                        rs: 1,
+                        cs: tail.width,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Depths in the block.
+    fn depth(&self) -> usize {
+        match self {
+            BlockA::Packed(p) => p.kc,
+            BlockA::InPlace { kc, .. } => *kc,
+        }
+    }
+}
+
 /// One task's tile of C.
 #[derive(Debug, Clone, Copy)]
 struct Block {
@@ -273,29 +355,30 @@ struct Block {
 /// # Safety
 /// No other thread touches `t` of C while this runs, and `t` lies inside C.
 unsafe fn block<K: Micro>(
-    pa: &Packed<'_>,
+    pa: &BlockA<'_, '_>,
     pb: &Packed<'_>,
     c: SharedMut,
     ldc: usize,
     t: Block,
     fresh: bool,
 ) {
-    let (mr, nr, kc) = (K::MR, K::NR, pa.kc);
+    let (mr, nr, kc) = (K::MR, K::NR, pa.depth());
     let mut edge = [0.0f32; 16 * 16];
     for jr in (0..t.nb).step_by(nr) {
         let bp = pb.panel(t.j0 + jr);
         for ir in (0..t.mb).step_by(mr) {
-            let ap = pa.panel(t.i0 + ir);
+            let a = pa.panel(t.i0 + ir);
             let (rows, cols) = (mr.min(t.mb - ir), nr.min(t.nb - jr));
             // SAFETY: inside this task's tile (the caller's promise).
             let at = unsafe { c.0.add((t.i0 + ir) * ldc + t.j0 + jr) };
-            // SAFETY: the panels hold kc·mr and kc·nr values (packed
-            // above), and `isa::active` chose K for this CPU.
+            // SAFETY: A's panel reads mr rows and kc depths inside A (packed
+            // above, or in place), B's holds kc·nr values, and
+            // `isa::active` chose K for this CPU.
             unsafe {
                 if rows == mr && cols == nr {
-                    K::tile(kc, ap, bp, at, ldc, fresh);
+                    K::tile(kc, a, bp, at, ldc, fresh);
                 } else {
-                    edge_tile::<K>(kc, ap, bp, at, ldc, rows, cols, fresh, &mut edge);
+                    edge_tile::<K>(kc, a, bp, at, ldc, rows, cols, fresh, &mut edge);
                 }
             }
         }
@@ -309,7 +392,7 @@ unsafe fn block<K: Micro>(
 #[allow(clippy::too_many_arguments)]
 unsafe fn edge_tile<K: Micro>(
     kc: usize,
-    ap: *const f32,
+    a: PanelA,
     bp: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -326,7 +409,7 @@ unsafe fn edge_tile<K: Micro>(
         }
     }
     // SAFETY: `buf` is a full MR × NR tile with row stride NR.
-    unsafe { K::tile(kc, ap, bp, buf.as_mut_ptr(), nr, fresh) };
+    unsafe { K::tile(kc, a, bp, buf.as_mut_ptr(), nr, fresh) };
     for r in 0..rows {
         for j in 0..cols {
             // SAFETY: as above.

@@ -1,10 +1,20 @@
-//! Register tiles: `MR × NR` outputs of `C` updated from packed panels of
-//! `A` (`MR` values per depth) and `B` (`NR` values per depth).
+//! Register tiles: `MR × NR` outputs of `C` updated from a panel of `A`
+//! (`MR` rows) and a packed panel of `B` (`NR` values per depth).
 //!
 //! Each output is `c ← fma(a_p, b_p, c)` for p = 0, 1, … in order, starting
 //! from `C` or from +0.0; the tile's shape and the vector width only decide
 //! how many outputs advance together, never the order one output sums in.
 //! That is why every path gives the same bits.
+
+/// `MR` rows of A as a register tile reads them: the value at row `r`,
+/// depth `p` is at `ptr + r·rs + p·cs`. A packed panel has `rs = 1`,
+/// `cs = MR`; a matrix read in place has its own strides.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PanelA {
+    pub ptr: *const f32,
+    pub rs: usize,
+    pub cs: usize,
+}
 
 /// A register tile for one instruction set.
 pub(crate) trait Micro {
@@ -13,15 +23,15 @@ pub(crate) trait Micro {
     /// Columns of the tile.
     const NR: usize;
 
-    /// Update the full tile at `c` (row stride `ldc`) from `kc` depths of the
-    /// packed panels `ap` (`kc·MR` values) and `bp` (`kc·NR` values),
-    /// starting from zero when `fresh`.
+    /// Update the full tile at `c` (row stride `ldc`) from `kc` depths of
+    /// the panel `a` and the packed panel `bp` (`kc·NR` values), starting
+    /// from zero when `fresh`.
     ///
     /// # Safety
-    /// `ap` and `bp` hold at least `kc·MR` and `kc·NR` values; `c` points at
-    /// `MR` rows of `NR` writable values `ldc` apart; the CPU has the
-    /// instruction set the implementation needs.
-    unsafe fn tile(kc: usize, ap: *const f32, bp: *const f32, c: *mut f32, ldc: usize, fresh: bool);
+    /// `a` reads `MR` rows and `kc` depths; `bp` holds at least `kc·NR`
+    /// values; `c` points at `MR` rows of `NR` writable values `ldc` apart;
+    /// the CPU has the instruction set the implementation needs.
+    unsafe fn tile(kc: usize, a: PanelA, bp: *const f32, c: *mut f32, ldc: usize, fresh: bool);
 }
 
 /// Any CPU: scalar `mul_add`, 4 × 8.
@@ -31,21 +41,9 @@ impl Micro for Portable {
     const MR: usize = 4;
     const NR: usize = 8;
 
-    unsafe fn tile(
-        kc: usize,
-        ap: *const f32,
-        bp: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        fresh: bool,
-    ) {
-        // SAFETY: the caller guarantees the panel lengths and the tile.
-        let (ap, bp) = unsafe {
-            (
-                std::slice::from_raw_parts(ap, kc * Self::MR),
-                std::slice::from_raw_parts(bp, kc * Self::NR),
-            )
-        };
+    unsafe fn tile(kc: usize, a: PanelA, bp: *const f32, c: *mut f32, ldc: usize, fresh: bool) {
+        // SAFETY: the caller guarantees the panel of B.
+        let bp = unsafe { std::slice::from_raw_parts(bp, kc * Self::NR) };
         let mut acc = [[0.0f32; 8]; 4];
         if !fresh {
             for (r, row) in acc.iter_mut().enumerate() {
@@ -55,8 +53,10 @@ impl Micro for Portable {
                 }
             }
         }
-        for (a, b) in ap.chunks_exact(Self::MR).zip(bp.chunks_exact(Self::NR)) {
-            for (row, &av) in acc.iter_mut().zip(a) {
+        for (p, b) in bp.chunks_exact(Self::NR).enumerate() {
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: row r < MR, depth p < kc: inside the caller's panel.
+                let av = unsafe { *a.ptr.add(r * a.rs + p * a.cs) };
                 for (v, &bv) in row.iter_mut().zip(b) {
                     *v = av.mul_add(bv, *v);
                 }
@@ -80,24 +80,25 @@ impl Micro for Avx2Fma {
     const MR: usize = 6;
     const NR: usize = 16;
 
-    unsafe fn tile(
-        kc: usize,
-        ap: *const f32,
-        bp: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        fresh: bool,
-    ) {
+    unsafe fn tile(kc: usize, a: PanelA, bp: *const f32, c: *mut f32, ldc: usize, fresh: bool) {
         // SAFETY: forwarded from the caller, who checked the CPU (isa::active).
-        unsafe { avx2_6x16(kc, ap, bp, c, ldc, fresh) }
+        unsafe {
+            if a.rs == 1 && a.cs == Self::MR {
+                avx2_6x16::<true>(kc, a, bp, c, ldc, fresh)
+            } else {
+                avx2_6x16::<false>(kc, a, bp, c, ldc, fresh)
+            }
+        }
     }
 }
 
+/// The AVX2 tile, for a packed panel of A (`PACKED`: one pointer, fixed
+/// offsets) or one read in place (six row pointers stepping `cs`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16(
+unsafe fn avx2_6x16<const PACKED: bool>(
     kc: usize,
-    ap: *const f32,
+    a: PanelA,
     bp: *const f32,
     c: *mut f32,
     ldc: usize,
@@ -105,8 +106,9 @@ unsafe fn avx2_6x16(
 ) {
     use std::arch::x86_64::*;
     let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-    // SAFETY (whole body): the caller guarantees kc·6 values at `ap`, kc·16
-    // at `bp`, and a 6 × 16 tile at `c` with row stride `ldc`.
+    let rows: [*const f32; 6] = std::array::from_fn(|r| a.ptr.wrapping_add(r * a.rs));
+    // SAFETY (whole body): the caller guarantees 6 rows and kc depths at
+    // `a`, kc·16 values at `bp`, and a 6 × 16 tile at `c` with row stride `ldc`.
     unsafe {
         if !fresh {
             for (r, lanes) in acc.iter_mut().enumerate() {
@@ -117,9 +119,13 @@ unsafe fn avx2_6x16(
         for p in 0..kc {
             let b0 = _mm256_loadu_ps(bp.add(p * 16));
             let b1 = _mm256_loadu_ps(bp.add(p * 16 + 8));
-            let a = ap.add(p * 6);
             for (r, lanes) in acc.iter_mut().enumerate() {
-                let av = _mm256_broadcast_ss(&*a.add(r));
+                let at = if PACKED {
+                    a.ptr.add(p * 6 + r)
+                } else {
+                    rows[r].add(p * a.cs)
+                };
+                let av = _mm256_broadcast_ss(&*at);
                 lanes[0] = _mm256_fmadd_ps(av, b0, lanes[0]);
                 lanes[1] = _mm256_fmadd_ps(av, b1, lanes[1]);
             }
