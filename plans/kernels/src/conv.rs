@@ -7,11 +7,13 @@
 //! same bits as one product over the whole batch, on any thread count.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
-use crate::gemm::{MatRef, gemm};
+use crate::dots::{LANES, Segments, add_dots};
+use crate::gemm::{MatRef, gemm, gemm_into};
 use crate::im2col::{Window, col2im, im2col, im2col_channel};
 use crate::parallel::for_each_chunk_mut;
-use crate::sum::sum;
+use crate::sum::{add_lanes, sum};
 
 /// A convolution of a batch: its window over one image and its output channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,9 +90,11 @@ impl Conv2d {
         ]
         .into_iter()
         .max()?;
+        let lanes = self.out_channels.checked_mul(s.patch)?.checked_mul(LANES)?;
         one.checked_add(side_by_side.checked_mul(2)?)?
             .checked_add(outputs)?
-            .checked_add(packing)
+            .checked_add(packing)?
+            .checked_add(lanes)
     }
 
     /// Images whose columns are laid side by side for one matrix product:
@@ -117,6 +121,19 @@ impl Conv2d {
         };
         (WEIGHT_GROUP_FLOATS / s.patch.saturating_mul(s.positions).max(1))
             .clamp(1, self.batch.max(1))
+    }
+
+    /// Whether the summed weight gradient runs as dot products in lanes
+    /// (few weights, large images, read in place: a stride of 1 along the
+    /// width and output rows a whole number of lane sets wide) rather than
+    /// matrix products.
+    fn weight_grad_in_lanes(&self) -> bool {
+        self.sizes().is_some_and(|s| {
+            self.out_channels.saturating_mul(s.patch) <= LANE_MAX_WEIGHTS
+                && s.positions >= LANE_MIN_POSITIONS
+                && self.window.stride[1] == 1
+                && s.output[1].is_multiple_of(LANES)
+        })
     }
 
     fn checked(&self) -> ConvSizes {
@@ -160,16 +177,46 @@ fn each_image_forward(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>,
         for (ch, plane) in dst.chunks_exact_mut(l.max(1)).enumerate() {
             plane.fill(bias.map_or(0.0, |b| b[ch]));
         }
-        with_columns(k * l, |cols| {
-            im2col(&conv.window, &x[n * s.image..(n + 1) * s.image], cols);
-            gemm(
-                MatRef::row_major(w, o, k),
-                MatRef::row_major(cols, k, l),
-                dst,
-                true,
-            );
+        let image = &x[n * s.image..(n + 1) * s.image];
+        with_columns(k * POSITION_BLOCK.min(l), |cols| {
+            for start in (0..l).step_by(POSITION_BLOCK) {
+                let block = start..l.min(start + POSITION_BLOCK);
+                let width = block.len();
+                let cols = &mut cols[..k * width];
+                columns_of_block(&conv.window, image, cols, block);
+                gemm_into(
+                    MatRef::row_major(w, o, k),
+                    MatRef::row_major(cols, k, width),
+                    &mut dst[start..],
+                    l,
+                    true,
+                );
+            }
         });
     });
+}
+
+/// Output positions whose im2col columns are made and multiplied at once:
+/// a block's columns stay in cache from im2col to packing, where a whole
+/// image's would go out to memory and back (a convolution of few channels
+/// moves far more column bytes than it does arithmetic).
+const POSITION_BLOCK: usize = 512;
+
+/// The im2col columns of output positions `block` of one image, `[K, len]`.
+fn columns_of_block(w: &Window, image: &[f32], cols: &mut [f32], block: Range<usize>) {
+    let plane = w.input[0] * w.input[1];
+    let taps = w.kernel[0] * w.kernel[1];
+    let width = block.len();
+    for (c, rows) in cols.chunks_exact_mut((taps * width).max(1)).enumerate() {
+        im2col_channel(
+            w,
+            &image[c * plane..(c + 1) * plane],
+            rows,
+            width,
+            0,
+            block.clone(),
+        );
+    }
 }
 
 /// The input gradient: `dx[n] = col2im(wᵀ · g[n])` for the output gradient
@@ -219,8 +266,119 @@ pub fn conv2d_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32], p
         for_each_chunk_mut(&mut dw[..conv.batch * o * k], (o * k).max(1), |n, dst| {
             product(n, dst, false)
         });
+    } else if conv.weight_grad_in_lanes() {
+        lane_weight_grad(conv, g, x, &mut dw[..o * k]);
     } else {
         grouped_weight_grad(conv, g, x, &mut dw[..o * k]);
+    }
+}
+
+/// Weights (outputs × patch) at most this many, and positions per image
+/// at least [`LANE_MIN_POSITIONS`], take the summed weight gradient as dot
+/// products in lanes ([`lane_weight_grad`]). A rule on the shape alone, so
+/// a convolution's bits never depend on the host.
+const LANE_MAX_WEIGHTS: usize = 16_384;
+/// See [`LANE_MAX_WEIGHTS`].
+const LANE_MIN_POSITIONS: usize = 256;
+/// Patch rows one task of [`lane_weight_grad`] owns.
+const LANE_ROWS: usize = 4;
+
+/// The summed weight gradient of a convolution of few weights over large
+/// images: each weight `w[o, r]` is the dot product of output gradient row
+/// `g[n, o, ·]` and im2col row `r` over every image and position, summed in
+/// the eight fixed lanes of [`crate::dots`] (images and positions in order
+/// within each lane) and the lanes added in the fixed tree. A matrix
+/// product would move every column value through packing for a handful of
+/// multiply-adds, and its few output tiles would keep one thread busy; here
+/// each task owns [`LANE_ROWS`] patch rows, reads them in place from a
+/// zero-padded copy of their channel (no im2col at all) and runs over every
+/// image.
+fn lane_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
+    let s = conv.checked();
+    let o = conv.out_channels;
+    // Lanes of weight (o, r) at [r · o + o]: each task's rows are contiguous.
+    let mut lanes = vec![[0.0f32; LANES]; s.patch * o];
+    for_each_chunk_mut(&mut lanes, (LANE_ROWS * o).max(1), |task, part| {
+        let rows = task * LANE_ROWS..task * LANE_ROWS + part.len() / o.max(1);
+        for n in 0..conv.batch {
+            lanes_from_padded_image(conv, g, x, n, rows.clone(), part);
+        }
+    });
+    for (ch, row) in dw.chunks_exact_mut(s.patch.max(1)).enumerate() {
+        for (r, v) in row.iter_mut().enumerate() {
+            *v = add_lanes(&lanes[r * o + ch]);
+        }
+    }
+}
+
+/// Image `n`'s terms of the lanes of patch rows `rows`, read in place from
+/// a zero-padded copy of the channels they use: with a stride of 1 along
+/// the width, patch row (c, i, j) at output row `oy` is `ow` consecutive
+/// values of padded input row `oy·s + i·d`, from column `j·d`. (Output rows
+/// a whole number of lane sets wide keep every value in its lane.)
+fn lanes_from_padded_image(
+    conv: &Conv2d,
+    g: &[f32],
+    x: &[f32],
+    n: usize,
+    rows: Range<usize>,
+    part: &mut [[f32; LANES]],
+) {
+    let s = conv.checked();
+    let w = &conv.window;
+    let (o, l) = (conv.out_channels, s.positions);
+    let [oh, ow] = s.output;
+    let [kh, kw] = w.kernel;
+    let (hp, wp) = (w.input[0] + 2 * w.padding[0], w.input[1] + 2 * w.padding[1]);
+    let grads: Vec<&[f32]> = (0..o)
+        .map(|ch| &g[(n * o + ch) * l..(n * o + ch + 1) * l])
+        .collect();
+    let by_rows = |len: usize, stride: usize| Segments {
+        count: oh,
+        len,
+        stride,
+    };
+    let mut padded = vec![0.0f32; hp * wp];
+    let taps = kh * kw;
+    // The task's rows channel by channel: one padded plane each.
+    let mut r = rows.start;
+    while r < rows.end {
+        let c = r / taps;
+        let run = r..rows.end.min((c + 1) * taps);
+        pad_plane(
+            w,
+            &x[n * s.image + c * w.input[0] * w.input[1]..],
+            &mut padded,
+        );
+        let patch_rows: Vec<&[f32]> = run
+            .clone()
+            .map(|r| {
+                let (i, j) = ((r % taps) / kw, r % kw);
+                &padded[i * w.dilation[0] * wp + j * w.dilation[1]..]
+            })
+            .collect();
+        let lanes = &mut part[(run.start - rows.start) * o..(run.end - rows.start) * o];
+        add_dots(
+            &patch_rows,
+            by_rows(ow, w.stride[0] * wp),
+            &grads,
+            by_rows(ow, ow),
+            lanes,
+        );
+        r = run.end;
+    }
+}
+
+/// One channel's `[H, W]` plane, from the start of `plane`, into the middle
+/// of `padded` (`[H + 2p, W + 2p]`, its border zero).
+fn pad_plane(w: &Window, plane: &[f32], padded: &mut [f32]) {
+    let [h, wd] = w.input;
+    let [ph, pw] = w.padding;
+    let wp = wd + 2 * pw;
+    padded.fill(0.0);
+    for y in 0..h {
+        padded[(y + ph) * wp + pw..(y + ph) * wp + pw + wd]
+            .copy_from_slice(&plane[y * wd..(y + 1) * wd]);
     }
 }
 
@@ -236,7 +394,7 @@ fn side_by_side(conv: &Conv2d, x: &[f32], n0: usize, n1: usize) -> Vec<f32> {
     for_each_chunk_mut(&mut cols, (taps * gl).max(1), |c, rows| {
         for (j, n) in (n0..n1).enumerate() {
             let at = n * s.image + c * plane;
-            im2col_channel(w, &x[at..at + plane], rows, gl, j * l);
+            im2col_channel(w, &x[at..at + plane], rows, gl, j * l, 0..l);
         }
     });
     cols
@@ -541,6 +699,49 @@ mod tests {
     }
 
     #[test]
+    fn few_weights_over_large_images_sum_in_eight_lanes() {
+        // 20 × 16 and 40 × 32 positions, read in place from padded rows.
+        for input in [[40, 16], [80, 32]] {
+            lanes_follow_the_definition(Conv2d {
+                batch: 3,
+                window: Window {
+                    input,
+                    ..conv().window
+                },
+                ..conv()
+            });
+        }
+    }
+
+    fn lanes_follow_the_definition(c: Conv2d) {
+        assert!(c.weight_grad_in_lanes());
+        let s = c.sizes().unwrap();
+        let (x, g) = (values(s.input_len, 12), values(s.output_len, 13));
+        let (o, k, l) = (c.out_channels, s.patch, s.positions);
+        let mut want = vec![0.0f32; o * k];
+        let mut cols = vec![0.0; k * l];
+        let mut lanes = vec![[0.0f32; LANES]; o * k];
+        for n in 0..c.batch {
+            im2col(&c.window, &x[n * s.image..(n + 1) * s.image], &mut cols);
+            for ch in 0..o {
+                for r in 0..k {
+                    for p in 0..l {
+                        let lane = &mut lanes[ch * k + r][p % LANES];
+                        *lane = g[(n * o + ch) * l + p].mul_add(cols[r * l + p], *lane);
+                    }
+                }
+            }
+        }
+        for (v, lane) in want.iter_mut().zip(&lanes) {
+            *v = add_lanes(lane);
+        }
+        let mut got = vec![0.0; o * k];
+        conv2d_weight_grad(&c, &g, &x, &mut got, false);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got), bits(&want));
+    }
+
+    #[test]
     fn wide_images_give_the_summed_weight_gradient_of_one_image_at_a_time() {
         let c = Conv2d {
             batch: 3,
@@ -551,6 +752,7 @@ mod tests {
             ..conv()
         };
         assert_eq!(c.group(), 1);
+        assert!(!c.weight_grad_in_lanes());
         let s = c.sizes().unwrap();
         let (x, g) = (values(s.input_len, 10), values(s.output_len, 11));
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
@@ -568,13 +770,21 @@ mod tests {
         let wide = Conv2d {
             batch: 7,
             window: Window {
-                input: [40, 20],
+                input: [81, 19],
                 ..conv().window
             },
             ..conv()
         };
         assert_eq!(wide.group(), 1);
-        for c in [Conv2d { batch: 7, ..conv() }, wide] {
+        assert!(!wide.weight_grad_in_lanes());
+        let padded = Conv2d {
+            window: Window {
+                input: [40, 16],
+                ..conv().window
+            },
+            ..wide
+        };
+        for c in [Conv2d { batch: 7, ..conv() }, wide, padded] {
             threads_agree(c);
         }
     }

@@ -58,6 +58,23 @@ impl<'a> MatRef<'a> {
         Self::new(data, rows, cols).expect("matrix data shorter than its shape")
     }
 
+    /// A `rows × cols` block of a row-major matrix whose rows are
+    /// `row_stride` apart, starting at `data[0]`; `None` when `data` is too
+    /// short or rows would overlap.
+    pub fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Option<Self> {
+        let needed = match rows {
+            0 => 0,
+            _ => (rows - 1).checked_mul(row_stride)?.checked_add(cols)?,
+        };
+        (row_stride >= cols && needed <= data.len()).then_some(MatRef {
+            data,
+            rows,
+            cols,
+            row_stride,
+            col_stride: 1,
+        })
+    }
+
     /// The transpose, sharing the data.
     pub fn t(self) -> Self {
         MatRef {
@@ -92,22 +109,35 @@ impl<'a> MatRef<'a> {
 /// When the inner dimensions differ or `c` is too short (callers check
 /// shapes first).
 pub fn gemm(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
+    gemm_into(a, b, c, b.cols, accumulate);
+}
+
+/// [`gemm`] into a `C` whose rows are `ldc` apart (a block of columns of a
+/// wider matrix); values between rows are left alone.
+///
+/// # Panics
+/// When the inner dimensions differ, `ldc` is narrower than C or `c` is
+/// too short (callers check shapes first).
+pub fn gemm_into(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(b.rows, k, "inner dimensions differ");
-    assert!(c.len() >= m * n, "output too short");
+    assert!(ldc >= n, "rows of C overlap");
     if m == 0 || n == 0 {
         return;
     }
+    assert!(c.len() >= (m - 1) * ldc + n, "output too short");
     if k == 0 {
         if !accumulate {
-            c[..m * n].fill(0.0);
+            for row in 0..m {
+                c[row * ldc..row * ldc + n].fill(0.0);
+            }
         }
         return;
     }
     match active() {
         #[cfg(target_arch = "x86_64")]
-        crate::isa::Isa::Avx2Fma => tiled::<crate::micro::Avx2Fma>(a, b, c, accumulate),
-        _ => tiled::<Portable>(a, b, c, accumulate),
+        crate::isa::Isa::Avx2Fma => tiled::<crate::micro::Avx2Fma>(a, b, c, ldc, accumulate),
+        _ => tiled::<Portable>(a, b, c, ldc, accumulate),
     }
 }
 
@@ -180,7 +210,7 @@ pub fn scratch(m: usize, k: usize, n: usize) -> usize {
 /// tiles read it), then every tile of the chunk is updated from it. A block
 /// is packed just before it is used, so it is still in cache when the tiles
 /// read it.
-fn tiled<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool) {
+fn tiled<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], ldc: usize, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let tiling = Tiling::choose(m, k, n.min(NB_MAX), K::MR, K::NR);
     let (mut space_a, mut space_b) = PACKS.with(|packs| std::mem::take(&mut *packs.borrow_mut()));
@@ -208,8 +238,9 @@ fn tiled<K: Micro>(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], accumulate: bool
                     nb: tiling.nb.min(chunk.len() - j0),
                 };
                 // SAFETY: tiles are disjoint, so this task alone writes its
-                // tile of C, which lies inside `c` (m × n, checked by `gemm`).
-                unsafe { block::<K>(&pa, &pb, chunk_c, n, tile, fresh) };
+                // tile of C, which lies inside `c` (m rows ldc apart, checked
+                // by `gemm_into`).
+                unsafe { block::<K>(&pa, &pb, chunk_c, ldc, tile, fresh) };
             });
         }
     }

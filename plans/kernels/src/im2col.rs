@@ -2,6 +2,8 @@
 //! of one image as a column, `col2im` adds columns back into an image (the
 //! adjoint, for the input gradient).
 
+use std::ops::Range;
+
 /// The geometry of a 2-D convolution or pooling window over one image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
@@ -65,43 +67,80 @@ pub fn im2col(w: &Window, image: &[f32], cols: &mut [f32]) {
     let rows = w.kernel[0] * w.kernel[1];
     for c in 0..w.channels {
         let out = &mut cols[c * rows * positions..(c + 1) * rows * positions];
-        im2col_channel(w, &image[c * plane..(c + 1) * plane], out, positions, 0);
+        im2col_channel(
+            w,
+            &image[c * plane..(c + 1) * plane],
+            out,
+            positions,
+            0,
+            0..positions,
+        );
     }
 }
 
-/// The `kh·kw` rows of [`im2col`] that one channel's `plane` gives, written
-/// into `rows` at row stride `ld` from column `offset`: images laid side by
-/// side in one matrix each take their own columns.
-pub fn im2col_channel(w: &Window, plane: &[f32], rows: &mut [f32], ld: usize, offset: usize) {
-    let [oh, ow] = w.output().expect("checked window");
-    let wd = w.input[1];
+/// The `kh·kw` rows of [`im2col`] that one channel's `plane` gives, for
+/// output positions `positions` only, written into `rows` at row stride
+/// `ld` from column `offset`: images laid side by side in one matrix each
+/// take their own columns, and a wide image can be taken a block of
+/// positions at a time.
+pub fn im2col_channel(
+    w: &Window,
+    plane: &[f32],
+    rows: &mut [f32],
+    ld: usize,
+    offset: usize,
+    positions: Range<usize>,
+) {
+    let len = positions.len();
     for i in 0..w.kernel[0] {
         for j in 0..w.kernel[1] {
             let row = i * w.kernel[1] + j;
-            let out = &mut rows[row * ld + offset..row * ld + offset + oh * ow];
-            for oy in 0..oh {
-                let dst = &mut out[oy * ow..(oy + 1) * ow];
-                let Some(y) = w.source(0, oy, i) else {
-                    dst.fill(0.0);
-                    continue;
-                };
-                let src = &plane[y * wd..(y + 1) * wd];
-                if w.stride[1] == 1 {
-                    // Stride 1: the valid ox form one interval, copied in one go.
-                    let shift = j * w.dilation[1];
-                    let lo = w.padding[1].saturating_sub(shift).min(ow);
-                    let hi = (wd + w.padding[1]).saturating_sub(shift).clamp(lo, ow);
-                    dst[..lo].fill(0.0);
-                    if hi > lo {
-                        let start = lo + shift - w.padding[1];
-                        dst[lo..hi].copy_from_slice(&src[start..start + hi - lo]);
-                    }
-                    dst[hi..].fill(0.0);
-                } else {
-                    for (ox, v) in dst.iter_mut().enumerate() {
-                        *v = w.source(1, ox, j).map_or(0.0, |x| src[x]);
-                    }
-                }
+            let out = &mut rows[row * ld + offset..row * ld + offset + len];
+            im2col_row(w, plane, [i, j], out, positions.clone());
+        }
+    }
+}
+
+/// One row of [`im2col`]: tap `[i, j]` of one channel's `plane`, for output
+/// positions `positions`, into `out` (their length).
+fn im2col_row(
+    w: &Window,
+    plane: &[f32],
+    [i, j]: [usize; 2],
+    out: &mut [f32],
+    positions: Range<usize>,
+) {
+    let [_, ow] = w.output().expect("checked window");
+    if positions.is_empty() {
+        return;
+    }
+    let wd = w.input[1];
+    for oy in positions.start / ow..=(positions.end - 1) / ow {
+        // The output row's part inside `positions`, as ox and as columns.
+        let first = positions.start.max(oy * ow);
+        let end = positions.end.min((oy + 1) * ow);
+        let xs = first - oy * ow..end - oy * ow;
+        let dst = &mut out[first - positions.start..end - positions.start];
+        let Some(y) = w.source(0, oy, i) else {
+            dst.fill(0.0);
+            continue;
+        };
+        let src = &plane[y * wd..(y + 1) * wd];
+        if w.stride[1] == 1 {
+            // Stride 1: the valid ox form one interval, copied in one go.
+            let shift = j * w.dilation[1];
+            let lo = w.padding[1].saturating_sub(shift).clamp(xs.start, xs.end);
+            let hi = (wd + w.padding[1]).saturating_sub(shift).clamp(lo, xs.end);
+            let (lo_at, hi_at) = (lo - xs.start, hi - xs.start);
+            dst[..lo_at].fill(0.0);
+            if hi > lo {
+                let start = lo + shift - w.padding[1];
+                dst[lo_at..hi_at].copy_from_slice(&src[start..start + hi - lo]);
+            }
+            dst[hi_at..].fill(0.0);
+        } else {
+            for (v, ox) in dst.iter_mut().zip(xs) {
+                *v = w.source(1, ox, j).map_or(0.0, |x| src[x]);
             }
         }
     }

@@ -28,6 +28,7 @@
 //! - [`activation`]: activation functions and their derivatives.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
+//! - [`dots`]: many dot products of long rows, each in eight fixed lanes.
 //! - [`norm`]: batch normalization: statistics, output and gradients.
 //! - [`pool`]: max pooling and its gradient.
 //! - [`sum`]: sums in the fixed tree.
@@ -36,6 +37,7 @@
 
 pub mod activation;
 pub mod conv;
+pub mod dots;
 pub mod gemm;
 pub mod im2col;
 pub mod isa;
@@ -49,7 +51,7 @@ pub mod sum;
 
 pub use activation::Activation;
 pub use conv::Conv2d;
-pub use gemm::{MatRef, gemm};
+pub use gemm::{MatRef, gemm, gemm_into};
 pub use im2col::Window;
 pub use norm::BatchNorm;
 pub use op::{MatMul, Op, OpError};

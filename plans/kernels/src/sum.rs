@@ -62,6 +62,12 @@ fn lanes(values: &[f32]) -> f32 {
     for (a, &v) in acc.iter_mut().zip(rows.remainder()) {
         *a += v;
     }
+    add_lanes(&acc)
+}
+
+/// The lanes of a partial sum added in the fixed tree
+/// ((0+1)+(2+3))+((4+5)+(6+7)).
+pub fn add_lanes(acc: &[f32; LANES]) -> f32 {
     ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
 }
 
