@@ -94,7 +94,8 @@ impl Conv2d {
         one.checked_add(side_by_side.checked_mul(2)?)?
             .checked_add(outputs)?
             .checked_add(packing)?
-            .checked_add(lanes)
+            .checked_add(lanes)?
+            .checked_add(crate::direct::scratch(self)?)
     }
 
     /// Images whose columns are laid side by side for one matrix product:
@@ -163,6 +164,9 @@ fn with_columns<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
 /// `[O, C, kh, kw]`, `out` `[N, O, oh, ow]`; each output starts at its bias
 /// (or +0.0).
 pub fn conv2d(conv: &Conv2d, x: &[f32], w: &[f32], bias: Option<&[f32]>, out: &mut [f32]) {
+    if crate::direct::conv2d_in_place(conv, x, w, bias, out) {
+        return;
+    }
     if conv.group() > 1 {
         return grouped_forward(conv, x, w, bias, out);
     }
@@ -576,10 +580,10 @@ mod tests {
                         for c in 0..win.channels {
                             for i in 0..win.kernel[0] {
                                 for j in 0..win.kernel[1] {
-                                    let y =
-                                        (oy * win.stride[0] + i) as isize - win.padding[0] as isize;
-                                    let xx =
-                                        (ox * win.stride[1] + j) as isize - win.padding[1] as isize;
+                                    let y = (oy * win.stride[0] + i * win.dilation[0]) as isize
+                                        - win.padding[0] as isize;
+                                    let xx = (ox * win.stride[1] + j * win.dilation[1]) as isize
+                                        - win.padding[1] as isize;
                                     let v = if y < 0
                                         || xx < 0
                                         || y >= win.input[0] as isize
@@ -615,6 +619,49 @@ mod tests {
         conv2d(&c, &x, &w, None, &mut out);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&out), bits(&naive(&c, &x, &w)));
+    }
+
+    #[test]
+    fn forward_read_in_place_gives_the_bits_of_im2col_on_every_path() {
+        // Full tiles, a row ending mid-tile, dilation, a wide row.
+        let windows = [
+            ([40, 16], [1, 1]),
+            ([33, 15], [1, 1]),
+            ([12, 30], [1, 2]),
+            ([6, 64], [2, 1]),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (input, dilation) in windows {
+            let c = Conv2d {
+                batch: 3,
+                window: Window {
+                    input,
+                    dilation,
+                    ..conv().window
+                },
+                ..conv()
+            };
+            let s = c.sizes().unwrap();
+            let (x, w) = (values(s.input_len, 21), values(s.weight_len, 22));
+            let bias = [0.5, -0.25, 1.0, 0.0];
+            for portable in [false, true] {
+                crate::isa::force_portable(portable);
+                let mut direct = vec![f32::NAN; s.output_len];
+                let ran = crate::direct::conv2d_in_place(&c, &x, &w, Some(&bias), &mut direct);
+                let mut columns = vec![f32::NAN; s.output_len];
+                each_image_forward(&c, &x, &w, Some(&bias), &mut columns);
+                crate::isa::force_portable(false);
+                assert!(ran, "{input:?} suits reading in place");
+                assert_eq!(
+                    bits(&direct),
+                    bits(&columns),
+                    "{input:?} {dilation:?} {portable}"
+                );
+            }
+            let mut plain = vec![0.0; s.output_len];
+            conv2d(&c, &x, &w, None, &mut plain);
+            assert_eq!(bits(&plain), bits(&naive(&c, &x, &w)), "{input:?}");
+        }
     }
 
     #[test]

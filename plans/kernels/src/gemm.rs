@@ -12,7 +12,7 @@ use std::cell::RefCell;
 use std::ops::Range;
 
 use crate::isa::active;
-use crate::micro::{Micro, PanelA, Portable};
+use crate::micro::{Micro, PanelA, PanelB, Portable, edge_tile};
 use crate::pack::pack;
 use crate::parallel::{SharedMut, for_each_chunk_mut, for_each_task, threads};
 
@@ -396,7 +396,7 @@ unsafe fn block<K: Micro>(
     let (mr, nr, kc) = (K::MR, K::NR, pa.depth());
     let mut edge = [0.0f32; 16 * 16];
     for jr in (0..t.nb).step_by(nr) {
-        let bp = pb.panel(t.j0 + jr);
+        let b = PanelB::packed(pb.panel(t.j0 + jr));
         for ir in (0..t.mb).step_by(mr) {
             let a = pa.panel(t.i0 + ir);
             let (rows, cols) = (mr.min(t.mb - ir), nr.min(t.nb - jr));
@@ -407,44 +407,11 @@ unsafe fn block<K: Micro>(
             // `isa::active` chose K for this CPU.
             unsafe {
                 if rows == mr && cols == nr {
-                    K::tile(kc, a, bp, at, ldc, fresh);
+                    K::tile(kc, a, b, at, ldc, fresh);
                 } else {
-                    edge_tile::<K>(kc, a, bp, at, ldc, rows, cols, fresh, &mut edge);
+                    edge_tile::<K>(kc, a, b, at, ldc, rows, cols, fresh, &mut edge);
                 }
             }
-        }
-    }
-}
-
-/// A tile cut by C's edge: through a full-size buffer.
-///
-/// # Safety
-/// As for [`Micro::tile`], with only `rows × cols` of the tile inside C.
-#[allow(clippy::too_many_arguments)]
-unsafe fn edge_tile<K: Micro>(
-    kc: usize,
-    a: PanelA,
-    bp: *const f32,
-    c: *mut f32,
-    ldc: usize,
-    rows: usize,
-    cols: usize,
-    fresh: bool,
-    buf: &mut [f32],
-) {
-    let nr = K::NR;
-    for r in 0..rows {
-        for j in 0..cols {
-            // SAFETY: (r, j) is inside C's part of the tile.
-            buf[r * nr + j] = unsafe { *c.add(r * ldc + j) };
-        }
-    }
-    // SAFETY: `buf` is a full MR × NR tile with row stride NR.
-    unsafe { K::tile(kc, a, bp, buf.as_mut_ptr(), nr, fresh) };
-    for r in 0..rows {
-        for j in 0..cols {
-            // SAFETY: as above.
-            unsafe { *c.add(r * ldc + j) = buf[r * nr + j] };
         }
     }
 }

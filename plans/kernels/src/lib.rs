@@ -28,6 +28,7 @@
 //! - [`activation`]: activation functions and their derivatives.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
+//! - `direct`: the forward pass read in place from a padded image.
 //! - [`dots`]: many dot products of long rows, each in eight fixed lanes.
 //! - [`norm`]: batch normalization: statistics, output and gradients.
 //! - [`pool`]: max pooling and its gradient.
@@ -37,6 +38,7 @@
 
 pub mod activation;
 pub mod conv;
+mod direct;
 pub mod dots;
 pub mod gemm;
 pub mod im2col;

@@ -16,6 +16,37 @@ pub(crate) struct PanelA {
     pub cs: usize,
 }
 
+/// `kc` depths of B as a register tile reads them: the `NR` values of depth
+/// `p` start at `ptr + p·NR` (a packed panel) or, given `offsets`, at
+/// `ptr + offsets[p]` (rows gathered in place, e.g. from a padded image).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PanelB {
+    pub ptr: *const f32,
+    pub offsets: Option<*const usize>,
+}
+
+impl PanelB {
+    /// A packed panel.
+    pub fn packed(ptr: *const f32) -> PanelB {
+        PanelB { ptr, offsets: None }
+    }
+
+    /// Where depth `p`'s values start, for tiles `nr` wide.
+    ///
+    /// # Safety
+    /// `p` is one of the panel's depths.
+    #[inline(always)]
+    unsafe fn at(&self, p: usize, nr: usize) -> *const f32 {
+        // SAFETY: the caller's promise.
+        unsafe {
+            match self.offsets {
+                Some(offsets) => self.ptr.add(*offsets.add(p)),
+                None => self.ptr.add(p * nr),
+            }
+        }
+    }
+}
+
 /// A register tile for one instruction set.
 pub(crate) trait Micro {
     /// Rows of the tile.
@@ -24,14 +55,46 @@ pub(crate) trait Micro {
     const NR: usize;
 
     /// Update the full tile at `c` (row stride `ldc`) from `kc` depths of
-    /// the panel `a` and the packed panel `bp` (`kc·NR` values), starting
-    /// from zero when `fresh`.
+    /// the panels `a` and `b`, starting from zero when `fresh`.
     ///
     /// # Safety
-    /// `a` reads `MR` rows and `kc` depths; `bp` holds at least `kc·NR`
-    /// values; `c` points at `MR` rows of `NR` writable values `ldc` apart;
-    /// the CPU has the instruction set the implementation needs.
-    unsafe fn tile(kc: usize, a: PanelA, bp: *const f32, c: *mut f32, ldc: usize, fresh: bool);
+    /// `a` reads `MR` rows and `kc` depths; `b` reads `NR` values at each of
+    /// `kc` depths; `c` points at `MR` rows of `NR` writable values `ldc`
+    /// apart; the CPU has the instruction set the implementation needs.
+    unsafe fn tile(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool);
+}
+
+/// A tile cut by C's edge: through a full-size buffer.
+///
+/// # Safety
+/// As for [`Micro::tile`], with only `rows × cols` of the tile inside C.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn edge_tile<K: Micro>(
+    kc: usize,
+    a: PanelA,
+    b: PanelB,
+    c: *mut f32,
+    ldc: usize,
+    rows: usize,
+    cols: usize,
+    fresh: bool,
+    buf: &mut [f32],
+) {
+    let nr = K::NR;
+    for r in 0..rows {
+        for j in 0..cols {
+            // SAFETY: (r, j) is inside C's part of the tile.
+            buf[r * nr + j] = unsafe { *c.add(r * ldc + j) };
+        }
+    }
+    // SAFETY: `buf` is a full MR × NR tile with row stride NR.
+    unsafe { K::tile(kc, a, b, buf.as_mut_ptr(), nr, fresh) };
+    for r in 0..rows {
+        for j in 0..cols {
+            // SAFETY: as above.
+            unsafe { *c.add(r * ldc + j) = buf[r * nr + j] };
+        }
+    }
 }
 
 /// Any CPU: scalar `mul_add`, 4 × 8.
@@ -41,9 +104,7 @@ impl Micro for Portable {
     const MR: usize = 4;
     const NR: usize = 8;
 
-    unsafe fn tile(kc: usize, a: PanelA, bp: *const f32, c: *mut f32, ldc: usize, fresh: bool) {
-        // SAFETY: the caller guarantees the panel of B.
-        let bp = unsafe { std::slice::from_raw_parts(bp, kc * Self::NR) };
+    unsafe fn tile(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool) {
         let mut acc = [[0.0f32; 8]; 4];
         if !fresh {
             for (r, row) in acc.iter_mut().enumerate() {
@@ -53,7 +114,9 @@ impl Micro for Portable {
                 }
             }
         }
-        for (p, b) in bp.chunks_exact(Self::NR).enumerate() {
+        for p in 0..kc {
+            // SAFETY: the caller guarantees NR values of B at each depth.
+            let b = unsafe { std::slice::from_raw_parts(b.at(p, Self::NR), Self::NR) };
             for (r, row) in acc.iter_mut().enumerate() {
                 // SAFETY: row r < MR, depth p < kc: inside the caller's panel.
                 let av = unsafe { *a.ptr.add(r * a.rs + p * a.cs) };
@@ -80,26 +143,29 @@ impl Micro for Avx2Fma {
     const MR: usize = 6;
     const NR: usize = 16;
 
-    unsafe fn tile(kc: usize, a: PanelA, bp: *const f32, c: *mut f32, ldc: usize, fresh: bool) {
+    unsafe fn tile(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool) {
+        let packed_a = a.rs == 1 && a.cs == Self::MR;
         // SAFETY: forwarded from the caller, who checked the CPU (isa::active).
         unsafe {
-            if a.rs == 1 && a.cs == Self::MR {
-                avx2_6x16::<true>(kc, a, bp, c, ldc, fresh)
-            } else {
-                avx2_6x16::<false>(kc, a, bp, c, ldc, fresh)
+            match (packed_a, b.offsets.is_some()) {
+                (true, false) => avx2_6x16::<true, false>(kc, a, b, c, ldc, fresh),
+                (false, false) => avx2_6x16::<false, false>(kc, a, b, c, ldc, fresh),
+                (true, true) => avx2_6x16::<true, true>(kc, a, b, c, ldc, fresh),
+                (false, true) => avx2_6x16::<false, true>(kc, a, b, c, ldc, fresh),
             }
         }
     }
 }
 
 /// The AVX2 tile, for a packed panel of A (`PACKED`: one pointer, fixed
-/// offsets) or one read in place (six row pointers stepping `cs`).
+/// offsets) or one read in place (six row pointers stepping `cs`), and a
+/// packed panel of B or one gathered at offsets (`GATHER`).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn avx2_6x16<const PACKED: bool>(
+unsafe fn avx2_6x16<const PACKED: bool, const GATHER: bool>(
     kc: usize,
     a: PanelA,
-    bp: *const f32,
+    b: PanelB,
     c: *mut f32,
     ldc: usize,
     fresh: bool,
@@ -108,7 +174,8 @@ unsafe fn avx2_6x16<const PACKED: bool>(
     let mut acc = [[_mm256_setzero_ps(); 2]; 6];
     let rows: [*const f32; 6] = std::array::from_fn(|r| a.ptr.wrapping_add(r * a.rs));
     // SAFETY (whole body): the caller guarantees 6 rows and kc depths at
-    // `a`, kc·16 values at `bp`, and a 6 × 16 tile at `c` with row stride `ldc`.
+    // `a`, 16 values at each of kc depths of `b` (offsets given when
+    // GATHER), and a 6 × 16 tile at `c` with row stride `ldc`.
     unsafe {
         if !fresh {
             for (r, lanes) in acc.iter_mut().enumerate() {
@@ -116,9 +183,15 @@ unsafe fn avx2_6x16<const PACKED: bool>(
                 lanes[1] = _mm256_loadu_ps(c.add(r * ldc + 8));
             }
         }
+        let offsets = b.offsets.unwrap_or(std::ptr::null());
         for p in 0..kc {
-            let b0 = _mm256_loadu_ps(bp.add(p * 16));
-            let b1 = _mm256_loadu_ps(bp.add(p * 16 + 8));
+            let bp = if GATHER {
+                b.ptr.add(*offsets.add(p))
+            } else {
+                b.ptr.add(p * 16)
+            };
+            let b0 = _mm256_loadu_ps(bp);
+            let b1 = _mm256_loadu_ps(bp.add(8));
             for (r, lanes) in acc.iter_mut().enumerate() {
                 let at = if PACKED {
                     a.ptr.add(p * 6 + r)

@@ -1,0 +1,166 @@
+//! A convolution's forward pass read in place, without im2col.
+//!
+//! With a stride of 1 along the width, im2col's value for patch row
+//! (c, i, j) at output position (oy, ox) is the zero-padded input at row
+//! `oy·s + i·d`, column `ox + j·d`: consecutive positions of an output row
+//! are consecutive values of one padded input row. So a register tile's
+//! `NR` positions at depth (c, i, j) are read straight from a padded copy of
+//! the image, at an offset per depth, against the packed weights. Every
+//! output is its bias, then fused multiply-adds over (c, i, j) in order:
+//! the same bits as the product over im2col columns, without making,
+//! storing and packing those columns (for a convolution of few channels,
+//! moving them cost more than the arithmetic).
+
+use crate::conv::Conv2d;
+use crate::gemm::MatRef;
+use crate::isa::active;
+use crate::micro::{Micro, PanelA, PanelB, Portable, edge_tile};
+use crate::pack::pack;
+use crate::parallel::for_each_chunk_mut;
+
+/// Run [`crate::conv::conv2d`] in place when the convolution suits it (a
+/// stride of 1 along the width, output rows that fill register tiles with
+/// at most one value in eight wasted); `false` when it does not, and
+/// nothing was written.
+pub(crate) fn conv2d_in_place(
+    conv: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> bool {
+    match active() {
+        #[cfg(target_arch = "x86_64")]
+        crate::isa::Isa::Avx2Fma => run::<crate::micro::Avx2Fma>(conv, x, w, bias, out),
+        _ => run::<Portable>(conv, x, w, bias, out),
+    }
+}
+
+/// Whether `conv` suits tiles `nr` wide.
+pub(crate) fn suits(conv: &Conv2d, nr: usize) -> bool {
+    conv.sizes().is_some_and(|s| {
+        let ow = s.output[1];
+        conv.window.stride[1] == 1 && ow > 0 && ow.next_multiple_of(nr) * 7 <= ow * 8
+    })
+}
+
+/// Floats of scratch [`conv2d_in_place`] needs per thread (a padded image)
+/// and once (the packed weights), at most.
+pub(crate) fn scratch(conv: &Conv2d) -> Option<usize> {
+    let s = conv.sizes()?;
+    let weights = conv.out_channels.checked_add(16)?.checked_mul(s.patch)?;
+    padded_len(conv)?.checked_add(weights)
+}
+
+/// Floats of one padded image, with a tile's width of slack after it (a
+/// tile at the end of the last row reads past the row, values it discards).
+fn padded_len(conv: &Conv2d) -> Option<usize> {
+    let w = &conv.window;
+    let hp = w.padding[0].checked_mul(2)?.checked_add(w.input[0])?;
+    let wp = w.padding[1].checked_mul(2)?.checked_add(w.input[1])?;
+    w.channels.checked_mul(hp)?.checked_mul(wp)?.checked_add(16)
+}
+
+fn run<K: Micro>(
+    conv: &Conv2d,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    out: &mut [f32],
+) -> bool {
+    if !suits(conv, K::NR) {
+        return false;
+    }
+    let s = conv.sizes().expect("checked by `suits`");
+    let win = &conv.window;
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    let [oh, ow] = s.output;
+    let [kh, kw] = win.kernel;
+    let (hp, wp) = (
+        win.input[0] + 2 * win.padding[0],
+        win.input[1] + 2 * win.padding[1],
+    );
+    let weights = packed_weights(MatRef::row_major(w, o, k), K::MR);
+    // Where depth (c, i, j)'s values start, from an output row's start.
+    let offsets: Vec<usize> = (0..k)
+        .map(|p| {
+            let (c, tap) = (p / (kh * kw), p % (kh * kw));
+            (c * hp + (tap / kw) * win.dilation[0]) * wp + (tap % kw) * win.dilation[1]
+        })
+        .collect();
+    let padded_len = padded_len(conv).expect("checked by `sizes`");
+    let last_read = offsets.last().map_or(0, |&o| o)
+        + (oh - 1) * win.stride[0] * wp
+        + ow.next_multiple_of(K::NR);
+    assert!(
+        last_read <= padded_len,
+        "tiles read inside the padded image"
+    );
+    for_each_chunk_mut(&mut out[..s.output_len], (o * l).max(1), |n, dst| {
+        for (ch, plane) in dst.chunks_exact_mut(l.max(1)).enumerate() {
+            plane.fill(bias.map_or(0.0, |b| b[ch]));
+        }
+        let mut padded = vec![0.0f32; padded_len];
+        pad_image(conv, &x[n * s.image..(n + 1) * s.image], &mut padded);
+        let mut edge = [0.0f32; 16 * 16];
+        for i0 in (0..o).step_by(K::MR) {
+            let a = PanelA {
+                ptr: weights[i0 * k..].as_ptr(),
+                rs: 1,
+                cs: K::MR,
+            };
+            let rows = K::MR.min(o - i0);
+            for oy in 0..oh {
+                let row = oy * win.stride[0] * wp;
+                for x0 in (0..ow).step_by(K::NR) {
+                    let b = PanelB {
+                        ptr: padded[row + x0..].as_ptr(),
+                        offsets: Some(offsets.as_ptr()),
+                    };
+                    let cols = K::NR.min(ow - x0);
+                    let at = dst[i0 * l + oy * ow + x0..].as_mut_ptr();
+                    // SAFETY: A's panel holds k depths of MR rows (packed,
+                    // zero past o); B reads NR values at each depth's offset
+                    // inside `padded` (`last_read` checked above); the tile's
+                    // `rows × cols` lie inside this image's output (row
+                    // stride l); `isa::active` chose K for this CPU.
+                    unsafe {
+                        if rows == K::MR && cols == K::NR {
+                            K::tile(k, a, b, at, l, false);
+                        } else {
+                            edge_tile::<K>(k, a, b, at, l, rows, cols, false, &mut edge);
+                        }
+                    }
+                }
+            }
+        }
+    });
+    true
+}
+
+/// The weights `[O, K]` in panels of `mr` rows over the whole depth,
+/// zero past the last row.
+fn packed_weights(w: MatRef<'_>, mr: usize) -> Vec<f32> {
+    let (o, k) = (w.rows(), w.cols());
+    let mut packed = vec![0.0f32; o.next_multiple_of(mr) * k];
+    for_each_chunk_mut(&mut packed, (k * mr).max(1), |panel, dst| {
+        let r0 = panel * mr;
+        pack(&w, r0, mr.min(o - r0), 0, k, mr, dst);
+    });
+    packed
+}
+
+/// One `[C, H, W]` image into the middle of `padded` (`[C, H + 2p, W + 2p]`
+/// and slack, zero outside the image).
+fn pad_image(conv: &Conv2d, image: &[f32], padded: &mut [f32]) {
+    let win = &conv.window;
+    let [h, wd] = win.input;
+    let [ph, pw] = win.padding;
+    let (hp, wp) = (h + 2 * ph, wd + 2 * pw);
+    for (c, plane) in image.chunks_exact((h * wd).max(1)).enumerate() {
+        for (y, src) in plane.chunks_exact(wd.max(1)).enumerate() {
+            let at = (c * hp + y + ph) * wp + pw;
+            padded[at..at + wd].copy_from_slice(src);
+        }
+    }
+}
