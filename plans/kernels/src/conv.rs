@@ -226,6 +226,9 @@ fn columns_of_block(w: &Window, image: &[f32], cols: &mut [f32], block: Range<us
 /// The input gradient: `dx[n] = col2im(wᵀ · g[n])` for the output gradient
 /// `g` `[N, O, oh, ow]`.
 pub fn conv2d_input_grad(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) {
+    if crate::direct::input_grad_in_place(conv, g, w, dx) {
+        return;
+    }
     if conv.group() > 1 {
         return grouped_input_grad(conv, g, w, dx);
     }
@@ -665,6 +668,55 @@ mod tests {
     }
 
     #[test]
+    fn a_stride_one_input_gradient_is_the_flipped_convolution_of_the_gradient() {
+        let windows = [
+            ([16, 16], [1, 1], [1, 1]),
+            ([9, 28], [1, 2], [0, 2]),
+            ([7, 15], [1, 1], [0, 0]),
+        ];
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (input, dilation, padding) in windows {
+            let c = Conv2d {
+                batch: 2,
+                window: Window {
+                    input,
+                    dilation,
+                    padding,
+                    stride: [1, 1],
+                    ..conv().window
+                },
+                ..conv()
+            };
+            let t = crate::direct::transposed(&c).expect("stride 1");
+            assert!(crate::direct::suits(&t), "{input:?}");
+            let s = c.sizes().unwrap();
+            let (g, w) = (values(s.output_len, 31), values(s.weight_len, 32));
+            let (o, ch, taps) = (c.out_channels, c.window.channels, 9);
+            let mut flipped = vec![0.0; w.len()];
+            for ci in 0..ch {
+                for oi in 0..o {
+                    for tap in 0..taps {
+                        flipped[(ci * o + oi) * taps + tap] =
+                            w[(oi * ch + ci) * taps + taps - 1 - tap];
+                    }
+                }
+            }
+            let want = naive(&t, &g, &flipped);
+            for portable in [false, true] {
+                crate::isa::force_portable(portable);
+                let mut dx = vec![f32::NAN; s.input_len];
+                conv2d_input_grad(&c, &g, &w, &mut dx);
+                crate::isa::force_portable(false);
+                assert_eq!(
+                    bits(&dx),
+                    bits(&want),
+                    "{input:?} {dilation:?} {padding:?} {portable}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn gradients_are_the_adjoints_of_forward() {
         // ⟨conv(x, w), g⟩ = ⟨x, dx(g)⟩ = ⟨w, dw(g)⟩, on small integers (exact).
         let c = conv();
@@ -831,7 +883,17 @@ mod tests {
             },
             ..wide
         };
-        for c in [Conv2d { batch: 7, ..conv() }, wide, padded] {
+        // Stride 1: forward and input gradient read in place, weights in lanes.
+        let in_place = Conv2d {
+            window: Window {
+                input: [20, 16],
+                stride: [1, 1],
+                ..conv().window
+            },
+            ..wide
+        };
+        assert!(crate::direct::transposed(&in_place).is_some_and(|t| crate::direct::suits(&t)));
+        for c in [Conv2d { batch: 7, ..conv() }, wide, padded, in_place] {
             threads_agree(c);
         }
     }

@@ -18,10 +18,8 @@ use crate::micro::{Micro, PanelA, PanelB, Portable, edge_tile};
 use crate::pack::pack;
 use crate::parallel::for_each_chunk_mut;
 
-/// Run [`crate::conv::conv2d`] in place when the convolution suits it (a
-/// stride of 1 along the width, output rows that fill register tiles with
-/// at most one value in eight wasted); `false` when it does not, and
-/// nothing was written.
+/// Run [`crate::conv::conv2d`] in place when the convolution [`suits`] it;
+/// `false` when it does not, and nothing was written.
 pub(crate) fn conv2d_in_place(
     conv: &Conv2d,
     x: &[f32],
@@ -36,20 +34,95 @@ pub(crate) fn conv2d_in_place(
     }
 }
 
-/// Whether `conv` suits tiles `nr` wide.
-pub(crate) fn suits(conv: &Conv2d, nr: usize) -> bool {
+/// Run [`crate::conv::conv2d_input_grad`] in place when the convolution
+/// has a stride of 1 and its [`transposed`] form suits reading in place;
+/// `false` when not, and nothing was written.
+///
+/// The input gradient of a stride-1 convolution is itself a convolution:
+/// of the output gradient, padded by `d·(k−1) − p`, with the weights'
+/// channels swapped and their taps flipped. Each input gradient value is
+/// then one fused sum over (output channel, tap) in order, instead of
+/// im2col's adjoint adding one rounded product per tap.
+pub(crate) fn input_grad_in_place(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) -> bool {
+    let Some(t) = transposed(conv) else {
+        return false;
+    };
+    let (o, c) = (conv.out_channels, conv.window.channels);
+    let [kh, kw] = conv.window.kernel;
+    let taps = kh * kw;
+    let mut flipped = vec![0.0f32; o * c * taps];
+    for (ci, to) in flipped.chunks_exact_mut((o * taps).max(1)).enumerate() {
+        for (oi, taps_out) in to.chunks_exact_mut(taps.max(1)).enumerate() {
+            let from = &w[(oi * c + ci) * taps..(oi * c + ci + 1) * taps];
+            for (v, f) in taps_out.iter_mut().zip(from.iter().rev()) {
+                *v = *f;
+            }
+        }
+    }
+    conv2d_in_place(&t, g, &flipped, None, dx)
+}
+
+/// The convolution whose forward pass is `conv`'s input gradient: over the
+/// output gradient (`O` channels of `oh × ow`), `C` outputs, the same kernel
+/// and dilation, stride 1 and padding `d·(k−1) − p`. `None` unless `conv`
+/// has a stride of 1 and a padding of at most `d·(k−1)`.
+pub(crate) fn transposed(conv: &Conv2d) -> Option<Conv2d> {
+    let w = &conv.window;
+    let s = conv.sizes()?;
+    if w.stride != [1, 1] {
+        return None;
+    }
+    let mut padding = [0; 2];
+    for (d, pad) in padding.iter_mut().enumerate() {
+        *pad = w.dilation[d]
+            .checked_mul(w.kernel[d] - 1)?
+            .checked_sub(w.padding[d])?;
+    }
+    let t = Conv2d {
+        batch: conv.batch,
+        window: crate::im2col::Window {
+            channels: conv.out_channels,
+            input: s.output,
+            kernel: w.kernel,
+            stride: [1, 1],
+            padding,
+            dilation: w.dilation,
+        },
+        out_channels: w.channels,
+    };
+    (t.sizes()?.output == w.input).then_some(t)
+}
+
+/// Tile width the rule of [`suits`] assumes, whatever the CPU's: the input
+/// gradient read in place sums in another order than im2col's adjoint, so
+/// which way a convolution goes must not depend on the host.
+const RULE_WIDTH: usize = 16;
+
+/// Whether `conv` suits reading in place: a stride of 1 along the width,
+/// and output rows that fill tiles of [`RULE_WIDTH`] with at most one value
+/// in eight wasted.
+pub(crate) fn suits(conv: &Conv2d) -> bool {
     conv.sizes().is_some_and(|s| {
         let ow = s.output[1];
-        conv.window.stride[1] == 1 && ow > 0 && ow.next_multiple_of(nr) * 7 <= ow * 8
+        conv.window.stride[1] == 1 && ow > 0 && ow.next_multiple_of(RULE_WIDTH) * 7 <= ow * 8
     })
 }
 
-/// Floats of scratch [`conv2d_in_place`] needs per thread (a padded image)
-/// and once (the packed weights), at most.
+/// Floats of scratch [`conv2d_in_place`] and [`input_grad_in_place`] need
+/// per thread (a padded image) and once (packed and flipped weights), at
+/// most.
 pub(crate) fn scratch(conv: &Conv2d) -> Option<usize> {
-    let s = conv.sizes()?;
-    let weights = conv.out_channels.checked_add(16)?.checked_mul(s.patch)?;
-    padded_len(conv)?.checked_add(weights)
+    let own = |conv: &Conv2d| {
+        let s = conv.sizes()?;
+        let weights = conv.out_channels.checked_add(16)?.checked_mul(s.patch)?;
+        padded_len(conv)?.checked_add(weights)
+    };
+    let input_grad = match transposed(conv) {
+        // The flipped weights, and the transposed convolution's own.
+        Some(t) => own(&t)?.checked_add(conv.sizes()?.weight_len)?,
+        None => 0,
+    };
+    own(conv)?.checked_add(input_grad)
 }
 
 /// Floats of one padded image, with a tile's width of slack after it (a
@@ -68,7 +141,8 @@ fn run<K: Micro>(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> bool {
-    if !suits(conv, K::NR) {
+    debug_assert!(K::NR <= RULE_WIDTH);
+    if !suits(conv) {
         return false;
     }
     let s = conv.sizes().expect("checked by `suits`");
