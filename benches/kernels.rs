@@ -271,7 +271,10 @@ fn resnet_convolutions() {
         }
         let cells: Vec<String> = totals
             .iter()
-            .map(|[ours, theirs]| format!("{ours:>7.2} ({theirs:>7.2})"))
+            .map(|[ours, theirs]| match torch {
+                Some(_) => format!("{ours:>7.2} ({theirs:>7.2})"),
+                None => format!("{ours:>7.2} (   —   )"),
+            })
             .collect();
         println!(
             "{:<16} {:>19} {:>19} {:>19}",
