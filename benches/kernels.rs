@@ -120,37 +120,72 @@ fn torch_rates(threads: usize) -> Option<Vec<f64>> {
     })
 }
 
-/// ResNet-18's convolutions on a 64×64 batch of 16 (standard stem):
-/// (label, in channels, side, out channels, kernel, stride, padding, count
-/// in the model).
-const RESNET_CONVS: [(&str, usize, usize, usize, usize, usize, usize, usize); 11] = [
-    ("conv1 7×7/2", 3, 64, 64, 7, 2, 3, 1),
-    ("layer1 3×3", 64, 16, 64, 3, 1, 1, 4),
-    ("layer2 3×3/2", 64, 16, 128, 3, 2, 1, 1),
-    ("layer2 3×3", 128, 8, 128, 3, 1, 1, 3),
-    ("layer2 1×1/2", 64, 16, 128, 1, 2, 0, 1),
-    ("layer3 3×3/2", 128, 8, 256, 3, 2, 1, 1),
-    ("layer3 3×3", 256, 4, 256, 3, 1, 1, 3),
-    ("layer3 1×1/2", 128, 8, 256, 1, 2, 0, 1),
-    ("layer4 3×3/2", 256, 4, 512, 3, 2, 1, 1),
-    ("layer4 3×3", 512, 2, 512, 3, 1, 1, 3),
-    ("layer4 1×1/2", 256, 4, 512, 1, 2, 0, 1),
+/// One convolution of a model: its label, square geometry and how many
+/// times the model has it.
+#[derive(Clone, Copy)]
+struct ModelConv {
+    label: &'static str,
+    channels: usize,
+    side: usize,
+    out: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    count: usize,
+}
+
+/// A [`ModelConv`] written as one line: (label, in channels, side, out
+/// channels, kernel, stride, padding, count).
+const fn conv(
+    label: &'static str,
+    [channels, side, out]: [usize; 3],
+    [kernel, stride, padding]: [usize; 3],
+    count: usize,
+) -> ModelConv {
+    ModelConv {
+        label,
+        channels,
+        side,
+        out,
+        kernel,
+        stride,
+        padding,
+        count,
+    }
+}
+
+/// ResNet-18's convolutions on a 64×64 batch of 16 (standard stem).
+const RESNET_CONVS: [ModelConv; 11] = [
+    conv("conv1 7×7/2", [3, 64, 64], [7, 2, 3], 1),
+    conv("layer1 3×3", [64, 16, 64], [3, 1, 1], 4),
+    conv("layer2 3×3/2", [64, 16, 128], [3, 2, 1], 1),
+    conv("layer2 3×3", [128, 8, 128], [3, 1, 1], 3),
+    conv("layer2 1×1/2", [64, 16, 128], [1, 2, 0], 1),
+    conv("layer3 3×3/2", [128, 8, 256], [3, 2, 1], 1),
+    conv("layer3 3×3", [256, 4, 256], [3, 1, 1], 3),
+    conv("layer3 1×1/2", [128, 8, 256], [1, 2, 0], 1),
+    conv("layer4 3×3/2", [256, 4, 512], [3, 2, 1], 1),
+    conv("layer4 3×3", [512, 2, 512], [3, 1, 1], 3),
+    conv("layer4 1×1/2", [256, 4, 512], [1, 2, 0], 1),
 ];
 /// Images per batch in [`RESNET_CONVS`].
 const CONV_BATCH: usize = 16;
 
-fn resnet_conv(c: usize, side: usize, o: usize, k: usize, s: usize, p: usize) -> Conv2d {
-    Conv2d {
-        batch: CONV_BATCH,
-        window: Window {
-            channels: c,
-            input: [side, side],
-            kernel: [k, k],
-            stride: [s, s],
-            padding: [p, p],
-            dilation: [1, 1],
-        },
-        out_channels: o,
+impl ModelConv {
+    /// The kernels' description of it, on a batch of [`CONV_BATCH`].
+    fn geometry(&self) -> Conv2d {
+        Conv2d {
+            batch: CONV_BATCH,
+            window: Window {
+                channels: self.channels,
+                input: [self.side; 2],
+                kernel: [self.kernel; 2],
+                stride: [self.stride; 2],
+                padding: [self.padding; 2],
+                dilation: [1, 1],
+            },
+            out_channels: self.out,
+        }
     }
 }
 
@@ -196,7 +231,18 @@ fn torch_conv_times(threads: usize) -> Option<Vec<[f64; 3]>> {
     let python = std::env::var_os("FEDWASM_BENCH_TORCH")?;
     let convs: Vec<String> = RESNET_CONVS
         .iter()
-        .map(|(_, c, side, o, k, s, p, _)| format!("({c},{side},{o},{k},{s},{p})"))
+        .map(|c| {
+            let ModelConv {
+                channels,
+                side,
+                out,
+                kernel,
+                stride,
+                padding,
+                ..
+            } = c;
+            format!("({channels},{side},{out},{kernel},{stride},{padding})")
+        })
         .collect();
     let script = format!(
         "import torch, time\n\
@@ -249,8 +295,9 @@ fn resnet_convolutions() {
             "conv", "forward", "input grad", "weight grad"
         );
         let mut totals = [[0.0f64; 2]; 3];
-        for (i, (label, c, side, o, k, s, p, count)) in RESNET_CONVS.into_iter().enumerate() {
-            let ours = conv_times(&resnet_conv(c, side, o, k, s, p), threads);
+        for (i, model_conv) in RESNET_CONVS.into_iter().enumerate() {
+            let (label, count) = (model_conv.label, model_conv.count);
+            let ours = conv_times(&model_conv.geometry(), threads);
             let theirs = torch.as_ref().and_then(|t| t.get(i).copied());
             let cells: Vec<String> = (0..3)
                 .map(|j| {
