@@ -480,6 +480,22 @@ mod tests {
             out_channels: 1,
         };
         assert_eq!(Op::Conv2d(absurd).scratch(2), usize::MAX);
+        // A tall stride over a huge padding: 11 × 16 outputs, but the image
+        // read in place is padded to 10,001 × 16, and that is charged.
+        let tall = Conv2d {
+            batch: 1,
+            window: Window {
+                channels: 1,
+                input: [1, 16],
+                kernel: [1, 1],
+                stride: [1000, 1],
+                padding: [5000, 0],
+                dilation: [1, 1],
+            },
+            out_channels: 1,
+        };
+        assert_eq!(tall.sizes().unwrap().output, [11, 16]);
+        assert!(Op::Conv2d(tall).scratch(1) >= 10_001 * 16);
     }
 
     #[test]
