@@ -632,6 +632,8 @@ mod tests {
             ([33, 15], [1, 1]),
             ([12, 30], [1, 2]),
             ([6, 64], [2, 1]),
+            ([10, 8], [1, 1]),
+            ([9, 24], [1, 1]),
         ];
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         for (input, dilation) in windows {
@@ -688,7 +690,7 @@ mod tests {
                 ..conv()
             };
             let t = crate::direct::transposed(&c).expect("stride 1");
-            assert!(crate::direct::suits(&t), "{input:?}");
+            assert!(crate::direct::fills_wide_tiles(&t), "{input:?}");
             let s = c.sizes().unwrap();
             let (g, w) = (values(s.output_len, 31), values(s.weight_len, 32));
             let (o, ch, taps) = (c.out_channels, c.window.channels, 9);
@@ -892,7 +894,10 @@ mod tests {
             },
             ..wide
         };
-        assert!(crate::direct::transposed(&in_place).is_some_and(|t| crate::direct::suits(&t)));
+        assert!(
+            crate::direct::transposed(&in_place)
+                .is_some_and(|t| crate::direct::fills_wide_tiles(&t))
+        );
         for c in [Conv2d { batch: 7, ..conv() }, wide, padded, in_place] {
             threads_agree(c);
         }

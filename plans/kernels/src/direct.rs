@@ -29,13 +29,26 @@ pub(crate) fn conv2d_in_place(
 ) -> bool {
     match active() {
         #[cfg(target_arch = "x86_64")]
-        crate::isa::Isa::Avx2Fma => run::<crate::micro::Avx2Fma>(conv, x, w, bias, out),
+        crate::isa::Isa::Avx2Fma if fills_wide_tiles(conv) => {
+            run::<crate::micro::Avx2Fma>(conv, x, w, bias, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        crate::isa::Isa::Avx2Fma => run::<crate::micro::Avx2Fma12x8>(conv, x, w, bias, out),
         _ => run::<Portable>(conv, x, w, bias, out),
     }
 }
 
+/// Whether output rows fill tiles of [`RULE_WIDTH`] with at most one value
+/// in eight wasted: the rule for the input gradient read in place.
+pub(crate) fn fills_wide_tiles(conv: &Conv2d) -> bool {
+    conv.sizes().is_some_and(|s| {
+        let ow = s.output[1];
+        ow > 0 && ow.next_multiple_of(RULE_WIDTH) * 7 <= ow * 8
+    })
+}
+
 /// Run [`crate::conv::conv2d_input_grad`] in place when the convolution
-/// has a stride of 1 and its [`transposed`] form suits reading in place;
+/// has a stride of 1 and its [`transposed`] form [`fills_wide_tiles`];
 /// `false` when not, and nothing was written.
 ///
 /// The input gradient of a stride-1 convolution is itself a convolution:
@@ -44,7 +57,9 @@ pub(crate) fn conv2d_in_place(
 /// then one fused sum over (output channel, tap) in order, instead of
 /// im2col's adjoint adding one rounded product per tap.
 pub(crate) fn input_grad_in_place(conv: &Conv2d, g: &[f32], w: &[f32], dx: &mut [f32]) -> bool {
-    let Some(t) = transposed(conv) else {
+    // A rule on the shape alone (not on which tiles this CPU has): the
+    // bits differ from im2col's adjoint.
+    let Some(t) = transposed(conv).filter(fills_wide_tiles) else {
         return false;
     };
     let (o, c) = (conv.out_channels, conv.window.channels);
@@ -93,19 +108,22 @@ pub(crate) fn transposed(conv: &Conv2d) -> Option<Conv2d> {
     (t.sizes()?.output == w.input).then_some(t)
 }
 
-/// Tile width the rule of [`suits`] assumes, whatever the CPU's: the input
+/// Tile width [`fills_wide_tiles`] assumes, whatever the CPU's: the input
 /// gradient read in place sums in another order than im2col's adjoint, so
-/// which way a convolution goes must not depend on the host.
+/// which way it goes must not depend on the host (which tile runs it may:
+/// every tile gives the same bits).
 const RULE_WIDTH: usize = 16;
 
-/// Whether `conv` suits reading in place: a stride of 1 along the width,
-/// and output rows that fill tiles of [`RULE_WIDTH`] with at most one value
-/// in eight wasted.
+/// Whether `conv`'s forward pass suits reading in place: a stride of 1
+/// along the width, and output rows that fill tiles of [`RULE_WIDTH`] with
+/// at most one value in eight wasted, or a whole number of 8-wide tiles
+/// (small maps, on a 12 × 8 tile). The bits are the same either way.
 pub(crate) fn suits(conv: &Conv2d) -> bool {
-    conv.sizes().is_some_and(|s| {
-        let ow = s.output[1];
-        conv.window.stride[1] == 1 && ow > 0 && ow.next_multiple_of(RULE_WIDTH) * 7 <= ow * 8
-    })
+    conv.window.stride[1] == 1
+        && (fills_wide_tiles(conv)
+            || conv
+                .sizes()
+                .is_some_and(|s| s.output[1] > 0 && s.output[1].is_multiple_of(8)))
 }
 
 /// Floats of scratch [`conv2d_in_place`] and [`input_grad_in_place`] need
@@ -141,7 +159,7 @@ fn run<K: Micro>(
     bias: Option<&[f32]>,
     out: &mut [f32],
 ) -> bool {
-    debug_assert!(K::NR <= RULE_WIDTH);
+    debug_assert!(K::NR <= RULE_WIDTH && K::MR * K::NR <= 16 * 16);
     if !suits(conv) {
         return false;
     }

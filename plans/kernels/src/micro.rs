@@ -209,3 +209,48 @@ unsafe fn avx2_6x16<const PACKED: bool, const GATHER: bool>(
         }
     }
 }
+
+/// x86-64 with AVX2 and FMA, for rows of 8 outputs (small maps read in
+/// place): 12 × 8, twelve 8-lane accumulators.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx2Fma12x8;
+
+#[cfg(target_arch = "x86_64")]
+impl Micro for Avx2Fma12x8 {
+    const MR: usize = 12;
+    const NR: usize = 8;
+
+    unsafe fn tile(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool) {
+        // SAFETY: forwarded from the caller, who checked the CPU (isa::active).
+        unsafe { avx2_12x8(kc, a, b, c, ldc, fresh) }
+    }
+}
+
+/// The 12 × 8 AVX2 tile, for any panel of A and either kind of B.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_12x8(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm256_setzero_ps(); 12];
+    // SAFETY (whole body): the caller guarantees 12 rows and kc depths at
+    // `a`, 8 values at each of kc depths of `b`, and a 12 × 8 tile at `c`
+    // with row stride `ldc`.
+    unsafe {
+        if !fresh {
+            for (r, lanes) in acc.iter_mut().enumerate() {
+                *lanes = _mm256_loadu_ps(c.add(r * ldc));
+            }
+        }
+        for p in 0..kc {
+            let bv = _mm256_loadu_ps(b.at(p, 8));
+            let at = a.ptr.add(p * a.cs);
+            for (r, lanes) in acc.iter_mut().enumerate() {
+                let av = _mm256_broadcast_ss(&*at.add(r * a.rs));
+                *lanes = _mm256_fmadd_ps(av, bv, *lanes);
+            }
+        }
+        for (r, lanes) in acc.iter().enumerate() {
+            _mm256_storeu_ps(c.add(r * ldc), *lanes);
+        }
+    }
+}

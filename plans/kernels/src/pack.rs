@@ -26,8 +26,9 @@ pub(crate) fn pack(
         4 => pack_panels::<4>(m, r0, rows, p0, kc, out),
         6 => pack_panels::<6>(m, r0, rows, p0, kc, out),
         8 => pack_panels::<8>(m, r0, rows, p0, kc, out),
+        12 => pack_panels::<12>(m, r0, rows, p0, kc, out),
         16 => pack_panels::<16>(m, r0, rows, p0, kc, out),
-        _ => unreachable!("register tiles are 4, 6, 8 or 16 wide"),
+        _ => unreachable!("register tiles are 4, 6, 8, 12 or 16 wide"),
     }
 }
 
