@@ -302,15 +302,23 @@ const LANE_ROWS: usize = 4;
 /// image.
 fn lane_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
     let s = conv.checked();
+    let w = &conv.window;
     let o = conv.out_channels;
+    let plane = w.input[0] * w.input[1];
+    let padded_plane = (w.input[0] + 2 * w.padding[0]) * (w.input[1] + 2 * w.padding[1]);
     // Lanes of weight (o, r) at [r · o + o]: each task's rows are contiguous.
     let mut lanes = vec![[0.0f32; LANES]; s.patch * o];
-    for_each_chunk_mut(&mut lanes, (LANE_ROWS * o).max(1), |task, part| {
-        let rows = task * LANE_ROWS..task * LANE_ROWS + part.len() / o.max(1);
-        for n in 0..conv.batch {
-            lanes_from_padded_image(conv, g, x, n, rows.clone(), part);
-        }
-    });
+    let mut padded = vec![0.0f32; w.channels * padded_plane];
+    for n in 0..conv.batch {
+        let image = &x[n * s.image..(n + 1) * s.image];
+        for_each_chunk_mut(&mut padded, padded_plane.max(1), |c, out| {
+            pad_plane(w, &image[c * plane..(c + 1) * plane], out);
+        });
+        for_each_chunk_mut(&mut lanes, (LANE_ROWS * o).max(1), |task, part| {
+            let rows = task * LANE_ROWS..task * LANE_ROWS + part.len() / o.max(1);
+            lanes_of_image(conv, &g[n * o * s.positions..], &padded, rows, part);
+        });
+    }
     for (ch, row) in dw.chunks_exact_mut(s.patch.max(1)).enumerate() {
         for (r, v) in row.iter_mut().enumerate() {
             *v = add_lanes(&lanes[r * o + ch]);
@@ -318,16 +326,17 @@ fn lane_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
     }
 }
 
-/// Image `n`'s terms of the lanes of patch rows `rows`, read in place from
-/// a zero-padded copy of the channels they use: with a stride of 1 along
-/// the width, patch row (c, i, j) at output row `oy` is `ow` consecutive
-/// values of padded input row `oy·s + i·d`, from column `j·d`. (Output rows
-/// a whole number of lane sets wide keep every value in its lane.)
-fn lanes_from_padded_image(
+/// One image's terms of the lanes of patch rows `rows`, read in place from
+/// the image's zero-padded copy `padded` (`[C, H + 2p, W + 2p]`) against
+/// its output gradient `g` (from the image's first value): with a stride of
+/// 1 along the width, patch row (c, i, j) at output row `oy` is `ow`
+/// consecutive values of padded row `oy·s + i·d` of channel `c`, from
+/// column `j·d`. (Output rows a whole number of lane sets wide keep every
+/// value in its lane.)
+fn lanes_of_image(
     conv: &Conv2d,
     g: &[f32],
-    x: &[f32],
-    n: usize,
+    padded: &[f32],
     rows: Range<usize>,
     part: &mut [[f32; LANES]],
 ) {
@@ -337,56 +346,47 @@ fn lanes_from_padded_image(
     let [oh, ow] = s.output;
     let [kh, kw] = w.kernel;
     let (hp, wp) = (w.input[0] + 2 * w.padding[0], w.input[1] + 2 * w.padding[1]);
-    let grads: Vec<&[f32]> = (0..o)
-        .map(|ch| &g[(n * o + ch) * l..(n * o + ch + 1) * l])
-        .collect();
+    let grads: Vec<&[f32]> = (0..o).map(|ch| &g[ch * l..(ch + 1) * l]).collect();
     let by_rows = |len: usize, stride: usize| Segments {
         count: oh,
         len,
         stride,
     };
-    let mut padded = vec![0.0f32; hp * wp];
     let taps = kh * kw;
-    // The task's rows channel by channel: one padded plane each.
-    let mut r = rows.start;
-    while r < rows.end {
-        let c = r / taps;
-        let run = r..rows.end.min((c + 1) * taps);
-        pad_plane(
-            w,
-            &x[n * s.image + c * w.input[0] * w.input[1]..],
-            &mut padded,
-        );
-        let patch_rows: Vec<&[f32]> = run
-            .clone()
-            .map(|r| {
-                let (i, j) = ((r % taps) / kw, r % kw);
-                &padded[i * w.dilation[0] * wp + j * w.dilation[1]..]
-            })
-            .collect();
-        let lanes = &mut part[(run.start - rows.start) * o..(run.end - rows.start) * o];
-        add_dots(
-            &patch_rows,
-            by_rows(ow, w.stride[0] * wp),
-            &grads,
-            by_rows(ow, ow),
-            lanes,
-        );
-        r = run.end;
-    }
+    let patch_rows: Vec<&[f32]> = rows
+        .clone()
+        .map(|r| {
+            let (c, i, j) = (r / taps, (r % taps) / kw, r % kw);
+            &padded[c * hp * wp + i * w.dilation[0] * wp + j * w.dilation[1]..]
+        })
+        .collect();
+    add_dots(
+        &patch_rows,
+        by_rows(ow, w.stride[0] * wp),
+        &grads,
+        by_rows(ow, ow),
+        part,
+    );
 }
 
-/// One channel's `[H, W]` plane, from the start of `plane`, into the middle
-/// of `padded` (`[H + 2p, W + 2p]`, its border zero).
-fn pad_plane(w: &Window, plane: &[f32], padded: &mut [f32]) {
+/// One channel's `[H, W]` plane into `out` (`[H + 2p, W + 2p]`), its border
+/// zero: every value written once.
+pub(crate) fn pad_plane(w: &Window, plane: &[f32], out: &mut [f32]) {
     let [h, wd] = w.input;
     let [ph, pw] = w.padding;
     let wp = wd + 2 * pw;
-    padded.fill(0.0);
-    for y in 0..h {
-        padded[(y + ph) * wp + pw..(y + ph) * wp + pw + wd]
-            .copy_from_slice(&plane[y * wd..(y + 1) * wd]);
+    let (top, rest) = out.split_at_mut(ph * wp);
+    top.fill(0.0);
+    for (row, src) in rest
+        .chunks_exact_mut(wp.max(1))
+        .zip(plane.chunks_exact(wd.max(1)))
+        .take(h)
+    {
+        row[..pw].fill(0.0);
+        row[pw..pw + wd].copy_from_slice(src);
+        row[pw + wd..].fill(0.0);
     }
+    rest[h * wp..].fill(0.0);
 }
 
 /// Images `n0..n1`'s im2col columns side by side, `[K, G·L]` (image `j`'s

@@ -11,7 +11,7 @@
 //! storing and packing those columns (for a convolution of few channels,
 //! moving them cost more than the arithmetic).
 
-use crate::conv::Conv2d;
+use crate::conv::{Conv2d, pad_plane};
 use crate::gemm::MatRef;
 use crate::isa::active;
 use crate::micro::{Micro, PanelA, PanelB, Portable, edge_tile};
@@ -192,8 +192,17 @@ fn run<K: Micro>(
         for (ch, plane) in dst.chunks_exact_mut(l.max(1)).enumerate() {
             plane.fill(bias.map_or(0.0, |b| b[ch]));
         }
+        // The padded channels, then a tile's width of slack (zero).
         let mut padded = vec![0.0f32; padded_len];
-        pad_image(conv, &x[n * s.image..(n + 1) * s.image], &mut padded);
+        let image = &x[n * s.image..(n + 1) * s.image];
+        let plane = win.input[0] * win.input[1];
+        for (c, out) in padded
+            .chunks_exact_mut((hp * wp).max(1))
+            .take(win.channels)
+            .enumerate()
+        {
+            pad_plane(win, &image[c * plane..(c + 1) * plane], out);
+        }
         let mut edge = [0.0f32; 16 * 16];
         for i0 in (0..o).step_by(K::MR) {
             let a = PanelA {
@@ -240,19 +249,4 @@ fn packed_weights(w: MatRef<'_>, mr: usize) -> Vec<f32> {
         pack(&w, r0, mr.min(o - r0), 0, k, mr, dst);
     });
     packed
-}
-
-/// One `[C, H, W]` image into the middle of `padded` (`[C, H + 2p, W + 2p]`
-/// and slack, zero outside the image).
-fn pad_image(conv: &Conv2d, image: &[f32], padded: &mut [f32]) {
-    let win = &conv.window;
-    let [h, wd] = win.input;
-    let [ph, pw] = win.padding;
-    let (hp, wp) = (h + 2 * ph, wd + 2 * pw);
-    for (c, plane) in image.chunks_exact((h * wd).max(1)).enumerate() {
-        for (y, src) in plane.chunks_exact(wd.max(1)).enumerate() {
-            let at = (c * hp + y + ph) * wp + pw;
-            padded[at..at + wd].copy_from_slice(src);
-        }
-    }
 }
