@@ -152,6 +152,16 @@ fn padded_len(conv: &Conv2d) -> Option<usize> {
     w.channels.checked_mul(hp)?.checked_mul(wp)?.checked_add(16)
 }
 
+/// What every image's pass shares: the geometry, the packed weights and
+/// where each depth's values start.
+struct Plan<'c> {
+    conv: &'c Conv2d,
+    weights: Vec<f32>,
+    offsets: Vec<usize>,
+    padded: [usize; 2],
+    padded_len: usize,
+}
+
 fn run<K: Micro>(
     conv: &Conv2d,
     x: &[f32],
@@ -172,7 +182,6 @@ fn run<K: Micro>(
         win.input[0] + 2 * win.padding[0],
         win.input[1] + 2 * win.padding[1],
     );
-    let weights = packed_weights(MatRef::row_major(w, o, k), K::MR);
     // Where depth (c, i, j)'s values start, from an output row's start.
     let offsets: Vec<usize> = (0..k)
         .map(|p| {
@@ -180,63 +189,80 @@ fn run<K: Micro>(
             (c * hp + (tap / kw) * win.dilation[0]) * wp + (tap % kw) * win.dilation[1]
         })
         .collect();
-    let padded_len = padded_len(conv).expect("checked by `sizes`");
-    let last_read = offsets.last().map_or(0, |&o| o)
+    let plan = Plan {
+        conv,
+        weights: packed_weights(MatRef::row_major(w, o, k), K::MR),
+        padded_len: padded_len(conv).expect("checked by `sizes`"),
+        offsets,
+        padded: [hp, wp],
+    };
+    let last_read = plan.offsets.last().map_or(0, |&o| o)
         + (oh - 1) * win.stride[0] * wp
         + ow.next_multiple_of(K::NR);
     assert!(
-        last_read <= padded_len,
+        last_read <= plan.padded_len,
         "tiles read inside the padded image"
     );
     for_each_chunk_mut(&mut out[..s.output_len], (o * l).max(1), |n, dst| {
         for (ch, plane) in dst.chunks_exact_mut(l.max(1)).enumerate() {
             plane.fill(bias.map_or(0.0, |b| b[ch]));
         }
-        // The padded channels, then a tile's width of slack (zero).
-        let mut padded = vec![0.0f32; padded_len];
-        let image = &x[n * s.image..(n + 1) * s.image];
-        let plane = win.input[0] * win.input[1];
-        for (c, out) in padded
-            .chunks_exact_mut((hp * wp).max(1))
-            .take(win.channels)
-            .enumerate()
-        {
-            pad_plane(win, &image[c * plane..(c + 1) * plane], out);
-        }
-        let mut edge = [0.0f32; 16 * 16];
-        for i0 in (0..o).step_by(K::MR) {
-            let a = PanelA {
-                ptr: weights[i0 * k..].as_ptr(),
-                rs: 1,
-                cs: K::MR,
-            };
-            let rows = K::MR.min(o - i0);
-            for oy in 0..oh {
-                let row = oy * win.stride[0] * wp;
-                for x0 in (0..ow).step_by(K::NR) {
-                    let b = PanelB {
-                        ptr: padded[row + x0..].as_ptr(),
-                        offsets: Some(offsets.as_ptr()),
-                    };
-                    let cols = K::NR.min(ow - x0);
-                    let at = dst[i0 * l + oy * ow + x0..].as_mut_ptr();
-                    // SAFETY: A's panel holds k depths of MR rows (packed,
-                    // zero past o); B reads NR values at each depth's offset
-                    // inside `padded` (`last_read` checked above); the tile's
-                    // `rows × cols` lie inside this image's output (row
-                    // stride l); `isa::active` chose K for this CPU.
-                    unsafe {
-                        if rows == K::MR && cols == K::NR {
-                            K::tile(k, a, b, at, l, false);
-                        } else {
-                            edge_tile::<K>(k, a, b, at, l, rows, cols, false, &mut edge);
-                        }
+        one_image::<K>(&plan, &x[n * s.image..(n + 1) * s.image], dst);
+    });
+    true
+}
+
+/// One image's outputs `dst` (`[O, oh·ow]`, starting at their biases) from
+/// a zero-padded copy of `image`, tile by tile.
+fn one_image<K: Micro>(plan: &Plan<'_>, image: &[f32], dst: &mut [f32]) {
+    let conv = plan.conv;
+    let win = &conv.window;
+    let s = conv.sizes().expect("checked by `suits`");
+    let (o, k, l) = (conv.out_channels, s.patch, s.positions);
+    let [oh, ow] = s.output;
+    let [hp, wp] = plan.padded;
+    // The padded channels, then a tile's width of slack (zero).
+    let mut padded = vec![0.0f32; plan.padded_len];
+    let plane = win.input[0] * win.input[1];
+    for (c, out) in padded
+        .chunks_exact_mut((hp * wp).max(1))
+        .take(win.channels)
+        .enumerate()
+    {
+        pad_plane(win, &image[c * plane..(c + 1) * plane], out);
+    }
+    let mut edge = [0.0f32; 16 * 16];
+    for i0 in (0..o).step_by(K::MR) {
+        let a = PanelA {
+            ptr: plan.weights[i0 * k..].as_ptr(),
+            rs: 1,
+            cs: K::MR,
+        };
+        let rows = K::MR.min(o - i0);
+        for oy in 0..oh {
+            let row = oy * win.stride[0] * wp;
+            for x0 in (0..ow).step_by(K::NR) {
+                let b = PanelB {
+                    ptr: padded[row + x0..].as_ptr(),
+                    offsets: Some(plan.offsets.as_ptr()),
+                };
+                let cols = K::NR.min(ow - x0);
+                let at = dst[i0 * l + oy * ow + x0..].as_mut_ptr();
+                // SAFETY: A's panel holds k depths of MR rows (packed, zero
+                // past o); B reads NR values at each depth's offset inside
+                // `padded` (`last_read` checked by `run`); the tile's
+                // `rows × cols` lie inside this image's output (row stride
+                // l); `isa::active` chose K for this CPU.
+                unsafe {
+                    if rows == K::MR && cols == K::NR {
+                        K::tile(k, a, b, at, l, false);
+                    } else {
+                        edge_tile::<K>(k, a, b, at, l, rows, cols, false, &mut edge);
                     }
                 }
             }
         }
-    });
-    true
+    }
 }
 
 /// The weights `[O, K]` in panels of `mr` rows over the whole depth,
