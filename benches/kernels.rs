@@ -92,7 +92,6 @@ fn gemm_rate((m, k, n): (usize, usize, usize), threads: usize) -> f64 {
 
 /// PyTorch's `torch.mm` GFLOP/s on each shape at `threads` threads.
 fn torch_rates(threads: usize) -> Option<Vec<f64>> {
-    let python = std::env::var_os("FEDWASM_BENCH_TORCH")?;
     let shapes: Vec<String> = SHAPES
         .iter()
         .map(|(m, k, n)| format!("({m},{k},{n})"))
@@ -108,14 +107,26 @@ fn torch_rates(threads: usize) -> Option<Vec<f64>> {
          \x20   print(2 * m * k * n / best / 1e9)\n",
         shapes.join(",")
     );
+    Some(
+        torch_lines(&script)?
+            .iter()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect(),
+    )
+}
+
+/// The lines `script` prints, run by the Python `FEDWASM_BENCH_TORCH`
+/// names; `None` without one, or when the script fails.
+fn torch_lines(script: &str) -> Option<Vec<String>> {
+    let python = std::env::var_os("FEDWASM_BENCH_TORCH")?;
     let out = std::process::Command::new(python)
-        .args(["-c", &script])
+        .args(["-c", script])
         .output()
         .ok()?;
     out.status.success().then(|| {
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| l.trim().parse().ok())
+            .map(str::to_string)
             .collect()
     })
 }
@@ -228,7 +239,6 @@ fn conv_times(conv: &Conv2d, threads: usize) -> [f64; 3] {
 
 /// PyTorch's milliseconds for the same three, per convolution.
 fn torch_conv_times(threads: usize) -> Option<Vec<[f64; 3]>> {
-    let python = std::env::var_os("FEDWASM_BENCH_TORCH")?;
     let convs: Vec<String> = RESNET_CONVS
         .iter()
         .map(|c| {
@@ -264,13 +274,9 @@ fn torch_conv_times(threads: usize) -> Option<Vec<[f64; 3]>> {
          \x20       print(f, i, v)\n",
         convs.join(",")
     );
-    let out = std::process::Command::new(python)
-        .args(["-c", &script])
-        .output()
-        .ok()?;
-    out.status.success().then(|| {
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
+    Some(
+        torch_lines(&script)?
+            .iter()
             .filter_map(|l| {
                 let v: Vec<f64> = l
                     .split_whitespace()
@@ -278,8 +284,8 @@ fn torch_conv_times(threads: usize) -> Option<Vec<[f64; 3]>> {
                     .collect();
                 (v.len() == 3).then(|| [v[0], v[1], v[2]])
             })
-            .collect()
-    })
+            .collect(),
+    )
 }
 
 /// Each ResNet-18 convolution's three products beside PyTorch's, and the

@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use crate::dots::{LANES, Segments, add_dots};
 use crate::gemm::{MatRef, gemm, gemm_into};
-use crate::im2col::{Window, col2im, im2col, im2col_channel};
+use crate::im2col::{Window, col2im, im2col, im2col_channel, pad_plane};
 use crate::parallel::for_each_chunk_mut;
 use crate::sum::{add_lanes, sum};
 
@@ -37,6 +37,8 @@ pub struct ConvSizes {
     pub patch: usize,
     /// Output positions per image (oh·ow).
     pub positions: usize,
+    /// Height and width of one input plane with its zero padding.
+    pub padded: [usize; 2],
     /// Floats of the whole input, weight and output.
     pub input_len: usize,
     pub weight_len: usize,
@@ -63,6 +65,7 @@ impl Conv2d {
             image,
             patch,
             positions,
+            padded: w.padded()?,
             input_len: self.batch.checked_mul(image)?,
             weight_len: self.out_channels.checked_mul(patch)?,
             output_len: self
@@ -305,7 +308,7 @@ fn lane_weight_grad(conv: &Conv2d, g: &[f32], x: &[f32], dw: &mut [f32]) {
     let w = &conv.window;
     let o = conv.out_channels;
     let plane = w.input[0] * w.input[1];
-    let padded_plane = (w.input[0] + 2 * w.padding[0]) * (w.input[1] + 2 * w.padding[1]);
+    let padded_plane = s.padded[0] * s.padded[1];
     // Lanes of weight (o, r) at [r · o + o]: each task's rows are contiguous.
     let mut lanes = vec![[0.0f32; LANES]; s.patch * o];
     let mut padded = vec![0.0f32; w.channels * padded_plane];
@@ -345,7 +348,7 @@ fn lanes_of_image(
     let (o, l) = (conv.out_channels, s.positions);
     let [oh, ow] = s.output;
     let [kh, kw] = w.kernel;
-    let (hp, wp) = (w.input[0] + 2 * w.padding[0], w.input[1] + 2 * w.padding[1]);
+    let [hp, wp] = s.padded;
     let grads: Vec<&[f32]> = (0..o).map(|ch| &g[ch * l..(ch + 1) * l]).collect();
     let by_rows = |len: usize, stride: usize| Segments {
         count: oh,
@@ -367,26 +370,6 @@ fn lanes_of_image(
         by_rows(ow, ow),
         part,
     );
-}
-
-/// One channel's `[H, W]` plane into `out` (`[H + 2p, W + 2p]`), its border
-/// zero: every value written once.
-pub(crate) fn pad_plane(w: &Window, plane: &[f32], out: &mut [f32]) {
-    let [h, wd] = w.input;
-    let [ph, pw] = w.padding;
-    let wp = wd + 2 * pw;
-    let (top, rest) = out.split_at_mut(ph * wp);
-    top.fill(0.0);
-    for (row, src) in rest
-        .chunks_exact_mut(wp.max(1))
-        .zip(plane.chunks_exact(wd.max(1)))
-        .take(h)
-    {
-        row[..pw].fill(0.0);
-        row[pw..pw + wd].copy_from_slice(src);
-        row[pw + wd..].fill(0.0);
-    }
-    rest[h * wp..].fill(0.0);
 }
 
 /// Images `n0..n1`'s im2col columns side by side, `[K, G·L]` (image `j`'s

@@ -11,8 +11,9 @@
 //! storing and packing those columns (for a convolution of few channels,
 //! moving them cost more than the arithmetic).
 
-use crate::conv::{Conv2d, pad_plane};
+use crate::conv::Conv2d;
 use crate::gemm::MatRef;
+use crate::im2col::{Window, pad_plane};
 use crate::isa::active;
 use crate::micro::{Micro, PanelA, PanelB, Portable, edge_tile};
 use crate::pack::pack;
@@ -95,7 +96,7 @@ pub(crate) fn transposed(conv: &Conv2d) -> Option<Conv2d> {
     }
     let t = Conv2d {
         batch: conv.batch,
-        window: crate::im2col::Window {
+        window: Window {
             channels: conv.out_channels,
             input: s.output,
             kernel: w.kernel,
@@ -146,10 +147,12 @@ pub(crate) fn scratch(conv: &Conv2d) -> Option<usize> {
 /// Floats of one padded image, with a tile's width of slack after it (a
 /// tile at the end of the last row reads past the row, values it discards).
 fn padded_len(conv: &Conv2d) -> Option<usize> {
-    let w = &conv.window;
-    let hp = w.padding[0].checked_mul(2)?.checked_add(w.input[0])?;
-    let wp = w.padding[1].checked_mul(2)?.checked_add(w.input[1])?;
-    w.channels.checked_mul(hp)?.checked_mul(wp)?.checked_add(16)
+    let [hp, wp] = conv.sizes()?.padded;
+    conv.window
+        .channels
+        .checked_mul(hp)?
+        .checked_mul(wp)?
+        .checked_add(16)
 }
 
 /// What every image's pass shares: the geometry, the packed weights and
@@ -158,7 +161,6 @@ struct Plan<'c> {
     conv: &'c Conv2d,
     weights: Vec<f32>,
     offsets: Vec<usize>,
-    padded: [usize; 2],
     padded_len: usize,
 }
 
@@ -178,10 +180,7 @@ fn run<K: Micro>(
     let (o, k, l) = (conv.out_channels, s.patch, s.positions);
     let [oh, ow] = s.output;
     let [kh, kw] = win.kernel;
-    let (hp, wp) = (
-        win.input[0] + 2 * win.padding[0],
-        win.input[1] + 2 * win.padding[1],
-    );
+    let [hp, wp] = s.padded;
     // Where depth (c, i, j)'s values start, from an output row's start.
     let offsets: Vec<usize> = (0..k)
         .map(|p| {
@@ -194,7 +193,6 @@ fn run<K: Micro>(
         weights: packed_weights(MatRef::row_major(w, o, k), K::MR),
         padded_len: padded_len(conv).expect("checked by `sizes`"),
         offsets,
-        padded: [hp, wp],
     };
     let last_read = plan.offsets.last().map_or(0, |&o| o)
         + (oh - 1) * win.stride[0] * wp
@@ -220,7 +218,7 @@ fn one_image<K: Micro>(plan: &Plan<'_>, image: &[f32], dst: &mut [f32]) {
     let s = conv.sizes().expect("checked by `suits`");
     let (o, k, l) = (conv.out_channels, s.patch, s.positions);
     let [oh, ow] = s.output;
-    let [hp, wp] = plan.padded;
+    let [hp, wp] = s.padded;
     // The padded channels, then a tile's width of slack (zero).
     let mut padded = vec![0.0f32; plan.padded_len];
     let plane = win.input[0] * win.input[1];

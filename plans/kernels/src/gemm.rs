@@ -58,23 +58,6 @@ impl<'a> MatRef<'a> {
         Self::new(data, rows, cols).expect("matrix data shorter than its shape")
     }
 
-    /// A `rows × cols` block of a row-major matrix whose rows are
-    /// `row_stride` apart, starting at `data[0]`; `None` when `data` is too
-    /// short or rows would overlap.
-    pub fn strided(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Option<Self> {
-        let needed = match rows {
-            0 => 0,
-            _ => (rows - 1).checked_mul(row_stride)?.checked_add(cols)?,
-        };
-        (row_stride >= cols && needed <= data.len()).then_some(MatRef {
-            data,
-            rows,
-            cols,
-            row_stride,
-            col_stride: 1,
-        })
-    }
-
     /// The transpose, sharing the data.
     pub fn t(self) -> Self {
         MatRef {

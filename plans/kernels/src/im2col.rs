@@ -26,6 +26,7 @@ impl Window {
     /// fit in the padded input, a stride or dilation is zero, or a size
     /// overflows.
     pub fn output(&self) -> Option<[usize; 2]> {
+        let padded = self.padded()?;
         let mut out = [0; 2];
         for (d, out) in out.iter_mut().enumerate() {
             if self.stride[d] == 0 || self.dilation[d] == 0 || self.kernel[d] == 0 {
@@ -35,13 +36,19 @@ impl Window {
             let span = self.dilation[d]
                 .checked_mul(self.kernel[d] - 1)?
                 .checked_add(1)?;
-            let padded = self.padding[d].checked_mul(2)?.checked_add(self.input[d])?;
-            if span > padded {
+            if span > padded[d] {
                 return None;
             }
-            *out = (padded - span) / self.stride[d] + 1;
+            *out = (padded[d] - span) / self.stride[d] + 1;
         }
         Some(out)
+    }
+
+    /// Height and width of the input with its zero padding on both sides,
+    /// or `None` when they overflow.
+    pub fn padded(&self) -> Option<[usize; 2]> {
+        let side = |d: usize| self.padding[d].checked_mul(2)?.checked_add(self.input[d]);
+        Some([side(0)?, side(1)?])
     }
 
     /// Rows of the column matrix: channels × kernel height × kernel width.
@@ -144,6 +151,26 @@ fn im2col_row(
             }
         }
     }
+}
+
+/// One channel's `[H, W]` plane into `out` (`[H + 2p, W + 2p]`), its border
+/// zero: every value written once.
+pub(crate) fn pad_plane(w: &Window, plane: &[f32], out: &mut [f32]) {
+    let [h, wd] = w.input;
+    let [ph, pw] = w.padding;
+    let [_, wp] = w.padded().expect("checked window");
+    let (top, rest) = out.split_at_mut(ph * wp);
+    top.fill(0.0);
+    for (row, src) in rest
+        .chunks_exact_mut(wp.max(1))
+        .zip(plane.chunks_exact(wd.max(1)))
+        .take(h)
+    {
+        row[..pw].fill(0.0);
+        row[pw..pw + wd].copy_from_slice(src);
+        row[pw + wd..].fill(0.0);
+    }
+    rest[h * wp..].fill(0.0);
 }
 
 /// The adjoint of [`im2col`]: adds every column entry back to the image
