@@ -103,6 +103,14 @@ fn hostile_calls_to_the_compute_imports_are_refused_and_the_host_goes_on() {
     );
     // A handle the host never made: wasmtime's resource table refuses it.
     expect_error(run("hostile-compute-handle"), "trap", &["`init-model`"]);
+    // Updates of a tensor passed twice or of a misfit state are the plan's
+    // errors (it checks, and the parameter is untouched); then 4 TiB of
+    // zeros stops the call at the budget.
+    expect_error(
+        run("hostile-compute-update"),
+        "memory-limit",
+        &["memory limit of 64 MiB", "`init-model`"],
+    );
     good_plan_still_trains(&sandbox);
 }
 

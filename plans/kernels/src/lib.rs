@@ -34,6 +34,7 @@
 //! - [`pool`]: max pooling and its gradient.
 //! - [`sum`]: sums in the fixed tree.
 //! - [`op`]: [`Op`], an operation on host tensors: checked, then run.
+//! - [`update`]: optimizer updates of a parameter in place.
 //! - [`parallel`]: how work is handed to rayon (or run inline without it).
 
 pub mod activation;
@@ -50,6 +51,7 @@ mod pack;
 pub mod parallel;
 pub mod pool;
 pub mod sum;
+pub mod update;
 
 pub use activation::Activation;
 pub use conv::Conv2d;
@@ -58,3 +60,4 @@ pub use im2col::Window;
 pub use norm::BatchNorm;
 pub use op::{MatMul, Op, OpError};
 pub use pool::Pool2d;
+pub use update::Update;

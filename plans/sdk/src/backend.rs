@@ -12,7 +12,7 @@
 //! fetches them once. Changing them in the plan makes the host copy stale,
 //! so it is dropped and uploaded again when an operation next needs it.
 
-use fedwasm_kernels::Op;
+use fedwasm_kernels::{Op, Update};
 
 use crate::error::{PlanResult, invalid_data};
 use crate::tensor::Tensor;
@@ -97,6 +97,150 @@ impl Buf {
         }
         Ok(())
     }
+
+    /// The values `update` changed in place on the host: the plan's copy is
+    /// stale and dropped (a no-op natively, where they were changed here).
+    fn changed_remotely(&mut self) {
+        #[cfg(target_arch = "wasm32")]
+        {
+            self.local = None;
+        }
+    }
+}
+
+/// `len` zeros, held where operations run: on the host in wasm (nothing
+/// sent), here natively.
+pub(crate) fn zeros(len: usize) -> PlanResult<Buf> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        Ok(Buf::remote(compute::Tensor::zeros(len as u64)?, len))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        Ok(Buf::local(vec![0.0; len]))
+    }
+}
+
+/// A copy of `t`'s values, made where they are (on the host when it has
+/// them, so nothing crosses into the plan).
+pub(crate) fn duplicate(t: &Tensor) -> PlanResult<Tensor> {
+    #[cfg(target_arch = "wasm32")]
+    if let Some(remote) = t.buf().remote.as_ref() {
+        let copy = Buf::remote(remote.duplicate()?, t.numel());
+        return Ok(Tensor::from_values(copy, t.shape()));
+    }
+    Ok(Tensor::from_values(Buf::local(t.to_vec()), t.shape()))
+}
+
+/// The tensors of one optimizer update besides the parameter and its
+/// gradient (`None` when the update does not use them).
+#[derive(Default)]
+pub(crate) struct UpdateOperands<'a> {
+    /// Scaffold's correction.
+    pub(crate) correction: Option<&'a Tensor>,
+    /// FedProx's anchor.
+    pub(crate) anchor: Option<&'a Tensor>,
+    /// The rule's first state tensor (velocity or first moment).
+    pub(crate) first: Option<&'a Tensor>,
+    /// Adam's second moment.
+    pub(crate) second: Option<&'a Tensor>,
+}
+
+/// One optimizer update of `w` from its gradient `g`, in place (with the
+/// rule's state): on the node's host in wasm, where the gradient already
+/// is, so neither it nor the parameter crosses into the plan; here
+/// natively; the same kernel either way.
+pub(crate) fn update(
+    u: &Update,
+    w: &Tensor,
+    g: &Tensor,
+    more: &UpdateOperands<'_>,
+) -> PlanResult<()> {
+    let len = |t: Option<&Tensor>| t.map(Tensor::numel);
+    u.check(
+        w.numel(),
+        g.numel(),
+        [len(more.correction), len(more.anchor)],
+        [len(more.first), len(more.second)],
+    )
+    .map_err(|e| invalid_data(e.0))?;
+    update_in_place(u, w, g, more)?;
+    for t in [Some(w), more.first, more.second].into_iter().flatten() {
+        t.buf_mut().changed_remotely();
+    }
+    Ok(())
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn update_in_place(u: &Update, w: &Tensor, g: &Tensor, more: &UpdateOperands<'_>) -> PlanResult<()> {
+    use fedwasm_kernels::update::{Extras, State};
+    let correction = more.correction.map(Tensor::values);
+    let anchor = more.anchor.map(Tensor::values);
+    let mut first = more.first.map(Tensor::values_mut);
+    let mut second = more.second.map(Tensor::values_mut);
+    let extras = Extras {
+        correction: correction.as_deref(),
+        anchor: anchor.as_deref(),
+    };
+    let state = State {
+        first: first.as_deref_mut(),
+        second: second.as_deref_mut(),
+    };
+    u.apply(&mut w.values_mut(), &g.values(), extras, state);
+    Ok(())
+}
+
+#[cfg(target_arch = "wasm32")]
+fn update_in_place(u: &Update, w: &Tensor, g: &Tensor, more: &UpdateOperands<'_>) -> PlanResult<()> {
+    use fedwasm_kernels::update::Rule;
+    let all = [Some(w), Some(g), more.correction, more.anchor, more.first, more.second];
+    for t in all.into_iter().flatten() {
+        if t.buf().remote.is_none() {
+            t.buf_mut().upload()?;
+        }
+    }
+    let held = all.map(|t| t.map(|t| t.buf()));
+    let h: Vec<Option<&compute::Tensor>> = held
+        .iter()
+        .map(|b| b.as_ref().map(|b| b.remote.as_ref().expect("uploaded above")))
+        .collect();
+    let rule = match u.rule {
+        Rule::Sgd => compute::UpdateRule::Sgd,
+        Rule::Momentum {
+            momentum,
+            nesterov,
+            first_update,
+        } => compute::UpdateRule::Momentum(compute::MomentumRule {
+            momentum,
+            nesterov,
+            first_update,
+        }),
+        Rule::Adam {
+            beta1,
+            beta2,
+            eps,
+            c1,
+            c2,
+            decay,
+        } => compute::UpdateRule::Adam(compute::AdamRule {
+            beta1,
+            beta2,
+            eps,
+            c1,
+            c2,
+            decay,
+        }),
+    };
+    let step = compute::UpdateStep {
+        lr: u.lr,
+        scale: u.scale,
+        prox_mu: u.prox_mu,
+        l2: u.l2,
+        rule,
+    };
+    let [w, g] = [h[0], h[1]].map(|h| h.expect("always given"));
+    compute::update(step, w, g, h[2], h[3], h[4], h[5])?;
+    Ok(())
 }
 
 /// `a + b` of two tensors of one length: in the plan when both are there

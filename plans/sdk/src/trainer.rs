@@ -41,7 +41,7 @@ pub struct Trainer<P> {
     named: Vec<Named>,
     params: Vec<Tensor>,
     optimizer: Option<Optimizer>,
-    correction: Option<Vec<Vec<f32>>>,
+    correction: Option<Vec<Tensor>>,
     privacy: Option<DpSgd>,
 }
 
@@ -180,7 +180,7 @@ impl<P: TrainingPlan> Trainer<P> {
         if let Some(dp) = privacy {
             dp.add_noise(params, samples);
         }
-        let learning_rate = no_grad(|| optimizer.step(params, correction.as_deref()));
+        let learning_rate = no_grad(|| optimizer.step(params, correction.as_deref()))?;
         Ok(StepReport {
             loss,
             samples: samples as u32,
@@ -217,8 +217,8 @@ impl<P: TrainingPlan> Trainer<P> {
             .iter()
             .zip(values)
             .filter(|(n, _)| n.role == Role::Parameter)
-            .map(|(_, v)| v)
-            .collect();
+            .map(|(n, v)| Tensor::new(v, n.tensor.shape()))
+            .collect::<PlanResult<_>>()?;
         self.correction = Some(for_params);
         Ok(())
     }

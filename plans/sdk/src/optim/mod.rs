@@ -12,7 +12,10 @@ mod schedule;
 
 pub use schedule::Schedule;
 
+use fedwasm_kernels::update::{self, Update};
+
 use crate::args::{ArgSpec, ArgType, Args};
+use crate::backend::{self, UpdateOperands};
 use crate::error::{PlanResult, invalid_argument};
 use crate::tensor::Tensor;
 
@@ -166,12 +169,20 @@ pub struct Optimizer {
     /// Clip the whole gradient to this norm before the update (0 = off).
     pub max_grad_norm: f32,
     prox_mu: f32,
-    anchor: Vec<Vec<f32>>,
-    first: Vec<Vec<f32>>,
-    second: Vec<Vec<f32>>,
+    anchor: Vec<Tensor>,
+    first: Vec<Tensor>,
+    second: Vec<Tensor>,
     beta1_power: f32,
     beta2_power: f32,
     updates: u64,
+}
+
+/// A zero state tensor for each parameter, held where updates run.
+fn zeros_like(params: &[Tensor]) -> PlanResult<Vec<Tensor>> {
+    params
+        .iter()
+        .map(|p| Ok(Tensor::from_values(backend::zeros(p.numel())?, p.shape())))
+        .collect()
 }
 
 fn in_range(args: &Args, name: &str, low: f32, high: f32) -> PlanResult<f32> {
@@ -252,30 +263,21 @@ impl Optimizer {
 
     /// One update of every parameter from its gradient (a parameter without
     /// one is left alone), after subtracting the matching `correction`.
-    /// Returns the learning rate applied.
-    pub fn step(&mut self, params: &[Tensor], correction: Option<&[Vec<f32>]>) -> f32 {
+    /// Returns the learning rate applied. The arithmetic runs where the
+    /// gradients are (the node's host, for a plan in wasm), by one kernel.
+    pub fn step(&mut self, params: &[Tensor], correction: Option<&[Tensor]>) -> PlanResult<f32> {
         let lr = self.learning_rate();
-        let zeros = |p: &[Tensor]| {
-            p.iter()
-                .map(|t| vec![0.0f32; t.numel()])
-                .collect::<Vec<_>>()
-        };
-        // State only for what the rule keeps: SGD's velocity when it has
-        // momentum, Adam's two moments.
-        let moments = match self.rule {
-            Rule::Sgd { momentum, .. } => usize::from(momentum != 0.0),
-            Rule::Adam { .. } | Rule::AdamW { .. } => 2,
-        };
+        let moments = self.kernel_rule(lr, false).moments();
         if moments >= 1 && self.first.len() != params.len() {
-            self.first = zeros(params);
+            self.first = zeros_like(params)?;
         }
         if moments == 2 && self.second.len() != params.len() {
-            self.second = zeros(params);
+            self.second = zeros_like(params)?;
         }
         if self.prox_mu != 0.0 && self.anchor.len() != params.len() {
-            self.anchor = params.iter().map(Tensor::to_vec).collect();
+            self.anchor = params.iter().map(backend::duplicate).collect::<PlanResult<_>>()?;
         }
-        let clip = self.clip_factor(params);
+        let scale = self.clip_factor(params);
         let first_update = self.updates == 0;
         self.updates += 1;
         if let Rule::Adam { beta1, beta2, .. } | Rule::AdamW { beta1, beta2, .. } = self.rule {
@@ -283,68 +285,55 @@ impl Optimizer {
             self.beta1_power *= beta1;
             self.beta2_power *= beta2;
         }
-        let adamw = matches!(self.rule, Rule::AdamW { .. });
+        let update = Update {
+            lr,
+            scale,
+            prox_mu: self.prox_mu,
+            l2: if matches!(self.rule, Rule::AdamW { .. }) {
+                0.0
+            } else {
+                self.weight_decay
+            },
+            rule: self.kernel_rule(lr, first_update),
+        };
         for (i, p) in params.iter().enumerate() {
-            let Some(grad) = p.grad() else {
+            let Some(grad) = p.take_grad() else {
                 continue;
             };
-            let mut w = p.values_mut();
-            let correction = correction.and_then(|c| c.get(i));
-            let decays = !adamw && self.weight_decay != 0.0;
-            if clip == 1.0 && correction.is_none() && self.prox_mu == 0.0 && !decays {
-                // The plain case updates straight from the gradient, no copy.
-                self.update(i, &mut w, &grad, lr, first_update);
-                continue;
-            }
-            // d = clip·g − correction + μ(w − w₀) + λw (AdamW decays the weights
-            // instead), each term in its own loop so that they vectorize.
-            let mut d: Vec<f32> = grad.iter().map(|&g| g * clip).collect();
-            if let Some(c) = correction {
-                d.iter_mut().zip(c).for_each(|(d, c)| *d -= c);
-            }
-            if self.prox_mu != 0.0 {
-                let mu = self.prox_mu;
-                for ((d, &w), &a) in d.iter_mut().zip(w.iter()).zip(&self.anchor[i]) {
-                    *d += mu * (w - a);
-                }
-            }
-            if decays {
-                let wd = self.weight_decay;
-                d.iter_mut().zip(w.iter()).for_each(|(d, &w)| *d += wd * w);
-            }
-            self.update(i, &mut w, &d, lr, first_update);
+            let more = UpdateOperands {
+                correction: correction.and_then(|c| c.get(i)),
+                anchor: self.anchor.get(i),
+                first: self.first.get(i),
+                second: self.second.get(i),
+            };
+            let done = backend::update(&update, p, &grad, &more);
+            p.put_grad(grad);
+            done?;
         }
-        lr
+        Ok(lr)
     }
 
-    /// Apply the rule's update to parameter `i` from its final gradient `d`.
-    fn update(&mut self, i: usize, w: &mut [f32], d: &[f32], lr: f32, first_update: bool) {
+    /// The kernel's rule for this update, with its step's constants.
+    fn kernel_rule(&self, lr: f32, first_update: bool) -> update::Rule {
         match self.rule {
-            Rule::Sgd { momentum: 0.0, .. } => {
-                w.iter_mut().zip(d).for_each(|(w, &d)| *w -= lr * d);
-            }
-            Rule::Sgd { momentum, nesterov } => {
-                let v = &mut self.first[i];
-                for ((w, &d), v) in w.iter_mut().zip(d).zip(v.iter_mut()) {
-                    // PyTorch's convention: the first update seeds the buffer with d.
-                    *v = if first_update { d } else { momentum * *v + d };
-                    let step = if nesterov { d + momentum * *v } else { *v };
-                    *w -= lr * step;
-                }
-            }
+            Rule::Sgd { momentum: 0.0, .. } => update::Rule::Sgd,
+            Rule::Sgd { momentum, nesterov } => update::Rule::Momentum {
+                momentum,
+                nesterov,
+                first_update,
+            },
             Rule::Adam { beta1, beta2, eps } | Rule::AdamW { beta1, beta2, eps } => {
-                let decay = if matches!(self.rule, Rule::AdamW { .. }) {
-                    1.0 - lr * self.weight_decay
-                } else {
-                    1.0
-                };
-                let c1 = 1.0 - self.beta1_power;
-                let c2 = 1.0 - self.beta2_power;
-                let (m, v) = (&mut self.first[i], &mut self.second[i]);
-                for (((w, &d), m), v) in w.iter_mut().zip(d).zip(m.iter_mut()).zip(v.iter_mut()) {
-                    *m = beta1 * *m + (1.0 - beta1) * d;
-                    *v = beta2 * *v + (1.0 - beta2) * d * d;
-                    *w = *w * decay - lr * (*m / c1) / (libm::sqrtf(*v / c2) + eps);
+                update::Rule::Adam {
+                    beta1,
+                    beta2,
+                    eps,
+                    c1: 1.0 - self.beta1_power,
+                    c2: 1.0 - self.beta2_power,
+                    decay: if matches!(self.rule, Rule::AdamW { .. }) {
+                        1.0 - lr * self.weight_decay
+                    } else {
+                        1.0
+                    },
                 }
             }
         }
@@ -386,10 +375,10 @@ mod tests {
         opt: &mut Optimizer,
         p: &Tensor,
         g: &[f32],
-        correction: Option<&[Vec<f32>]>,
+        correction: Option<&[Tensor]>,
     ) -> Vec<f32> {
         p.set_grad(Some(g.to_vec()));
-        opt.step(std::slice::from_ref(p), correction);
+        opt.step(std::slice::from_ref(p), correction).unwrap();
         p.to_vec()
     }
 
@@ -397,7 +386,7 @@ mod tests {
     fn sgd_with_momentum_and_correction() {
         let mut opt = build(r#"{"lr": 0.5, "momentum": 0.5}"#);
         let w = param(&[1.0, 2.0]);
-        let correction = vec![vec![0.5f32, 0.5]];
+        let correction = vec![Tensor::new(vec![0.5f32, 0.5], &[2]).unwrap()];
         // corrected gradient (0.5, -1.5); first momentum step uses it as is.
         assert_eq!(
             step(&mut opt, &w, &[1.0, -1.0], Some(&correction)),

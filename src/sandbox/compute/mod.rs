@@ -11,6 +11,8 @@
 //! runs past a training deadline is stopped with its worker process, as any
 //! plan code is.
 
+mod update;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -148,6 +150,11 @@ impl HostState {
     fn tensor(&self, handle: &Resource<HostTensor>) -> wasmtime::Result<&HostTensor> {
         Ok(self.table.get(handle)?)
     }
+
+    /// Hold an output buffer whose bytes were taken from the budget.
+    fn push_output(&mut self, data: Vec<f32>) -> wasmtime::Result<Resource<HostTensor>> {
+        Ok(self.table.push(HostTensor { data, output: true })?)
+    }
 }
 
 impl compute::HostTensor for HostState {
@@ -168,6 +175,24 @@ impl compute::HostTensor for HostState {
         self.memory
             .check_transient("compute.tensor.read", len.saturating_mul(4))?;
         Ok(self.tensor(&tensor)?.data.clone())
+    }
+
+    fn zeros(&mut self, len: u64) -> Made {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        self.memory
+            .take_host("compute.tensor.zeros", HostTensor::bytes(len))?;
+        let mut data = self.memory.output_buffer(len);
+        data.fill(0.0);
+        self.push_output(data).map(Ok)
+    }
+
+    fn duplicate(&mut self, tensor: Resource<HostTensor>) -> Made {
+        let len = self.tensor(&tensor)?.data.len();
+        self.memory
+            .take_host("compute.tensor.duplicate", HostTensor::bytes(len))?;
+        let mut data = self.memory.output_buffer(len);
+        data.copy_from_slice(&self.tensor(&tensor)?.data);
+        self.push_output(data).map(Ok)
     }
 
     fn drop(&mut self, tensor: Resource<HostTensor>) -> wasmtime::Result<()> {
@@ -219,10 +244,7 @@ impl HostState {
                 wasmtime::bail!("compute.{}: the host's kernel failed", op.name());
             }
         }
-        Ok(Ok(self.table.push(HostTensor {
-            data: out,
-            output: true,
-        })?))
+        self.push_output(out).map(Ok)
     }
 }
 
@@ -382,16 +404,37 @@ impl compute::Host for HostState {
         let op = Op::BatchNormAffineGrads(batch_norm(&dims));
         self.run_op(op, &[&x, &stats, &g])
     }
+
+    fn update(
+        &mut self,
+        step: compute::UpdateStep,
+        w: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+        correction: Option<Resource<HostTensor>>,
+        anchor: Option<Resource<HostTensor>>,
+        first: Option<Resource<HostTensor>>,
+        second: Option<Resource<HostTensor>>,
+    ) -> wasmtime::Result<Result<(), PlanError>> {
+        let operands = update::Operands {
+            w,
+            g,
+            correction,
+            anchor,
+            first,
+            second,
+        };
+        self.run_update(&step, &operands)
+    }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::sandbox::SandboxConfig;
     use crate::sandbox::random::StreamSeed;
     use compute::{Host, HostTensor as _};
 
-    fn state(memory_mib: u64) -> HostState {
+    pub(in crate::sandbox) fn state(memory_mib: u64) -> HostState {
         let config = SandboxConfig {
             memory_mib,
             compute_threads: 2,
@@ -400,7 +443,7 @@ mod tests {
         HostState::new(&config, &StreamSeed([1; 32])).unwrap()
     }
 
-    fn borrow(t: &Resource<HostTensor>) -> Resource<HostTensor> {
+    pub(in crate::sandbox) fn borrow(t: &Resource<HostTensor>) -> Resource<HostTensor> {
         Resource::new_borrow(t.rep())
     }
 
