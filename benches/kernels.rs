@@ -3,7 +3,11 @@
 //! independent FMAs) and, when `FEDWASM_BENCH_TORCH` names a Python with
 //! torch, PyTorch's `torch.mm` on the same shapes and thread counts.
 //!
-//! `cargo bench --bench kernels`. Timings are the best of repeated runs.
+//! Then each ResNet-18 convolution's forward and backward products, and one
+//! optimizer update of its parameters, beside PyTorch's and a memcpy.
+//!
+//! `cargo bench --bench kernels [-- gemm convolutions updates]` (every
+//! section when none is named). Timings are the best of repeated runs.
 
 use std::hint::black_box;
 use std::time::Instant;
@@ -336,7 +340,32 @@ fn resnet_convolutions() {
     }
 }
 
+/// Whether the section `name` runs: every section when none is named
+/// (`cargo bench --bench kernels -- gemm convolutions updates`).
+fn wanted(name: &str) -> bool {
+    let sections = ["gemm", "convolutions", "updates"];
+    let named: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| sections.contains(&a.as_str()))
+        .collect();
+    named.is_empty() || named.iter().any(|a| a == name)
+}
+
 fn main() {
+    if wanted("gemm") {
+        gemm_rates();
+    }
+    if wanted("convolutions") {
+        resnet_convolutions();
+    }
+    if wanted("updates") {
+        optimizer_updates();
+    }
+}
+
+/// GEMM GFLOP/s per shape at 1 and 2 threads, beside the FMA peak and
+/// PyTorch's.
+fn gemm_rates() {
     let isa = fedwasm_kernels::isa::detected();
     let peak = fma_peak();
     println!("fedwasm-kernels GEMM ({}), GFLOP/s, best of 10", isa.name());
@@ -366,5 +395,113 @@ fn main() {
             torch_cell(&torch[1]),
         );
     }
-    resnet_convolutions();
+}
+
+/// ResNet-18's parameters with a 10-class head: what one optimizer step
+/// updates.
+const RESNET18_PARAMETERS: usize = 11_181_642;
+
+/// Milliseconds of one update of every ResNet-18 parameter, best of 10, on
+/// `threads` threads: SGD with momentum and Adam.
+fn update_times(threads: usize) -> [f64; 2] {
+    use fedwasm_kernels::update::{Extras, Rule, State, Update};
+    let n = RESNET18_PARAMETERS;
+    let g: Vec<f32> = (0..n).map(|i| (i % 13) as f32 * 0.01 - 0.06).collect();
+    let (mut w, mut m, mut v) = (vec![0.5f32; n], vec![0.0f32; n], vec![0.0f32; n]);
+    let update = |rule| Update {
+        lr: 0.01,
+        scale: 1.0,
+        prox_mu: 0.0,
+        l2: 0.0,
+        rule,
+    };
+    let momentum = update(Rule::Momentum {
+        momentum: 0.9,
+        nesterov: false,
+        first_update: false,
+    });
+    let adam = update(Rule::Adam {
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        c1: 0.1,
+        c2: 0.001,
+        decay: 1.0,
+    });
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        let sgd = best(10, || {
+            let state = State {
+                first: Some(&mut m),
+                second: None,
+            };
+            momentum.apply(&mut w, &g, Extras::default(), state);
+        });
+        let adam = best(10, || {
+            let state = State {
+                first: Some(&mut m),
+                second: Some(&mut v),
+            };
+            adam.apply(&mut w, &g, Extras::default(), state);
+        });
+        [sgd * 1e3, adam * 1e3]
+    })
+}
+
+/// PyTorch's `optimizer.step()` milliseconds on as many parameters (one
+/// tensor): SGD with momentum, then Adam.
+fn torch_update_times(threads: usize) -> Option<Vec<f64>> {
+    let script = format!(
+        "import torch, time\n\
+         torch.set_num_threads({threads})\n\
+         for make in [lambda p: torch.optim.SGD([p], lr=0.01, momentum=0.9), lambda p: torch.optim.Adam([p], lr=0.01)]:\n\
+         \x20   p = torch.nn.Parameter(torch.rand({RESNET18_PARAMETERS})); p.grad = torch.rand_like(p)\n\
+         \x20   opt = make(p); opt.step()\n\
+         \x20   b = 1e9\n\
+         \x20   for _ in range(10):\n\
+         \x20       t = time.perf_counter(); opt.step(); b = min(b, time.perf_counter() - t)\n\
+         \x20   print(b * 1e3)\n"
+    );
+    Some(
+        torch_lines(&script)?
+            .iter()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect(),
+    )
+}
+
+/// One optimizer update of ResNet-18's parameters beside PyTorch's and
+/// beside a memcpy moving as many bytes (momentum reads three arrays and
+/// writes two, Adam reads four and writes three).
+fn optimizer_updates() {
+    let n = RESNET18_PARAMETERS;
+    let (src, mut dst) = (vec![1.0f32; n], vec![0.0f32; n]);
+    let copy = best(10, || {
+        dst.copy_from_slice(black_box(&src));
+        black_box(&mut dst);
+    }) * 1e3;
+    println!("\nOptimizer update of ResNet-18's {n} parameters, ms (torch in brackets)");
+    println!(
+        "{:<10} {:>19} {:>19} {:>24}",
+        "threads", "SGD momentum", "Adam", "memcpy of as many bytes"
+    );
+    for threads in [1, 2] {
+        let [sgd, adam] = update_times(threads);
+        let torch = torch_update_times(threads);
+        let cell = |ours: f64, i: usize| match torch.as_ref().and_then(|t| t.get(i)) {
+            Some(t) => format!("{ours:>7.2} ({t:>7.2})"),
+            None => format!("{ours:>7.2} (   —   )"),
+        };
+        println!(
+            "{:<10} {:>19} {:>19} {:>11.2} / {:>10.2}",
+            threads,
+            cell(sgd, 0),
+            cell(adam, 1),
+            copy * 2.5,
+            copy * 3.5
+        );
+    }
 }

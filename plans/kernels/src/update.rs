@@ -153,59 +153,82 @@ impl Update {
         });
     }
 
-    /// The update of one chunk.
+    /// The update of one chunk: its gradient `d`, then the rule, each a
+    /// loop of its own over whole slices so that it vectorizes.
     fn apply_piece(&self, piece: &mut Piece<'_>, g: &[f32], extras: Extras<'_>) {
         let Piece {
             w, first, second, ..
         } = piece;
-        for i in 0..w.len() {
-            let d = self.direction(w[i], g[i], &extras, i);
-            w[i] = match self.rule {
-                Rule::Sgd => w[i] - self.lr * d,
-                Rule::Momentum {
-                    momentum,
-                    nesterov,
-                    first_update,
-                } => {
-                    let v = &mut first.as_deref_mut().expect("checked")[i];
+        let plain = self.scale == 1.0
+            && extras.correction.is_none()
+            && self.prox_mu == 0.0
+            && self.l2 == 0.0;
+        let owned;
+        let d = if plain {
+            g
+        } else {
+            owned = self.direction(w, g, extras);
+            owned.as_slice()
+        };
+        let lr = self.lr;
+        match self.rule {
+            Rule::Sgd => w.iter_mut().zip(d).for_each(|(w, &d)| *w -= lr * d),
+            Rule::Momentum {
+                momentum,
+                nesterov,
+                first_update,
+            } => {
+                let v = first.as_deref_mut().expect("checked");
+                for ((w, &d), v) in w.iter_mut().zip(d).zip(v.iter_mut()) {
                     *v = if first_update { d } else { momentum * *v + d };
                     let step = if nesterov { d + momentum * *v } else { *v };
-                    w[i] - self.lr * step
+                    *w -= lr * step;
                 }
-                Rule::Adam {
-                    beta1,
-                    beta2,
-                    eps,
-                    c1,
-                    c2,
-                    decay,
-                } => {
-                    let m = &mut first.as_deref_mut().expect("checked")[i];
+            }
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                c1,
+                c2,
+                decay,
+            } => {
+                let m = first.as_deref_mut().expect("checked");
+                let v = second.as_deref_mut().expect("checked");
+                let state = m.iter_mut().zip(v.iter_mut());
+                for ((w, &d), (m, v)) in w.iter_mut().zip(d).zip(state) {
                     *m = beta1 * *m + (1.0 - beta1) * d;
-                    let m = *m;
-                    let v = &mut second.as_deref_mut().expect("checked")[i];
                     *v = beta2 * *v + (1.0 - beta2) * d * d;
-                    w[i] * decay - self.lr * (m / c1) / (libm::sqrtf(*v / c2) + eps)
+                    // `sqrt` is correctly rounded everywhere (IEEE 754), as
+                    // libm's: the same bits, and it vectorizes.
+                    *w = *w * decay - lr * (*m / c1) / ((*v / c2).sqrt() + eps);
                 }
-            };
+            }
         }
     }
 
-    /// The gradient the rule follows for element `i`: each term that is on,
-    /// in a fixed order.
-    #[inline]
-    fn direction(&self, w: f32, g: f32, extras: &Extras<'_>, i: usize) -> f32 {
-        let mut d = if self.scale == 1.0 { g } else { g * self.scale };
+    /// The gradient the rule follows: each term that is on, in a fixed
+    /// order, one loop per term.
+    fn direction(&self, w: &[f32], g: &[f32], extras: Extras<'_>) -> Vec<f32> {
+        let mut d: Vec<f32> = if self.scale == 1.0 {
+            g.to_vec()
+        } else {
+            g.iter().map(|&g| g * self.scale).collect()
+        };
         if let Some(c) = extras.correction {
-            d -= c[i];
+            d.iter_mut().zip(c).for_each(|(d, &c)| *d -= c);
         }
         if self.prox_mu != 0.0
             && let Some(a) = extras.anchor
         {
-            d += self.prox_mu * (w - a[i]);
+            let mu = self.prox_mu;
+            for ((d, &w), &a) in d.iter_mut().zip(w).zip(a) {
+                *d += mu * (w - a);
+            }
         }
         if self.l2 != 0.0 {
-            d += self.l2 * w;
+            let l2 = self.l2;
+            d.iter_mut().zip(w).for_each(|(d, &w)| *d += l2 * w);
         }
         d
     }
