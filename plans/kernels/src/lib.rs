@@ -27,6 +27,7 @@
 //! - `pack`: operands copied into the panels register tiles read.
 //! - [`activation`]: activation functions and their derivatives.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
+//! - [`layout`]: upsampling and joining tensors, which move values.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
 //! - `direct`: the forward pass read in place from a padded image.
 //! - [`dots`]: many dot products of long rows, each in eight fixed lanes.
@@ -44,6 +45,7 @@ pub mod dots;
 pub mod gemm;
 pub mod im2col;
 pub mod isa;
+pub mod layout;
 pub mod micro;
 pub mod norm;
 pub mod op;

@@ -12,6 +12,7 @@ use std::fmt;
 use crate::activation::{Activation, activate, activate_grad};
 use crate::conv::{Conv2d, channel_sums, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use crate::gemm::{MatRef, gemm};
+use crate::layout::{Upsample, cat, cat_part, upsample_nearest2d, upsample_nearest2d_grad};
 use crate::norm::{
     BatchNorm, batch_norm_affine_grads, batch_norm_apply, batch_norm_input_grad, batch_norm_stats,
 };
@@ -74,6 +75,21 @@ pub enum Op {
     /// Inputs `x`, the statistics and the output gradient; one output
     /// `[Σ g·x̂; C] ++ [Σ g; C]` (γ's and β's gradients).
     BatchNormAffineGrads(BatchNorm),
+    /// Input `x` `[planes, H, W]`; one output `[planes, H·f, W·f]`.
+    Upsample2d(Upsample),
+    /// Input the output gradient; one output, the input gradient.
+    Upsample2dGrad(Upsample),
+    /// Inputs `a` `[outer, ·]` and `b` `[outer, ·]`; one output, their rows
+    /// joined.
+    Cat { outer: usize },
+    /// Input `x` `[outer, inner]`; one output, its columns
+    /// `start..start + len`.
+    CatPart {
+        outer: usize,
+        inner: usize,
+        start: usize,
+        len: usize,
+    },
 }
 
 /// Why an operation was refused.
@@ -140,6 +156,10 @@ impl Op {
             Op::BatchNormApply(_) => "batch_norm",
             Op::BatchNormInputGrad { .. } => "batch_norm-input-grad",
             Op::BatchNormAffineGrads(_) => "batch_norm-affine-grads",
+            Op::Upsample2d(_) => "upsample_nearest2d",
+            Op::Upsample2dGrad(_) => "upsample_nearest2d-grad",
+            Op::Cat { .. } => "cat",
+            Op::CatPart { .. } => "cat-part",
         }
     }
 
@@ -182,6 +202,55 @@ impl Op {
             | Op::BatchNormApply(bn)
             | Op::BatchNormInputGrad { bn, .. }
             | Op::BatchNormAffineGrads(bn) => batch_norm_len(op, self, &bn, inputs),
+            Op::Upsample2d(u) | Op::Upsample2dGrad(u) => {
+                arity(op, inputs, &[1])?;
+                let (input, output) = u.sizes().ok_or_else(|| {
+                    refuse(
+                        op,
+                        format!(
+                            "{} planes of {}×{} by a factor of {}: the factor must be at least 1 and the sizes must not overflow",
+                            u.planes, u.height, u.width, u.factor
+                        ),
+                    )
+                })?;
+                if matches!(self, Op::Upsample2d(_)) {
+                    length(op, "the input", inputs[0], input)?;
+                    Ok(output)
+                } else {
+                    length(op, "the output gradient", inputs[0], output)?;
+                    Ok(input)
+                }
+            }
+            Op::Cat { outer } => {
+                arity(op, inputs, &[2])?;
+                for (name, len) in [("a", inputs[0]), ("b", inputs[1])] {
+                    if outer == 0 || len % outer != 0 {
+                        return Err(refuse(
+                            op,
+                            format!("{name} holds {len} values, not rows of {outer}"),
+                        ));
+                    }
+                }
+                inputs[0]
+                    .checked_add(inputs[1])
+                    .ok_or_else(|| refuse(op, "the sizes overflow"))
+            }
+            Op::CatPart {
+                outer,
+                inner,
+                start,
+                len,
+            } => {
+                arity(op, inputs, &[1])?;
+                length(op, "the input", inputs[0], product(op, &[outer, inner])?)?;
+                if start.checked_add(len).is_none_or(|end| end > inner) {
+                    return Err(refuse(
+                        op,
+                        format!("columns {start}..{start}+{len} are not within rows of {inner}"),
+                    ));
+                }
+                product(op, &[outer, len])
+            }
         }
     }
 
@@ -274,6 +343,15 @@ impl Op {
             Op::BatchNormAffineGrads(bn) => {
                 batch_norm_affine_grads(&bn, inputs[0], inputs[1], inputs[2], out)
             }
+            Op::Upsample2d(u) => upsample_nearest2d(&u, inputs[0], out),
+            Op::Upsample2dGrad(u) => upsample_nearest2d_grad(&u, inputs[0], out),
+            Op::Cat { outer } => cat(outer, inputs[0], inputs[1], out),
+            Op::CatPart {
+                outer,
+                inner,
+                start,
+                ..
+            } => cat_part(outer, inner, start, inputs[0], out),
         }
     }
 }
@@ -576,6 +654,35 @@ mod tests {
         assert_eq!(out, vec![3.5, 3.5, 6.5, 7.5]);
     }
 
+    #[test]
+    fn misfit_layouts_are_refused_by_name() {
+        let err = |op: Op, lens: &[usize]| op.output_len(lens).unwrap_err().0;
+        assert_eq!(
+            err(Op::Cat { outer: 4 }, &[8, 6]),
+            "cat: b holds 6 values, not rows of 4"
+        );
+        assert!(err(Op::Cat { outer: 0 }, &[0, 0]).contains("not rows of 0"));
+        let part = Op::CatPart {
+            outer: 2,
+            inner: 5,
+            start: 3,
+            len: 3,
+        };
+        assert!(err(part, &[10]).contains("columns 3..3+3 are not within rows of 5"));
+        let up = crate::layout::Upsample {
+            planes: 1,
+            height: 2,
+            width: 2,
+            factor: 0,
+        };
+        assert!(err(Op::Upsample2d(up), &[4]).contains("the factor must be at least 1"));
+        let huge = crate::layout::Upsample {
+            factor: 1 << 40,
+            ..up
+        };
+        assert!(err(Op::Upsample2dGrad(huge), &[4]).contains("overflow"));
+    }
+
     /// Every kind of operation with the lengths of its inputs, in shapes
     /// that exercise padding, strides, biases and both batch-norm modes.
     fn every_op() -> Vec<(Op, Vec<usize>)> {
@@ -608,6 +715,12 @@ mod tests {
             batch: 2,
             channels: 3,
             spatial: 42,
+        };
+        let up = crate::layout::Upsample {
+            planes: 6,
+            height: 6,
+            width: 7,
+            factor: 2,
         };
         let mm = |transpose_a, transpose_b| {
             Op::MatMul(MatMul {
@@ -675,6 +788,18 @@ mod tests {
                 vec![x, 9, 3, x],
             ),
             (Op::BatchNormAffineGrads(bn), vec![x, 9, x]),
+            (Op::Upsample2d(up), vec![x]),
+            (Op::Upsample2dGrad(up), vec![4 * x]),
+            (Op::Cat { outer: 6 }, vec![x, 12]),
+            (
+                Op::CatPart {
+                    outer: 6,
+                    inner: 21,
+                    start: 5,
+                    len: 9,
+                },
+                vec![126],
+            ),
         ]
     }
 

@@ -337,6 +337,12 @@ fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
         channels: d(b.channels),
         spatial: d(b.spatial),
     };
+    let upsample = |u: &fedwasm_kernels::layout::Upsample| compute::UpsampleDims {
+        planes: d(u.planes),
+        height: d(u.height),
+        width: d(u.width),
+        factor: d(u.factor),
+    };
     match op {
         Op::MatMul(m) => {
             let dims = compute::MatmulDims {
@@ -371,6 +377,15 @@ fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
             compute::batch_norm_input_grad(bn(b), *training, h[0], h[1], h[2], h[3])
         }
         Op::BatchNormAffineGrads(b) => compute::batch_norm_affine_grads(bn(b), h[0], h[1], h[2]),
+        Op::Upsample2d(u) => compute::upsample_nearest2d(upsample(u), h[0]),
+        Op::Upsample2dGrad(u) => compute::upsample_nearest2d_grad(upsample(u), h[0]),
+        Op::Cat { outer } => compute::cat(d(*outer), h[0], h[1]),
+        Op::CatPart {
+            outer,
+            inner,
+            start,
+            len,
+        } => compute::cat_part(d(*outer), d(*inner), d(*start), d(*len), h[0]),
     }
 }
 

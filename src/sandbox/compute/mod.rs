@@ -16,6 +16,7 @@ mod update;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use fedwasm_kernels::layout::Upsample;
 use fedwasm_kernels::{Activation, BatchNorm, Conv2d, MatMul, Op, Pool2d, Window};
 use wasmtime::component::Resource;
 
@@ -120,6 +121,15 @@ fn batch_norm(d: &compute::BatchNormDims) -> BatchNorm {
         batch: d.batch as usize,
         channels: d.channels as usize,
         spatial: d.spatial as usize,
+    }
+}
+
+fn upsample(d: &compute::UpsampleDims) -> Upsample {
+    Upsample {
+        planes: d.planes as usize,
+        height: d.height as usize,
+        width: d.width as usize,
+        factor: d.factor as usize,
     }
 }
 
@@ -403,6 +413,42 @@ impl compute::Host for HostState {
     ) -> Made {
         let op = Op::BatchNormAffineGrads(batch_norm(&dims));
         self.run_op(op, &[&x, &stats, &g])
+    }
+
+    fn upsample_nearest2d(&mut self, dims: compute::UpsampleDims, x: Resource<HostTensor>) -> Made {
+        self.run_op(Op::Upsample2d(upsample(&dims)), &[&x])
+    }
+
+    fn upsample_nearest2d_grad(
+        &mut self,
+        dims: compute::UpsampleDims,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::Upsample2dGrad(upsample(&dims)), &[&g])
+    }
+
+    fn cat(&mut self, outer: u32, a: Resource<HostTensor>, b: Resource<HostTensor>) -> Made {
+        let op = Op::Cat {
+            outer: outer as usize,
+        };
+        self.run_op(op, &[&a, &b])
+    }
+
+    fn cat_part(
+        &mut self,
+        outer: u32,
+        inner: u32,
+        start: u32,
+        len: u32,
+        x: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::CatPart {
+            outer: outer as usize,
+            inner: inner as usize,
+            start: start as usize,
+            len: len as usize,
+        };
+        self.run_op(op, &[&x])
     }
 
     fn update(

@@ -1,8 +1,12 @@
 //! Changing how the same values are viewed: reshape, flatten, transpose,
-//! and joining tensors (concatenation, as U-Net's skip connections need).
+//! and joining tensors (concatenation, as U-Net's skip connections need);
+//! a copy or a join happens on the node's host when the values are there.
 
-use crate::error::PlanResult;
-use crate::tensor::{Grad, Need, Tensor, numel};
+use fedwasm_kernels::Op;
+
+use crate::backend;
+use crate::error::{PlanError, PlanResult};
+use crate::tensor::{Grad, HostGrad, Need, Tensor, numel};
 
 use super::shape_error;
 
@@ -19,8 +23,16 @@ impl Tensor {
                 ),
             ));
         }
-        Tensor::from_op("reshape", self.to_vec(), shape, &[self], |g, need| {
-            Ok(vec![(need[0] == Need::Sum).then(|| Grad::Sum(g.to_vec()))])
+        // A copy made where the values are: on the host, nothing crosses
+        // into the plan.
+        let values = backend::duplicate(self)?.into_buf();
+        let input = self.shape().to_vec();
+        Tensor::from_buf("reshape", values, shape, &[self], move |g, need| {
+            if need[0] != Need::Sum {
+                return Ok(vec![None]);
+            }
+            let dx = backend::duplicate(g)?.into_buf();
+            Ok(vec![Some(HostGrad::Sum(Tensor::from_values(dx, &input)))])
         })
     }
 
@@ -83,27 +95,29 @@ impl Tensor {
         let outer: usize = a[..dim].iter().product();
         let inner: usize = a[dim + 1..].iter().product();
         let (left, right) = (a[dim] * inner, b[dim] * inner);
-        let mut data = Vec::with_capacity(self.numel() + other.numel());
-        {
-            let (x, y) = (self.values(), other.values());
-            for o in 0..outer {
-                data.extend_from_slice(&x[o * left..(o + 1) * left]);
-                data.extend_from_slice(&y[o * right..(o + 1) * right]);
-            }
-        }
+        let out = backend::run(Op::Cat { outer }, &[self, other])?;
         let mut shape = a.clone();
         shape[dim] += b[dim];
-        Tensor::from_op("cat", data, &shape, &[self, other], move |g, need| {
-            let mut gx = Vec::with_capacity(outer * left);
-            let mut gy = Vec::with_capacity(outer * right);
-            for o in 0..outer {
-                let row = &g[o * (left + right)..(o + 1) * (left + right)];
-                gx.extend_from_slice(&row[..left]);
-                gy.extend_from_slice(&row[left..]);
-            }
+        let part = move |g: &Tensor, start: usize, len: usize, shape: &[usize]| {
+            let op = Op::CatPart {
+                outer,
+                inner: left + right,
+                start,
+                len,
+            };
+            Ok::<_, PlanError>(HostGrad::Sum(Tensor::from_values(
+                backend::run(op, &[g])?,
+                shape,
+            )))
+        };
+        Tensor::from_buf("cat", out, &shape, &[self, other], move |g, need| {
             Ok(vec![
-                (need[0] == Need::Sum).then_some(Grad::Sum(gx)),
-                (need[1] == Need::Sum).then_some(Grad::Sum(gy)),
+                (need[0] == Need::Sum)
+                    .then(|| part(g, 0, left, &a))
+                    .transpose()?,
+                (need[1] == Need::Sum)
+                    .then(|| part(g, left, right, &b))
+                    .transpose()?,
             ])
         })
     }
