@@ -130,7 +130,9 @@ mod tests {
     use super::*;
 
     fn values(n: usize) -> Vec<f32> {
-        (0..n).map(|i| ((i * 37) % 101) as f32 * 0.1 - 5.0).collect()
+        (0..n)
+            .map(|i| ((i * 37) % 101) as f32 * 0.1 - 5.0)
+            .collect()
     }
 
     /// Upsampling repeats each pixel into its block; the gradient sums each
@@ -177,7 +179,10 @@ mod tests {
     #[test]
     fn cat_joins_rows_and_cat_part_takes_them_back() {
         for (outer, left, right) in [(2, 3, 1), (1000, 24, 40), (3, 0, 5)] {
-            let (a, b) = (values(outer * left), values(outer * right + 7)[7..].to_vec());
+            let (a, b) = (
+                values(outer * left),
+                values(outer * right + 7)[7..].to_vec(),
+            );
             let mut out = vec![f32::NAN; outer * (left + right)];
             cat(outer, &a, &b, &mut out);
             for o in 0..outer {

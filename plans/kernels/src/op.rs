@@ -202,54 +202,8 @@ impl Op {
             | Op::BatchNormApply(bn)
             | Op::BatchNormInputGrad { bn, .. }
             | Op::BatchNormAffineGrads(bn) => batch_norm_len(op, self, &bn, inputs),
-            Op::Upsample2d(u) | Op::Upsample2dGrad(u) => {
-                arity(op, inputs, &[1])?;
-                let (input, output) = u.sizes().ok_or_else(|| {
-                    refuse(
-                        op,
-                        format!(
-                            "{} planes of {}×{} by a factor of {}: the factor must be at least 1 and the sizes must not overflow",
-                            u.planes, u.height, u.width, u.factor
-                        ),
-                    )
-                })?;
-                if matches!(self, Op::Upsample2d(_)) {
-                    length(op, "the input", inputs[0], input)?;
-                    Ok(output)
-                } else {
-                    length(op, "the output gradient", inputs[0], output)?;
-                    Ok(input)
-                }
-            }
-            Op::Cat { outer } => {
-                arity(op, inputs, &[2])?;
-                for (name, len) in [("a", inputs[0]), ("b", inputs[1])] {
-                    if outer == 0 || len % outer != 0 {
-                        return Err(refuse(
-                            op,
-                            format!("{name} holds {len} values, not rows of {outer}"),
-                        ));
-                    }
-                }
-                inputs[0]
-                    .checked_add(inputs[1])
-                    .ok_or_else(|| refuse(op, "the sizes overflow"))
-            }
-            Op::CatPart {
-                outer,
-                inner,
-                start,
-                len,
-            } => {
-                arity(op, inputs, &[1])?;
-                length(op, "the input", inputs[0], product(op, &[outer, inner])?)?;
-                if start.checked_add(len).is_none_or(|end| end > inner) {
-                    return Err(refuse(
-                        op,
-                        format!("columns {start}..{start}+{len} are not within rows of {inner}"),
-                    ));
-                }
-                product(op, &[outer, len])
+            Op::Upsample2d(_) | Op::Upsample2dGrad(_) | Op::Cat { .. } | Op::CatPart { .. } => {
+                layout_len(op, self, inputs)
             }
         }
     }
@@ -404,6 +358,62 @@ fn conv_len(op: &str, which: &Op, inputs: &[usize]) -> Result<usize, OpError> {
             let copies = if per_sample { conv.batch } else { 1 };
             product(op, &[copies, s.weight_len])
         }
+    }
+}
+
+/// [`Op::output_len`] of upsampling, joining and taking a part back.
+fn layout_len(op: &str, which: &Op, inputs: &[usize]) -> Result<usize, OpError> {
+    match *which {
+        Op::Upsample2d(u) | Op::Upsample2dGrad(u) => {
+            arity(op, inputs, &[1])?;
+            let (input, output) = u.sizes().ok_or_else(|| {
+                refuse(
+                    op,
+                    format!(
+                        "{} planes of {}×{} by a factor of {}: the factor must be at least 1 and the sizes must not overflow",
+                        u.planes, u.height, u.width, u.factor
+                    ),
+                )
+            })?;
+            if matches!(which, Op::Upsample2d(_)) {
+                length(op, "the input", inputs[0], input)?;
+                Ok(output)
+            } else {
+                length(op, "the output gradient", inputs[0], output)?;
+                Ok(input)
+            }
+        }
+        Op::Cat { outer } => {
+            arity(op, inputs, &[2])?;
+            for (name, len) in [("a", inputs[0]), ("b", inputs[1])] {
+                if outer == 0 || len % outer != 0 {
+                    return Err(refuse(
+                        op,
+                        format!("{name} holds {len} values, not rows of {outer}"),
+                    ));
+                }
+            }
+            inputs[0]
+                .checked_add(inputs[1])
+                .ok_or_else(|| refuse(op, "the sizes overflow"))
+        }
+        Op::CatPart {
+            outer,
+            inner,
+            start,
+            len,
+        } => {
+            arity(op, inputs, &[1])?;
+            length(op, "the input", inputs[0], product(op, &[outer, inner])?)?;
+            if start.checked_add(len).is_none_or(|end| end > inner) {
+                return Err(refuse(
+                    op,
+                    format!("columns {start}..{start}+{len} are not within rows of {inner}"),
+                ));
+            }
+            product(op, &[outer, len])
+        }
+        _ => unreachable!("layout_len is called for layout operations only"),
     }
 }
 
@@ -684,7 +694,8 @@ mod tests {
     }
 
     /// Every kind of operation with the lengths of its inputs, in shapes
-    /// that exercise padding, strides, biases and both batch-norm modes.
+    /// that exercise padding, strides, biases and both batch-norm modes:
+    /// products and convolutions here, the rest from [`pass_ops`].
     fn every_op() -> Vec<(Op, Vec<usize>)> {
         let window = Window {
             channels: 3,
@@ -701,27 +712,6 @@ mod tests {
         };
         let (x, w) = (2 * 3 * 7 * 6, 5 * 3 * 9);
         let g = conv.sizes().unwrap().output_len;
-        let pool = Pool2d {
-            planes: 6,
-            window: Window {
-                channels: 1,
-                kernel: [3, 3],
-                stride: [2, 2],
-                ..window
-            },
-        };
-        let pooled = pool.sizes().unwrap().2;
-        let bn = BatchNorm {
-            batch: 2,
-            channels: 3,
-            spatial: 42,
-        };
-        let up = crate::layout::Upsample {
-            planes: 6,
-            height: 6,
-            width: 7,
-            factor: 2,
-        };
         let mm = |transpose_a, transpose_b| {
             Op::MatMul(MatMul {
                 m: 7,
@@ -769,6 +759,38 @@ mod tests {
                 },
                 vec![x],
             ),
+        ]
+        .into_iter()
+        .chain(pass_ops(window, x))
+        .collect()
+    }
+
+    /// Operations that visit each value a few times (elementwise, pooling,
+    /// batch normalization, layouts) on an input of `x` values shaped
+    /// `[2, 3, 7, 6]` like `window`'s.
+    fn pass_ops(window: Window, x: usize) -> Vec<(Op, Vec<usize>)> {
+        let pool = Pool2d {
+            planes: 6,
+            window: Window {
+                channels: 1,
+                kernel: [3, 3],
+                stride: [2, 2],
+                ..window
+            },
+        };
+        let pooled = pool.sizes().unwrap().2;
+        let bn = BatchNorm {
+            batch: 2,
+            channels: 3,
+            spatial: 42,
+        };
+        let up = crate::layout::Upsample {
+            planes: 6,
+            height: 6,
+            width: 7,
+            factor: 2,
+        };
+        vec![
             (Op::Add, vec![x, x]),
             (Op::Activate(Activation::Gelu), vec![x]),
             (Op::ActivateGrad(Activation::LeakyRelu(0.1)), vec![x, x]),

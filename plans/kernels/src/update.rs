@@ -320,8 +320,12 @@ mod tests {
     #[test]
     fn chunks_do_not_change_bits() {
         let len = 3 * CHUNK + 17;
-        let g: Vec<f32> = (0..len).map(|i| ((i * 7919) % 1000) as f32 / 999.0 - 0.5).collect();
-        let w0: Vec<f32> = (0..len).map(|i| ((i * 104_729) % 997) as f32 / 500.0).collect();
+        let g: Vec<f32> = (0..len)
+            .map(|i| ((i * 7919) % 1000) as f32 / 999.0 - 0.5)
+            .collect();
+        let w0: Vec<f32> = (0..len)
+            .map(|i| ((i * 104_729) % 997) as f32 / 500.0)
+            .collect();
         let u = Update {
             lr: 0.01,
             scale: 0.75,
@@ -362,7 +366,11 @@ mod tests {
         let err = u.check(4, 4, [None, None], [None, None]).unwrap_err();
         assert_eq!(err.0, "update: the first moment is missing");
         let err = u.check(4, 3, [None, None], [Some(4), None]).unwrap_err();
-        assert!(err.0.contains("the gradient should hold 4 values"), "{}", err.0);
+        assert!(
+            err.0.contains("the gradient should hold 4 values"),
+            "{}",
+            err.0
+        );
         u.prox_mu = 0.1;
         let err = u.check(4, 4, [None, None], [Some(4), None]).unwrap_err();
         assert_eq!(err.0, "update: the anchor is missing");

@@ -172,7 +172,12 @@ pub(crate) fn update(
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn update_in_place(u: &Update, w: &Tensor, g: &Tensor, more: &UpdateOperands<'_>) -> PlanResult<()> {
+fn update_in_place(
+    u: &Update,
+    w: &Tensor,
+    g: &Tensor,
+    more: &UpdateOperands<'_>,
+) -> PlanResult<()> {
     use fedwasm_kernels::update::{Extras, State};
     let correction = more.correction.map(Tensor::values);
     let anchor = more.anchor.map(Tensor::values);
@@ -191,9 +196,21 @@ fn update_in_place(u: &Update, w: &Tensor, g: &Tensor, more: &UpdateOperands<'_>
 }
 
 #[cfg(target_arch = "wasm32")]
-fn update_in_place(u: &Update, w: &Tensor, g: &Tensor, more: &UpdateOperands<'_>) -> PlanResult<()> {
+fn update_in_place(
+    u: &Update,
+    w: &Tensor,
+    g: &Tensor,
+    more: &UpdateOperands<'_>,
+) -> PlanResult<()> {
     use fedwasm_kernels::update::Rule;
-    let all = [Some(w), Some(g), more.correction, more.anchor, more.first, more.second];
+    let all = [
+        Some(w),
+        Some(g),
+        more.correction,
+        more.anchor,
+        more.first,
+        more.second,
+    ];
     for t in all.into_iter().flatten() {
         if t.buf().remote.is_none() {
             t.buf_mut().upload()?;
@@ -202,7 +219,10 @@ fn update_in_place(u: &Update, w: &Tensor, g: &Tensor, more: &UpdateOperands<'_>
     let held = all.map(|t| t.map(|t| t.buf()));
     let h: Vec<Option<&compute::Tensor>> = held
         .iter()
-        .map(|b| b.as_ref().map(|b| b.remote.as_ref().expect("uploaded above")))
+        .map(|b| {
+            b.as_ref()
+                .map(|b| b.remote.as_ref().expect("uploaded above"))
+        })
         .collect();
     let rule = match u.rule {
         Rule::Sgd => compute::UpdateRule::Sgd,

@@ -275,7 +275,10 @@ impl Optimizer {
             self.second = zeros_like(params)?;
         }
         if self.prox_mu != 0.0 && self.anchor.len() != params.len() {
-            self.anchor = params.iter().map(backend::duplicate).collect::<PlanResult<_>>()?;
+            self.anchor = params
+                .iter()
+                .map(backend::duplicate)
+                .collect::<PlanResult<_>>()?;
         }
         let scale = self.clip_factor(params);
         let first_update = self.updates == 0;
@@ -371,12 +374,7 @@ mod tests {
         Tensor::parameter(w.to_vec(), &[w.len()]).unwrap()
     }
 
-    fn step(
-        opt: &mut Optimizer,
-        p: &Tensor,
-        g: &[f32],
-        correction: Option<&[Tensor]>,
-    ) -> Vec<f32> {
+    fn step(opt: &mut Optimizer, p: &Tensor, g: &[f32], correction: Option<&[Tensor]>) -> Vec<f32> {
         p.set_grad(Some(g.to_vec()));
         opt.step(std::slice::from_ref(p), correction).unwrap();
         p.to_vec()
