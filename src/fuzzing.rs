@@ -6,7 +6,10 @@
 
 use std::path::Path;
 
-use fedwasm_kernels::{Activation, BatchNorm, Conv2d, MatMul, Op, Pool2d, Window};
+use fedwasm_kernels::layout::Upsample;
+use fedwasm_kernels::{
+    Axis, BatchNorm, Conv2d, CrossEntropy, Elementwise, MatMul, Op, Pool2d, Window,
+};
 
 /// Bytes from the broker: as a signed envelope, opened or refused (with a
 /// roster that trusts on first use, so a valid signature reaches the body);
@@ -147,12 +150,11 @@ fn fuzz_window(next: &mut impl FnMut() -> Option<u8>, channels: usize) -> Window
 
 /// An operation made of fuzzer bytes, its kind from `kind`.
 fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
-    let activation = match kind / 16 % 5 {
-        0 => Activation::Relu,
-        1 => Activation::LeakyRelu(0.1),
-        2 => Activation::Sigmoid,
-        3 => Activation::Tanh,
-        _ => Activation::Gelu,
+    let f = match kind / 16 % 4 {
+        0 => Elementwise::Relu,
+        1 => Elementwise::Gelu,
+        2 => Elementwise::Pow(-1.5),
+        _ => Elementwise::Clamp(-1.0, f32::NAN),
     };
     let conv = |next: &mut dyn FnMut() -> Option<u8>| {
         let mut next = next;
@@ -171,7 +173,7 @@ fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
             spatial: fuzz_dim(&mut next),
         }
     };
-    match kind % 14 {
+    match kind % 19 {
         10 => Op::BatchNormStats {
             bn: bn(next),
             eps: 1e-5,
@@ -204,19 +206,74 @@ fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
             plane: fuzz_dim(next),
             per_sample: kind.is_multiple_of(3),
         },
-        5 => Op::Activate(activation),
-        6 => Op::ActivateGrad(activation),
+        5 => Op::Map(f),
+        6 => Op::MapGrad(f),
         7 | 8 => {
             let pool = Pool2d {
                 planes: fuzz_dim(next),
                 window: fuzz_window(next, 1),
             };
-            if kind % 14 == 7 {
+            if kind % 19 == 7 {
                 Op::MaxPool2d(pool)
             } else {
                 Op::MaxPool2dGrad(pool)
             }
         }
+        14..=18 => fuzz_reshaping_op(kind, next),
         _ => Op::Add,
+    }
+}
+
+/// A fuzzed operation along an axis, a loss or a layout operation.
+fn fuzz_reshaping_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
+    let flip = kind.is_multiple_of(2);
+    let mut dim = || fuzz_dim(next);
+    match kind % 19 {
+        14 | 15 => {
+            let axis = Axis {
+                outer: dim(),
+                size: dim(),
+                inner: dim(),
+            };
+            match (kind % 19 == 14, flip) {
+                (true, true) => Op::SumAxis(axis),
+                (true, false) => Op::ExpandAxis(axis),
+                (false, log) if kind.is_multiple_of(3) => Op::Softmax { axis, log },
+                (false, log) => Op::SoftmaxGrad { axis, log },
+            }
+        }
+        16 => {
+            let ce = CrossEntropy {
+                batch: dim(),
+                classes: dim(),
+                inner: dim(),
+                label_smoothing: if kind.is_multiple_of(3) { 0.1 } else { 1.5 },
+            };
+            if flip {
+                Op::CrossEntropy(ce)
+            } else {
+                Op::CrossEntropyGrad { ce, scale: 0.5 }
+            }
+        }
+        17 => {
+            let up = Upsample {
+                planes: dim(),
+                height: dim(),
+                width: dim(),
+                factor: dim(),
+            };
+            if flip {
+                Op::Upsample2d(up)
+            } else {
+                Op::Upsample2dGrad(up)
+            }
+        }
+        _ if flip => Op::Cat { outer: dim() },
+        _ => Op::CatPart {
+            outer: dim(),
+            inner: dim(),
+            start: dim(),
+            len: dim(),
+        },
     }
 }

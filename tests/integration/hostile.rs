@@ -111,6 +111,14 @@ fn hostile_calls_to_the_compute_imports_are_refused_and_the_host_goes_on() {
         "memory-limit",
         &["memory limit of 64 MiB", "`init-model`"],
     );
+    // Broadcasts, sums and losses that overflow or misfit are refused,
+    // targets that are no class give NaN; then a sum's 4 GiB gradient from
+    // one value stops the call at the budget.
+    expect_error(
+        run("hostile-compute-reduce"),
+        "memory-limit",
+        &["memory limit of 64 MiB", "`init-model`"],
+    );
     good_plan_still_trains(&sandbox);
 }
 

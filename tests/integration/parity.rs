@@ -290,6 +290,8 @@ fn a_plan_with_its_own_layer_and_training_step_keeps_the_sdks_guarantees() {
             "hidden.gate",
             "hidden.linear.bias",
             "hidden.linear.weight",
+            "norm.bias",
+            "norm.weight",
             "out.bias",
             "out.weight"
         ]

@@ -25,41 +25,60 @@
 //!   register tiles, split over output tiles.
 //! - [`micro`]: the register tiles themselves, one per instruction set.
 //! - `pack`: operands copied into the panels register tiles read.
-//! - [`activation`]: activation functions and their derivatives.
+//! - [`broadcast`]: add, sub, mul and div with broadcasting, and their
+//!   gradients.
+//! - [`elementwise`]: activations and other functions of each element,
+//!   with their derivatives.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`layout`]: upsampling and joining tensors, which move values.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
 //! - `direct`: the forward pass read in place from a padded image.
 //! - [`dots`]: many dot products of long rows, each in eight fixed lanes.
 //! - [`norm`]: batch normalization: statistics, output and gradients.
+//! - [`layer_norm`]: layer normalization, likewise.
 //! - [`pool`]: max pooling and its gradient.
+//! - [`avg_pool`]: average pooling, by a window and adaptive.
+//! - [`reduce`]: sums along one dimension, and their gradient.
+//! - [`softmax`]: softmax and log-softmax, and their gradients.
+//! - [`loss`]: the cross-entropy fused with its softmax.
 //! - [`sum`]: sums in the fixed tree.
 //! - [`op`]: [`Op`], an operation on host tensors: checked, then run.
 //! - [`update`]: optimizer updates of a parameter in place.
 //! - [`parallel`]: how work is handed to rayon (or run inline without it).
 
-pub mod activation;
+pub mod avg_pool;
+pub mod broadcast;
 pub mod conv;
 mod direct;
 pub mod dots;
+pub mod elementwise;
 pub mod gemm;
 pub mod im2col;
 pub mod isa;
+pub mod layer_norm;
 pub mod layout;
+pub mod loss;
 pub mod micro;
 pub mod norm;
 pub mod op;
 mod pack;
 pub mod parallel;
 pub mod pool;
+pub mod reduce;
+pub mod softmax;
 pub mod sum;
 pub mod update;
 
-pub use activation::Activation;
+pub use avg_pool::Adaptive;
+pub use broadcast::{Binary, Broadcast, Operand};
 pub use conv::Conv2d;
+pub use elementwise::Elementwise;
 pub use gemm::{MatRef, gemm, gemm_into};
 pub use im2col::Window;
+pub use layer_norm::LayerNorm;
+pub use loss::CrossEntropy;
 pub use norm::BatchNorm;
 pub use op::{MatMul, Op, OpError};
 pub use pool::Pool2d;
+pub use reduce::Axis;
 pub use update::Update;

@@ -9,14 +9,24 @@
 
 use std::fmt;
 
-use crate::activation::{Activation, activate, activate_grad};
+use crate::avg_pool::{
+    Adaptive, adaptive_avg_pool2d, adaptive_avg_pool2d_grad, avg_pool2d, avg_pool2d_grad,
+};
+use crate::broadcast::{Binary, Broadcast, Operand, binary, binary_grad};
 use crate::conv::{Conv2d, channel_sums, conv2d, conv2d_input_grad, conv2d_weight_grad};
+use crate::elementwise::{Elementwise, map, map_grad};
 use crate::gemm::{MatRef, gemm};
+use crate::layer_norm::{
+    LayerNorm, layer_norm_affine_grads, layer_norm_apply, layer_norm_input_grad, layer_norm_stats,
+};
 use crate::layout::{Upsample, cat, cat_part, upsample_nearest2d, upsample_nearest2d_grad};
+use crate::loss::{CrossEntropy, cross_entropy, cross_entropy_grad};
 use crate::norm::{
     BatchNorm, batch_norm_affine_grads, batch_norm_apply, batch_norm_input_grad, batch_norm_stats,
 };
 use crate::pool::{Pool2d, max_pool2d, max_pool2d_grad};
+use crate::reduce::{Axis, expand_axis, sum_axis};
+use crate::softmax::{softmax, softmax_grad};
 
 /// The dimensions of a matrix product `op(A)·op(B)`: A is `[m, k]` (stored
 /// `[k, m]` when `transpose_a`), B is `[k, n]` (stored `[n, k]` when
@@ -56,10 +66,10 @@ pub enum Op {
     /// Inputs `a` and `b` of one length; one output `a + b`.
     Add,
     /// Input `x`; one output `f(x)`.
-    Activate(Activation),
+    Map(Elementwise),
     /// Inputs `x` and the output gradient `g`, of one length; one output
     /// `g · f'(x)`.
-    ActivateGrad(Activation),
+    MapGrad(Elementwise),
     /// Input `x` `[planes, H, W]`; one output, each window's maximum.
     MaxPool2d(Pool2d),
     /// Inputs `x` and the output gradient; one output, the input gradient.
@@ -89,6 +99,54 @@ pub enum Op {
         inner: usize,
         start: usize,
         len: usize,
+    },
+    /// Input `x` `[outer, size, inner]`; one output, its sums over `size`
+    /// `[outer, inner]`.
+    SumAxis(Axis),
+    /// Input `g` `[outer, inner]`; one output, `g` repeated along `size`
+    /// `[outer, size, inner]` (the gradient of a sum).
+    ExpandAxis(Axis),
+    /// Input `x` `[outer, size, inner]`; one output, its softmax (or
+    /// log-softmax) over `size`.
+    Softmax { axis: Axis, log: bool },
+    /// Inputs the softmax's input `x` and the output gradient; one output,
+    /// the input gradient.
+    SoftmaxGrad { axis: Axis, log: bool },
+    /// Inputs logits, targets and optionally a weight per class; one
+    /// output `[Σ loss, Σ target weight]`.
+    CrossEntropy(CrossEntropy),
+    /// Inputs as [`Op::CrossEntropy`]; one output, the logits' gradient of
+    /// the loss sum times `scale`.
+    CrossEntropyGrad { ce: CrossEntropy, scale: f32 },
+    /// Input `x` `[groups, d]`; one output `[mean; groups] ++ [σ⁻¹; groups]`.
+    LayerNormStats { ln: LayerNorm, eps: f32 },
+    /// Inputs `x`, the statistics, the weight and bias (`d` each); one
+    /// output `x̂·weight + bias`.
+    LayerNormApply(LayerNorm),
+    /// Inputs `x`, the statistics, the weight and the output gradient; one
+    /// output, the input gradient.
+    LayerNormInputGrad(LayerNorm),
+    /// Inputs `x`, the statistics and the output gradient; one output
+    /// `[Σ g·x̂; d] ++ [Σ g; d]`, each sample's own (`[samples, d]` twice)
+    /// when `samples` > 1.
+    LayerNormAffineGrads { ln: LayerNorm, samples: usize },
+    /// Input `x` `[planes, H, W]`; one output, each window's mean (padding
+    /// counted).
+    AvgPool2d(Pool2d),
+    /// Input the output gradient; one output, the input gradient.
+    AvgPool2dGrad(Pool2d),
+    /// Input `x` `[planes, H, W]`; one output, each adaptive window's mean.
+    AdaptiveAvgPool2d(Adaptive),
+    /// Input the output gradient; one output, the input gradient.
+    AdaptiveAvgPool2dGrad(Adaptive),
+    /// Inputs `a` and `b`, broadcast; one output `a op b`.
+    Binary { op: Binary, shapes: Broadcast },
+    /// Inputs `a`, `b` and the output gradient; one output, one operand's
+    /// gradient (each sample's own when `which.samples` > 1).
+    BinaryGrad {
+        op: Binary,
+        shapes: Broadcast,
+        which: Operand,
     },
 }
 
@@ -149,7 +207,7 @@ impl Op {
             Op::Conv2dWeightGrad { .. } => "conv2d-weight-grad",
             Op::ChannelSums { .. } => "channel-sums",
             Op::Add => "add",
-            Op::Activate(a) | Op::ActivateGrad(a) => a.name(),
+            Op::Map(f) | Op::MapGrad(f) => f.name(),
             Op::MaxPool2d(_) => "max_pool2d",
             Op::MaxPool2dGrad(_) => "max_pool2d-grad",
             Op::BatchNormStats { .. } => "batch_norm-stats",
@@ -160,6 +218,23 @@ impl Op {
             Op::Upsample2dGrad(_) => "upsample_nearest2d-grad",
             Op::Cat { .. } => "cat",
             Op::CatPart { .. } => "cat-part",
+            Op::SumAxis(_) => "sum-axis",
+            Op::ExpandAxis(_) => "expand-axis",
+            Op::Softmax { log: false, .. } => "softmax",
+            Op::Softmax { log: true, .. } => "log_softmax",
+            Op::SoftmaxGrad { .. } => "softmax-grad",
+            Op::CrossEntropy(_) => "cross_entropy",
+            Op::CrossEntropyGrad { .. } => "cross_entropy-grad",
+            Op::LayerNormStats { .. } => "layer_norm-stats",
+            Op::LayerNormApply(_) => "layer_norm",
+            Op::LayerNormInputGrad(_) => "layer_norm-input-grad",
+            Op::LayerNormAffineGrads { .. } => "layer_norm-affine-grads",
+            Op::AvgPool2d(_) => "avg_pool2d",
+            Op::AvgPool2dGrad(_) => "avg_pool2d-grad",
+            Op::AdaptiveAvgPool2d(_) => "adaptive_avg_pool2d",
+            Op::AdaptiveAvgPool2dGrad(_) => "adaptive_avg_pool2d-grad",
+            Op::Binary { op, .. } => op.name(),
+            Op::BinaryGrad { .. } => "broadcast-grad",
         }
     }
 
@@ -188,22 +263,41 @@ impl Op {
                 length(op, "b", inputs[1], inputs[0])?;
                 Ok(inputs[0])
             }
-            Op::Activate(_) => {
+            Op::Map(_) => {
                 arity(op, inputs, &[1])?;
                 Ok(inputs[0])
             }
-            Op::ActivateGrad(_) => {
+            Op::MapGrad(_) => {
                 arity(op, inputs, &[2])?;
                 length(op, "the output gradient", inputs[1], inputs[0])?;
                 Ok(inputs[0])
             }
-            Op::MaxPool2d(pool) | Op::MaxPool2dGrad(pool) => pool_len(op, self, &pool, inputs),
+            Op::MaxPool2d(pool)
+            | Op::MaxPool2dGrad(pool)
+            | Op::AvgPool2d(pool)
+            | Op::AvgPool2dGrad(pool) => pool_len(op, self, &pool, inputs),
+            Op::AdaptiveAvgPool2d(a) | Op::AdaptiveAvgPool2dGrad(a) => {
+                adaptive_len(op, self, &a, inputs)
+            }
+            Op::LayerNormStats { ln, .. }
+            | Op::LayerNormApply(ln)
+            | Op::LayerNormInputGrad(ln)
+            | Op::LayerNormAffineGrads { ln, .. } => layer_norm_len(op, self, &ln, inputs),
             Op::BatchNormStats { bn, .. }
             | Op::BatchNormApply(bn)
             | Op::BatchNormInputGrad { bn, .. }
             | Op::BatchNormAffineGrads(bn) => batch_norm_len(op, self, &bn, inputs),
             Op::Upsample2d(_) | Op::Upsample2dGrad(_) | Op::Cat { .. } | Op::CatPart { .. } => {
                 layout_len(op, self, inputs)
+            }
+            Op::SumAxis(_) | Op::ExpandAxis(_) | Op::Softmax { .. } | Op::SoftmaxGrad { .. } => {
+                axis_len(op, self, inputs)
+            }
+            Op::CrossEntropy(ce) | Op::CrossEntropyGrad { ce, .. } => {
+                cross_entropy_len(op, self, &ce, inputs)
+            }
+            Op::Binary { shapes, .. } | Op::BinaryGrad { shapes, .. } => {
+                binary_len(op, self, &shapes, inputs)
             }
         }
     }
@@ -283,8 +377,8 @@ impl Op {
                     }
                 });
             }
-            Op::Activate(a) => activate(a, inputs[0], out),
-            Op::ActivateGrad(a) => activate_grad(a, inputs[0], inputs[1], out),
+            Op::Map(f) => map(f, inputs[0], out),
+            Op::MapGrad(f) => map_grad(f, inputs[0], inputs[1], out),
             Op::MaxPool2d(pool) => max_pool2d(&pool, inputs[0], out),
             Op::MaxPool2dGrad(pool) => max_pool2d_grad(&pool, inputs[0], inputs[1], out),
             Op::BatchNormStats { bn, eps } => batch_norm_stats(&bn, inputs[0], eps, out),
@@ -306,6 +400,39 @@ impl Op {
                 start,
                 ..
             } => cat_part(outer, inner, start, inputs[0], out),
+            Op::SumAxis(axis) => sum_axis(&axis, inputs[0], out),
+            Op::ExpandAxis(axis) => expand_axis(&axis, inputs[0], out),
+            Op::Softmax { axis, log } => softmax(&axis, log, inputs[0], out),
+            Op::SoftmaxGrad { axis, log } => softmax_grad(&axis, log, inputs[0], inputs[1], out),
+            Op::CrossEntropy(ce) => {
+                cross_entropy(&ce, inputs[0], inputs[1], inputs.get(2).copied(), out)
+            }
+            Op::CrossEntropyGrad { ce, scale } => cross_entropy_grad(
+                &ce,
+                scale,
+                inputs[0],
+                inputs[1],
+                inputs.get(2).copied(),
+                out,
+            ),
+            Op::LayerNormStats { ln, eps } => layer_norm_stats(&ln, eps, inputs[0], out),
+            Op::LayerNormApply(ln) => {
+                layer_norm_apply(&ln, inputs[0], inputs[1], inputs[2], inputs[3], out)
+            }
+            Op::LayerNormInputGrad(ln) => {
+                layer_norm_input_grad(&ln, inputs[0], inputs[1], inputs[2], inputs[3], out)
+            }
+            Op::LayerNormAffineGrads { ln, samples } => {
+                layer_norm_affine_grads(&ln, samples, inputs[0], inputs[1], inputs[2], out)
+            }
+            Op::AvgPool2d(pool) => avg_pool2d(&pool, inputs[0], out),
+            Op::AvgPool2dGrad(pool) => avg_pool2d_grad(&pool, inputs[0], out),
+            Op::AdaptiveAvgPool2d(a) => adaptive_avg_pool2d(&a, inputs[0], out),
+            Op::AdaptiveAvgPool2dGrad(a) => adaptive_avg_pool2d_grad(&a, inputs[0], out),
+            Op::Binary { op, shapes } => binary(op, &shapes, inputs[0], inputs[1], out),
+            Op::BinaryGrad { op, shapes, which } => {
+                binary_grad(op, &shapes, which, inputs[0], inputs[1], inputs[2], out)
+            }
         }
     }
 }
@@ -417,18 +544,203 @@ fn layout_len(op: &str, which: &Op, inputs: &[usize]) -> Result<usize, OpError> 
     }
 }
 
+/// [`Op::output_len`] of a sum along an axis, its expansion back, a
+/// softmax (x) and its gradient (x, g).
+fn axis_len(op: &str, which: &Op, inputs: &[usize]) -> Result<usize, OpError> {
+    let (Op::SumAxis(axis)
+    | Op::ExpandAxis(axis)
+    | Op::Softmax { axis, .. }
+    | Op::SoftmaxGrad { axis, .. }) = *which
+    else {
+        unreachable!("axis_len is called for operations along an axis only");
+    };
+    let (full, reduced) = axis.lens().ok_or_else(|| {
+        refuse(
+            op,
+            format!("[{}, {}, {}] overflows", axis.outer, axis.size, axis.inner),
+        )
+    })?;
+    match which {
+        Op::SumAxis(_) => {
+            arity(op, inputs, &[1])?;
+            length(op, "the input", inputs[0], full)?;
+            Ok(reduced)
+        }
+        Op::ExpandAxis(_) => {
+            arity(op, inputs, &[1])?;
+            length(op, "the output gradient", inputs[0], reduced)?;
+            Ok(full)
+        }
+        Op::Softmax { .. } => {
+            arity(op, inputs, &[1])?;
+            length(op, "the input", inputs[0], full)?;
+            Ok(full)
+        }
+        _ => {
+            arity(op, inputs, &[2])?;
+            length(op, "the input", inputs[0], full)?;
+            length(op, "the output gradient", inputs[1], full)?;
+            Ok(full)
+        }
+    }
+}
+
+/// [`Op::output_len`] of cross-entropy or its gradient: logits, targets,
+/// an optional weight per class.
+fn cross_entropy_len(
+    op: &str,
+    which: &Op,
+    ce: &CrossEntropy,
+    inputs: &[usize],
+) -> Result<usize, OpError> {
+    arity(op, inputs, &[2, 3])?;
+    let (logits, targets) = ce.lens().ok_or_else(|| {
+        refuse(
+            op,
+            format!("[{}, {}, {}] overflows", ce.batch, ce.classes, ce.inner),
+        )
+    })?;
+    if !(0.0..1.0).contains(&ce.label_smoothing) {
+        return Err(refuse(
+            op,
+            format!(
+                "label smoothing must be in [0, 1), got {}",
+                ce.label_smoothing
+            ),
+        ));
+    }
+    length(op, "the logits", inputs[0], logits)?;
+    length(op, "the targets", inputs[1], targets)?;
+    if let Some(&weights) = inputs.get(2) {
+        length(op, "the class weights", weights, ce.classes)?;
+    }
+    Ok(if matches!(which, Op::CrossEntropy(_)) {
+        2
+    } else {
+        logits
+    })
+}
+
+/// [`Op::output_len`] of a broadcast operation (a, b) or an operand's
+/// gradient (a, b, g).
+fn binary_len(
+    op: &str,
+    which: &Op,
+    shapes: &Broadcast,
+    inputs: &[usize],
+) -> Result<usize, OpError> {
+    let (la, lb, lo) = shapes
+        .lens()
+        .ok_or_else(|| refuse(op, "the sizes overflow"))?;
+    let grad = match which {
+        Op::BinaryGrad { which, .. } => Some(*which),
+        _ => None,
+    };
+    arity(op, inputs, if grad.is_some() { &[3] } else { &[2] })?;
+    length(op, "a", inputs[0], la)?;
+    length(op, "b", inputs[1], lb)?;
+    let Some(which) = grad else {
+        return Ok(lo);
+    };
+    length(op, "the output gradient", inputs[2], lo)?;
+    if which.samples == 0 || !lo.is_multiple_of(which.samples) {
+        return Err(refuse(
+            op,
+            format!(
+                "{lo} outputs are not {} samples' equal shares",
+                which.samples
+            ),
+        ));
+    }
+    product(op, &[which.samples, if which.second { lb } else { la }])
+}
+
 /// [`Op::output_len`] of max pooling (x) or its gradient (x, g).
 fn pool_len(op: &str, which: &Op, pool: &Pool2d, inputs: &[usize]) -> Result<usize, OpError> {
     let (_, input, output) = pool_sizes(op, pool)?;
-    if matches!(which, Op::MaxPool2d(_)) {
-        arity(op, inputs, &[1])?;
-        length(op, "the input", inputs[0], input)?;
-        return Ok(output);
+    match which {
+        Op::MaxPool2d(_) | Op::AvgPool2d(_) => {
+            arity(op, inputs, &[1])?;
+            length(op, "the input", inputs[0], input)?;
+            Ok(output)
+        }
+        Op::AvgPool2dGrad(_) => {
+            arity(op, inputs, &[1])?;
+            length(op, "the output gradient", inputs[0], output)?;
+            Ok(input)
+        }
+        _ => {
+            arity(op, inputs, &[2])?;
+            length(op, "the input", inputs[0], input)?;
+            length(op, "the output gradient", inputs[1], output)?;
+            Ok(input)
+        }
     }
-    arity(op, inputs, &[2])?;
-    length(op, "the input", inputs[0], input)?;
-    length(op, "the output gradient", inputs[1], output)?;
-    Ok(input)
+}
+
+/// [`Op::output_len`] of layer normalization's operations: each takes x
+/// first, then (except the statistics) the statistics, then its own.
+fn layer_norm_len(
+    op: &str,
+    which: &Op,
+    ln: &LayerNorm,
+    inputs: &[usize],
+) -> Result<usize, OpError> {
+    let len = ln
+        .len()
+        .ok_or_else(|| refuse(op, format!("{} groups of {} overflow", ln.groups, ln.d)))?;
+    let stats = product(op, &[2, ln.groups])?;
+    let (count, tail): (usize, &[(&str, usize)]) = match which {
+        Op::LayerNormStats { .. } => (1, &[]),
+        Op::LayerNormApply(_) => (4, &[("the weight", ln.d), ("the bias", ln.d)]),
+        Op::LayerNormInputGrad(_) => (4, &[("the weight", ln.d), ("the output gradient", len)]),
+        _ => (3, &[("the output gradient", len)]),
+    };
+    arity(op, inputs, &[count])?;
+    length(op, "the input", inputs[0], len)?;
+    if count > 1 {
+        length(op, "the statistics", inputs[1], stats)?;
+    }
+    for (&(name, expected), &got) in tail.iter().zip(inputs.iter().skip(2)) {
+        length(op, name, got, expected)?;
+    }
+    match *which {
+        Op::LayerNormStats { .. } => Ok(stats),
+        Op::LayerNormAffineGrads { samples, .. } => {
+            if samples == 0 || !ln.groups.is_multiple_of(samples) {
+                return Err(refuse(
+                    op,
+                    format!(
+                        "{} groups are not {samples} samples' equal shares",
+                        ln.groups
+                    ),
+                ));
+            }
+            product(op, &[2, samples, ln.d])
+        }
+        _ => Ok(len),
+    }
+}
+
+/// [`Op::output_len`] of adaptive average pooling (x) or its gradient (g).
+fn adaptive_len(op: &str, which: &Op, a: &Adaptive, inputs: &[usize]) -> Result<usize, OpError> {
+    let (input, output) = a.sizes().ok_or_else(|| {
+        refuse(
+            op,
+            format!(
+                "{} planes of {:?} pooled to {:?}: sizes must be non-zero and must not overflow",
+                a.planes, a.input, a.output
+            ),
+        )
+    })?;
+    arity(op, inputs, &[1])?;
+    if matches!(which, Op::AdaptiveAvgPool2d(_)) {
+        length(op, "the input", inputs[0], input)?;
+        Ok(output)
+    } else {
+        length(op, "the output gradient", inputs[0], output)?;
+        Ok(input)
+    }
 }
 
 /// [`Op::output_len`] of batch normalization's operations: each takes x
@@ -584,6 +896,21 @@ mod tests {
         };
         assert_eq!(tall.sizes().unwrap().output, [11, 16]);
         assert!(Op::Conv2d(tall).scratch(1) >= 10_001 * 16);
+    }
+
+    /// A plan chooses how many tensors it passes: every count gets an
+    /// answer, never a panic (the fuzz target checks random ones too).
+    #[test]
+    fn any_input_count_is_answered_without_a_panic() {
+        for (op, lens) in every_op() {
+            for count in 0..=6 {
+                let lens: Vec<usize> = (0..count)
+                    .map(|i| lens.get(i).copied().unwrap_or(usize::MAX - i))
+                    .collect();
+                let fits = op.output_len(&lens).is_ok();
+                assert!(!fits || count <= 4, "{op:?} took {count} inputs");
+            }
+        }
     }
 
     #[test]
@@ -792,10 +1119,50 @@ mod tests {
         };
         vec![
             (Op::Add, vec![x, x]),
-            (Op::Activate(Activation::Gelu), vec![x]),
-            (Op::ActivateGrad(Activation::LeakyRelu(0.1)), vec![x, x]),
+            (Op::Map(Elementwise::Gelu), vec![x]),
+            (Op::MapGrad(Elementwise::LeakyRelu(0.1)), vec![x, x]),
             (Op::MaxPool2d(pool), vec![x]),
             (Op::MaxPool2dGrad(pool), vec![x, pooled]),
+            (
+                Op::LayerNormStats {
+                    ln: LayerNorm { groups: 6, d: 42 },
+                    eps: 1e-5,
+                },
+                vec![x],
+            ),
+            (
+                Op::LayerNormApply(LayerNorm { groups: 6, d: 42 }),
+                vec![x, 12, 42, 42],
+            ),
+            (
+                Op::LayerNormInputGrad(LayerNorm { groups: 6, d: 42 }),
+                vec![x, 12, 42, x],
+            ),
+            (
+                Op::LayerNormAffineGrads {
+                    ln: LayerNorm { groups: 6, d: 42 },
+                    samples: 2,
+                },
+                vec![x, 12, x],
+            ),
+            (Op::AvgPool2d(pool), vec![x]),
+            (Op::AvgPool2dGrad(pool), vec![pooled]),
+            (
+                Op::AdaptiveAvgPool2d(Adaptive {
+                    planes: 6,
+                    input: [7, 6],
+                    output: [3, 4],
+                }),
+                vec![x],
+            ),
+            (
+                Op::AdaptiveAvgPool2dGrad(Adaptive {
+                    planes: 6,
+                    input: [7, 6],
+                    output: [1, 1],
+                }),
+                vec![6],
+            ),
             (Op::BatchNormStats { bn, eps: 1e-5 }, vec![x]),
             (Op::BatchNormApply(bn), vec![x, 9, 3, 3]),
             (
@@ -823,6 +1190,116 @@ mod tests {
                 vec![126],
             ),
         ]
+        .into_iter()
+        .chain(reduction_ops())
+        .collect()
+    }
+
+    /// Sums, softmaxes and the cross-entropy, on `[6, 7, 6]` values.
+    fn reduction_ops() -> Vec<(Op, Vec<usize>)> {
+        let axis = Axis {
+            outer: 6,
+            size: 7,
+            inner: 6,
+        };
+        let ce = CrossEntropy {
+            batch: 6,
+            classes: 7,
+            inner: 6,
+            label_smoothing: 0.1,
+        };
+        vec![
+            (Op::SumAxis(axis), vec![252]),
+            (Op::ExpandAxis(axis), vec![36]),
+            (Op::Softmax { axis, log: true }, vec![252]),
+            (Op::SoftmaxGrad { axis, log: false }, vec![252, 252]),
+            (Op::CrossEntropy(ce), vec![252, 36]),
+            (Op::CrossEntropyGrad { ce, scale: 0.5 }, vec![252, 36, 7]),
+            (
+                Op::Binary {
+                    op: Binary::Div,
+                    shapes: Broadcast::new(&[6, 7, 6], &[7, 1]).unwrap(),
+                },
+                vec![252, 7],
+            ),
+            (
+                Op::BinaryGrad {
+                    op: Binary::Mul,
+                    shapes: Broadcast::new(&[6, 7, 6], &[7, 1]).unwrap(),
+                    which: Operand {
+                        second: true,
+                        samples: 6,
+                    },
+                },
+                vec![252, 7, 252],
+            ),
+        ]
+    }
+
+    /// Sums, softmaxes and the loss split over threads by output rows or
+    /// chunks; none of the splits may move a bit.
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn reductions_give_the_same_bits_on_any_thread_count() {
+        let axis = Axis {
+            outer: 37,
+            size: 10,
+            inner: 300,
+        };
+        let ce = CrossEntropy {
+            batch: 37,
+            classes: 10,
+            inner: 300,
+            label_smoothing: 0.05,
+        };
+        let x = crate::gemm::tests::values(37 * 10 * 300, 9);
+        let g = crate::gemm::tests::values(37 * 10 * 300, 10);
+        let targets: Vec<f32> = (0..37 * 300).map(|i| ((i * 7) % 10) as f32).collect();
+        let weights = crate::gemm::tests::values(10, 11);
+        let cases: Vec<(Op, Vec<&[f32]>)> = vec![
+            (Op::SumAxis(axis), vec![&x]),
+            (
+                Op::SumAxis(Axis {
+                    outer: 1,
+                    size: 111_000,
+                    inner: 1,
+                }),
+                vec![&x],
+            ),
+            (Op::ExpandAxis(axis), vec![&g[..37 * 300]]),
+            (Op::Softmax { axis, log: false }, vec![&x]),
+            (Op::SoftmaxGrad { axis, log: true }, vec![&x, &g]),
+            (Op::CrossEntropy(ce), vec![&x, &targets, &weights]),
+            (
+                Op::CrossEntropyGrad { ce, scale: 0.25 },
+                vec![&x, &targets, &weights],
+            ),
+            (
+                Op::Binary {
+                    op: Binary::Sub,
+                    shapes: Broadcast::new(&[37, 10, 300], &[37, 1, 300]).unwrap(),
+                },
+                vec![&x, &g[..37 * 300]],
+            ),
+        ];
+        for (op, inputs) in cases {
+            let lens: Vec<usize> = inputs.iter().map(|v| v.len()).collect();
+            let n = op.output_len(&lens).unwrap();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![f32::NAN; n];
+                pool.install(|| op.run(&inputs, &mut out));
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let one = run(1);
+            assert!(one.iter().all(|&b| !f32::from_bits(b).is_nan()), "{op:?}");
+            for threads in [2, 3, 8] {
+                assert_eq!(run(threads), one, "{op:?} on {threads} threads");
+            }
+        }
     }
 
     /// `Op::run` writes every value of its output and reads none, so the

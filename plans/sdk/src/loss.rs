@@ -4,9 +4,12 @@
 //! Classification losses are fused with their softmax/sigmoid for stability;
 //! Dice is written with tensor operations (autodiff does its backward).
 
+use fedwasm_kernels::Op;
+
+use crate::backend::{self, Buf};
 use crate::error::{PlanResult, invalid_argument, invalid_data};
 use crate::ops::elementwise::sigmoid;
-use crate::tensor::{Grad, Need, Tensor};
+use crate::tensor::{Grad, HostGrad, Need, Tensor};
 
 /// Options of [`cross_entropy`], as PyTorch's `F.cross_entropy`.
 #[derive(Debug, Clone, Default)]
@@ -55,7 +58,6 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: &CrossEntropy) -> 
     };
     // Positions per sample: 1 for [N, C], d1·d2·… beyond it.
     let inner: usize = shape[2..].iter().product();
-    let positions = n * inner;
     let expected: Vec<usize> = [&shape[..1], &shape[2..]].concat();
     let fits = if inner == 1 && shape.len() == 2 {
         targets.numel() == n
@@ -74,79 +76,53 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor, opts: &CrossEntropy) -> 
             "label_smoothing must be in [0, 1), got {eps}"
         )));
     }
-    let weights = match &opts.class_weights {
-        Some(w) if w.len() != c => {
-            return Err(invalid_argument(format!(
-                "class weights: {} given for {c} classes",
-                w.len()
-            )));
-        }
-        Some(w) => w.clone(),
-        None => vec![1.0; c],
-    };
-    let classes: Vec<usize> = targets
-        .values()
-        .iter()
-        .enumerate()
-        .map(|(r, &v)| class_index(v, r, c))
-        .collect::<PlanResult<_>>()?;
-    let target_weights = weights.clone();
-    let x = logits.values();
-    // Logit k of position p (sample p / inner, offset p % inner).
-    let at = move |p: usize, k: usize| (p / inner) * c * inner + k * inner + p % inner;
-    let mut softmax = vec![0.0f32; positions * c];
-    let mut total = 0.0f32;
-    let mut denominator = 0.0f32;
-    // coef[c] of position p: the weight of log p_c in the position's loss.
-    let coef = move |y: usize, k: usize| {
-        let hot = if k == y { 1.0 - eps } else { 0.0 };
-        weights[k] * (hot + eps / c as f32)
-    };
-    let mut row = vec![0.0f32; c];
-    for (p, &y) in classes.iter().enumerate() {
-        for (k, slot) in row.iter_mut().enumerate() {
-            *slot = x[at(p, k)];
-        }
-        let max = row.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let sum = row.iter().fold(0.0f32, |s, &v| s + libm::expf(v - max));
-        let lse = max + libm::logf(sum);
-        let mut loss = 0.0f32;
-        for k in 0..c {
-            let logp = row[k] - lse;
-            softmax[at(p, k)] = libm::expf(logp);
-            loss -= coef(y, k) * logp;
-        }
-        total += loss;
-        denominator += target_weights[y];
+    if let Some(w) = &opts.class_weights
+        && w.len() != c
+    {
+        return Err(invalid_argument(format!(
+            "class weights: {} given for {c} classes",
+            w.len()
+        )));
     }
-    drop(x);
+    for (r, &v) in targets.values().iter().enumerate() {
+        class_index(v, r, c)?;
+    }
+    let ce = fedwasm_kernels::CrossEntropy {
+        batch: n,
+        classes: c,
+        inner,
+        label_smoothing: eps,
+    };
+    let weights = match &opts.class_weights {
+        Some(w) => Some(Tensor::new(w.clone(), &[c])?),
+        None => None,
+    };
+    let mut inputs = vec![logits, targets];
+    inputs.extend(weights.as_ref());
+    let sums = backend::run_near(Op::CrossEntropy(ce), &inputs)?;
+    let [total, denominator] = Tensor::from_values(sums, &[2]).to_vec()[..] else {
+        unreachable!("the cross-entropy gives two sums");
+    };
     if denominator <= 0.0 {
         return Err(invalid_data(
             "cross_entropy: the targets' class weights sum to zero",
         ));
     }
-    let value = total / denominator;
-    Tensor::from_op(
-        "cross_entropy",
-        vec![value],
-        &[],
-        &[logits],
-        move |g, need| {
-            if need[0] != Need::Sum {
-                return Ok(vec![None]);
-            }
-            let scale = g[0] / denominator;
-            let mut dx = vec![0.0f32; positions * c];
-            for (p, &y) in classes.iter().enumerate() {
-                let mass = (0..c).fold(0.0f32, |s, k| s + coef(y, k));
-                for k in 0..c {
-                    let i = at(p, k);
-                    dx[i] = scale * (mass * softmax[i] - coef(y, k));
-                }
-            }
-            Ok(vec![Some(Grad::Sum(dx))])
-        },
-    )
+    let value = Buf::local(vec![total / denominator]);
+    let (x, t) = (logits.clone(), targets.clone());
+    Tensor::from_buf("cross_entropy", value, &[], &[logits], move |g, need| {
+        if need[0] != Need::Sum {
+            return Ok(vec![None]);
+        }
+        let scale = g.item()? / denominator;
+        let mut inputs = vec![&x, &t];
+        inputs.extend(weights.as_ref());
+        let dx = backend::run_near(Op::CrossEntropyGrad { ce, scale }, &inputs)?;
+        Ok(vec![Some(HostGrad::Sum(Tensor::from_values(
+            dx,
+            x.shape(),
+        )))])
+    })
 }
 
 /// Binary cross-entropy of `logits` against `targets` in [0, 1] of the same

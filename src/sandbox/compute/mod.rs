@@ -17,7 +17,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use fedwasm_kernels::layout::Upsample;
-use fedwasm_kernels::{Activation, BatchNorm, Conv2d, MatMul, Op, Pool2d, Window};
+use fedwasm_kernels::{
+    Adaptive, Axis, BatchNorm, Binary, Broadcast, Conv2d, CrossEntropy, Elementwise, LayerNorm,
+    MatMul, Op, Operand, Pool2d, Window,
+};
 use wasmtime::component::Resource;
 
 use super::bindings::compute;
@@ -133,13 +136,76 @@ fn upsample(d: &compute::UpsampleDims) -> Upsample {
     }
 }
 
-fn activation(a: compute::Activation) -> Activation {
+fn activation(a: compute::Activation) -> Elementwise {
     match a {
-        compute::Activation::Relu => Activation::Relu,
-        compute::Activation::LeakyRelu(slope) => Activation::LeakyRelu(slope),
-        compute::Activation::Sigmoid => Activation::Sigmoid,
-        compute::Activation::Tanh => Activation::Tanh,
-        compute::Activation::Gelu => Activation::Gelu,
+        compute::Activation::Relu => Elementwise::Relu,
+        compute::Activation::LeakyRelu(slope) => Elementwise::LeakyRelu(slope),
+        compute::Activation::Sigmoid => Elementwise::Sigmoid,
+        compute::Activation::Tanh => Elementwise::Tanh,
+        compute::Activation::Gelu => Elementwise::Gelu,
+    }
+}
+
+fn elementwise(f: compute::ElementwiseFn) -> Elementwise {
+    use compute::ElementwiseFn as F;
+    match f {
+        F::Exp => Elementwise::Exp,
+        F::Log => Elementwise::Log,
+        F::Sqrt => Elementwise::Sqrt,
+        F::Abs => Elementwise::Abs,
+        F::Square => Elementwise::Square,
+        F::Pow(p) => Elementwise::Pow(p),
+        F::Scale(a) => Elementwise::Scale(a),
+        F::AddScalar(c) => Elementwise::AddScalar(c),
+        F::Clamp(r) => Elementwise::Clamp(r.low, r.high),
+    }
+}
+
+fn binary(op: compute::BinaryOp) -> Binary {
+    match op {
+        compute::BinaryOp::Add => Binary::Add,
+        compute::BinaryOp::Sub => Binary::Sub,
+        compute::BinaryOp::Mul => Binary::Mul,
+        compute::BinaryOp::Div => Binary::Div,
+    }
+}
+
+/// Two operands' shapes, simplified for the kernels, or a plan error
+/// naming why they do not broadcast.
+fn broadcast(op: Binary, a: &[u32], b: &[u32]) -> Result<Broadcast, PlanError> {
+    let dims = |s: &[u32]| s.iter().map(|&d| d as usize).collect::<Vec<_>>();
+    Broadcast::new(&dims(a), &dims(b)).map_err(|e| invalid_data(format!("{}: {e}", op.name())))
+}
+
+fn adaptive(d: &compute::AdaptiveDims) -> Adaptive {
+    Adaptive {
+        planes: d.planes as usize,
+        input: [d.height as usize, d.width as usize],
+        output: [d.out_height as usize, d.out_width as usize],
+    }
+}
+
+fn layer_norm(d: &compute::LayerNormDims) -> LayerNorm {
+    LayerNorm {
+        groups: d.groups as usize,
+        d: d.d as usize,
+    }
+}
+
+fn axis(a: &compute::Axis) -> Axis {
+    Axis {
+        outer: a.outer as usize,
+        size: a.size as usize,
+        inner: a.inner as usize,
+    }
+}
+
+fn cross_entropy(d: &compute::CrossEntropyDims) -> CrossEntropy {
+    CrossEntropy {
+        batch: d.batch as usize,
+        classes: d.classes as usize,
+        inner: d.inner as usize,
+        label_smoothing: d.label_smoothing,
     }
 }
 
@@ -338,7 +404,7 @@ impl compute::Host for HostState {
     }
 
     fn activate(&mut self, f: compute::Activation, x: Resource<HostTensor>) -> Made {
-        self.run_op(Op::Activate(activation(f)), &[&x])
+        self.run_op(Op::Map(activation(f)), &[&x])
     }
 
     fn activate_grad(
@@ -347,7 +413,119 @@ impl compute::Host for HostState {
         x: Resource<HostTensor>,
         g: Resource<HostTensor>,
     ) -> Made {
-        self.run_op(Op::ActivateGrad(activation(f)), &[&x, &g])
+        self.run_op(Op::MapGrad(activation(f)), &[&x, &g])
+    }
+
+    fn elementwise(&mut self, f: compute::ElementwiseFn, x: Resource<HostTensor>) -> Made {
+        self.run_op(Op::Map(elementwise(f)), &[&x])
+    }
+
+    fn elementwise_grad(
+        &mut self,
+        f: compute::ElementwiseFn,
+        x: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::MapGrad(elementwise(f)), &[&x, &g])
+    }
+
+    fn binary(
+        &mut self,
+        op: compute::BinaryOp,
+        a_shape: Vec<u32>,
+        b_shape: Vec<u32>,
+        a: Resource<HostTensor>,
+        b: Resource<HostTensor>,
+    ) -> Made {
+        let op = binary(op);
+        let shapes = match broadcast(op, &a_shape, &b_shape) {
+            Ok(shapes) => shapes,
+            Err(e) => return Ok(Err(e)),
+        };
+        self.run_op(Op::Binary { op, shapes }, &[&a, &b])
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn binary_grad(
+        &mut self,
+        op: compute::BinaryOp,
+        a_shape: Vec<u32>,
+        b_shape: Vec<u32>,
+        which: compute::Operand,
+        a: Resource<HostTensor>,
+        b: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = binary(op);
+        let shapes = match broadcast(op, &a_shape, &b_shape) {
+            Ok(shapes) => shapes,
+            Err(e) => return Ok(Err(e)),
+        };
+        let which = Operand {
+            second: which.second,
+            samples: which.samples as usize,
+        };
+        self.run_op(Op::BinaryGrad { op, shapes, which }, &[&a, &b, &g])
+    }
+
+    fn sum_axis(&mut self, a: compute::Axis, x: Resource<HostTensor>) -> Made {
+        self.run_op(Op::SumAxis(axis(&a)), &[&x])
+    }
+
+    fn expand_axis(&mut self, a: compute::Axis, g: Resource<HostTensor>) -> Made {
+        self.run_op(Op::ExpandAxis(axis(&a)), &[&g])
+    }
+
+    fn softmax(&mut self, a: compute::Axis, log: bool, x: Resource<HostTensor>) -> Made {
+        let op = Op::Softmax {
+            axis: axis(&a),
+            log,
+        };
+        self.run_op(op, &[&x])
+    }
+
+    fn softmax_grad(
+        &mut self,
+        a: compute::Axis,
+        log: bool,
+        x: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::SoftmaxGrad {
+            axis: axis(&a),
+            log,
+        };
+        self.run_op(op, &[&x, &g])
+    }
+
+    fn cross_entropy(
+        &mut self,
+        dims: compute::CrossEntropyDims,
+        logits: Resource<HostTensor>,
+        targets: Resource<HostTensor>,
+        weights: Option<Resource<HostTensor>>,
+    ) -> Made {
+        let op = Op::CrossEntropy(cross_entropy(&dims));
+        let mut inputs = vec![&logits, &targets];
+        inputs.extend(weights.as_ref());
+        self.run_op(op, &inputs)
+    }
+
+    fn cross_entropy_grad(
+        &mut self,
+        dims: compute::CrossEntropyDims,
+        scale: f32,
+        logits: Resource<HostTensor>,
+        targets: Resource<HostTensor>,
+        weights: Option<Resource<HostTensor>>,
+    ) -> Made {
+        let op = Op::CrossEntropyGrad {
+            ce: cross_entropy(&dims),
+            scale,
+        };
+        let mut inputs = vec![&logits, &targets];
+        inputs.extend(weights.as_ref());
+        self.run_op(op, &inputs)
     }
 
     fn max_pool2d(&mut self, window: compute::Pool2dWindow, x: Resource<HostTensor>) -> Made {
@@ -361,6 +539,30 @@ impl compute::Host for HostState {
         g: Resource<HostTensor>,
     ) -> Made {
         self.run_op(Op::MaxPool2dGrad(pooling(&window)), &[&x, &g])
+    }
+
+    fn avg_pool2d(&mut self, window: compute::Pool2dWindow, x: Resource<HostTensor>) -> Made {
+        self.run_op(Op::AvgPool2d(pooling(&window)), &[&x])
+    }
+
+    fn avg_pool2d_grad(&mut self, window: compute::Pool2dWindow, g: Resource<HostTensor>) -> Made {
+        self.run_op(Op::AvgPool2dGrad(pooling(&window)), &[&g])
+    }
+
+    fn adaptive_avg_pool2d(
+        &mut self,
+        dims: compute::AdaptiveDims,
+        x: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::AdaptiveAvgPool2d(adaptive(&dims)), &[&x])
+    }
+
+    fn adaptive_avg_pool2d_grad(
+        &mut self,
+        dims: compute::AdaptiveDims,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::AdaptiveAvgPool2dGrad(adaptive(&dims)), &[&g])
     }
 
     fn batch_norm_stats(
@@ -412,6 +614,58 @@ impl compute::Host for HostState {
         g: Resource<HostTensor>,
     ) -> Made {
         let op = Op::BatchNormAffineGrads(batch_norm(&dims));
+        self.run_op(op, &[&x, &stats, &g])
+    }
+
+    fn layer_norm_stats(
+        &mut self,
+        dims: compute::LayerNormDims,
+        eps: f32,
+        x: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::LayerNormStats {
+            ln: layer_norm(&dims),
+            eps,
+        };
+        self.run_op(op, &[&x])
+    }
+
+    fn layer_norm(
+        &mut self,
+        dims: compute::LayerNormDims,
+        x: Resource<HostTensor>,
+        stats: Resource<HostTensor>,
+        weight: Resource<HostTensor>,
+        bias: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::LayerNormApply(layer_norm(&dims));
+        self.run_op(op, &[&x, &stats, &weight, &bias])
+    }
+
+    fn layer_norm_input_grad(
+        &mut self,
+        dims: compute::LayerNormDims,
+        x: Resource<HostTensor>,
+        stats: Resource<HostTensor>,
+        weight: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::LayerNormInputGrad(layer_norm(&dims));
+        self.run_op(op, &[&x, &stats, &weight, &g])
+    }
+
+    fn layer_norm_affine_grads(
+        &mut self,
+        dims: compute::LayerNormDims,
+        samples: u32,
+        x: Resource<HostTensor>,
+        stats: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::LayerNormAffineGrads {
+            ln: layer_norm(&dims),
+            samples: samples as usize,
+        };
         self.run_op(op, &[&x, &stats, &g])
     }
 

@@ -33,8 +33,6 @@ pub mod upsample;
 
 use crate::error::{PlanResult, invalid_data, invalid_state};
 
-pub(crate) use crate::tensor::tracking;
-
 /// Elements per sample of an output of `shape` whose first dimension must be
 /// the batch of `batch` samples, for per-sample gradients.
 pub(crate) fn per_sample_stride(shape: &[usize], batch: usize, op: &str) -> PlanResult<usize> {

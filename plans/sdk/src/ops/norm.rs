@@ -1,17 +1,18 @@
 //! Batch normalization (statistics per channel over the batch) and layer
 //! normalization (statistics per sample over the last dimensions), with
-//! optional affine weight and bias. Means and variances are summed in f64,
-//! in index order.
+//! optional affine weight and bias, on the kernels (layer normalization
+//! where its input is). Means and variances are summed in f64, in index
+//! order.
 //!
 //! In training, batch normalization mixes the samples of a batch, so it
 //! cannot give the per-sample gradients DP-SGD needs and says so (as Opacus
 //! does); in evaluation it is a per-channel affine map and can.
 
-use fedwasm_kernels::{BatchNorm, Op};
+use fedwasm_kernels::{BatchNorm, LayerNorm, Op};
 
 use crate::backend;
 use crate::error::{PlanResult, invalid_state};
-use crate::tensor::{Grad, HostGrad, Need, Tensor};
+use crate::tensor::{HostGrad, Need, Tensor};
 
 use super::{per_sample_stride, shape_error};
 
@@ -31,17 +32,6 @@ pub struct BatchNormArgs<'a> {
     pub momentum: f32,
     /// Added to the variance (PyTorch: 1e-5).
     pub eps: f32,
-}
-
-/// The gradient of `x̂ = (x − μ)/σ` normalized over groups of `m` values,
-/// given `dx̂`: (1/σ)(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)) within each group.
-fn normalized_backward(dxhat: &[f32], xhat: &[f32], m: usize) -> (f32, f32) {
-    let (mut s1, mut s2) = (0.0f64, 0.0f64);
-    for (&d, &x) in dxhat.iter().zip(xhat) {
-        s1 += d as f64;
-        s2 += (d * x) as f64;
-    }
-    ((s1 / m as f64) as f32, (s2 / m as f64) as f32)
 }
 
 /// `[mean; C] ++ [σ⁻¹; C] ++ …` for the batch: the batch's own (on the
@@ -260,82 +250,57 @@ impl Tensor {
             }
         }
         let groups = self.numel() / d.max(1);
-        let xv = self.values();
-        let mut xhat = vec![0.0f32; xv.len()];
-        let mut invstd = vec![0.0f32; groups];
-        for gi in 0..groups {
-            let row = &xv[gi * d..(gi + 1) * d];
-            let mu = row.iter().map(|&v| v as f64).sum::<f64>() / d as f64;
-            let var = row
-                .iter()
-                .map(|&v| (v as f64 - mu) * (v as f64 - mu))
-                .sum::<f64>()
-                / d as f64;
-            invstd[gi] = (1.0 / (var + eps as f64).sqrt()) as f32;
-            let mu = mu as f32;
-            for (o, &v) in xhat[gi * d..(gi + 1) * d].iter_mut().zip(row) {
-                *o = (v - mu) * invstd[gi];
-            }
-        }
-        drop(xv);
-        let gamma: Vec<f32> = weight.map_or(vec![1.0; d], |w| w.to_vec());
-        let beta: Vec<f32> = bias.map_or(vec![0.0; d], |b| b.to_vec());
-        let mut out = xhat.clone();
-        for row in out.chunks_exact_mut(d) {
-            for ((v, g), b) in row.iter_mut().zip(&gamma).zip(&beta) {
-                *v = *v * g + b;
-            }
-        }
+        let ln = LayerNorm { groups, d };
+        let stats = Tensor::from_values(
+            backend::run_near(Op::LayerNormStats { ln, eps }, &[self])?,
+            &[2 * groups],
+        );
+        let gamma = weight.cloned().unwrap_or_else(|| Tensor::full(&[d], 1.0));
+        let beta = bias.cloned().unwrap_or_else(|| Tensor::zeros(&[d]));
+        let out = backend::run_near(Op::LayerNormApply(ln), &[self, &stats, &gamma, &beta])?;
         let mut inputs = vec![self];
         inputs.extend(weight);
         inputs.extend(bias);
         let (has_weight, has_bias) = (weight.is_some(), bias.is_some());
-        let out_shape = shape.clone();
-        Tensor::from_op("layer_norm", out, &shape, &inputs, move |g, need| {
+        let x = self.clone();
+        let normalized = normalized.to_vec();
+        Tensor::from_buf("layer_norm", out, &shape, &inputs, move |g, need| {
             let mut grads = Vec::with_capacity(need.len());
-            grads.push((need[0] == Need::Sum).then(|| {
-                let mut dx = vec![0.0f32; g.len()];
-                for (gi, &inv) in invstd.iter().enumerate() {
-                    let r = gi * d..(gi + 1) * d;
-                    let dxhat: Vec<f32> = g[r.clone()]
-                        .iter()
-                        .zip(&gamma)
-                        .map(|(a, b)| a * b)
-                        .collect();
-                    let (mean_d, mean_dx) = normalized_backward(&dxhat, &xhat[r.clone()], d);
-                    for ((o, &dh), &xh) in dx[r.clone()].iter_mut().zip(&dxhat).zip(&xhat[r]) {
-                        *o = inv * (dh - mean_d - xh * mean_dx);
-                    }
-                }
-                Grad::Sum(dx)
-            }));
-            let affine = |which: usize, n_need: Need| -> PlanResult<Option<Grad>> {
-                let term = |gv: f32, xh: f32| if which == 0 { gv * xh } else { gv };
-                Ok(match n_need {
+            grads.push(if need[0] == Need::Sum {
+                let op = Op::LayerNormInputGrad(ln);
+                let dx = backend::run_near(op, &[&x, &stats, &gamma, g])?;
+                Some(HostGrad::Sum(Tensor::from_values(dx, x.shape())))
+            } else {
+                None
+            });
+            let affine = |which: usize, n_need: Need| -> PlanResult<Option<HostGrad>> {
+                let samples = match n_need {
                     // Asked only of ghost operations (the linear map).
-                    Need::SampleSquares(_) | Need::Clipped(_) => None,
-                    Need::Nothing => None,
-                    Need::Sum => {
-                        let mut acc = vec![0.0f32; d];
-                        for gi in 0..groups {
-                            for (k, a) in acc.iter_mut().enumerate() {
-                                *a += term(g[gi * d + k], xhat[gi * d + k]);
-                            }
-                        }
-                        Some(Grad::Sum(acc))
-                    }
+                    Need::SampleSquares(_) | Need::Clipped(_) | Need::Nothing => return Ok(None),
+                    Need::Sum => 1,
                     Need::PerSample(batch) => {
-                        let per = per_sample_stride(&out_shape, batch, "layer_norm")? / d;
-                        let mut acc = vec![0.0f32; batch * d];
-                        for gi in 0..groups {
-                            let s = gi / per.max(1);
-                            for k in 0..d {
-                                acc[s * d + k] += term(g[gi * d + k], xhat[gi * d + k]);
-                            }
-                        }
-                        Some(Grad::PerSample(acc))
+                        per_sample_stride(x.shape(), batch, "layer_norm")?;
+                        batch
                     }
-                })
+                };
+                // [weight's; samples·d] ++ [bias's; samples·d], on the host.
+                let op = Op::LayerNormAffineGrads { ln, samples };
+                let both = Tensor::from_values(
+                    backend::run_near(op, &[&x, &stats, g])?,
+                    &[2 * samples * d],
+                );
+                let part = Op::CatPart {
+                    outer: 1,
+                    inner: 2 * samples * d,
+                    start: which * samples * d,
+                    len: samples * d,
+                };
+                let mine = backend::run_near(part, &[&both])?;
+                Ok(Some(if samples == 1 {
+                    HostGrad::Sum(Tensor::from_values(mine, &normalized))
+                } else {
+                    HostGrad::PerSample(Tensor::from_values(mine, &[samples, d]))
+                }))
             };
             push_affine(&mut grads, &need[1..], has_weight, has_bias, affine)?;
             Ok(grads)

@@ -1,8 +1,12 @@
-//! Sums and means, over everything or along one dimension. Sums run in index
-//! order, so they give the same bits everywhere.
+//! Sums and means, over everything or along one dimension, where the
+//! values are ([`backend::run_near`]). Each sum starts from zero and adds
+//! its terms in index order, so it gives the same bits everywhere.
 
+use fedwasm_kernels::{Axis, Op};
+
+use crate::backend;
 use crate::error::PlanResult;
-use crate::tensor::{Grad, Need, Tensor};
+use crate::tensor::{HostGrad, Need, Tensor};
 
 use super::shape_error;
 
@@ -14,16 +18,32 @@ pub(crate) fn split_at(shape: &[usize], dim: usize) -> (usize, usize, usize) {
 }
 
 impl Tensor {
+    /// Sums along `axis`, shaped `shape`; the gradient is the output's,
+    /// repeated along the axis.
+    fn sum_along(&self, name: &'static str, axis: Axis, shape: &[usize]) -> PlanResult<Tensor> {
+        let out = backend::run_near(Op::SumAxis(axis), &[self])?;
+        let input_shape = self.shape().to_vec();
+        Tensor::from_buf(name, out, shape, &[self], move |g, need| {
+            if need[0] != Need::Sum {
+                return Ok(vec![None]);
+            }
+            let dx = backend::run_near(Op::ExpandAxis(axis), &[g])?;
+            Ok(vec![Some(HostGrad::Sum(Tensor::from_values(
+                dx,
+                &input_shape,
+            )))])
+        })
+    }
+
     /// The sum of every element, as a 0-dimensional tensor.
     pub fn sum(&self) -> Tensor {
-        let total = self.values().iter().fold(0.0f32, |s, &x| s + x);
-        let n = self.numel();
-        Tensor::from_op("sum", vec![total], &[], &[self], move |g, need| {
-            Ok(vec![
-                (need[0] == Need::Sum).then(|| Grad::Sum(vec![g[0]; n])),
-            ])
-        })
-        .expect("one value")
+        let axis = Axis {
+            outer: 1,
+            size: self.numel(),
+            inner: 1,
+        };
+        self.sum_along("sum", axis, &[])
+            .expect("a sum of everything fits its input")
     }
 
     /// The mean of every element (NaN for an empty tensor).
@@ -40,35 +60,13 @@ impl Tensor {
             ));
         }
         let (outer, size, inner) = split_at(self.shape(), dim);
-        let mut out = vec![0.0f32; outer * inner];
-        {
-            let x = self.values();
-            for o in 0..outer {
-                for k in 0..size {
-                    let src = &x[(o * size + k) * inner..(o * size + k + 1) * inner];
-                    crate::kernels::simd::add_assign(&mut out[o * inner..(o + 1) * inner], src);
-                }
-            }
-        }
         let mut shape = self.shape().to_vec();
         if keepdim {
             shape[dim] = 1;
         } else {
             shape.remove(dim);
         }
-        Tensor::from_op("sum_dim", out, &shape, &[self], move |g, need| {
-            if need[0] != Need::Sum {
-                return Ok(vec![None]);
-            }
-            let mut dx = vec![0.0f32; outer * size * inner];
-            for o in 0..outer {
-                for k in 0..size {
-                    dx[(o * size + k) * inner..(o * size + k + 1) * inner]
-                        .copy_from_slice(&g[o * inner..(o + 1) * inner]);
-                }
-            }
-            Ok(vec![Some(Grad::Sum(dx))])
-        })
+        self.sum_along("sum_dim", Axis { outer, size, inner }, &shape)
     }
 
     /// Mean along `dim`, which is removed unless `keepdim`.

@@ -19,7 +19,7 @@ pub(crate) use autograd::clip_factors;
 pub(crate) use autograd::dp_backward;
 pub use autograd::{BackwardFn, Grad, Need};
 pub(crate) use autograd::{HostBackwardFn, HostGrad};
-pub(crate) use broadcast::{broadcast_shape, for_each_pair, strides_within};
+pub(crate) use broadcast::broadcast_shape;
 pub use mode::{grad_enabled, is_training, no_grad, with_training};
 
 use crate::backend::Buf;

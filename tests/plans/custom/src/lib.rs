@@ -1,7 +1,10 @@
 //! A plan written the way an author outside the SDK would: its own layer
 //! ([`GatedLinear`], a linear map whose outputs pass through learned
-//! sigmoid gates) and its own training step (cross-entropy plus an L2
-//! penalty on the gates, back-propagated as two losses).
+//! sigmoid gates), layer normalization and a smoothing of neighbouring
+//! units by average pooling, and its own training step (cross-entropy plus
+//! a penalty composed of the SDK's element-wise, broadcasting, reducing and
+//! softmax operations, back-propagated as two losses). Its parity test
+//! runs every one of those operations natively and on a node's host.
 
 use fedwasm_plan::prelude::*;
 
@@ -32,9 +35,11 @@ impl Module for GatedLinear {
     }
 }
 
-/// The plan: a gated hidden layer, tanh, and an output layer.
+/// The plan: a gated hidden layer, layer norm, smoothing, tanh, and an
+/// output layer.
 pub struct Custom {
     hidden: GatedLinear,
+    norm: nn::LayerNorm,
     out: nn::Linear,
     head: Classifier,
     gate_penalty: f32,
@@ -46,11 +51,23 @@ struct View<'a>(&'a Custom);
 
 impl Module for View<'_> {
     fn forward(&self, x: &Tensor) -> PlanResult<Tensor> {
-        self.0.out.forward(&self.0.hidden.forward(x)?.tanh())
+        let h = self.0.norm.forward(&self.0.hidden.forward(x)?)?;
+        let [batch, width] = [h.shape()[0], h.shape()[1]];
+        // Each unit averaged with its neighbours: a 1×3 window over [B, 1, 1, H].
+        let smooth = Conv2dOptions {
+            padding: [0, 1],
+            ..Conv2dOptions::default()
+        };
+        let h = h
+            .reshape(&[batch, 1, 1, width])?
+            .avg_pool2d([1, 3], smooth)?
+            .reshape(&[batch, width])?;
+        self.0.out.forward(&h.tanh())
     }
 
     fn visit(&self, v: &mut Visitor<'_>) {
         v.module("hidden", &self.0.hidden);
+        v.module("norm", &self.0.norm);
         v.module("out", &self.0.out);
     }
 }
@@ -93,6 +110,7 @@ impl TrainingPlan for Custom {
         }
         Ok(Custom {
             hidden: GatedLinear::new(n_features, hidden)?,
+            norm: nn::LayerNorm::new(&[hidden])?,
             out: nn::Linear::new(hidden, head.outputs)?,
             head,
             gate_penalty,
@@ -115,15 +133,36 @@ impl TrainingPlan for Custom {
         self.head.predict(output)
     }
 
-    /// Two losses: the data term, then the gate penalty, each back-propagated;
-    /// the gradients add up before the SDK's optimizer update.
+    /// Two losses: the data term, then a penalty, each back-propagated; the
+    /// gradients add up before the SDK's optimizer update.
     fn training_step(&mut self, batch: &Minibatch, step: &mut Step<'_>) -> PlanResult<Tensor> {
         let output = Module::forward(self, &batch.features)?;
         let data = self.loss(&output, &batch.targets)?;
         step.backward(&data)?;
-        let penalty = self.hidden.gate.square().sum().scale(self.gate_penalty);
+        let penalty = self.penalty(&output)?;
         step.backward(&penalty)?;
         data.add(&penalty)
+    }
+}
+
+impl Custom {
+    /// gate_penalty·‖softplus(gate)‖² + 10⁻³·(spread − entropy): the
+    /// outputs' spread around their row means, tempered and clamped, and
+    /// the predictions' entropy (rewarded), from `output` (kept in the
+    /// graph, so the model's layers get this term's gradient too).
+    fn penalty(&self, output: &Tensor) -> PlanResult<Tensor> {
+        let softplus = self.hidden.gate.exp().add_scalar(1.0).log();
+        let gates = softplus.square().sum().scale(self.gate_penalty);
+        let centred = output.sub(&output.mean_dim(1, true)?)?;
+        let temper = output.abs().add_scalar(1.0).sqrt();
+        let spread = centred.div(&temper)?.clamp(-3.0, 3.0).powf(2.0).mean();
+        let p = output.softmax(1)?;
+        let entropy = p
+            .mul(&output.log_softmax(1)?)?
+            .sum_dim(1, false)?
+            .neg()
+            .mean();
+        gates.add(&spread.sub(&entropy)?.scale(1e-3))
     }
 }
 

@@ -20,6 +20,11 @@ use crate::tensor::Tensor;
 #[cfg(target_arch = "wasm32")]
 use crate::__bindings::fedwasm::plan::compute;
 
+#[cfg(target_arch = "wasm32")]
+mod host_call;
+#[cfg(target_arch = "wasm32")]
+use host_call::call;
+
 /// A tensor's values: in the plan, on the host, or both.
 pub(crate) struct Buf {
     local: Option<Vec<f32>>,
@@ -295,13 +300,31 @@ pub(crate) fn run(op: Op, inputs: &[&Tensor]) -> PlanResult<Buf> {
     execute(op, inputs, out_len)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn execute(op: Op, inputs: &[&Tensor], out_len: usize) -> PlanResult<Buf> {
+/// [`run`] for a light operation (one pass over its values): in the plan
+/// when every input is there already — a loss's few values, a tensor the
+/// plan built — since sending them would cost more than the pass; on the
+/// host otherwise. The same kernel either way, so the same bits.
+pub(crate) fn run_near(op: Op, inputs: &[&Tensor]) -> PlanResult<Buf> {
+    let lens: Vec<usize> = inputs.iter().map(|t| t.numel()).collect();
+    let out_len = op.output_len(&lens).map_err(|e| invalid_data(e.0))?;
+    if inputs.iter().all(|t| t.buf().is_local()) {
+        return Ok(run_here(op, inputs, out_len));
+    }
+    execute(op, inputs, out_len)
+}
+
+/// `op` on values held in this process.
+fn run_here(op: Op, inputs: &[&Tensor], out_len: usize) -> Buf {
     let held: Vec<std::cell::Ref<'_, [f32]>> = inputs.iter().map(|t| t.values()).collect();
     let slices: Vec<&[f32]> = held.iter().map(|v| &**v).collect();
     let mut out = vec![0.0; out_len];
     op.run(&slices, &mut out);
-    Ok(Buf::local(out))
+    Buf::local(out)
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn execute(op: Op, inputs: &[&Tensor], out_len: usize) -> PlanResult<Buf> {
+    Ok(run_here(op, inputs, out_len))
 }
 
 #[cfg(target_arch = "wasm32")]
@@ -317,106 +340,4 @@ fn execute(op: Op, inputs: &[&Tensor], out_len: usize) -> PlanResult<Buf> {
         .map(|b| b.remote.as_ref().expect("uploaded above"))
         .collect();
     Ok(Buf::remote(call(&op, &h)?, out_len))
-}
-
-/// The `compute` function for `op`, on the handles `h` (as many as
-/// [`Op::output_len`] accepted).
-#[cfg(target_arch = "wasm32")]
-fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
-    let d = |v: usize| v as u32;
-    let conv = |c: &fedwasm_kernels::Conv2d| compute::Conv2dGeometry {
-        batch: d(c.batch),
-        channels: d(c.window.channels),
-        height: d(c.window.input[0]),
-        width: d(c.window.input[1]),
-        out_channels: d(c.out_channels),
-        kernel_height: d(c.window.kernel[0]),
-        kernel_width: d(c.window.kernel[1]),
-        stride_height: d(c.window.stride[0]),
-        stride_width: d(c.window.stride[1]),
-        padding_height: d(c.window.padding[0]),
-        padding_width: d(c.window.padding[1]),
-        dilation_height: d(c.window.dilation[0]),
-        dilation_width: d(c.window.dilation[1]),
-    };
-    let pool = |p: &fedwasm_kernels::Pool2d| compute::Pool2dWindow {
-        planes: d(p.planes),
-        height: d(p.window.input[0]),
-        width: d(p.window.input[1]),
-        kernel_height: d(p.window.kernel[0]),
-        kernel_width: d(p.window.kernel[1]),
-        stride_height: d(p.window.stride[0]),
-        stride_width: d(p.window.stride[1]),
-        padding_height: d(p.window.padding[0]),
-        padding_width: d(p.window.padding[1]),
-        dilation_height: d(p.window.dilation[0]),
-        dilation_width: d(p.window.dilation[1]),
-    };
-    let bn = |b: &fedwasm_kernels::BatchNorm| compute::BatchNormDims {
-        batch: d(b.batch),
-        channels: d(b.channels),
-        spatial: d(b.spatial),
-    };
-    let upsample = |u: &fedwasm_kernels::layout::Upsample| compute::UpsampleDims {
-        planes: d(u.planes),
-        height: d(u.height),
-        width: d(u.width),
-        factor: d(u.factor),
-    };
-    match op {
-        Op::MatMul(m) => {
-            let dims = compute::MatmulDims {
-                m: d(m.m),
-                k: d(m.k),
-                n: d(m.n),
-                transpose_a: m.transpose_a,
-                transpose_b: m.transpose_b,
-            };
-            compute::matmul(dims, h[0], h[1], h.get(2).copied())
-        }
-        Op::Conv2d(c) => compute::conv2d(conv(c), h[0], h[1], h.get(2).copied()),
-        Op::Conv2dInputGrad(c) => compute::conv2d_input_grad(conv(c), h[0], h[1]),
-        Op::Conv2dWeightGrad {
-            conv: c,
-            per_sample,
-        } => compute::conv2d_weight_grad(conv(c), *per_sample, h[0], h[1]),
-        Op::ChannelSums {
-            batch,
-            channels,
-            plane,
-            per_sample,
-        } => compute::channel_sums(d(*batch), d(*channels), d(*plane), *per_sample, h[0]),
-        Op::Add => compute::add(h[0], h[1]),
-        Op::Activate(a) => compute::activate(wit_activation(*a), h[0]),
-        Op::ActivateGrad(a) => compute::activate_grad(wit_activation(*a), h[0], h[1]),
-        Op::MaxPool2d(p) => compute::max_pool2d(pool(p), h[0]),
-        Op::MaxPool2dGrad(p) => compute::max_pool2d_grad(pool(p), h[0], h[1]),
-        Op::BatchNormStats { bn: b, eps } => compute::batch_norm_stats(bn(b), *eps, h[0]),
-        Op::BatchNormApply(b) => compute::batch_norm(bn(b), h[0], h[1], h[2], h[3]),
-        Op::BatchNormInputGrad { bn: b, training } => {
-            compute::batch_norm_input_grad(bn(b), *training, h[0], h[1], h[2], h[3])
-        }
-        Op::BatchNormAffineGrads(b) => compute::batch_norm_affine_grads(bn(b), h[0], h[1], h[2]),
-        Op::Upsample2d(u) => compute::upsample_nearest2d(upsample(u), h[0]),
-        Op::Upsample2dGrad(u) => compute::upsample_nearest2d_grad(upsample(u), h[0]),
-        Op::Cat { outer } => compute::cat(d(*outer), h[0], h[1]),
-        Op::CatPart {
-            outer,
-            inner,
-            start,
-            len,
-        } => compute::cat_part(d(*outer), d(*inner), d(*start), d(*len), h[0]),
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-fn wit_activation(a: fedwasm_kernels::Activation) -> compute::Activation {
-    use fedwasm_kernels::Activation;
-    match a {
-        Activation::Relu => compute::Activation::Relu,
-        Activation::LeakyRelu(slope) => compute::Activation::LeakyRelu(slope),
-        Activation::Sigmoid => compute::Activation::Sigmoid,
-        Activation::Tanh => compute::Activation::Tanh,
-        Activation::Gelu => compute::Activation::Gelu,
-    }
 }
