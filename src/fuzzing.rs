@@ -8,7 +8,8 @@ use std::path::Path;
 
 use fedwasm_kernels::layout::Upsample;
 use fedwasm_kernels::{
-    Axis, BatchNorm, Conv2d, CrossEntropy, Elementwise, MatMul, Op, Pool2d, Window,
+    Adaptive, Axis, BatchNorm, Binary, Broadcast, Conv2d, CrossEntropy, Elementwise, LayerNorm,
+    MatMul, Op, Operand, Pointwise, Pool2d, Window,
 };
 
 /// Bytes from the broker: as a signed envelope, opened or refused (with a
@@ -173,7 +174,7 @@ fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
             spatial: fuzz_dim(&mut next),
         }
     };
-    match kind % 19 {
+    match kind % KINDS {
         10 => Op::BatchNormStats {
             bn: bn(next),
             eps: 1e-5,
@@ -213,14 +214,97 @@ fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
                 planes: fuzz_dim(next),
                 window: fuzz_window(next, 1),
             };
-            if kind % 19 == 7 {
+            if kind % KINDS == 7 {
                 Op::MaxPool2d(pool)
             } else {
                 Op::MaxPool2dGrad(pool)
             }
         }
         14..=18 => fuzz_reshaping_op(kind, next),
+        19..=22 => fuzz_normalizing_op(kind, next),
         _ => Op::Add,
+    }
+}
+
+/// Kinds of fuzzed operation `fuzz_op` tells apart.
+const KINDS: u8 = 23;
+
+/// A fuzzed normalization, average pooling, pointwise loss, sum of squares
+/// or broadcast.
+fn fuzz_normalizing_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
+    let variant = next().unwrap_or(0) % 4;
+    let mut dim = || fuzz_dim(next);
+    match kind % KINDS {
+        19 => {
+            let ln = LayerNorm {
+                groups: dim(),
+                d: dim(),
+            };
+            match variant {
+                0 => Op::LayerNormStats { ln, eps: 1e-5 },
+                1 => Op::LayerNormApply(ln),
+                2 => Op::LayerNormInputGrad(ln),
+                _ => Op::LayerNormAffineGrads { ln, samples: dim() },
+            }
+        }
+        20 => {
+            let pool = Pool2d {
+                planes: dim(),
+                window: Window {
+                    channels: 1,
+                    input: [dim(), dim()],
+                    kernel: [dim(), dim()],
+                    stride: [dim(), dim()],
+                    padding: [dim(), dim()],
+                    dilation: [1, 1],
+                },
+            };
+            let adaptive = Adaptive {
+                planes: pool.planes,
+                input: pool.window.input,
+                output: pool.window.kernel,
+            };
+            match variant {
+                0 => Op::AvgPool2d(pool),
+                1 => Op::AvgPool2dGrad(pool),
+                2 => Op::AdaptiveAvgPool2d(adaptive),
+                _ => Op::AdaptiveAvgPool2dGrad(adaptive),
+            }
+        }
+        21 => {
+            let loss = [
+                Pointwise::Bce,
+                Pointwise::Mse,
+                Pointwise::L1,
+                Pointwise::Huber(-1.0),
+            ][usize::from(variant)];
+            if kind.is_multiple_of(2) {
+                Op::PointwiseLoss(loss)
+            } else {
+                Op::PointwiseLossGrad { loss, g: 1.0 }
+            }
+        }
+        _ => {
+            let shape = |n: usize, dim: &mut dyn FnMut() -> usize| {
+                (0..n).map(|_| dim()).collect::<Vec<_>>()
+            };
+            let (a, b) = (shape(3, &mut dim), shape(2, &mut dim));
+            match Broadcast::new(&a, &b) {
+                Ok(shapes) if variant == 0 => Op::Binary {
+                    op: Binary::Div,
+                    shapes,
+                },
+                Ok(shapes) => Op::BinaryGrad {
+                    op: Binary::Mul,
+                    shapes,
+                    which: Operand {
+                        second: variant == 1,
+                        samples: dim(),
+                    },
+                },
+                Err(_) => Op::SumOfSquares,
+            }
+        }
     }
 }
 
@@ -228,14 +312,14 @@ fn fuzz_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
 fn fuzz_reshaping_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
     let flip = kind.is_multiple_of(2);
     let mut dim = || fuzz_dim(next);
-    match kind % 19 {
+    match kind % KINDS {
         14 | 15 => {
             let axis = Axis {
                 outer: dim(),
                 size: dim(),
                 inner: dim(),
             };
-            match (kind % 19 == 14, flip) {
+            match (kind % KINDS == 14, flip) {
                 (true, true) => Op::SumAxis(axis),
                 (true, false) => Op::ExpandAxis(axis),
                 (false, log) if kind.is_multiple_of(3) => Op::Softmax { axis, log },

@@ -202,6 +202,12 @@ impl HostState {
     /// `count` floats, when the host may build them: the list lives on the
     /// host while the plan receives its copy, so twice its size must fit in
     /// what is left of the plan's memory budget besides its linear memory.
+    /// Add std·n to each of `values`, n standard normals from the plan's
+    /// random stream (`compute.add-normal`).
+    pub(crate) fn add_normals(&mut self, std: f32, values: &mut [f32]) {
+        super::random::add_normals(&mut self.random, std, values);
+    }
+
     fn fill_allowed(&mut self, import: &str, count: u32) -> wasmtime::Result<usize> {
         let count = count as usize;
         self.memory.check_transient(

@@ -105,26 +105,71 @@ pub fn next_unit_f32(rng: &mut ChaCha8Rng) -> f32 {
     unit_f32(rng.next_u64())
 }
 
+/// Standard normal floats from `rng`: Box–Muller on pairs of unit floats
+/// (u, v) giving √(−2·ln(1−u))·(cos 2πv, sin 2πv), a pair drawn when its
+/// first value is taken.
+struct Normals<'a> {
+    rng: &'a mut ChaCha8Rng,
+    pending: Option<f32>,
+}
+
+impl Iterator for Normals<'_> {
+    type Item = f32;
+
+    fn next(&mut self) -> Option<f32> {
+        if let Some(sin) = self.pending.take() {
+            return Some(sin);
+        }
+        let (u, v) = (next_unit_f32(self.rng), next_unit_f32(self.rng));
+        // 1 − u lies in (0, 1], so the logarithm is finite.
+        let radius = libm::sqrtf(-2.0 * libm::logf(1.0 - u));
+        let (sin, cos) = libm::sincosf(2.0 * std::f32::consts::PI * v);
+        self.pending = Some(radius * sin);
+        Some(radius * cos)
+    }
+}
+
 /// `count` standard normal floats from `rng`, as the `random.fill-normal`
 /// import promises. Must equal `fedwasm_plan::random::normal` of a native
 /// plan build on the same stream (a parity test checks it).
 pub fn fill_normal(rng: &mut ChaCha8Rng, count: usize) -> Vec<f32> {
-    let mut out = Vec::with_capacity(count + 1);
-    while out.len() < count {
-        let (u, v) = (next_unit_f32(rng), next_unit_f32(rng));
-        // 1 − u lies in (0, 1], so the logarithm is finite.
-        let radius = libm::sqrtf(-2.0 * libm::logf(1.0 - u));
-        let (sin, cos) = libm::sincosf(2.0 * std::f32::consts::PI * v);
-        out.push(radius * cos);
-        out.push(radius * sin);
+    Normals { rng, pending: None }.take(count).collect()
+}
+
+/// `values[i] += std·n_i`, the normals those `fill_normal(rng,
+/// values.len())` would give, drawn as they are added (nothing allocated):
+/// `compute.add-normal`, DP-SGD's noise added where the gradient is.
+pub fn add_normals(rng: &mut ChaCha8Rng, std: f32, values: &mut [f32]) {
+    let normals = Normals { rng, pending: None };
+    for (v, n) in values.iter_mut().zip(normals) {
+        *v += std * n;
     }
-    out.truncate(count);
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn noise_added_in_place_is_the_filled_normals_scaled() {
+        let seed = [7u8; 32];
+        for len in [0usize, 1, 2, 7] {
+            let mut values: Vec<f32> = (0..len).map(|i| i as f32 - 2.0).collect();
+            let before = values.clone();
+            let mut a = ChaCha8Rng::from_seed(seed);
+            add_normals(&mut a, 0.5, &mut values);
+            let mut b = ChaCha8Rng::from_seed(seed);
+            let normals = fill_normal(&mut b, len);
+            for i in 0..len {
+                assert_eq!(
+                    values[i].to_bits(),
+                    (before[i] + 0.5 * normals[i]).to_bits()
+                );
+            }
+            // Both leave the stream at the same place.
+            assert_eq!(a.next_u64(), b.next_u64());
+        }
+    }
 
     #[test]
     fn seeds_differ_by_every_input_and_label() {

@@ -277,7 +277,7 @@ fn a_plan_with_its_own_layer_and_training_step_keeps_the_sdks_guarantees() {
             "breast_cancer.csv",
             "diagnosis",
             model_args,
-            r#"{"num_updates": 60, "random_seed": 6, "optimizer_args": {"lr": 0.1}}"#,
+            r#"{"num_updates": 60, "random_seed": 6, "optimizer_args": {"lr": 0.1, "max_grad_norm": 0.5}}"#,
         )
     };
     let good = t(serde_json::json!({"n_features": 30, "n_classes": 2, "hidden": 8}));

@@ -40,7 +40,10 @@
 //! - [`avg_pool`]: average pooling, by a window and adaptive.
 //! - [`reduce`]: sums along one dimension, and their gradient.
 //! - [`softmax`]: softmax and log-softmax, and their gradients.
-//! - [`loss`]: the cross-entropy fused with its softmax.
+//! - [`loss`]: the cross-entropy fused with its softmax, and the losses of
+//!   each output against its target.
+//! - [`squares`]: a gradient's sum of squares in f64, and how an f64
+//!   crosses the contract.
 //! - [`sum`]: sums in the fixed tree.
 //! - [`op`]: [`Op`], an operation on host tensors: checked, then run.
 //! - [`update`]: optimizer updates of a parameter in place.
@@ -66,6 +69,7 @@ pub mod parallel;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
+pub mod squares;
 pub mod sum;
 pub mod update;
 
@@ -76,7 +80,7 @@ pub use elementwise::Elementwise;
 pub use gemm::{MatRef, gemm, gemm_into};
 pub use im2col::Window;
 pub use layer_norm::LayerNorm;
-pub use loss::CrossEntropy;
+pub use loss::{CrossEntropy, Pointwise};
 pub use norm::BatchNorm;
 pub use op::{MatMul, Op, OpError};
 pub use pool::Pool2d;

@@ -20,13 +20,16 @@ use crate::layer_norm::{
     LayerNorm, layer_norm_affine_grads, layer_norm_apply, layer_norm_input_grad, layer_norm_stats,
 };
 use crate::layout::{Upsample, cat, cat_part, upsample_nearest2d, upsample_nearest2d_grad};
-use crate::loss::{CrossEntropy, cross_entropy, cross_entropy_grad};
+use crate::loss::{
+    CrossEntropy, Pointwise, cross_entropy, cross_entropy_grad, pointwise_loss, pointwise_loss_grad,
+};
 use crate::norm::{
     BatchNorm, batch_norm_affine_grads, batch_norm_apply, batch_norm_input_grad, batch_norm_stats,
 };
 use crate::pool::{Pool2d, max_pool2d, max_pool2d_grad};
 use crate::reduce::{Axis, expand_axis, sum_axis};
 use crate::softmax::{softmax, softmax_grad};
+use crate::squares::{f64_to_words, sum_of_squares};
 
 /// The dimensions of a matrix product `op(A)·op(B)`: A is `[m, k]` (stored
 /// `[k, m]` when `transpose_a`), B is `[k, n]` (stored `[n, k]` when
@@ -139,6 +142,16 @@ pub enum Op {
     AdaptiveAvgPool2d(Adaptive),
     /// Input the output gradient; one output, the input gradient.
     AdaptiveAvgPool2dGrad(Adaptive),
+    /// Inputs outputs, targets of the same length and (BCE only)
+    /// optionally a weight per position of the last dimension; one output,
+    /// the mean loss.
+    PointwiseLoss(Pointwise),
+    /// Inputs as [`Op::PointwiseLoss`]; one output, the outputs' gradient
+    /// for the loss's output gradient `g`.
+    PointwiseLossGrad { loss: Pointwise, g: f32 },
+    /// Input `x`; one output, the bits of Σ x² (f64, fixed blocks and
+    /// lanes) as four 16-bit words ([`crate::squares::f64_to_words`]).
+    SumOfSquares,
     /// Inputs `a` and `b`, broadcast; one output `a op b`.
     Binary { op: Binary, shapes: Broadcast },
     /// Inputs `a`, `b` and the output gradient; one output, one operand's
@@ -233,6 +246,9 @@ impl Op {
             Op::AvgPool2dGrad(_) => "avg_pool2d-grad",
             Op::AdaptiveAvgPool2d(_) => "adaptive_avg_pool2d",
             Op::AdaptiveAvgPool2dGrad(_) => "adaptive_avg_pool2d-grad",
+            Op::PointwiseLoss(loss) => loss.name(),
+            Op::PointwiseLossGrad { .. } => "loss-grad",
+            Op::SumOfSquares => "sum-of-squares",
             Op::Binary { op, .. } => op.name(),
             Op::BinaryGrad { .. } => "broadcast-grad",
         }
@@ -298,6 +314,13 @@ impl Op {
             }
             Op::Binary { shapes, .. } | Op::BinaryGrad { shapes, .. } => {
                 binary_len(op, self, &shapes, inputs)
+            }
+            Op::PointwiseLoss(loss) | Op::PointwiseLossGrad { loss, .. } => {
+                pointwise_len(op, self, loss, inputs)
+            }
+            Op::SumOfSquares => {
+                arity(op, inputs, &[1])?;
+                Ok(4)
             }
         }
     }
@@ -429,6 +452,13 @@ impl Op {
             Op::AvgPool2dGrad(pool) => avg_pool2d_grad(&pool, inputs[0], out),
             Op::AdaptiveAvgPool2d(a) => adaptive_avg_pool2d(&a, inputs[0], out),
             Op::AdaptiveAvgPool2dGrad(a) => adaptive_avg_pool2d_grad(&a, inputs[0], out),
+            Op::PointwiseLoss(loss) => {
+                pointwise_loss(loss, inputs[0], inputs[1], inputs.get(2).copied(), out)
+            }
+            Op::PointwiseLossGrad { loss, g } => {
+                pointwise_loss_grad(loss, g, inputs[0], inputs[1], inputs.get(2).copied(), out)
+            }
+            Op::SumOfSquares => out.copy_from_slice(&f64_to_words(sum_of_squares(inputs[0]))),
             Op::Binary { op, shapes } => binary(op, &shapes, inputs[0], inputs[1], out),
             Op::BinaryGrad { op, shapes, which } => {
                 binary_grad(op, &shapes, which, inputs[0], inputs[1], inputs[2], out)
@@ -618,6 +648,44 @@ fn cross_entropy_len(
         2
     } else {
         logits
+    })
+}
+
+/// [`Op::output_len`] of a loss of each output against its target, or its
+/// gradient: outputs, targets and (BCE only) optional positive weights.
+fn pointwise_len(
+    op: &str,
+    which: &Op,
+    loss: Pointwise,
+    inputs: &[usize],
+) -> Result<usize, OpError> {
+    let counts: &[usize] = if loss == Pointwise::Bce {
+        &[2, 3]
+    } else {
+        &[2]
+    };
+    arity(op, inputs, counts)?;
+    length(op, "the targets", inputs[1], inputs[0])?;
+    if let Some(&weights) = inputs.get(2)
+        && (weights == 0 || !inputs[0].is_multiple_of(weights))
+    {
+        return Err(refuse(
+            op,
+            format!(
+                "{weights} positive weights do not divide {} outputs into rows",
+                inputs[0]
+            ),
+        ));
+    }
+    if let Pointwise::Huber(delta) = loss
+        && (delta.is_nan() || delta <= 0.0)
+    {
+        return Err(refuse(op, format!("delta must be > 0, got {delta}")));
+    }
+    Ok(if matches!(which, Op::PointwiseLoss(_)) {
+        1
+    } else {
+        inputs[0]
     })
 }
 
@@ -1222,6 +1290,15 @@ mod tests {
                 },
                 vec![252, 7],
             ),
+            (Op::PointwiseLoss(Pointwise::Bce), vec![252, 252, 6]),
+            (
+                Op::PointwiseLossGrad {
+                    loss: Pointwise::Mse,
+                    g: 2.0,
+                },
+                vec![252, 252],
+            ),
+            (Op::SumOfSquares, vec![252]),
             (
                 Op::BinaryGrad {
                     op: Binary::Mul,
@@ -1280,6 +1357,14 @@ mod tests {
                     shapes: Broadcast::new(&[37, 10, 300], &[37, 1, 300]).unwrap(),
                 },
                 vec![&x, &g[..37 * 300]],
+            ),
+            (Op::SumOfSquares, vec![&x]),
+            (
+                Op::PointwiseLossGrad {
+                    loss: Pointwise::Huber(0.5),
+                    g: 0.3,
+                },
+                vec![&x, &g],
             ),
         ];
         for (op, inputs) in cases {

@@ -4,12 +4,11 @@
 //! Classification losses are fused with their softmax/sigmoid for stability;
 //! Dice is written with tensor operations (autodiff does its backward).
 
-use fedwasm_kernels::Op;
+use fedwasm_kernels::{Op, Pointwise};
 
 use crate::backend::{self, Buf};
 use crate::error::{PlanResult, invalid_argument, invalid_data};
-use crate::ops::elementwise::sigmoid;
-use crate::tensor::{Grad, HostGrad, Need, Tensor};
+use crate::tensor::{HostGrad, Need, Tensor};
 
 /// Options of [`cross_entropy`], as PyTorch's `F.cross_entropy`.
 #[derive(Debug, Clone, Default)]
@@ -143,87 +142,59 @@ pub fn binary_cross_entropy_with_logits(
             p.len()
         )));
     }
-    let x = logits.values();
-    let t = targets.values();
-    if let Some(i) = t.iter().position(|v| !(0.0..=1.0).contains(v)) {
-        return Err(invalid_data(format!(
-            "binary targets must be in [0, 1]; element {i} is {}",
-            t[i]
-        )));
-    }
-    let softplus = |z: f32| z.max(0.0) + libm::log1pf(libm::expf(-z.abs()));
-    let pw = |i: usize| pos_weight.map_or(1.0, |p| p[i % last]);
-    let mut total = 0.0f32;
-    for (i, (&z, &y)) in x.iter().zip(t.iter()).enumerate() {
-        // −[p·y·log σ(z) + (1−y)·log(1−σ(z))] = p·y·softplus(−z) + (1−y)·softplus(z)
-        total += pw(i) * y * softplus(-z) + (1.0 - y) * softplus(z);
-    }
-    let n = x.len();
-    let dx: Vec<f32> = x
-        .iter()
-        .zip(t.iter())
-        .enumerate()
-        .map(|(i, (&z, &y))| {
-            let p = pw(i);
-            sigmoid(z) * (p * y + 1.0 - y) - p * y
-        })
-        .collect();
-    drop((x, t));
-    Tensor::from_op(
-        "binary_cross_entropy_with_logits",
-        vec![total / n as f32],
-        &[],
-        &[logits],
-        move |g, need| {
-            let scale = g[0] / n as f32;
-            Ok(vec![(need[0] == Need::Sum).then(|| {
-                Grad::Sum(dx.iter().map(|d| d * scale).collect())
-            })])
-        },
-    )
-}
-
-/// Mean of `f(output − target)` with derivative `df`, element-wise.
-fn regression(
-    name: &'static str,
-    output: &Tensor,
-    target: &Tensor,
-    f: impl Fn(f32) -> f32,
-    df: impl Fn(f32) -> f32,
-) -> PlanResult<Tensor> {
-    same_shape(name, output, target)?;
-    let diff: Vec<f32> = output
+    if let Some(i) = targets
         .values()
         .iter()
-        .zip(target.values().iter())
-        .map(|(o, t)| o - t)
-        .collect();
-    let n = diff.len().max(1) as f32;
-    let total = diff.iter().fold(0.0f32, |s, &d| s + f(d));
-    let dx: Vec<f32> = diff.iter().map(|&d| df(d) / n).collect();
-    Tensor::from_op(name, vec![total / n], &[], &[output], move |g, need| {
-        Ok(vec![
-            (need[0] == Need::Sum).then(|| Grad::Sum(dx.iter().map(|d| d * g[0]).collect())),
-        ])
+        .position(|v| !(0.0..=1.0).contains(v))
+    {
+        return Err(invalid_data(format!(
+            "binary targets must be in [0, 1]; element {i} is {}",
+            targets.values()[i]
+        )));
+    }
+    let weights = pos_weight
+        .map(|p| Tensor::new(p.to_vec(), &[p.len()]))
+        .transpose()?;
+    pointwise(Pointwise::Bce, logits, targets, weights)
+}
+
+/// The mean of `loss` over every element of `output` against `target`,
+/// where the values are, its gradient likewise.
+fn pointwise(
+    loss: Pointwise,
+    output: &Tensor,
+    target: &Tensor,
+    weights: Option<Tensor>,
+) -> PlanResult<Tensor> {
+    let mut inputs = vec![output, target];
+    inputs.extend(weights.as_ref());
+    let value = backend::run_near(Op::PointwiseLoss(loss), &inputs)?;
+    let (o, t) = (output.clone(), target.clone());
+    Tensor::from_buf(loss.name(), value, &[], &[output], move |g, need| {
+        if need[0] != Need::Sum {
+            return Ok(vec![None]);
+        }
+        let op = Op::PointwiseLossGrad { loss, g: g.item()? };
+        let mut inputs = vec![&o, &t];
+        inputs.extend(weights.as_ref());
+        let dx = backend::run_near(op, &inputs)?;
+        Ok(vec![Some(HostGrad::Sum(Tensor::from_values(
+            dx,
+            o.shape(),
+        )))])
     })
 }
 
 /// Mean squared error.
 pub fn mse(output: &Tensor, target: &Tensor) -> PlanResult<Tensor> {
-    regression("mse", output, target, |d| d * d, |d| 2.0 * d)
+    same_shape("mse", output, target)?;
+    pointwise(Pointwise::Mse, output, target, None)
 }
 
 /// Mean absolute error (derivative 0 at 0).
 pub fn l1(output: &Tensor, target: &Tensor) -> PlanResult<Tensor> {
-    regression("l1", output, target, f32::abs, |d| {
-        if d > 0.0 {
-            1.0
-        } else if d < 0.0 {
-            -1.0
-        } else {
-            0.0
-        }
-    })
+    same_shape("l1", output, target)?;
+    pointwise(Pointwise::L1, output, target, None)
 }
 
 /// Huber loss: ½d² for |d| ≤ δ, δ(|d| − ½δ) beyond (PyTorch's `HuberLoss`).
@@ -233,19 +204,8 @@ pub fn huber(output: &Tensor, target: &Tensor, delta: f32) -> PlanResult<Tensor>
             "huber delta must be > 0, got {delta}"
         )));
     }
-    regression(
-        "huber",
-        output,
-        target,
-        move |d| {
-            if d.abs() <= delta {
-                0.5 * d * d
-            } else {
-                delta * (d.abs() - 0.5 * delta)
-            }
-        },
-        move |d| d.clamp(-delta, delta),
-    )
+    same_shape("huber", output, target)?;
+    pointwise(Pointwise::Huber(delta), output, target, None)
 }
 
 /// Soft Dice loss for segmentation: per sample 1 − (2·Σpt + s)/(Σp + Σt + s)

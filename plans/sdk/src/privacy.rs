@@ -18,8 +18,8 @@
 //! BatchNorm in training mixes samples and is refused.
 
 use crate::args::Args;
+use crate::backend;
 use crate::error::{PlanResult, invalid_argument};
-use crate::random;
 use crate::tensor::{Tensor, dp_backward};
 
 /// Per-sample clipping bound and noise multiplier.
@@ -61,22 +61,22 @@ impl DpSgd {
         dp_backward(loss, params, batch, Some(self.clip)).map(|_| ())
     }
 
-    /// Add N(0, (σ·clip/B)²) to every coordinate of every gradient.
-    pub fn add_noise(&self, params: &[Tensor], batch: usize) {
+    /// Add N(0, (σ·clip/B)²) to every coordinate of every gradient, where
+    /// the gradient is (on the node's host in wasm).
+    pub fn add_noise(&self, params: &[Tensor], batch: usize) -> PlanResult<()> {
         let std = self.sigma * self.clip / batch.max(1) as f32;
         if std == 0.0 {
-            return;
+            return Ok(());
         }
         for p in params {
-            if p.grad().is_none() {
-                p.set_grad(Some(vec![0.0; p.numel()]));
-            }
-            let noise = random::normal(p.numel());
-            if let Some(mut g) = p.grad_mut() {
-                for (g, n) in g.iter_mut().zip(noise) {
-                    *g += std * n;
-                }
-            }
+            let g = match p.take_grad() {
+                Some(g) => g,
+                None => Tensor::from_values(backend::zeros(p.numel())?, p.shape()),
+            };
+            let noised = backend::add_normal(&g, std);
+            p.put_grad(g);
+            noised?;
         }
+        Ok(())
     }
 }

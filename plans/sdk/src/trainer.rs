@@ -178,7 +178,7 @@ impl<P: TrainingPlan> Trainer<P> {
         let loss = with_training(true, || plan.training_step(&minibatch, &mut step))?;
         let loss = loss.item()?;
         if let Some(dp) = privacy {
-            dp.add_noise(params, samples);
+            dp.add_noise(params, samples)?;
         }
         let learning_rate = no_grad(|| optimizer.step(params, correction.as_deref()))?;
         Ok(StepReport {

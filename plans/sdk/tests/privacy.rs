@@ -185,7 +185,7 @@ fn noise_has_std_sigma_clip_over_batch() {
         clip: 0.5,
         sigma: 8.0,
     };
-    dp.add_noise(&params, 2);
+    dp.add_noise(&params, 2).unwrap();
     let values: Vec<f32> = params[0].grad().unwrap().to_vec();
     let n = values.len() as f32;
     let mean = values.iter().sum::<f32>() / n;

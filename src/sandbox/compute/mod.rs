@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use fedwasm_kernels::layout::Upsample;
 use fedwasm_kernels::{
     Adaptive, Axis, BatchNorm, Binary, Broadcast, Conv2d, CrossEntropy, Elementwise, LayerNorm,
-    MatMul, Op, Operand, Pool2d, Window,
+    MatMul, Op, Operand, Pointwise, Pool2d, Window,
 };
 use wasmtime::component::Resource;
 
@@ -189,6 +189,15 @@ fn layer_norm(d: &compute::LayerNormDims) -> LayerNorm {
     LayerNorm {
         groups: d.groups as usize,
         d: d.d as usize,
+    }
+}
+
+fn pointwise(kind: compute::PointwiseLossKind) -> Pointwise {
+    match kind {
+        compute::PointwiseLossKind::Bce => Pointwise::Bce,
+        compute::PointwiseLossKind::Mse => Pointwise::Mse,
+        compute::PointwiseLossKind::L1 => Pointwise::L1,
+        compute::PointwiseLossKind::Huber(delta) => Pointwise::Huber(delta),
     }
 }
 
@@ -466,6 +475,51 @@ impl compute::Host for HostState {
             samples: which.samples as usize,
         };
         self.run_op(Op::BinaryGrad { op, shapes, which }, &[&a, &b, &g])
+    }
+
+    fn pointwise_loss(
+        &mut self,
+        loss: compute::PointwiseLossKind,
+        output: Resource<HostTensor>,
+        target: Resource<HostTensor>,
+        pos_weight: Option<Resource<HostTensor>>,
+    ) -> Made {
+        let mut inputs = vec![&output, &target];
+        inputs.extend(pos_weight.as_ref());
+        self.run_op(Op::PointwiseLoss(pointwise(loss)), &inputs)
+    }
+
+    fn pointwise_loss_grad(
+        &mut self,
+        loss: compute::PointwiseLossKind,
+        g: f32,
+        output: Resource<HostTensor>,
+        target: Resource<HostTensor>,
+        pos_weight: Option<Resource<HostTensor>>,
+    ) -> Made {
+        let mut inputs = vec![&output, &target];
+        inputs.extend(pos_weight.as_ref());
+        let op = Op::PointwiseLossGrad {
+            loss: pointwise(loss),
+            g,
+        };
+        self.run_op(op, &inputs)
+    }
+
+    fn add_normal(
+        &mut self,
+        t: Resource<HostTensor>,
+        std: f32,
+    ) -> wasmtime::Result<Result<(), PlanError>> {
+        // Out of the table while the stream is drawn, then back.
+        let mut data = std::mem::take(&mut self.table.get_mut(&t)?.data);
+        self.add_normals(std, &mut data);
+        self.table.get_mut(&t)?.data = data;
+        Ok(Ok(()))
+    }
+
+    fn sum_of_squares(&mut self, x: Resource<HostTensor>) -> Made {
+        self.run_op(Op::SumOfSquares, &[&x])
     }
 
     fn sum_axis(&mut self, a: compute::Axis, x: Resource<HostTensor>) -> Made {

@@ -62,6 +62,16 @@ fn ln(l: &fedwasm_kernels::LayerNorm) -> compute::LayerNormDims {
     }
 }
 
+fn pointwise(loss: fedwasm_kernels::Pointwise) -> compute::PointwiseLossKind {
+    use fedwasm_kernels::Pointwise;
+    match loss {
+        Pointwise::Bce => compute::PointwiseLossKind::Bce,
+        Pointwise::Mse => compute::PointwiseLossKind::Mse,
+        Pointwise::L1 => compute::PointwiseLossKind::L1,
+        Pointwise::Huber(delta) => compute::PointwiseLossKind::Huber(delta),
+    }
+}
+
 fn bn(b: &fedwasm_kernels::BatchNorm) -> compute::BatchNormDims {
     compute::BatchNormDims {
         batch: d(b.batch),
@@ -153,6 +163,13 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
             };
             compute::binary_grad(binary(*op), &a, &b, which, h[0], h[1], h[2])
         }
+        Op::PointwiseLoss(loss) => {
+            compute::pointwise_loss(pointwise(*loss), h[0], h[1], h.get(2).copied())
+        }
+        Op::PointwiseLossGrad { loss, g } => {
+            compute::pointwise_loss_grad(pointwise(*loss), *g, h[0], h[1], h.get(2).copied())
+        }
+        Op::SumOfSquares => compute::sum_of_squares(h[0]),
         Op::SumAxis(a) => compute::sum_axis(axis(a), h[0]),
         Op::ExpandAxis(a) => compute::expand_axis(axis(a), h[0]),
         Op::Softmax { axis: a, log } => compute::softmax(axis(a), *log, h[0]),

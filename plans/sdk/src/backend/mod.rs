@@ -137,6 +137,33 @@ pub(crate) fn duplicate(t: &Tensor) -> PlanResult<Tensor> {
     Ok(Tensor::from_values(Buf::local(t.to_vec()), t.shape()))
 }
 
+/// `t += std·n`, n standard normals from the plan's random stream
+/// (DP-SGD's noise): on the node's host in wasm, where the gradient is, so
+/// it never crosses into the plan; here natively, from the same stream;
+/// the same bits either way.
+pub(crate) fn add_normal(t: &Tensor, std: f32) -> PlanResult<()> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        if t.buf().remote.is_none() {
+            t.buf_mut().upload()?;
+        }
+        {
+            let held = t.buf();
+            compute::add_normal(held.remote.as_ref().expect("uploaded above"), std)?;
+        }
+        t.buf_mut().changed_remotely();
+        Ok(())
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let noise = crate::random::normal(t.numel());
+        for (v, n) in t.values_mut().iter_mut().zip(noise) {
+            *v += std * n;
+        }
+        Ok(())
+    }
+}
+
 /// The tensors of one optimizer update besides the parameter and its
 /// gradient (`None` when the update does not use them).
 #[derive(Default)]

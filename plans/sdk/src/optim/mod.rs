@@ -12,11 +12,13 @@ mod schedule;
 
 pub use schedule::Schedule;
 
+use fedwasm_kernels::Op;
+use fedwasm_kernels::squares::words_to_f64;
 use fedwasm_kernels::update::{self, Update};
 
 use crate::args::{ArgSpec, ArgType, Args};
 use crate::backend::{self, UpdateOperands};
-use crate::error::{PlanResult, invalid_argument};
+use crate::error::{PlanResult, invalid_argument, invalid_data};
 use crate::tensor::Tensor;
 
 /// Arguments every SDK optimizer understands, with SGD at learning rate 0.01 by default.
@@ -280,7 +282,7 @@ impl Optimizer {
                 .map(backend::duplicate)
                 .collect::<PlanResult<_>>()?;
         }
-        let scale = self.clip_factor(params);
+        let scale = self.clip_factor(params)?;
         let first_update = self.updates == 0;
         self.updates += 1;
         if let Rule::Adam { beta1, beta2, .. } | Rule::AdamW { beta1, beta2, .. } = self.rule {
@@ -342,23 +344,30 @@ impl Optimizer {
         }
     }
 
-    /// The factor bringing the whole gradient's norm down to `max_grad_norm`.
-    fn clip_factor(&self, params: &[Tensor]) -> f32 {
+    /// The factor bringing the whole gradient's norm down to `max_grad_norm`:
+    /// each gradient's sum of squares is taken where it is (on the node's
+    /// host, four values read back), exact in f64, added in parameter order.
+    fn clip_factor(&self, params: &[Tensor]) -> PlanResult<f32> {
         if self.max_grad_norm == 0.0 {
-            return 1.0;
+            return Ok(1.0);
         }
         let mut sq = 0.0f64;
         for p in params {
-            if let Some(g) = p.grad() {
-                sq += g.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>();
-            }
+            let Some(g) = p.take_grad() else {
+                continue;
+            };
+            let words = backend::run_near(Op::SumOfSquares, &[&g]);
+            p.put_grad(g);
+            let words = Tensor::from_values(words?, &[4]).to_vec();
+            sq += words_to_f64(&words)
+                .ok_or_else(|| invalid_data("a gradient's sum of squares came back malformed"))?;
         }
         let norm = sq.sqrt() as f32;
-        if norm > self.max_grad_norm {
+        Ok(if norm > self.max_grad_norm {
             self.max_grad_norm / norm
         } else {
             1.0
-        }
+        })
     }
 }
 

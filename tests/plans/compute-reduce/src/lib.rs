@@ -1,13 +1,15 @@
 //! Asks the host for broadcasts, sums, softmaxes and losses it must refuse
 //! or survive: shapes whose sizes overflow, alternating broadcasts past the
 //! kernels' rank, zero samples, a label smoothing out of range, targets
-//! that are no class; then a sum's gradient of 4 GiB from one value. Each
+//! that are no class, a loss of misfit lengths or a negative δ; then a
+//! sum's gradient of 4 GiB from one value. Each
 //! refusal must be a plan error, the bad targets a NaN, and the last stop
 //! the call at the memory budget.
 
 use hostile_base::fedwasm_plan::__bindings::fedwasm::plan::compute::{
-    Axis, BinaryOp, CrossEntropyDims, Operand, Tensor as HostTensor, binary, binary_grad,
-    cross_entropy, expand_axis, softmax, sum_axis,
+    Axis, BinaryOp, CrossEntropyDims, Operand, PointwiseLossKind, Tensor as HostTensor, add_normal,
+    binary, binary_grad, cross_entropy, expand_axis, pointwise_loss, softmax, sum_axis,
+    sum_of_squares,
 };
 
 hostile_base::hostile_plan!(
@@ -80,6 +82,18 @@ fn misbehave() -> PlanResult<()> {
         return Err(invalid_data(format!(
             "targets that are no class gave {sums:?}"
         )));
+    }
+    refused(
+        "a loss of 6 outputs against 2 targets",
+        pointwise_loss(PointwiseLossKind::Mse, &x, &targets, None),
+    )?;
+    refused(
+        "a Huber loss with δ = −1",
+        pointwise_loss(PointwiseLossKind::Huber(-1.0), &x, &x, None),
+    )?;
+    add_normal(&x, 1.0)?;
+    if sum_of_squares(&x)?.read().len() != 4 {
+        return Err(invalid_data("a sum of squares is not four words"));
     }
     let one = HostTensor::upload(&[1.0])?;
     let spread = Axis {

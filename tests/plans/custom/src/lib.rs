@@ -146,10 +146,11 @@ impl TrainingPlan for Custom {
 }
 
 impl Custom {
-    /// gate_penalty·‖softplus(gate)‖² + 10⁻³·(spread − entropy): the
-    /// outputs' spread around their row means, tempered and clamped, and
-    /// the predictions' entropy (rewarded), from `output` (kept in the
-    /// graph, so the model's layers get this term's gradient too).
+    /// gate_penalty·‖softplus(gate)‖² + 10⁻³·(spread − entropy + pulls):
+    /// the outputs' spread around their row means, tempered and clamped,
+    /// the predictions' entropy (rewarded) and the pointwise losses, from
+    /// `output` (kept in the graph, so the model's layers get this term's
+    /// gradient too).
     fn penalty(&self, output: &Tensor) -> PlanResult<Tensor> {
         let softplus = self.hidden.gate.exp().add_scalar(1.0).log();
         let gates = softplus.square().sum().scale(self.gate_penalty);
@@ -162,7 +163,14 @@ impl Custom {
             .sum_dim(1, false)?
             .neg()
             .mean();
-        gates.add(&spread.sub(&entropy)?.scale(1e-3))
+        // The pointwise losses, as regularizers: outputs pulled towards
+        // their own (detached) probabilities and centred values.
+        let anchor = centred.detach();
+        let pulls = loss::binary_cross_entropy_with_logits(output, &p.detach(), None)?
+            .add(&loss::huber(output, &anchor, 0.5)?)?
+            .add(&loss::mse(output, &anchor)?)?
+            .add(&loss::l1(output, &anchor)?)?;
+        gates.add(&spread.sub(&entropy)?.add(&pulls)?.scale(1e-3))
     }
 }
 
