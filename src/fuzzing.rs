@@ -302,7 +302,11 @@ fn fuzz_normalizing_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
                         samples: dim(),
                     },
                 },
-                Err(_) => Op::SumOfSquares,
+                Err(_) if variant == 0 => Op::SumOfSquares,
+                Err(_) => Op::RowSquares {
+                    rows: dim(),
+                    width: dim(),
+                },
             }
         }
     }

@@ -29,7 +29,7 @@ use crate::norm::{
 use crate::pool::{Pool2d, max_pool2d, max_pool2d_grad};
 use crate::reduce::{Axis, expand_axis, sum_axis};
 use crate::softmax::{softmax, softmax_grad};
-use crate::squares::{f64_to_words, sum_of_squares};
+use crate::squares::{f64_to_words, row_squares, sum_of_squares};
 
 /// The dimensions of a matrix product `op(A)·op(B)`: A is `[m, k]` (stored
 /// `[k, m]` when `transpose_a`), B is `[k, n]` (stored `[n, k]` when
@@ -152,6 +152,9 @@ pub enum Op {
     /// Input `x`; one output, the bits of Σ x² (f64, fixed blocks and
     /// lanes) as four 16-bit words ([`crate::squares::f64_to_words`]).
     SumOfSquares,
+    /// Input `x` `[rows, width]`; one output, each row's Σ x² (f64, index
+    /// order) as four words.
+    RowSquares { rows: usize, width: usize },
     /// Inputs `a` and `b`, broadcast; one output `a op b`.
     Binary { op: Binary, shapes: Broadcast },
     /// Inputs `a`, `b` and the output gradient; one output, one operand's
@@ -249,6 +252,7 @@ impl Op {
             Op::PointwiseLoss(loss) => loss.name(),
             Op::PointwiseLossGrad { .. } => "loss-grad",
             Op::SumOfSquares => "sum-of-squares",
+            Op::RowSquares { .. } => "row-squares",
             Op::Binary { op, .. } => op.name(),
             Op::BinaryGrad { .. } => "broadcast-grad",
         }
@@ -321,6 +325,11 @@ impl Op {
             Op::SumOfSquares => {
                 arity(op, inputs, &[1])?;
                 Ok(4)
+            }
+            Op::RowSquares { rows, width } => {
+                arity(op, inputs, &[1])?;
+                length(op, "the input", inputs[0], product(op, &[rows, width])?)?;
+                product(op, &[rows, 4])
             }
         }
     }
@@ -459,6 +468,7 @@ impl Op {
                 pointwise_loss_grad(loss, g, inputs[0], inputs[1], inputs.get(2).copied(), out)
             }
             Op::SumOfSquares => out.copy_from_slice(&f64_to_words(sum_of_squares(inputs[0]))),
+            Op::RowSquares { width, .. } => row_squares(inputs[0], width, out),
             Op::Binary { op, shapes } => binary(op, &shapes, inputs[0], inputs[1], out),
             Op::BinaryGrad { op, shapes, which } => {
                 binary_grad(op, &shapes, which, inputs[0], inputs[1], inputs[2], out)
@@ -1299,6 +1309,7 @@ mod tests {
                 vec![252, 252],
             ),
             (Op::SumOfSquares, vec![252]),
+            (Op::RowSquares { rows: 42, width: 6 }, vec![252]),
             (
                 Op::BinaryGrad {
                     op: Binary::Mul,
@@ -1359,6 +1370,13 @@ mod tests {
                 vec![&x, &g[..37 * 300]],
             ),
             (Op::SumOfSquares, vec![&x]),
+            (
+                Op::RowSquares {
+                    rows: 3700,
+                    width: 30,
+                },
+                vec![&x],
+            ),
             (
                 Op::PointwiseLossGrad {
                     loss: Pointwise::Huber(0.5),

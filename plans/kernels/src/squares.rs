@@ -1,6 +1,6 @@
-//! The sum of squares of a tensor (a gradient's share of the global norm
-//! that `max_grad_norm` clips to), in f64, and how an f64 crosses the
-//! contract, which carries f32 only.
+//! Sums of squares in f64 — of a tensor (a gradient's share of the global
+//! norm that `max_grad_norm` clips to) and of each row (DP-SGD's ghost
+//! norms) — and how an f64 crosses the contract, which carries f32 only.
 //!
 //! The sum runs over fixed blocks of [`BLOCK`] values, each in eight
 //! interleaved f64 lanes added in a fixed tree; the blocks' sums are then
@@ -40,6 +40,22 @@ pub fn sum_of_squares(values: &[f32]) -> f64 {
         s[0] = block_squares(&values[b * BLOCK..end]);
     });
     sums.iter().fold(0.0f64, |t, &s| t + s)
+}
+
+/// Σ v² of each row of `values` (rows of `width`), in f64 in index order,
+/// each as four words ([`f64_to_words`]) in `out`: DP-SGD's ghost norms,
+/// each sample's gradient norm from its rows alone. Rows are split over
+/// threads.
+pub fn row_squares(values: &[f32], width: usize, out: &mut [f32]) {
+    const ROWS_PER_TASK: usize = 64;
+    for_each_chunk_mut(out, 4 * ROWS_PER_TASK, |c, words| {
+        for (r, slot) in words.chunks_exact_mut(4).enumerate() {
+            let row = c * ROWS_PER_TASK + r;
+            let v = &values[row * width..(row + 1) * width];
+            let sum = v.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>();
+            slot.copy_from_slice(&f64_to_words(sum));
+        }
+    });
 }
 
 /// An f64 as four f32 values, each a 16-bit piece of its bits (an integer
@@ -89,6 +105,20 @@ mod tests {
         assert_eq!(words_to_f64(&[1.0, 2.0, 3.0]), None);
         assert_eq!(words_to_f64(&[1.5, 0.0, 0.0, 0.0]), None);
         assert_eq!(words_to_f64(&[65_536.0, 0.0, 0.0, 0.0]), None);
+    }
+
+    #[test]
+    fn each_row_crosses_its_own_sum() {
+        let values: Vec<f32> = (0..600).map(|i| (i % 11) as f32 * 0.1 - 0.5).collect();
+        let mut words = vec![f32::NAN; 4 * 200];
+        row_squares(&values, 3, &mut words);
+        for (r, w) in words.chunks_exact(4).enumerate() {
+            let want: f64 = values[3 * r..3 * r + 3]
+                .iter()
+                .map(|&v| (v as f64) * (v as f64))
+                .sum();
+            assert_eq!(words_to_f64(w), Some(want));
+        }
     }
 
     #[test]

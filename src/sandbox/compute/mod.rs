@@ -522,6 +522,14 @@ impl compute::Host for HostState {
         self.run_op(Op::SumOfSquares, &[&x])
     }
 
+    fn row_squares(&mut self, rows: u32, width: u32, x: Resource<HostTensor>) -> Made {
+        let op = Op::RowSquares {
+            rows: rows as usize,
+            width: width as usize,
+        };
+        self.run_op(op, &[&x])
+    }
+
     fn sum_axis(&mut self, a: compute::Axis, x: Resource<HostTensor>) -> Made {
         self.run_op(Op::SumAxis(axis(&a)), &[&x])
     }

@@ -170,6 +170,7 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
             compute::pointwise_loss_grad(pointwise(*loss), *g, h[0], h[1], h.get(2).copied())
         }
         Op::SumOfSquares => compute::sum_of_squares(h[0]),
+        Op::RowSquares { rows, width } => compute::row_squares(d(*rows), d(*width), h[0]),
         Op::SumAxis(a) => compute::sum_axis(axis(a), h[0]),
         Op::ExpandAxis(a) => compute::expand_axis(axis(a), h[0]),
         Op::Softmax { axis: a, log } => compute::softmax(axis(a), *log, h[0]),

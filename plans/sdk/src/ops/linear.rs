@@ -1,26 +1,20 @@
 //! Matrix products: `matmul` of two matrices and the fused affine map
 //! `linear` (x·Wᵀ + b, PyTorch's `F.linear`). Forward and the summed
-//! gradients run on the node's host ([`crate::backend`]); DP-SGD's
-//! per-sample and clipped gradients still run in the plan.
+//! gradients run on the node's host ([`crate::backend`]), and so do DP-SGD's
+//! ghost norms and clipped sums; full per-sample gradients (a sample of
+//! several rows, or an explicit per-sample need) still run in the plan.
 
-use fedwasm_kernels::{MatMul, Op};
+use fedwasm_kernels::squares::words_to_f64;
+use fedwasm_kernels::{Binary, Broadcast, MatMul, Op};
 
 use crate::backend::{self, Buf};
-use crate::error::PlanResult;
+use crate::error::{PlanResult, invalid_data};
 use crate::kernels::{MatRef, gemm};
 use crate::tensor::{HostGrad, Need, Tensor, clip_factors};
 
 /// `op(a)·op(b)` (+ a bias every row starts from) on the backend.
 fn product(mm: MatMul, inputs: &[&Tensor]) -> PlanResult<Buf> {
     backend::run(Op::MatMul(mm), inputs)
-}
-
-/// A copy of the output gradient's values in the plan, when a need is one
-/// of DP-SGD's (computed plan-side); nothing is fetched otherwise.
-fn plan_side(gt: &Tensor, need: &[Need]) -> Option<Vec<f32>> {
-    need.iter()
-        .any(|n| !matches!(n, Need::Nothing | Need::Sum))
-        .then(|| gt.to_vec())
 }
 
 /// A tensor over values computed in the plan.
@@ -41,16 +35,36 @@ fn dims(m: usize, k: usize, n: usize) -> MatMul {
 
 use super::{per_sample_stride, shape_error};
 
-/// `g` (rows of width `w`, `per` rows per sample) with each sample's rows
-/// scaled by its DP-SGD clipping factor.
-fn clipped_rows(g: &[f32], w: usize, per: usize) -> Vec<f32> {
-    let factors = clip_factors();
-    let mut out = g.to_vec();
-    for (s, rows) in out.chunks_exact_mut((w * per).max(1)).enumerate() {
-        let f = factors.get(s).copied().unwrap_or(1.0);
-        rows.iter_mut().for_each(|v| *v *= f);
-    }
-    out
+/// `g` (`batch` samples of `per_sample` values each) with each sample's
+/// values scaled by its DP-SGD clipping factor, where `g` is.
+fn clipped_rows(g: &Tensor, batch: usize, per_sample: usize) -> PlanResult<Tensor> {
+    let mut factors = clip_factors();
+    factors.resize(batch, 1.0);
+    let factors = Tensor::new(factors, &[batch])?;
+    let shapes =
+        Broadcast::new(&[batch, per_sample], &[batch, 1]).map_err(|e| shape_error("linear", e))?;
+    let scaled = backend::run_near(
+        Op::Binary {
+            op: Binary::Mul,
+            shapes,
+        },
+        &[g, &factors],
+    )?;
+    Ok(Tensor::from_values(scaled, g.shape()))
+}
+
+/// The squared norm of each of the `rows` rows of `t` (width `w`), in f64,
+/// where `t` is (four values per row read back).
+fn row_squares(t: &Tensor, rows: usize, w: usize) -> PlanResult<Vec<f64>> {
+    let words = backend::run_near(Op::RowSquares { rows, width: w }, &[t])?;
+    Tensor::from_values(words, &[rows, 4])
+        .to_vec()
+        .chunks_exact(4)
+        .map(|w| {
+            words_to_f64(w)
+                .ok_or_else(|| invalid_data("a row's sum of squares came back malformed"))
+        })
+        .collect()
 }
 
 impl Tensor {
@@ -76,8 +90,6 @@ impl Tensor {
         let out = product(dims(m, k, n), &[self, other])?;
         let (a, b) = (self.clone(), other.clone());
         Tensor::from_buf("matmul", out, &[m, n], &[self, other], move |gt, need| {
-            let gv = plan_side(gt, need);
-            let g: &[f32] = gv.as_deref().unwrap_or(&[]);
             let da = match need[0] {
                 // Asked only of ghost operations (the linear map).
                 Need::SampleSquares(_) | Need::Clipped(_) => None,
@@ -113,7 +125,7 @@ impl Tensor {
                 }
                 Need::PerSample(batch) => {
                     per_sample_stride(&[m, n], batch, "matmul")?;
-                    let av = a.values();
+                    let (av, g) = (a.values(), gt.values());
                     let mut db = vec![0.0f32; batch * k * n];
                     for (s, dst) in db.chunks_exact_mut(k * n).enumerate() {
                         gemm(
@@ -184,8 +196,8 @@ impl Tensor {
 
 /// What the linear map's backward needs: its input `x` (`rows × n_in`
 /// values), its weight `[n_out, n_in]` and its output's shape. The summed
-/// gradients run on the host; DP-SGD's per-sample, ghost-norm and clipped
-/// ones in the plan, from the output gradient read once.
+/// gradients, DP-SGD's ghost norms and clipped sums run on the host; full
+/// per-sample gradients in the plan, from the output gradient read once.
 struct LinearBackward {
     x: Tensor,
     w: Tensor,
@@ -198,14 +210,12 @@ struct LinearBackward {
 impl LinearBackward {
     /// The gradients `need` asks for: input, weight and (with a bias) bias.
     fn grads(&self, gt: &Tensor, need: &[Need]) -> PlanResult<Vec<Option<HostGrad>>> {
-        let gv = plan_side(gt, need);
-        let g: &[f32] = gv.as_deref().unwrap_or(&[]);
         let mut grads = vec![
             self.input_grad(gt, need[0])?,
-            self.weight_grad(gt, g, need[1])?,
+            self.weight_grad(gt, need[1])?,
         ];
         if let Some(&bias) = need.get(2) {
-            grads.push(self.bias_grad(gt, g, bias)?);
+            grads.push(self.bias_grad(gt, bias)?);
         }
         Ok(grads)
     }
@@ -226,9 +236,10 @@ impl LinearBackward {
         })
     }
 
-    /// `dW = gᵀ·x` on the host; or per sample, its squared norms (a ghost
-    /// norm when each sample is one row), or clipped and summed, in the plan.
-    fn weight_grad(&self, gt: &Tensor, g: &[f32], need: Need) -> PlanResult<Option<HostGrad>> {
+    /// `dW = gᵀ·x` on the host; per sample, its squared norms (a ghost norm
+    /// on the host when each sample is one row, else in the plan), or
+    /// clipped and summed on the host.
+    fn weight_grad(&self, gt: &Tensor, need: Need) -> PlanResult<Option<HostGrad>> {
         let (rows, n_in, n_out) = (self.rows, self.n_in, self.n_out);
         Ok(match need {
             Need::Nothing => None,
@@ -244,15 +255,15 @@ impl LinearBackward {
             }
             Need::SampleSquares(batch) if self.rows_per_sample(batch)? == 1 => {
                 // Sample b's gradient is g_b ⊗ x_b: its squared norm is ‖g_b‖²·‖x_b‖².
-                let gs = row_squares(g, n_out);
-                let xs = row_squares(&self.x.values(), n_in);
+                let gs = row_squares(gt, rows, n_out)?;
+                let xs = row_squares(&self.x, rows, n_in)?;
                 Some(HostGrad::SampleSquares(
                     gs.iter().zip(&xs).map(|(a, b)| a * b).collect(),
                 ))
             }
             Need::PerSample(batch) | Need::SampleSquares(batch) => {
                 let per = self.rows_per_sample(batch)?;
-                let xv = self.x.values();
+                let (xv, g) = (self.x.values(), gt.values());
                 let mut dw = vec![0.0f32; batch * n_out * n_in];
                 for (s, dst) in dw.chunks_exact_mut(n_out * n_in).enumerate() {
                     let r = s * per..(s + 1) * per;
@@ -267,22 +278,23 @@ impl LinearBackward {
             }
             Need::Clipped(batch) => {
                 // Σ_b c_b·g_bᵀx_b: the rows of g scaled by their sample's factor.
-                let scaled = clipped_rows(g, n_out, self.rows_per_sample(batch)?);
-                let mut dw = vec![0.0f32; n_out * n_in];
-                gemm(
-                    MatRef::row_major(&scaled, rows, n_out).t(),
-                    MatRef::row_major(&self.x.values(), rows, n_in),
-                    &mut dw,
-                    false,
-                );
-                Some(HostGrad::Sum(local(dw, &[n_out, n_in])))
+                let scaled = clipped_rows(gt, batch, self.rows_per_sample(batch)? * n_out)?;
+                let mm = MatMul {
+                    transpose_a: true,
+                    ..dims(n_out, rows, n_in)
+                };
+                Some(HostGrad::Sum(Tensor::from_values(
+                    product(mm, &[&scaled, &self.x])?,
+                    &[n_out, n_in],
+                )))
             }
         })
     }
 
-    /// Each column of g summed over the rows in order, on the host; or per
-    /// sample, its squared norms, or clipped and summed, in the plan.
-    fn bias_grad(&self, gt: &Tensor, g: &[f32], need: Need) -> PlanResult<Option<HostGrad>> {
+    /// Each column of g summed over the rows in order, on the host; per
+    /// sample, its squared norms (on the host when each sample is one row),
+    /// or clipped and summed on the host.
+    fn bias_grad(&self, gt: &Tensor, need: Need) -> PlanResult<Option<HostGrad>> {
         let n_out = self.n_out;
         Ok(match need {
             Need::Nothing => None,
@@ -297,10 +309,11 @@ impl LinearBackward {
                 Some(HostGrad::Sum(Tensor::from_values(db, &[n_out])))
             }
             Need::SampleSquares(batch) if self.rows_per_sample(batch)? == 1 => {
-                Some(HostGrad::SampleSquares(row_squares(g, n_out)))
+                Some(HostGrad::SampleSquares(row_squares(gt, self.rows, n_out)?))
             }
             Need::PerSample(batch) | Need::SampleSquares(batch) => {
                 let per = self.rows_per_sample(batch)?;
+                let g = gt.values();
                 let mut db = vec![0.0f32; batch * n_out];
                 for (s, dst) in db.chunks_exact_mut(n_out).enumerate() {
                     for row in g[s * per * n_out..(s + 1) * per * n_out].chunks_exact(n_out) {
@@ -310,20 +323,16 @@ impl LinearBackward {
                 Some(HostGrad::PerSample(local(db, &[batch, n_out])))
             }
             Need::Clipped(batch) => {
-                let scaled = clipped_rows(g, n_out, self.rows_per_sample(batch)?);
-                let mut db = vec![0.0f32; n_out];
-                for row in scaled.chunks_exact(n_out) {
-                    crate::kernels::simd::add_assign(&mut db, row);
-                }
-                Some(HostGrad::Sum(local(db, &[n_out])))
+                let scaled = clipped_rows(gt, batch, self.rows_per_sample(batch)? * n_out)?;
+                let sums = Op::ChannelSums {
+                    batch: self.rows,
+                    channels: n_out,
+                    plane: 1,
+                    per_sample: false,
+                };
+                let db = backend::run(sums, &[&scaled])?;
+                Some(HostGrad::Sum(Tensor::from_values(db, &[n_out])))
             }
         })
     }
-}
-
-/// The squared norm of each row of `m` (width `w`), in f64.
-fn row_squares(m: &[f32], w: usize) -> Vec<f64> {
-    m.chunks_exact(w.max(1))
-        .map(|r| r.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>())
-        .collect()
 }
