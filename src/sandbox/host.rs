@@ -208,6 +208,18 @@ impl HostState {
         super::random::add_normals(&mut self.random, std, values);
     }
 
+    /// Fill `mask` with 0 where a uniform from the plan's random stream is
+    /// below `p`, `keep` elsewhere (`compute.dropout-mask`).
+    pub(crate) fn fill_dropout_mask(&mut self, p: f32, keep: f32, mask: &mut [f32]) {
+        for m in mask {
+            *m = if unit_f32(self.random.next_u64()) < p {
+                0.0
+            } else {
+                keep
+            };
+        }
+    }
+
     fn fill_allowed(&mut self, import: &str, count: u32) -> wasmtime::Result<usize> {
         let count = count as usize;
         self.memory.check_transient(

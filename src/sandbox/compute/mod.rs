@@ -506,6 +506,20 @@ impl compute::Host for HostState {
         self.run_op(op, &inputs)
     }
 
+    fn dropout_mask(&mut self, len: u64, p: f32) -> Made {
+        if !(0.0..1.0).contains(&p) {
+            return Ok(Err(invalid_data(format!(
+                "dropout-mask: the probability must be in [0, 1), got {p}"
+            ))));
+        }
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        self.memory
+            .take_host("compute.dropout-mask", HostTensor::bytes(len))?;
+        let mut mask = self.memory.output_buffer(len);
+        self.fill_dropout_mask(p, 1.0 / (1.0 - p), &mut mask);
+        self.push_output(mask).map(Ok)
+    }
+
     fn add_normal(
         &mut self,
         t: Resource<HostTensor>,
@@ -861,6 +875,32 @@ pub(super) mod tests {
 
     /// Empty tensors are not free: each is charged the host's bookkeeping,
     /// so a plan uploading them in a loop meets its budget.
+    #[test]
+    fn dropout_masks_follow_the_uniform_stream_and_refuse_a_certain_drop() {
+        use crate::sandbox::random::{StreamSeed, unit_f32};
+        use rand_core::RngCore;
+        let mut s = state(8);
+        let mask = s.dropout_mask(1000, 0.25).unwrap().unwrap();
+        let mask = s.read(borrow(&mask)).unwrap();
+        let mut rng = StreamSeed([1; 32]).rng();
+        let want: Vec<f32> = (0..1000)
+            .map(|_| {
+                if unit_f32(rng.next_u64()) < 0.25 {
+                    0.0
+                } else {
+                    1.0 / 0.75
+                }
+            })
+            .collect();
+        assert_eq!(mask, want);
+        for p in [1.0, -0.1, f32::NAN] {
+            let err = s.dropout_mask(4, p).unwrap().unwrap_err();
+            assert!(err.message.contains("[0, 1)"), "{}", err.message);
+        }
+        let huge = s.dropout_mask(1 << 40, 0.5).unwrap_err();
+        assert!(huge.to_string().contains("memory budget"), "{huge}");
+    }
+
     #[test]
     fn empty_tensors_are_charged_their_bookkeeping() {
         let mut s = state(1);

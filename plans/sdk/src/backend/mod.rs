@@ -137,6 +137,26 @@ pub(crate) fn duplicate(t: &Tensor) -> PlanResult<Tensor> {
     Ok(Tensor::from_values(Buf::local(t.to_vec()), t.shape()))
 }
 
+/// A dropout mask of `len` values (0 with probability `p`, `1/(1 − p)`
+/// otherwise) from the plan's random stream: made on the node's host in
+/// wasm, where it is used; here natively, from the same stream; the same
+/// bits either way.
+pub(crate) fn dropout_mask(len: usize, p: f32) -> PlanResult<Buf> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        Ok(Buf::remote(compute::dropout_mask(len as u64, p)?, len))
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let keep = 1.0 / (1.0 - p);
+        let mask = crate::random::uniform(len)
+            .into_iter()
+            .map(|u| if u < p { 0.0 } else { keep })
+            .collect();
+        Ok(Buf::local(mask))
+    }
+}
+
 /// `t += std·n`, n standard normals from the plan's random stream
 /// (DP-SGD's noise): on the node's host in wasm, where the gradient is, so
 /// it never crosses into the plan; here natively, from the same stream;

@@ -1,9 +1,12 @@
 //! Dropout: each element zeroed with probability `p` and the rest scaled by
-//! 1/(1−p), the mask drawn from the host's seeded stream so a run repeats.
+//! 1/(1−p), the mask drawn from the host's seeded stream so a run repeats,
+//! made and applied where the values are.
 
+use fedwasm_kernels::{Binary, Broadcast, Op};
+
+use crate::backend;
 use crate::error::{PlanResult, invalid_argument};
-use crate::random;
-use crate::tensor::{Grad, Need, Tensor};
+use crate::tensor::{HostGrad, Need, Tensor};
 
 impl Tensor {
     /// Dropout with probability `p` in [0, 1); the identity when `p` is 0.
@@ -16,21 +19,23 @@ impl Tensor {
         if p == 0.0 {
             return Ok(self.clone());
         }
-        let keep = 1.0 / (1.0 - p);
-        let mask: Vec<f32> = random::uniform(self.numel())
-            .into_iter()
-            .map(|u| if u < p { 0.0 } else { keep })
-            .collect();
-        let out: Vec<f32> = self
-            .values()
-            .iter()
-            .zip(&mask)
-            .map(|(x, m)| x * m)
-            .collect();
-        Tensor::from_op("dropout", out, self.shape(), &[self], move |g, need| {
-            Ok(vec![(need[0] == Need::Sum).then(|| {
-                Grad::Sum(g.iter().zip(&mask).map(|(g, m)| g * m).collect())
-            })])
+        let mask = Tensor::from_values(backend::dropout_mask(self.numel(), p)?, self.shape());
+        let shapes = Broadcast::new(self.shape(), self.shape())
+            .map_err(|e| invalid_argument(format!("dropout: {e}")))?;
+        let times_mask = Op::Binary {
+            op: Binary::Mul,
+            shapes,
+        };
+        let out = backend::run_near(times_mask, &[self, &mask])?;
+        Tensor::from_buf("dropout", out, self.shape(), &[self], move |g, need| {
+            if need[0] != Need::Sum {
+                return Ok(vec![None]);
+            }
+            let dx = backend::run_near(times_mask, &[g, &mask])?;
+            Ok(vec![Some(HostGrad::Sum(Tensor::from_values(
+                dx,
+                mask.shape(),
+            )))])
         })
     }
 }

@@ -1,15 +1,15 @@
 //! Asks the host for broadcasts, sums, softmaxes and losses it must refuse
 //! or survive: shapes whose sizes overflow, alternating broadcasts past the
 //! kernels' rank, zero samples, a label smoothing out of range, targets
-//! that are no class, a loss of misfit lengths or a negative δ; then a
-//! sum's gradient of 4 GiB from one value. Each
-//! refusal must be a plan error, the bad targets a NaN, and the last stop
-//! the call at the memory budget.
+//! that are no class, a loss of misfit lengths or a negative δ, a dropout
+//! that drops everything; then a sum's gradient of 4 GiB from one value.
+//! Each refusal must be a plan error, the bad targets a NaN, and the last
+//! stop the call at the memory budget.
 
 use hostile_base::fedwasm_plan::__bindings::fedwasm::plan::compute::{
     Axis, BinaryOp, CrossEntropyDims, Operand, PointwiseLossKind, Tensor as HostTensor, add_normal,
-    binary, binary_grad, cross_entropy, expand_axis, pointwise_loss, softmax, sum_axis,
-    sum_of_squares,
+    binary, binary_grad, cross_entropy, dropout_mask, expand_axis, pointwise_loss, softmax,
+    sum_axis, sum_of_squares,
 };
 
 hostile_base::hostile_plan!(
@@ -91,6 +91,7 @@ fn misbehave() -> PlanResult<()> {
         "a Huber loss with δ = −1",
         pointwise_loss(PointwiseLossKind::Huber(-1.0), &x, &x, None),
     )?;
+    refused("a dropout of probability 1", dropout_mask(4, 1.0))?;
     add_normal(&x, 1.0)?;
     if sum_of_squares(&x)?.read().len() != 4 {
         return Err(invalid_data("a sum of squares is not four words"));
