@@ -8,8 +8,8 @@ use std::path::Path;
 
 use fedwasm_kernels::layout::Upsample;
 use fedwasm_kernels::{
-    Adaptive, Axis, BatchNorm, Binary, Broadcast, Conv2d, CrossEntropy, Elementwise, LayerNorm,
-    MatMul, Op, Operand, Pointwise, Pool2d, Window,
+    Adaptive, Axis, BatchNorm, Binary, Broadcast, Conv2d, CrossEntropy, Elementwise, Embedding,
+    LayerNorm, MatMul, Op, Operand, Pointwise, Pool2d, Window,
 };
 
 /// Bytes from the broker: as a signed envelope, opened or refused (with a
@@ -302,11 +302,22 @@ fn fuzz_normalizing_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
                         samples: dim(),
                     },
                 },
-                Err(_) if variant == 0 => Op::SumOfSquares,
-                Err(_) => Op::RowSquares {
-                    rows: dim(),
-                    width: dim(),
-                },
+                Err(_) => {
+                    let e = Embedding {
+                        num: dim(),
+                        dim: dim(),
+                        count: dim(),
+                    };
+                    match variant {
+                        0 => Op::SumOfSquares,
+                        1 => Op::RowSquares {
+                            rows: e.num,
+                            width: e.dim,
+                        },
+                        2 => Op::Embedding(e),
+                        _ => Op::EmbeddingGrad { e, samples: dim() },
+                    }
+                }
             }
         }
     }

@@ -293,7 +293,8 @@ fn a_plan_with_its_own_layer_and_training_step_keeps_the_sdks_guarantees() {
             "norm.bias",
             "norm.weight",
             "out.bias",
-            "out.weight"
+            "out.weight",
+            "position"
         ]
     );
     // The gates learned (they start at 0).

@@ -29,6 +29,7 @@
 //!   gradients.
 //! - [`elementwise`]: activations and other functions of each element,
 //!   with their derivatives.
+//! - [`embedding`]: table lookups and the table's gradient.
 //! - [`im2col`]: convolution windows laid out as matrix columns, and back.
 //! - [`layout`]: upsampling and joining tensors, which move values.
 //! - [`conv`]: 2-D convolution forward, input and weight gradients.
@@ -55,6 +56,7 @@ pub mod conv;
 mod direct;
 pub mod dots;
 pub mod elementwise;
+pub mod embedding;
 pub mod gemm;
 pub mod im2col;
 pub mod isa;
@@ -77,6 +79,7 @@ pub use avg_pool::Adaptive;
 pub use broadcast::{Binary, Broadcast, Operand};
 pub use conv::Conv2d;
 pub use elementwise::Elementwise;
+pub use embedding::Embedding;
 pub use gemm::{MatRef, gemm, gemm_into};
 pub use im2col::Window;
 pub use layer_norm::LayerNorm;

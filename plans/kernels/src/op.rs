@@ -15,6 +15,7 @@ use crate::avg_pool::{
 use crate::broadcast::{Binary, Broadcast, Operand, binary, binary_grad};
 use crate::conv::{Conv2d, channel_sums, conv2d, conv2d_input_grad, conv2d_weight_grad};
 use crate::elementwise::{Elementwise, map, map_grad};
+use crate::embedding::{Embedding, embedding, embedding_grad};
 use crate::gemm::{MatRef, gemm};
 use crate::layer_norm::{
     LayerNorm, layer_norm_affine_grads, layer_norm_apply, layer_norm_input_grad, layer_norm_stats,
@@ -155,6 +156,12 @@ pub enum Op {
     /// Input `x` `[rows, width]`; one output, each row's Σ x² (f64, index
     /// order) as four words.
     RowSquares { rows: usize, width: usize },
+    /// Inputs the indices `[count]` and the table `[num, dim]`; one output,
+    /// the rows looked up `[count, dim]`.
+    Embedding(Embedding),
+    /// Inputs the indices and the output gradient; one output, the table's
+    /// gradient (each sample's own, `[samples, num·dim]`, for `samples` > 1).
+    EmbeddingGrad { e: Embedding, samples: usize },
     /// Inputs `a` and `b`, broadcast; one output `a op b`.
     Binary { op: Binary, shapes: Broadcast },
     /// Inputs `a`, `b` and the output gradient; one output, one operand's
@@ -253,6 +260,8 @@ impl Op {
             Op::PointwiseLossGrad { .. } => "loss-grad",
             Op::SumOfSquares => "sum-of-squares",
             Op::RowSquares { .. } => "row-squares",
+            Op::Embedding(_) => "embedding",
+            Op::EmbeddingGrad { .. } => "embedding-grad",
             Op::Binary { op, .. } => op.name(),
             Op::BinaryGrad { .. } => "broadcast-grad",
         }
@@ -326,6 +335,7 @@ impl Op {
                 arity(op, inputs, &[1])?;
                 Ok(4)
             }
+            Op::Embedding(e) | Op::EmbeddingGrad { e, .. } => embedding_len(op, self, &e, inputs),
             Op::RowSquares { rows, width } => {
                 arity(op, inputs, &[1])?;
                 length(op, "the input", inputs[0], product(op, &[rows, width])?)?;
@@ -469,6 +479,10 @@ impl Op {
             }
             Op::SumOfSquares => out.copy_from_slice(&f64_to_words(sum_of_squares(inputs[0]))),
             Op::RowSquares { width, .. } => row_squares(inputs[0], width, out),
+            Op::Embedding(e) => embedding(&e, inputs[0], inputs[1], out),
+            Op::EmbeddingGrad { e, samples } => {
+                embedding_grad(&e, samples, inputs[0], inputs[1], out)
+            }
             Op::Binary { op, shapes } => binary(op, &shapes, inputs[0], inputs[1], out),
             Op::BinaryGrad { op, shapes, which } => {
                 binary_grad(op, &shapes, which, inputs[0], inputs[1], inputs[2], out)
@@ -697,6 +711,34 @@ fn pointwise_len(
     } else {
         inputs[0]
     })
+}
+
+/// [`Op::output_len`] of a table lookup (indices, table) or the table's
+/// gradient (indices, g).
+fn embedding_len(op: &str, which: &Op, e: &Embedding, inputs: &[usize]) -> Result<usize, OpError> {
+    let (table, output) = e.lens().ok_or_else(|| refuse(op, "the sizes overflow"))?;
+    arity(op, inputs, &[2])?;
+    length(op, "the indices", inputs[0], e.count)?;
+    match *which {
+        Op::Embedding(_) => {
+            length(op, "the table", inputs[1], table)?;
+            Ok(output)
+        }
+        Op::EmbeddingGrad { samples, .. } => {
+            length(op, "the output gradient", inputs[1], output)?;
+            if samples == 0 || !e.count.is_multiple_of(samples) {
+                return Err(refuse(
+                    op,
+                    format!(
+                        "{} lookups are not {samples} samples' equal shares",
+                        e.count
+                    ),
+                ));
+            }
+            product(op, &[samples, table])
+        }
+        _ => unreachable!("embedding_len is called for lookups only"),
+    }
 }
 
 /// [`Op::output_len`] of a broadcast operation (a, b) or an operand's
@@ -1310,6 +1352,25 @@ mod tests {
             ),
             (Op::SumOfSquares, vec![252]),
             (Op::RowSquares { rows: 42, width: 6 }, vec![252]),
+            (
+                Op::Embedding(Embedding {
+                    num: 7,
+                    dim: 6,
+                    count: 36,
+                }),
+                vec![36, 42],
+            ),
+            (
+                Op::EmbeddingGrad {
+                    e: Embedding {
+                        num: 7,
+                        dim: 6,
+                        count: 36,
+                    },
+                    samples: 6,
+                },
+                vec![36, 216],
+            ),
             (
                 Op::BinaryGrad {
                     op: Binary::Mul,

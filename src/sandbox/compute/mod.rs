@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use fedwasm_kernels::layout::Upsample;
 use fedwasm_kernels::{
-    Adaptive, Axis, BatchNorm, Binary, Broadcast, Conv2d, CrossEntropy, Elementwise, LayerNorm,
-    MatMul, Op, Operand, Pointwise, Pool2d, Window,
+    Adaptive, Axis, BatchNorm, Binary, Broadcast, Conv2d, CrossEntropy, Elementwise, Embedding,
+    LayerNorm, MatMul, Op, Operand, Pointwise, Pool2d, Window,
 };
 use wasmtime::component::Resource;
 
@@ -198,6 +198,14 @@ fn pointwise(kind: compute::PointwiseLossKind) -> Pointwise {
         compute::PointwiseLossKind::Mse => Pointwise::Mse,
         compute::PointwiseLossKind::L1 => Pointwise::L1,
         compute::PointwiseLossKind::Huber(delta) => Pointwise::Huber(delta),
+    }
+}
+
+fn embedding(d: &compute::EmbeddingDims) -> Embedding {
+    Embedding {
+        num: d.num as usize,
+        dim: d.dim as usize,
+        count: d.count as usize,
     }
 }
 
@@ -542,6 +550,29 @@ impl compute::Host for HostState {
             width: width as usize,
         };
         self.run_op(op, &[&x])
+    }
+
+    fn embedding(
+        &mut self,
+        dims: compute::EmbeddingDims,
+        indices: Resource<HostTensor>,
+        table: Resource<HostTensor>,
+    ) -> Made {
+        self.run_op(Op::Embedding(embedding(&dims)), &[&indices, &table])
+    }
+
+    fn embedding_grad(
+        &mut self,
+        dims: compute::EmbeddingDims,
+        samples: u32,
+        indices: Resource<HostTensor>,
+        g: Resource<HostTensor>,
+    ) -> Made {
+        let op = Op::EmbeddingGrad {
+            e: embedding(&dims),
+            samples: samples as usize,
+        };
+        self.run_op(op, &[&indices, &g])
     }
 
     fn sum_axis(&mut self, a: compute::Axis, x: Resource<HostTensor>) -> Made {

@@ -72,6 +72,14 @@ fn pointwise(loss: fedwasm_kernels::Pointwise) -> compute::PointwiseLossKind {
     }
 }
 
+fn lookups(e: &fedwasm_kernels::Embedding) -> compute::EmbeddingDims {
+    compute::EmbeddingDims {
+        num: d(e.num),
+        dim: d(e.dim),
+        count: d(e.count),
+    }
+}
+
 fn bn(b: &fedwasm_kernels::BatchNorm) -> compute::BatchNormDims {
     compute::BatchNormDims {
         batch: d(b.batch),
@@ -170,6 +178,10 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
             compute::pointwise_loss_grad(pointwise(*loss), *g, h[0], h[1], h.get(2).copied())
         }
         Op::SumOfSquares => compute::sum_of_squares(h[0]),
+        Op::Embedding(e) => compute::embedding(lookups(e), h[0], h[1]),
+        Op::EmbeddingGrad { e, samples } => {
+            compute::embedding_grad(lookups(e), d(*samples), h[0], h[1])
+        }
         Op::RowSquares { rows, width } => compute::row_squares(d(*rows), d(*width), h[0]),
         Op::SumAxis(a) => compute::sum_axis(axis(a), h[0]),
         Op::ExpandAxis(a) => compute::expand_axis(axis(a), h[0]),

@@ -1,7 +1,12 @@
-//! Table lookup: integer indices select rows of a `[num, dim]` weight.
+//! Table lookup: integer indices select rows of a `[num, dim]` weight, on
+//! the kernels where the table is; the indices are checked in the plan
+//! first, so a bad one is named.
 
+use fedwasm_kernels::{Embedding, Op};
+
+use crate::backend;
 use crate::error::PlanResult;
-use crate::tensor::{Grad, Need, Tensor};
+use crate::tensor::{HostGrad, Need, Tensor};
 
 use super::{per_sample_stride, shape_error};
 
@@ -15,60 +20,47 @@ impl Tensor {
                 format!("weight must be [num, dim], got {:?}", weight.shape()),
             ));
         };
-        let indices: Vec<usize> = self
-            .values()
-            .iter()
-            .enumerate()
-            .map(|(i, &v)| {
-                if v >= 0.0 && v.fract() == 0.0 && (v as usize) < num {
-                    Ok(v as usize)
-                } else {
-                    Err(shape_error(
-                        "embedding",
-                        format!("index {v} at position {i} is not a whole number in 0..{num}"),
-                    ))
-                }
-            })
-            .collect::<PlanResult<_>>()?;
-        let wv = weight.values();
-        let mut out = Vec::with_capacity(indices.len() * dim);
-        for &i in &indices {
-            out.extend_from_slice(&wv[i * dim..(i + 1) * dim]);
+        for (i, &v) in self.values().iter().enumerate() {
+            if !(v >= 0.0 && v.fract() == 0.0 && (v as usize) < num) {
+                return Err(shape_error(
+                    "embedding",
+                    format!("index {v} at position {i} is not a whole number in 0..{num}"),
+                ));
+            }
         }
-        drop(wv);
+        let e = Embedding {
+            num,
+            dim,
+            count: self.numel(),
+        };
+        let out = backend::run_near(Op::Embedding(e), &[self, weight])?;
         let mut shape = self.shape().to_vec();
         shape.push(dim);
         let out_shape = shape.clone();
-        Tensor::from_op("embedding", out, &shape, &[self, weight], move |g, need| {
-            let dw = match need[1] {
+        let indices = self.clone();
+        Tensor::from_buf("embedding", out, &shape, &[self, weight], move |g, need| {
+            let samples = match need[1] {
                 // Asked only of ghost operations (the linear map).
-                Need::SampleSquares(_) | Need::Clipped(_) => None,
-                Need::Nothing => None,
-                Need::Sum => {
-                    let mut dw = vec![0.0f32; num * dim];
-                    for (k, &i) in indices.iter().enumerate() {
-                        crate::kernels::simd::add_assign(
-                            &mut dw[i * dim..(i + 1) * dim],
-                            &g[k * dim..(k + 1) * dim],
-                        );
-                    }
-                    Some(Grad::Sum(dw))
+                Need::SampleSquares(_) | Need::Clipped(_) | Need::Nothing => {
+                    return Ok(vec![None, None]);
                 }
+                Need::Sum => 1,
                 Need::PerSample(batch) => {
-                    let per = per_sample_stride(&out_shape, batch, "embedding")? / dim.max(1);
-                    let mut dw = vec![0.0f32; batch * num * dim];
-                    for (k, &i) in indices.iter().enumerate() {
-                        let at = (k / per.max(1)) * num * dim + i * dim;
-                        crate::kernels::simd::add_assign(
-                            &mut dw[at..at + dim],
-                            &g[k * dim..(k + 1) * dim],
-                        );
-                    }
-                    Some(Grad::PerSample(dw))
+                    per_sample_stride(&out_shape, batch, "embedding")?;
+                    batch
                 }
             };
+            let dw = backend::run_near(Op::EmbeddingGrad { e, samples }, &[&indices, g])?;
+            let dw = Tensor::from_values(dw, &[samples, num * dim]);
             // Indices are not differentiable.
-            Ok(vec![None, dw])
+            Ok(vec![
+                None,
+                Some(if samples == 1 {
+                    HostGrad::Sum(Tensor::from_values(dw.into_buf(), &[num, dim]))
+                } else {
+                    HostGrad::PerSample(dw)
+                }),
+            ])
         })
     }
 }

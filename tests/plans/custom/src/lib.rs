@@ -40,6 +40,9 @@ impl Module for GatedLinear {
 pub struct Custom {
     hidden: GatedLinear,
     norm: nn::LayerNorm,
+    /// A learned offset per position of a sample in its batch, modulo 3
+    /// (an embedding table, to exercise lookups).
+    position: Tensor,
     out: nn::Linear,
     head: Classifier,
     gate_penalty: f32,
@@ -62,6 +65,8 @@ impl Module for View<'_> {
             .reshape(&[batch, 1, 1, width])?
             .avg_pool2d([1, 3], smooth)?
             .reshape(&[batch, width])?;
+        let slots = Tensor::new((0..batch).map(|i| (i % 3) as f32).collect(), &[batch])?;
+        let h = h.add(&slots.embedding(&self.0.position)?)?;
         self.0.out.forward(&h.tanh())
     }
 
@@ -69,6 +74,7 @@ impl Module for View<'_> {
         v.module("hidden", &self.0.hidden);
         v.module("norm", &self.0.norm);
         v.module("out", &self.0.out);
+        v.parameter("position", &self.0.position);
     }
 }
 
@@ -111,6 +117,7 @@ impl TrainingPlan for Custom {
         Ok(Custom {
             hidden: GatedLinear::new(n_features, hidden)?,
             norm: nn::LayerNorm::new(&[hidden])?,
+            position: nn::init::constant(&[3, hidden], 0.0)?,
             out: nn::Linear::new(hidden, head.outputs)?,
             head,
             gate_penalty,
