@@ -25,7 +25,8 @@ const SHAPES: [(usize, usize, usize); 5] = [
     (128, 1152, 784),
 ];
 
-/// GFLOP/s of one core's FMA units: 12 independent 8-lane chains.
+/// GFLOP/s of one core's FMA units: 12 independent chains of the widest
+/// vectors the kernels use here (16 lanes with AVX-512F, else 8).
 #[cfg(target_arch = "x86_64")]
 fn fma_peak() -> Option<f64> {
     if !(std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
@@ -50,16 +51,41 @@ fn fma_peak() -> Option<f64> {
         unsafe { _mm256_storeu_ps(out.as_mut_ptr(), sum) };
         out.iter().sum()
     }
+    #[target_feature(enable = "avx512f,fma")]
+    fn wide_chains(iters: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-7));
+        let mut acc = [_mm512_set1_ps(1.0); 12];
+        for _ in 0..iters {
+            for x in acc.iter_mut() {
+                *x = _mm512_fmadd_ps(a, *x, b);
+            }
+        }
+        let sum = acc
+            .iter()
+            .fold(_mm512_setzero_ps(), |s, &x| _mm512_add_ps(s, x));
+        _mm512_reduce_add_ps(sum)
+    }
+    // The widest vectors the kernels' matrix products use on this CPU.
+    let wide = std::arch::is_x86_feature_detected!("avx512f");
+    let lanes = if wide { 16 } else { 8 };
     let iters = 20_000_000;
     let best = (0..5)
         .map(|_| {
             let t = Instant::now();
-            // SAFETY: the CPU has AVX2 and FMA (checked above).
-            black_box(unsafe { chains(black_box(iters)) });
+            // SAFETY: the CPU has AVX2 and FMA (checked above), and
+            // AVX-512F when `wide`.
+            black_box(unsafe {
+                if wide {
+                    wide_chains(black_box(iters))
+                } else {
+                    chains(black_box(iters))
+                }
+            });
             t.elapsed().as_secs_f64()
         })
         .fold(f64::MAX, f64::min);
-    Some((iters * 12 * 8 * 2) as f64 / best / 1e9)
+    Some((iters * 12 * lanes * 2) as f64 / best / 1e9)
 }
 
 #[cfg(not(target_arch = "x86_64"))]

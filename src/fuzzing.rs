@@ -284,40 +284,44 @@ fn fuzz_normalizing_op(kind: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
                 Op::PointwiseLossGrad { loss, g: 1.0 }
             }
         }
-        _ => {
-            let shape = |n: usize, dim: &mut dyn FnMut() -> usize| {
-                (0..n).map(|_| dim()).collect::<Vec<_>>()
+        _ => fuzz_broadcast_or_lookup(variant, next),
+    }
+}
+
+/// A fuzzed broadcast, or, when the shapes do not broadcast, a sum of
+/// squares or a table lookup.
+fn fuzz_broadcast_or_lookup(variant: u8, next: &mut impl FnMut() -> Option<u8>) -> Op {
+    let mut dim = || fuzz_dim(next);
+    let shape =
+        |n: usize, dim: &mut dyn FnMut() -> usize| (0..n).map(|_| dim()).collect::<Vec<_>>();
+    let (a, b) = (shape(3, &mut dim), shape(2, &mut dim));
+    match Broadcast::new(&a, &b) {
+        Ok(shapes) if variant == 0 => Op::Binary {
+            op: Binary::Div,
+            shapes,
+        },
+        Ok(shapes) => Op::BinaryGrad {
+            op: Binary::Mul,
+            shapes,
+            which: Operand {
+                second: variant == 1,
+                samples: dim(),
+            },
+        },
+        Err(_) => {
+            let e = Embedding {
+                num: dim(),
+                dim: dim(),
+                count: dim(),
             };
-            let (a, b) = (shape(3, &mut dim), shape(2, &mut dim));
-            match Broadcast::new(&a, &b) {
-                Ok(shapes) if variant == 0 => Op::Binary {
-                    op: Binary::Div,
-                    shapes,
+            match variant {
+                0 => Op::SumOfSquares,
+                1 => Op::RowSquares {
+                    rows: e.num,
+                    width: e.dim,
                 },
-                Ok(shapes) => Op::BinaryGrad {
-                    op: Binary::Mul,
-                    shapes,
-                    which: Operand {
-                        second: variant == 1,
-                        samples: dim(),
-                    },
-                },
-                Err(_) => {
-                    let e = Embedding {
-                        num: dim(),
-                        dim: dim(),
-                        count: dim(),
-                    };
-                    match variant {
-                        0 => Op::SumOfSquares,
-                        1 => Op::RowSquares {
-                            rows: e.num,
-                            width: e.dim,
-                        },
-                        2 => Op::Embedding(e),
-                        _ => Op::EmbeddingGrad { e, samples: dim() },
-                    }
-                }
+                2 => Op::Embedding(e),
+                _ => Op::EmbeddingGrad { e, samples: dim() },
             }
         }
     }

@@ -30,11 +30,13 @@ pub(crate) fn conv2d_in_place(
 ) -> bool {
     match active() {
         #[cfg(target_arch = "x86_64")]
-        crate::isa::Isa::Avx2Fma if fills_wide_tiles(conv) => {
+        crate::isa::Isa::Avx2Fma | crate::isa::Isa::Avx512 if fills_wide_tiles(conv) => {
             run::<crate::micro::Avx2Fma>(conv, x, w, bias, out)
         }
         #[cfg(target_arch = "x86_64")]
-        crate::isa::Isa::Avx2Fma => run::<crate::micro::Avx2Fma12x8>(conv, x, w, bias, out),
+        crate::isa::Isa::Avx2Fma | crate::isa::Isa::Avx512 => {
+            run::<crate::micro::Avx2Fma12x8>(conv, x, w, bias, out)
+        }
         _ => run::<Portable>(conv, x, w, bias, out),
     }
 }

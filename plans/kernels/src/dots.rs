@@ -10,7 +10,7 @@
 //! product's register tiles.
 
 #[cfg(target_arch = "x86_64")]
-use crate::isa::{Isa, active};
+use crate::isa::active;
 pub use crate::sum::LANES;
 
 /// Rows of `a` per register tile.
@@ -102,7 +102,7 @@ struct Pair<'r, 'v> {
 /// One register tile of up to `TA × TB` pairs.
 fn tile_dots(pair: Pair<'_, '_>, tile: &mut [[[f32; LANES]; TB]; TA]) {
     #[cfg(target_arch = "x86_64")]
-    if active() == Isa::Avx2Fma {
+    if active().avx2() {
         // A partial tile repeats its first rows; their lanes are computed
         // and never read.
         let a: [&[f32]; TA] = std::array::from_fn(|i| pair.a[i.min(pair.a.len() - 1)]);

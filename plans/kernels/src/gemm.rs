@@ -120,6 +120,8 @@ pub fn gemm_into(a: MatRef<'_>, b: MatRef<'_>, c: &mut [f32], ldc: usize, accumu
     match active() {
         #[cfg(target_arch = "x86_64")]
         crate::isa::Isa::Avx2Fma => tiled::<crate::micro::Avx2Fma>(a, b, c, ldc, accumulate),
+        #[cfg(target_arch = "x86_64")]
+        crate::isa::Isa::Avx512 => tiled::<crate::micro::Avx512>(a, b, c, ldc, accumulate),
         _ => tiled::<Portable>(a, b, c, ldc, accumulate),
     }
 }
@@ -182,7 +184,7 @@ const KEEP_FLOATS: usize = 1 << 18;
 /// Floats of packing space a product of `m × k` by `k × n` uses: one block
 /// of both operands, padded to the widest register tile.
 pub fn scratch(m: usize, k: usize, n: usize) -> usize {
-    let widest = 16;
+    let widest = 32;
     m.next_multiple_of(widest)
         .saturating_add(n.min(NB_MAX).next_multiple_of(widest))
         .saturating_mul(k.min(KC))
@@ -497,6 +499,14 @@ pub(crate) mod tests {
         force_portable(true);
         check_every_shape();
         force_portable(false);
+    }
+
+    #[test]
+    fn the_avx2_tiles_give_the_avx512_tiles_bits() {
+        // On a CPU without AVX-512 both runs take the same path.
+        crate::isa::force_avx2(true);
+        check_every_shape();
+        crate::isa::force_avx2(false);
     }
 
     #[cfg(feature = "parallel")]

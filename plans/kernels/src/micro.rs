@@ -254,3 +254,79 @@ unsafe fn avx2_12x8(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fr
         }
     }
 }
+
+/// x86-64 with AVX-512F: 6 × 32, twelve 16-lane accumulators.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl Micro for Avx512 {
+    const MR: usize = 6;
+    const NR: usize = 32;
+
+    unsafe fn tile(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool) {
+        let packed_a = a.rs == 1 && a.cs == Self::MR;
+        // SAFETY: forwarded from the caller, who checked the CPU (isa::active).
+        unsafe {
+            match (packed_a, b.offsets.is_some()) {
+                (true, false) => avx512_6x32::<true, false>(kc, a, b, c, ldc, fresh),
+                (false, false) => avx512_6x32::<false, false>(kc, a, b, c, ldc, fresh),
+                (true, true) => avx512_6x32::<true, true>(kc, a, b, c, ldc, fresh),
+                (false, true) => avx512_6x32::<false, true>(kc, a, b, c, ldc, fresh),
+            }
+        }
+    }
+}
+
+/// The AVX-512 tile: [`avx2_6x16`] with vectors twice as wide. Each output
+/// still takes its fused products in depth order, so the bits are those of
+/// every other tile.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn avx512_6x32<const PACKED: bool, const GATHER: bool>(
+    kc: usize,
+    a: PanelA,
+    b: PanelB,
+    c: *mut f32,
+    ldc: usize,
+    fresh: bool,
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); 2]; 6];
+    let rows: [*const f32; 6] = std::array::from_fn(|r| a.ptr.wrapping_add(r * a.rs));
+    // SAFETY (whole body): the caller guarantees 6 rows and kc depths at
+    // `a`, 32 values at each of kc depths of `b` (offsets given when
+    // GATHER), and a 6 × 32 tile at `c` with row stride `ldc`.
+    unsafe {
+        if !fresh {
+            for (r, lanes) in acc.iter_mut().enumerate() {
+                lanes[0] = _mm512_loadu_ps(c.add(r * ldc));
+                lanes[1] = _mm512_loadu_ps(c.add(r * ldc + 16));
+            }
+        }
+        let offsets = b.offsets.unwrap_or(std::ptr::null());
+        for p in 0..kc {
+            let bp = if GATHER {
+                b.ptr.add(*offsets.add(p))
+            } else {
+                b.ptr.add(p * 32)
+            };
+            let b0 = _mm512_loadu_ps(bp);
+            let b1 = _mm512_loadu_ps(bp.add(16));
+            for (r, lanes) in acc.iter_mut().enumerate() {
+                let at = if PACKED {
+                    a.ptr.add(p * 6 + r)
+                } else {
+                    rows[r].add(p * a.cs)
+                };
+                let av = _mm512_set1_ps(*at);
+                lanes[0] = _mm512_fmadd_ps(av, b0, lanes[0]);
+                lanes[1] = _mm512_fmadd_ps(av, b1, lanes[1]);
+            }
+        }
+        for (r, lanes) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(r * ldc), lanes[0]);
+            _mm512_storeu_ps(c.add(r * ldc + 16), lanes[1]);
+        }
+    }
+}

@@ -378,27 +378,7 @@ impl Op {
     /// When they do not (a caller's bug).
     pub fn run(&self, inputs: &[&[f32]], out: &mut [f32]) {
         match *self {
-            Op::MatMul(mm) => {
-                let a = if mm.transpose_a {
-                    MatRef::row_major(inputs[0], mm.k, mm.m).t()
-                } else {
-                    MatRef::row_major(inputs[0], mm.m, mm.k)
-                };
-                let b = if mm.transpose_b {
-                    MatRef::row_major(inputs[1], mm.n, mm.k).t()
-                } else {
-                    MatRef::row_major(inputs[1], mm.k, mm.n)
-                };
-                match inputs.get(2) {
-                    Some(bias) => {
-                        for row in out.chunks_exact_mut(mm.n.max(1)) {
-                            row.copy_from_slice(bias);
-                        }
-                        gemm(a, b, out, true);
-                    }
-                    None => gemm(a, b, out, false),
-                }
-            }
+            Op::MatMul(mm) => run_matmul(&mm, inputs, out),
             Op::Conv2d(conv) => conv2d(&conv, inputs[0], inputs[1], inputs.get(2).copied(), out),
             Op::Conv2dInputGrad(conv) => conv2d_input_grad(&conv, inputs[0], inputs[1], out),
             Op::Conv2dWeightGrad { conv, per_sample } => {
@@ -442,6 +422,34 @@ impl Op {
                 start,
                 ..
             } => cat_part(outer, inner, start, inputs[0], out),
+            Op::SumAxis(_)
+            | Op::ExpandAxis(_)
+            | Op::Softmax { .. }
+            | Op::SoftmaxGrad { .. }
+            | Op::CrossEntropy(_)
+            | Op::CrossEntropyGrad { .. }
+            | Op::PointwiseLoss(_)
+            | Op::PointwiseLossGrad { .. }
+            | Op::SumOfSquares
+            | Op::RowSquares { .. } => self.run_reduction(inputs, out),
+            Op::LayerNormStats { .. }
+            | Op::LayerNormApply(_)
+            | Op::LayerNormInputGrad(_)
+            | Op::LayerNormAffineGrads { .. }
+            | Op::AvgPool2d(_)
+            | Op::AvgPool2dGrad(_)
+            | Op::AdaptiveAvgPool2d(_)
+            | Op::AdaptiveAvgPool2dGrad(_)
+            | Op::Embedding(_)
+            | Op::EmbeddingGrad { .. }
+            | Op::Binary { .. }
+            | Op::BinaryGrad { .. } => self.run_pass(inputs, out),
+        }
+    }
+
+    /// [`Op::run`] of the sums, softmaxes and losses.
+    fn run_reduction(&self, inputs: &[&[f32]], out: &mut [f32]) {
+        match *self {
             Op::SumAxis(axis) => sum_axis(&axis, inputs[0], out),
             Op::ExpandAxis(axis) => expand_axis(&axis, inputs[0], out),
             Op::Softmax { axis, log } => softmax(&axis, log, inputs[0], out),
@@ -457,6 +465,22 @@ impl Op {
                 inputs.get(2).copied(),
                 out,
             ),
+            Op::PointwiseLoss(loss) => {
+                pointwise_loss(loss, inputs[0], inputs[1], inputs.get(2).copied(), out)
+            }
+            Op::PointwiseLossGrad { loss, g } => {
+                pointwise_loss_grad(loss, g, inputs[0], inputs[1], inputs.get(2).copied(), out)
+            }
+            Op::SumOfSquares => out.copy_from_slice(&f64_to_words(sum_of_squares(inputs[0]))),
+            Op::RowSquares { width, .. } => row_squares(inputs[0], width, out),
+            _ => unreachable!("run_reduction is called for reductions only"),
+        }
+    }
+
+    /// [`Op::run`] of the other passes over values: normalization, average
+    /// pooling, lookups and broadcasts.
+    fn run_pass(&self, inputs: &[&[f32]], out: &mut [f32]) {
+        match *self {
             Op::LayerNormStats { ln, eps } => layer_norm_stats(&ln, eps, inputs[0], out),
             Op::LayerNormApply(ln) => {
                 layer_norm_apply(&ln, inputs[0], inputs[1], inputs[2], inputs[3], out)
@@ -471,14 +495,6 @@ impl Op {
             Op::AvgPool2dGrad(pool) => avg_pool2d_grad(&pool, inputs[0], out),
             Op::AdaptiveAvgPool2d(a) => adaptive_avg_pool2d(&a, inputs[0], out),
             Op::AdaptiveAvgPool2dGrad(a) => adaptive_avg_pool2d_grad(&a, inputs[0], out),
-            Op::PointwiseLoss(loss) => {
-                pointwise_loss(loss, inputs[0], inputs[1], inputs.get(2).copied(), out)
-            }
-            Op::PointwiseLossGrad { loss, g } => {
-                pointwise_loss_grad(loss, g, inputs[0], inputs[1], inputs.get(2).copied(), out)
-            }
-            Op::SumOfSquares => out.copy_from_slice(&f64_to_words(sum_of_squares(inputs[0]))),
-            Op::RowSquares { width, .. } => row_squares(inputs[0], width, out),
             Op::Embedding(e) => embedding(&e, inputs[0], inputs[1], out),
             Op::EmbeddingGrad { e, samples } => {
                 embedding_grad(&e, samples, inputs[0], inputs[1], out)
@@ -487,7 +503,32 @@ impl Op {
             Op::BinaryGrad { op, shapes, which } => {
                 binary_grad(op, &shapes, which, inputs[0], inputs[1], inputs[2], out)
             }
+            _ => unreachable!("run_pass is called for passes over values only"),
         }
+    }
+}
+
+/// [`Op::run`] of a matrix product: each row starts from the bias, when
+/// there is one.
+fn run_matmul(mm: &MatMul, inputs: &[&[f32]], out: &mut [f32]) {
+    let a = if mm.transpose_a {
+        MatRef::row_major(inputs[0], mm.k, mm.m).t()
+    } else {
+        MatRef::row_major(inputs[0], mm.m, mm.k)
+    };
+    let b = if mm.transpose_b {
+        MatRef::row_major(inputs[1], mm.n, mm.k).t()
+    } else {
+        MatRef::row_major(inputs[1], mm.k, mm.n)
+    };
+    match inputs.get(2) {
+        Some(bias) => {
+            for row in out.chunks_exact_mut(mm.n.max(1)) {
+                row.copy_from_slice(bias);
+            }
+            gemm(a, b, out, true);
+        }
+        None => gemm(a, b, out, false),
     }
 }
 
@@ -969,9 +1010,9 @@ mod tests {
             })
         };
         // One depth block of both operands, whatever the thread count.
-        assert_eq!(mm(1000, 300, 40).scratch(1), (1008 + 48) * 256);
-        assert_eq!(mm(1000, 300, 40).scratch(8), (1008 + 48) * 256);
-        assert_eq!(mm(4, 10, 5000).scratch(2), (16 + 512) * 10);
+        assert_eq!(mm(1000, 300, 40).scratch(1), (1024 + 64) * 256);
+        assert_eq!(mm(1000, 300, 40).scratch(8), (1024 + 64) * 256);
+        assert_eq!(mm(4, 10, 5000).scratch(2), (32 + 512) * 10);
         let conv = Op::Conv2d(Conv2d {
             batch: 4,
             window: Window {
@@ -1243,6 +1284,42 @@ mod tests {
             (Op::MapGrad(Elementwise::LeakyRelu(0.1)), vec![x, x]),
             (Op::MaxPool2d(pool), vec![x]),
             (Op::MaxPool2dGrad(pool), vec![x, pooled]),
+            (Op::BatchNormStats { bn, eps: 1e-5 }, vec![x]),
+            (Op::BatchNormApply(bn), vec![x, 9, 3, 3]),
+            (
+                Op::BatchNormInputGrad { bn, training: true },
+                vec![x, 9, 3, x],
+            ),
+            (
+                Op::BatchNormInputGrad {
+                    bn,
+                    training: false,
+                },
+                vec![x, 9, 3, x],
+            ),
+            (Op::BatchNormAffineGrads(bn), vec![x, 9, x]),
+            (Op::Upsample2d(up), vec![x]),
+            (Op::Upsample2dGrad(up), vec![4 * x]),
+            (Op::Cat { outer: 6 }, vec![x, 12]),
+            (
+                Op::CatPart {
+                    outer: 6,
+                    inner: 21,
+                    start: 5,
+                    len: 9,
+                },
+                vec![126],
+            ),
+        ]
+        .into_iter()
+        .chain(averaging_ops(pool, x, pooled))
+        .chain(reduction_ops())
+        .collect()
+    }
+
+    /// Layer normalization and average pooling, on the same input.
+    fn averaging_ops(pool: Pool2d, x: usize, pooled: usize) -> Vec<(Op, Vec<usize>)> {
+        vec![
             (
                 Op::LayerNormStats {
                     ln: LayerNorm { groups: 6, d: 42 },
@@ -1283,36 +1360,7 @@ mod tests {
                 }),
                 vec![6],
             ),
-            (Op::BatchNormStats { bn, eps: 1e-5 }, vec![x]),
-            (Op::BatchNormApply(bn), vec![x, 9, 3, 3]),
-            (
-                Op::BatchNormInputGrad { bn, training: true },
-                vec![x, 9, 3, x],
-            ),
-            (
-                Op::BatchNormInputGrad {
-                    bn,
-                    training: false,
-                },
-                vec![x, 9, 3, x],
-            ),
-            (Op::BatchNormAffineGrads(bn), vec![x, 9, x]),
-            (Op::Upsample2d(up), vec![x]),
-            (Op::Upsample2dGrad(up), vec![4 * x]),
-            (Op::Cat { outer: 6 }, vec![x, 12]),
-            (
-                Op::CatPart {
-                    outer: 6,
-                    inner: 21,
-                    start: 5,
-                    len: 9,
-                },
-                vec![126],
-            ),
         ]
-        .into_iter()
-        .chain(reduction_ops())
-        .collect()
     }
 
     /// Sums, softmaxes and the cross-entropy, on `[6, 7, 6]` values.

@@ -8,7 +8,7 @@
 
 use crate::gemm::MatRef;
 #[cfg(target_arch = "x86_64")]
-use crate::isa::{Isa, active};
+use crate::isa::active;
 
 /// Panels of `width` rows of `m[r0..r0+rows, p0..p0+kc]`: for each depth,
 /// `width` consecutive values, zero past the last row. (B is packed as the
@@ -28,7 +28,8 @@ pub(crate) fn pack(
         8 => pack_panels::<8>(m, r0, rows, p0, kc, out),
         12 => pack_panels::<12>(m, r0, rows, p0, kc, out),
         16 => pack_panels::<16>(m, r0, rows, p0, kc, out),
-        _ => unreachable!("register tiles are 4, 6, 8, 12 or 16 wide"),
+        32 => pack_panels::<32>(m, r0, rows, p0, kc, out),
+        _ => unreachable!("register tiles are 4, 6, 8, 12, 16 or 32 wide"),
     }
 }
 
@@ -60,7 +61,7 @@ fn pack_panels<const W: usize>(
         } else if m.col_stride == 1 {
             // Each row's depths are contiguous: transpose blocks of 8 depths.
             #[cfg(target_arch = "x86_64")]
-            if matches!(W, 6 | 8 | 16) && active() == Isa::Avx2Fma {
+            if matches!(W, 6 | 8 | 16) && active().avx2() {
                 transpose_rows_avx2::<W>(m, r0 + i0, height, p0, kc, dst);
                 continue;
             }

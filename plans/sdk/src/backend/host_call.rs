@@ -134,16 +134,6 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
         },
         Op::MaxPool2d(p) => compute::max_pool2d(pool(p), h[0]),
         Op::MaxPool2dGrad(p) => compute::max_pool2d_grad(pool(p), h[0], h[1]),
-        Op::LayerNormStats { ln: l, eps } => compute::layer_norm_stats(ln(l), *eps, h[0]),
-        Op::LayerNormApply(l) => compute::layer_norm(ln(l), h[0], h[1], h[2], h[3]),
-        Op::LayerNormInputGrad(l) => compute::layer_norm_input_grad(ln(l), h[0], h[1], h[2], h[3]),
-        Op::LayerNormAffineGrads { ln: l, samples } => {
-            compute::layer_norm_affine_grads(ln(l), d(*samples), h[0], h[1], h[2])
-        }
-        Op::AvgPool2d(p) => compute::avg_pool2d(pool(p), h[0]),
-        Op::AvgPool2dGrad(p) => compute::avg_pool2d_grad(pool(p), h[0]),
-        Op::AdaptiveAvgPool2d(a) => compute::adaptive_avg_pool2d(adaptive(a), h[0]),
-        Op::AdaptiveAvgPool2dGrad(a) => compute::adaptive_avg_pool2d_grad(adaptive(a), h[0]),
         Op::BatchNormStats { bn: b, eps } => compute::batch_norm_stats(bn(b), *eps, h[0]),
         Op::BatchNormApply(b) => compute::batch_norm(bn(b), h[0], h[1], h[2], h[3]),
         Op::BatchNormInputGrad { bn: b, training } => {
@@ -159,6 +149,44 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
             start,
             len,
         } => compute::cat_part(d(*outer), d(*inner), d(*start), d(*len), h[0]),
+        Op::LayerNormStats { .. }
+        | Op::LayerNormApply(_)
+        | Op::LayerNormInputGrad(_)
+        | Op::LayerNormAffineGrads { .. }
+        | Op::AvgPool2d(_)
+        | Op::AvgPool2dGrad(_)
+        | Op::AdaptiveAvgPool2d(_)
+        | Op::AdaptiveAvgPool2dGrad(_)
+        | Op::Embedding(_)
+        | Op::EmbeddingGrad { .. }
+        | Op::Binary { .. }
+        | Op::BinaryGrad { .. } => call_pass(op, h),
+        Op::PointwiseLoss(_)
+        | Op::PointwiseLossGrad { .. }
+        | Op::SumOfSquares
+        | Op::RowSquares { .. }
+        | Op::SumAxis(_)
+        | Op::ExpandAxis(_)
+        | Op::Softmax { .. }
+        | Op::SoftmaxGrad { .. }
+        | Op::CrossEntropy(_)
+        | Op::CrossEntropyGrad { .. } => call_reduction(op, h),
+    }
+}
+
+/// [`call`] for normalization, average pooling, lookups and broadcasts.
+fn call_pass(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
+    match op {
+        Op::LayerNormStats { ln: l, eps } => compute::layer_norm_stats(ln(l), *eps, h[0]),
+        Op::LayerNormApply(l) => compute::layer_norm(ln(l), h[0], h[1], h[2], h[3]),
+        Op::LayerNormInputGrad(l) => compute::layer_norm_input_grad(ln(l), h[0], h[1], h[2], h[3]),
+        Op::LayerNormAffineGrads { ln: l, samples } => {
+            compute::layer_norm_affine_grads(ln(l), d(*samples), h[0], h[1], h[2])
+        }
+        Op::AvgPool2d(p) => compute::avg_pool2d(pool(p), h[0]),
+        Op::AvgPool2dGrad(p) => compute::avg_pool2d_grad(pool(p), h[0]),
+        Op::AdaptiveAvgPool2d(a) => compute::adaptive_avg_pool2d(adaptive(a), h[0]),
+        Op::AdaptiveAvgPool2dGrad(a) => compute::adaptive_avg_pool2d_grad(adaptive(a), h[0]),
         Op::Binary { op, shapes } => {
             let (a, b) = dims(shapes);
             compute::binary(binary(*op), &a, &b, h[0], h[1])
@@ -171,6 +199,17 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
             };
             compute::binary_grad(binary(*op), &a, &b, which, h[0], h[1], h[2])
         }
+        Op::Embedding(e) => compute::embedding(lookups(e), h[0], h[1]),
+        Op::EmbeddingGrad { e, samples } => {
+            compute::embedding_grad(lookups(e), d(*samples), h[0], h[1])
+        }
+        _ => unreachable!("call_pass is called for passes over values only"),
+    }
+}
+
+/// [`call`] for sums, softmaxes, losses and sums of squares.
+fn call_reduction(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
+    match op {
         Op::PointwiseLoss(loss) => {
             compute::pointwise_loss(pointwise(*loss), h[0], h[1], h.get(2).copied())
         }
@@ -178,10 +217,6 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
             compute::pointwise_loss_grad(pointwise(*loss), *g, h[0], h[1], h.get(2).copied())
         }
         Op::SumOfSquares => compute::sum_of_squares(h[0]),
-        Op::Embedding(e) => compute::embedding(lookups(e), h[0], h[1]),
-        Op::EmbeddingGrad { e, samples } => {
-            compute::embedding_grad(lookups(e), d(*samples), h[0], h[1])
-        }
         Op::RowSquares { rows, width } => compute::row_squares(d(*rows), d(*width), h[0]),
         Op::SumAxis(a) => compute::sum_axis(axis(a), h[0]),
         Op::ExpandAxis(a) => compute::expand_axis(axis(a), h[0]),
@@ -191,6 +226,7 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
         Op::CrossEntropyGrad { ce: c, scale } => {
             compute::cross_entropy_grad(ce(c), *scale, h[0], h[1], h.get(2).copied())
         }
+        _ => unreachable!("call_reduction is called for reductions only"),
     }
 }
 
