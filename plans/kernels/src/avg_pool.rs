@@ -38,16 +38,40 @@ fn each_plane(out: &mut [f32], len: usize, f: impl Fn(usize, &mut [f32]) + Sync 
     });
 }
 
+/// What a window's average and its gradient both need.
+struct Geometry {
+    /// Output height and width.
+    out: [usize; 2],
+    /// Values per input plane.
+    area: usize,
+    /// 1/(kh·kw): padding counts.
+    scale: f32,
+}
+
+impl Geometry {
+    /// `None` when the window does not fit (checked before, by `Op`).
+    fn of(pool: &Pool2d) -> Option<Geometry> {
+        let (out, _, _) = pool.sizes()?;
+        let w = &pool.window;
+        Some(Geometry {
+            out,
+            area: w.input[0] * w.input[1],
+            scale: 1.0 / (w.kernel[0] * w.kernel[1]) as f32,
+        })
+    }
+}
+
 /// The mean of each window, padding counted: `Σ taps · 1/(kh·kw)`.
 pub fn avg_pool2d(pool: &Pool2d, x: &[f32], out: &mut [f32]) {
-    let Some(([oh, ow], _, _)) = pool.sizes() else {
+    let Some(Geometry {
+        out: [oh, ow],
+        area,
+        scale,
+    }) = Geometry::of(pool)
+    else {
         return;
     };
     let w = &pool.window;
-    let (area, scale) = (
-        w.input[0] * w.input[1],
-        1.0 / (w.kernel[0] * w.kernel[1]) as f32,
-    );
     each_plane(out, oh * ow, |p, plane| {
         let src = &x[p * area..(p + 1) * area];
         for oy in 0..oh {
@@ -61,14 +85,15 @@ pub fn avg_pool2d(pool: &Pool2d, x: &[f32], out: &mut [f32]) {
 
 /// The input gradient of [`avg_pool2d`] from the output gradient `g`.
 pub fn avg_pool2d_grad(pool: &Pool2d, g: &[f32], dx: &mut [f32]) {
-    let Some(([oh, ow], _, _)) = pool.sizes() else {
+    let Some(Geometry {
+        out: [oh, ow],
+        area,
+        scale,
+    }) = Geometry::of(pool)
+    else {
         return;
     };
     let w = &pool.window;
-    let (area, scale) = (
-        w.input[0] * w.input[1],
-        1.0 / (w.kernel[0] * w.kernel[1]) as f32,
-    );
     each_plane(dx, area, |p, plane| {
         plane.fill(0.0);
         for oy in 0..oh {

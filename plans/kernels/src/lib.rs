@@ -85,7 +85,7 @@ pub use im2col::Window;
 pub use layer_norm::LayerNorm;
 pub use loss::{CrossEntropy, Pointwise};
 pub use norm::BatchNorm;
-pub use op::{MatMul, Op, OpError};
+pub use op::{Family, MatMul, Op, OpError};
 pub use pool::Pool2d;
 pub use reduce::Axis;
 pub use update::Update;

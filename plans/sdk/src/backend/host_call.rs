@@ -1,7 +1,7 @@
 //! How each kernel operation is asked of the node's host: the `compute`
 //! import that runs it, with its dimensions in the contract's records.
 
-use fedwasm_kernels::Op;
+use fedwasm_kernels::{Family, Op};
 
 use crate::__bindings::fedwasm::plan::compute;
 use crate::error::PlanResult;
@@ -100,6 +100,16 @@ fn upsample(u: &fedwasm_kernels::layout::Upsample) -> compute::UpsampleDims {
 /// The `compute` function for `op`, on the handles `h` (as many as
 /// [`Op::output_len`] accepted).
 pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
+    match op.family() {
+        Family::Core => call_core(op, h),
+        Family::Reduction => call_reduction(op, h),
+        Family::Pass => call_pass(op, h),
+    }
+}
+
+/// [`call`] for products, convolutions, activations, max pooling, batch
+/// normalization and layouts.
+fn call_core(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tensor> {
     match op {
         Op::MatMul(m) => {
             let dims = compute::MatmulDims {
@@ -149,28 +159,7 @@ pub(super) fn call(op: &Op, h: &[&compute::Tensor]) -> PlanResult<compute::Tenso
             start,
             len,
         } => compute::cat_part(d(*outer), d(*inner), d(*start), d(*len), h[0]),
-        Op::LayerNormStats { .. }
-        | Op::LayerNormApply(_)
-        | Op::LayerNormInputGrad(_)
-        | Op::LayerNormAffineGrads { .. }
-        | Op::AvgPool2d(_)
-        | Op::AvgPool2dGrad(_)
-        | Op::AdaptiveAvgPool2d(_)
-        | Op::AdaptiveAvgPool2dGrad(_)
-        | Op::Embedding(_)
-        | Op::EmbeddingGrad { .. }
-        | Op::Binary { .. }
-        | Op::BinaryGrad { .. } => call_pass(op, h),
-        Op::PointwiseLoss(_)
-        | Op::PointwiseLossGrad { .. }
-        | Op::SumOfSquares
-        | Op::RowSquares { .. }
-        | Op::SumAxis(_)
-        | Op::ExpandAxis(_)
-        | Op::Softmax { .. }
-        | Op::SoftmaxGrad { .. }
-        | Op::CrossEntropy(_)
-        | Op::CrossEntropyGrad { .. } => call_reduction(op, h),
+        _ => unreachable!("call_core is called for the core family only"),
     }
 }
 

@@ -113,6 +113,16 @@ impl Buf {
     }
 }
 
+/// Make sure the host holds `t`'s values, uploading them once (a borrow
+/// only, when it has them already, so a tensor passed twice is fine).
+#[cfg(target_arch = "wasm32")]
+fn ensure_on_host(t: &Tensor) -> PlanResult<()> {
+    if t.buf().remote.is_none() {
+        t.buf_mut().upload()?;
+    }
+    Ok(())
+}
+
 /// `len` zeros, held where operations run: on the host in wasm (nothing
 /// sent), here natively.
 pub(crate) fn zeros(len: usize) -> PlanResult<Buf> {
@@ -164,9 +174,7 @@ pub(crate) fn dropout_mask(len: usize, p: f32) -> PlanResult<Buf> {
 pub(crate) fn add_normal(t: &Tensor, std: f32) -> PlanResult<()> {
     #[cfg(target_arch = "wasm32")]
     {
-        if t.buf().remote.is_none() {
-            t.buf_mut().upload()?;
-        }
+        ensure_on_host(t)?;
         {
             let held = t.buf();
             compute::add_normal(held.remote.as_ref().expect("uploaded above"), std)?;
@@ -264,9 +272,7 @@ fn update_in_place(
         more.second,
     ];
     for t in all.into_iter().flatten() {
-        if t.buf().remote.is_none() {
-            t.buf_mut().upload()?;
-        }
+        ensure_on_host(t)?;
     }
     let held = all.map(|t| t.map(|t| t.buf()));
     let h: Vec<Option<&compute::Tensor>> = held
@@ -377,9 +383,7 @@ fn execute(op: Op, inputs: &[&Tensor], out_len: usize) -> PlanResult<Buf> {
 #[cfg(target_arch = "wasm32")]
 fn execute(op: Op, inputs: &[&Tensor], out_len: usize) -> PlanResult<Buf> {
     for t in inputs {
-        if t.buf().remote.is_none() {
-            t.buf_mut().upload()?;
-        }
+        ensure_on_host(t)?;
     }
     let held: Vec<std::cell::Ref<'_, Buf>> = inputs.iter().map(|t| t.buf()).collect();
     let h: Vec<&compute::Tensor> = held
