@@ -165,6 +165,9 @@ fn identify(plan: &str, limits: &SandboxConfig) -> anyhow::Result<(Sha256Digest,
             .instantiate(&loaded, &StreamSeed([0; 32]))?
             .describe()?
             .name;
+        for warning in loaded.build_warnings() {
+            eprintln!("warning: {warning}");
+        }
         return Ok((loaded.digest(), Some(name)));
     }
     let digest = plan

@@ -260,6 +260,9 @@ fn inspect(path: &Path) -> anyhow::Result<ExitCode> {
     println!("description  {}", info.description);
     println!("sha256       {}", plan.digest());
     println!("size         {} bytes", plan.size());
+    for warning in plan.build_warnings() {
+        println!("warning      {warning}");
+    }
     print_args("model_args", &info.model_args);
     print_args("optimizer_args", &info.optimizer_args);
     let (imports, exports) = plan.interface(&sandbox);

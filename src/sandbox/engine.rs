@@ -26,6 +26,7 @@ pub struct LoadedPlan {
     size: usize,
     pre: TrainingPlanPre<HostState>,
     component: Component,
+    simd128: bool,
 }
 
 impl LoadedPlan {
@@ -37,6 +38,17 @@ impl LoadedPlan {
     /// Size of the component in bytes.
     pub fn size(&self) -> usize {
         self.size
+    }
+
+    /// What the node says of how the plan was built, for its author and
+    /// operator: empty for a plan built as the SDK builds it
+    /// ([`super::codegen`]).
+    pub fn build_warnings(&self) -> Vec<String> {
+        if self.simd128 {
+            Vec::new()
+        } else {
+            vec![super::codegen::NO_SIMD128.to_string()]
+        }
     }
 
     /// Names of the component's imports and exports, for `plan inspect`.
@@ -195,7 +207,7 @@ impl Sandbox {
         {
             return Err(SandboxError::WrongWorld {
                 reason: format!(
-                    "it was built for plan contract {version}, and this node serves {}; rebuild the plan with the fedwasm-plan SDK of that contract (`cargo build --release --target wasm32-wasip2`) and have the new build approved",
+                    "it was built for plan contract {version}, and this node serves {}; rebuild the plan with the fedwasm-plan SDK of that contract (`fedwasm plan build <crate folder>`) and have the new build approved",
                     super::PLAN_CONTRACT
                 ),
             });
@@ -213,6 +225,7 @@ impl Sandbox {
             size: bytes.len(),
             pre,
             component,
+            simd128: super::codegen::uses_simd128(bytes),
         });
         self.lock_loaded().insert(digest, plan.clone());
         Ok(plan)

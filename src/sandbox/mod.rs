@@ -26,6 +26,7 @@
 
 pub(crate) mod bindings;
 mod cache;
+pub mod codegen;
 mod compile;
 pub mod compute;
 mod config;

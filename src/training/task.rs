@@ -255,6 +255,8 @@ pub fn run_task_cached(
         .plans
         .get_or_load(&task.plan, |p| sandbox.load_file(p))?;
     let seed = task.plan_seed()?;
+    let build_warnings = plan.build_warnings();
+    let on_progress = &mut |p: Progress| on_progress(with_warnings(p, &build_warnings));
     let reading = Instant::now();
     let mut outcome = match &task.images {
         None => {
@@ -281,6 +283,26 @@ pub fn run_task_cached(
     };
     outcome.total_ms = started.elapsed().as_secs_f64() * 1e3;
     Ok(outcome)
+}
+
+/// `progress`, with `extra` warnings first when it is the start of training.
+fn with_warnings(progress: Progress, extra: &[String]) -> Progress {
+    match progress {
+        Progress::Started {
+            plan_name,
+            total_updates,
+            training_samples,
+            test_samples,
+            warnings,
+        } => Progress::Started {
+            plan_name,
+            total_updates,
+            training_samples,
+            test_samples,
+            warnings: extra.iter().cloned().chain(warnings).collect(),
+        },
+        other => other,
+    }
 }
 
 /// The task's training loop on any [`PlanDriver`] whose random stream was

@@ -5,7 +5,7 @@ use std::process::Command;
 
 use fedwasm::digest::Sha256Digest;
 
-use crate::support::{data, example_plan, fedwasm_bin};
+use crate::support::{data, example_plan, fedwasm_bin, hostile_plan};
 
 fn node(dir: &Path, args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new(fedwasm_bin());
@@ -89,6 +89,7 @@ fn operator_registers_datasets_and_approves_plans_and_state_persists() {
         ok && out.contains(&digest.to_hex()) && out.contains("logistic-regression"),
         "{out}{err}"
     );
+    assert!(!err.contains("without 128-bit SIMD"), "{err}");
     let other = Sha256Digest::of(b"another plan").to_hex();
     assert!(node(&dir, &["plan", "reject", "--dir", "{dir}", &other]).0);
     let (ok, _, err) = node(&dir, &["plan", "approve", "--dir", "{dir}", "not-a-hash"]);
@@ -231,4 +232,23 @@ fn operator_registers_image_folders_and_manifests() {
     assert!(!ok && err.contains("needs --target"), "{err}");
     let (ok, out, _) = node(&dir, &["dataset", "list", "--dir", "{dir}"]);
     assert!(ok && out.lines().count() == 4, "nothing was lost: {out}");
+}
+
+#[test]
+fn approving_a_plan_compiled_without_simd_warns_the_operator() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("hospital-a");
+    assert!(node(&dir, &["init", "--dir", "{dir}", "--id", "hospital-a"]).0);
+    // A plan written without the SDK, whose code holds no 128-bit vector.
+    let plan = hostile_plan("hostile-scalar");
+    let (ok, out, err) = node(
+        &dir,
+        &["plan", "approve", "--dir", "{dir}", plan.to_str().unwrap()],
+    );
+    assert!(ok && out.contains("hostile-scalar"), "{out}{err}");
+    assert!(
+        err.contains("warning: this plan was compiled without 128-bit SIMD")
+            && err.contains("fedwasm plan build"),
+        "{err}"
+    );
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
-use fedwasm::plan_build::{PLAN_TARGET, build_plan};
+use fedwasm::plan_build::{PLAN_TARGET, SIMD128_CONFIG, build_plan};
 use fedwasm::sandbox::SandboxConfig;
 use fedwasm::training::{TrainingArgs, TrainingTask};
 
@@ -25,7 +25,7 @@ pub fn wasm_target_dir() -> PathBuf {
 
 /// One cargo build at a time: builds of the two plan workspaces share nothing,
 /// but two at once only slow each other on a small machine.
-static BUILD: Mutex<()> = Mutex::new(());
+pub static BUILD: Mutex<()> = Mutex::new(());
 
 /// The component of an example plan in `plans/` (built once per run with
 /// `fedwasm::plan_build`, the code behind `fedwasm plan build`).
@@ -60,6 +60,7 @@ pub fn hostile_plan(name: &str) -> PathBuf {
         let status = Command::new(env!("CARGO"))
             .current_dir(root().join("tests/plans"))
             .args(["build", "--release", "--target", PLAN_TARGET])
+            .args(["--config", SIMD128_CONFIG])
             .env("CARGO_TARGET_DIR", wasm_target_dir())
             .status()
             .expect("cargo runs");

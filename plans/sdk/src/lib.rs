@@ -46,6 +46,16 @@
 //! - [`random`]: the host-seeded random stream.
 //! - [`log`]: messages into the node's log.
 
+// A plan compiled for wasm without 128-bit SIMD trains to the same
+// parameters about three times slower: refuse it here rather than let it
+// pass unnoticed.
+#[cfg(all(target_arch = "wasm32", not(target_feature = "simd128")))]
+compile_error!(
+    "fedwasm-plan needs 128-bit SIMD in wasm: build the plan with `fedwasm plan build <crate folder>`, \
+     or add `[target.wasm32-wasip2] rustflags = [\"-C\", \"target-feature=+simd128\"]` \
+     to the plan crate's .cargo/config.toml"
+);
+
 pub mod args;
 mod backend;
 pub mod error;
