@@ -46,8 +46,10 @@ pub struct EvaluateArgs {
     #[arg(long)]
     split_column: Option<String>,
     /// model_args as a JSON object: those the model was trained with.
-    #[arg(long, default_value = "{}")]
-    model_args: String,
+    /// Default: the ones the parameter file records (a round's global
+    /// parameters and `plan check --output` record them), else `{}`.
+    #[arg(long)]
+    model_args: Option<String>,
     /// One metric (ACCURACY, F1_SCORE, PRECISION, RECALL, AUC, DICE,
     /// MEAN_SQUARE_ERROR, MEAN_ABSOLUTE_ERROR, EXPLAINED_VARIANCE); default:
     /// every metric of the plan's task.
@@ -70,8 +72,6 @@ pub struct EvaluateArgs {
 
 /// Run `fedwasm evaluate`.
 pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
-    let model_args: serde_json::Value =
-        serde_json::from_str(&args.model_args).context("--model-args is not valid JSON")?;
     let metric_args: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(&args.metric_args).context("--metric-args is not a JSON object")?;
     if args.metric.is_none() && !metric_args.is_empty() {
@@ -111,6 +111,8 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("loading {}", plan.display()))?;
     let (tensors, metadata) = fedwasm::tensors::read_file(&args.params)
         .with_context(|| format!("reading {}", args.params.display()))?;
+    check_plan_digest(&args, &metadata, &loaded.digest())?;
+    let (model_args, model_args_origin) = model_args(&args, &metadata)?;
     // The plan's own parameters for these model_args: the names and shapes
     // the file must have, in the plan's order.
     let mut instance = sandbox
@@ -152,6 +154,7 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     };
     println!("plan       {name} (sha256 {})", loaded.digest());
     println!("parameters {}{origin}", args.params.display());
+    println!("model_args {model_args} ({model_args_origin})");
     println!(
         "data       {} {} of {}",
         scores.first().map_or(0, |s| s.samples),
@@ -166,6 +169,66 @@ pub fn run(args: EvaluateArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Refuse a parameter file that records another plan than the one given:
+/// its names and shapes may fit, its values would mean something else.
+fn check_plan_digest(
+    args: &EvaluateArgs,
+    metadata: &Metadata,
+    plan: &fedwasm::digest::Sha256Digest,
+) -> anyhow::Result<()> {
+    match metadata.get("plan_sha256") {
+        Some(recorded) if !recorded.is_empty() && *recorded != plan.to_hex() => bail!(
+            "{} was trained with the plan of sha256 {recorded}, not this one (sha256 {plan}); pass the component it was trained with",
+            args.params.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The model arguments to score with, and where they come from: the flag
+/// (saying so when it overrides what the file records), the file's record,
+/// or none (`{}`) for a file that records none.
+fn model_args(
+    args: &EvaluateArgs,
+    metadata: &Metadata,
+) -> anyhow::Result<(serde_json::Value, &'static str)> {
+    let recorded = metadata
+        .get("model_args")
+        .map(|text| {
+            serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .filter(serde_json::Value::is_object)
+                .with_context(|| {
+                    format!(
+                        "{}'s recorded model_args are not a JSON object; pass --model-args",
+                        args.params.display()
+                    )
+                })
+        })
+        .transpose()?;
+    let Some(flag) = &args.model_args else {
+        return Ok(match recorded {
+            Some(value) => (value, "recorded in the parameter file"),
+            None => (
+                serde_json::json!({}),
+                "none recorded in the parameter file; pass --model-args if the model was trained with some",
+            ),
+        });
+    };
+    let given: serde_json::Value =
+        serde_json::from_str(flag).context("--model-args is not valid JSON")?;
+    let origin = match recorded {
+        Some(value) if value != given => {
+            "from --model-args, overriding those recorded in the parameter file"
+        }
+        _ => "from --model-args",
+    };
+    Ok((given, origin))
+}
+
+/// A parameter file's string metadata.
+type Metadata = std::collections::BTreeMap<String, String>;
 
 /// What `--data` holds: images (with a manifest's test part when
 /// `--split-column` names one), or a table.
@@ -202,4 +265,62 @@ fn read_data(args: &EvaluateArgs, budget: usize) -> anyhow::Result<LocalData> {
         None => None,
     };
     Ok(LocalData::Images(images, test))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: EvaluateArgs,
+    }
+
+    fn args(extra: &[&str]) -> EvaluateArgs {
+        let base = ["evaluate", "plan.wasm", "p.safetensors", "--data", "d.csv"];
+        Cli::parse_from(base.iter().chain(extra)).args
+    }
+
+    fn recorded(model_args: &str) -> Metadata {
+        Metadata::from([("model_args".to_string(), model_args.to_string())])
+    }
+
+    #[test]
+    fn model_args_come_from_the_flag_else_the_file() {
+        let file = recorded(r#"{"n": 3}"#);
+        let (value, origin) = model_args(&args(&[]), &file).unwrap();
+        assert_eq!(
+            (value.to_string().as_str(), origin),
+            (r#"{"n":3}"#, "recorded in the parameter file")
+        );
+        let (value, origin) = model_args(&args(&["--model-args", r#"{"n": 4}"#]), &file).unwrap();
+        assert_eq!(value, serde_json::json!({"n": 4}));
+        assert!(origin.contains("overriding"), "{origin}");
+        let (_, origin) = model_args(&args(&["--model-args", r#"{ "n":3 }"#]), &file).unwrap();
+        assert_eq!(origin, "from --model-args");
+        let (value, origin) = model_args(&args(&[]), &Metadata::new()).unwrap();
+        assert_eq!(value, serde_json::json!({}));
+        assert!(origin.contains("pass --model-args"), "{origin}");
+        let bad = model_args(&args(&[]), &recorded("[1, 2]")).unwrap_err();
+        assert!(format!("{bad:#}").contains("pass --model-args"), "{bad:#}");
+    }
+
+    #[test]
+    fn a_file_of_another_plan_is_refused_by_both_digests() {
+        let plan = fedwasm::digest::Sha256Digest::of(b"this plan");
+        let other = fedwasm::digest::Sha256Digest::of(b"another plan").to_hex();
+        let file = Metadata::from([("plan_sha256".to_string(), other.clone())]);
+        let err = check_plan_digest(&args(&[]), &file, &plan)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&other) && err.contains(&plan.to_hex()),
+            "{err}"
+        );
+        let own = Metadata::from([("plan_sha256".to_string(), plan.to_hex())]);
+        assert!(check_plan_digest(&args(&[]), &own, &plan).is_ok());
+        assert!(check_plan_digest(&args(&[]), &Metadata::new(), &plan).is_ok());
+    }
 }

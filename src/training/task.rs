@@ -458,6 +458,7 @@ pub fn train<'a>(
             ("plan_name".to_string(), info.name.clone()),
             ("round".to_string(), task.round.to_string()),
             ("node_id".to_string(), task.node_id.clone()),
+            ("model_args".to_string(), task.model_args.to_string()),
         ]);
         if let Some(experiment) = &task.experiment_id {
             metadata.insert("experiment_id".to_string(), experiment.clone());

@@ -166,9 +166,10 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
             csv.to_str().unwrap(),
             "--target",
             "diagnosis",
-            "--model-args",
-            model_args,
         ];
+        if !model_args.is_empty() {
+            args.extend(["--model-args", model_args]);
+        }
         args.extend(extra);
         fedwasm(
             &args,
@@ -196,6 +197,28 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
     assert!(auc > accuracy && auc <= 1.0, "{stdout}");
     insta::assert_snapshot!(stdout);
 
+    // Without --model-args, those the file records: the same scores.
+    let (ok, recorded, stderr) = evaluate(&plan, "", &[]);
+    assert!(ok, "{stderr}");
+    let scores = |out: &str| -> Vec<String> {
+        out.lines()
+            .filter(|l| !l.starts_with("model_args"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(scores(&recorded), scores(&stdout));
+    assert!(
+        recorded.contains(
+            r#"model_args {"n_classes":2,"n_features":30} (recorded in the parameter file)"#
+        ),
+        "{recorded}"
+    );
+    let (ok, same, stderr) = evaluate(&plan, r#"{"n_classes": 2, "n_features": 30}"#, &[]);
+    assert!(
+        ok && same.contains("(from --model-args)\n"),
+        "{same}{stderr}"
+    );
+
     let (ok, stdout, stderr) = evaluate(
         &plan,
         lr_args,
@@ -207,8 +230,8 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
         ],
     );
     assert!(ok, "{stderr}");
-    assert_eq!(stdout.lines().count(), 4, "{stdout}");
-    assert!(stdout.lines().nth(3).unwrap().starts_with("F1_SCORE"));
+    assert_eq!(stdout.lines().count(), 5, "{stdout}");
+    assert!(stdout.lines().nth(4).unwrap().starts_with("F1_SCORE"));
 
     // Only the designated test rows, with a split column: the last 69.
     let text = std::fs::read_to_string(&csv).unwrap();
@@ -247,7 +270,13 @@ fn evaluate_scores_saved_parameters_with_the_nodes_metrics() {
             example_plan("mlp"),
             r#"{"n_features": 30, "n_classes": 2, "hidden": [8]}"#,
             &[][..],
-            "does not fit the plan `mlp` with these --model-args: it has no tensor",
+            "was trained with the plan of sha256",
+        ),
+        (
+            plan.clone(),
+            r#"{"n_features": 10, "n_classes": 2}"#,
+            &[][..],
+            "does not fit the plan `logistic-regression` with these --model-args",
         ),
         (plan.clone(), lr_args, &["--metric", "ROC"][..], "ACCURACY"),
         (

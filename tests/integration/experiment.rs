@@ -436,6 +436,36 @@ async fn discard_drops_a_failing_node_and_stop_names_it_and_sampling_is_recorded
     again.close().await;
 }
 
+/// Write the F32 parameters of `from` to `to` as F64 tensors.
+fn write_f64(from: &std::path::Path, to: &std::path::Path) {
+    let (tensors, _) = fedwasm::tensors::read_file(from).unwrap();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|t| {
+            let data = t
+                .data
+                .iter()
+                .flat_map(|&v| f64::from(v).to_le_bytes())
+                .collect();
+            (
+                t.name.clone(),
+                t.shape.iter().map(|&d| d as usize).collect(),
+                data,
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F64, shape.clone(), data)
+                    .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, to).unwrap();
+}
+
 /// `initial_parameters` starts an experiment from a saved model: the nodes'
 /// scores of the global model in the first round equal, bit for bit, their
 /// scores of that model where it was made; a file that does not fit the
@@ -479,6 +509,32 @@ async fn initial_parameters_start_from_a_saved_model_checked_against_the_plan() 
     let err = second.set_initial_parameters(Some(&saved)).unwrap_err();
     assert!(err.to_string().contains("1 rounds already ran"), "{err}");
     second.close().await;
+
+    // The same model saved as F64 (as PyTorch may save one): cast back to
+    // F32 exactly, said so, and the same scores at the start.
+    let as_f64 = dir.path().join("f64.safetensors");
+    write_f64(&saved, &as_f64);
+    let mut third = Experiment::new(ExperimentSettings {
+        initial_parameters: Some(as_f64),
+        ..validated(dir.path())
+    })
+    .await
+    .unwrap();
+    let warnings = third.take_warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("cast 2 tensor(s) from F64 to F32")),
+        "{warnings:?}"
+    );
+    third.run(Some(1), false).await.unwrap();
+    let scores_from_f64: Vec<_> = third.history().rounds[0]
+        .nodes
+        .iter()
+        .map(|n| (n.node_id.clone(), n.validation_global.clone().unwrap()))
+        .collect();
+    assert_eq!(scores_from_f64, scores_of_round_3);
+    third.close().await;
 
     let (mut tensors, _) = fedwasm::tensors::read_file(&saved).unwrap();
     tensors[0].shape = vec![tensors[0].data.len() as u32, 1];

@@ -195,9 +195,16 @@ impl Experiment {
         self.initial = match file {
             None => None,
             Some(file) => {
-                let (tensors, _) = crate::tensors::read_file(file).map_err(|e| {
-                    ExperimentError::Argument(format!("initial_parameters {}: {e}", file.display()))
-                })?;
+                let ((tensors, _), casts) =
+                    crate::tensors::read_file_casting(file).map_err(|e| {
+                        ExperimentError::Argument(format!(
+                            "initial_parameters {}: {e}",
+                            file.display()
+                        ))
+                    })?;
+                for note in casts {
+                    self.warn(format!("initial_parameters {}: {note}", file.display()));
+                }
                 Some((file.to_path_buf(), tensors))
             }
         };

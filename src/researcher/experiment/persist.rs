@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use serde_json::Value;
+
 use super::{Experiment, io};
 use crate::digest::Sha256Digest;
 use crate::researcher::ExperimentError;
@@ -49,7 +51,9 @@ impl Experiment {
             std::fs::create_dir_all(parent)
                 .map_err(io(format!("creating {}", parent.display())))?;
         }
-        let metadata = BTreeMap::from([
+        // What `fedwasm evaluate` needs to use the file on its own: the
+        // plan it fits and the model arguments it was trained with.
+        let mut metadata = BTreeMap::from([
             ("experiment_id".to_string(), self.id.clone()),
             ("round".to_string(), round.to_string()),
             (
@@ -58,7 +62,14 @@ impl Experiment {
                     .map(|d| d.to_hex())
                     .unwrap_or_default(),
             ),
+            (
+                "model_args".to_string(),
+                Value::Object(self.model_args.clone()).to_string(),
+            ),
         ]);
+        if let Some(plan) = &self.plan {
+            metadata.insert("plan_name".to_string(), plan.name.clone());
+        }
         let bytes =
             crate::tensors::to_bytes(tensors, &metadata).map_err(|e| ExperimentError::Io {
                 what: "encoding parameters".into(),

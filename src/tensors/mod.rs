@@ -8,6 +8,10 @@ use safetensors::Dtype;
 
 use crate::sandbox::types::Tensor;
 
+mod dtype;
+
+use dtype::{Casts, Dtypes, element_size, extend_f32};
+
 /// Why a parameter file could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum TensorFileError {
@@ -133,9 +137,16 @@ type Decoded = (Vec<Tensor>, BTreeMap<String, String>);
 /// most about `budget` bytes of memory: the header is parsed and validated by
 /// the `safetensors` crate, its tensor count and sizes are checked against
 /// the budget, then each tensor is decoded straight from the reader, so a
-/// model needs its own memory, not twice it. Errors are the reason, without
-/// the file's name.
-fn decode(mut reader: impl std::io::Read, size: u64, budget: usize) -> Result<Decoded, String> {
+/// model needs its own memory, not twice it. Tensors of other dtypes than
+/// F32 are refused, or with [`Dtypes::CastToF32`] cast and recorded in
+/// `casts`. Errors are the reason, without the file's name.
+fn decode(
+    mut reader: impl std::io::Read,
+    size: u64,
+    budget: usize,
+    dtypes: Dtypes,
+    casts: &mut Casts,
+) -> Result<Decoded, String> {
     let mut n = [0u8; 8];
     reader
         .read_exact(&mut n)
@@ -164,10 +175,27 @@ fn decode(mut reader: impl std::io::Read, size: u64, budget: usize) -> Result<De
             size - 8 - n
         ));
     }
-    let count = meta.offset_keys().len();
+    let names = meta.offset_keys();
+    let mut sizes = Vec::with_capacity(names.len());
+    for name in &names {
+        let info = meta
+            .info(name)
+            .ok_or_else(|| format!("tensor `{name}` vanished from the header"))?;
+        sizes.push(readable_element_size(name, info.dtype, dtypes)?);
+    }
+    // Values are held as F32 whatever their stored size.
+    let values_bytes = names
+        .iter()
+        .zip(&sizes)
+        .filter_map(|(name, &element)| {
+            let info = meta.info(name)?;
+            Some((info.data_offsets.1 - info.data_offsets.0) / element * 4)
+        })
+        .fold(0usize, usize::saturating_add);
+    let count = names.len();
     let needed = count
         .saturating_mul(TENSOR_OVERHEAD)
-        .saturating_add(meta.data_len());
+        .saturating_add(values_bytes);
     if count > MAX_TENSORS || needed > budget {
         return Err(format!(
             "{count} tensors of {} bytes need more than the memory budget of {} MiB (at most {MAX_TENSORS} tensors)",
@@ -177,16 +205,10 @@ fn decode(mut reader: impl std::io::Read, size: u64, budget: usize) -> Result<De
     }
     let mut tensors = Vec::with_capacity(count);
     let mut chunk = vec![0u8; 1 << 16];
-    for name in meta.offset_keys() {
+    for (name, element) in names.into_iter().zip(sizes) {
         let info = meta
             .info(&name)
             .ok_or_else(|| format!("tensor `{name}` vanished from the header"))?;
-        if info.dtype != Dtype::F32 {
-            return Err(format!(
-                "tensor `{name}` is {:?}; fedwasm parameters are F32",
-                info.dtype
-            ));
-        }
         let shape = info
             .shape
             .iter()
@@ -195,18 +217,18 @@ fn decode(mut reader: impl std::io::Read, size: u64, budget: usize) -> Result<De
             })
             .collect::<Result<Vec<u32>, _>>()?;
         let mut left = info.data_offsets.1 - info.data_offsets.0;
-        let mut data = Vec::with_capacity(left / 4);
+        let mut data = Vec::with_capacity(left / element);
         while left > 0 {
+            // A multiple of every element size, so no element is split.
             let take = left.min(chunk.len());
             reader
                 .read_exact(&mut chunk[..take])
                 .map_err(|e| e.to_string())?;
-            data.extend(
-                chunk[..take]
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])),
-            );
+            extend_f32(info.dtype, &chunk[..take], &mut data);
             left -= take;
+        }
+        if info.dtype != Dtype::F32 {
+            casts.record(info.dtype, &name);
         }
         tensors.push(Tensor { name, shape, data });
     }
@@ -220,14 +242,35 @@ fn decode(mut reader: impl std::io::Read, size: u64, budget: usize) -> Result<De
     Ok((tensors, metadata))
 }
 
+/// Bytes per element of tensor `name` stored as `dtype`, or why it cannot
+/// be read under `dtypes`.
+fn readable_element_size(name: &str, dtype: Dtype, dtypes: Dtypes) -> Result<usize, String> {
+    match (dtype, dtypes) {
+        (Dtype::F32, _) => Ok(4),
+        (_, Dtypes::F32Only) => Err(format!(
+            "tensor `{name}` is {dtype:?}; fedwasm parameters are F32"
+        )),
+        (_, Dtypes::CastToF32) => element_size(dtype).ok_or_else(|| {
+            format!(
+                "tensor `{name}` is {dtype:?}, which fedwasm cannot read; save it as float32 (F16, BF16, F64 and integer tensors are cast)"
+            )
+        }),
+    }
+}
+
 /// Decode safetensors bytes into f32 tensors (sorted by name) and metadata.
 pub fn from_bytes(bytes: &[u8]) -> Result<Decoded, String> {
-    decode(bytes, bytes.len() as u64, usize::MAX)
+    decode_f32(bytes, bytes.len() as u64, usize::MAX)
 }
 
 /// [`from_bytes`] within a memory budget (see [`read_file_within`]).
 pub fn from_bytes_within(bytes: &[u8], budget: usize) -> Result<Decoded, String> {
-    decode(bytes, bytes.len() as u64, budget)
+    decode_f32(bytes, bytes.len() as u64, budget)
+}
+
+/// [`decode`] of F32 tensors only.
+fn decode_f32(reader: impl std::io::Read, size: u64, budget: usize) -> Result<Decoded, String> {
+    decode(reader, size, budget, Dtypes::F32Only, &mut Casts::default())
 }
 
 /// Read the tensors (sorted by name) and metadata of `path`, streaming. The
@@ -247,7 +290,7 @@ pub fn read_file_within(path: &Path, budget: usize) -> Result<Decoded, TensorFil
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
-    decode(
+    decode_f32(
         std::io::BufReader::with_capacity(1 << 16, file),
         size,
         budget,
@@ -256,6 +299,33 @@ pub fn read_file_within(path: &Path, budget: usize) -> Result<Decoded, TensorFil
         path: shown.clone(),
         reason,
     })
+}
+
+/// [`read_file`] of a researcher's own file, as PyTorch may have saved it:
+/// F16, BF16, F64 and integer tensors (BatchNorm's `num_batches_tracked`
+/// is I64) are cast to F32, and what was cast is told, one note per stored
+/// dtype.
+pub fn read_file_casting(path: &Path) -> Result<(Decoded, Vec<String>), TensorFileError> {
+    let shown = path.display().to_string();
+    let io = |source| TensorFileError::Io {
+        path: shown.clone(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let size = file.metadata().map_err(io)?.len();
+    let mut casts = Casts::default();
+    let decoded = decode(
+        std::io::BufReader::with_capacity(1 << 16, file),
+        size,
+        usize::MAX,
+        Dtypes::CastToF32,
+        &mut casts,
+    )
+    .map_err(|reason| TensorFileError::Format {
+        path: shown.clone(),
+        reason,
+    })?;
+    Ok((decoded, casts.notes()))
 }
 
 #[cfg(test)]
@@ -304,6 +374,78 @@ mod tests {
         };
         let err = to_bytes(&[overflowing], &BTreeMap::new()).unwrap_err();
         assert!(err.contains("has shape"), "{err}");
+    }
+
+    /// A file of `(name, dtype, shape, bytes)` tensors, as PyTorch writes one.
+    fn torch_file(
+        dir: &Path,
+        tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)],
+    ) -> std::path::PathBuf {
+        let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+            .iter()
+            .map(|(name, dtype, shape, data)| {
+                let view =
+                    safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+                (name.to_string(), view)
+            })
+            .collect();
+        let path = dir.join("torch.safetensors");
+        safetensors::serialize_to_file(views, None, &path).unwrap();
+        path
+    }
+
+    #[test]
+    fn a_torch_state_dict_is_cast_for_the_researcher_and_refused_from_the_network() {
+        let dir = tempfile::tempdir().unwrap();
+        let half: Vec<u8> = [0.5f32, -1.0]
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect();
+        let path = torch_file(
+            dir.path(),
+            &[
+                (
+                    "bn.num_batches_tracked",
+                    Dtype::I64,
+                    vec![],
+                    42i64.to_le_bytes().to_vec(),
+                ),
+                ("fc.weight", Dtype::F16, vec![1, 2], half),
+                (
+                    "fc.bias",
+                    Dtype::F32,
+                    vec![1],
+                    0.25f32.to_le_bytes().to_vec(),
+                ),
+            ],
+        );
+        let ((tensors, _), notes) = read_file_casting(&path).unwrap();
+        let values: Vec<(&str, &[u32], &[f32])> = tensors
+            .iter()
+            .map(|t| (t.name.as_str(), &t.shape[..], &t.data[..]))
+            .collect();
+        assert_eq!(
+            values,
+            [
+                ("bn.num_batches_tracked", &[][..], &[42.0][..]),
+                ("fc.bias", &[1][..], &[0.25][..]),
+                ("fc.weight", &[1, 2][..], &[0.5, -1.0][..]),
+            ]
+        );
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].contains("from I64") && notes[1].contains("bn.num_batches_tracked"));
+        let refused = read_file(&path).unwrap_err().to_string();
+        assert!(
+            refused.contains("is I64; fedwasm parameters are F32"),
+            "{refused}"
+        );
+
+        let unreadable = torch_file(dir.path(), &[("n", Dtype::U64, vec![1], vec![0; 8])]);
+        let err = read_file_casting(&unreadable).unwrap_err().to_string();
+        assert!(
+            err.contains("U64, which fedwasm cannot read; save it as float32"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -361,7 +503,7 @@ mod tests {
             })
             .collect();
         let bytes = to_bytes(&empty, &BTreeMap::new()).unwrap();
-        let err = decode(&bytes[..], bytes.len() as u64, usize::MAX / 2).unwrap_err();
+        let err = decode_f32(&bytes[..], bytes.len() as u64, usize::MAX / 2).unwrap_err();
         assert!(err.contains("at most 65536 tensors"), "{err}");
     }
 }
