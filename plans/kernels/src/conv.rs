@@ -653,6 +653,43 @@ mod tests {
     }
 
     #[test]
+    fn in_place_tiles_of_every_height_and_width_give_the_bits_of_im2col() {
+        // 14 outputs: a full tile of 12 rows and an edge; rows of 31 (wide
+        // tiles, one ending mid-tile) and of 8 (the small-map tiles).
+        for (input, out_channels) in [([4, 31], 14), ([6, 8], 14), ([3, 16], 25)] {
+            let c = Conv2d {
+                batch: 2,
+                window: Window {
+                    input,
+                    stride: [1, 1],
+                    ..conv().window
+                },
+                out_channels,
+            };
+            let s = c.sizes().unwrap();
+            let (x, w) = (values(s.input_len, 31), values(s.weight_len, 32));
+            let bias = values(out_channels, 33);
+            let mut columns = vec![f32::NAN; s.output_len];
+            each_image_forward(&c, &x, &w, Some(&bias), &mut columns);
+            for (avx2, portable) in [(false, false), (true, false), (false, true)] {
+                crate::isa::force_avx2(avx2);
+                crate::isa::force_portable(portable);
+                let mut direct = vec![f32::NAN; s.output_len];
+                let ran = crate::direct::conv2d_in_place(&c, &x, &w, Some(&bias), &mut direct);
+                crate::isa::force_avx2(false);
+                crate::isa::force_portable(false);
+                assert!(ran, "{input:?} suits reading in place");
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(
+                    bits(&direct),
+                    bits(&columns),
+                    "{input:?} avx2 {avx2} portable {portable}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_stride_one_input_gradient_is_the_flipped_convolution_of_the_gradient() {
         let windows = [
             ([16, 16], [1, 1], [1, 1]),

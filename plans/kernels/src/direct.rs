@@ -30,7 +30,11 @@ pub(crate) fn conv2d_in_place(
 ) -> bool {
     match active() {
         #[cfg(target_arch = "x86_64")]
-        crate::isa::Isa::Avx2Fma | crate::isa::Isa::Avx512 if fills_wide_tiles(conv) => {
+        crate::isa::Isa::Avx512 if fills_wide_tiles(conv) => {
+            run::<crate::micro::Avx512x12x16>(conv, x, w, bias, out)
+        }
+        #[cfg(target_arch = "x86_64")]
+        crate::isa::Isa::Avx2Fma if fills_wide_tiles(conv) => {
             run::<crate::micro::Avx2Fma>(conv, x, w, bias, out)
         }
         #[cfg(target_arch = "x86_64")]

@@ -17,8 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub enum Isa {
     /// x86-64 with AVX2 and FMA: 8-lane vectors, hardware fused multiply-add.
     Avx2Fma,
-    /// x86-64 with AVX-512F as well: matrix products on 16-lane vectors
-    /// (the other kernels keep their AVX2 paths).
+    /// x86-64 with AVX-512F as well: matrix products and convolutions
+    /// read in place over wide rows on 16-lane vectors (the other kernels
+    /// keep their AVX2 paths).
     Avx512,
     /// Any CPU: `f32::mul_add` (hardware FMA where the target has it,
     /// correctly rounded software otherwise), vectorised by the compiler.
@@ -58,7 +59,8 @@ pub fn force_portable(on: bool) {
     FORCE_PORTABLE.store(on, Ordering::SeqCst);
 }
 
-/// Run matrix products on the AVX2 tiles even where the CPU has AVX-512
+/// Run matrix products and convolutions on the AVX2 tiles even where the
+/// CPU has AVX-512
 /// (`true`), or go back (`false`): for tests that compare the two on an
 /// AVX-512 machine. The same bits either way.
 pub fn force_avx2(on: bool) {

@@ -330,3 +330,50 @@ unsafe fn avx512_6x32<const PACKED: bool, const GATHER: bool>(
         }
     }
 }
+
+/// x86-64 with AVX-512F, for convolutions read in place: 12 × 16, one
+/// 16-lane accumulator per row, so an output row of 16 (or a little
+/// fewer) positions fills the tile where [`Avx512`]'s 32 would half waste.
+#[cfg(target_arch = "x86_64")]
+pub(crate) struct Avx512x12x16;
+
+#[cfg(target_arch = "x86_64")]
+impl Micro for Avx512x12x16 {
+    const MR: usize = 12;
+    const NR: usize = 16;
+
+    unsafe fn tile(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool) {
+        // SAFETY: forwarded from the caller, who checked the CPU (isa::active).
+        unsafe { avx512_12x16(kc, a, b, c, ldc, fresh) }
+    }
+}
+
+/// The 12 × 16 AVX-512 tile, for any panel of A and either kind of B:
+/// [`avx2_12x8`] with vectors twice as wide, the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn avx512_12x16(kc: usize, a: PanelA, b: PanelB, c: *mut f32, ldc: usize, fresh: bool) {
+    use std::arch::x86_64::*;
+    let mut acc = [_mm512_setzero_ps(); 12];
+    // SAFETY (whole body): the caller guarantees 12 rows and kc depths at
+    // `a`, 16 values at each of kc depths of `b`, and a 12 × 16 tile at `c`
+    // with row stride `ldc`.
+    unsafe {
+        if !fresh {
+            for (r, lanes) in acc.iter_mut().enumerate() {
+                *lanes = _mm512_loadu_ps(c.add(r * ldc));
+            }
+        }
+        for p in 0..kc {
+            let bv = _mm512_loadu_ps(b.at(p, 16));
+            let at = a.ptr.add(p * a.cs);
+            for (r, lanes) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*at.add(r * a.rs));
+                *lanes = _mm512_fmadd_ps(av, bv, *lanes);
+            }
+        }
+        for (r, lanes) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(r * ldc), *lanes);
+        }
+    }
+}
