@@ -175,24 +175,21 @@ fn decode(
             size - 8 - n
         ));
     }
-    let names = meta.offset_keys();
-    let mut sizes = Vec::with_capacity(names.len());
-    for name in &names {
+    // Each tensor's header entry and element size, looked up once.
+    let mut entries = Vec::new();
+    for name in meta.offset_keys() {
         let info = meta
-            .info(name)
+            .info(&name)
             .ok_or_else(|| format!("tensor `{name}` vanished from the header"))?;
-        sizes.push(readable_element_size(name, info.dtype, dtypes)?);
+        let element = readable_element_size(&name, info.dtype, dtypes)?;
+        entries.push((name, info, element));
     }
     // Values are held as F32 whatever their stored size.
-    let values_bytes = names
+    let values_bytes = entries
         .iter()
-        .zip(&sizes)
-        .filter_map(|(name, &element)| {
-            let info = meta.info(name)?;
-            Some((info.data_offsets.1 - info.data_offsets.0) / element * 4)
-        })
+        .map(|(_, info, element)| (info.data_offsets.1 - info.data_offsets.0) / element * 4)
         .fold(0usize, usize::saturating_add);
-    let count = names.len();
+    let count = entries.len();
     let needed = count
         .saturating_mul(TENSOR_OVERHEAD)
         .saturating_add(values_bytes);
@@ -205,10 +202,7 @@ fn decode(
     }
     let mut tensors = Vec::with_capacity(count);
     let mut chunk = vec![0u8; 1 << 16];
-    for (name, element) in names.into_iter().zip(sizes) {
-        let info = meta
-            .info(&name)
-            .ok_or_else(|| format!("tensor `{name}` vanished from the header"))?;
+    for (name, info, element) in entries {
         let shape = info
             .shape
             .iter()
@@ -283,22 +277,7 @@ pub fn read_file(path: &Path) -> Result<Decoded, TensorFileError> {
 /// tensors would take more than about `budget` bytes: how a node reads
 /// parameters for a plan, within the plan's memory budget.
 pub fn read_file_within(path: &Path, budget: usize) -> Result<Decoded, TensorFileError> {
-    let shown = path.display().to_string();
-    let io = |source| TensorFileError::Io {
-        path: shown.clone(),
-        source,
-    };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let size = file.metadata().map_err(io)?.len();
-    decode_f32(
-        std::io::BufReader::with_capacity(1 << 16, file),
-        size,
-        budget,
-    )
-    .map_err(|reason| TensorFileError::Format {
-        path: shown.clone(),
-        reason,
-    })
+    read_from(path, budget, Dtypes::F32Only, &mut Casts::default())
 }
 
 /// [`read_file`] of a researcher's own file, as PyTorch may have saved it:
@@ -306,6 +285,18 @@ pub fn read_file_within(path: &Path, budget: usize) -> Result<Decoded, TensorFil
 /// is I64) are cast to F32, and what was cast is told, one note per stored
 /// dtype.
 pub fn read_file_casting(path: &Path) -> Result<(Decoded, Vec<String>), TensorFileError> {
+    let mut casts = Casts::default();
+    let decoded = read_from(path, usize::MAX, Dtypes::CastToF32, &mut casts)?;
+    Ok((decoded, casts.notes()))
+}
+
+/// [`decode`] of the file at `path`, streamed; errors name the file.
+fn read_from(
+    path: &Path,
+    budget: usize,
+    dtypes: Dtypes,
+    casts: &mut Casts,
+) -> Result<Decoded, TensorFileError> {
     let shown = path.display().to_string();
     let io = |source| TensorFileError::Io {
         path: shown.clone(),
@@ -313,19 +304,17 @@ pub fn read_file_casting(path: &Path) -> Result<(Decoded, Vec<String>), TensorFi
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let size = file.metadata().map_err(io)?.len();
-    let mut casts = Casts::default();
-    let decoded = decode(
+    decode(
         std::io::BufReader::with_capacity(1 << 16, file),
         size,
-        usize::MAX,
-        Dtypes::CastToF32,
-        &mut casts,
+        budget,
+        dtypes,
+        casts,
     )
     .map_err(|reason| TensorFileError::Format {
         path: shown.clone(),
         reason,
-    })?;
-    Ok((decoded, casts.notes()))
+    })
 }
 
 #[cfg(test)]

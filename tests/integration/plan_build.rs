@@ -29,9 +29,13 @@ fn plan_build_prints_the_sha256_of_the_written_component() {
     assert!(stdout.contains(&format!("sha256 {digest}")), "{stdout}");
     let size = std::fs::metadata(&out).unwrap().len();
     assert!(stdout.contains(&format!("size   {size} bytes")), "{stdout}");
-    if let Ok(sum) = Command::new("sha256sum").arg(&out).output() {
-        let sum = String::from_utf8_lossy(&sum.stdout);
-        assert!(sum.starts_with(&digest.to_hex()), "sha256sum says {sum}");
+    match Command::new("sha256sum").arg(&out).output() {
+        Ok(sum) => {
+            let sum = String::from_utf8_lossy(&sum.stdout);
+            assert!(sum.starts_with(&digest.to_hex()), "sha256sum says {sum}");
+        }
+        // fedwasm's own digest of the file was checked above.
+        Err(e) => eprintln!("skipped the cross-check with sha256sum: {e}"),
     }
 }
 
